@@ -1,0 +1,129 @@
+"""Time rules of the kit (DESIGN invariant 7).
+
+Stored times are UTC strings with fixed millisecond precision, ``2025-12-28T23:59:59.000Z``, so that string
+order is time order. Windows are half-open ``[start, end)``. Naive input is UTC; offsets are converted.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, date, datetime, timedelta
+
+# Event times outside this range are rejected: they are almost always a unit or clock bug (epoch seconds read
+# as milliseconds, a zeroed struct), and bounding them keeps every stored time a 4-digit year.
+EVENT_TIME_MIN = datetime(1970, 1, 1, tzinfo=UTC)
+EVENT_TIME_MAX = datetime(2100, 1, 1, tzinfo=UTC)
+
+_HAS_CLOCK_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}")
+
+
+class TimeFormatError(ValueError):
+    """A time string that the kit cannot read; the message says why, in words for the user."""
+
+
+def parse_iso(text: str, *, what: str = "time") -> datetime:
+    """Parse an ISO-8601 date-time with a clock time; ``Z``, offsets and naive (= UTC) are accepted.
+
+    Returns an aware UTC datetime. Raises :class:`TimeFormatError` naming ``what`` on anything else.
+    """
+    if not isinstance(text, str):
+        raise TimeFormatError(f"{what} must be an ISO-8601 string, got {type(text).__name__}")
+    if not _HAS_CLOCK_TIME.match(text):
+        raise TimeFormatError(
+            f"{what} {text[:64]!r} is not an ISO-8601 date-time with a clock time "
+            "(expected e.g. 2025-12-28T23:59:59Z)"
+        )
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise TimeFormatError(f"{what} {text[:64]!r} is not a valid ISO-8601 date-time ({exc})") from None
+    if parsed.tzinfo is None:
+        return parsed.replace(tzinfo=UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:
+        raise TimeFormatError(f"{what} {text[:64]!r} is out of range once converted to UTC") from None
+
+
+def parse_event_time(text: str) -> datetime:
+    """Parse an event's ``event_time`` and check it lies in the supported range."""
+    value = parse_iso(text, what="event_time")
+    if not (EVENT_TIME_MIN <= value < EVENT_TIME_MAX):
+        raise TimeFormatError(
+            f"event_time {text[:64]!r} is outside the supported range "
+            f"{EVENT_TIME_MIN:%Y-%m-%d} .. {EVENT_TIME_MAX - timedelta(days=1):%Y-%m-%d} (UTC)"
+        )
+    return value
+
+
+def identity_iso(value: datetime) -> str:
+    """The time as the original kit put it into the event identity: isoformat with ``+00:00`` -> ``Z``."""
+    return value.isoformat().replace("+00:00", "Z")
+
+
+def fmt(value: datetime) -> str:
+    """Fixed-precision UTC form used in every stored time: ``YYYY-MM-DDTHH:MM:SS.mmmZ``."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    elif value.utcoffset() != timedelta(0):
+        value = value.astimezone(UTC)
+    return (
+        f"{value.year:04d}-{value.month:02d}-{value.day:02d}T{value.hour:02d}:{value.minute:02d}:"
+        f"{value.second:02d}.{value.microsecond // 1000:03d}Z"
+    )
+
+
+def parse_stored(text: str) -> datetime:
+    """Read back a stored time (ours or the original kit's); always aware UTC."""
+    return parse_iso(text)
+
+
+def lag_ms(ingest_time: datetime, event_time: datetime) -> int:
+    """Signed ingest lag in whole milliseconds (ingest minus event); callers clamp and flag negatives."""
+    delta = ingest_time - event_time
+    return (delta.days * 86_400_000) + (delta.seconds * 1000) + (delta.microseconds // 1000)
+
+
+def parse_bound(text: str, *, what: str) -> datetime:
+    """Parse a window bound given by a user: a date (midnight UTC) or a date-time."""
+    text = text.strip()
+    if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+        try:
+            return datetime.combine(date.fromisoformat(text), datetime.min.time(), tzinfo=UTC)
+        except ValueError as exc:
+            raise TimeFormatError(f"{what} {text!r} is not a valid date ({exc})") from None
+    return parse_iso(text, what=what)
+
+
+def parse_day(text: str, *, what: str = "day") -> str:
+    """Validate a ``YYYY-MM-DD`` day and return it unchanged."""
+    try:
+        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+            raise ValueError("expected YYYY-MM-DD")
+        date.fromisoformat(text)
+    except ValueError as exc:
+        raise TimeFormatError(f"{what} {text!r} is not a day ({exc})") from None
+    return text
+
+
+class Clock:
+    """The real clock. Services take a clock so that demos and backfills can set the ingest time."""
+
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+
+class FixedClock(Clock):
+    """A clock that stands still until moved; for demos, backfills and tests."""
+
+    def __init__(self, start: datetime) -> None:
+        self._now = start if start.tzinfo else start.replace(tzinfo=UTC)
+
+    def now(self) -> datetime:
+        return self._now
+
+    def set(self, value: datetime) -> None:
+        self._now = value if value.tzinfo else value.replace(tzinfo=UTC)
+
+    def advance(self, delta: timedelta) -> None:
+        self._now += delta
