@@ -1,0 +1,152 @@
+"""Schema of the local workspace database and its migrations.
+
+The schema version is SQLite's ``user_version``. Migrations run in order, each in its own transaction, so a
+workspace made by any earlier version of the kit opens without losing anything. A workspace from a newer
+kit is refused rather than guessed at.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Sequence
+
+from backend.errors import WorkspaceError
+
+# "PIK1" in ASCII: marks the file as a kit workspace (PRAGMA application_id).
+APPLICATION_ID = 0x50494B31
+
+_V1 = """
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+
+-- Raw bytes exactly as received. Immutable: the triggers refuse UPDATE and DELETE (and, with
+-- recursive_triggers on, the delete inside INSERT OR REPLACE); the primary key refuses a second insert.
+CREATE TABLE raw (
+    key       TEXT PRIMARY KEY,
+    sha256    TEXT NOT NULL,
+    size      INTEGER NOT NULL,
+    data      BLOB NOT NULL,
+    stored_at TEXT NOT NULL
+);
+CREATE TRIGGER raw_no_update BEFORE UPDATE ON raw
+BEGIN SELECT RAISE(ABORT, 'raw events are immutable: update refused'); END;
+CREATE TRIGGER raw_no_delete BEFORE DELETE ON raw
+BEGIN SELECT RAISE(ABORT, 'raw events are immutable: delete refused'); END;
+
+-- One row per receipt: the single ACCEPTED receipt of an event id and every DUPLICATE receipt after it.
+CREATE TABLE events (
+    seq             INTEGER PRIMARY KEY,
+    event_id        TEXT NOT NULL,
+    status          TEXT NOT NULL CHECK (status IN ('ACCEPTED', 'DUPLICATE')),
+    source          TEXT NOT NULL,
+    event_type      TEXT NOT NULL,
+    entity_id       TEXT NOT NULL,
+    event_time      TEXT NOT NULL,
+    ingest_time     TEXT NOT NULL,
+    ingest_lag_ms   INTEGER NOT NULL CHECK (ingest_lag_ms >= 0),
+    clock_skew      INTEGER NOT NULL,
+    payload_sha     TEXT NOT NULL,
+    day             TEXT NOT NULL,
+    hour            TEXT NOT NULL,
+    s3_key          TEXT NOT NULL,
+    raw_sha         TEXT NOT NULL,
+    raw_size        INTEGER NOT NULL,
+    idempotency_key TEXT
+);
+-- Invariant 2 held by the database itself: one ACCEPTED receipt per event id.
+CREATE UNIQUE INDEX events_one_acceptance ON events (event_id) WHERE status = 'ACCEPTED';
+CREATE INDEX events_by_entity ON events (entity_id, event_time, event_id, seq);
+-- Lag is an INTEGER column, so the order is numeric (invariant 9).
+CREATE INDEX events_by_lag ON events (source, event_type, day, ingest_lag_ms, seq);
+CREATE INDEX events_receipts ON events (event_id, seq);
+CREATE TRIGGER events_no_update BEFORE UPDATE ON events
+BEGIN SELECT RAISE(ABORT, 'the event index is append-only: update refused'); END;
+CREATE TRIGGER events_no_delete BEFORE DELETE ON events
+BEGIN SELECT RAISE(ABORT, 'the event index is append-only: delete refused'); END;
+
+-- Quarantine: what could not be accepted, with a bounded prefix of its bytes and the reason.
+CREATE TABLE rejections (
+    id          INTEGER PRIMARY KEY,
+    received_at TEXT NOT NULL,
+    reason      TEXT NOT NULL,
+    origin      TEXT NOT NULL,
+    line        INTEGER,
+    size        INTEGER NOT NULL,
+    sha256      TEXT NOT NULL,
+    data        BLOB NOT NULL,
+    truncated   INTEGER NOT NULL,
+    source      TEXT,
+    event_type  TEXT,
+    entity_id   TEXT
+);
+CREATE INDEX rejections_by_time ON rejections (received_at, id);
+CREATE TRIGGER rejections_no_update BEFORE UPDATE ON rejections
+BEGIN SELECT RAISE(ABORT, 'the quarantine is append-only: update refused'); END;
+CREATE TRIGGER rejections_no_delete BEFORE DELETE ON rejections
+BEGIN SELECT RAISE(ABORT, 'the quarantine is append-only: delete refused'); END;
+"""
+
+Migration = Callable[[sqlite3.Connection], None]
+
+
+def _script(sql: str) -> Migration:
+    def run(conn: sqlite3.Connection) -> None:
+        for statement in _statements(sql):
+            conn.execute(statement)
+
+    return run
+
+
+def _statements(sql: str) -> list[str]:
+    # executescript() would COMMIT behind our back; split on complete statements instead.
+    out: list[str] = []
+    buf = ""
+    for line in sql.splitlines(keepends=True):
+        buf += line
+        if sqlite3.complete_statement(buf):
+            if buf.strip():
+                out.append(buf.strip())
+            buf = ""
+    if buf.strip():
+        raise ValueError(f"incomplete SQL statement in migration: {buf[:80]!r}")
+    return out
+
+
+# MIGRATIONS[i] takes a workspace from version i to version i + 1.
+MIGRATIONS: list[Migration] = [_script(_V1)]
+
+
+def migrate(conn: sqlite3.Connection, migrations: Sequence[Migration] = MIGRATIONS) -> int:
+    """Bring the database to the newest schema; returns the version it is at. ``conn`` is in autocommit
+    mode. Each step commits with its version number, so an interrupted upgrade resumes where it stopped."""
+    latest = len(migrations)
+    app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if app_id not in (0, APPLICATION_ID):
+        raise WorkspaceError("this database is not a Pipeline Investigation Kit workspace")
+    if app_id == 0 and version == 0:
+        tables = conn.execute("SELECT count(*) FROM sqlite_schema").fetchone()[0]
+        if tables:
+            raise WorkspaceError("this database is not a Pipeline Investigation Kit workspace")
+    if version > latest:
+        raise WorkspaceError(
+            f"this workspace has schema version {version}, newer than this kit understands ({latest}); "
+            "upgrade the kit to open it"
+        )
+    while version < latest:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            # Re-read under the write lock: another process may have migrated meanwhile.
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version < latest:
+                migrations[version](conn)
+                version += 1
+                conn.execute(f"PRAGMA user_version = {version}")
+                conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    return version

@@ -1,0 +1,432 @@
+"""The embedded default store: one SQLite database (WAL) in a workspace folder.
+
+It implements :class:`backend.ports.RawStore` and :class:`backend.ports.EventIndex`. It is not a mock: it is
+persistent, safe for several processes at once (every write takes the database's write lock with
+``BEGIN IMMEDIATE``), and each batch is one durable transaction (``synchronous=FULL``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from backend.adapters.local.schema import migrate
+from backend.errors import StoreError, WorkspaceError
+from backend.model import EventRecord, IngestStatus, Page, Rejection
+from backend.paging import decode_cursor, encode_cursor
+from backend.ports import IndexStats, PartitionCount, RawObject, RawPut, RawPutStatus
+from backend.times import Clock, fmt
+
+DB_NAME = "pik.sqlite3"
+# Stay well below SQLite's bound-parameter limit in IN (...) lists.
+_CHUNK = 500
+
+_EVENT_COLUMNS = (
+    "seq, event_id, status, source, event_type, entity_id, event_time, ingest_time, ingest_lag_ms, "
+    "clock_skew, payload_sha, day, hour, s3_key, raw_sha, raw_size, idempotency_key"
+)
+_INSERT_EVENT = (
+    "INSERT INTO events (event_id, status, source, event_type, entity_id, event_time, ingest_time, "
+    "ingest_lag_ms, clock_skew, payload_sha, day, hour, s3_key, raw_sha, raw_size, idempotency_key) "
+    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+)
+_REJECTION_COLUMNS = (
+    "id, received_at, reason, origin, line, size, sha256, data, truncated, source, event_type, entity_id"
+)
+
+
+def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+class LocalStore:
+    """A workspace folder holding ``pik.sqlite3``. Thread-safe: one connection per thread."""
+
+    def __init__(self, workspace: str | os.PathLike[str], *, create: bool = True, clock: Clock | None = None):
+        self.path = Path(workspace).expanduser().resolve()
+        self.location = str(self.path)
+        self.db_path = self.path / DB_NAME
+        self._clock = clock or Clock()
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        if self.path.exists() and not self.path.is_dir():
+            raise WorkspaceError(f"workspace {self.path} is not a folder")
+        if not self.db_path.exists():
+            if not create:
+                raise WorkspaceError(
+                    f"no workspace at {self.path} (create one with `pik ingest` or `pik demo`, "
+                    "or point --workspace / PIK_WORKSPACE at an existing one)"
+                )
+            try:
+                self.path.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise WorkspaceError(f"cannot create workspace {self.path}: {exc.strerror or exc}") from None
+        conn = self._conn()
+        try:
+            self.schema_version = migrate(conn)
+        except sqlite3.Error as exc:
+            raise self._error("open", exc) from None
+
+    # -- connections ---------------------------------------------------------------------------------
+
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is not None:
+            return conn
+        try:
+            conn = sqlite3.connect(self.db_path, isolation_level=None, timeout=60.0, check_same_thread=False)
+            conn.execute("PRAGMA busy_timeout = 60000")
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if mode.lower() != "wal":
+                raise WorkspaceError(f"workspace {self.path}: cannot switch the database to WAL mode")
+            # FULL: a committed batch survives power loss, not only a crash (durable before acknowledged).
+            conn.execute("PRAGMA synchronous = FULL")
+            # Without this, INSERT OR REPLACE deletes rows without firing the immutability triggers.
+            conn.execute("PRAGMA recursive_triggers = ON")
+        except sqlite3.Error as exc:
+            raise self._error("open", exc) from None
+        self._local.conn = conn
+        with self._lock:
+            self._connections.append(conn)
+        return conn
+
+    def close(self) -> None:
+        with self._lock:
+            for conn in self._connections:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.close()
+            self._connections.clear()
+        self._local = threading.local()
+
+    def _error(self, action: str, exc: sqlite3.Error) -> StoreError:
+        text = str(exc)
+        if isinstance(exc, sqlite3.DatabaseError) and "not a database" in text:
+            return WorkspaceError(f"{self.db_path} is not a Pipeline Investigation Kit workspace ({text})")
+        if "unable to open" in text or "readonly" in text or "read-only" in text:
+            return WorkspaceError(f"cannot {action} workspace {self.path}: {text}")
+        return StoreError(f"workspace {self.path}: {action} failed: {text}")
+
+    @contextlib.contextmanager
+    def _write(self, action: str) -> Iterator[sqlite3.Connection]:
+        """One transaction holding the database's write lock; rolled back whole on any failure."""
+        conn = self._conn()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise self._error(action, exc) from None
+        try:
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise self._error(action, exc) from None
+            raise
+
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        try:
+            return self._conn().execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise self._error("read", exc) from None
+
+    # -- RawStore --------------------------------------------------------------------------------------
+
+    def put_new(self, objects: Sequence[RawObject]) -> list[RawPut]:
+        if not objects:
+            return []
+        stored_at = fmt(self._clock.now())
+        with self._write("store raw events") as conn:
+            present: dict[str, str] = {}
+            keys = list({o.key for o in objects})
+            for part in _chunks(keys):
+                marks = ",".join("?" * len(part))
+                present.update(conn.execute(f"SELECT key, sha256 FROM raw WHERE key IN ({marks})", part))
+            results: list[RawPut] = []
+            rows: list[tuple[Any, ...]] = []
+            for obj in objects:
+                sha = present.get(obj.key)
+                if sha is None:
+                    present[obj.key] = obj.sha256
+                    rows.append((obj.key, obj.sha256, len(obj.data), obj.data, stored_at))
+                    results.append(RawPut(obj.key, RawPutStatus.CREATED, obj.sha256))
+                else:
+                    results.append(RawPut(obj.key, RawPutStatus.EXISTS, sha))
+            # Plain INSERT: should anything slip past the check above, the primary key refuses it.
+            conn.executemany("INSERT INTO raw (key, sha256, size, data, stored_at) VALUES (?,?,?,?,?)", rows)
+        return results
+
+    def get(self, key: str) -> bytes | None:
+        rows = self._read("SELECT data FROM raw WHERE key = ?", (key,))
+        return bytes(rows[0][0]) if rows else None
+
+    # -- EventIndex: writes ----------------------------------------------------------------------------
+
+    def record(self, records: Sequence[EventRecord]) -> list[IngestStatus]:
+        if not records:
+            return []
+        with self._write("record events") as conn:
+            accepted: set[str] = set()
+            ids = list({r.event_id for r in records})
+            for part in _chunks(ids):
+                marks = ",".join("?" * len(part))
+                accepted.update(
+                    row[0]
+                    for row in conn.execute(
+                        f"SELECT event_id FROM events WHERE status = 'ACCEPTED' AND event_id IN ({marks})",
+                        part,
+                    )
+                )
+            statuses: list[IngestStatus] = []
+            rows: list[tuple[Any, ...]] = []
+            for r in records:
+                if r.event_id in accepted:
+                    status = IngestStatus.DUPLICATE
+                else:
+                    status = IngestStatus.ACCEPTED
+                    accepted.add(r.event_id)
+                statuses.append(status)
+                rows.append(
+                    (
+                        r.event_id, status.value, r.source, r.event_type, r.entity_id, r.event_time,
+                        r.ingest_time, r.ingest_lag_ms, int(r.clock_skew), r.payload_sha, r.day, r.hour,
+                        r.s3_key, r.raw_sha, r.raw_size, r.idempotency_key,
+                    )
+                )  # fmt: skip
+            conn.executemany(_INSERT_EVENT, rows)
+        return statuses
+
+    def quarantine(self, rejections: Sequence[Rejection]) -> list[str]:
+        if not rejections:
+            return []
+        ids: list[str] = []
+        with self._write("quarantine rejected events") as conn:
+            for r in rejections:
+                cur = conn.execute(
+                    "INSERT INTO rejections (received_at, reason, origin, line, size, sha256, data, truncated, "
+                    "source, event_type, entity_id) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                    (
+                        r.received_at, r.reason, r.origin, r.line, r.size, r.sha256, r.data,
+                        int(r.truncated), r.source, r.event_type, r.entity_id,
+                    ),
+                )  # fmt: skip
+                ids.append(str(cur.lastrowid))
+        return ids
+
+    # -- EventIndex: reads -----------------------------------------------------------------------------
+
+    @staticmethod
+    def _event(row: Sequence[Any]) -> EventRecord:
+        return EventRecord(
+            receipt=str(row[0]),
+            event_id=row[1],
+            status=IngestStatus(row[2]),
+            source=row[3],
+            event_type=row[4],
+            entity_id=row[5],
+            event_time=row[6],
+            ingest_time=row[7],
+            ingest_lag_ms=row[8],
+            clock_skew=bool(row[9]),
+            payload_sha=row[10],
+            day=row[11],
+            hour=row[12],
+            s3_key=row[13],
+            raw_sha=row[14],
+            raw_size=row[15],
+            idempotency_key=row[16],
+        )
+
+    @staticmethod
+    def _rejection(row: Sequence[Any]) -> Rejection:
+        return Rejection(
+            rejection_id=str(row[0]),
+            received_at=row[1],
+            reason=row[2],
+            origin=row[3],
+            line=row[4],
+            size=row[5],
+            sha256=row[6],
+            data=bytes(row[7]),
+            truncated=bool(row[8]),
+            source=row[9],
+            event_type=row[10],
+            entity_id=row[11],
+        )
+
+    def get_accepted(self, event_id: str) -> EventRecord | None:
+        rows = self._read(
+            f"SELECT {_EVENT_COLUMNS} FROM events WHERE status = 'ACCEPTED' AND event_id = ?", (event_id,)
+        )
+        return self._event(rows[0]) if rows else None
+
+    def receipts(self, event_id: str) -> list[EventRecord]:
+        rows = self._read(
+            f"SELECT {_EVENT_COLUMNS} FROM events WHERE event_id = ? "
+            "ORDER BY status = 'DUPLICATE', seq",
+            (event_id,),
+        )
+        return [self._event(r) for r in rows]
+
+    def _page(
+        self,
+        kind: str,
+        select: str,
+        where: list[str],
+        params: list[Any],
+        order: list[str],
+        key_of: Any,
+        limit: int,
+        after: str | None,
+        descending: bool,
+        convert: Any,
+    ) -> Page[Any]:
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        # The direction is part of the cursor's kind, so a cursor cannot be replayed the other way.
+        kind = f"{kind}:{'desc' if descending else 'asc'}"
+        if after is not None:
+            key = decode_cursor(kind, after, len(order))
+            op = "<" if descending else ">"
+            where = [*where, f"({', '.join(order)}) {op} ({', '.join('?' * len(order))})"]
+            params = [*params, *key]
+        direction = " DESC" if descending else ""
+        sql = (
+            f"{select} WHERE {' AND '.join(where)} "
+            f"ORDER BY {', '.join(col + direction for col in order)} LIMIT ?"
+        )
+        rows = self._read(sql, [*params, limit + 1])
+        more = len(rows) > limit
+        rows = rows[:limit]
+        cursor = encode_cursor(kind, key_of(rows[-1])) if more and rows else None
+        return Page(items=[convert(r) for r in rows], next_cursor=cursor)
+
+    def query_entity(
+        self,
+        entity_id: str,
+        start: str,
+        end: str,
+        *,
+        status: IngestStatus | None = None,
+        limit: int = 100,
+        after: str | None = None,
+        descending: bool = False,
+    ) -> Page[EventRecord]:
+        where = ["entity_id = ?", "event_time >= ?", "event_time < ?"]
+        params: list[Any] = [entity_id, start, end]
+        if status is not None:
+            where.append("status = ?")
+            params.append(IngestStatus(status).value)
+        return self._page(
+            "entity",
+            f"SELECT {_EVENT_COLUMNS} FROM events",
+            where,
+            params,
+            ["event_time", "event_id", "seq"],
+            lambda r: [r[6], r[1], r[0]],
+            limit,
+            after,
+            descending,
+            self._event,
+        )
+
+    def query_partition(
+        self,
+        source: str,
+        event_type: str,
+        day: str,
+        *,
+        status: IngestStatus | None = None,
+        limit: int = 100,
+        after: str | None = None,
+        descending: bool = False,
+    ) -> Page[EventRecord]:
+        where = ["source = ?", "event_type = ?", "day = ?"]
+        params: list[Any] = [source, event_type, day]
+        if status is not None:
+            where.append("status = ?")
+            params.append(IngestStatus(status).value)
+        return self._page(
+            "partition",
+            f"SELECT {_EVENT_COLUMNS} FROM events",
+            where,
+            params,
+            ["ingest_lag_ms", "seq"],
+            lambda r: [r[8], r[0]],
+            limit,
+            after,
+            descending,
+            self._event,
+        )
+
+    def query_rejections(
+        self,
+        *,
+        entity_id: str | None = None,
+        source: str | None = None,
+        event_type: str | None = None,
+        start: str | None = None,
+        end: str | None = None,
+        limit: int = 100,
+        after: str | None = None,
+        descending: bool = False,
+    ) -> Page[Rejection]:
+        where = ["1 = 1"]
+        params: list[Any] = []
+        for column, value in (("entity_id", entity_id), ("source", source), ("event_type", event_type)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        if start is not None:
+            where.append("received_at >= ?")
+            params.append(start)
+        if end is not None:
+            where.append("received_at < ?")
+            params.append(end)
+        return self._page(
+            "rejections",
+            f"SELECT {_REJECTION_COLUMNS} FROM rejections",
+            where,
+            params,
+            ["received_at", "id"],
+            lambda r: [r[1], r[0]],
+            limit,
+            after,
+            descending,
+            self._rejection,
+        )
+
+    def get_rejection(self, rejection_id: str) -> Rejection | None:
+        if not rejection_id.isdigit():
+            return None
+        rows = self._read(f"SELECT {_REJECTION_COLUMNS} FROM rejections WHERE id = ?", (int(rejection_id),))
+        return self._rejection(rows[0]) if rows else None
+
+    def stats(self) -> IndexStats:
+        totals = dict(self._read("SELECT status, count(*) FROM events GROUP BY status"))
+        partitions = [
+            PartitionCount(source=s, event_type=t, accepted=a, duplicate=d)
+            for s, t, a, d in self._read(
+                "SELECT source, event_type, sum(status = 'ACCEPTED'), sum(status = 'DUPLICATE') "
+                "FROM events GROUP BY source, event_type ORDER BY source, event_type"
+            )
+        ]
+        entities = self._read("SELECT count(DISTINCT entity_id) FROM events")[0][0]
+        first, last = self._read("SELECT min(event_time), max(event_time) FROM events")[0]
+        rejected = self._read("SELECT count(*) FROM rejections")[0][0]
+        return IndexStats(
+            accepted=totals.get("ACCEPTED", 0),
+            duplicate=totals.get("DUPLICATE", 0),
+            rejected=rejected,
+            entities=entities,
+            first_event_time=first,
+            last_event_time=last,
+            partitions=partitions,
+        )

@@ -1,0 +1,148 @@
+"""The store interfaces the services use. Each adapter (local SQLite, AWS) implements all of them and is
+held to them by one contract suite (``tests/contract``).
+
+The write methods take batches: the local adapter commits a batch in one transaction, the AWS adapter
+spends at most a put and a transaction per event. Every method either completes or raises
+:class:`backend.errors.StoreError`; after an error, retrying the same call is always safe.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+
+from backend.model import EventRecord, IngestStatus, Page, Rejection
+
+
+@dataclass(frozen=True, slots=True)
+class RawObject:
+    key: str
+    data: bytes
+    sha256: str
+
+
+class RawPutStatus(StrEnum):
+    CREATED = "created"
+    EXISTS = "exists"  # the key was taken; nothing was written
+
+
+@dataclass(frozen=True, slots=True)
+class RawPut:
+    key: str
+    status: RawPutStatus
+    stored_sha256: str  # the sha256 of the bytes now under the key (ours if CREATED)
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionCount:
+    source: str
+    event_type: str
+    accepted: int
+    duplicate: int
+
+
+@dataclass(frozen=True, slots=True)
+class IndexStats:
+    accepted: int
+    duplicate: int
+    rejected: int
+    entities: int
+    first_event_time: str | None
+    last_event_time: str | None
+    partitions: list[PartitionCount]
+
+
+class RawStore(Protocol):
+    """Immutable raw bytes by key. There is no overwrite and no delete: a second put of a key is refused
+    by the store itself and reported as EXISTS with the sha256 of what is already there."""
+
+    location: str  # bucket name, or the workspace path
+
+    def put_new(self, objects: Sequence[RawObject]) -> list[RawPut]:
+        """Store each object unless its key exists. Results in input order; within one call an earlier
+        object wins over a later one with the same key. Returns only once the created bytes are durable."""
+        ...
+
+    def get(self, key: str) -> bytes | None:
+        """The bytes under ``key``, or None."""
+        ...
+
+
+class EventIndex(Protocol):
+    """The index of receipts (accepted events and duplicate receipts) and the quarantine of rejections."""
+
+    def record(self, records: Sequence[EventRecord]) -> list[IngestStatus]:
+        """Record one receipt per element, in order, and say for each whether it was the event id's single
+        ACCEPTED receipt or a DUPLICATE. The ``status`` and ``receipt`` fields of the input are ignored.
+
+        Exactly one receipt per event id is ever ACCEPTED, whatever the interleaving of concurrent calls;
+        every other receipt is kept as its own DUPLICATE record. Nothing is overwritten.
+        """
+        ...
+
+    def quarantine(self, rejections: Sequence[Rejection]) -> list[str]:
+        """Store rejected requests (bounded bytes and reason); returns their ids in order."""
+        ...
+
+    def get_accepted(self, event_id: str) -> EventRecord | None:
+        """The ACCEPTED receipt of ``event_id``, or None if it was never accepted."""
+        ...
+
+    def receipts(self, event_id: str) -> list[EventRecord]:
+        """Every receipt of ``event_id``: the accepted one first, then duplicates in arrival order."""
+        ...
+
+    def query_entity(
+        self,
+        entity_id: str,
+        start: str,
+        end: str,
+        *,
+        status: IngestStatus | None = None,
+        limit: int = 100,
+        after: str | None = None,
+        descending: bool = False,
+    ) -> Page[EventRecord]:
+        """Receipts of one entity with ``start <= event_time < end`` (stored-time strings), in event-time
+        order (ties by event id, then receipt). ``after`` is a ``next_cursor`` from a previous page of the
+        same query."""
+        ...
+
+    def query_partition(
+        self,
+        source: str,
+        event_type: str,
+        day: str,
+        *,
+        status: IngestStatus | None = None,
+        limit: int = 100,
+        after: str | None = None,
+        descending: bool = False,
+    ) -> Page[EventRecord]:
+        """Receipts of one (source, event_type, event day) in numeric lag order (``descending`` = largest
+        lag first), ties by receipt."""
+        ...
+
+    def query_rejections(
+        self,
+        *,
+        entity_id: str | None = None,
+        source: str | None = None,
+        event_type: str | None = None,
+        start: str | None = None,
+        end: str | None = None,
+        limit: int = 100,
+        after: str | None = None,
+        descending: bool = False,
+    ) -> Page[Rejection]:
+        """Quarantined rejections in the order they were received (``start``/``end`` bound the receive
+        time), optionally only those whose readable fields match."""
+        ...
+
+    def get_rejection(self, rejection_id: str) -> Rejection | None: ...
+
+    def stats(self) -> IndexStats:
+        """Totals over the whole index (a scan on AWS: for small stacks, demos and reports)."""
+        ...
