@@ -1,0 +1,343 @@
+"""Ingest: validate, identify, store raw bytes, then index (DESIGN invariants 1, 2, 3, 7, 8, 9).
+
+The order of writes is the safety argument. Rejections are quarantined first; raw bytes are stored
+before the index hears of the event, and the index decides ACCEPTED or DUPLICATE atomically. A failure
+anywhere raises :class:`StoreError` for the whole batch and acknowledges nothing; a retry of the same
+input then ends with exactly one ACCEPTED per event id (raw bytes already stored are found, not rewritten).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from backend.errors import ReadOnlyError
+from backend.identity import canonical_json, event_id, raw_key, receipt_key, sha256_hex
+from backend.model import (
+    MAX_BODY_BYTES,
+    MAX_PAYLOAD_BYTES,
+    EventIn,
+    EventRecord,
+    IngestResult,
+    IngestStatus,
+    Rejection,
+)
+from backend.ports import EventIndex, RawObject, RawPutStatus, RawStore
+from backend.times import Clock, TimeFormatError, fmt, lag_ms, parse_event_time
+
+# How much of a rejected request is kept in quarantine (the full size and sha256 are always recorded).
+QUARANTINE_MAX_BYTES = 64 * 1024
+
+
+class Invalid(ValueError):
+    """A request that cannot be accepted; ``reason`` is the sentence stored and shown to the sender."""
+
+    def __init__(self, reason: str, fields: dict[str, str] | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.fields = fields or {}
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """One request as it arrived: its exact bytes and where it came from (for the quarantine)."""
+
+    body: bytes
+    origin: str = "api"
+    line: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A valid event with its identity, ready to store."""
+
+    event_id: str
+    source: str
+    event_type: str
+    entity_id: str
+    event_dt: datetime
+    event_time: str
+    day: str
+    hour: str
+    payload_sha: str
+    raw_sha: str
+    raw_key: str
+    idempotency_key: str | None
+    body: bytes
+
+
+# -- parsing and validation -----------------------------------------------------------------------------
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        dup = next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
+        raise Invalid(f"invalid JSON: duplicate key {dup[:64]!r} in an object")
+    return obj
+
+
+def _no_constants(name: str) -> Any:
+    raise Invalid(f"invalid JSON: {name} is not a JSON number")
+
+
+_decoder = json.JSONDecoder(object_pairs_hook=_no_duplicate_keys, parse_constant=_no_constants)
+
+
+def _field_text(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 66 else text[:63] + "..."
+
+
+_PATTERN_RULES = {
+    "source": "must be 1-128 characters of A-Z a-z 0-9 _ . : -",
+    "event_type": "must be 1-128 characters of A-Z a-z 0-9 _ . : -",
+    "entity_id": "must be 1-256 characters with no control characters",
+    "idempotency_key": "must be 1-256 characters with no control characters and no '|'",
+}
+
+
+def explain(error: ValidationError) -> str:
+    """One readable sentence per problem, fields in the order the model declares them."""
+    parts: list[str] = []
+    for err in error.errors(include_url=False):
+        field = ".".join(str(p) for p in err["loc"]) or "event"
+        kind = err["type"]
+        value = err.get("input")
+        if kind == "missing":
+            parts.append(f"{field}: required field is missing")
+        elif kind in ("string_type", "model_type"):
+            want = "a string" if kind == "string_type" else "an object"
+            parts.append(f"{field}: must be {want}, got {type(value).__name__} {_field_text(value)}")
+        elif kind == "string_pattern_mismatch":
+            rule = _PATTERN_RULES.get(field, f"must match {err.get('ctx', {}).get('pattern')}")
+            parts.append(f"{field}: {rule}, got {_field_text(value)}")
+        elif kind == "string_unicode":
+            parts.append(f"{field}: contains an unpaired surrogate, which is not valid Unicode text")
+        else:
+            parts.append(f"{field}: {err['msg']}")
+    return "; ".join(parts)
+
+
+def _readable_fields(obj: Any) -> dict[str, str]:
+    """Identifying fields of a rejected object that are plain short strings, to find it again later."""
+    out: dict[str, str] = {}
+    if isinstance(obj, dict):
+        for name in ("source", "event_type", "entity_id"):
+            value = obj.get(name)
+            if isinstance(value, str) and 0 < len(value) <= 256:
+                try:
+                    value.encode("utf-8")
+                except UnicodeEncodeError:
+                    continue
+                out[name] = value
+    return out
+
+
+def prepare(body: bytes) -> Prepared:
+    """Validate one request body and compute its identity. Raises :class:`Invalid` with the reason."""
+    if len(body) > MAX_BODY_BYTES:
+        raise Invalid(f"request is {len(body):,} bytes; the limit is {MAX_BODY_BYTES:,} bytes (1 MiB)")
+    if not body.strip():
+        raise Invalid("empty request: expected one JSON object")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise Invalid(f"not UTF-8 text: invalid byte 0x{body[exc.start]:02x} at offset {exc.start}") from None
+    try:
+        obj = _decoder.decode(text)
+    except json.JSONDecodeError as exc:
+        raise Invalid(f"invalid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})") from None
+    except RecursionError:
+        raise Invalid("invalid JSON: nested too deeply to read") from None
+    if not isinstance(obj, dict):
+        raise Invalid(f"an event must be a JSON object, got a JSON {_json_kind(obj)}")
+    fields = _readable_fields(obj)
+    try:
+        event = EventIn.model_validate(obj)
+    except ValidationError as exc:
+        raise Invalid(explain(exc), fields) from None
+    except RecursionError:
+        raise Invalid("payload: nested too deeply", fields) from None
+    if not isinstance(event.payload, dict | list):
+        raise Invalid(f"payload: must be a JSON object or array, got a JSON {_json_kind(event.payload)}", fields)
+    try:
+        event_dt = parse_event_time(event.event_time)
+    except TimeFormatError as exc:
+        raise Invalid(str(exc), fields) from None
+    try:
+        canonical = canonical_json(event.payload)
+    except ValueError:
+        raise Invalid("payload: numbers must be finite (a value overflows to Infinity)", fields) from None
+    except UnicodeEncodeError:
+        raise Invalid("payload: contains an unpaired surrogate, which is not valid Unicode text", fields) from None
+    except RecursionError:
+        raise Invalid("payload: nested too deeply", fields) from None
+    if len(canonical) > MAX_PAYLOAD_BYTES:
+        raise Invalid(
+            f"payload: {len(canonical):,} bytes as canonical JSON; the limit is {MAX_PAYLOAD_BYTES:,} (256 KiB)",
+            fields,
+        )
+    payload_sha = sha256_hex(canonical)
+    eid = event_id(event.source, event.event_type, event.entity_id, event_dt, payload_sha, event.idempotency_key)
+    event_time = fmt(event_dt)
+    day = event_time[:10]
+    return Prepared(
+        event_id=eid,
+        source=event.source,
+        event_type=event.event_type,
+        entity_id=event.entity_id,
+        event_dt=event_dt,
+        event_time=event_time,
+        day=day,
+        hour=event_time[11:13],
+        payload_sha=payload_sha,
+        raw_sha=sha256_hex(body),
+        raw_key=raw_key(event.source, event.event_type, day, eid),
+        idempotency_key=event.idempotency_key,
+        body=body,
+    )
+
+
+def _json_kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "object"
+
+
+# -- the service ----------------------------------------------------------------------------------------
+
+
+class IngestService:
+    """Ingest requests into a raw store and an event index.
+
+    ``clock`` sets the ingest time (inject one for demos and backfills). With ``read_only`` every call is
+    refused with :class:`ReadOnlyError` before anything is read or written.
+    """
+
+    def __init__(
+        self, raw: RawStore, index: EventIndex, clock: Clock | None = None, *, read_only: bool = False
+    ) -> None:
+        self.raw = raw
+        self.index = index
+        self.clock = clock or Clock()
+        self.read_only = read_only
+
+    def ingest(self, body: bytes, origin: str = "api") -> IngestResult:
+        """Ingest one request body."""
+        return self.ingest_batch([Received(body, origin)])[0]
+
+    def ingest_batch(self, batch: Sequence[Received]) -> list[IngestResult]:
+        """Ingest a batch; one result per request, in order. Raises StoreError (nothing acknowledged)."""
+        if self.read_only:
+            raise ReadOnlyError("ingest refused: the kit is in read-only mode")
+        results: list[IngestResult | None] = [None] * len(batch)
+        valid: list[tuple[int, Prepared, datetime]] = []
+        rejected: list[tuple[int, Rejection]] = []
+        for i, item in enumerate(batch):
+            now = self.clock.now()
+            try:
+                valid.append((i, prepare(item.body), now))
+            except Invalid as bad:
+                rejected.append((i, self._rejection(item, bad, now)))
+
+        if rejected:
+            ids = self.index.quarantine([r for _, r in rejected])
+            for (i, rej), rid in zip(rejected, ids, strict=True):
+                results[i] = IngestResult(
+                    status=IngestStatus.REJECTED,
+                    reason=rej.reason,
+                    rejection_id=rid,
+                    line=batch[i].line,
+                    ingest_time=rej.received_at,
+                )
+
+        if valid:
+            keys = self._store_raw([p for _, p, _ in valid])
+            records = [self._record(p, now, key) for (_, p, now), key in zip(valid, keys, strict=True)]
+            statuses = self.index.record(records)
+            for (i, _, _), rec, status in zip(valid, records, statuses, strict=True):
+                results[i] = IngestResult(
+                    status=status,
+                    event_id=rec.event_id,
+                    ingest_lag_ms=rec.ingest_lag_ms,
+                    s3_key=rec.s3_key,
+                    event_time=rec.event_time,
+                    ingest_time=rec.ingest_time,
+                    clock_skew=rec.clock_skew,
+                    line=batch[i].line,
+                )
+        return [r for r in results if r is not None]
+
+    def _store_raw(self, prepared: Sequence[Prepared]) -> list[str]:
+        """Store each body under its identity key; returns the key that holds each body's exact bytes.
+
+        A body whose identity key already holds *other* bytes (same event id, different request: an
+        idempotency-key retry with a new payload, changed extra fields) is kept under a content-addressed
+        receipt key instead: nothing received is ever dropped or overwrites another receipt.
+        """
+        puts = self.raw.put_new([RawObject(p.raw_key, p.body, p.raw_sha) for p in prepared])
+        keys = [p.raw_key for p in prepared]
+        divergent = [i for i, put in enumerate(puts) if put.status is RawPutStatus.EXISTS and put.stored_sha256 != prepared[i].raw_sha]
+        if divergent:
+            alt = [
+                RawObject(
+                    receipt_key(p.source, p.event_type, p.day, p.event_id, p.raw_sha), p.body, p.raw_sha
+                )
+                for p in (prepared[i] for i in divergent)
+            ]
+            for i, put in zip(divergent, self.raw.put_new(alt), strict=True):
+                keys[i] = put.key
+        return keys
+
+    def _record(self, p: Prepared, now: datetime, key: str) -> EventRecord:
+        lag = lag_ms(now, p.event_dt)
+        return EventRecord(
+            event_id=p.event_id,
+            status=IngestStatus.ACCEPTED,
+            source=p.source,
+            event_type=p.event_type,
+            entity_id=p.entity_id,
+            event_time=p.event_time,
+            ingest_time=fmt(now),
+            ingest_lag_ms=max(lag, 0),
+            clock_skew=lag < 0,
+            payload_sha=p.payload_sha,
+            day=p.day,
+            hour=p.hour,
+            s3_key=key,
+            s3_bucket=None,
+            raw_sha=p.raw_sha,
+            raw_size=len(p.body),
+            idempotency_key=p.idempotency_key,
+        )
+
+    @staticmethod
+    def _rejection(item: Received, bad: Invalid, now: datetime) -> Rejection:
+        return Rejection(
+            received_at=fmt(now),
+            reason=bad.reason,
+            origin=item.origin,
+            line=item.line,
+            size=len(item.body),
+            sha256=sha256_hex(item.body),
+            data=item.body[:QUARANTINE_MAX_BYTES],
+            truncated=len(item.body) > QUARANTINE_MAX_BYTES,
+            source=bad.fields.get("source"),
+            event_type=bad.fields.get("event_type"),
+            entity_id=bad.fields.get("entity_id"),
+        )
