@@ -9,8 +9,8 @@ input then ends with exactly one ACCEPTED per event id (raw bytes already stored
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -52,6 +52,17 @@ class Received:
     line: int | None = None
 
 
+def _batched(items: Iterable[Received], size: int) -> Iterator[list[Received]]:
+    chunk: list[Received] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
 @dataclass(frozen=True, slots=True)
 class Prepared:
     """A valid event with its identity, ready to store."""
@@ -69,6 +80,13 @@ class Prepared:
     raw_key: str
     idempotency_key: str | None
     body: bytes
+
+
+@dataclass(slots=True)
+class PreparedBatch:
+    items: Sequence[Received]
+    valid: list[tuple[int, Prepared, datetime]] = field(default_factory=list)
+    rejected: list[tuple[int, Rejection]] = field(default_factory=list)
 
 
 # -- parsing and validation -----------------------------------------------------------------------------
@@ -158,15 +176,17 @@ def prepare(body: bytes) -> Prepared:
         raise Invalid("invalid JSON: nested too deeply to read") from None
     if not isinstance(obj, dict):
         raise Invalid(f"an event must be a JSON object, got a JSON {_json_kind(obj)}")
-    fields = _readable_fields(obj)
     try:
         event = EventIn.model_validate(obj)
     except ValidationError as exc:
-        raise Invalid(explain(exc), fields) from None
+        raise Invalid(explain(exc), _readable_fields(obj)) from None
     except RecursionError:
-        raise Invalid("payload: nested too deeply", fields) from None
+        raise Invalid("payload: nested too deeply", _readable_fields(obj)) from None
+    fields = {"source": event.source, "event_type": event.event_type, "entity_id": event.entity_id}
     if not isinstance(event.payload, dict | list):
-        raise Invalid(f"payload: must be a JSON object or array, got a JSON {_json_kind(event.payload)}", fields)
+        raise Invalid(
+            f"payload: must be a JSON object or array, got a JSON {_json_kind(event.payload)}", fields
+        )
     try:
         event_dt = parse_event_time(event.event_time)
     except TimeFormatError as exc:
@@ -176,16 +196,21 @@ def prepare(body: bytes) -> Prepared:
     except ValueError:
         raise Invalid("payload: numbers must be finite (a value overflows to Infinity)", fields) from None
     except UnicodeEncodeError:
-        raise Invalid("payload: contains an unpaired surrogate, which is not valid Unicode text", fields) from None
+        raise Invalid(
+            "payload: contains an unpaired surrogate, which is not valid Unicode text", fields
+        ) from None
     except RecursionError:
         raise Invalid("payload: nested too deeply", fields) from None
     if len(canonical) > MAX_PAYLOAD_BYTES:
         raise Invalid(
-            f"payload: {len(canonical):,} bytes as canonical JSON; the limit is {MAX_PAYLOAD_BYTES:,} (256 KiB)",
+            f"payload: {len(canonical):,} bytes as canonical JSON; "
+            f"the limit is {MAX_PAYLOAD_BYTES:,} bytes (256 KiB)",
             fields,
         )
     payload_sha = sha256_hex(canonical)
-    eid = event_id(event.source, event.event_type, event.entity_id, event_dt, payload_sha, event.idempotency_key)
+    eid = event_id(
+        event.source, event.event_type, event.entity_id, event_dt, payload_sha, event.idempotency_key
+    )
     event_time = fmt(event_dt)
     day = event_time[:10]
     return Prepared(
@@ -243,21 +268,43 @@ class IngestService:
 
     def ingest_batch(self, batch: Sequence[Received]) -> list[IngestResult]:
         """Ingest a batch; one result per request, in order. Raises StoreError (nothing acknowledged)."""
+        return self.commit(self.prepare_batch(batch))
+
+    def ingest_stream(
+        self, items: Iterable[Received], batch_size: int = 10_000
+    ) -> Iterator[list[IngestResult]]:
+        """Ingest a stream in batches, yielding each batch's results once it is committed.
+
+        Memory is bounded by one batch, whatever the length of the stream. If a commit fails its
+        StoreError is raised here; every batch yielded before it is durable.
+        """
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        for chunk in _batched(items, batch_size):
+            yield self.commit(self.prepare_batch(chunk))
+
+    def prepare_batch(self, batch: Sequence[Received]) -> PreparedBatch:
+        """Validate and identify a batch (CPU only: nothing is read or written)."""
         if self.read_only:
             raise ReadOnlyError("ingest refused: the kit is in read-only mode")
-        results: list[IngestResult | None] = [None] * len(batch)
-        valid: list[tuple[int, Prepared, datetime]] = []
-        rejected: list[tuple[int, Rejection]] = []
+        prepared = PreparedBatch(items=batch)
         for i, item in enumerate(batch):
             now = self.clock.now()
             try:
-                valid.append((i, prepare(item.body), now))
+                prepared.valid.append((i, prepare(item.body), now))
             except Invalid as bad:
-                rejected.append((i, self._rejection(item, bad, now)))
+                prepared.rejected.append((i, self._rejection(item, bad, now)))
+        return prepared
 
-        if rejected:
-            ids = self.index.quarantine([r for _, r in rejected])
-            for (i, rej), rid in zip(rejected, ids, strict=True):
+    def commit(self, prepared: PreparedBatch) -> list[IngestResult]:
+        """Store a prepared batch: quarantine, then raw bytes, then the index. Raises StoreError."""
+        if self.read_only:
+            raise ReadOnlyError("ingest refused: the kit is in read-only mode")
+        batch = prepared.items
+        results: list[IngestResult | None] = [None] * len(batch)
+        if prepared.rejected:
+            ids = self.index.quarantine([r for _, r in prepared.rejected])
+            for (i, rej), rid in zip(prepared.rejected, ids, strict=True):
                 results[i] = IngestResult(
                     status=IngestStatus.REJECTED,
                     reason=rej.reason,
@@ -265,8 +312,8 @@ class IngestService:
                     line=batch[i].line,
                     ingest_time=rej.received_at,
                 )
-
-        if valid:
+        if prepared.valid:
+            valid = prepared.valid
             keys = self._store_raw([p for _, p, _ in valid])
             records = [self._record(p, now, key) for (_, p, now), key in zip(valid, keys, strict=True)]
             statuses = self.index.record(records)
@@ -292,7 +339,11 @@ class IngestService:
         """
         puts = self.raw.put_new([RawObject(p.raw_key, p.body, p.raw_sha) for p in prepared])
         keys = [p.raw_key for p in prepared]
-        divergent = [i for i, put in enumerate(puts) if put.status is RawPutStatus.EXISTS and put.stored_sha256 != prepared[i].raw_sha]
+        divergent = [
+            i
+            for i, put in enumerate(puts)
+            if put.status is RawPutStatus.EXISTS and put.stored_sha256 != prepared[i].raw_sha
+        ]
         if divergent:
             alt = [
                 RawObject(

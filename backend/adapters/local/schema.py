@@ -23,23 +23,28 @@ CREATE TABLE meta (
 
 -- Raw bytes exactly as received. Immutable: the triggers refuse UPDATE and DELETE (and, with
 -- recursive_triggers on, the delete inside INSERT OR REPLACE); the primary key refuses a second insert.
+-- Rows are appended in rowid order (the bytes go in sequentially); only the key index is random.
 CREATE TABLE raw (
-    key       TEXT PRIMARY KEY,
-    sha256    TEXT NOT NULL,
+    id        INTEGER PRIMARY KEY,
+    key       TEXT NOT NULL UNIQUE,
+    sha256    BLOB NOT NULL,
     size      INTEGER NOT NULL,
-    data      BLOB NOT NULL,
-    stored_at TEXT NOT NULL
+    stored_at TEXT NOT NULL,
+    data      BLOB NOT NULL
 );
 CREATE TRIGGER raw_no_update BEFORE UPDATE ON raw
 BEGIN SELECT RAISE(ABORT, 'raw events are immutable: update refused'); END;
 CREATE TRIGGER raw_no_delete BEFORE DELETE ON raw
 BEGIN SELECT RAISE(ABORT, 'raw events are immutable: delete refused'); END;
 
--- One row per receipt: the single ACCEPTED receipt of an event id and every DUPLICATE receipt after it.
+-- One row per receipt of an event id: receipt 0 is the single ACCEPTED one, receipts 1, 2, 3... are the
+-- DUPLICATE receipts in arrival order. The unique key (event_id, receipt) is what makes acceptance
+-- unique (invariant 2) and lists an event's receipts. Hashes are stored as 32-byte blobs and s3_key is
+-- NULL when it is the event's identity key: narrower rows and index entries, faster ingest.
 CREATE TABLE events (
     seq             INTEGER PRIMARY KEY,
-    event_id        TEXT NOT NULL,
-    status          TEXT NOT NULL CHECK (status IN ('ACCEPTED', 'DUPLICATE')),
+    event_id        BLOB NOT NULL,
+    receipt         INTEGER NOT NULL CHECK (receipt >= 0),
     source          TEXT NOT NULL,
     event_type      TEXT NOT NULL,
     entity_id       TEXT NOT NULL,
@@ -47,20 +52,18 @@ CREATE TABLE events (
     ingest_time     TEXT NOT NULL,
     ingest_lag_ms   INTEGER NOT NULL CHECK (ingest_lag_ms >= 0),
     clock_skew      INTEGER NOT NULL,
-    payload_sha     TEXT NOT NULL,
+    payload_sha     BLOB NOT NULL,
     day             TEXT NOT NULL,
     hour            TEXT NOT NULL,
-    s3_key          TEXT NOT NULL,
-    raw_sha         TEXT NOT NULL,
+    s3_key          TEXT,
+    raw_sha         BLOB NOT NULL,
     raw_size        INTEGER NOT NULL,
-    idempotency_key TEXT
+    idempotency_key TEXT,
+    UNIQUE (event_id, receipt)
 );
--- Invariant 2 held by the database itself: one ACCEPTED receipt per event id.
-CREATE UNIQUE INDEX events_one_acceptance ON events (event_id) WHERE status = 'ACCEPTED';
-CREATE INDEX events_by_entity ON events (entity_id, event_time, event_id, seq);
+CREATE INDEX events_by_entity ON events (entity_id, event_time, event_id, receipt);
 -- Lag is an INTEGER column, so the order is numeric (invariant 9).
 CREATE INDEX events_by_lag ON events (source, event_type, day, ingest_lag_ms, seq);
-CREATE INDEX events_receipts ON events (event_id, seq);
 CREATE TRIGGER events_no_update BEFORE UPDATE ON events
 BEGIN SELECT RAISE(ABORT, 'the event index is append-only: update refused'); END;
 CREATE TRIGGER events_no_delete BEFORE DELETE ON events
@@ -122,8 +125,8 @@ def migrate(conn: sqlite3.Connection, migrations: Sequence[Migration] = MIGRATIO
     """Bring the database to the newest schema; returns the version it is at. ``conn`` is in autocommit
     mode. Each step commits with its version number, so an interrupted upgrade resumes where it stopped."""
     latest = len(migrations)
-    app_id = conn.execute("PRAGMA application_id").fetchone()[0]
-    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    app_id = int(conn.execute("PRAGMA application_id").fetchone()[0])
+    version = int(conn.execute("PRAGMA user_version").fetchone()[0])
     if app_id not in (0, APPLICATION_ID):
         raise WorkspaceError("this database is not a Pipeline Investigation Kit workspace")
     if app_id == 0 and version == 0:
@@ -139,7 +142,7 @@ def migrate(conn: sqlite3.Connection, migrations: Sequence[Migration] = MIGRATIO
         conn.execute("BEGIN IMMEDIATE")
         try:
             # Re-read under the write lock: another process may have migrated meanwhile.
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            version = int(conn.execute("PRAGMA user_version").fetchone()[0])
             if version < latest:
                 migrations[version](conn)
                 version += 1
