@@ -45,11 +45,17 @@ class Invalid(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Received:
-    """One request as it arrived: its exact bytes and where it came from (for the quarantine)."""
+    """One request as it arrived: its exact bytes and where it came from (for the quarantine).
+
+    A reader that met a request too large to hold passes only a prefix as ``body`` and the whole request's
+    ``size`` and ``sha256``; such a request is rejected for its size and the prefix quarantined.
+    """
 
     body: bytes
     origin: str = "api"
     line: int | None = None
+    size: int | None = None
+    sha256: str | None = None
 
 
 def _batched(items: Iterable[Received], size: int) -> Iterator[list[Received]]:
@@ -163,7 +169,7 @@ def prepare(body: bytes) -> Prepared:
     if len(body) > MAX_BODY_BYTES:
         raise Invalid(f"request is {len(body):,} bytes; the limit is {MAX_BODY_BYTES:,} bytes (1 MiB)")
     if not body.strip():
-        raise Invalid("empty request: expected one JSON object")
+        raise Invalid("blank: expected one JSON object")
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -289,8 +295,12 @@ class IngestService:
             raise ReadOnlyError("ingest refused: the kit is in read-only mode")
         prepared = PreparedBatch(items=batch)
         for i, item in enumerate(batch):
-            now = self.clock.now()
+            now = self.clock.now()  # once per request, in order: scripted clocks rely on it
             try:
+                if item.size is not None and item.size > len(item.body):
+                    raise Invalid(
+                        f"request is {item.size:,} bytes; the limit is {MAX_BODY_BYTES:,} bytes (1 MiB)"
+                    )
                 prepared.valid.append((i, prepare(item.body), now))
             except Invalid as bad:
                 prepared.rejected.append((i, self._rejection(item, bad, now)))
@@ -384,10 +394,10 @@ class IngestService:
             reason=bad.reason,
             origin=item.origin,
             line=item.line,
-            size=len(item.body),
-            sha256=sha256_hex(item.body),
+            size=item.size if item.size is not None else len(item.body),
+            sha256=item.sha256 or sha256_hex(item.body),
             data=item.body[:QUARANTINE_MAX_BYTES],
-            truncated=len(item.body) > QUARANTINE_MAX_BYTES,
+            truncated=(item.size or len(item.body)) > QUARANTINE_MAX_BYTES,
             source=bad.fields.get("source"),
             event_type=bad.fields.get("event_type"),
             entity_id=bad.fields.get("entity_id"),

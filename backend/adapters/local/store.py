@@ -185,6 +185,19 @@ class LocalStore:
         except sqlite3.Error as exc:
             raise self._error("read", exc) from None
 
+    # -- workspace metadata (local only) -------------------------------------------------------------
+
+    def meta_get(self, key: str) -> str | None:
+        rows = self._read("SELECT value FROM meta WHERE key = ?", (key,))
+        return str(rows[0][0]) if rows else None
+
+    def meta_put(self, key: str, value: str) -> None:
+        with self._write("write workspace metadata") as conn:
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = ?",
+                (key, value, value),
+            )
+
     # -- RawStore --------------------------------------------------------------------------------------
 
     def put_new(self, objects: Sequence[RawObject]) -> list[RawPut]:
