@@ -19,7 +19,7 @@ from typing import IO, Any, NoReturn
 from backend.errors import InvalidRequest, KitError
 from backend.model import MAX_BODY_BYTES, EventRecord, IngestStatus, Rejection
 from backend.services.ingest import QUARANTINE_MAX_BYTES, IngestService, Received
-from backend.times import TimeFormatError, fmt, parse_bound, parse_day
+from backend.times import EVENT_TIME_MAX, EVENT_TIME_MIN, TimeFormatError, fmt, parse_bound, parse_day
 from pik_console.text import preview, safe
 
 DEFAULT_WORKSPACE = ".pik"
@@ -256,8 +256,8 @@ def cmd_events(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
             if args.entity is not None:
                 page = store.query_entity(
                     args.entity,
-                    start or "0000",
-                    end or "9999",
+                    start or fmt(EVENT_TIME_MIN),
+                    end or fmt(EVENT_TIME_MAX),
                     status=status,
                     limit=args.limit,
                     after=args.after,

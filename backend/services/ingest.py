@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -276,18 +277,31 @@ class IngestService:
         """Ingest a batch; one result per request, in order. Raises StoreError (nothing acknowledged)."""
         return self.commit(self.prepare_batch(batch))
 
-    def ingest_stream(
-        self, items: Iterable[Received], batch_size: int = 10_000
-    ) -> Iterator[list[IngestResult]]:
+    def ingest_stream(self, items: Iterable[Received], batch_size: int = 10_000) -> Iterator[list[IngestResult]]:
         """Ingest a stream in batches, yielding each batch's results once it is committed.
 
-        Memory is bounded by one batch, whatever the length of the stream. If a commit fails its
-        StoreError is raised here; every batch yielded before it is durable.
+        The next batch is validated while the current one is committed by a second thread (the stores
+        release the GIL while they write), so memory is bounded by two batches whatever the length of the
+        stream. If a commit fails its StoreError is raised here; every batch yielded before it is durable.
         """
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
-        for chunk in _batched(items, batch_size):
-            yield self.commit(self.prepare_batch(chunk))
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="pik-ingest-writer") as writer:
+            pending: Future[list[IngestResult]] | None = None
+            try:
+                for chunk in _batched(items, batch_size):
+                    prepared = self.prepare_batch(chunk)
+                    if pending is not None:
+                        yield pending.result()
+                    pending = writer.submit(self.commit, prepared)
+                if pending is not None:
+                    yield pending.result()
+                    pending = None
+            finally:
+                if pending is not None:
+                    # Abandoned mid-stream (an error, Ctrl-C): let the batch in flight finish or fail
+                    # cleanly before the store is closed under it.
+                    pending.exception()
 
     def prepare_batch(self, batch: Sequence[Received]) -> PreparedBatch:
         """Validate and identify a batch (CPU only: nothing is read or written)."""

@@ -13,6 +13,7 @@ import os
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,22 +23,41 @@ from backend.identity import raw_key
 from backend.model import EventRecord, IngestStatus, Page, Rejection
 from backend.paging import decode_cursor, encode_cursor
 from backend.ports import IndexStats, PartitionCount, RawObject, RawPut, RawPutStatus
-from backend.times import Clock, fmt
+from backend.times import Clock, fmt, parse_iso
 
 DB_NAME = "pik.sqlite3"
 # Stay well below SQLite's bound-parameter limit in IN (...) lists.
 _CHUNK = 400
 
 _EVENT_COLUMNS = (
-    "seq, event_id, receipt, source, event_type, entity_id, event_time, ingest_time, ingest_lag_ms, "
-    "clock_skew, payload_sha, day, hour, s3_key, raw_sha, raw_size, idempotency_key"
+    "e.seq, e.event_id, e.receipt, p.source, p.event_type, n.entity_id, e.event_ms, e.ingest_ms, "
+    "e.ingest_lag_ms, e.clock_skew, e.payload_sha, p.day, e.s3_key, e.raw_sha, e.raw_size, e.idempotency_key"
 )
+_EVENT_FROM = "events e JOIN entities n ON n.id = e.entity JOIN partitions p ON p.id = e.part"
 _EVENT_TARGET = (
-    "events (event_id, receipt, source, event_type, entity_id, event_time, ingest_time, "
-    "ingest_lag_ms, clock_skew, payload_sha, day, hour, s3_key, raw_sha, raw_size, idempotency_key)"
+    "events (event_id, receipt, entity, part, event_ms, ingest_ms, ingest_lag_ms, clock_skew, payload_sha, "
+    "s3_key, raw_sha, raw_size, idempotency_key)"
 )
-_EVENT_ARITY = 16
+_EVENT_ARITY = 13
 _INSERT_EVENT = f"INSERT INTO {_EVENT_TARGET} VALUES ({','.join('?' * _EVENT_ARITY)})"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+_STATUS_SQL = {IngestStatus.ACCEPTED: "e.receipt = 0", IngestStatus.DUPLICATE: "e.receipt > 0"}
+
+
+def _to_ms(stored: str) -> int:
+    """A stored-time string (or any ISO date-time) as integer milliseconds since the epoch."""
+    try:
+        value = datetime.fromisoformat(stored)
+    except ValueError:
+        value = parse_iso(stored)
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return (value - _EPOCH) // _MS
+
+
+def _from_ms(ms: int) -> str:
+    return fmt(_EPOCH + timedelta(milliseconds=ms))
 
 
 @functools.lru_cache(maxsize=64)
@@ -47,9 +67,6 @@ def _multi_insert(target: str, arity: int, rows: int, returning: str) -> str:
     return (
         f"INSERT INTO {target} VALUES {','.join([one] * rows)} ON CONFLICT DO NOTHING RETURNING {returning}"
     )
-
-
-_STATUS_SQL = {IngestStatus.ACCEPTED: "receipt = 0", IngestStatus.DUPLICATE: "receipt > 0"}
 
 
 def _status_sql(status: IngestStatus) -> str:
@@ -97,6 +114,9 @@ class LocalStore:
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        # Entity and partition numbers never change once committed, so they are cached per store.
+        self._entity_ids: dict[str, int] = {}
+        self._part_ids: dict[tuple[str, str, str], int] = {}
         if self.path.exists() and not self.path.is_dir():
             raise WorkspaceError(f"workspace {self.path} is not a folder")
         if not self.db_path.exists():
@@ -237,17 +257,23 @@ class LocalStore:
     def record(self, records: Sequence[EventRecord]) -> list[IngestStatus]:
         if not records:
             return []
-        rows = [self._event_row(r) for r in records]
-        statuses = [IngestStatus.DUPLICATE] * len(rows)
+        statuses = [IngestStatus.DUPLICATE] * len(records)
         with self._write("record events") as conn:
+            entity_ids = self._intern(
+                conn, self._entity_ids, {r.entity_id for r in records}, "entities", ("entity_id",)
+            )
+            part_ids = self._intern(
+                conn, self._part_ids, {(r.source, r.event_type, r.day) for r in records}, "partitions",
+                ("source", "event_type", "day"),
+            )  # fmt: skip
+            rows = [self._event_row(r, entity_ids, part_ids) for r in records]
             # Try every event id's first appearance in the batch as receipt 0 (the acceptance). The unique
             # key (event_id, receipt) refuses it if the id was accepted before; RETURNING names the winners.
             first: dict[bytes, int] = {}
             for i, row in enumerate(rows):
                 first.setdefault(row[0], i)
             accepted: set[bytes] = set()
-            candidates = list(first.values())
-            for part in _chunks(candidates):
+            for part in _chunks(list(first.values())):
                 sql = _multi_insert(_EVENT_TARGET, _EVENT_ARITY, len(part), "event_id")
                 accepted.update(e for (e,) in conn.execute(sql, [v for i in part for v in rows[i]]))
             dups: list[int] = []
@@ -275,15 +301,45 @@ class LocalStore:
                     next_receipt[eid] = n + 1
                     dup_rows.append((eid, n, *rows[i][2:]))
                 conn.executemany(_INSERT_EVENT, dup_rows)
+        # Only now are the new numbers committed, and safe to cache.
+        self._entity_ids.update(entity_ids)
+        self._part_ids.update(part_ids)
         return statuses
 
     @staticmethod
-    def _event_row(r: EventRecord) -> tuple[Any, ...]:
+    def _intern(
+        conn: sqlite3.Connection, cache: dict[Any, int], names: set[Any], table: str, columns: tuple[str, ...]
+    ) -> dict[Any, int]:
+        """Numbers for ``names`` in ``table``, adding the new ones; the cache is left to the caller."""
+        found = {name: cache[name] for name in names if name in cache}
+        missing = [name for name in names if name not in found]
+        if not missing:
+            return found
+        keyed = [name if isinstance(name, tuple) else (name,) for name in missing]
+        cols = ", ".join(columns)
+        for part in _chunks(keyed, 200):
+            one = "(" + ",".join("?" * len(columns)) + ")"
+            conn.execute(
+                f"INSERT INTO {table} ({cols}) VALUES {','.join([one] * len(part))} ON CONFLICT DO NOTHING",
+                [v for key in part for v in key],
+            )
+            match = " OR ".join([f"({' AND '.join(c + ' = ?' for c in columns)})"] * len(part))
+            for row in conn.execute(
+                f"SELECT id, {cols} FROM {table} WHERE {match}", [v for k in part for v in k]
+            ):
+                key = row[1] if len(columns) == 1 else tuple(row[1:])
+                found[key] = row[0]
+        return found
+
+    @staticmethod
+    def _event_row(
+        r: EventRecord, entity_ids: dict[str, int], part_ids: dict[tuple[str, str, str], int]
+    ) -> tuple[Any, ...]:
         s3_key = None if r.s3_key == raw_key(r.source, r.event_type, r.day, r.event_id) else r.s3_key
         return (
-            bytes.fromhex(r.event_id), 0, r.source, r.event_type, r.entity_id, r.event_time,
-            r.ingest_time, r.ingest_lag_ms, int(r.clock_skew), bytes.fromhex(r.payload_sha),
-            r.day, r.hour, s3_key, bytes.fromhex(r.raw_sha), r.raw_size, r.idempotency_key,
+            bytes.fromhex(r.event_id), 0, entity_ids[r.entity_id], part_ids[(r.source, r.event_type, r.day)],
+            _to_ms(r.event_time), _to_ms(r.ingest_time), r.ingest_lag_ms, int(r.clock_skew),
+            bytes.fromhex(r.payload_sha), s3_key, bytes.fromhex(r.raw_sha), r.raw_size, r.idempotency_key,
         )  # fmt: skip
 
     def quarantine(self, rejections: Sequence[Rejection]) -> list[str]:
@@ -308,6 +364,7 @@ class LocalStore:
     @staticmethod
     def _event(row: Sequence[Any]) -> EventRecord:
         event_id = row[1].hex()
+        event_time = _from_ms(row[6])
         return EventRecord(
             receipt=str(row[2]),
             event_id=event_id,
@@ -315,17 +372,17 @@ class LocalStore:
             source=row[3],
             event_type=row[4],
             entity_id=row[5],
-            event_time=row[6],
-            ingest_time=row[7],
+            event_time=event_time,
+            ingest_time=_from_ms(row[7]),
             ingest_lag_ms=row[8],
             clock_skew=bool(row[9]),
             payload_sha=row[10].hex(),
             day=row[11],
-            hour=row[12],
-            s3_key=row[13] if row[13] is not None else raw_key(row[3], row[4], row[11], event_id),
-            raw_sha=row[14].hex(),
-            raw_size=row[15],
-            idempotency_key=row[16],
+            hour=event_time[11:13],
+            s3_key=row[12] if row[12] is not None else raw_key(row[3], row[4], row[11], event_id),
+            raw_sha=row[13].hex(),
+            raw_size=row[14],
+            idempotency_key=row[15],
         )
 
     @staticmethod
@@ -349,14 +406,18 @@ class LocalStore:
         eid = _event_id_blob(event_id)
         if eid is None:
             return None
-        rows = self._read(f"SELECT {_EVENT_COLUMNS} FROM events WHERE event_id = ? AND receipt = 0", (eid,))
+        rows = self._read(
+            f"SELECT {_EVENT_COLUMNS} FROM {_EVENT_FROM} WHERE e.event_id = ? AND e.receipt = 0", (eid,)
+        )
         return self._event(rows[0]) if rows else None
 
     def receipts(self, event_id: str) -> list[EventRecord]:
         eid = _event_id_blob(event_id)
         if eid is None:
             return []
-        rows = self._read(f"SELECT {_EVENT_COLUMNS} FROM events WHERE event_id = ? ORDER BY receipt", (eid,))
+        rows = self._read(
+            f"SELECT {_EVENT_COLUMNS} FROM {_EVENT_FROM} WHERE e.event_id = ? ORDER BY e.receipt", (eid,)
+        )
         return [self._event(r) for r in rows]
 
     def _page(
@@ -407,18 +468,26 @@ class LocalStore:
         after: str | None = None,
         descending: bool = False,
     ) -> Page[EventRecord]:
-        where = ["entity_id = ?", "event_time >= ?", "event_time < ?"]
-        params: list[Any] = [entity_id, start, end]
+        try:
+            window = [_to_ms(start), _to_ms(end)]
+        except (ValueError, OverflowError):
+            raise InvalidRequest(f"window [{start!r}, {end!r}) is not a pair of ISO date-times") from None
+        where = [
+            "e.entity = (SELECT id FROM entities WHERE entity_id = ?)",
+            "e.event_ms >= ?",
+            "e.event_ms < ?",
+        ]
+        params: list[Any] = [entity_id, *window]
         if status is not None:
             where.append(_status_sql(status))
         return self._page(
             "entity",
-            f"SELECT {_EVENT_COLUMNS} FROM events",
+            f"SELECT {_EVENT_COLUMNS} FROM {_EVENT_FROM}",
             where,
             params,
-            ["event_time", "event_id", "receipt"],
+            ["e.event_ms", "e.event_id", "e.receipt"],
             lambda r: [r[6], r[1].hex(), r[2]],
-            lambda key: [key[0], _cursor_event_id(key[1]), key[2]],
+            lambda key: [int(key[0]), _cursor_event_id(key[1]), int(key[2])],
             limit,
             after,
             descending,
@@ -436,18 +505,18 @@ class LocalStore:
         after: str | None = None,
         descending: bool = False,
     ) -> Page[EventRecord]:
-        where = ["source = ?", "event_type = ?", "day = ?"]
+        where = ["e.part = (SELECT id FROM partitions WHERE source = ? AND event_type = ? AND day = ?)"]
         params: list[Any] = [source, event_type, day]
         if status is not None:
             where.append(_status_sql(status))
         return self._page(
             "partition",
-            f"SELECT {_EVENT_COLUMNS} FROM events",
+            f"SELECT {_EVENT_COLUMNS} FROM {_EVENT_FROM}",
             where,
             params,
-            ["ingest_lag_ms", "seq"],
+            ["e.ingest_lag_ms", "e.seq"],
             lambda r: [r[8], r[0]],
-            lambda key: key,
+            lambda key: [int(key[0]), int(key[1])],
             limit,
             after,
             descending,
@@ -502,19 +571,20 @@ class LocalStore:
         partitions = [
             PartitionCount(source=s, event_type=t, accepted=a, duplicate=d)
             for s, t, a, d in self._read(
-                "SELECT source, event_type, sum(receipt = 0), sum(receipt > 0) "
-                "FROM events GROUP BY source, event_type ORDER BY source, event_type"
+                "SELECT p.source, p.event_type, sum(e.receipt = 0), sum(e.receipt > 0) "
+                "FROM events e JOIN partitions p ON p.id = e.part "
+                "GROUP BY p.source, p.event_type ORDER BY p.source, p.event_type"
             )
         ]
-        entities = self._read("SELECT count(DISTINCT entity_id) FROM events")[0][0]
-        first, last = self._read("SELECT min(event_time), max(event_time) FROM events")[0]
+        entities = self._read("SELECT count(DISTINCT entity) FROM events")[0][0]
+        first, last = self._read("SELECT min(event_ms), max(event_ms) FROM events")[0]
         rejected = self._read("SELECT count(*) FROM rejections")[0][0]
         return IndexStats(
             accepted=sum(p.accepted for p in partitions),
             duplicate=sum(p.duplicate for p in partitions),
             rejected=rejected,
             entities=entities,
-            first_event_time=first,
-            last_event_time=last,
+            first_event_time=None if first is None else _from_ms(first),
+            last_event_time=None if last is None else _from_ms(last),
             partitions=partitions,
         )
