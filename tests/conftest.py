@@ -1,0 +1,116 @@
+"""Shared fixtures: the adapters every contract test runs against, and event builders.
+
+To run the whole suite against another adapter (the AWS one on moto), append its name to ``ADAPTERS`` and
+give it a factory in ``_FACTORIES``: every test that takes the ``adapter`` fixture then runs on it too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from backend.adapters.local.store import LocalStore
+from backend.errors import StoreError
+from backend.ports import EventIndex, RawStore
+
+ADAPTERS: list[str] = ["local"]
+
+
+@dataclass
+class Adapter:
+    """One adapter under test: its raw store, its event index, and how to release them."""
+
+    name: str
+    raw: RawStore
+    index: EventIndex
+    close: Callable[[], None]
+
+
+def _open_local(root: Path) -> Adapter:
+    store = LocalStore(root / "ws")
+    return Adapter("local", store, store, store.close)
+
+
+_FACTORIES: dict[str, Callable[[Path], Adapter]] = {"local": _open_local}
+
+
+@contextlib.contextmanager
+def open_adapter(name: str, root: Path) -> Iterator[Adapter]:
+    """A fresh, empty adapter whose state lives under ``root``; closed on exit."""
+    adapter = _FACTORIES[name](root)
+    try:
+        yield adapter
+    finally:
+        adapter.close()
+
+
+@pytest.fixture(params=ADAPTERS)
+def adapter(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Adapter]:
+    with open_adapter(request.param, tmp_path) as opened:
+        yield opened
+
+
+# -- events -----------------------------------------------------------------------------------------------
+
+DROP: Any = object()  # make_event(field=DROP) leaves the field out
+
+BASE_EVENT: dict[str, Any] = {
+    "source": "demo",
+    "event_type": "heartbeat",
+    "entity_id": "user_123",
+    "event_time": "2025-12-28T23:59:59Z",
+    "payload": {"steps": 10},
+}
+
+
+def event_dict(**overrides: Any) -> dict[str, Any]:
+    body = {**BASE_EVENT, **overrides}
+    return {k: v for k, v in body.items() if v is not DROP}
+
+
+def make_event(**overrides: Any) -> bytes:
+    """The seed's example event as JSON bytes, with fields replaced (or left out with ``DROP``)."""
+    return json.dumps(event_dict(**overrides), ensure_ascii=False).encode("utf-8")
+
+
+# -- failure injection ------------------------------------------------------------------------------------
+
+
+class Flaky:
+    """Wraps a store and makes chosen calls fail with StoreError, as a lost connection or throttling would.
+
+    ``fail(method, *plan)`` queues what the next calls of ``method`` do: ``None`` succeeds, ``"before"``
+    raises without touching the store (the write did not happen), ``"after"`` raises once the store has
+    done the call (the write happened but its answer was lost). ``calls`` counts every call by method.
+    """
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self._plans: dict[str, list[str | None]] = {}
+        self.calls: dict[str, int] = {}
+
+    def fail(self, method: str, *plan: str | None) -> None:
+        self._plans.setdefault(method, []).extend(plan or ("before",))
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._inner, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            self.calls[name] = self.calls.get(name, 0) + 1
+            plan = self._plans.get(name)
+            when = plan.pop(0) if plan else None
+            if when is None:
+                return attr(*args, **kwargs)
+            if when == "after":
+                attr(*args, **kwargs)
+            raise StoreError(f"injected failure of {name} ({when} the write)")
+
+        return call
