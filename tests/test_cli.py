@@ -268,6 +268,7 @@ def test_events_partition_is_in_numeric_lag_order_and_text_shows_a_next_cursor(
     assert lags == sorted(lags, reverse=True) and len(lags) == 5
     code, out, _ = call("events", "--source", "demo", "--type", "heartbeat", "--day", "2025-12-28",
                         "--workspace", ws, "--limit", "2")  # fmt: skip
+    assert code == 0
     assert "more: add --after " in out
 
 

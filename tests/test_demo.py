@@ -64,7 +64,9 @@ def test_the_demo_holds_the_incidents(demo_ws: Path) -> None:
         assert len(rejected) == stats.rejected >= 10
         assert all(r.reason for r in rejected)
         # The hostile entity is stored as the literal text it is.
-        assert len(_all(store.query_entity, entity_id=HOSTILE_ENTITY, start="2025-01-01", end="2026-01-01")) == 1
+        assert (
+            len(_all(store.query_entity, entity_id=HOSTILE_ENTITY, start="2025-01-01", end="2026-01-01")) == 1
+        )
     finally:
         store.close()
 

@@ -258,12 +258,6 @@ def test_divergent_bytes_within_one_batch(adapter: Adapter, service: IngestServi
     assert adapter.raw.get(ra.s3_key) == a and adapter.raw.get(rb.s3_key) == b  # type: ignore[arg-type]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a request holding an integer of more than 4300 digits raises ValueError out of "
-    "prepare_batch: the whole batch fails (pik ingest aborts with a traceback) and the request is never "
-    "quarantined",
-)
 def test_one_unreadable_number_does_not_take_the_batch_down(adapter: Adapter, service: IngestService) -> None:
     hostile = make_event(payload={"n": "HERE"}).replace(b'"HERE"', b"9" * 5000)
     results = service.ingest_batch(

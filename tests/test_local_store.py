@@ -155,44 +155,31 @@ def test_update_and_delete_are_refused_by_the_database(
 
 
 @pytest.mark.parametrize("table", list(TAMPERS))
-def test_insert_or_replace_is_refused_with_recursive_triggers(populated: Populated, table: str) -> None:
-    t = TAMPERS[table]
-    with reopened(populated.ws) as store:
-        before = t.seen(store, populated)
-    with (
-        plain_connection(populated.ws, recursive_triggers=True) as conn,
-        pytest.raises(sqlite3.IntegrityError),
-    ):
-        _replace_with_modified_copy(conn, t)
-    with reopened(populated.ws) as store:
-        assert t.seen(store, populated) == before
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: immutability relies on PRAGMA recursive_triggers, which is off by default in every other "
-    "SQLite client; there INSERT OR REPLACE deletes the old row without firing the no-delete trigger and "
-    "rewrites raw bytes, index records and rejections",
-)
-@pytest.mark.parametrize("table", list(TAMPERS))
-def test_insert_or_replace_cannot_rewrite_data_from_a_plain_connection(
-    populated: Populated, table: str
+@pytest.mark.parametrize("recursive_triggers", [True, False], ids=["recursive", "plain"])
+def test_insert_or_replace_cannot_rewrite_data_from_any_connection(
+    populated: Populated, table: str, recursive_triggers: bool
 ) -> None:
+    """The schema's insert guards skip a write of a taken key or id before any conflict policy runs, so
+    INSERT OR REPLACE from any SQLite client (recursive_triggers on or off) changes nothing."""
     t = TAMPERS[table]
     with reopened(populated.ws) as store:
         before = t.seen(store, populated)
-    with plain_connection(populated.ws, recursive_triggers=False) as conn, contextlib.suppress(sqlite3.Error):
+    with plain_connection(populated.ws, recursive_triggers=recursive_triggers) as conn:
+        rows = conn.execute(f"SELECT count(*) FROM {t.table}").fetchone()[0]
         _replace_with_modified_copy(conn, t)
+        assert conn.execute(f"SELECT count(*) FROM {t.table}").fetchone()[0] == rows
     with reopened(populated.ws) as store:
         assert t.seen(store, populated) == before
 
 
 def test_a_taken_raw_key_cannot_be_inserted_again(populated: Populated) -> None:
-    with (
-        plain_connection(populated.ws, recursive_triggers=True) as conn,
-        pytest.raises(sqlite3.IntegrityError),
-    ):
+    with plain_connection(populated.ws, recursive_triggers=False) as conn:
+        rows = conn.execute("SELECT count(*) FROM raw").fetchone()[0]
+        conn.execute(
+            "INSERT INTO raw (key, sha256, size, stored_at, data) SELECT key, x'00', 1, 'x', x'00' FROM raw"
+        )
         conn.execute("INSERT INTO raw SELECT * FROM raw")
+        assert conn.execute("SELECT count(*) FROM raw").fetchone()[0] == rows
     with reopened(populated.ws) as store:
         assert store.get(populated.raw_key) == populated.raw_bytes
 
@@ -336,12 +323,6 @@ def test_a_foreign_sqlite_database_is_refused_and_keeps_its_data(ws: Path, appli
         conn.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (minor): LocalStore switches the file to WAL before checking that it is a workspace, so "
-    "opening and refusing a foreign SQLite database still converts it to WAL mode (and leaves -wal/-shm "
-    "files)",
-)
 def test_refusing_a_foreign_database_does_not_change_its_journal_mode(ws: Path) -> None:
     db = _foreign_database(ws)
     with pytest.raises(WorkspaceError):
@@ -407,12 +388,6 @@ class _InterleavingConnection:
         return self._conn.execute(sql, *args)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: migrate() reads application_id, user_version and the table count in separate "
-    "transactions; if another process creates the workspace in between, a brand-new workspace is refused "
-    "as 'not a Pipeline Investigation Kit workspace'",
-)
 def test_a_workspace_created_concurrently_during_the_first_open_is_accepted(ws: Path) -> None:
     ws.mkdir()
     conn = sqlite3.connect(ws / DB_NAME, isolation_level=None)
@@ -443,12 +418,6 @@ def test_a_workspace_created_concurrently_during_the_first_open_is_accepted(ws: 
     assert errors == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: switching a new database to WAL fails at once with 'database is locked' (SQLite does not "
-    "call the busy handler there) instead of waiting, when another connection holds a write lock; this is "
-    "what happens when several processes open a new workspace at once",
-)
 def test_opening_waits_for_another_writer_on_a_new_workspace(ws: Path) -> None:
     ws.mkdir()
     other = sqlite3.connect(ws / DB_NAME, isolation_level=None, check_same_thread=False)
@@ -488,14 +457,7 @@ def _listings(store: LocalStore) -> dict[str, Callable[[str | None], Any]]:
     [
         "entity",
         "partition",
-        pytest.param(
-            "rejections",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="BUG: a rejections cursor whose key holds a JSON object or array reaches SQLite "
-                "and fails as StoreError ('Error binding parameter') instead of InvalidRequest",
-            ),
-        ),
+        "rejections",
     ],
 )
 @pytest.mark.parametrize("value", [{"x": 1}, [1, 2]], ids=["object", "array"])

@@ -181,6 +181,10 @@ def prepare(body: bytes) -> Prepared:
         raise Invalid(f"invalid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})") from None
     except RecursionError:
         raise Invalid("invalid JSON: nested too deeply to read") from None
+    except Invalid:
+        raise
+    except ValueError as exc:  # e.g. an integer beyond Python's digit limit
+        raise Invalid(f"invalid JSON: {str(exc)[:200]}") from None
     if not isinstance(obj, dict):
         raise Invalid(f"an event must be a JSON object, got a JSON {_json_kind(obj)}")
     try:
@@ -200,12 +204,12 @@ def prepare(body: bytes) -> Prepared:
         raise Invalid(str(exc), fields) from None
     try:
         canonical = canonical_json(event.payload)
-    except ValueError:
-        raise Invalid("payload: numbers must be finite (a value overflows to Infinity)", fields) from None
-    except UnicodeEncodeError:
+    except UnicodeEncodeError:  # before ValueError, which it is a kind of
         raise Invalid(
             "payload: contains an unpaired surrogate, which is not valid Unicode text", fields
         ) from None
+    except ValueError:
+        raise Invalid("payload: numbers must be finite (a value overflows to Infinity)", fields) from None
     except RecursionError:
         raise Invalid("payload: nested too deeply", fields) from None
     if len(canonical) > MAX_PAYLOAD_BYTES:
@@ -277,7 +281,9 @@ class IngestService:
         """Ingest a batch; one result per request, in order. Raises StoreError (nothing acknowledged)."""
         return self.commit(self.prepare_batch(batch))
 
-    def ingest_stream(self, items: Iterable[Received], batch_size: int = 10_000) -> Iterator[list[IngestResult]]:
+    def ingest_stream(
+        self, items: Iterable[Received], batch_size: int = 10_000
+    ) -> Iterator[list[IngestResult]]:
         """Ingest a stream in batches, yielding each batch's results once it is committed.
 
         The next batch is validated while the current one is committed by a second thread (the stores

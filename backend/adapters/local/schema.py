@@ -32,6 +32,11 @@ CREATE TABLE raw (
     stored_at TEXT NOT NULL,
     data      BLOB NOT NULL
 );
+-- A write of a taken key (or id) is skipped, row by row, before any conflict policy runs: INSERT OR
+-- REPLACE from any SQLite client, with or without recursive_triggers, cannot replace stored bytes.
+CREATE TRIGGER raw_no_overwrite BEFORE INSERT ON raw
+WHEN EXISTS (SELECT 1 FROM raw WHERE key = NEW.key) OR EXISTS (SELECT 1 FROM raw WHERE id = NEW.id)
+BEGIN SELECT RAISE(IGNORE); END;
 CREATE TRIGGER raw_no_update BEFORE UPDATE ON raw
 BEGIN SELECT RAISE(ABORT, 'raw events are immutable: update refused'); END;
 CREATE TRIGGER raw_no_delete BEFORE DELETE ON raw
@@ -50,6 +55,15 @@ CREATE TABLE partitions (
     day        TEXT NOT NULL,
     UNIQUE (source, event_type, day)
 );
+CREATE TRIGGER entities_no_overwrite BEFORE INSERT ON entities
+WHEN EXISTS (SELECT 1 FROM entities WHERE entity_id = NEW.entity_id)
+  OR EXISTS (SELECT 1 FROM entities WHERE id = NEW.id)
+BEGIN SELECT RAISE(IGNORE); END;
+CREATE TRIGGER partitions_no_overwrite BEFORE INSERT ON partitions
+WHEN EXISTS (SELECT 1 FROM partitions WHERE source = NEW.source AND event_type = NEW.event_type
+             AND day = NEW.day)
+  OR EXISTS (SELECT 1 FROM partitions WHERE id = NEW.id)
+BEGIN SELECT RAISE(IGNORE); END;
 CREATE TRIGGER entities_no_update BEFORE UPDATE ON entities
 BEGIN SELECT RAISE(ABORT, 'entities are append-only: update refused'); END;
 CREATE TRIGGER entities_no_delete BEFORE DELETE ON entities
@@ -84,6 +98,10 @@ CREATE TABLE events (
 CREATE INDEX events_by_entity ON events (entity, event_ms, event_id, receipt);
 -- Lag is an INTEGER column, so the order is numeric (invariant 9).
 CREATE INDEX events_by_lag ON events (part, ingest_lag_ms, seq);
+CREATE TRIGGER events_no_overwrite BEFORE INSERT ON events
+WHEN EXISTS (SELECT 1 FROM events WHERE event_id = NEW.event_id AND receipt = NEW.receipt)
+  OR EXISTS (SELECT 1 FROM events WHERE seq = NEW.seq)
+BEGIN SELECT RAISE(IGNORE); END;
 CREATE TRIGGER events_no_update BEFORE UPDATE ON events
 BEGIN SELECT RAISE(ABORT, 'the event index is append-only: update refused'); END;
 CREATE TRIGGER events_no_delete BEFORE DELETE ON events
@@ -105,6 +123,9 @@ CREATE TABLE rejections (
     entity_id   TEXT
 );
 CREATE INDEX rejections_by_time ON rejections (received_at, id);
+CREATE TRIGGER rejections_no_overwrite BEFORE INSERT ON rejections
+WHEN EXISTS (SELECT 1 FROM rejections WHERE id = NEW.id)
+BEGIN SELECT RAISE(IGNORE); END;
 CREATE TRIGGER rejections_no_update BEFORE UPDATE ON rejections
 BEGIN SELECT RAISE(ABORT, 'the quarantine is append-only: update refused'); END;
 CREATE TRIGGER rejections_no_delete BEFORE DELETE ON rejections
@@ -141,28 +162,34 @@ def _statements(sql: str) -> list[str]:
 MIGRATIONS: list[Migration] = [_script(_V1)]
 
 
+def inspect(conn: sqlite3.Connection) -> str:
+    """``new`` (an empty database), ``ours`` (a workspace) or ``foreign`` (any other SQLite database)."""
+    app_id = int(conn.execute("PRAGMA application_id").fetchone()[0])
+    if app_id == APPLICATION_ID:
+        return "ours"
+    if app_id != 0:
+        return "foreign"
+    tables = int(conn.execute("SELECT count(*) FROM sqlite_schema").fetchone()[0])
+    return "foreign" if tables else "new"
+
+
 def migrate(conn: sqlite3.Connection, migrations: Sequence[Migration] = MIGRATIONS) -> int:
     """Bring the database to the newest schema; returns the version it is at. ``conn`` is in autocommit
-    mode. Each step commits with its version number, so an interrupted upgrade resumes where it stopped."""
+    mode. Each step commits with its version number, so an interrupted upgrade resumes where it stopped.
+    Every check is made under the write lock: several processes may open a new workspace at once."""
     latest = len(migrations)
-    app_id = int(conn.execute("PRAGMA application_id").fetchone()[0])
-    version = int(conn.execute("PRAGMA user_version").fetchone()[0])
-    if app_id not in (0, APPLICATION_ID):
-        raise WorkspaceError("this database is not a Pipeline Investigation Kit workspace")
-    if app_id == 0 and version == 0:
-        tables = conn.execute("SELECT count(*) FROM sqlite_schema").fetchone()[0]
-        if tables:
-            raise WorkspaceError("this database is not a Pipeline Investigation Kit workspace")
-    if version > latest:
-        raise WorkspaceError(
-            f"this workspace has schema version {version}, newer than this kit understands ({latest}); "
-            "upgrade the kit to open it"
-        )
-    while version < latest:
+    while True:
         conn.execute("BEGIN IMMEDIATE")
         try:
-            # Re-read under the write lock: another process may have migrated meanwhile.
+            kind = inspect(conn)
+            if kind == "foreign":
+                raise WorkspaceError("this database is not a Pipeline Investigation Kit workspace")
             version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+            if version > latest:
+                raise WorkspaceError(
+                    f"this workspace has schema version {version}, newer than this kit understands "
+                    f"({latest}); upgrade the kit to open it"
+                )
             if version < latest:
                 migrations[version](conn)
                 version += 1
@@ -172,4 +199,5 @@ def migrate(conn: sqlite3.Connection, migrations: Sequence[Migration] = MIGRATIO
         except BaseException:
             conn.execute("ROLLBACK")
             raise
-    return version
+        if version >= latest:
+            return version

@@ -12,12 +12,13 @@ import functools
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from backend.adapters.local.schema import migrate
+from backend.adapters.local.schema import inspect, migrate
 from backend.errors import InvalidRequest, StoreError, WorkspaceError
 from backend.identity import raw_key
 from backend.model import EventRecord, IngestStatus, Page, Rejection
@@ -69,8 +70,11 @@ def _multi_insert(target: str, arity: int, rows: int, returning: str) -> str:
     )
 
 
-def _status_sql(status: IngestStatus) -> str:
-    sql = _STATUS_SQL.get(IngestStatus(status))
+def _status_sql(status: IngestStatus | str) -> str:
+    try:
+        sql = _STATUS_SQL.get(IngestStatus(status))
+    except ValueError:
+        raise InvalidRequest(f"unknown status {status!r} (ACCEPTED, DUPLICATE or REJECTED)") from None
     if sql is None:
         raise InvalidRequest("rejected requests are not in the event index: list them with query_rejections")
     return sql
@@ -96,6 +100,12 @@ def _cursor_event_id(value: Any) -> bytes:
     if blob is None:
         raise ValueError("not an event id")
     return blob
+
+
+def _cursor_text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError("not a time")
+    return value
 
 
 def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]:
@@ -144,26 +154,45 @@ class LocalStore:
         try:
             conn = sqlite3.connect(self.db_path, isolation_level=None, timeout=60.0, check_same_thread=False)
             conn.execute("PRAGMA busy_timeout = 60000")
+            # Look before changing anything: a foreign database is refused untouched (no switch to WAL).
+            if inspect(conn) == "foreign":
+                conn.close()
+                raise WorkspaceError(f"{self.db_path} is not a Pipeline Investigation Kit workspace")
+            self._enable_wal(conn)
+            # FULL: a committed batch survives power loss, not only a crash (durable before acknowledged).
+            conn.execute("PRAGMA synchronous = FULL")
+            # Without this, INSERT OR REPLACE deletes rows without firing the immutability triggers (the
+            # insert guards in the schema refuse it anyway; this is the second line).
+            conn.execute("PRAGMA recursive_triggers = ON")
             # Index pages stay cached across batches (the default 2 MB thrashes from ~50k events on), and
             # fewer, larger checkpoints: ingest speed roughly doubles. Both are per connection, not stored.
             conn.execute("PRAGMA cache_size = -131072")
             conn.execute("PRAGMA wal_autocheckpoint = 8192")
-            for p in os.environ.get("PIK_PRAGMAS", "").split(";"):
-                if p:
-                    conn.execute(p)
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if mode.lower() != "wal":
-                raise WorkspaceError(f"workspace {self.path}: cannot switch the database to WAL mode")
-            # FULL: a committed batch survives power loss, not only a crash (durable before acknowledged).
-            conn.execute("PRAGMA synchronous = FULL")
-            # Without this, INSERT OR REPLACE deletes rows without firing the immutability triggers.
-            conn.execute("PRAGMA recursive_triggers = ON")
         except sqlite3.Error as exc:
             raise self._error("open", exc) from None
         self._local.conn = conn
         with self._lock:
             self._connections.append(conn)
         return conn
+
+    def _enable_wal(self, conn: sqlite3.Connection) -> None:
+        # Switching a new file to WAL does not wait on the busy handler when another connection holds a
+        # write lock (several processes opening one new workspace): retry for as long as the busy timeout.
+        deadline = time.monotonic() + 60.0
+        delay = 0.005
+        while True:
+            try:
+                mode = str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+                break
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 0.25)
+        if mode.lower() != "wal":
+            raise WorkspaceError(f"workspace {self.path}: cannot switch the database to WAL mode")
 
     def close(self) -> None:
         with self._lock:
@@ -434,8 +463,8 @@ class LocalStore:
         descending: bool,
         convert: Any,
     ) -> Page[Any]:
-        if limit < 1:
-            raise ValueError("limit must be at least 1")
+        if not isinstance(limit, int) or limit < 1:
+            raise InvalidRequest(f"limit must be a whole number of at least 1, got {limit!r}")
         # The direction is part of the cursor's kind, so a cursor cannot be replayed the other way.
         kind = f"{kind}:{'desc' if descending else 'asc'}"
         if after is not None:
@@ -444,7 +473,7 @@ class LocalStore:
             where = [*where, f"({', '.join(order)}) {op} ({', '.join('?' * len(order))})"]
             try:
                 params = [*params, *key_to_sql(key)]
-            except (ValueError, TypeError):
+            except (ValueError, TypeError, OverflowError):
                 raise InvalidRequest("the cursor is damaged: use the next_cursor of the same query") from None
         direction = " DESC" if descending else ""
         sql = (
@@ -554,7 +583,7 @@ class LocalStore:
             params,
             ["received_at", "id"],
             lambda r: [r[1], r[0]],
-            lambda key: key,
+            lambda key: [_cursor_text(key[0]), int(key[1])],
             limit,
             after,
             descending,
