@@ -9,15 +9,18 @@ input then ends with exactly one ACCEPTED per event id (raw bytes already stored
 from __future__ import annotations
 
 import json
+import multiprocessing
+from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
 
-from backend.errors import ReadOnlyError
+from backend.errors import KitError, ReadOnlyError
 from backend.identity import canonical_json, event_id, raw_key, receipt_key, sha256_hex
 from backend.model import (
     MAX_BODY_BYTES,
@@ -91,8 +94,11 @@ class Prepared:
 
 @dataclass(slots=True)
 class PreparedBatch:
-    items: Sequence[Received]
-    valid: list[tuple[int, Prepared, datetime]] = field(default_factory=list)
+    """A validated batch, ready to store: for each valid request its exact bytes and its index record
+    (``s3_key`` = the identity key; a receipt with other bytes gets another key at commit)."""
+
+    lines: list[int | None]
+    valid: list[tuple[int, bytes, EventRecord]] = field(default_factory=list)
     rejected: list[tuple[int, Rejection]] = field(default_factory=list)
 
 
@@ -282,56 +288,65 @@ class IngestService:
         return self.commit(self.prepare_batch(batch))
 
     def ingest_stream(
-        self, items: Iterable[Received], batch_size: int = 10_000
+        self, items: Iterable[Received], batch_size: int = 10_000, workers: int = 0
     ) -> Iterator[list[IngestResult]]:
-        """Ingest a stream in batches, yielding each batch's results once it is committed.
+        """Ingest a stream in batches, yielding each batch's results once it is committed, in order.
 
-        The next batch is validated while the current one is committed by a second thread (the stores
-        release the GIL while they write), so memory is bounded by two batches whatever the length of the
-        stream. If a commit fails its StoreError is raised here; every batch yielded before it is durable.
+        With ``workers`` > 0 (and the system clock), batches are validated in that many worker processes
+        while this process commits: validation is CPU-bound Python and the GIL would serialize it with the
+        commits. Memory is bounded by ``workers + 2`` batches whatever the length of the stream. If a commit
+        fails, its StoreError is raised here; every batch yielded before it is durable.
         """
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="pik-ingest-writer") as writer:
-            pending: Future[list[IngestResult]] | None = None
-            try:
-                for chunk in _batched(items, batch_size):
-                    prepared = self.prepare_batch(chunk)
-                    if pending is not None:
-                        yield pending.result()
-                    pending = writer.submit(self.commit, prepared)
-                if pending is not None:
-                    yield pending.result()
-                    pending = None
-            finally:
-                if pending is not None:
-                    # Abandoned mid-stream (an error, Ctrl-C): let the batch in flight finish or fail
-                    # cleanly before the store is closed under it.
-                    pending.exception()
-
-    def prepare_batch(self, batch: Sequence[Received]) -> PreparedBatch:
-        """Validate and identify a batch (CPU only: nothing is read or written)."""
         if self.read_only:
             raise ReadOnlyError("ingest refused: the kit is in read-only mode")
-        prepared = PreparedBatch(items=batch)
-        for i, item in enumerate(batch):
-            now = self.clock.now()  # once per request, in order: scripted clocks rely on it
+        chunks = _batched(items, batch_size)
+        if workers < 1 or type(self.clock) is not Clock:
+            for chunk in chunks:
+                yield self.commit(self.prepare_batch(chunk))
+            return
+        first = next(chunks, None)
+        if first is None:
+            return
+        second = next(chunks, None)
+        if second is None:  # one batch: not worth starting a process
+            yield self.commit(self.prepare_batch(first))
+            return
+        context = multiprocessing.get_context("spawn")  # safe beside threads, unlike fork
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+            pending: deque[Future[PreparedBatch]] = deque()
+            pending.append(pool.submit(_prepare_with_system_clock, first))
+            pending.append(pool.submit(_prepare_with_system_clock, second))
             try:
-                if item.size is not None and item.size > len(item.body):
-                    raise Invalid(
-                        f"request is {item.size:,} bytes; the limit is {MAX_BODY_BYTES:,} bytes (1 MiB)"
-                    )
-                prepared.valid.append((i, prepare(item.body), now))
-            except Invalid as bad:
-                prepared.rejected.append((i, self._rejection(item, bad, now)))
-        return prepared
+                for chunk in chunks:
+                    if len(pending) > workers:
+                        yield self.commit(pending.popleft().result())
+                    pending.append(pool.submit(_prepare_with_system_clock, chunk))
+                while pending:
+                    yield self.commit(pending.popleft().result())
+            except BrokenProcessPool:
+                raise KitError(
+                    "a validation worker process died (out of memory?); the batches reported so far are "
+                    "stored, and ingesting the same input again is safe"
+                ) from None
+            finally:
+                for future in pending:
+                    future.cancel()
+
+    def prepare_batch(self, batch: Sequence[Received]) -> PreparedBatch:
+        """Validate and identify a batch (CPU only: nothing is read or written). The clock is read once
+        per request, in order."""
+        if self.read_only:
+            raise ReadOnlyError("ingest refused: the kit is in read-only mode")
+        return prepare_requests(batch, self.clock)
 
     def commit(self, prepared: PreparedBatch) -> list[IngestResult]:
         """Store a prepared batch: quarantine, then raw bytes, then the index. Raises StoreError."""
         if self.read_only:
             raise ReadOnlyError("ingest refused: the kit is in read-only mode")
-        batch = prepared.items
-        results: list[IngestResult | None] = [None] * len(batch)
+        lines = prepared.lines
+        results: list[IngestResult | None] = [None] * len(lines)
         if prepared.rejected:
             ids = self.index.quarantine([r for _, r in prepared.rejected])
             for (i, rej), rid in zip(prepared.rejected, ids, strict=True):
@@ -339,13 +354,12 @@ class IngestService:
                     status=IngestStatus.REJECTED,
                     reason=rej.reason,
                     rejection_id=rid,
-                    line=batch[i].line,
+                    line=lines[i],
                     ingest_time=rej.received_at,
                 )
         if prepared.valid:
             valid = prepared.valid
-            keys = self._store_raw([p for _, p, _ in valid])
-            records = [self._record(p, now, key) for (_, p, now), key in zip(valid, keys, strict=True)]
+            records = self._store_raw([(body, rec) for _, body, rec in valid])
             statuses = self.index.record(records)
             for (i, _, _), rec, status in zip(valid, records, statuses, strict=True):
                 results[i] = IngestResult(
@@ -356,69 +370,92 @@ class IngestService:
                     event_time=rec.event_time,
                     ingest_time=rec.ingest_time,
                     clock_skew=rec.clock_skew,
-                    line=batch[i].line,
+                    line=lines[i],
                 )
         return [r for r in results if r is not None]
 
-    def _store_raw(self, prepared: Sequence[Prepared]) -> list[str]:
-        """Store each body under its identity key; returns the key that holds each body's exact bytes.
+    def _store_raw(self, items: Sequence[tuple[bytes, EventRecord]]) -> list[EventRecord]:
+        """Store each body under its identity key; returns the records, each naming where its bytes are.
 
         A body whose identity key already holds *other* bytes (same event id, different request: an
         idempotency-key retry with a new payload, changed extra fields) is kept under a content-addressed
         receipt key instead: nothing received is ever dropped or overwrites another receipt.
         """
-        puts = self.raw.put_new([RawObject(p.raw_key, p.body, p.raw_sha) for p in prepared])
-        keys = [p.raw_key for p in prepared]
+        puts = self.raw.put_new([RawObject(rec.s3_key, body, rec.raw_sha) for body, rec in items])
+        records = [rec for _, rec in items]
         divergent = [
             i
             for i, put in enumerate(puts)
-            if put.status is RawPutStatus.EXISTS and put.stored_sha256 != prepared[i].raw_sha
+            if put.status is RawPutStatus.EXISTS and put.stored_sha256 != records[i].raw_sha
         ]
         if divergent:
-            alt = [
-                RawObject(
-                    receipt_key(p.source, p.event_type, p.day, p.event_id, p.raw_sha), p.body, p.raw_sha
-                )
-                for p in (prepared[i] for i in divergent)
-            ]
+            alt = []
+            for i in divergent:
+                r = records[i]
+                key = receipt_key(r.source, r.event_type, r.day, r.event_id, r.raw_sha)
+                alt.append(RawObject(key, items[i][0], r.raw_sha))
             for i, put in zip(divergent, self.raw.put_new(alt), strict=True):
-                keys[i] = put.key
-        return keys
+                records[i] = records[i].model_copy(update={"s3_key": put.key})
+        return records
 
-    def _record(self, p: Prepared, now: datetime, key: str) -> EventRecord:
-        lag = lag_ms(now, p.event_dt)
-        return EventRecord(
-            event_id=p.event_id,
-            status=IngestStatus.ACCEPTED,
-            source=p.source,
-            event_type=p.event_type,
-            entity_id=p.entity_id,
-            event_time=p.event_time,
-            ingest_time=fmt(now),
-            ingest_lag_ms=max(lag, 0),
-            clock_skew=lag < 0,
-            payload_sha=p.payload_sha,
-            day=p.day,
-            hour=p.hour,
-            s3_key=key,
-            s3_bucket=None,
-            raw_sha=p.raw_sha,
-            raw_size=len(p.body),
-            idempotency_key=p.idempotency_key,
-        )
 
-    @staticmethod
-    def _rejection(item: Received, bad: Invalid, now: datetime) -> Rejection:
-        return Rejection(
-            received_at=fmt(now),
-            reason=bad.reason,
-            origin=item.origin,
-            line=item.line,
-            size=item.size if item.size is not None else len(item.body),
-            sha256=item.sha256 or sha256_hex(item.body),
-            data=item.body[:QUARANTINE_MAX_BYTES],
-            truncated=(item.size or len(item.body)) > QUARANTINE_MAX_BYTES,
-            source=bad.fields.get("source"),
-            event_type=bad.fields.get("event_type"),
-            entity_id=bad.fields.get("entity_id"),
-        )
+def prepare_requests(batch: Sequence[Received], clock: Clock) -> PreparedBatch:
+    """Validate a batch and build its index records; ``clock`` is read once per request, in order."""
+    prepared = PreparedBatch(lines=[item.line for item in batch])
+    for i, item in enumerate(batch):
+        now = clock.now()
+        try:
+            if item.size is not None and item.size > len(item.body):
+                raise Invalid(
+                    f"request is {item.size:,} bytes; the limit is {MAX_BODY_BYTES:,} bytes (1 MiB)"
+                )
+            p = prepare(item.body)
+        except Invalid as bad:
+            prepared.rejected.append((i, _rejection(item, bad, now)))
+            continue
+        prepared.valid.append((i, item.body, _record(p, now)))
+    return prepared
+
+
+def _prepare_with_system_clock(batch: Sequence[Received]) -> PreparedBatch:
+    """What a worker process runs: validation against the real clock."""
+    return prepare_requests(batch, Clock())
+
+
+def _record(p: Prepared, now: datetime) -> EventRecord:
+    lag = lag_ms(now, p.event_dt)
+    return EventRecord(
+        event_id=p.event_id,
+        status=IngestStatus.ACCEPTED,
+        source=p.source,
+        event_type=p.event_type,
+        entity_id=p.entity_id,
+        event_time=p.event_time,
+        ingest_time=fmt(now),
+        ingest_lag_ms=max(lag, 0),
+        clock_skew=lag < 0,
+        payload_sha=p.payload_sha,
+        day=p.day,
+        hour=p.hour,
+        s3_key=p.raw_key,
+        s3_bucket=None,
+        raw_sha=p.raw_sha,
+        raw_size=len(p.body),
+        idempotency_key=p.idempotency_key,
+    )
+
+
+def _rejection(item: Received, bad: Invalid, now: datetime) -> Rejection:
+    return Rejection(
+        received_at=fmt(now),
+        reason=bad.reason,
+        origin=item.origin,
+        line=item.line,
+        size=item.size if item.size is not None else len(item.body),
+        sha256=item.sha256 or sha256_hex(item.body),
+        data=item.body[:QUARANTINE_MAX_BYTES],
+        truncated=(item.size or len(item.body)) > QUARANTINE_MAX_BYTES,
+        source=bad.fields.get("source"),
+        event_type=bad.fields.get("event_type"),
+        entity_id=bad.fields.get("entity_id"),
+    )

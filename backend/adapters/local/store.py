@@ -8,7 +8,6 @@ persistent, safe for several processes at once (every write takes the database's
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 import sqlite3
 import threading
@@ -59,15 +58,6 @@ def _to_ms(stored: str) -> int:
 
 def _from_ms(ms: int) -> str:
     return fmt(_EPOCH + timedelta(milliseconds=ms))
-
-
-@functools.lru_cache(maxsize=64)
-def _multi_insert(target: str, arity: int, rows: int, returning: str) -> str:
-    """``INSERT INTO target VALUES (...), (...) ON CONFLICT DO NOTHING RETURNING col`` for ``rows`` rows."""
-    one = "(" + ",".join("?" * arity) + ")"
-    return (
-        f"INSERT INTO {target} VALUES {','.join([one] * rows)} ON CONFLICT DO NOTHING RETURNING {returning}"
-    )
 
 
 def _status_sql(status: IngestStatus | str) -> str:
@@ -253,14 +243,14 @@ class LocalStore:
         if not objects:
             return []
         stored_at = fmt(self._clock.now())
+        rows = [(o.key, bytes.fromhex(o.sha256), len(o.data), stored_at, o.data) for o in objects]
         with self._write("store raw events") as conn:
-            # The primary key refuses a taken key (DO NOTHING: no overwrite, no error); RETURNING says which
-            # rows went in, so the common case costs one b-tree probe per object, the insert's own.
-            created: set[str] = set()
-            for part in _chunks(objects):
-                rows = [(o.key, bytes.fromhex(o.sha256), len(o.data), stored_at, o.data) for o in part]
-                sql = _multi_insert("raw (key, sha256, size, stored_at, data)", 5, len(rows), "key")
-                created.update(k for (k,) in conn.execute(sql, [v for row in rows for v in row]))
+            # The schema's insert guard skips a taken key (nothing overwritten, no error). Rows are appended
+            # in rowid order and nobody else writes while we hold the lock, so the rows above the old
+            # maximum are exactly the ones this call created. (Cheaper than INSERT ... RETURNING.)
+            before = conn.execute("SELECT coalesce(max(id), 0) FROM raw").fetchone()[0]
+            conn.executemany("INSERT INTO raw (key, sha256, size, stored_at, data) VALUES (?,?,?,?,?)", rows)
+            created = {k for (k,) in conn.execute("SELECT key FROM raw WHERE id > ?", (before,))}
             taken = list({o.key for o in objects if o.key not in created})
             stored: dict[str, str] = {}
             for part in _chunks(taken):
@@ -296,15 +286,15 @@ class LocalStore:
                 ("source", "event_type", "day"),
             )  # fmt: skip
             rows = [self._event_row(r, entity_ids, part_ids) for r in records]
-            # Try every event id's first appearance in the batch as receipt 0 (the acceptance). The unique
-            # key (event_id, receipt) refuses it if the id was accepted before; RETURNING names the winners.
+            # Try every event id's first appearance in the batch as receipt 0 (the acceptance). The insert
+            # guard skips it if the id was accepted before; the rows above the old maximum seq are the
+            # winners (we hold the write lock, and seq only grows).
             first: dict[bytes, int] = {}
             for i, row in enumerate(rows):
                 first.setdefault(row[0], i)
-            accepted: set[bytes] = set()
-            for part in _chunks(list(first.values())):
-                sql = _multi_insert(_EVENT_TARGET, _EVENT_ARITY, len(part), "event_id")
-                accepted.update(e for (e,) in conn.execute(sql, [v for i in part for v in rows[i]]))
+            before = conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
+            conn.executemany(_INSERT_EVENT, [rows[i] for i in first.values()])
+            accepted = {e for (e,) in conn.execute("SELECT event_id FROM events WHERE seq > ?", (before,))}
             dups: list[int] = []
             for i, row in enumerate(rows):
                 if first[row[0]] == i and row[0] in accepted:
