@@ -67,10 +67,8 @@ def fmt(value: datetime) -> str:
         value = value.replace(tzinfo=UTC)
     elif value.utcoffset() != timedelta(0):
         value = value.astimezone(UTC)
-    return (
-        f"{value.year:04d}-{value.month:02d}-{value.day:02d}T{value.hour:02d}:{value.minute:02d}:"
-        f"{value.second:02d}.{value.microsecond // 1000:03d}Z"
-    )
+    # isoformat is C code and always writes a 4-digit year: "2025-12-28T23:59:59.123+00:00".
+    return value.isoformat(timespec="milliseconds")[:23] + "Z"
 
 
 def parse_stored(text: str) -> datetime:

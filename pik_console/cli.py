@@ -118,10 +118,7 @@ def cmd_ingest(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     show_progress = err.isatty() and not args.json
     try:
         with stream:
-            batches = service.ingest_stream(
-                read_lines(stream, origin), batch_size=args.batch_size, workers=args.workers
-            )
-            for results in batches:
+            for results in service.ingest_stream(read_lines(stream, origin), batch_size=args.batch_size):
                 for result in results:
                     counts[result.status] += 1
                     if result.status is IngestStatus.REJECTED and len(rejections) < REJECTIONS_IN_JSON:
@@ -426,13 +423,6 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="lines per committed batch (default 10000)",
     )
-    p.add_argument(
-        "--workers",
-        type=_int,
-        default=1 if (os.cpu_count() or 1) > 1 else 0,
-        metavar="N",
-        help="processes that validate while this one stores (default: 1 on a multi-core machine, else 0)",
-    )
     p.set_defaults(func=cmd_ingest)
 
     p = sub.add_parser(
@@ -475,8 +465,6 @@ def main(argv: Sequence[str] | None = None, out: IO[str] | None = None, err: IO[
         parser.error("--limit must be between 1 and 10000")
     if getattr(args, "batch_size", 1) < 1:
         parser.error("--batch-size must be at least 1")
-    if getattr(args, "workers", 0) < 0:
-        parser.error("--workers must be 0 or more")
     try:
         return int(args.func(args, out, err))
     except _UsageError as exc:

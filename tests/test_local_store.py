@@ -16,13 +16,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from backend.adapters.local.schema import APPLICATION_ID, MIGRATIONS, migrate
 from backend.adapters.local.store import DB_NAME, LocalStore
 from backend.errors import InvalidRequest, WorkspaceError
 from backend.model import IngestStatus
 from backend.services.ingest import IngestService
-from backend.times import FixedClock
+from backend.times import FixedClock, fmt
 from tests.conftest import make_event
 
 NOW = datetime(2025, 12, 29, 0, 0, 1, tzinfo=UTC)
@@ -475,3 +477,21 @@ def test_a_damaged_cursor_of_the_right_kind_is_an_invalid_request(ws: Path, list
             query(_tamper_cursor(cursor, value))
     finally:
         store.close()
+
+
+# -- time storage --------------------------------------------------------------------------------------
+
+
+@given(
+    st.datetimes(
+        min_value=datetime(1970, 1, 1), max_value=datetime(2099, 12, 31, 23, 59, 59), timezones=st.just(UTC)
+    )
+)
+@settings(max_examples=200, deadline=None)
+def test_stored_times_round_trip_through_integer_milliseconds(value: datetime) -> None:
+    """The ingest fast path (_stored_ms) and the general parser agree, and reading back gives fmt()."""
+    from backend.adapters.local.store import _from_ms, _stored_ms, _to_ms
+
+    text = fmt(value)
+    assert _stored_ms(text) == _to_ms(text)
+    assert _from_ms(_stored_ms(text)) == text

@@ -9,18 +9,14 @@ input then ends with exactly one ACCEPTED per event id (raw bytes already stored
 from __future__ import annotations
 
 import json
-import multiprocessing
-from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
 
-from backend.errors import KitError, ReadOnlyError
+from backend.errors import ReadOnlyError
 from backend.identity import canonical_json, event_id, raw_key, receipt_key, sha256_hex
 from backend.model import (
     MAX_BODY_BYTES,
@@ -288,51 +284,19 @@ class IngestService:
         return self.commit(self.prepare_batch(batch))
 
     def ingest_stream(
-        self, items: Iterable[Received], batch_size: int = 10_000, workers: int = 0
+        self, items: Iterable[Received], batch_size: int = 10_000
     ) -> Iterator[list[IngestResult]]:
         """Ingest a stream in batches, yielding each batch's results once it is committed, in order.
 
-        With ``workers`` > 0 (and the system clock), batches are validated in that many worker processes
-        while this process commits: validation is CPU-bound Python and the GIL would serialize it with the
-        commits. Memory is bounded by ``workers + 2`` batches whatever the length of the stream. If a commit
-        fails, its StoreError is raised here; every batch yielded before it is durable.
+        Memory is bounded by one batch whatever the length of the stream. If a commit fails, its
+        StoreError is raised here; every batch yielded before it is durable.
         """
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         if self.read_only:
             raise ReadOnlyError("ingest refused: the kit is in read-only mode")
-        chunks = _batched(items, batch_size)
-        if workers < 1 or type(self.clock) is not Clock:
-            for chunk in chunks:
-                yield self.commit(self.prepare_batch(chunk))
-            return
-        first = next(chunks, None)
-        if first is None:
-            return
-        second = next(chunks, None)
-        if second is None:  # one batch: not worth starting a process
-            yield self.commit(self.prepare_batch(first))
-            return
-        context = multiprocessing.get_context("spawn")  # safe beside threads, unlike fork
-        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-            pending: deque[Future[PreparedBatch]] = deque()
-            pending.append(pool.submit(_prepare_with_system_clock, first))
-            pending.append(pool.submit(_prepare_with_system_clock, second))
-            try:
-                for chunk in chunks:
-                    if len(pending) > workers:
-                        yield self.commit(pending.popleft().result())
-                    pending.append(pool.submit(_prepare_with_system_clock, chunk))
-                while pending:
-                    yield self.commit(pending.popleft().result())
-            except BrokenProcessPool:
-                raise KitError(
-                    "a validation worker process died (out of memory?); the batches reported so far are "
-                    "stored, and ingesting the same input again is safe"
-                ) from None
-            finally:
-                for future in pending:
-                    future.cancel()
+        for chunk in _batched(items, batch_size):
+            yield self.commit(self.prepare_batch(chunk))
 
     def prepare_batch(self, batch: Sequence[Received]) -> PreparedBatch:
         """Validate and identify a batch (CPU only: nothing is read or written). The clock is read once
@@ -415,11 +379,6 @@ def prepare_requests(batch: Sequence[Received], clock: Clock) -> PreparedBatch:
             continue
         prepared.valid.append((i, item.body, _record(p, now)))
     return prepared
-
-
-def _prepare_with_system_clock(batch: Sequence[Received]) -> PreparedBatch:
-    """What a worker process runs: validation against the real clock."""
-    return prepare_requests(batch, Clock())
 
 
 def _record(p: Prepared, now: datetime) -> EventRecord:

@@ -8,6 +8,7 @@ persistent, safe for several processes at once (every write takes the database's
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import sqlite3
 import threading
@@ -45,8 +46,30 @@ _MS = timedelta(milliseconds=1)
 _STATUS_SQL = {IngestStatus.ACCEPTED: "e.receipt = 0", IngestStatus.DUPLICATE: "e.receipt > 0"}
 
 
+@functools.lru_cache(maxsize=4096)
+def _day_ms(day: str) -> int:
+    return (datetime.fromisoformat(day).replace(tzinfo=UTC) - _EPOCH) // _MS
+
+
+def _stored_ms(stored: str) -> int:
+    """A time the ingest service formatted (``fmt``), as integer milliseconds since the epoch."""
+    if len(stored) == 24 and stored[10] == "T" and stored[23] == "Z" and stored[19] == ".":
+        # The fixed stored form, YYYY-MM-DDTHH:MM:SS.mmmZ: arithmetic, no parsing (a hot path of ingest).
+        try:
+            return (
+                _day_ms(stored[:10])
+                + int(stored[11:13]) * 3_600_000
+                + int(stored[14:16]) * 60_000
+                + int(stored[17:19]) * 1000
+                + int(stored[20:23])
+            )
+        except ValueError:
+            pass
+    return _to_ms(stored)
+
+
 def _to_ms(stored: str) -> int:
-    """A stored-time string (or any ISO date-time) as integer milliseconds since the epoch."""
+    """Any ISO date-time (a stored-time string, a window bound) as integer milliseconds since the epoch."""
     try:
         value = datetime.fromisoformat(stored)
     except ValueError:
@@ -357,7 +380,7 @@ class LocalStore:
         s3_key = None if r.s3_key == raw_key(r.source, r.event_type, r.day, r.event_id) else r.s3_key
         return (
             bytes.fromhex(r.event_id), 0, entity_ids[r.entity_id], part_ids[(r.source, r.event_type, r.day)],
-            _to_ms(r.event_time), _to_ms(r.ingest_time), r.ingest_lag_ms, int(r.clock_skew),
+            _stored_ms(r.event_time), _stored_ms(r.ingest_time), r.ingest_lag_ms, int(r.clock_skew),
             bytes.fromhex(r.payload_sha), s3_key, bytes.fromhex(r.raw_sha), r.raw_size, r.idempotency_key,
         )  # fmt: skip
 
