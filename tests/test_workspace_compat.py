@@ -1,0 +1,56 @@
+"""Workspaces made by earlier releases keep opening, with everything in them.
+
+``fixtures/workspace-v1.sqlite3`` is a workspace written by schema version 1 (the first release) from
+``fixtures/workspace-v1.jsonl``. Never regenerate it: a later schema must migrate it, not replace it.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from backend.adapters.local.schema import MIGRATIONS
+from backend.adapters.local.store import DB_NAME, LocalStore
+from backend.model import IngestStatus
+from backend.services.ingest import IngestService, Received
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def _open_copy(tmp_path: Path) -> LocalStore:
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    shutil.copyfile(FIXTURES / "workspace-v1.sqlite3", ws / DB_NAME)
+    return LocalStore(ws, create=False)
+
+
+def test_a_version_1_workspace_opens_and_reads_back_what_it_holds(tmp_path: Path) -> None:
+    store = _open_copy(tmp_path)
+    try:
+        assert store.schema_version == len(MIGRATIONS)
+        stats = store.stats()
+        assert (stats.accepted, stats.duplicate, stats.rejected) == (3, 2, 1)
+        receipts = store.receipts("bd10f9014e165b6d52271772b19788bb4a54b0f28cac6990d0d91bf2c9d643c0")
+        assert [r.status for r in receipts] == [IngestStatus.ACCEPTED, IngestStatus.DUPLICATE]
+        lines = (FIXTURES / "workspace-v1.jsonl").read_bytes().split(b"\n")
+        assert store.get(receipts[0].s3_key) == lines[0]
+        page = store.query_entity("user_7#a/b=c..", "2025-12-27T00:00:00.000Z", "2025-12-28T00:00:00.000Z")
+        assert [r.status for r in page.items] == [IngestStatus.ACCEPTED, IngestStatus.DUPLICATE]
+        assert page.items[1].s3_key.startswith("receipts/")  # other payload, same idempotency key
+        assert store.get(page.items[1].s3_key) == lines[4]
+        [rejected] = store.query_rejections().items
+        assert "source" in rejected.reason and rejected.line == 6
+    finally:
+        store.close()
+
+
+def test_a_version_1_workspace_takes_new_events_without_forgetting_old_ones(tmp_path: Path) -> None:
+    store = _open_copy(tmp_path)
+    try:
+        lines = (FIXTURES / "workspace-v1.jsonl").read_bytes().split(b"\n")
+        service = IngestService(store, store)
+        again = service.ingest(lines[0])
+        assert again.status is IngestStatus.DUPLICATE
+        assert len(store.receipts(again.event_id or "")) == 3
+    finally:
+        store.close()
