@@ -12,7 +12,7 @@ from pathlib import Path
 from backend.adapters.local.schema import MIGRATIONS
 from backend.adapters.local.store import DB_NAME, LocalStore
 from backend.model import IngestStatus
-from backend.services.ingest import IngestService, Received
+from backend.services.ingest import IngestService
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
