@@ -2,9 +2,8 @@
 
     python bench/profile_ingest.py FILE WORKSPACE RESULT.json [--cprofile OUT.prof] [--batch-size N]
 
-`pik ingest` validates the next batch while a writer thread commits the current one, which hides the
-split from a wall clock and from cProfile (it sees one thread). Here the service's two halves run one
-after the other on the main thread, with the command's own line reader: ``prepare_batch`` (parse,
+`pik ingest` runs the same two halves of the service one after the other, batch by batch; here they are
+timed apart, with the command's own line reader: ``prepare_batch`` (parse,
 validate, identify: CPU only) and ``commit`` (quarantine, raw bytes, index, results). The phase times go
 to RESULT.json; with ``--cprofile`` the run is also profiled (slower, but every function is seen).
 """

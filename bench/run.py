@@ -665,12 +665,10 @@ def run(
         log(f"  total          {phases['total_s']:6.2f} s   ({main_lines / phases['total_s']:,.0f} events/s)")
         own = [r["reported_seconds"] for r in pik_runs if isinstance(r["reported_seconds"], int | float)]
         own_text = f", {statistics.median(own):.2f} s by its own timer (no startup)" if own else ""
-        log(
-            f"  compare `{label}` (validation overlapped with commits): median {pik_med:.2f} s wall{own_text}"
-        )
+        log(f"  compare `{label}`: median {pik_med:.2f} s wall{own_text}")
         log(
             f"  the bare insert of the same rows takes {bare_med:.2f} s (median): commit spends "
-            f"{storage:.2f} s beyond plain inserts (Python objects per event, row building, RETURNING)"
+            f"{storage:.2f} s beyond plain inserts (Python objects per event, row building)"
         )
         results["phases"] = {**phases, "pik_median_s": pik_med, "bare_median_s": bare_med}
     del txns
