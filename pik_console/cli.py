@@ -10,6 +10,7 @@ import argparse
 import hashlib
 import json
 import os
+import shutil
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -378,8 +379,20 @@ def cmd_demo(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
         out,
     )
     ws = f" --workspace {store.path}"
-    out.write("\n" + STORY.format(ws=ws) + "\n")
+    story = STORY.format(ws=ws)
+    prog = _program_name()
+    if prog != "pik":
+        story = story.replace("pik ", f"{prog} ")
+    out.write("\n" + story + "\n")
     return 0
+
+
+def _program_name() -> str:
+    """How the user can call pik from here: plain ``pik`` when it is on PATH, else the venv's copy."""
+    if shutil.which("pik"):
+        return "pik"
+    local = Path(".venv") / "bin" / "pik"
+    return str(local) if local.exists() else "pik"
 
 
 # -- parser -------------------------------------------------------------------------------------------
