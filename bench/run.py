@@ -298,7 +298,7 @@ PRAGMA_NAMES = (
 
 def adapter_pragmas() -> list[str]:
     """The PRAGMAs in effect on a LocalStore connection (read from a live one in a scratch workspace, so
-    the baseline follows the adapter, including PIK_PRAGMAS), as statements to apply to the baseline."""
+    the baseline follows the adapter), as statements to apply to the baseline."""
     workspace = fresh(OUT / "ws" / "pragmas")
     store = local_store.LocalStore(workspace)
     try:
