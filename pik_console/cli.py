@@ -160,6 +160,12 @@ def cmd_ingest(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
             f"{exc} — the first {lines:,} lines are stored; running the same command again is safe "
             "(stored events come back as DUPLICATE receipts)"
         ) from None
+    except KeyboardInterrupt:
+        err.write(
+            f"\npik ingest: interrupted; the first {lines:,} lines are stored (the batch in progress was "
+            "not), and running the same command again is safe\n"
+        )
+        raise
     finally:
         store.close()
         if show_progress:

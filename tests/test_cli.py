@@ -298,3 +298,43 @@ def test_help_lists_the_commands() -> None:
     assert done.returncode == 0
     for command in ("ingest", "events", "demo"):
         assert command in done.stdout
+
+
+def test_ctrl_c_during_ingest_says_what_is_stored_and_exits_130(tmp_path: Path, ws: str) -> None:
+    import signal
+    import time
+
+    src = tmp_path / "big.jsonl"
+    src.write_text(
+        "".join(event(f"u{i}", t=f"2025-12-28T10:{i % 60:02d}:00Z") + "\n" for i in range(60_000))
+    )
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pik_console.cli",
+            "ingest",
+            str(src),
+            "--workspace",
+            ws,
+            "--batch-size",
+            "1000",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(1.5)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    if proc.returncode == 0:
+        pytest.skip("the ingest finished before the interrupt arrived")
+    assert proc.returncode == 130, err
+    assert "interrupted; the first" in err and "Traceback" not in err
+    stored = int(err.split("the first ")[1].split(" lines")[0].replace(",", ""))
+    code, out, _ = call("events", "--entity", "u0", "--workspace", ws, "--json")
+    assert code == 0 and json.loads(out)["items"]  # the workspace is intact and readable
+    done = run("ingest", str(src), "--workspace", ws, "--json")  # running it again is safe
+    summary = json.loads(done.stdout)
+    assert summary["duplicate"] >= stored and summary["accepted"] + summary["duplicate"] == 60_000
