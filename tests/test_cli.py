@@ -305,9 +305,7 @@ def test_ctrl_c_during_ingest_says_what_is_stored_and_exits_130(tmp_path: Path, 
     import time
 
     src = tmp_path / "big.jsonl"
-    src.write_text(
-        "".join(event(f"u{i}", t=f"2025-12-28T10:{i % 60:02d}:00Z") + "\n" for i in range(60_000))
-    )
+    src.write_text("".join(event(f"u{i}", t=f"2025-12-28T10:{i % 60:02d}:00Z") + "\n" for i in range(60_000)))
     proc = subprocess.Popen(
         [
             sys.executable,
