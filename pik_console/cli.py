@@ -16,6 +16,7 @@ import shutil
 import sys
 import time
 from collections.abc import Iterator, Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import IO, Any, NoReturn
 
@@ -249,8 +250,10 @@ def cmd_events(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     store = _open_store(_workspace(args), create=False)
     try:
         if status is IngestStatus.REJECTED:
-            if day is not None:
-                start = start or f"{day}T00:00:00.000Z"
+            if day is not None:  # the rejections received that day
+                first = parse_bound(day, what="--day")
+                start = start or fmt(first)
+                end = end or fmt(first + timedelta(days=1))
             rpage = store.query_rejections(
                 entity_id=args.entity,
                 source=args.source,

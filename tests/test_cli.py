@@ -8,6 +8,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -336,3 +337,22 @@ def test_ctrl_c_during_ingest_says_what_is_stored_and_exits_130(tmp_path: Path, 
     done = run("ingest", str(src), "--workspace", ws, "--json")  # running it again is safe
     summary = json.loads(done.stdout)
     assert summary["duplicate"] >= stored and summary["accepted"] + summary["duplicate"] == 60_000
+
+
+def test_rejections_of_one_day_are_those_received_that_day(tmp_path: Path, ws: str) -> None:
+    from backend.adapters.local.store import LocalStore
+    from backend.services.ingest import IngestService
+    from backend.times import FixedClock
+
+    store = LocalStore(ws)
+    clock = FixedClock(datetime(2025, 12, 27, 23, 0, tzinfo=UTC))
+    service = IngestService(store, store, clock)
+    for day in (27, 28, 29):
+        clock.set(datetime(2025, 12, day, 12, 0, tzinfo=UTC))
+        service.ingest(f"bad on the {day}th".encode())
+    store.close()
+    code, out, err = call(
+        "events", "--status", "REJECTED", "--day", "2025-12-28", "--workspace", ws, "--json"
+    )
+    assert code == 0, err
+    assert [r["received_at"] for r in json.loads(out)["items"]] == ["2025-12-28T12:00:00.000Z"]
