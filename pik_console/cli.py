@@ -222,11 +222,20 @@ def _rejection_json(rej: Rejection) -> dict[str, Any]:
     return data
 
 
-def _table(rows: Sequence[Sequence[str]], headers: Sequence[str], out: IO[str]) -> None:
+def _table(
+    rows: Sequence[Sequence[str]], headers: Sequence[str], out: IO[str], right: Sequence[str] = ()
+) -> None:
+    """A plain-text table; the columns named in ``right`` (numbers) are right-aligned."""
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
-    out.write("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip() + "\n")
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(
+            c.rjust(w) if h in right else c.ljust(w) for c, w, h in zip(cells, widths, headers, strict=True)
+        ).rstrip()
+
+    out.write(line(headers) + "\n")
     for row in rows:
-        out.write("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() + "\n")
+        out.write(line(row) + "\n")
 
 
 def cmd_events(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
@@ -280,7 +289,7 @@ def cmd_events(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
                 ]
                 for r in rpage.items
             ]
-            _table(rows, ["RECEIVED", "ID", "ORIGIN", "BYTES", "REASON"], out)
+            _table(rows, ["RECEIVED", "ID", "ORIGIN", "BYTES", "REASON"], out, right=["ID", "BYTES"])
             cursor = rpage.next_cursor
         else:
             if args.entity is not None:
@@ -314,15 +323,14 @@ def cmd_events(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
                     r.status.value + (f" #{r.receipt}" if r.status is IngestStatus.DUPLICATE else ""),
                     safe(r.entity_id, 32),
                     f"{r.source}/{r.event_type}",
-                    f"{r.ingest_lag_ms:,}" + (" skew" if r.clock_skew else ""),
+                    f"{r.ingest_lag_ms:,}" + (" (skew)" if r.clock_skew else ""),
                     r.ingest_time,
                     r.event_id[:16],
                 ]
                 for r in page.items
             ]
-            _table(
-                rows, ["EVENT TIME", "STATUS", "ENTITY", "SOURCE/TYPE", "LAG MS", "INGESTED", "EVENT ID"], out
-            )
+            headers = ["EVENT TIME", "STATUS", "ENTITY", "SOURCE/TYPE", "LAG MS", "INGESTED", "EVENT ID"]
+            _table(rows, headers, out, right=["LAG MS"])
             cursor = page.next_cursor
     except InvalidRequest as exc:
         raise _usage(str(exc)) from None
@@ -406,6 +414,7 @@ def cmd_demo(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
         [[p.source, p.event_type, f"{p.accepted:,}", f"{p.duplicate:,}"] for p in stats.partitions],
         ["SOURCE", "EVENT TYPE", "ACCEPTED", "DUPLICATE"],
         out,
+        right=["ACCEPTED", "DUPLICATE"],
     )
     ws = f" --workspace {store.path}"
     story = STORY.format(ws=ws)
