@@ -105,9 +105,9 @@ class EventIndex(Protocol):
         after: str | None = None,
         descending: bool = False,
     ) -> Page[EventRecord]:
-        """Receipts of one entity with ``start <= event_time < end`` (stored-time strings), in event-time
-        order (ties by event id, then receipt). ``after`` is a ``next_cursor`` from a previous page of the
-        same query."""
+        """Receipts of one entity with ``start <= event_time < end``, in event-time order (ties by event
+        id, then receipt). ``start`` and ``end`` are ISO-8601 date-times (the stored form is one); anything
+        else raises InvalidRequest. ``after`` is a ``next_cursor`` from a previous page of the same query."""
         ...
 
     def query_partition(
@@ -122,7 +122,7 @@ class EventIndex(Protocol):
         descending: bool = False,
     ) -> Page[EventRecord]:
         """Receipts of one (source, event_type, event day) in numeric lag order (``descending`` = largest
-        lag first), ties by receipt."""
+        lag first), ties by arrival."""
         ...
 
     def query_rejections(
