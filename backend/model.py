@@ -77,6 +77,9 @@ class EventRecord(BaseModel):
     raw_sha: str
     raw_size: int
     idempotency_key: str | None = None
+    # Where this receipt came from: the request's origin (``api``, ``file:events.jsonl``...) and line.
+    origin: str | None = None
+    line: int | None = None
     # Assigned by the store on write: orders the receipts of one event, unique within the index.
     receipt: str | None = None
 

@@ -356,3 +356,18 @@ def test_rejections_of_one_day_are_those_received_that_day(tmp_path: Path, ws: s
     )
     assert code == 0, err
     assert [r["received_at"] for r in json.loads(out)["items"]] == ["2025-12-28T12:00:00.000Z"]
+
+
+def test_each_receipt_says_which_input_line_delivered_it(tmp_path: Path, ws: str) -> None:
+    first, second = tmp_path / "monday.jsonl", tmp_path / "retry.jsonl"
+    first.write_text(event("storm") + "\n" + event("other") + "\n")
+    second.write_text(event("calm") + "\n" + event("storm") + "\n")
+    for src in (first, second):
+        assert call("ingest", str(src), "--workspace", ws)[0] == 0
+    code, out, _ = call("events", "--entity", "storm", "--workspace", ws, "--json")
+    assert code == 0
+    items = json.loads(out)["items"]
+    assert [(r["status"], r["origin"], r["line"]) for r in items] == [
+        ("ACCEPTED", "file:monday.jsonl", 1),
+        ("DUPLICATE", "file:retry.jsonl", 2),
+    ]

@@ -49,8 +49,15 @@ def test_a_version_1_workspace_takes_new_events_without_forgetting_old_ones(tmp_
     try:
         lines = (FIXTURES / "workspace-v1.jsonl").read_bytes().split(b"\n")
         service = IngestService(store, store)
-        again = service.ingest(lines[0])
+        again = service.ingest(lines[0], origin="file:again.jsonl")
         assert again.status is IngestStatus.DUPLICATE
-        assert len(store.receipts(again.event_id or "")) == 3
+        receipts = store.receipts(again.event_id or "")
+        assert len(receipts) == 3
+        # Receipts from before version 2 have no provenance; new ones do.
+        assert [(r.origin, r.line) for r in receipts] == [
+            (None, None),
+            (None, None),
+            ("file:again.jsonl", None),
+        ]
     finally:
         store.close()

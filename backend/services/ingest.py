@@ -377,11 +377,11 @@ def prepare_requests(batch: Sequence[Received], clock: Clock) -> PreparedBatch:
         except Invalid as bad:
             prepared.rejected.append((i, _rejection(item, bad, now)))
             continue
-        prepared.valid.append((i, item.body, _record(p, now)))
+        prepared.valid.append((i, item.body, _record(p, now, item)))
     return prepared
 
 
-def _record(p: Prepared, now: datetime) -> EventRecord:
+def _record(p: Prepared, now: datetime, item: Received) -> EventRecord:
     lag = lag_ms(now, p.event_dt)
     return EventRecord(
         event_id=p.event_id,
@@ -401,6 +401,8 @@ def _record(p: Prepared, now: datetime) -> EventRecord:
         raw_sha=p.raw_sha,
         raw_size=len(p.body),
         idempotency_key=p.idempotency_key,
+        origin=item.origin,
+        line=item.line,
     )
 
 

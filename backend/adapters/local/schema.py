@@ -132,6 +132,13 @@ CREATE TRIGGER rejections_no_delete BEFORE DELETE ON rejections
 BEGIN SELECT RAISE(ABORT, 'the quarantine is append-only: delete refused'); END;
 """
 
+# Version 2: where each receipt came from (the request's origin, e.g. ``file:events.jsonl``, and its line),
+# so an investigator can tell which input delivered a duplicate. Receipts stored before have NULL here.
+_V2 = """
+ALTER TABLE events ADD COLUMN origin TEXT;
+ALTER TABLE events ADD COLUMN line INTEGER;
+"""
+
 Migration = Callable[[sqlite3.Connection], None]
 
 
@@ -159,7 +166,7 @@ def _statements(sql: str) -> list[str]:
 
 
 # MIGRATIONS[i] takes a workspace from version i to version i + 1.
-MIGRATIONS: list[Migration] = [_script(_V1)]
+MIGRATIONS: list[Migration] = [_script(_V1), _script(_V2)]
 
 
 def inspect(conn: sqlite3.Connection) -> str:

@@ -32,14 +32,15 @@ _CHUNK = 400
 
 _EVENT_COLUMNS = (
     "e.seq, e.event_id, e.receipt, p.source, p.event_type, n.entity_id, e.event_ms, e.ingest_ms, "
-    "e.ingest_lag_ms, e.clock_skew, e.payload_sha, p.day, e.s3_key, e.raw_sha, e.raw_size, e.idempotency_key"
+    "e.ingest_lag_ms, e.clock_skew, e.payload_sha, p.day, e.s3_key, e.raw_sha, e.raw_size, "
+    "e.idempotency_key, e.origin, e.line"
 )
 _EVENT_FROM = "events e JOIN entities n ON n.id = e.entity JOIN partitions p ON p.id = e.part"
 _EVENT_TARGET = (
     "events (event_id, receipt, entity, part, event_ms, ingest_ms, ingest_lag_ms, clock_skew, payload_sha, "
-    "s3_key, raw_sha, raw_size, idempotency_key)"
+    "s3_key, raw_sha, raw_size, idempotency_key, origin, line)"
 )
-_EVENT_ARITY = 13
+_EVENT_ARITY = 15
 _INSERT_EVENT = f"INSERT INTO {_EVENT_TARGET} VALUES ({','.join('?' * _EVENT_ARITY)})"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
@@ -382,6 +383,7 @@ class LocalStore:
             bytes.fromhex(r.event_id), 0, entity_ids[r.entity_id], part_ids[(r.source, r.event_type, r.day)],
             _stored_ms(r.event_time), _stored_ms(r.ingest_time), r.ingest_lag_ms, int(r.clock_skew),
             bytes.fromhex(r.payload_sha), s3_key, bytes.fromhex(r.raw_sha), r.raw_size, r.idempotency_key,
+            r.origin, r.line,
         )  # fmt: skip
 
     def quarantine(self, rejections: Sequence[Rejection]) -> list[str]:
@@ -425,6 +427,8 @@ class LocalStore:
             raw_sha=row[13].hex(),
             raw_size=row[14],
             idempotency_key=row[15],
+            origin=row[16],
+            line=row[17],
         )
 
     @staticmethod
