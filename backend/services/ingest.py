@@ -293,7 +293,9 @@ class IngestService:
         """
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
-        for chunk in _batched(items, batch_size):  # prepare_batch and commit refuse in read-only mode
+        if self.read_only:
+            raise ReadOnlyError("ingest refused: the kit is in read-only mode")
+        for chunk in _batched(items, batch_size):
             yield self.commit(self.prepare_batch(chunk))
 
     def prepare_batch(self, batch: Sequence[Received]) -> PreparedBatch:
