@@ -51,6 +51,55 @@ def _open_store(path: Path, *, create: bool) -> Any:
     return LocalStore(path, create=create)
 
 
+def aws_settings(args: argparse.Namespace) -> Any:
+    """AWS settings from the options, then the stack's outputs (``--stack``), then the environment."""
+    from backend.config import AwsSettings
+    from backend.runtime import stack_settings
+
+    given = {
+        k: v
+        for k, v in {
+            "region": getattr(args, "region", None),
+            "profile": getattr(args, "profile", None),
+            "endpoint_url": getattr(args, "endpoint_url", None),
+        }.items()
+        if v
+    }
+    settings = AwsSettings(**given)
+    if getattr(args, "stack", None):
+        settings = stack_settings(settings, args.stack)
+    return settings
+
+
+def open_backend(args: argparse.Namespace, *, create: bool, default: str = DEFAULT_WORKSPACE) -> Any:
+    """The backend the options name: a local workspace (default) or an AWS stack (``--backend aws``).
+
+    Returns a :class:`backend.runtime.Backend`; the caller closes it.
+    """
+    from backend.runtime import open_aws, open_local
+
+    read_only = bool(getattr(args, "read_only", False))
+    if _backend_name(args) == "aws":
+        if args.workspace:
+            raise _usage("--workspace is for the local backend; with --backend aws name a --stack")
+        settings = aws_settings(args)
+        missing = settings.missing("raw_bucket", "events_table", "dedupe_table")
+        if missing:
+            raise _usage(
+                "--backend aws needs --stack NAME or the environment variables " + ", ".join(missing)
+            )
+        return open_aws(settings, read_only=read_only)
+    for option in ("stack", "endpoint_url", "region", "profile"):
+        if getattr(args, option, None):
+            flag = "--" + option.replace("_", "-")
+            raise _usage(f"{flag} is for the AWS backend; add --backend aws")
+    return open_local(_workspace(args, default), create=create, read_only=read_only)
+
+
+def _backend_name(args: argparse.Namespace) -> str:
+    return str(getattr(args, "backend", None) or os.environ.get("PIK_BACKEND") or "local")
+
+
 def _print_json(data: Any, out: IO[str]) -> None:
     json.dump(data, out, ensure_ascii=False, indent=None, separators=(",", ":"))
     out.write("\n")
@@ -130,8 +179,8 @@ def cmd_ingest(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
         except OSError as exc:
             raise Failure(f"cannot read {source_name}: {exc.strerror or exc}") from None
         origin = f"file:{path.name}"
-    store = _open_store(_workspace(args), create=True)
-    service = IngestService(store, store)
+    backend = open_backend(args, create=True)
+    service = IngestService(backend.raw, backend.index, read_only=backend.read_only)
     counts = {IngestStatus.ACCEPTED: 0, IngestStatus.DUPLICATE: 0, IngestStatus.REJECTED: 0}
     rejections: list[dict[str, Any]] = []
     skewed = 0
@@ -168,7 +217,7 @@ def cmd_ingest(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
         )
         raise
     finally:
-        store.close()
+        backend.close()
         if show_progress:
             err.write("\r\x1b[K")
     seconds = time.perf_counter() - started
@@ -181,7 +230,7 @@ def cmd_ingest(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
         "clock_skew": skewed,
         "lines": lines,
         "input": source_name,
-        "workspace": str(store.path),
+        "workspace" if backend.name == "local" else "backend": backend.location,
         "seconds": round(seconds, 3),
         "lines_per_second": round(lines / seconds) if seconds > 0 else None,
     }
@@ -189,7 +238,9 @@ def cmd_ingest(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
         _print_json(summary, out)
         return 0
     rate = f" ({summary['lines_per_second']:,} lines/s)" if summary["lines_per_second"] else ""
-    out.write(f"Read {lines:,} lines from {safe(source_name)} into {store.path} in {seconds:.1f} s{rate}\n")
+    out.write(
+        f"Read {lines:,} lines from {safe(source_name)} into {backend.location} in {seconds:.1f} s{rate}\n"
+    )
     out.write(f"  accepted   {summary['accepted']:>12,}\n")
     out.write(f"  duplicate  {summary['duplicate']:>12,}\n")
     out.write(f"  rejected   {summary['rejected']:>12,}\n")
@@ -256,7 +307,8 @@ def cmd_events(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
         raise _usage(str(exc)) from None
     if start and end and start >= end:
         raise _usage(f"--start {args.start} is not before --end {args.end} (the window is [start, end))")
-    store = _open_store(_workspace(args), create=False)
+    backend = open_backend(args, create=False)
+    store = backend.index
     try:
         if status is IngestStatus.REJECTED:
             if day is not None:  # the rejections received that day
@@ -335,7 +387,7 @@ def cmd_events(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     except InvalidRequest as exc:
         raise _usage(str(exc)) from None
     finally:
-        store.close()
+        backend.close()
     if not rows:
         out.write("(no matching records)\n")
     if cursor:
@@ -457,6 +509,18 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help=f"local workspace folder (default: $PIK_WORKSPACE or ./{DEFAULT_WORKSPACE})",
     )
+    aws = common.add_argument_group("AWS backend")
+    aws.add_argument(
+        "--backend",
+        choices=["local", "aws"],
+        help="where the data lives (default: $PIK_BACKEND or local)",
+    )
+    aws.add_argument("--stack", metavar="NAME", help="CloudFormation stack whose outputs name the resources")
+    aws.add_argument(
+        "--endpoint-url", metavar="URL", help="AWS-compatible endpoint (moto server, LocalStack)"
+    )
+    aws.add_argument("--region", metavar="REGION")
+    aws.add_argument("--profile", metavar="NAME", help="AWS credentials profile")
     parser = _Parser(
         prog="pik",
         description="Pipeline Investigation Kit: investigate data-pipeline incidents without losing data.",
