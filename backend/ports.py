@@ -32,7 +32,31 @@ class RawPutStatus(StrEnum):
 class RawPut:
     key: str
     status: RawPutStatus
-    stored_sha256: str  # the sha256 of the bytes now under the key (ours if CREATED)
+    # The sha256 of the bytes now under the key (ours if CREATED). None when the key was taken and the store
+    # cannot tell what it holds without another call (S3 refuses a conditional put without saying).
+    stored_sha256: str | None
+
+
+class Claim(StrEnum):
+    """What the caller of :meth:`EventIndex.record` knows about where a record's bytes are."""
+
+    STORED = "stored"  # this record's bytes are at its s3_key (the caller stored or verified them)
+    SEEN = "seen"  # as STORED, and the key was already taken: probably a duplicate (only saves calls)
+    # The s3_key was taken and the caller could not check whose bytes are there. The index writes the
+    # receipt only if the event is already accepted with those bytes or the receipt points elsewhere.
+    UNVERIFIED = "unverified"
+
+
+class Recorded(StrEnum):
+    """The outcome of recording one receipt. The first two equal the IngestStatus values."""
+
+    ACCEPTED = "ACCEPTED"
+    DUPLICATE = "DUPLICATE"
+    # Nothing written (UNVERIFIED claims only): the accepted receipt's bytes at this s3_key are other bytes.
+    # Store these bytes elsewhere and record again.
+    MISPLACED = "MISPLACED"
+    # Nothing written (UNVERIFIED claims only): the event was never accepted; check the bytes at s3_key.
+    UNSEEN = "UNSEEN"
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,16 +93,23 @@ class RawStore(Protocol):
         """The bytes under ``key``, or None."""
         ...
 
+    def sha256(self, key: str) -> str | None:
+        """The sha256 of the bytes under ``key`` (without reading them where the store keeps it), or None."""
+        ...
+
 
 class EventIndex(Protocol):
     """The index of receipts (accepted events and duplicate receipts) and the quarantine of rejections."""
 
-    def record(self, records: Sequence[EventRecord]) -> list[IngestStatus]:
+    def record(self, records: Sequence[EventRecord], claims: Sequence[Claim] | None = None) -> list[Recorded]:
         """Record one receipt per element, in order, and say for each whether it was the event id's single
         ACCEPTED receipt or a DUPLICATE. The ``status`` and ``receipt`` fields of the input are ignored.
 
         Exactly one receipt per event id is ever ACCEPTED, whatever the interleaving of concurrent calls;
         every other receipt is kept as its own DUPLICATE record. Nothing is overwritten.
+
+        ``claims`` (default: all STORED) say what the caller knows of each record's bytes; only UNVERIFIED
+        records can come back MISPLACED or UNSEEN, and then nothing was written for them.
         """
         ...
 

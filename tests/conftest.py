@@ -114,3 +114,21 @@ class Flaky:
             raise StoreError(f"injected failure of {name} ({when} the write)")
 
         return call
+
+
+class Blind:
+    """A raw store that, like S3, does not say what a taken key holds (``stored_sha256`` None)."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def put_new(self, objects: Any) -> Any:
+        from backend.ports import RawPut, RawPutStatus
+
+        return [
+            p if p.status is RawPutStatus.CREATED else RawPut(p.key, p.status, None)
+            for p in self._inner.put_new(objects)
+        ]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)

@@ -13,9 +13,10 @@ import pytest
 from backend.errors import ReadOnlyError, StoreError
 from backend.identity import raw_key
 from backend.model import IngestResult, IngestStatus
+from backend.ports import RawObject
 from backend.services.ingest import QUARANTINE_MAX_BYTES, IngestService, Received, prepare
 from backend.times import Clock, FixedClock
-from tests.conftest import Adapter, Flaky, event_dict, make_event
+from tests.conftest import Adapter, Blind, Flaky, event_dict, make_event
 
 ACCEPTED, DUPLICATE, REJECTED = IngestStatus.ACCEPTED, IngestStatus.DUPLICATE, IngestStatus.REJECTED
 NOW = datetime(2025, 12, 29, 0, 0, 1, tzinfo=UTC)  # 2 s after the seed event
@@ -482,3 +483,75 @@ def test_a_failed_quarantine_stores_nothing_of_the_batch(
     assert adapter.index.stats().rejected == 0
     results = service.ingest_batch([Received(b"{bad"), Received(make_event())])
     assert [r.status for r in results] == [REJECTED, ACCEPTED]
+
+
+# -- a raw store that cannot say what a taken key holds (S3) -------------------------------------------
+
+
+@pytest.fixture
+def blind(adapter: Adapter, clock: FixedClock) -> IngestService:
+    return IngestService(Blind(adapter.raw), adapter.index, clock)
+
+
+def test_blind_store_duplicates_point_at_the_accepted_bytes(adapter: Adapter, blind: IngestService) -> None:
+    body = make_event()
+    results = [blind.ingest(body) for _ in range(3)]
+    assert [r.status for r in results] == [ACCEPTED, DUPLICATE, DUPLICATE]
+    assert {r.s3_key for r in results} == {VECTOR_KEY}
+
+
+def test_blind_store_divergent_duplicate_is_kept_under_a_receipt_key(
+    adapter: Adapter, blind: IngestService
+) -> None:
+    a, b = (
+        make_event(idempotency_key="k", payload={"v": 1}),
+        make_event(idempotency_key="k", payload={"v": 2}),
+    )
+    ra, rb, rb2 = blind.ingest(a), blind.ingest(b), blind.ingest(b)
+    assert (ra.status, rb.status, rb2.status) == (ACCEPTED, DUPLICATE, DUPLICATE)
+    assert rb.s3_key == rb2.s3_key and rb.s3_key.startswith("receipts/")  # type: ignore[union-attr]
+    assert adapter.raw.get(ra.s3_key) == a and adapter.raw.get(rb.s3_key) == b  # type: ignore[arg-type]
+
+
+def test_blind_store_retry_after_raw_stored_but_not_indexed(adapter: Adapter, blind: IngestService) -> None:
+    # An earlier attempt stored these bytes and failed before the index: the retry is accepted, once.
+    body = make_event()
+    prepared = prepare(body)
+    adapter.raw.put_new([RawObject(prepared.raw_key, body, prepared.raw_sha)])
+    first, again = blind.ingest(body), blind.ingest(body)
+    assert (first.status, again.status) == (ACCEPTED, DUPLICATE)
+    assert first.s3_key == VECTOR_KEY
+    assert accepted_count(adapter, first.event_id) == 1  # type: ignore[arg-type]
+
+
+def test_blind_store_retry_finds_other_bytes_left_by_a_failed_attempt(
+    adapter: Adapter, blind: IngestService
+) -> None:
+    # Attempt A stored its bytes and failed before the index; B (same idempotency key, other payload) comes
+    # next. B is accepted, and its receipt points at B's bytes, not at A's left under the identity key.
+    a, b = (
+        make_event(idempotency_key="k", payload={"v": 1}),
+        make_event(idempotency_key="k", payload={"v": 2}),
+    )
+    pa = prepare(a)
+    adapter.raw.put_new([RawObject(pa.raw_key, a, pa.raw_sha)])
+    rb = blind.ingest(b)
+    assert rb.status is ACCEPTED
+    assert rb.s3_key != pa.raw_key and adapter.raw.get(rb.s3_key) == b  # type: ignore[arg-type]
+    accepted = adapter.index.get_accepted(rb.event_id)  # type: ignore[arg-type]
+    assert accepted is not None and accepted.raw_sha == sha(b)
+    ra = blind.ingest(a)
+    assert ra.status is DUPLICATE and adapter.raw.get(ra.s3_key) == a  # type: ignore[arg-type]
+
+
+def test_blind_store_batch_mixing_every_case(adapter: Adapter, blind: IngestService) -> None:
+    a, b = (
+        make_event(idempotency_key="k", payload={"v": 1}),
+        make_event(idempotency_key="k", payload={"v": 2}),
+    )
+    fresh = make_event(entity_id="fresh")
+    blind.ingest(a)
+    results = blind.ingest_batch([Received(x) for x in (fresh, a, b, fresh, b)])
+    assert [r.status for r in results] == [ACCEPTED, DUPLICATE, DUPLICATE, DUPLICATE, DUPLICATE]
+    for body, r in zip((fresh, a, b, fresh, b), results, strict=True):
+        assert adapter.raw.get(r.s3_key) == body  # type: ignore[arg-type]

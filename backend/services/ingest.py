@@ -27,7 +27,7 @@ from backend.model import (
     IngestStatus,
     Rejection,
 )
-from backend.ports import EventIndex, RawObject, RawPutStatus, RawStore
+from backend.ports import Claim, EventIndex, RawObject, RawPutStatus, RawStore, Recorded
 from backend.times import Clock, TimeFormatError, fmt, lag_ms, parse_event_time
 
 # How much of a rejected request is kept in quarantine (the full size and sha256 are always recorded).
@@ -323,8 +323,7 @@ class IngestService:
                 )
         if prepared.valid:
             valid = prepared.valid
-            records = self._store_raw([(body, rec) for _, body, rec in valid])
-            statuses = self.index.record(records)
+            records, statuses = self._store([(body, rec) for _, body, rec in valid])
             for (i, _, _), rec, status in zip(valid, records, statuses, strict=True):
                 results[i] = IngestResult(
                     status=status,
@@ -338,29 +337,67 @@ class IngestService:
                 )
         return [r for r in results if r is not None]
 
-    def _store_raw(self, items: Sequence[tuple[bytes, EventRecord]]) -> list[EventRecord]:
-        """Store each body under its identity key; returns the records, each naming where its bytes are.
+    def _store(
+        self, items: Sequence[tuple[bytes, EventRecord]]
+    ) -> tuple[list[EventRecord], list[IngestStatus]]:
+        """Store each body, then index its receipt; returns the records (each naming where its bytes are)
+        and their statuses.
 
-        A body whose identity key already holds *other* bytes (same event id, different request: an
-        idempotency-key retry with a new payload, changed extra fields) is kept under a content-addressed
-        receipt key instead: nothing received is ever dropped or overwrites another receipt.
+        A body goes under its identity key. If that key already holds *other* bytes (same event id, another
+        request: an idempotency-key retry with a new payload, changed extra fields), the body is kept under
+        a content-addressed receipt key instead: nothing received is dropped or overwrites another receipt.
+        When the raw store cannot say what a taken key holds (S3), the index decides, from the accepted
+        receipt, whether the bytes there are ours (see :class:`Claim`), which spares a call per duplicate.
         """
-        puts = self.raw.put_new([RawObject(rec.s3_key, body, rec.raw_sha) for body, rec in items])
+        bodies = [body for body, _ in items]
         records = [rec for _, rec in items]
-        divergent = [
-            i
-            for i, put in enumerate(puts)
-            if put.status is RawPutStatus.EXISTS and put.stored_sha256 != records[i].raw_sha
-        ]
-        if divergent:
-            alt = []
-            for i in divergent:
-                r = records[i]
-                key = receipt_key(r.source, r.event_type, r.day, r.event_id, r.raw_sha)
-                alt.append(RawObject(key, items[i][0], r.raw_sha))
-            for i, put in zip(divergent, self.raw.put_new(alt), strict=True):
-                records[i] = records[i].model_copy(update={"s3_key": put.key})
-        return records
+        puts = self.raw.put_new([RawObject(rec.s3_key, body, rec.raw_sha) for body, rec in items])
+        claims: list[Claim] = []
+        divergent: list[int] = []
+        for i, put in enumerate(puts):
+            if put.status is RawPutStatus.CREATED:
+                claims.append(Claim.STORED)
+            elif put.stored_sha256 is None:
+                claims.append(Claim.UNVERIFIED)
+            else:
+                claims.append(Claim.SEEN)
+                if put.stored_sha256 != records[i].raw_sha:
+                    divergent.append(i)
+        self._rekey(divergent, bodies, records)
+        outcomes = self.index.record(records, claims)
+        # Only UNVERIFIED receipts come back undecided; settle them and record them again.
+        misplaced = [i for i, o in enumerate(outcomes) if o is Recorded.MISPLACED]
+        unseen = [i for i, o in enumerate(outcomes) if o is Recorded.UNSEEN]
+        if misplaced or unseen:
+            # Never accepted, yet the key is taken: an earlier attempt stored bytes and failed before the
+            # index. Whose bytes are they?
+            moved = misplaced + [
+                i for i in unseen if self.raw.sha256(records[i].s3_key) != records[i].raw_sha
+            ]
+            self._rekey(moved, bodies, records)
+            again = sorted(misplaced + unseen)
+            second = self.index.record(
+                [records[i] for i in again], [Claim.SEEN if i in misplaced else Claim.STORED for i in again]
+            )
+            for i, outcome in zip(again, second, strict=True):
+                outcomes[i] = outcome
+        statuses = [IngestStatus(o.value) for o in outcomes]
+        return records, statuses
+
+    def _rekey(self, which: Sequence[int], bodies: list[bytes], records: list[EventRecord]) -> None:
+        """Store the bodies at ``which`` under their content-addressed receipt keys (in place)."""
+        if not which:
+            return
+        alt = []
+        for i in which:
+            r = records[i]
+            alt.append(
+                RawObject(
+                    receipt_key(r.source, r.event_type, r.day, r.event_id, r.raw_sha), bodies[i], r.raw_sha
+                )
+            )
+        for i, put in zip(which, self.raw.put_new(alt), strict=True):
+            records[i] = records[i].model_copy(update={"s3_key": put.key})
 
 
 def prepare_requests(batch: Sequence[Received], clock: Clock) -> PreparedBatch:

@@ -16,6 +16,7 @@ import pytest
 from backend.errors import InvalidRequest
 from backend.identity import raw_key, receipt_key
 from backend.model import EventRecord, IngestStatus, Page, Rejection
+from backend.ports import Claim, Recorded
 from backend.times import fmt, parse_stored
 from tests.conftest import Adapter
 
@@ -198,6 +199,60 @@ def test_a_record_reads_back_with_every_field(adapter: Adapter) -> None:
     # Each receipt keeps the key of its own bytes.
     assert receipts[0].s3_key.startswith("raw/")
     assert receipts[1].s3_key.startswith("receipts/")
+
+
+# -- claims: receipts whose bytes the caller could not check -------------------------------------------
+
+
+def test_an_unverified_receipt_of_an_event_never_accepted_is_unseen_and_not_written(adapter: Adapter) -> None:
+    r = rec(tag="unsure")
+    assert adapter.index.record([r], [Claim.UNVERIFIED]) == [Recorded.UNSEEN]
+    assert adapter.index.receipts(r.event_id) == []
+    assert adapter.index.stats().accepted == 0
+    # Once the caller has checked the bytes, the same record is accepted.
+    assert adapter.index.record([r], [Claim.STORED]) == [Recorded.ACCEPTED]
+
+
+def test_an_unverified_receipt_with_the_accepted_bytes_is_a_duplicate(adapter: Adapter) -> None:
+    a = rec(tag="same")
+    adapter.index.record([a])
+    assert adapter.index.record([rec(tag="same", lag=3000)], [Claim.UNVERIFIED]) == [Recorded.DUPLICATE]
+    assert tags(adapter.index.receipts(a.event_id)) == [a.raw_sha, a.raw_sha]
+
+
+def test_an_unverified_receipt_with_other_bytes_at_the_accepted_key_is_misplaced(adapter: Adapter) -> None:
+    a = rec(tag="mine")
+    adapter.index.record([a])
+    other = rec(tag="theirs", lag=3000)
+    assert adapter.index.record([other], [Claim.UNVERIFIED]) == [Recorded.MISPLACED]
+    assert tags(adapter.index.receipts(a.event_id)) == [a.raw_sha], "nothing written for it"
+    # Stored elsewhere, it is recorded as a duplicate pointing at its own bytes.
+    moved = other.model_copy(
+        update={"s3_key": receipt_key("demo", "heartbeat", DAY, a.event_id, other.raw_sha)}
+    )
+    assert adapter.index.record([moved], [Claim.SEEN]) == [Recorded.DUPLICATE]
+    assert [r.s3_key for r in adapter.index.receipts(a.event_id)] == [a.s3_key, moved.s3_key]
+
+
+def test_claims_mixed_in_one_batch_answer_in_order(adapter: Adapter) -> None:
+    known = rec("known", tag="k")
+    adapter.index.record([known])
+    batch = [
+        rec("fresh", tag="f"),
+        rec("known", tag="k", lag=2000),
+        rec("known", tag="x", lag=2000),
+        rec("ghost", tag="g"),
+        rec("fresh", tag="f", lag=2000),
+    ]
+    claims = [Claim.STORED, Claim.UNVERIFIED, Claim.UNVERIFIED, Claim.UNVERIFIED, Claim.UNVERIFIED]
+    assert adapter.index.record(batch, claims) == [
+        Recorded.ACCEPTED,
+        Recorded.DUPLICATE,
+        Recorded.MISPLACED,
+        Recorded.UNSEEN,
+        Recorded.DUPLICATE,
+    ]
+    assert Recorded.ACCEPTED == ACCEPTED and Recorded.DUPLICATE == DUPLICATE
 
 
 def test_unknown_or_malformed_ids_have_no_records(adapter: Adapter) -> None:

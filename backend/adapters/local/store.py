@@ -23,7 +23,7 @@ from backend.errors import InvalidRequest, StoreError, WorkspaceError
 from backend.identity import raw_key
 from backend.model import EventRecord, IngestStatus, Page, Rejection
 from backend.paging import decode_cursor, encode_cursor
-from backend.ports import IndexStats, PartitionCount, RawObject, RawPut, RawPutStatus
+from backend.ports import Claim, IndexStats, PartitionCount, RawObject, RawPut, RawPutStatus, Recorded
 from backend.times import Clock, fmt, parse_iso
 
 DB_NAME = "pik.sqlite3"
@@ -226,8 +226,12 @@ class LocalStore:
 
     @contextlib.contextmanager
     def _write(self, action: str) -> Iterator[sqlite3.Connection]:
-        """One transaction holding the database's write lock; rolled back whole on any failure."""
+        """One transaction holding the database's write lock; rolled back whole on any failure. Called
+        inside another on the same thread, it joins that one."""
         conn = self._conn()
+        if conn.in_transaction:
+            yield conn
+            return
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
@@ -295,12 +299,52 @@ class LocalStore:
         rows = self._read("SELECT data FROM raw WHERE key = ?", (key,))
         return bytes(rows[0][0]) if rows else None
 
+    def sha256(self, key: str) -> str | None:
+        rows = self._read("SELECT sha256 FROM raw WHERE key = ?", (key,))
+        return bytes(rows[0][0]).hex() if rows else None
+
     # -- EventIndex: writes ----------------------------------------------------------------------------
 
-    def record(self, records: Sequence[EventRecord]) -> list[IngestStatus]:
+    def record(self, records: Sequence[EventRecord], claims: Sequence[Claim] | None = None) -> list[Recorded]:
         if not records:
             return []
-        statuses = [IngestStatus.DUPLICATE] * len(records)
+        if claims is not None and len(claims) != len(records):
+            raise ValueError("record: one claim per record")
+        unverified = [i for i, c in enumerate(claims or ()) if c is Claim.UNVERIFIED]
+        if not unverified:
+            return self._record(records)
+        # UNVERIFIED receipts are decided against what is stored once the others are in (one transaction).
+        statuses: list[Recorded] = [Recorded.DUPLICATE] * len(records)
+        with self._write("record events"):
+            rest = [i for i in range(len(records)) if i not in set(unverified)]
+            for i, status in zip(rest, self._record([records[i] for i in rest]), strict=True):
+                statuses[i] = status
+            keep: list[int] = []
+            for i in unverified:
+                r = records[i]
+                accepted = self._read(
+                    "SELECT e.s3_key, e.raw_sha, p.source, p.event_type, p.day FROM events e "
+                    "JOIN partitions p ON p.id = e.part WHERE e.event_id = ? AND e.receipt = 0",
+                    (bytes.fromhex(r.event_id),),
+                )
+                if not accepted and not any(records[j].event_id == r.event_id for j in keep):
+                    statuses[i] = Recorded.UNSEEN
+                    continue
+                if accepted:
+                    key, sha, source, event_type, day = accepted[0]
+                    key = key or raw_key(source, event_type, day, r.event_id)
+                    if key == r.s3_key and bytes(sha).hex() != r.raw_sha:
+                        statuses[i] = Recorded.MISPLACED
+                        continue
+                keep.append(i)
+            for i, status in zip(keep, self._record([records[i] for i in keep]), strict=True):
+                statuses[i] = status
+        return statuses
+
+    def _record(self, records: Sequence[EventRecord]) -> list[Recorded]:
+        if not records:
+            return []
+        statuses = [Recorded.DUPLICATE] * len(records)
         with self._write("record events") as conn:
             entity_ids = self._intern(
                 conn, self._entity_ids, {r.entity_id for r in records}, "entities", ("entity_id",)
@@ -322,7 +366,7 @@ class LocalStore:
             dups: list[int] = []
             for i, row in enumerate(rows):
                 if first[row[0]] == i and row[0] in accepted:
-                    statuses[i] = IngestStatus.ACCEPTED
+                    statuses[i] = Recorded.ACCEPTED
                 else:
                     dups.append(i)
             if dups:
