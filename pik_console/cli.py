@@ -568,6 +568,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_demo)
+    from pik_console import serve
+
+    serve.register(sub, common)
     return parser
 
 
