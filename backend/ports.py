@@ -177,3 +177,89 @@ class EventIndex(Protocol):
     def stats(self) -> IndexStats:
         """Totals over the whole index (a scan on AWS: for small stacks, demos and reports)."""
         ...
+
+
+# -- Investigation queries (bulk reads) ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """A lean view of one receipt for bulk reads (replay plans, recomputes, lag statistics): what those
+    need of an :class:`EventRecord`, without building a validated model per row."""
+
+    event_id: str
+    accepted: bool  # the event id's single ACCEPTED receipt (else a DUPLICATE receipt)
+    source: str
+    event_type: str
+    entity_id: str
+    event_time: str
+    ingest_time: str
+    ingest_lag_ms: int
+    clock_skew: bool
+    payload_sha: str
+    s3_key: str
+    s3_bucket: str | None = None
+    receipt: str | None = None  # as EventRecord.receipt: orders the receipts of one event
+
+    @property
+    def day(self) -> str:
+        return self.event_time[:10]
+
+
+@dataclass(frozen=True, slots=True)
+class DayCount:
+    """Receipts of one event day, split by when they arrived."""
+
+    day: str
+    accepted: int  # distinct events of the day (their accepted receipt)
+    late: int  # of those, ingested at or after the end of the day plus the grace period
+    duplicate: int  # duplicate receipts of the day's events
+    first_late_ingest: str | None = None  # when the first and the last late event arrived
+    last_late_ingest: str | None = None
+
+
+class InvestigationIndex(Protocol):
+    """Bulk reads over the event index for investigations. Scans are keyset-paged like the queries of
+    :class:`EventIndex` (same order, same cursor rules); counts are per event day over a half-open range
+    of days ``[first_day, end_day)`` (``YYYY-MM-DD``; anything else raises InvalidRequest), and days
+    without any receipt are left out."""
+
+    def scan_entity(
+        self,
+        entity_id: str,
+        start: str,
+        end: str,
+        *,
+        accepted_only: bool = False,
+        limit: int = 1000,
+        after: str | None = None,
+    ) -> Page[Receipt]:
+        """Receipts of one entity with ``start <= event_time < end`` in event-time order (ties by event id,
+        then receipt): :meth:`EventIndex.query_entity` in lean form."""
+        ...
+
+    def scan_partition(
+        self,
+        source: str,
+        event_type: str,
+        day: str,
+        *,
+        accepted_only: bool = False,
+        limit: int = 1000,
+        after: str | None = None,
+    ) -> Page[Receipt]:
+        """Receipts of one (source, event_type, event day) in ascending numeric lag order, ties by arrival:
+        :meth:`EventIndex.query_partition` in lean form."""
+        ...
+
+    def day_counts_entity(
+        self, entity_id: str, first_day: str, end_day: str, *, grace_ms: int = 0
+    ) -> list[DayCount]:
+        """Per event day of one entity: accepted events, how many of them arrived late, duplicates."""
+        ...
+
+    def day_counts_partition(
+        self, source: str, event_type: str, first_day: str, end_day: str, *, grace_ms: int = 0
+    ) -> list[DayCount]:
+        """As :meth:`day_counts_entity`, for the (source, event_type) partitions of each day."""
+        ...

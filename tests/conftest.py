@@ -22,6 +22,10 @@ from backend.ports import EventIndex, RawStore
 ADAPTERS: list[str] = ["local"]
 
 
+# The optional ports of an Adapter, by attribute name.
+PORT_NAMES = ("investigate", "catalog", "queue", "audit", "aggregates")
+
+
 @dataclass
 class Adapter:
     """One adapter under test: its raw store, its event index, and how to release them."""
@@ -30,11 +34,27 @@ class Adapter:
     raw: RawStore
     index: EventIndex
     close: Callable[[], None]
+    # The investigation, replay and aggregate ports: None on an adapter that does not implement them yet
+    # (their contract tests then skip there).
+    investigate: Any = None
+    catalog: Any = None
+    queue: Any = None
+    audit: Any = None
+    aggregates: Any = None
 
 
 def _open_local(root: Path) -> Adapter:
+    from backend.adapters.local.workspace import local_ports
+
     store = LocalStore(root / "ws")
-    return Adapter("local", store, store, store.close)
+    ports = local_ports(store)
+    return Adapter(
+        "local",
+        store,
+        store,
+        store.close,
+        **{name: getattr(ports, name, None) for name in PORT_NAMES},
+    )
 
 
 _FACTORIES: dict[str, Callable[[Path], Adapter]] = {"local": _open_local}
