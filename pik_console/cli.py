@@ -571,6 +571,9 @@ def build_parser() -> argparse.ArgumentParser:
     from pik_console import serve
 
     serve.register(sub, common)
+    from pik_console import aws_cmd
+
+    aws_cmd.register(sub, common)
     return parser
 
 

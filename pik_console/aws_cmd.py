@@ -1,0 +1,154 @@
+"""``pik aws``: the AWS side. ``pik aws init`` creates the template's resources on an AWS-compatible endpoint
+(a moto server, LocalStack) and prints the settings that point the kit at them.
+
+On AWS itself, deploy ``backend/template.yaml`` with ``sam deploy`` and use ``--stack NAME`` instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+from typing import IO, Any
+from urllib.parse import urlsplit
+
+from pik_console.cli import Failure, _print_json, _program_name, _usage, aws_settings
+
+# What an endpoint like moto accepts as credentials when none are configured, and where it lives by default.
+FAKE_KEY = "testing"
+DEFAULT_ENDPOINT_REGION = "us-east-1"
+
+
+def register(sub: Any, common: argparse.ArgumentParser) -> None:
+    """Add ``pik aws`` and its sub-commands to the ``pik`` parser."""
+    aws = sub.add_parser(
+        "aws",
+        help="the AWS side: create the resources on an endpoint (moto server, LocalStack)",
+        description="The AWS side of the kit. To deploy to AWS itself use SAM (docs/aws-deploy.md).",
+    )
+    commands = aws.add_subparsers(dest="aws_command", metavar="COMMAND")
+    commands.required = True
+    p = commands.add_parser(
+        "init",
+        parents=[common],
+        help="create the bucket, tables and queues on --endpoint-url and print their settings",
+        description="Create the kit's bucket, tables, replay queue and dead-letter queue on an "
+        "AWS-compatible endpoint (a moto server, LocalStack), or reuse those that exist, and print the "
+        "settings as export lines. Run it again at any time: it creates only what is missing.",
+    )
+    p.add_argument(
+        "--prefix",
+        default="pik",
+        metavar="P",
+        help="resource names start with this (default: pik -> pik-raw, pik-events, ...)",
+    )
+    p.add_argument("--json", action="store_true", help="print the settings and what was done as JSON")
+    p.set_defaults(func=cmd_init)
+
+
+def cmd_init(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
+    import boto3
+    from botocore.exceptions import BotoCoreError
+
+    from backend.adapters.aws.provision import Step, provision, validate_prefix
+    from backend.errors import InvalidRequest
+
+    if args.workspace:
+        raise _usage("--workspace is for the local backend; pik aws init creates AWS resources")
+    if args.stack:
+        raise _usage("--stack reads a deployed stack; pik aws init creates resources on --endpoint-url")
+    if args.backend == "local":
+        raise _usage("pik aws init works on the AWS backend; leave out --backend local")
+    settings = aws_settings(args)
+    url = settings.endpoint_url
+    if not url:
+        raise _usage(
+            "pik aws init needs --endpoint-url URL (a moto server or LocalStack); "
+            "to deploy to AWS itself, use `sam build && sam deploy --guided` (docs/aws-deploy.md)"
+        )
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise _usage(f"--endpoint-url {url!r} is not an http:// or https:// URL")
+    try:
+        validate_prefix(args.prefix)
+    except InvalidRequest as exc:
+        raise _usage(str(exc)) from None
+
+    try:
+        session = boto3.session.Session(profile_name=settings.profile, region_name=settings.region)
+        region = session.region_name or DEFAULT_ENDPOINT_REGION
+        # An endpoint such as moto takes any credentials; give it some rather than fail when none are set
+        # (never with a named profile: then the profile's own credentials are the ones meant).
+        fake_credentials = not settings.profile and session.get_credentials() is None
+        if fake_credentials:
+            session = boto3.session.Session(
+                aws_access_key_id=FAKE_KEY, aws_secret_access_key=FAKE_KEY, region_name=region
+            )
+    except BotoCoreError as exc:  # an unknown profile, a broken config file
+        raise Failure(" ".join(str(exc).split())) from None
+    settings = settings.model_copy(update={"region": region})
+
+    steps: list[Step] = []
+
+    def show(step: Step) -> None:
+        steps.append(step)
+        if not args.json:
+            state = "created" if step.created else "reused "
+            notes = f"  ({'; '.join(step.notes)})" if step.notes else ""
+            out.write(f"# {state}  {step.kind:<6}  {step.name}{notes}\n")
+            out.flush()
+
+    if not args.json:
+        out.write(f"# pik aws init on {url} (region {region}, prefix {args.prefix})\n")
+    values = provision(settings, args.prefix, session=session, on_step=show)
+
+    if args.json:
+        _print_json(
+            {
+                "endpoint_url": url,
+                "region": region,
+                "prefix": args.prefix,
+                "settings": values,
+                "resources": [
+                    {
+                        "kind": s.kind,
+                        "name": s.name,
+                        "setting": s.setting,
+                        "created": s.created,
+                        "notes": list(s.notes),
+                    }
+                    for s in steps
+                ],
+                "credentials": "placeholder" if fake_credentials else "configured",
+            },
+            out,
+        )
+        return 0
+
+    created = sum(s.created for s in steps)
+    if created == 0:
+        out.write("# Every resource existed already: reused them, created nothing.\n")
+    elif created == len(steps):
+        out.write(f"# Created all {created} resources.\n")
+    else:
+        out.write(f"# Created {created} of {len(steps)} resources; reused the others.\n")
+    out.write("\n")
+    for setting, value in values.items():
+        out.write(f"export {setting}={shlex.quote(value)}\n")
+    if fake_credentials:
+        out.write(
+            "# No AWS credentials were configured; the endpoint takes any, so these placeholders were used:\n"
+        )
+        out.write(f"export AWS_ACCESS_KEY_ID={FAKE_KEY}\nexport AWS_SECRET_ACCESS_KEY={FAKE_KEY}\n")
+    prog = _program_name()
+    again = f"{prog} aws init --endpoint-url {shlex.quote(url)} --region {region}"
+    if args.prefix != "pik":
+        again += f" --prefix {args.prefix}"
+    target = f"--backend aws --endpoint-url {shlex.quote(url)} --region {region}"
+    out.write(
+        "\n# To use them, run the export lines in your shell, or all of this output at once:\n"
+        f'#   eval "$({again})"\n'
+        "# then name the AWS backend and the endpoint on each command:\n"
+        f"#   {prog} ingest events.jsonl {target}\n"
+        f"#   {prog} events {target} --entity user_123 --start 2025-12-28 --end 2025-12-29\n"
+    )
+    return 0
