@@ -53,7 +53,11 @@ def _log_level(name: str | None) -> str:
     return level if isinstance(logging.getLevelName(level), int) else "INFO"
 
 
-logger = Logger(service=FUNCTION, level=_log_level(os.environ.get("LOG_LEVEL")))
+# The service name is Powertools' own setting (the template sets it); each line also names the function.
+logger = Logger(
+    service=os.environ.get("POWERTOOLS_SERVICE_NAME") or "pipeline-investigation-kit",
+    level=_log_level(os.environ.get("LOG_LEVEL")),
+)
 metrics = Metrics(namespace=NAMESPACE)
 
 
