@@ -416,7 +416,7 @@ def cmd_serve(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
             with _stop_signals():
                 server.serve_forever()
         except KeyboardInterrupt:
-            err.write("pik serve: stopped\n")
+            err.write("\npik serve: stopped\n")  # on its own line, after the terminal's ^C
         finally:
             server.server_close()
             configure(None)
