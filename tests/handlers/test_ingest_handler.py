@@ -457,3 +457,50 @@ def test_fixtures_are_not_mutated_by_the_handler(backend: Backend, context: Fake
     snapshot = copy.deepcopy(event)
     call(event, context)
     assert event == snapshot
+
+
+# -- on AWS (moto, in-process) --------------------------------------------------------------------------
+
+
+def test_on_aws_the_handler_opens_the_resources_its_environment_names(
+    monkeypatch: pytest.MonkeyPatch, context: FakeLambdaContext
+) -> None:
+    pytest.importorskip("backend.adapters.aws.store", reason="the AWS adapter is not written yet")
+    import boto3
+    from moto import mock_aws
+
+    from backend.adapters.aws.resources import RAW_BUCKET, TABLES
+
+    for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "PIK_BACKEND", "DRY_RUN", "PIK_READ_ONLY"):
+        monkeypatch.delenv(name, raising=False)
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.setenv(name, "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1")
+        ddb = boto3.client("dynamodb", region_name="us-east-1")
+        s3.create_bucket(Bucket="pik-handler-raw")
+        monkeypatch.setenv(RAW_BUCKET.setting, "pik-handler-raw")
+        for spec in TABLES:
+            ddb.create_table(**spec.create_table_kwargs(f"pik-handler-{spec.default_name}"))
+            monkeypatch.setenv(spec.setting, f"pik-handler-{spec.default_name}")
+        common.configure(None)  # as in Lambda: the backend is opened from the environment on first use
+        opened: Backend | None = None
+        try:
+            first = call(rest_v1_event(SEED_BODY), context)
+            opened = common.get_backend()
+            again = call(http_v2_event(SEED_BODY), context)
+            bad = call(rest_v1_event('{"source": '), context)
+            assert common.get_backend() is opened  # reused across invocations
+            assert opened.name == "aws"
+            assert (first[0], first[1]["status"], first[1]["event_id"]) == (200, "ACCEPTED", SEED_EVENT_ID)
+            assert (again[0], again[1]["status"]) == (200, "DUPLICATE")
+            assert (bad[0], bad[1]["status"]) == (400, "REJECTED")
+            stored = s3.get_object(Bucket="pik-handler-raw", Key=first[1]["s3_key"])["Body"].read()
+            assert stored == SEED_BODY.encode()
+            assert [r.status.value for r in opened.index.receipts(SEED_EVENT_ID)] == ["ACCEPTED", "DUPLICATE"]
+            assert [r.rejection_id for r in opened.index.query_rejections().items] == [bad[1]["rejection_id"]]
+        finally:
+            common.configure(None)
+            if opened is not None:
+                opened.close()
