@@ -169,7 +169,9 @@ class _RequestHandler(BaseHTTPRequestHandler):
             self.close_connection = True  # the client went away; nobody is left to answer
         except Exception:
             self.close_connection = True
-            self.log_error("request failed:\n%s", traceback.format_exc())
+            # The traceback goes to the server's console only; its lines may quote request data.
+            lines = [safe(line) for line in traceback.format_exc().splitlines()]
+            self.log_error("%s", "request failed:\n" + "\n".join(lines))
             if not self._responded:
                 with contextlib.suppress(OSError):
                     self._send_json(
@@ -363,7 +365,8 @@ class _RequestHandler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         # Request lines are untrusted: escape control characters before they reach a terminal.
         stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        sys.stderr.write(f"{stamp} {self.address_string()} {safe(format % args)}\n")
+        text = "\n".join(safe(line) for line in (format % args).split("\n"))
+        sys.stderr.write(f"{stamp} {self.address_string()} {text}\n")
 
 
 # -- the command ----------------------------------------------------------------------------------------
