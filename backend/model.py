@@ -74,8 +74,9 @@ class EventRecord(BaseModel):
     hour: str
     s3_key: str
     s3_bucket: str | None = None
-    raw_sha: str
-    raw_size: int
+    # The sha256 and size of this receipt's bytes; None only on rows the original kit wrote (read-only).
+    raw_sha: str | None
+    raw_size: int | None
     idempotency_key: str | None = None
     # Where this receipt came from: the request's origin (``api``, ``file:events.jsonl``...) and line.
     origin: str | None = None

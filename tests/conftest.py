@@ -19,7 +19,7 @@ from backend.adapters.local.store import LocalStore
 from backend.errors import StoreError
 from backend.ports import EventIndex, RawStore
 
-ADAPTERS: list[str] = ["local"]
+ADAPTERS: list[str] = ["local", "aws"]
 
 
 # The optional ports of an Adapter, by attribute name.
@@ -34,6 +34,8 @@ class Adapter:
     raw: RawStore
     index: EventIndex
     close: Callable[[], None]
+    # Whether a failed batch writes nothing (one SQLite transaction) or only each event is atomic (DynamoDB).
+    atomic_batches: bool = True
     # The investigation, replay and aggregate ports: None on an adapter that does not implement them yet
     # (their contract tests then skip there).
     investigate: Any = None
@@ -57,7 +59,15 @@ def _open_local(root: Path) -> Adapter:
     )
 
 
-_FACTORIES: dict[str, Callable[[Path], Adapter]] = {"local": _open_local}
+def _open_aws(root: Path) -> Adapter:
+    """The AWS adapter on moto, in-process: fresh bucket and tables for each test."""
+    from tests.aws_env import moto_store
+
+    store, stop = moto_store()
+    return Adapter("aws", store, store, stop, atomic_batches=False)
+
+
+_FACTORIES: dict[str, Callable[[Path], Adapter]] = {"local": _open_local, "aws": _open_aws}
 
 
 @contextlib.contextmanager

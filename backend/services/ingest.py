@@ -351,7 +351,7 @@ class IngestService:
         """
         bodies = [body for body, _ in items]
         records = [rec for _, rec in items]
-        puts = self.raw.put_new([RawObject(rec.s3_key, body, rec.raw_sha) for body, rec in items])
+        puts = self.raw.put_new([RawObject(rec.s3_key, body, _sha(rec)) for body, rec in items])
         claims: list[Claim] = []
         divergent: list[int] = []
         for i, put in enumerate(puts):
@@ -391,13 +391,16 @@ class IngestService:
         alt = []
         for i in which:
             r = records[i]
-            alt.append(
-                RawObject(
-                    receipt_key(r.source, r.event_type, r.day, r.event_id, r.raw_sha), bodies[i], r.raw_sha
-                )
-            )
+            sha = _sha(r)
+            alt.append(RawObject(receipt_key(r.source, r.event_type, r.day, r.event_id, sha), bodies[i], sha))
         for i, put in zip(which, self.raw.put_new(alt), strict=True):
             records[i] = records[i].model_copy(update={"s3_key": put.key})
+
+
+def _sha(record: EventRecord) -> str:
+    if record.raw_sha is None:  # only rows the original kit wrote lack it, and ingest never reads those
+        raise ValueError(f"record of event {record.event_id} has no raw_sha")
+    return record.raw_sha
 
 
 def prepare_requests(batch: Sequence[Received], clock: Clock) -> PreparedBatch:

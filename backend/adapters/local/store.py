@@ -426,8 +426,8 @@ class LocalStore:
         return (
             bytes.fromhex(r.event_id), 0, entity_ids[r.entity_id], part_ids[(r.source, r.event_type, r.day)],
             _stored_ms(r.event_time), _stored_ms(r.ingest_time), r.ingest_lag_ms, int(r.clock_skew),
-            bytes.fromhex(r.payload_sha), s3_key, bytes.fromhex(r.raw_sha), r.raw_size, r.idempotency_key,
-            r.origin, r.line,
+            bytes.fromhex(r.payload_sha), s3_key, bytes.fromhex(r.raw_sha or ""), r.raw_size,
+            r.idempotency_key, r.origin, r.line,
         )  # fmt: skip
 
     def quarantine(self, rejections: Sequence[Rejection]) -> list[str]:

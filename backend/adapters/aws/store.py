@@ -1,0 +1,871 @@
+"""The AWS adapter: raw bytes in S3, receipts, rejections and the lag index in DynamoDB.
+
+What an event costs in API calls (``docs/aws.md``, counted by ``tests/aws/test_call_budget.py``):
+
+* accepted, first time: one S3 ``PutObject`` (``IfNoneMatch='*'``) and one ``TransactWriteItems`` (the
+  dedupe item and the receipt, both conditional) — 2 calls;
+* duplicate with the accepted bytes: the refused ``PutObject`` and one ``TransactWriteItems`` (a condition
+  on the dedupe item that also checks the bytes, and the receipt) — 2 calls;
+* duplicate under an idempotency key whose event day differs (its raw key is new): 3 calls;
+* duplicate whose bytes differ from the accepted ones: 4 calls (both byte strings are kept; S3's refusal
+  does not say what the key holds, so the bytes go under a ``receipts/`` key once the index says so);
+* the retry of an event whose earlier attempt stored its bytes and failed before the index: 4 calls.
+
+Keys (``backend.adapters.aws.resources``), in the original kit's shapes where it had them:
+
+* receipt: ``PK=ENTITY#<entity>``; the accepted one ``SK=TS#<event_time>#EID#<id>``, duplicates
+  ``...#R#<receipt>``, so a window is one key range, in event-time order, the accepted receipt first;
+* lag index ``GSI1``: ``GSI1PK=SRC#<source>#TYPE#<type>#DAY#<day>``,
+  ``GSI1SK=LAG#<14-digit lag>#TS#<ingest_time>#EID#<id>#R#<receipt>`` (numeric order, ties by arrival);
+* receipts of one event ``GSI2``: ``GSI2PK=EID#<id>``, ``GSI2SK=R#<receipt>``;
+* rejections: ``PK=REJECTED``, ``SK=RJ#<received_at>#<n>`` (bytes bounded, in the item);
+* dedupe table: one item per accepted event id, with the accepted receipt's key and bytes' sha256.
+
+Records the original kit wrote (second-precision times, unpadded lag, no receipts) are read, not written.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from backend.adapters.aws.clients import AwsClients, make_clients
+from backend.adapters.aws.resources import LAG_INDEX, RECEIPTS_INDEX
+from backend.config import AwsSettings
+from backend.errors import InvalidRequest, StoreError
+from backend.identity import sha256_hex
+from backend.model import EventRecord, IngestStatus, Page, Rejection
+from backend.paging import decode_cursor, encode_cursor
+from backend.ports import (
+    Claim,
+    IndexStats,
+    PartitionCount,
+    RawObject,
+    RawPut,
+    RawPutStatus,
+    Recorded,
+)
+from backend.times import TimeFormatError, fmt, parse_iso
+
+T = TypeVar("T")
+
+LAG_DIGITS = 14  # 10^14 ms is 3,000 years: every lag the 1970..2099 time range allows fits
+REJECTED_PK = "REJECTED"
+ACCEPTED_RECEIPT = "0"
+_EVENT_ID = re.compile(r"^[0-9a-f]{64}$")
+_REJECTION_ID = re.compile(r"^[0-9T:.Z+-]{10,40}#\d{19}[0-9a-f]{4}$")
+# Our lag keys start "LAG#0" and a digit; the original kit's start "LAG#0#" (lag 0) or "LAG#1".."LAG#9".
+_PADDED_LAG = ("LAG#00", "LAG#0:")
+
+
+def _s(value: str) -> dict[str, Any]:
+    return {"S": value}
+
+
+def _n(value: int) -> dict[str, Any]:
+    return {"N": str(value)}
+
+
+def _get(item: dict[str, Any], name: str) -> Any:
+    """A plain value from a low-level DynamoDB item (None if absent)."""
+    cell = item.get(name)
+    if cell is None:
+        return None
+    kind, value = next(iter(cell.items()))
+    if kind == "N":
+        return int(value) if "." not in value and "e" not in value.lower() else float(value)
+    if kind == "NULL":
+        return None
+    return value
+
+
+class _Receipts:
+    """Receipt ids that sort in arrival order: ``1`` + 19-digit epoch nanoseconds + 4 hex digits, strictly
+    increasing within a process (the accepted receipt is ``0``)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._last = 0
+
+    def next(self) -> str:
+        with self._lock:
+            self._last = max(time.time_ns(), self._last + 1)
+            ns = self._last
+        return f"1{ns:019d}{threading.get_ident() & 0xFFFF:04x}"
+
+
+def _error(action: str, exc: Exception) -> StoreError:
+    if isinstance(exc, ClientError):
+        err = exc.response.get("Error", {})
+        code = err.get("Code", "error")
+        message = err.get("Message", "")
+        return StoreError(f"cannot {action}: AWS answered {code}: {message}".rstrip(": "))
+    return StoreError(f"cannot {action}: {exc}")
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+@contextlib.contextmanager
+def _aws(action: str) -> Iterator[None]:
+    try:
+        yield
+    except (ClientError, BotoCoreError) as exc:
+        raise _error(action, exc) from None
+
+
+def _check_time(value: str, what: str) -> str:
+    try:
+        return fmt(parse_iso(value, what=what))
+    except TimeFormatError as exc:
+        raise InvalidRequest(str(exc)) from None
+
+
+@dataclass
+class _Tables:
+    bucket: str
+    events: str
+    dedupe: str
+
+
+class AwsStore:
+    """:class:`backend.ports.RawStore` and :class:`backend.ports.EventIndex` on S3 and DynamoDB."""
+
+    def __init__(
+        self, clients: AwsClients, bucket: str, events_table: str, dedupe_table: str, *, workers: int = 16
+    ) -> None:
+        self.clients = clients
+        self.s3 = clients.s3
+        self.ddb = clients.dynamodb
+        self.t = _Tables(bucket, events_table, dedupe_table)
+        self.location = bucket
+        self.region = clients.s3.meta.region_name
+        self._receipts = _Receipts()
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
+        self._workers = workers
+
+    @classmethod
+    def from_settings(cls, settings: AwsSettings) -> AwsStore:
+        missing = settings.missing("raw_bucket", "events_table", "dedupe_table")
+        if missing:
+            raise StoreError("the AWS backend needs " + ", ".join(missing) + " (or --stack NAME)")
+        assert settings.raw_bucket and settings.events_table and settings.dedupe_table
+        try:
+            clients = make_clients(settings)
+        except (BotoCoreError, ClientError) as exc:
+            raise _error("connect to AWS", exc) from None
+        return cls(clients, settings.raw_bucket, settings.events_table, settings.dedupe_table)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+    def _map(self, fn: Callable[[Any], T], groups: Sequence[Any]) -> list[T]:
+        """``fn`` over ``groups``, concurrently when there are several (boto3 clients are thread-safe)."""
+        if len(groups) <= 1 or self._workers <= 1:
+            return [fn(g) for g in groups]
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="pik-aws")
+            pool = self._pool
+        return list(pool.map(fn, groups))
+
+    # -- RawStore ----------------------------------------------------------------------------------------
+
+    def put_new(self, objects: Sequence[RawObject]) -> list[RawPut]:
+        # Objects with the same key go in order (the earlier wins); different keys go concurrently.
+        by_key: dict[str, list[int]] = {}
+        for i, obj in enumerate(objects):
+            by_key.setdefault(obj.key, []).append(i)
+        results: list[RawPut | None] = [None] * len(objects)
+
+        def put_group(indices: list[int]) -> None:
+            first = objects[indices[0]]
+            put = self._put_one(first)
+            results[indices[0]] = put
+            for i in indices[1:]:
+                stored = put.stored_sha256 if put.status is RawPutStatus.CREATED else None
+                results[i] = RawPut(objects[i].key, RawPutStatus.EXISTS, stored)
+
+        self._map(put_group, list(by_key.values()))
+        return [r for r in results if r is not None]
+
+    def _put_one(self, obj: RawObject) -> RawPut:
+        for attempt in range(5):
+            try:
+                self.s3.put_object(
+                    Bucket=self.t.bucket,
+                    Key=obj.key,
+                    Body=obj.data,
+                    IfNoneMatch="*",
+                    ServerSideEncryption="AES256",
+                    ContentType="application/json",
+                    Metadata={"sha256": obj.sha256},
+                )
+                return RawPut(obj.key, RawPutStatus.CREATED, obj.sha256)
+            except ClientError as exc:
+                code = _code(exc)
+                if code in ("PreconditionFailed", "412"):
+                    return RawPut(obj.key, RawPutStatus.EXISTS, None)
+                if code == "ConditionalRequestConflict" and attempt < 4:  # a concurrent put of the key
+                    time.sleep(0.05 * (attempt + 1))
+                    continue
+                raise _error(f"store raw event {obj.key}", exc) from None
+            except BotoCoreError as exc:
+                raise _error(f"store raw event {obj.key}", exc) from None
+        raise StoreError(f"cannot store raw event {obj.key}: concurrent writes kept conflicting")
+
+    def get(self, key: str) -> bytes | None:
+        try:
+            body = self.s3.get_object(Bucket=self.t.bucket, Key=key)["Body"]
+            return bytes(body.read())
+        except ClientError as exc:
+            if _code(exc) in ("NoSuchKey", "404", "NotFound"):
+                return None
+            raise _error(f"read raw event {key}", exc) from None
+        except BotoCoreError as exc:
+            raise _error(f"read raw event {key}", exc) from None
+
+    def sha256(self, key: str) -> str | None:
+        try:
+            head = self.s3.head_object(Bucket=self.t.bucket, Key=key)
+        except ClientError as exc:
+            if _code(exc) in ("NoSuchKey", "404", "NotFound"):
+                return None
+            raise _error(f"read raw event {key}", exc) from None
+        except BotoCoreError as exc:
+            raise _error(f"read raw event {key}", exc) from None
+        stored = head.get("Metadata", {}).get("sha256")
+        if stored:
+            return str(stored)
+        data = self.get(key)  # written by another tool: hash the bytes
+        return None if data is None else sha256_hex(data)
+
+    # -- EventIndex: writes ------------------------------------------------------------------------------
+
+    def record(self, records: Sequence[EventRecord], claims: Sequence[Claim] | None = None) -> list[Recorded]:
+        if claims is not None and len(claims) != len(records):
+            raise ValueError("record: one claim per record")
+        # Receipts of one event id go in order; different ids go concurrently.
+        groups: dict[str, list[int]] = {}
+        for i, r in enumerate(records):
+            groups.setdefault(r.event_id, []).append(i)
+        outcomes: list[Recorded | None] = [None] * len(records)
+
+        def run(indices: list[int]) -> None:
+            for i in indices:
+                outcomes[i] = self._record_one(records[i], claims[i] if claims else Claim.STORED)
+
+        self._map(run, list(groups.values()))
+        return [o for o in outcomes if o is not None]
+
+    def _record_one(self, r: EventRecord, claim: Claim) -> Recorded:
+        for _ in range(8):  # a transaction conflict with a concurrent writer of the same id: try again
+            try:
+                if claim is Claim.STORED:
+                    accepted = self._try_accept(r)
+                    if accepted is not None:
+                        return accepted
+                    self._put_duplicate(r)
+                    return Recorded.DUPLICATE
+                outcome = self._try_duplicate(r, verify=claim is Claim.UNVERIFIED)
+                if outcome is not Recorded.UNSEEN or claim is Claim.UNVERIFIED:
+                    return outcome
+                accepted = self._try_accept(r)
+                if accepted is not None:
+                    return accepted
+                claim = Claim.SEEN  # accepted meanwhile by someone else: a duplicate after all
+            except _Conflict:
+                time.sleep(0.02)
+        raise StoreError(f"cannot record event {r.event_id}: concurrent writes kept conflicting")
+
+    def _try_accept(self, r: EventRecord) -> Recorded | None:
+        """ACCEPTED if this receipt became the acceptance; None if the event id was accepted before."""
+        dedupe = {
+            "event_id": _s(r.event_id),
+            "first_seen_ingest_time": _s(r.ingest_time),
+            "entity_id": _s(r.entity_id),
+            "source": _s(r.source),
+            "event_type": _s(r.event_type),
+            "event_time": _s(r.event_time),
+            "sk": _s(self._sk(r, ACCEPTED_RECEIPT)),
+            "s3_key": _s(r.s3_key),
+        }
+        if r.raw_sha is not None:
+            dedupe["raw_sha"] = _s(r.raw_sha)
+        try:
+            self.ddb.transact_write_items(
+                TransactItems=[
+                    {
+                        "Put": {
+                            "TableName": self.t.dedupe,
+                            "Item": dedupe,
+                            "ConditionExpression": "attribute_not_exists(event_id)",
+                        }
+                    },
+                    {
+                        "Put": {
+                            "TableName": self.t.events,
+                            "Item": self._item(r, ACCEPTED_RECEIPT),
+                            "ConditionExpression": "attribute_not_exists(PK)",
+                        }
+                    },
+                ]
+            )
+            return Recorded.ACCEPTED
+        except ClientError as exc:
+            reasons = self._cancellation(exc, f"record event {r.event_id}")
+            if reasons and reasons[0] == "ConditionalCheckFailed":
+                return None
+            raise _error(f"record event {r.event_id}", exc) from None
+        except BotoCoreError as exc:
+            raise _error(f"record event {r.event_id}", exc) from None
+
+    def _try_duplicate(self, r: EventRecord, *, verify: bool) -> Recorded:
+        """Write ``r`` as a duplicate receipt if the event id is accepted (and, with ``verify``, if the
+        accepted bytes are the ones ``r`` points at or ``r`` points elsewhere); else write nothing."""
+        condition = "attribute_exists(event_id)"
+        values: dict[str, Any] = {}
+        if verify:
+            condition += " AND (s3_key <> :key OR raw_sha = :sha)"
+            values = {":key": _s(r.s3_key), ":sha": _s(r.raw_sha or "")}
+        check: Any = {
+            "TableName": self.t.dedupe,
+            "Key": {"event_id": _s(r.event_id)},
+            "ConditionExpression": condition,
+            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+        }
+        if values:
+            check["ExpressionAttributeValues"] = values
+        receipt = self._receipts.next()
+        try:
+            self.ddb.transact_write_items(
+                TransactItems=[
+                    {"ConditionCheck": check},
+                    {
+                        "Put": {
+                            "TableName": self.t.events,
+                            "Item": self._item(r, receipt),
+                            "ConditionExpression": "attribute_not_exists(PK)",
+                        }
+                    },
+                ]
+            )
+            return Recorded.DUPLICATE
+        except ClientError as exc:
+            reasons = self._cancellation(exc, f"record event {r.event_id}")
+            if reasons and reasons[0] == "ConditionalCheckFailed":
+                cancelled: Any = exc.response.get("CancellationReasons") or [{}]
+                old = cancelled[0].get("Item")
+                return Recorded.MISPLACED if old else Recorded.UNSEEN
+            raise _error(f"record event {r.event_id}", exc) from None
+        except BotoCoreError as exc:
+            raise _error(f"record event {r.event_id}", exc) from None
+
+    def _put_duplicate(self, r: EventRecord) -> None:
+        with _aws(f"record duplicate of event {r.event_id}"):
+            self.ddb.put_item(
+                TableName=self.t.events,
+                Item=self._item(r, self._receipts.next()),
+                ConditionExpression="attribute_not_exists(PK)",
+            )
+
+    @staticmethod
+    def _cancellation(exc: ClientError, action: str) -> list[str]:
+        """The cancellation reason codes of a cancelled transaction (raises _Conflict on a conflict)."""
+        if _code(exc) != "TransactionCanceledException":
+            return []
+        reasons = [str(x.get("Code", "None")) for x in exc.response.get("CancellationReasons", [])]
+        if "TransactionConflict" in reasons:
+            raise _Conflict(action)
+        return reasons
+
+    @staticmethod
+    def _sk(r: EventRecord, receipt: str) -> str:
+        base = f"TS#{r.event_time}#EID#{r.event_id}"
+        return base if receipt == ACCEPTED_RECEIPT else f"{base}#R#{receipt}"
+
+    def _item(self, r: EventRecord, receipt: str) -> dict[str, Any]:
+        status = IngestStatus.ACCEPTED if receipt == ACCEPTED_RECEIPT else IngestStatus.DUPLICATE
+        item: dict[str, Any] = {
+            "PK": _s(f"ENTITY#{r.entity_id}"),
+            "SK": _s(self._sk(r, receipt)),
+            "GSI1PK": _s(f"SRC#{r.source}#TYPE#{r.event_type}#DAY#{r.day}"),
+            "GSI1SK": _s(
+                f"LAG#{r.ingest_lag_ms:0{LAG_DIGITS}d}#TS#{r.ingest_time}#EID#{r.event_id}#R#{receipt}"
+            ),
+            "GSI2PK": _s(f"EID#{r.event_id}"),
+            "GSI2SK": _s(f"R#{receipt}"),
+            "event_id": _s(r.event_id),
+            "receipt": _s(receipt),
+            "status": _s(status.value),
+            "source": _s(r.source),
+            "event_type": _s(r.event_type),
+            "entity_id": _s(r.entity_id),
+            "event_time": _s(r.event_time),
+            "ingest_time": _s(r.ingest_time),
+            "ingest_lag_ms": _n(r.ingest_lag_ms),
+            "clock_skew": {"BOOL": r.clock_skew},
+            "payload_sha": _s(r.payload_sha),
+            "day": _s(r.day),
+            "hour": _s(r.hour),
+            "s3_key": _s(r.s3_key),
+            "s3_bucket": _s(self.t.bucket),
+        }
+        if r.raw_sha is not None:
+            item["raw_sha"] = _s(r.raw_sha)
+        if r.raw_size is not None:
+            item["raw_size"] = _n(r.raw_size)
+        if r.idempotency_key is not None:
+            item["idempotency_key"] = _s(r.idempotency_key)
+        if r.origin is not None:
+            item["origin"] = _s(r.origin)
+        if r.line is not None:
+            item["line"] = _n(r.line)
+        return item
+
+    def quarantine(self, rejections: Sequence[Rejection]) -> list[str]:
+        ids = [f"{r.received_at}#{self._receipts.next()[1:]}" for r in rejections]
+        requests = []
+        for rid, r in zip(ids, rejections, strict=True):
+            item: dict[str, Any] = {
+                "PK": _s(REJECTED_PK),
+                "SK": _s(f"RJ#{rid}"),
+                "status": _s("REJECTED"),
+                "received_at": _s(r.received_at),
+                "reason": _s(r.reason),
+                "origin": _s(r.origin),
+                "size": _n(r.size),
+                "sha256": _s(r.sha256),
+                "data": {"B": r.data},
+                "truncated": {"BOOL": r.truncated},
+            }
+            if r.line is not None:
+                item["line"] = _n(r.line)
+            for name in ("source", "event_type", "entity_id"):
+                value = getattr(r, name)
+                if value is not None:
+                    item[name] = _s(value)
+            requests.append({"PutRequest": {"Item": item}})
+        for start in range(0, len(requests), 25):
+            pending: list[Any] = requests[start : start + 25]
+            for attempt in range(8):
+                with _aws("quarantine rejected events"):
+                    answer = self.ddb.batch_write_item(RequestItems={self.t.events: pending})
+                pending = list(answer.get("UnprocessedItems", {}).get(self.t.events, []))
+                if not pending:
+                    break
+                time.sleep(0.05 * 2**attempt)
+            if pending:
+                raise StoreError("cannot quarantine rejected events: DynamoDB kept the batch unprocessed")
+        return ids
+
+    # -- EventIndex: reads -------------------------------------------------------------------------------
+
+    def _record_from(self, item: dict[str, Any]) -> EventRecord:
+        """An index record from an item: ours, or one the original kit wrote (times to fixed precision,
+        its ``status`` kept as it was stored; it overwrote an accepted row with a duplicate's)."""
+        event_time = fmt(parse_iso(_get(item, "event_time")))
+        ingest_time = fmt(parse_iso(_get(item, "ingest_time")))
+        receipt = _get(item, "receipt") or ACCEPTED_RECEIPT
+        stored_status = _get(item, "status")
+        if _get(item, "receipt") is not None:
+            status = IngestStatus.ACCEPTED if receipt == ACCEPTED_RECEIPT else IngestStatus.DUPLICATE
+        else:
+            status = (
+                IngestStatus(stored_status)
+                if stored_status in ("ACCEPTED", "DUPLICATE")
+                else (IngestStatus.ACCEPTED)
+            )
+        lag = int(_get(item, "ingest_lag_ms") or 0)
+        return EventRecord(
+            event_id=_get(item, "event_id"),
+            status=status,
+            source=_get(item, "source"),
+            event_type=_get(item, "event_type"),
+            entity_id=_get(item, "entity_id"),
+            event_time=event_time,
+            ingest_time=ingest_time,
+            ingest_lag_ms=max(lag, 0),
+            clock_skew=bool(_get(item, "clock_skew")) or lag < 0,
+            payload_sha=_get(item, "payload_sha") or "",
+            day=_get(item, "day") or event_time[:10],
+            hour=str(_get(item, "hour") or event_time[11:13]).zfill(2),
+            s3_key=_get(item, "s3_key") or "",
+            s3_bucket=_get(item, "s3_bucket"),
+            raw_sha=_get(item, "raw_sha"),
+            raw_size=_get(item, "raw_size"),
+            idempotency_key=_get(item, "idempotency_key"),
+            origin=_get(item, "origin"),
+            line=_get(item, "line"),
+            receipt=receipt,
+        )
+
+    def get_accepted(self, event_id: str) -> EventRecord | None:
+        if not _EVENT_ID.match(event_id):
+            return None
+        with _aws(f"read event {event_id}"):
+            seen = self.ddb.get_item(
+                TableName=self.t.dedupe, Key={"event_id": _s(event_id)}, ConsistentRead=True
+            ).get("Item")
+        if not seen:
+            return None
+        sk = _get(seen, "sk") or f"TS#{_get(seen, 'event_time')}#EID#{event_id}"
+        with _aws(f"read event {event_id}"):
+            item = self.ddb.get_item(
+                TableName=self.t.events,
+                Key={"PK": _s(f"ENTITY#{_get(seen, 'entity_id')}"), "SK": _s(sk)},
+                ConsistentRead=True,
+            ).get("Item")
+        if not item:
+            return None
+        record = self._record_from(item)
+        return record.model_copy(update={"status": IngestStatus.ACCEPTED, "receipt": ACCEPTED_RECEIPT})
+
+    def receipts(self, event_id: str) -> list[EventRecord]:
+        if not _EVENT_ID.match(event_id):
+            return []
+        items = list(
+            self._query(
+                f"read the receipts of event {event_id}",
+                IndexName=RECEIPTS_INDEX.name,
+                KeyConditionExpression="GSI2PK = :pk",
+                ExpressionAttributeValues={":pk": _s(f"EID#{event_id}")},
+            )
+        )
+        if not items:  # written by the original kit: no receipts index, one row per event
+            accepted = self.get_accepted(event_id)
+            return [accepted] if accepted else []
+        return [self._record_from(i) for i in items]
+
+    def _query(self, action: str, **kwargs: Any) -> Iterator[dict[str, Any]]:
+        """Every item of a query, page by page (each page fetched only when needed)."""
+        kwargs = {"TableName": self.t.events, **kwargs}
+        while True:
+            with _aws(action):
+                page = self.ddb.query(**kwargs)
+            yield from page.get("Items", [])
+            last = page.get("LastEvaluatedKey")
+            if not last:
+                return
+            kwargs["ExclusiveStartKey"] = last
+
+    def _paged(
+        self,
+        action: str,
+        kind: str,
+        after: str | None,
+        limit: int,
+        descending: bool,
+        start_key: Callable[[list[Any]], dict[str, Any]],
+        key_of: Callable[[dict[str, Any]], list[Any]],
+        keep: Callable[[dict[str, Any]], bool],
+        **query: Any,
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """One page of a keyset-paged query: up to ``limit`` kept items after the cursor, and the cursor
+        of the next page (None when nothing is left)."""
+        if limit < 1:
+            raise InvalidRequest("limit must be at least 1")
+        kind = f"{kind}:{'desc' if descending else 'asc'}"
+        query["ScanIndexForward"] = not descending
+        query["Limit"] = min(limit + 1, 1000)
+        if after is not None:
+            key = decode_cursor(kind, after, _arity(kind))
+            try:
+                query["ExclusiveStartKey"] = start_key(key)
+            except (TypeError, ValueError, KeyError):
+                raise InvalidRequest(f"cursor {after[:40]!r} is not a cursor of this listing") from None
+        items: list[dict[str, Any]] = []
+        for item in self._query(action, **query):
+            if keep(item):
+                items.append(item)
+                if len(items) > limit:
+                    break
+        more = len(items) > limit
+        items = items[:limit]
+        cursor = encode_cursor(kind, key_of(items[-1])) if more else None
+        return items, cursor
+
+    def query_entity(
+        self,
+        entity_id: str,
+        start: str,
+        end: str,
+        *,
+        status: IngestStatus | None = None,
+        limit: int = 100,
+        after: str | None = None,
+        descending: bool = False,
+    ) -> Page[EventRecord]:
+        lo, hi = _check_time(start, "start"), _check_time(end, "end")
+        pk = f"ENTITY#{entity_id}"
+        if lo >= hi:
+            return Page[EventRecord](items=[])
+
+        def start_key(key: list[Any]) -> dict[str, Any]:
+            (sk,) = key
+            if not isinstance(sk, str) or not sk.startswith("TS#"):
+                raise ValueError
+            return {"PK": _s(pk), "SK": _s(sk)}
+
+        # BETWEEN is inclusive; no key equals "TS#<end>" itself (keys go on with "#EID#..."), and every
+        # key of an event at ``end`` sorts after it, ours and the original kit's ("...00Z" > "...00.000Z").
+        items, cursor = self._paged(
+            f"read the events of entity {entity_id!r}",
+            "aws-entity",
+            after,
+            limit,
+            descending,
+            start_key,
+            lambda item: [_get(item, "SK")],
+            lambda item: _status_matches(item, status) and lo <= _stored_time(item) < hi,
+            KeyConditionExpression="PK = :pk AND SK BETWEEN :lo AND :hi",
+            ExpressionAttributeValues={":pk": _s(pk), ":lo": _s(f"TS#{lo}"), ":hi": _s(f"TS#{hi}")},
+        )
+        return Page[EventRecord](items=[self._record_from(i) for i in items], next_cursor=cursor)
+
+    def query_partition(
+        self,
+        source: str,
+        event_type: str,
+        day: str,
+        *,
+        status: IngestStatus | None = None,
+        limit: int = 100,
+        after: str | None = None,
+        descending: bool = False,
+    ) -> Page[EventRecord]:
+        pk = f"SRC#{source}#TYPE#{event_type}#DAY#{day}"
+        action = f"read partition {source}/{event_type}/{day}"
+        if self._has_legacy_lag_keys(pk, action):
+            return self._legacy_partition(pk, action, status, limit, after, descending)
+
+        def start_key(key: list[Any]) -> dict[str, Any]:
+            entity_pk, sk, gsk = key
+            if not all(isinstance(k, str) for k in key) or not gsk.startswith("LAG#"):
+                raise ValueError
+            return {"PK": _s(entity_pk), "SK": _s(sk), "GSI1PK": _s(pk), "GSI1SK": _s(gsk)}
+
+        items, cursor = self._paged(
+            action,
+            "aws-partition",
+            after,
+            limit,
+            descending,
+            start_key,
+            lambda item: [_get(item, "PK"), _get(item, "SK"), _get(item, "GSI1SK")],
+            lambda item: _status_matches(item, status),
+            IndexName=LAG_INDEX.name,
+            KeyConditionExpression="GSI1PK = :pk AND GSI1SK BETWEEN :lo AND :hi",
+            ExpressionAttributeValues={
+                ":pk": _s(pk),
+                ":lo": _s(_PADDED_LAG[0]),
+                ":hi": _s(_PADDED_LAG[1]),
+            },
+        )
+        return Page[EventRecord](items=[self._record_from(i) for i in items], next_cursor=cursor)
+
+    def _has_legacy_lag_keys(self, pk: str, action: str) -> bool:
+        """Whether the partition holds lag keys the original kit wrote (unpadded: "LAG#100" < "LAG#20")."""
+        for condition, value in (("GSI1SK < :v", _PADDED_LAG[0]), ("GSI1SK > :v", _PADDED_LAG[1])):
+            with _aws(action):
+                page = self.ddb.query(
+                    TableName=self.t.events,
+                    IndexName=LAG_INDEX.name,
+                    KeyConditionExpression=f"GSI1PK = :pk AND {condition}",
+                    ExpressionAttributeValues={":pk": _s(pk), ":v": _s(value)},
+                    Limit=1,
+                )
+            if page.get("Items"):
+                return True
+        return False
+
+    def _legacy_partition(
+        self,
+        pk: str,
+        action: str,
+        status: IngestStatus | None,
+        limit: int,
+        after: str | None,
+        descending: bool,
+    ) -> Page[EventRecord]:
+        """A partition with the original kit's unpadded lag keys: read whole, sorted by number here."""
+        items = self._query(
+            action,
+            IndexName=LAG_INDEX.name,
+            KeyConditionExpression="GSI1PK = :pk",
+            ExpressionAttributeValues={":pk": _s(pk)},
+        )
+        records = [self._record_from(i) for i in items if _status_matches(i, status)]
+
+        def key(r: EventRecord) -> list[Any]:
+            return [r.ingest_lag_ms, r.ingest_time, r.event_id, r.receipt or ""]
+
+        records.sort(key=key, reverse=descending)
+        kind = f"aws-legacy-partition:{'desc' if descending else 'asc'}"
+        if after is not None:
+            last = decode_cursor(kind, after, 4)
+            records = [r for r in records if (key(r) < last if descending else key(r) > last)]
+        page = records[:limit]
+        cursor = encode_cursor(kind, key(page[-1])) if len(records) > limit else None
+        return Page[EventRecord](items=page, next_cursor=cursor)
+
+    def query_rejections(
+        self,
+        *,
+        entity_id: str | None = None,
+        source: str | None = None,
+        event_type: str | None = None,
+        start: str | None = None,
+        end: str | None = None,
+        limit: int = 100,
+        after: str | None = None,
+        descending: bool = False,
+    ) -> Page[Rejection]:
+        lo = f"RJ#{_check_time(start, 'start')}" if start else "RJ#"
+        hi = f"RJ#{_check_time(end, 'end')}" if end else "RJ$"
+        wanted = {"entity_id": entity_id, "source": source, "event_type": event_type}
+
+        def keep(item: dict[str, Any]) -> bool:
+            return all(v is None or _get(item, k) == v for k, v in wanted.items())
+
+        def start_key(key: list[Any]) -> dict[str, Any]:
+            (sk,) = key
+            if not isinstance(sk, str) or not sk.startswith("RJ#"):
+                raise ValueError
+            return {"PK": _s(REJECTED_PK), "SK": _s(sk)}
+
+        items, cursor = self._paged(
+            "read rejections",
+            "aws-rejections",
+            after,
+            limit,
+            descending,
+            start_key,
+            lambda item: [_get(item, "SK")],
+            keep,
+            KeyConditionExpression="PK = :pk AND SK BETWEEN :lo AND :hi",
+            ExpressionAttributeValues={":pk": _s(REJECTED_PK), ":lo": _s(lo), ":hi": _s(hi)},
+        )
+        return Page[Rejection](items=[_rejection_from(i) for i in items], next_cursor=cursor)
+
+    def get_rejection(self, rejection_id: str) -> Rejection | None:
+        if not _REJECTION_ID.match(rejection_id):
+            return None
+        with _aws("read rejection"):
+            item = self.ddb.get_item(
+                TableName=self.t.events,
+                Key={"PK": _s(REJECTED_PK), "SK": _s(f"RJ#{rejection_id}")},
+                ConsistentRead=True,
+            ).get("Item")
+        return _rejection_from(item) if item else None
+
+    def stats(self) -> IndexStats:
+        accepted = duplicate = rejected = 0
+        entities: set[str] = set()
+        first: str | None = None
+        last: str | None = None
+        parts: dict[tuple[str, str], list[int]] = {}
+        kwargs: dict[str, Any] = {
+            "TableName": self.t.events,
+            "ProjectionExpression": "PK, #s, #r, #src, #typ, #ent, #t",
+            "ExpressionAttributeNames": {
+                "#s": "status",
+                "#r": "receipt",
+                "#src": "source",
+                "#typ": "event_type",
+                "#ent": "entity_id",
+                "#t": "event_time",
+            },
+        }
+        while True:
+            with _aws("count the index"):
+                page = self.ddb.scan(**kwargs)
+            for item in page.get("Items", []):
+                pk = _get(item, "PK")
+                if pk == REJECTED_PK:
+                    rejected += 1
+                    continue
+                if not str(pk).startswith("ENTITY#"):
+                    continue
+                receipt = _get(item, "receipt")
+                is_dup = receipt != ACCEPTED_RECEIPT if receipt is not None else False
+                counts = parts.setdefault((_get(item, "source"), _get(item, "event_type")), [0, 0])
+                counts[is_dup] += 1
+                if is_dup:
+                    duplicate += 1
+                else:
+                    accepted += 1
+                entities.add(_get(item, "entity_id"))
+                t = fmt(parse_iso(_get(item, "event_time")))
+                first = t if first is None or t < first else first
+                last = t if last is None or t > last else last
+            if not page.get("LastEvaluatedKey"):
+                break
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return IndexStats(
+            accepted=accepted,
+            duplicate=duplicate,
+            rejected=rejected,
+            entities=len(entities),
+            first_event_time=first,
+            last_event_time=last,
+            partitions=[PartitionCount(s, t, a, d) for (s, t), (a, d) in sorted(parts.items())],
+        )
+
+
+class _Conflict(Exception):
+    """A transaction lost to a concurrent one on the same item; the caller tries again."""
+
+
+def _arity(kind: str) -> int:
+    return 3 if kind.startswith("aws-partition") else 1
+
+
+def _status_matches(item: dict[str, Any], status: IngestStatus | None) -> bool:
+    if status is None:
+        return True
+    receipt = _get(item, "receipt")
+    if receipt is None:  # the original kit's row: its stored status
+        return bool(_get(item, "status") == status.value)
+    return bool((receipt == ACCEPTED_RECEIPT) == (status is IngestStatus.ACCEPTED))
+
+
+def _stored_time(item: dict[str, Any]) -> str:
+    value = str(_get(item, "event_time"))
+    if len(value) == 24 and value.endswith("Z"):  # ours, already fixed precision
+        return value
+    return fmt(parse_iso(value))
+
+
+def _rejection_from(item: dict[str, Any]) -> Rejection:
+    sk = str(_get(item, "SK"))
+    data = item.get("data", {}).get("B", b"")
+    if isinstance(data, str):  # some endpoints hand binary back base64-encoded
+        data = base64.b64decode(data)
+    return Rejection(
+        received_at=_get(item, "received_at"),
+        reason=_get(item, "reason"),
+        origin=_get(item, "origin") or "api",
+        line=_get(item, "line"),
+        size=_get(item, "size"),
+        sha256=_get(item, "sha256"),
+        data=bytes(data),
+        truncated=bool(_get(item, "truncated")),
+        source=_get(item, "source"),
+        event_type=_get(item, "event_type"),
+        entity_id=_get(item, "entity_id"),
+        rejection_id=sk[3:],
+    )
