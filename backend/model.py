@@ -128,3 +128,113 @@ class Page(BaseModel, Generic[T]):
 
     items: list[T]
     next_cursor: str | None = None
+
+
+# -- Replay (DESIGN invariant 4) ----------------------------------------------------------------------------
+
+
+class ReplayRequest(BaseModel):
+    """What to replay: the seed's request (field names unchanged) or a source/type over days.
+
+    Scopes: ``entity_id`` with the window ``[start_time, end_time)``; or ``source`` + ``event_type`` over the
+    event days ``[start_day, end_day)`` (the lag index). With an entity, ``source`` and ``event_type`` are
+    filters. ``status`` keeps only ACCEPTED or only DUPLICATE receipts. ``include_duplicates`` false sends
+    one message per distinct event (its accepted receipt); true sends one per receipt, to reproduce a
+    duplicate storm downstream. Unknown fields are refused: a misspelt filter must not widen a replay.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    entity_id: str | None = None
+    start_time: str | None = None
+    end_time: str | None = None
+    source: str | None = None
+    event_type: str | None = None
+    start_day: str | None = None
+    end_day: str | None = None
+    status: IngestStatus | None = None
+    limit: int = Field(500, ge=1)
+    include_duplicates: bool = False
+
+
+class ReplaySkips(BaseModel):
+    """Why matching receipts are not in a replay plan, by reason."""
+
+    duplicate: int = 0  # duplicate receipts, when duplicates are not included
+    missing_raw: int = 0  # no bytes at the receipt's s3_key
+    over_limit: int = 0  # eligible beyond the limit (their raw bytes are not checked)
+    filtered: int = 0  # in scope, but not of the filtered event_type / source / status
+
+
+class ReplayMessage(BaseModel):
+    """One replay message: the seed's shape plus ``replay_id``; ``receipt`` only for a duplicate receipt."""
+
+    event_id: str
+    entity_id: str
+    event_time: str
+    s3_bucket: str | None
+    s3_key: str
+    replay_id: str
+    receipt: str | None = None
+
+
+class ReplayOutcome(StrEnum):
+    DRY_RUN = "DRY_RUN"  # planned, nothing sent
+    REFUSED = "REFUSED"  # over the size guard without force, or the plan changed since its preview
+    RUNNING = "RUNNING"  # sending; a record still RUNNING later was interrupted
+    SENT = "SENT"  # every planned message was sent
+    PARTIAL = "PARTIAL"  # some messages could not be sent after retries
+    FAILED = "FAILED"  # messages were planned and none could be sent
+    INTERRUPTED = "INTERRUPTED"  # stopped part-way (Ctrl-C); the counts say how far it got
+
+
+class ReplayPlan(BaseModel):
+    """A dry run's answer: what a replay of ``request`` would send, and what it would touch.
+
+    ``windows`` are the (entity, day) aggregate windows a processor run would recompute;
+    ``windows_with_versions`` how many of them already have aggregate versions (None: not known here).
+    ``fingerprint`` identifies the exact list of messages, so an execution can insist on the previewed plan.
+    ``why`` explains, in sentences, anything a user should know (always when nothing would be sent).
+    """
+
+    replay_id: str
+    request: ReplayRequest
+    created_at: str
+    scanned: int
+    matched: int
+    would_send: int
+    skipped: ReplaySkips
+    by_day: dict[str, int]
+    entities: int
+    windows: int
+    windows_with_versions: int | None
+    first_event_time: str | None
+    last_event_time: str | None
+    sample: list[ReplayMessage]
+    fingerprint: str
+    needs_force: bool
+    why: list[str]
+
+
+class ReplayAudit(BaseModel):
+    """The audit record of one replay, dry or real: scope, who, when, counts and outcome."""
+
+    replay_id: str
+    outcome: ReplayOutcome
+    dry_run: bool
+    actor: str
+    started_at: str
+    finished_at: str | None = None
+    request: ReplayRequest
+    scanned: int = 0
+    matched: int = 0
+    would_send: int = 0
+    sent: int = 0
+    failed: int = 0
+    skipped: ReplaySkips = Field(default_factory=ReplaySkips)
+    entities: int = 0
+    windows: int = 0
+    windows_with_versions: int | None = None
+    fingerprint: str | None = None
+    forced: bool = False
+    error: str | None = None

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
-from backend.model import EventRecord, IngestStatus, Page, Rejection
+from backend.model import EventRecord, IngestStatus, Page, Rejection, ReplayAudit
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,4 +262,121 @@ class InvestigationIndex(Protocol):
         self, source: str, event_type: str, first_day: str, end_day: str, *, grace_ms: int = 0
     ) -> list[DayCount]:
         """As :meth:`day_counts_entity`, for the (source, event_type) partitions of each day."""
+        ...
+
+
+# -- Raw bytes in bulk ------------------------------------------------------------------------------------
+
+
+class RawCatalog(Protocol):
+    """Batch reads of the raw store: which keys hold bytes, and the bytes of many keys (a replay plan
+    checks thousands of keys; a recompute reads the payloads of a whole day). On S3 the natural form is a
+    listing of the event-day prefixes and parallel GETs."""
+
+    def missing(self, keys: Sequence[str]) -> set[str]:
+        """The keys among ``keys`` under which nothing is stored."""
+        ...
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, bytes]:
+        """The bytes of each of ``keys`` that exists (absent keys are left out)."""
+        ...
+
+
+# -- The replay queue (DESIGN invariants 4 and 6) ---------------------------------------------------------
+
+# SendMessageBatch takes at most this many entries.
+QUEUE_BATCH = 10
+
+
+@dataclass(frozen=True, slots=True)
+class SendFailure:
+    """An entry of a batch that the queue did not take."""
+
+    index: int  # position of the entry in the batch
+    code: str
+    message: str
+    sender_fault: bool = False  # True: sending the same entry again fails again
+
+
+@dataclass(frozen=True, slots=True)
+class QueueMessage:
+    """A received message. ``receipt_handle`` belongs to this receive: delete or release with it."""
+
+    message_id: str
+    receipt_handle: str
+    body: str
+    receive_count: int  # this receive included
+    sent_at: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A message moved to the dead-letter queue after ``receive_count`` receives without a delete."""
+
+    message_id: str
+    body: str
+    receive_count: int
+    sent_at: str
+    dead_at: str | None = None  # when it was moved, where the queue knows it
+
+
+@dataclass(frozen=True, slots=True)
+class QueueDepth:
+    visible: int  # waiting to be received
+    in_flight: int  # received, neither deleted nor visible again yet
+    dead: int  # in the dead-letter queue
+
+
+class ReplayQueue(Protocol):
+    """A queue with SQS semantics: at-least-once delivery, a visibility timeout per receive, a receive
+    count per message, and a dead-letter queue that takes a message instead of delivering it once it has
+    been received ``max_receives`` times without being deleted."""
+
+    max_receives: int
+
+    def send_batch(self, bodies: Sequence[str]) -> list[SendFailure]:
+        """Send up to :data:`QUEUE_BATCH` messages in one call; the entries not taken, with why (empty when
+        all were sent). More than QUEUE_BATCH raises InvalidRequest. A StoreError means the call as a
+        whole failed: some entries may have been sent (delivery is at least once)."""
+        ...
+
+    def receive(self, max_messages: int = QUEUE_BATCH, visibility_timeout_s: int = 30) -> list[QueueMessage]:
+        """Up to ``max_messages`` visible messages, each then hidden for the visibility timeout."""
+        ...
+
+    def delete(self, receipt_handles: Sequence[str]) -> None:
+        """Delete received messages (done with). A handle of an earlier receive may be ignored."""
+        ...
+
+    def release(self, receipt_handles: Sequence[str]) -> None:
+        """Make received messages visible again now (a failed attempt: retry without waiting)."""
+        ...
+
+    def depth(self) -> QueueDepth: ...
+
+    def dead_letters(self, *, limit: int = 100, after: str | None = None) -> Page[DeadLetter]:
+        """The dead-letter queue, oldest first, keyset-paged; reading does not consume it."""
+        ...
+
+
+# -- The replay audit trail ---------------------------------------------------------------------------------
+
+
+class AuditLog(Protocol):
+    """Every replay, dry or real. A record is written once, and a RUNNING one finished once (a conditional
+    update): nothing else is ever changed or deleted."""
+
+    def begin(self, record: ReplayAudit) -> None:
+        """Store a new record. InvalidRequest if its replay_id is taken."""
+        ...
+
+    def finish(self, record: ReplayAudit) -> None:
+        """Replace the RUNNING record of ``record.replay_id`` by its final state. InvalidRequest if there is
+        none, or it is not RUNNING any more."""
+        ...
+
+    def get(self, replay_id: str) -> ReplayAudit | None: ...
+
+    def query(self, *, limit: int = 50, after: str | None = None) -> Page[ReplayAudit]:
+        """Records, newest first (by start time, then id), keyset-paged."""
         ...

@@ -571,6 +571,9 @@ def build_parser() -> argparse.ArgumentParser:
     from pik_console import serve
 
     serve.register(sub, common)
+    from pik_console import investigate_cmd
+
+    investigate_cmd.register(sub, common)
     from pik_console import aws_cmd
 
     aws_cmd.register(sub, common)
@@ -607,4 +610,8 @@ def main(argv: Sequence[str] | None = None, out: IO[str] | None = None, err: IO[
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the importable module's main (not this __main__ copy), so that commands registered from other
+    # modules, which import pik_console.cli, raise the exception classes that main catches.
+    from pik_console.cli import main as _main
+
+    sys.exit(_main())

@@ -22,7 +22,7 @@ from pik_console.text import safe
 
 
 def backend_port(backend: Any, name: str, command: str) -> Any:
-    """The store behind port ``name`` (``investigate``, ``queue``, ``audit``, ``aggregates``, ``catalog``)
+    """The store behind port ``name`` (``investigate``, ``catalog``, ``queue``, ``audit``, ``aggregates``)
     of an opened backend: the backend's own when it has one, else the local workspace's."""
     port = getattr(backend, name, None)
     if port is not None:
@@ -30,8 +30,18 @@ def backend_port(backend: Any, name: str, command: str) -> Any:
     if backend.name == "local":
         from backend.adapters.local.workspace import local_ports
 
-        return getattr(local_ports(backend.index), name)
+        settings = workspace_settings(backend)
+        return getattr(local_ports(backend.index, max_receives=settings.queue.max_receives), name)
     raise cli.Failure(f"`pik {command}` is not available on the {backend.name} backend yet")
+
+
+def workspace_settings(backend: Any) -> Any:
+    """The local workspace's ``settings.toml`` (defaults elsewhere); see backend/settings.py."""
+    from backend.settings import WorkspaceSettings, load_settings
+
+    if backend.name == "local":
+        return load_settings(backend.location)
+    return WorkspaceSettings()
 
 
 def _duration(text: str, what: str) -> int:
@@ -239,3 +249,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--expected", type=float, metavar="N", help="expected events per day")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_gaps)
+
+    from pik_console import replay_cmd
+
+    replay_cmd.register(sub, common)

@@ -139,6 +139,89 @@ ALTER TABLE events ADD COLUMN origin TEXT;
 ALTER TABLE events ADD COLUMN line INTEGER;
 """
 
+# Version 3: replay and aggregates (DESIGN invariants 4, 5, 6).
+_V3 = """
+-- The replay queue, with SQS semantics. A message is visible when visible_ms <= now; a receive hides it
+-- for the visibility timeout, counts the receive and gives it a new receipt handle; a delete with the
+-- current handle removes it. A visible message already received max_receives times moves to dead_letters
+-- instead of being delivered. (A queue is consumed, so this table is not append-only.)
+CREATE TABLE queue_messages (
+    id             INTEGER PRIMARY KEY,
+    message_id     TEXT NOT NULL UNIQUE,
+    body           TEXT NOT NULL,
+    sent_ms        INTEGER NOT NULL,
+    visible_ms     INTEGER NOT NULL,
+    receive_count  INTEGER NOT NULL DEFAULT 0,
+    receipt_handle TEXT
+);
+CREATE INDEX queue_messages_by_visibility ON queue_messages (visible_ms, id);
+CREATE TABLE dead_letters (
+    id            INTEGER PRIMARY KEY,
+    message_id    TEXT NOT NULL UNIQUE,
+    body          TEXT NOT NULL,
+    sent_ms       INTEGER NOT NULL,
+    receive_count INTEGER NOT NULL,
+    dead_ms       INTEGER NOT NULL
+);
+CREATE TRIGGER dead_letters_no_update BEFORE UPDATE ON dead_letters
+BEGIN SELECT RAISE(ABORT, 'dead letters are kept as they died: update refused'); END;
+
+-- The replay audit trail: one record per replay (the JSON of backend.model.ReplayAudit). Written once;
+-- a RUNNING record may be finished once; nothing is deleted.
+CREATE TABLE replay_audit (
+    replay_id  TEXT NOT NULL UNIQUE,
+    started_ms INTEGER NOT NULL,
+    outcome    TEXT NOT NULL,
+    record     TEXT NOT NULL
+);
+CREATE INDEX replay_audit_by_time ON replay_audit (started_ms, replay_id);
+CREATE TRIGGER replay_audit_finish_once BEFORE UPDATE ON replay_audit
+WHEN OLD.outcome <> 'RUNNING' OR NEW.replay_id <> OLD.replay_id OR NEW.started_ms <> OLD.started_ms
+BEGIN SELECT RAISE(ABORT, 'a finished replay audit record is final: update refused'); END;
+CREATE TRIGGER replay_audit_no_delete BEFORE DELETE ON replay_audit
+BEGIN SELECT RAISE(ABORT, 'the replay audit trail is append-only: delete refused'); END;
+
+-- Aggregate versions 1, 2, 3... per (entity, day, metric) (the JSON of backend.model.AggregateVersion).
+-- Append-only, no overwrite and no gap: the database refuses version n unless n - 1 exists.
+CREATE TABLE aggregate_versions (
+    entity_id   TEXT NOT NULL,
+    day         TEXT NOT NULL,
+    metric      TEXT NOT NULL,
+    version     INTEGER NOT NULL CHECK (version >= 1),
+    inputs_hash TEXT NOT NULL,
+    computed_ms INTEGER NOT NULL,
+    record      TEXT NOT NULL,
+    UNIQUE (entity_id, day, metric, version)
+);
+CREATE TRIGGER aggregate_versions_no_overwrite BEFORE INSERT ON aggregate_versions
+WHEN EXISTS (SELECT 1 FROM aggregate_versions WHERE entity_id = NEW.entity_id AND day = NEW.day
+             AND metric = NEW.metric AND version = NEW.version)
+BEGIN SELECT RAISE(ABORT, 'aggregate versions are append-only: that version exists'); END;
+CREATE TRIGGER aggregate_versions_no_gap BEFORE INSERT ON aggregate_versions
+WHEN NEW.version > 1 AND NOT EXISTS (SELECT 1 FROM aggregate_versions WHERE entity_id = NEW.entity_id
+             AND day = NEW.day AND metric = NEW.metric AND version = NEW.version - 1)
+BEGIN SELECT RAISE(ABORT, 'aggregate versions are contiguous: the previous version is missing'); END;
+CREATE TRIGGER aggregate_versions_no_update BEFORE UPDATE ON aggregate_versions
+BEGIN SELECT RAISE(ABORT, 'aggregate versions are append-only: update refused'); END;
+CREATE TRIGGER aggregate_versions_no_delete BEFORE DELETE ON aggregate_versions
+BEGIN SELECT RAISE(ABORT, 'aggregate versions are append-only: delete refused'); END;
+
+-- Input manifests, content-addressed by the inputs hash (zlib-compressed JSON); shared by every version
+-- computed from the same input set.
+CREATE TABLE aggregate_manifests (
+    inputs_hash TEXT NOT NULL UNIQUE,
+    entries     INTEGER NOT NULL,
+    data        BLOB NOT NULL
+);
+CREATE TRIGGER aggregate_manifests_no_overwrite BEFORE INSERT ON aggregate_manifests
+WHEN EXISTS (SELECT 1 FROM aggregate_manifests WHERE inputs_hash = NEW.inputs_hash)
+BEGIN SELECT RAISE(IGNORE); END;
+CREATE TRIGGER aggregate_manifests_no_update BEFORE UPDATE ON aggregate_manifests
+BEGIN SELECT RAISE(ABORT, 'manifests are immutable: update refused'); END;
+CREATE TRIGGER aggregate_manifests_no_delete BEFORE DELETE ON aggregate_manifests
+BEGIN SELECT RAISE(ABORT, 'manifests are immutable: delete refused'); END;
+"""
+
 Migration = Callable[[sqlite3.Connection], None]
 
 
@@ -166,7 +249,7 @@ def _statements(sql: str) -> list[str]:
 
 
 # MIGRATIONS[i] takes a workspace from version i to version i + 1.
-MIGRATIONS: list[Migration] = [_script(_V1), _script(_V2)]
+MIGRATIONS: list[Migration] = [_script(_V1), _script(_V2), _script(_V3)]
 
 
 def inspect(conn: sqlite3.Connection) -> str:

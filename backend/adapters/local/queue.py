@@ -1,0 +1,157 @@
+"""The replay queue of a local workspace (:class:`backend.ports.ReplayQueue`), with SQS semantics.
+
+Messages live in the workspace database, so a replay survives the process that sent it and several
+processors can drain one queue: every receive is one write transaction, which hides the messages it
+returns for the visibility timeout (nobody else receives them meanwhile), counts the receive and hands out a
+fresh receipt handle. A visible message that was already received ``max_receives`` times is moved to the
+dead-letter table instead of being delivered, as SQS's redrive policy does.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from typing import Any
+
+from backend.adapters.local.investigate import iso_ms
+from backend.adapters.local.store import LocalStore, _chunks
+from backend.errors import InvalidRequest
+from backend.model import Page
+from backend.ports import QUEUE_BATCH, DeadLetter, QueueDepth, QueueMessage, SendFailure
+from backend.times import Clock
+
+# SQS's limit on one message body.
+MAX_BODY_BYTES = 256 * 1024
+# SQS's limits on the visibility timeout.
+MAX_VISIBILITY_S = 12 * 3600
+
+
+def _now_ms(clock: Clock) -> int:
+    now = clock.now()
+    return int(now.timestamp() * 1000)
+
+
+class LocalQueue:
+    """The replay queue and its dead-letter queue in ``store``'s workspace."""
+
+    def __init__(self, store: LocalStore, *, max_receives: int = 5, clock: Clock | None = None) -> None:
+        if max_receives < 1:
+            raise ValueError("max_receives must be at least 1")
+        self._store = store
+        self.max_receives = max_receives
+        self._clock = clock or Clock()
+
+    def send_batch(self, bodies: Sequence[str]) -> list[SendFailure]:
+        if len(bodies) > QUEUE_BATCH:
+            raise InvalidRequest(f"a batch holds at most {QUEUE_BATCH} messages, got {len(bodies)}")
+        now = _now_ms(self._clock)
+        failures: list[SendFailure] = []
+        rows = []
+        for i, body in enumerate(bodies):
+            if not isinstance(body, str) or not body:
+                failures.append(
+                    SendFailure(i, "EmptyValue", "a message body must be a non-empty string", True)
+                )
+            elif len(body.encode("utf-8")) > MAX_BODY_BYTES:
+                failures.append(
+                    SendFailure(i, "InvalidParameterValue", f"message over {MAX_BODY_BYTES} bytes", True)
+                )
+            else:
+                rows.append((secrets.token_hex(16), body, now, now))
+        if rows:
+            with self._store._write("send replay messages") as conn:
+                conn.executemany(
+                    "INSERT INTO queue_messages (message_id, body, sent_ms, visible_ms) VALUES (?,?,?,?)",
+                    rows,
+                )
+        return failures
+
+    def receive(self, max_messages: int = QUEUE_BATCH, visibility_timeout_s: int = 30) -> list[QueueMessage]:
+        if not 1 <= max_messages <= QUEUE_BATCH:
+            raise InvalidRequest(f"receive takes 1 to {QUEUE_BATCH} messages, got {max_messages}")
+        if not 0 <= visibility_timeout_s <= MAX_VISIBILITY_S:
+            raise InvalidRequest(f"the visibility timeout must be 0 to {MAX_VISIBILITY_S} seconds")
+        now = _now_ms(self._clock)
+        out: list[QueueMessage] = []
+        with self._store._write("receive replay messages") as conn:
+            # Received max_receives times and visible again: dead, not delivered (SQS's redrive policy).
+            dead = conn.execute(
+                "SELECT id, message_id, body, sent_ms, receive_count FROM queue_messages "
+                "WHERE visible_ms <= ? AND receive_count >= ? ORDER BY id",
+                (now, self.max_receives),
+            ).fetchall()
+            if dead:
+                conn.executemany(
+                    "INSERT INTO dead_letters (message_id, body, sent_ms, receive_count, dead_ms) "
+                    "VALUES (?,?,?,?,?)",
+                    [(m, b, s, c, now) for _, m, b, s, c in dead],
+                )
+                conn.executemany("DELETE FROM queue_messages WHERE id = ?", [(row[0],) for row in dead])
+            rows = conn.execute(
+                "SELECT id, message_id, body, sent_ms, receive_count FROM queue_messages "
+                "WHERE visible_ms <= ? ORDER BY id LIMIT ?",
+                (now, max_messages),
+            ).fetchall()
+            hidden_until = now + visibility_timeout_s * 1000
+            for row_id, message_id, body, sent_ms, count in rows:
+                handle = secrets.token_hex(16)
+                conn.execute(
+                    "UPDATE queue_messages SET visible_ms = ?, receive_count = ?, receipt_handle = ? "
+                    "WHERE id = ?",
+                    (hidden_until, count + 1, handle, row_id),
+                )
+                out.append(QueueMessage(message_id, handle, body, count + 1, iso_ms(sent_ms)))
+        return out
+
+    def delete(self, receipt_handles: Sequence[str]) -> None:
+        handles = [h for h in receipt_handles if h]
+        if not handles:
+            return
+        with self._store._write("delete replay messages") as conn:
+            for part in _chunks(handles):
+                marks = ",".join("?" * len(part))
+                conn.execute(f"DELETE FROM queue_messages WHERE receipt_handle IN ({marks})", part)
+
+    def release(self, receipt_handles: Sequence[str]) -> None:
+        handles = [h for h in receipt_handles if h]
+        if not handles:
+            return
+        now = _now_ms(self._clock)
+        with self._store._write("release replay messages") as conn:
+            for part in _chunks(handles):
+                marks = ",".join("?" * len(part))
+                conn.execute(
+                    f"UPDATE queue_messages SET visible_ms = ? WHERE receipt_handle IN ({marks})",
+                    [now, *part],
+                )
+
+    def depth(self) -> QueueDepth:
+        now = _now_ms(self._clock)
+        visible, in_flight = self._store._read(
+            "SELECT coalesce(sum(visible_ms <= ?), 0), coalesce(sum(visible_ms > ?), 0) FROM queue_messages",
+            (now, now),
+        )[0]
+        dead = self._store._read("SELECT count(*) FROM dead_letters")[0][0]
+        return QueueDepth(visible=int(visible), in_flight=int(in_flight), dead=int(dead))
+
+    def dead_letters(self, *, limit: int = 100, after: str | None = None) -> Page[DeadLetter]:
+        page: Page[DeadLetter] = self._store._page(
+            "dead-letters",
+            "SELECT id, message_id, body, sent_ms, receive_count, dead_ms FROM dead_letters",
+            ["1 = 1"],
+            [],
+            ["id"],
+            lambda r: [r[0]],
+            lambda key: [int(key[0])],
+            limit,
+            after,
+            False,
+            _dead_letter,
+        )
+        return page
+
+
+def _dead_letter(row: Sequence[Any]) -> DeadLetter:
+    return DeadLetter(
+        message_id=row[1], body=row[2], receive_count=row[4], sent_at=iso_ms(row[3]), dead_at=iso_ms(row[5])
+    )

@@ -1,0 +1,582 @@
+"""Replay: preview a replay (the dry run), send exactly what was previewed, and audit both (invariant 4).
+
+A replay re-emits index receipts as messages on the replay queue, for the processor to recompute the
+aggregate windows they belong to. It never changes events, raw bytes or aggregates.
+
+* :meth:`ReplayService.plan` reads every page of the scope (any window size) and answers what a replay
+  would send and why anything is left out: skipped receipts by reason, counts by day, the entities and the
+  aggregate windows it touches and how many of those already have versions (the blast radius), a sample,
+  and a fingerprint of the exact message list. It sends nothing; it writes a DRY_RUN audit record.
+* :meth:`ReplayService.execute` plans again, refuses if the plan is over the size guard without ``force``
+  or differs from the previewed fingerprint, then sends exactly the planned messages, ten per batch call,
+  retrying the entries the queue did not take. ``sent + failed == would_send``, always; the audit record
+  is written before the first message (RUNNING) and finished with the counts and the outcome.
+
+Delivery is at least once: a batch call that fails as a whole may have delivered some entries, and its
+retry sends them again. The processor recomputes whole windows, so a repeated message costs a recompute,
+never a wrong number.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from pydantic import ValidationError
+
+from backend.errors import InvalidRequest, KitError, ReadOnlyError, StoreError
+from backend.model import (
+    IngestStatus,
+    ReplayAudit,
+    ReplayMessage,
+    ReplayOutcome,
+    ReplayPlan,
+    ReplayRequest,
+    ReplaySkips,
+)
+from backend.ports import QUEUE_BATCH, AuditLog, InvestigationIndex, RawCatalog, Receipt, ReplayQueue
+from backend.services.investigate import day_range
+from backend.times import Clock, TimeFormatError, fmt, parse_bound
+
+# A replay of more messages than this needs force (the console asks for a typed confirmation instead).
+DEFAULT_CONFIRM_ABOVE = 1000
+MAX_LIMIT = 1_000_000
+SAMPLE_SIZE = 10
+SCAN_PAGE = 5000
+RAW_CHECK_CHUNK = 1000
+# Consecutive batch calls failing as a whole before the queue is taken to be down (the rest not sent).
+MAX_BATCH_ERRORS_IN_A_ROW = 3
+
+
+class ReplayRefused(KitError):
+    """The replay was not sent (nothing was); ``audit`` is its REFUSED record, ``plan`` what it would do."""
+
+    def __init__(self, message: str, plan: ReplayPlan, audit: ReplayAudit | None) -> None:
+        super().__init__(message)
+        self.plan = plan
+        self.audit = audit
+
+
+@dataclass(slots=True)
+class _Progress:
+    sent: int = 0
+    failed: int = 0
+
+
+class VersionedWindows(Protocol):
+    """What the replay needs of the aggregate store: which windows already have versions."""
+
+    def windows_with_versions(self, windows: Sequence[tuple[str, str]]) -> set[tuple[str, str]]: ...
+
+
+def new_replay_id(clock: Clock) -> str:
+    """``rp-YYYYMMDDTHHMMSS-<8 hex>``: sortable by time, unique without coordination."""
+    return f"rp-{clock.now():%Y%m%dT%H%M%S}-{secrets.token_hex(4)}"
+
+
+def message_body(r: Receipt, replay_id: str, bucket: str | None) -> str:
+    """The message for one receipt: the seed's shape plus ``replay_id`` (and ``receipt`` for a duplicate)."""
+    body: dict[str, Any] = {
+        "event_id": r.event_id,
+        "entity_id": r.entity_id,
+        "event_time": r.event_time,
+        "s3_bucket": r.s3_bucket or bucket,
+        "s3_key": r.s3_key,
+        "replay_id": replay_id,
+    }
+    if not r.accepted:
+        body["receipt"] = r.receipt
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+
+
+def _message(r: Receipt, replay_id: str, bucket: str | None) -> ReplayMessage:
+    return ReplayMessage.model_validate_json(message_body(r, replay_id, bucket))
+
+
+def _fingerprint(items: Sequence[Receipt]) -> str:
+    digest = hashlib.sha256()
+    for r in items:
+        digest.update(f"{r.event_id}:{r.receipt or ''}\n".encode())
+    return digest.hexdigest()
+
+
+def describe_scope(request: ReplayRequest) -> str:
+    """The scope in one line, for people: ``entity user_1, [start, end)`` or ``web/click, days [a, b)``."""
+    filters = []
+    if request.entity_id is not None:
+        scope = f"entity {request.entity_id!r}, [{request.start_time}, {request.end_time})"
+        if request.source:
+            filters.append(f"source={request.source}")
+        if request.event_type:
+            filters.append(f"event_type={request.event_type}")
+    else:
+        scope = f"{request.source}/{request.event_type}, event days [{request.start_day}, {request.end_day})"
+    if request.status:
+        filters.append(f"status={request.status.value}")
+    extra = f" ({', '.join(filters)})" if filters else ""
+    dup = "one message per receipt" if request.include_duplicates else "duplicates excluded"
+    return f"{scope}{extra}, limit {request.limit:,}, {dup}"
+
+
+class ReplayService:
+    """Plan, execute and audit replays over the ports.
+
+    ``bucket`` names the raw store in messages whose receipt does not (the raw store's ``location``).
+    ``confirm_above`` is the size guard. With ``read_only``, ``execute`` is refused and ``plan`` writes no
+    audit record. ``sleep`` and the retry settings are for tests.
+    """
+
+    def __init__(
+        self,
+        scans: InvestigationIndex,
+        catalog: RawCatalog,
+        audit: AuditLog,
+        queue: ReplayQueue | None = None,
+        aggregates: VersionedWindows | None = None,
+        *,
+        clock: Clock | None = None,
+        bucket: str | None = None,
+        confirm_above: int = DEFAULT_CONFIRM_ABOVE,
+        read_only: bool = False,
+        retries: int = 3,
+        backoff_s: float = 0.05,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.scans = scans
+        self.catalog = catalog
+        self.audit = audit
+        self.queue = queue
+        self.aggregates = aggregates
+        self.clock = clock or Clock()
+        self.bucket = bucket
+        self.confirm_above = confirm_above
+        self.read_only = read_only
+        self.retries = retries
+        self.backoff_s = backoff_s
+        self.sleep = sleep
+
+    # -- the plan ---------------------------------------------------------------------------------------
+
+    def plan(self, request: ReplayRequest, *, actor: str) -> ReplayPlan:
+        """The dry run: what a replay of ``request`` would send. Sends nothing; audits the preview."""
+        plan, _ = self._plan(request)
+        if not self.read_only:
+            self.audit.begin(
+                self._audit(plan, actor, ReplayOutcome.DRY_RUN, dry_run=True, finished=plan.created_at)
+            )
+        return plan
+
+    def _plan(self, request: ReplayRequest) -> tuple[ReplayPlan, list[Receipt]]:
+        request = normalize(request)
+        replay_id = new_replay_id(self.clock)
+        created_at = fmt(self.clock.now())
+        scanned = filtered = duplicate = missing_raw = 0
+        eligible: list[Receipt] = []
+        for r in self._scan(request):
+            scanned += 1
+            if not _passes(r, request):
+                filtered += 1
+            elif not r.accepted and not request.include_duplicates:
+                duplicate += 1
+            else:
+                eligible.append(r)
+        # Only as many raw keys are checked as it takes to fill the limit.
+        planned: list[Receipt] = []
+        used = 0
+        while used < len(eligible) and len(planned) < request.limit:
+            chunk = eligible[used : used + min(RAW_CHECK_CHUNK, request.limit - len(planned))]
+            used += len(chunk)
+            missing = self.catalog.missing([r.s3_key for r in chunk])
+            for r in chunk:
+                if r.s3_key in missing:
+                    missing_raw += 1
+                else:
+                    planned.append(r)
+        skips = ReplaySkips(
+            duplicate=duplicate, missing_raw=missing_raw, over_limit=len(eligible) - used, filtered=filtered
+        )
+        by_day: dict[str, int] = {}
+        windows: set[tuple[str, str]] = set()
+        for r in planned:
+            day = r.event_time[:10]
+            by_day[day] = by_day.get(day, 0) + 1
+            windows.add((r.entity_id, day))
+        with_versions = (
+            len(self.aggregates.windows_with_versions(sorted(windows)))
+            if self.aggregates is not None
+            else None
+        )
+        times = [r.event_time for r in planned]
+        plan = ReplayPlan(
+            replay_id=replay_id,
+            request=request,
+            created_at=created_at,
+            scanned=scanned,
+            matched=scanned - filtered,
+            would_send=len(planned),
+            skipped=skips,
+            by_day=dict(sorted(by_day.items())),
+            entities=len({r.entity_id for r in planned}),
+            windows=len(windows),
+            windows_with_versions=with_versions,
+            first_event_time=min(times) if times else None,
+            last_event_time=max(times) if times else None,
+            sample=[_message(r, replay_id, self.bucket) for r in planned[:SAMPLE_SIZE]],
+            fingerprint=_fingerprint(planned),
+            needs_force=len(planned) > self.confirm_above,
+            why=[],
+        )
+        plan.why.extend(self._why(plan))
+        return plan, planned
+
+    def _scan(self, request: ReplayRequest) -> Iterator[Receipt]:
+        after: str | None = None
+        if request.entity_id is not None:
+            assert request.start_time is not None and request.end_time is not None
+            while True:
+                page = self.scans.scan_entity(
+                    request.entity_id, request.start_time, request.end_time, limit=SCAN_PAGE, after=after
+                )
+                yield from page.items
+                if page.next_cursor is None:
+                    return
+                after = page.next_cursor
+        assert request.source and request.event_type and request.start_day and request.end_day
+        for day in day_range(request.start_day, request.end_day):
+            after = None
+            while True:
+                page = self.scans.scan_partition(
+                    request.source, request.event_type, day, limit=SCAN_PAGE, after=after
+                )
+                yield from page.items
+                if page.next_cursor is None:
+                    break
+                after = page.next_cursor
+
+    def _why(self, plan: ReplayPlan) -> list[str]:
+        """Sentences for the user: why nothing (or less than expected) would be sent, and what to know."""
+        req, s = plan.request, plan.skipped
+        notes: list[str] = []
+        if plan.scanned == 0:
+            if req.entity_id is not None:
+                notes.append(
+                    f"nothing is indexed for entity {req.entity_id!r} in [{req.start_time}, {req.end_time}): "
+                    "check the entity id and the window (times are UTC, the end is exclusive)"
+                )
+            else:
+                notes.append(
+                    f"nothing is indexed for {req.source}/{req.event_type} on the event days "
+                    f"[{req.start_day}, {req.end_day}): check the source, the event type and the days"
+                )
+        elif plan.matched == 0:
+            notes.append(f"all {plan.scanned:,} receipts in scope were left out by the filters")
+        if s.duplicate and plan.would_send == 0 and s.duplicate + s.filtered == plan.scanned:
+            notes.append(
+                f"every matching receipt ({s.duplicate:,}) is a duplicate receipt; include duplicates to "
+                "replay them (one message per receipt)"
+            )
+        elif s.duplicate:
+            notes.append(
+                f"{s.duplicate:,} duplicate receipts are left out: each event is sent once, as its accepted "
+                "receipt"
+            )
+        if s.missing_raw:
+            notes.append(
+                f"{s.missing_raw:,} receipts have no raw bytes at their s3_key and cannot be replayed: "
+                "the raw store is incomplete (restored from a backup? a lifecycle rule?)"
+            )
+        if s.over_limit:
+            notes.append(
+                f"{s.over_limit:,} more receipts match beyond the limit of {req.limit:,}: raise the limit to "
+                "include them"
+            )
+        if plan.needs_force:
+            notes.append(
+                f"{plan.would_send:,} messages is above the size guard of {self.confirm_above:,}: executing "
+                "needs force"
+            )
+        if plan.windows_with_versions:
+            notes.append(
+                f"{plan.windows_with_versions:,} of the {plan.windows:,} aggregate windows already have "
+                "versions: a processor run may add new versions of them"
+            )
+        return notes
+
+    # -- execution --------------------------------------------------------------------------------------
+
+    def execute(
+        self,
+        request: ReplayRequest,
+        *,
+        actor: str,
+        force: bool = False,
+        expected_fingerprint: str | None = None,
+        on_progress: Callable[[int, int, int], None] | None = None,
+    ) -> ReplayAudit:
+        """Send exactly the planned messages; returns the finished audit record.
+
+        Raises :class:`ReplayRefused` (nothing sent, REFUSED audited) over the size guard without
+        ``force``, or when ``expected_fingerprint`` (the plan's fingerprint, or a prefix of at least 12
+        characters) is given and the plan is not that one any more.
+        ``on_progress(sent, failed, would_send)`` is called after every batch.
+        """
+        if self.read_only:
+            raise ReadOnlyError("replay refused: the kit is in read-only mode (a dry run is allowed)")
+        if self.queue is None:
+            raise StoreError("no replay queue is configured (REPLAY_QUEUE_URL)")
+        expected = (expected_fingerprint or "").strip().lower() or None
+        if expected is not None and len(expected) < 12:
+            raise InvalidRequest("an expected fingerprint needs at least its first 12 characters")
+        plan, items = self._plan(request)
+        reason = None
+        if expected is not None and not plan.fingerprint.startswith(expected):
+            reason = (
+                "the replay's scope changed since its preview (events arrived or the filters differ): "
+                "preview it again"
+            )
+        elif plan.needs_force and not force:
+            reason = (
+                f"{plan.would_send:,} messages is above the size guard of {self.confirm_above:,}; "
+                "confirm with force to send them"
+            )
+        if reason is not None:
+            refused = self._audit(plan, actor, ReplayOutcome.REFUSED, finished=fmt(self.clock.now()))
+            refused = refused.model_copy(update={"error": reason})
+            self.audit.begin(refused)
+            raise ReplayRefused(f"replay {plan.replay_id} not sent: {reason}", plan, refused)
+        record = self._audit(plan, actor, ReplayOutcome.RUNNING).model_copy(update={"forced": force})
+        self.audit.begin(record)
+        progress = _Progress()
+        try:
+            error = self._send(plan, items, progress, on_progress)
+        except BaseException:
+            self.audit.finish(
+                record.model_copy(
+                    update={
+                        "outcome": ReplayOutcome.INTERRUPTED,
+                        "finished_at": fmt(self.clock.now()),
+                        "sent": progress.sent,
+                        "failed": progress.failed,
+                        "error": "interrupted while sending: the messages not counted as sent were not sent",
+                    }
+                )
+            )
+            raise
+        sent, failed = progress.sent, progress.failed
+        if failed == 0:
+            outcome = ReplayOutcome.SENT
+        elif sent == 0:
+            outcome = ReplayOutcome.FAILED
+        else:
+            outcome = ReplayOutcome.PARTIAL
+        final = record.model_copy(
+            update={
+                "outcome": outcome,
+                "finished_at": fmt(self.clock.now()),
+                "sent": sent,
+                "failed": failed,
+                "error": error,
+            }
+        )
+        self.audit.finish(final)
+        return final
+
+    def _send(
+        self,
+        plan: ReplayPlan,
+        items: list[Receipt],
+        progress: _Progress,
+        on_progress: Callable[[int, int, int], None] | None,
+    ) -> str | None:
+        """Send ``items`` in batches, counting into ``progress``; returns the last error, if any failed."""
+        assert self.queue is not None
+        errors_in_a_row = 0
+        last_error: str | None = None
+        for start in range(0, len(items), QUEUE_BATCH):
+            bodies = [
+                message_body(r, plan.replay_id, self.bucket) for r in items[start : start + QUEUE_BATCH]
+            ]
+            if errors_in_a_row >= MAX_BATCH_ERRORS_IN_A_ROW:
+                progress.failed += len(bodies)  # the queue is down: the rest is not sent
+                continue
+            pending = list(range(len(bodies)))
+            whole_call_failed = True
+            for attempt in range(self.retries + 1):
+                if attempt:
+                    self.sleep(self.backoff_s * 2 ** (attempt - 1))
+                try:
+                    failures = self.queue.send_batch([bodies[i] for i in pending])
+                except StoreError as exc:
+                    last_error = str(exc)
+                    continue
+                whole_call_failed = False
+                retry = []
+                for f in failures:
+                    entry = pending[f.index]
+                    last_error = f"{f.code}: {f.message}"
+                    if f.sender_fault:
+                        progress.failed += 1  # sending it again would fail again
+                    else:
+                        retry.append(entry)
+                progress.sent += len(pending) - len(failures)
+                pending = retry
+                if not pending:
+                    break
+            progress.failed += len(pending)
+            errors_in_a_row = errors_in_a_row + 1 if whole_call_failed else 0
+            if on_progress is not None:
+                on_progress(progress.sent, progress.failed, plan.would_send)
+        if errors_in_a_row >= MAX_BATCH_ERRORS_IN_A_ROW and last_error:
+            last_error = f"the replay queue failed {MAX_BATCH_ERRORS_IN_A_ROW} batches in a row: {last_error}"
+        return last_error if progress.failed else None
+
+    def _audit(
+        self,
+        plan: ReplayPlan,
+        actor: str,
+        outcome: ReplayOutcome,
+        *,
+        dry_run: bool = False,
+        finished: str | None = None,
+    ) -> ReplayAudit:
+        return ReplayAudit(
+            replay_id=plan.replay_id,
+            outcome=outcome,
+            dry_run=dry_run,
+            actor=actor,
+            started_at=plan.created_at,
+            finished_at=finished,
+            request=plan.request,
+            scanned=plan.scanned,
+            matched=plan.matched,
+            would_send=plan.would_send,
+            skipped=plan.skipped,
+            entities=plan.entities,
+            windows=plan.windows,
+            windows_with_versions=plan.windows_with_versions,
+            fingerprint=plan.fingerprint,
+        )
+
+
+def _passes(r: Receipt, request: ReplayRequest) -> bool:
+    if request.status is IngestStatus.ACCEPTED and not r.accepted:
+        return False
+    if request.status is IngestStatus.DUPLICATE and r.accepted:
+        return False
+    if request.entity_id is not None:
+        if request.source is not None and r.source != request.source:
+            return False
+        if request.event_type is not None and r.event_type != request.event_type:
+            return False
+    return True
+
+
+def normalize(request: ReplayRequest) -> ReplayRequest:
+    """Check a request's scope and put its times in the stored form; InvalidRequest says what is wrong."""
+    if request.limit > MAX_LIMIT:
+        raise InvalidRequest(f"limit is at most {MAX_LIMIT:,}")
+    if request.status is IngestStatus.REJECTED:
+        raise InvalidRequest("rejected requests are not in the index and cannot be replayed")
+    if request.entity_id is not None:
+        if request.start_day is not None or request.end_day is not None:
+            raise InvalidRequest("an entity replay takes start_time/end_time, not start_day/end_day")
+        if request.start_time is None or request.end_time is None:
+            raise InvalidRequest("an entity replay needs start_time and end_time (the window [start, end))")
+        try:
+            start = parse_bound(request.start_time, what="start_time")
+            end = parse_bound(request.end_time, what="end_time")
+        except TimeFormatError as exc:
+            raise InvalidRequest(str(exc)) from None
+        if start >= end:
+            raise InvalidRequest("start_time must be before end_time (the window is [start, end))")
+        return request.model_copy(update={"start_time": fmt(start), "end_time": fmt(end)})
+    if request.source is None or request.event_type is None:
+        raise InvalidRequest(
+            "choose a scope: entity_id with start_time/end_time, or source and event_type with "
+            "start_day/end_day"
+        )
+    if request.start_time is not None or request.end_time is not None:
+        raise InvalidRequest("a source/type replay takes start_day/end_day (event days), not times")
+    if request.start_day is None or request.end_day is None:
+        raise InvalidRequest("a source/type replay needs start_day and end_day (the days [start, end))")
+    day_range(request.start_day, request.end_day)  # checks them
+    return request
+
+
+# -- API callers (the Lambda handler, pik serve) ----------------------------------------------------------
+
+
+def plan_response(plan: ReplayPlan) -> dict[str, Any]:
+    """A dry run's answer in the seed's terms (``entity_id``, ``scanned``, ``sent``) plus the plan."""
+    return {
+        "entity_id": plan.request.entity_id,
+        "scanned": plan.scanned,
+        "sent": 0,
+        "dry_run": True,
+        **plan.model_dump(mode="json"),
+    }
+
+
+def result_response(audit: ReplayAudit) -> dict[str, Any]:
+    """An execution's answer in the seed's terms plus its audit record."""
+    return {
+        "entity_id": audit.request.entity_id,
+        "scanned": audit.scanned,
+        "sent": audit.sent,
+        **audit.model_dump(mode="json"),
+    }
+
+
+def api_reply(
+    service: ReplayService, body: Any, *, actor: str, dry_run: bool = False
+) -> tuple[int, dict[str, Any]]:
+    """Answer a replay API request (a JSON object): ``(HTTP status, body)``.
+
+    The request is the seed's, plus optional ``force`` (over the size guard) and ``expected_fingerprint``.
+    A dry run when ``dry_run`` (the DRY_RUN setting) or the request's own ``dry_run`` is true. 200 with the
+    plan or the result; 400 for an invalid request; 409 when refused (nothing sent); 403 read-only;
+    503 when a store failed.
+    """
+    if isinstance(body, bytes | str):
+        try:
+            body = json.loads(body or "{}")
+        except ValueError as exc:
+            return 400, {"error": f"the request body is not JSON: {exc}"}
+    if not isinstance(body, dict):
+        return 400, {"error": "the request body must be a JSON object"}
+    fields = dict(body)
+    force = fields.pop("force", False) is True
+    expected = fields.pop("expected_fingerprint", None)
+    wants_dry_run = fields.pop("dry_run", False) is True
+    try:
+        request = ReplayRequest.model_validate(fields)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'request'}: {e['msg']}"
+            for e in exc.errors(include_url=False)
+        )
+        return 400, {"error": problems}
+    try:
+        if dry_run or wants_dry_run:
+            return 200, plan_response(service.plan(request, actor=actor))
+        return 200, result_response(
+            service.execute(
+                request,
+                actor=actor,
+                force=force,
+                expected_fingerprint=expected if isinstance(expected, str) else None,
+            )
+        )
+    except ReplayRefused as exc:
+        return 409, {"error": str(exc), **plan_response(exc.plan), "dry_run": False}
+    except InvalidRequest as exc:
+        return 400, {"error": str(exc)}
+    except ReadOnlyError as exc:
+        return 403, {"error": str(exc)}
+    except StoreError as exc:
+        return 503, {"error": str(exc)}

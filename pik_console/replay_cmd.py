@@ -1,0 +1,366 @@
+"""``pik replay`` (a dry run unless ``--execute``) and ``pik replays`` (the audit trail)."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+from datetime import date, timedelta
+from typing import IO, Any
+
+from backend.errors import InvalidRequest
+from backend.model import IngestStatus, ReplayAudit, ReplayOutcome, ReplayPlan, ReplayRequest
+from backend.services.replay import (
+    MAX_LIMIT,
+    ReplayRefused,
+    ReplayService,
+    describe_scope,
+    plan_response,
+    result_response,
+)
+from backend.times import TimeFormatError, parse_day
+from pik_console import cli
+from pik_console.investigate_cmd import backend_port, workspace_settings
+from pik_console.text import safe
+
+
+def actor() -> str:
+    """Who runs a replay, for the audit trail: the OS user."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no user name in a container without /etc/passwd entry
+        return "unknown"
+
+
+def replay_service(backend: Any, command: str) -> ReplayService:
+    settings = workspace_settings(backend)
+    try:
+        aggregates = backend_port(backend, "aggregates", command)
+    except cli.Failure:
+        aggregates = None
+    except AttributeError:  # a local workspace before aggregates existed
+        aggregates = None
+    return ReplayService(
+        backend_port(backend, "investigate", command),
+        backend_port(backend, "catalog", command),
+        backend_port(backend, "audit", command),
+        queue=backend_port(backend, "queue", command),
+        aggregates=aggregates,
+        bucket=backend.raw.location,
+        confirm_above=settings.replay.confirm_above,
+        read_only=backend.read_only,
+    )
+
+
+def request_from_args(args: argparse.Namespace) -> ReplayRequest:
+    """The replay request the options describe (usage errors for an incomplete or mixed scope)."""
+    if args.entity is None and not (args.source and args.type):
+        raise cli._usage(
+            "choose a scope: --entity E --start T --end T, "
+            "or --source S --type T (--day D | --start D --end D)"
+        )
+    status = IngestStatus(args.status) if args.status else None
+    common: dict[str, Any] = {
+        "status": status,
+        "limit": args.replay_limit,
+        "include_duplicates": args.include_duplicates,
+    }
+    try:
+        if args.entity is not None:
+            if args.day:
+                start = parse_day(args.day, what="--day")
+                end = (date.fromisoformat(start) + timedelta(days=1)).isoformat()
+                if args.start or args.end:
+                    raise cli._usage("--day cannot be combined with --start/--end")
+            else:
+                if not (args.start and args.end):
+                    raise cli._usage("an entity replay needs --start and --end (or --day)")
+                start, end = args.start, args.end
+            return ReplayRequest(
+                entity_id=args.entity,
+                start_time=start,
+                end_time=end,
+                source=args.source,
+                event_type=args.type,
+                **common,
+            )
+        if args.day:
+            if args.start or args.end:
+                raise cli._usage("--day cannot be combined with --start/--end")
+            first = parse_day(args.day, what="--day")
+            end_day = (date.fromisoformat(first) + timedelta(days=1)).isoformat()
+        else:
+            if not (args.start and args.end):
+                raise cli._usage(
+                    "a source/type replay needs --day D, or --start D --end D (days, end exclusive)"
+                )
+            first, end_day = parse_day(args.start, what="--start"), parse_day(args.end, what="--end")
+        return ReplayRequest(
+            source=args.source, event_type=args.type, start_day=first, end_day=end_day, **common
+        )
+    except TimeFormatError as exc:
+        raise cli._usage(str(exc)) from None
+
+
+# -- pik replay ----------------------------------------------------------------------------------------------
+
+
+def cmd_replay(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
+    if not 1 <= args.replay_limit <= MAX_LIMIT:
+        raise cli._usage(f"--limit must be between 1 and {MAX_LIMIT:,}")
+    if args.force and not args.execute:
+        raise cli._usage("--force goes with --execute (a dry run sends nothing)")
+    if args.expect and not args.execute:
+        raise cli._usage("--expect goes with --execute")
+    request = request_from_args(args)
+    backend = cli.open_backend(args, create=False)
+    try:
+        service = replay_service(backend, "replay")
+        who = actor()
+        if not args.execute:
+            plan = service.plan(request, actor=who)
+            if args.json:
+                cli._print_json(plan_response(plan), out)
+            else:
+                _print_plan(plan, out, dry_run=True)
+            return 0
+        show_progress = err.isatty() and not args.json
+
+        def progress(sent: int, failed: int, total: int) -> None:
+            if show_progress:
+                err.write(f"\r  sent {sent:,} of {total:,} messages ({failed:,} failed)…")
+                err.flush()
+
+        try:
+            result = service.execute(
+                request, actor=who, force=args.force, expected_fingerprint=args.expect, on_progress=progress
+            )
+        except ReplayRefused as exc:
+            if args.json:
+                cli._print_json({"error": str(exc), **plan_response(exc.plan), "dry_run": False}, out)
+            else:
+                _print_plan(exc.plan, out, dry_run=False)
+            raise cli.Failure(str(exc)) from None
+        finally:
+            if show_progress:
+                err.write("\r\x1b[K")
+    except InvalidRequest as exc:
+        raise cli._usage(str(exc)) from None
+    finally:
+        backend.close()
+    if args.json:
+        cli._print_json(result_response(result), out)
+    else:
+        _print_result(result, out)
+    if result.outcome is not ReplayOutcome.SENT:
+        raise cli.Failure(
+            f"replay {result.replay_id} {result.outcome.value}: {result.failed:,} of {result.would_send:,} "
+            f"messages not sent ({result.error or 'see pik replays ' + result.replay_id})"
+        )
+    return 0
+
+
+def _n(count: int, singular: str, plural: str | None = None) -> str:
+    return f"{count:,} {singular if count == 1 else plural or singular + 's'}"
+
+
+def _count_lines(pairs: list[tuple[str, int]], out: IO[str]) -> None:
+    width = max(len(k) for k, _ in pairs)
+    for key, value in pairs:
+        out.write(f"  {key:<{width}}  {value:>10,}\n")
+
+
+def _print_plan(plan: ReplayPlan, out: IO[str], *, dry_run: bool) -> None:
+    head = "DRY RUN" if dry_run else "NOT SENT"
+    out.write(f"{head} {plan.replay_id}: nothing was sent\n")
+    out.write(f"Scope: {safe(describe_scope(plan.request), 400)}\n")
+    s = plan.skipped
+    _count_lines(
+        [
+            ("scanned", plan.scanned),
+            ("matched", plan.matched),
+            ("would send", plan.would_send),
+            ("skipped: duplicate", s.duplicate),
+            ("skipped: missing raw", s.missing_raw),
+            ("skipped: over limit", s.over_limit),
+            ("skipped: filtered", s.filtered),
+        ],
+        out,
+    )
+    if plan.by_day:
+        out.write("By event day: " + ", ".join(f"{d} {n:,}" for d, n in plan.by_day.items()) + "\n")
+    if plan.would_send:
+        known = (
+            f" ({plan.windows_with_versions:,} already have aggregate versions)"
+            if plan.windows_with_versions is not None
+            else ""
+        )
+        out.write(
+            f"Blast radius: {_n(plan.entities, 'entity', 'entities')}, "
+            f"{_n(plan.windows, 'aggregate window')} (entity, day) to recompute{known}; "
+            f"event times {plan.first_event_time} .. {plan.last_event_time}\n"
+        )
+        out.write(f"\nFirst {len(plan.sample)} of {plan.would_send:,} messages:\n")
+        cli._table(
+            [[m.event_time, safe(m.entity_id, 32), m.event_id[:16], safe(m.s3_key, 72)] for m in plan.sample],
+            ["EVENT TIME", "ENTITY", "EVENT ID", "S3 KEY"],
+            out,
+        )
+    if plan.why:
+        out.write("\nNote:\n" if plan.would_send else "\nNothing would be sent:\n")
+        for line in plan.why:
+            out.write(f"  - {safe(line, 500)}\n")
+    out.write(f"\nPlan fingerprint: {plan.fingerprint}\n")
+    if dry_run and plan.would_send:
+        force = " --force" if plan.needs_force else ""
+        out.write(
+            f"To send exactly these messages, add: --execute{force} --expect {plan.fingerprint[:16]}\n"
+            "  (--expect refuses the replay if what it would send changed since this preview)\n"
+        )
+
+
+def _print_result(a: ReplayAudit, out: IO[str]) -> None:
+    out.write(
+        f"REPLAY {a.replay_id} {a.outcome.value}: sent {a.sent:,} of {a.would_send:,} messages, "
+        f"{a.failed:,} failed\n"
+    )
+    out.write(f"Scope: {safe(describe_scope(a.request), 400)}\n")
+    out.write(
+        f"Scanned {a.scanned:,}, matched {a.matched:,}; skipped {a.skipped.duplicate:,} duplicate, "
+        f"{a.skipped.missing_raw:,} missing raw, {a.skipped.over_limit:,} over limit, "
+        f"{a.skipped.filtered:,} filtered\n"
+    )
+    if a.error:
+        out.write(f"Last error: {safe(a.error, 500)}\n")
+    if a.sent:
+        out.write(
+            f"Next: `pik process` recomputes the {_n(a.windows, 'aggregate window')} these messages touch; "
+            f"`pik replays {a.replay_id}` shows this record.\n"
+        )
+
+
+# -- pik replays ---------------------------------------------------------------------------------------------
+
+
+def cmd_replays(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
+    backend = cli.open_backend(args, create=False)
+    try:
+        audit = backend_port(backend, "audit", "replays")
+        if args.replay_id:
+            record = audit.get(args.replay_id)
+            if record is None:
+                raise cli.Failure(f"no replay {args.replay_id!r} in the audit trail")
+            if args.json:
+                cli._print_json(record.model_dump(mode="json"), out)
+            else:
+                _print_record(record, out)
+            return 0
+        page = audit.query(limit=args.limit, after=args.after)
+    except InvalidRequest as exc:
+        raise cli._usage(str(exc)) from None
+    finally:
+        backend.close()
+    if args.json:
+        cli._print_json(
+            {"items": [r.model_dump(mode="json") for r in page.items], "next_cursor": page.next_cursor}, out
+        )
+        return 0
+    rows = [
+        [
+            r.started_at,
+            r.replay_id,
+            r.outcome.value,
+            safe(r.actor, 20),
+            f"{r.scanned:,}",
+            f"{r.would_send:,}",
+            f"{r.sent:,}",
+            f"{r.failed:,}",
+            safe(describe_scope(r.request), 70),
+        ]
+        for r in page.items
+    ]
+    cli._table(
+        rows,
+        ["STARTED", "REPLAY ID", "OUTCOME", "ACTOR", "SCANNED", "PLANNED", "SENT", "FAILED", "SCOPE"],
+        out,
+        right=["SCANNED", "PLANNED", "SENT", "FAILED"],
+    )
+    if not rows:
+        out.write("(no replays yet: preview one with `pik replay`)\n")
+    if page.next_cursor:
+        out.write(f"more: add --after {page.next_cursor}\n")
+    return 0
+
+
+def _print_record(r: ReplayAudit, out: IO[str]) -> None:
+    out.write(f"Replay {r.replay_id}: {r.outcome.value}{' (dry run)' if r.dry_run else ''}\n")
+    out.write(f"  by        {safe(r.actor)}\n")
+    out.write(f"  started   {r.started_at}\n")
+    out.write(f"  finished  {r.finished_at or '-'}\n")
+    out.write(f"  scope     {safe(describe_scope(r.request), 400)}\n")
+    out.write(
+        f"  counts    scanned {r.scanned:,}, matched {r.matched:,}, planned {r.would_send:,}, "
+        f"sent {r.sent:,}, failed {r.failed:,}\n"
+    )
+    s = r.skipped
+    out.write(
+        f"  skipped   {s.duplicate:,} duplicate, {s.missing_raw:,} missing raw, {s.over_limit:,} over limit, "
+        f"{s.filtered:,} filtered\n"
+    )
+    known = "" if r.windows_with_versions is None else f" ({r.windows_with_versions:,} had versions)"
+    out.write(
+        f"  touches   {_n(r.entities, 'entity', 'entities')}, {_n(r.windows, 'aggregate window')}{known}\n"
+    )
+    if r.forced:
+        out.write("  forced    yes (over the size guard)\n")
+    out.write(f"  plan      {r.fingerprint or '-'}\n")
+    if r.error:
+        out.write(f"  error     {safe(r.error, 500)}\n")
+
+
+# -- registration ------------------------------------------------------------------------------------------
+
+
+def register(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "replay",
+        parents=[common],
+        help="preview (dry run) or --execute a replay of an entity window or a source/type over days",
+        description="Re-emit index receipts as replay messages for the processor. A dry run unless "
+        "--execute: the preview says what would be sent, what is skipped and why, and what it touches. "
+        "Scope: --entity E with --start/--end (date or ISO date-time, UTC, end exclusive) or --day; or "
+        "--source S --type T with --day D or --start D --end D (event days, end exclusive). With --entity, "
+        "--source and --type filter.",
+    )
+    p.add_argument("--entity", metavar="E")
+    p.add_argument("--start", metavar="T")
+    p.add_argument("--end", metavar="T")
+    p.add_argument("--day", metavar="YYYY-MM-DD")
+    p.add_argument("--source", metavar="S")
+    p.add_argument("--type", metavar="T", help="event type")
+    p.add_argument(
+        "--status", choices=[IngestStatus.ACCEPTED.value, IngestStatus.DUPLICATE.value], type=str.upper
+    )
+    p.add_argument(
+        "--limit", dest="replay_limit", type=cli._int, default=500, metavar="N", help="messages (default 500)"
+    )
+    p.add_argument(
+        "--include-duplicates", action="store_true", help="one message per receipt, duplicates included"
+    )
+    p.add_argument("--execute", action="store_true", help="send the messages (default: a dry run)")
+    p.add_argument("--force", action="store_true", help="send even above the size guard (settings.toml)")
+    p.add_argument(
+        "--expect",
+        metavar="FINGERPRINT",
+        help="send only if the plan is still the previewed one (its fingerprint)",
+    )
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser(
+        "replays", parents=[common], help="the replay audit trail (newest first), or one replay's record"
+    )
+    p.add_argument("replay_id", nargs="?", metavar="REPLAY_ID")
+    p.add_argument("--limit", type=cli._int, default=50, metavar="N", help="records per page (default 50)")
+    p.add_argument("--after", metavar="CURSOR")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_replays)
