@@ -43,7 +43,7 @@ class Claim(StrEnum):
     STORED = "stored"  # this record's bytes are at its s3_key (the caller stored or verified them)
     SEEN = "seen"  # as STORED, and the key was already taken: probably a duplicate (only saves calls)
     # The s3_key was taken and the caller could not check whose bytes are there. The index writes the
-    # receipt only if the event is already accepted with those bytes or the receipt points elsewhere.
+    # receipt only if the event's accepted receipt points at the same key with the same sha256.
     UNVERIFIED = "unverified"
 
 
@@ -55,7 +55,8 @@ class Recorded(StrEnum):
     # Nothing written (UNVERIFIED claims only): the accepted receipt's bytes at this s3_key are other bytes.
     # Store these bytes elsewhere and record again.
     MISPLACED = "MISPLACED"
-    # Nothing written (UNVERIFIED claims only): the event was never accepted; check the bytes at s3_key.
+    # Nothing written (UNVERIFIED claims only): the index cannot vouch for the bytes at s3_key (the event
+    # was never accepted, or its accepted receipt points at another key); check them and record again.
     UNSEEN = "UNSEEN"
 
 

@@ -14,7 +14,7 @@ import boto3
 from moto import mock_aws
 
 from backend.adapters.aws.clients import make_clients
-from backend.adapters.aws.resources import DEDUPE, EVENTS, TABLES
+from backend.adapters.aws.resources import DEDUPE, EVENTS, TABLES, TableSpec
 from backend.adapters.aws.store import AwsStore
 from backend.config import AwsSettings
 
@@ -57,15 +57,17 @@ def session() -> boto3.session.Session:
     return _SESSION
 
 
-def create_resources(endpoint_url: str | None = None, prefix: str = "pik-test") -> AwsSettings:
-    """The bucket and tables the adapter uses, created as the template declares them."""
+def create_resources(
+    endpoint_url: str | None = None, prefix: str = "pik-test", tables: tuple[TableSpec, ...] = TABLES
+) -> AwsSettings:
+    """The bucket and ``tables``, created as the template declares them."""
     sess = session()
     s3 = sess.client("s3", endpoint_url=endpoint_url)
     ddb = sess.client("dynamodb", endpoint_url=endpoint_url)
     bucket = f"{prefix}-raw"
     s3.create_bucket(Bucket=bucket)
     names: dict[str, str] = {}
-    for spec in TABLES:
+    for spec in tables:
         name = f"{prefix}-{spec.default_name}"
         ddb.create_table(**spec.create_table_kwargs(name))
         names[spec.setting] = name
@@ -73,31 +75,31 @@ def create_resources(endpoint_url: str | None = None, prefix: str = "pik-test") 
         raw_bucket=bucket,
         events_table=names[EVENTS.setting],
         dedupe_table=names[DEDUPE.setting],
-        agg_table=names["AGG_TABLE"],
-        audit_table=names["AUDIT_TABLE"],
+        agg_table=names.get("AGG_TABLE"),
+        audit_table=names.get("AUDIT_TABLE"),
         region=REGION,
         endpoint_url=endpoint_url,
     )
 
 
-def moto_store(endpoint_url: str | None = None) -> tuple[AwsStore, Callable[[], None]]:
+def moto_store(endpoint_url: str | None = None, workers: int = 1) -> tuple[AwsStore, Callable[[], None]]:
     """A fresh AwsStore on moto (in-process unless ``endpoint_url`` names a moto server); and its closer.
 
-    In-process moto is not safe for concurrent calls, so that store makes its calls one at a time; through
-    a moto server it keeps its default concurrency."""
+    moto is not safe for concurrent DynamoDB transactions (a failed one restores a snapshot of every table,
+    undoing writes made meanwhile), so the store makes its calls one at a time unless told otherwise."""
     restore = fake_credentials()
     mock: Any = None
     if endpoint_url is None:
         mock = mock_aws()
         mock.start()
     prefix = f"pik-{os.urandom(4).hex()}"
-    settings = create_resources(endpoint_url, prefix)
+    settings = create_resources(endpoint_url, prefix, (EVENTS, DEDUPE))
     store = AwsStore(
         make_clients(settings, session()),
         settings.raw_bucket or "",
         settings.events_table or "",
         settings.dedupe_table or "",
-        workers=1 if endpoint_url is None else 16,
+        workers=workers,
     )
 
     def close() -> None:

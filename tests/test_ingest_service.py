@@ -542,6 +542,11 @@ def test_blind_store_retry_finds_other_bytes_left_by_a_failed_attempt(
     assert accepted is not None and accepted.raw_sha == sha(b)
     ra = blind.ingest(a)
     assert ra.status is DUPLICATE and adapter.raw.get(ra.s3_key) == a  # type: ignore[arg-type]
+    # B again: the identity key holds A's bytes, so B's receipt must not point there (found by hypothesis).
+    rb2 = blind.ingest(b)
+    assert rb2.status is DUPLICATE and adapter.raw.get(rb2.s3_key) == b  # type: ignore[arg-type]
+    for r in adapter.index.receipts(rb.event_id):  # type: ignore[arg-type]
+        assert sha(adapter.raw.get(r.s3_key) or b"") == r.raw_sha
 
 
 def test_blind_store_batch_mixing_every_case(adapter: Adapter, blind: IngestService) -> None:

@@ -369,8 +369,8 @@ class IngestService:
         misplaced = [i for i, o in enumerate(outcomes) if o is Recorded.MISPLACED]
         unseen = [i for i, o in enumerate(outcomes) if o is Recorded.UNSEEN]
         if misplaced or unseen:
-            # Never accepted, yet the key is taken: an earlier attempt stored bytes and failed before the
-            # index. Whose bytes are they?
+            # UNSEEN: the key is taken and the index cannot say by whose bytes (an earlier attempt stored
+            # them and failed before the index, say). Read their sha256.
             moved = misplaced + [
                 i for i in unseen if self.raw.sha256(records[i].s3_key) != records[i].raw_sha
             ]

@@ -234,6 +234,17 @@ def test_an_unverified_receipt_with_other_bytes_at_the_accepted_key_is_misplaced
     assert [r.s3_key for r in adapter.index.receipts(a.event_id)] == [a.s3_key, moved.s3_key]
 
 
+def test_an_unverified_receipt_is_unseen_when_the_accepted_one_points_elsewhere(adapter: Adapter) -> None:
+    # The acceptance points at a receipts/ key; whatever sits under the identity key is unknown to the
+    # index, so it cannot vouch for it.
+    a = rec(tag="mine")
+    moved = a.model_copy(update={"s3_key": receipt_key("demo", "heartbeat", DAY, a.event_id, a.raw_sha)})
+    adapter.index.record([moved])
+    assert adapter.index.record([rec(tag="mine", lag=5)], [Claim.UNVERIFIED]) == [Recorded.UNSEEN]
+    assert adapter.index.record([rec(tag="x", lag=5)], [Claim.UNVERIFIED]) == [Recorded.UNSEEN]
+    assert len(adapter.index.receipts(a.event_id)) == 1
+
+
 def test_claims_mixed_in_one_batch_answer_in_order(adapter: Adapter) -> None:
     known = rec("known", tag="k")
     adapter.index.record([known])

@@ -335,11 +335,11 @@ class AwsStore:
 
     def _try_duplicate(self, r: EventRecord, *, verify: bool) -> Recorded:
         """Write ``r`` as a duplicate receipt if the event id is accepted (and, with ``verify``, if the
-        accepted bytes are the ones ``r`` points at or ``r`` points elsewhere); else write nothing."""
+        accepted receipt points at the same key with the same sha256); else write nothing."""
         condition = "attribute_exists(event_id)"
         values: dict[str, Any] = {}
         if verify:
-            condition += " AND (s3_key <> :key OR raw_sha = :sha)"
+            condition += " AND s3_key = :key AND raw_sha = :sha"
             values = {":key": _s(r.s3_key), ":sha": _s(r.raw_sha or "")}
         check: Any = {
             "TableName": self.t.dedupe,
@@ -369,7 +369,9 @@ class AwsStore:
             if reasons and reasons[0] == "ConditionalCheckFailed":
                 cancelled: Any = exc.response.get("CancellationReasons") or [{}]
                 old = cancelled[0].get("Item")
-                return Recorded.MISPLACED if old else Recorded.UNSEEN
+                if old and _get(old, "s3_key") == r.s3_key:
+                    return Recorded.MISPLACED  # the accepted bytes under this very key are other bytes
+                return Recorded.UNSEEN
             raise _error(f"record event {r.event_id}", exc) from None
         except BotoCoreError as exc:
             raise _error(f"record event {r.event_id}", exc) from None

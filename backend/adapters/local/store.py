@@ -333,7 +333,10 @@ class LocalStore:
                 if accepted:
                     key, sha, source, event_type, day = accepted[0]
                     key = key or raw_key(source, event_type, day, r.event_id)
-                    if key == r.s3_key and bytes(sha).hex() != r.raw_sha:
+                    if key != r.s3_key:
+                        statuses[i] = Recorded.UNSEEN
+                        continue
+                    if bytes(sha).hex() != r.raw_sha:
                         statuses[i] = Recorded.MISPLACED
                         continue
                 keep.append(i)
