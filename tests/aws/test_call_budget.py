@@ -109,7 +109,7 @@ def test_a_batch_costs_two_calls_per_event(aws: tuple[IngestService, AwsStore, C
     assert sum(calls.take().values()) == 100
 
 
-def test_a_rejection_costs_one_write_per_25(aws: tuple[IngestService, AwsStore, Calls]) -> None:
+def test_rejections_cost_one_transaction_per_100(aws: tuple[IngestService, AwsStore, Calls]) -> None:
     service, _, calls = aws
     service.ingest_batch([Received(b"not json %d" % i) for i in range(30)])
-    assert calls.take() == {"BatchWriteItem": 2}
+    assert calls.take() == {"TransactWriteItems": 1}

@@ -460,19 +460,37 @@ class AwsStore:
                 value = getattr(r, name)
                 if value is not None:
                     item[name] = _s(value)
-            requests.append({"PutRequest": {"Item": item}})
-        for start in range(0, len(requests), 25):
-            pending: list[Any] = requests[start : start + 25]
-            for attempt in range(8):
-                with _aws("quarantine rejected events"):
-                    answer = self.ddb.batch_write_item(RequestItems={self.t.events: pending})
-                pending = list(answer.get("UnprocessedItems", {}).get(self.t.events, []))
-                if not pending:
-                    break
-                time.sleep(0.05 * 2**attempt)
-            if pending:
-                raise StoreError("cannot quarantine rejected events: DynamoDB kept the batch unprocessed")
+            requests.append({"Put": {"TableName": self.t.events, "Item": item}})
+        # Puts in transactions (up to 100 items and 4 MB each): the role needs PutItem only, never the
+        # BatchWriteItem right that would also allow deletes.
+        chunk: list[Any] = []
+        size = 0
+        for request, r in zip(requests, rejections, strict=True):
+            item_size = len(r.data) + len(r.reason) + 1024
+            if chunk and (len(chunk) == 100 or size + item_size > 3_500_000):
+                self._transact_puts(chunk)
+                chunk, size = [], 0
+            chunk.append(request)
+            size += item_size
+        if chunk:
+            self._transact_puts(chunk)
         return ids
+
+    def _transact_puts(self, puts: list[Any]) -> None:
+        for _ in range(8):
+            try:
+                self.ddb.transact_write_items(TransactItems=puts)
+                return
+            except ClientError as exc:
+                try:
+                    self._cancellation(exc, "quarantine rejected events")
+                except _Conflict:
+                    time.sleep(0.02)
+                    continue
+                raise _error("quarantine rejected events", exc) from None
+            except BotoCoreError as exc:
+                raise _error("quarantine rejected events", exc) from None
+        raise StoreError("cannot quarantine rejected events: concurrent writes kept conflicting")
 
     # -- EventIndex: reads -------------------------------------------------------------------------------
 
