@@ -431,3 +431,34 @@ def test_enable_processor_turns_the_event_source_on(aws: None, cfn: dict[str, An
     assert mapping["State"] == "Enabled"
     for function in lam.list_functions()["Functions"]:
         assert function["Environment"]["Variables"]["DRY_RUN"] == "true"
+
+
+def test_the_cli_finds_every_resource_by_stack_name(aws: None, cfn: dict[str, Any], tmp_path: Path) -> None:
+    # `--stack NAME` reads the outputs of the deployed template: ingest and read back with nothing else.
+    from pik_console.cli import main
+
+    _upload_code()
+    _create_stack("pik-prod", _without_api(cfn))
+    events = tmp_path / "events.jsonl"
+    line = (
+        '{"source":"demo","event_type":"heartbeat","entity_id":"user_123",'
+        '"event_time":"2025-12-28T23:59:59Z","payload":{"steps":10}}\n'
+    )
+    events.write_text(line * 2 + "not json\n")
+    common = ["--backend", "aws", "--stack", "pik-prod", "--region", REGION]
+    out, err = io.StringIO(), io.StringIO()
+    assert main(["ingest", str(events), "--json", *common], out, err) == 0, err.getvalue()
+    summary = json.loads(out.getvalue())
+    assert (summary["accepted"], summary["duplicate"], summary["rejected"]) == (1, 1, 1)
+    out = io.StringIO()
+    assert main(["events", "--entity", "user_123", "--start", "2025-12-28", "--end", "2025-12-29", "--json",
+                 *common], out, err) == 0, err.getvalue()  # fmt: skip
+    assert [i["status"] for i in json.loads(out.getvalue())["items"]] == ["ACCEPTED", "DUPLICATE"]
+    out = io.StringIO()
+    assert main(["events", "--status", "REJECTED", "--json", *common], out, err) == 0, err.getvalue()
+    assert len(json.loads(out.getvalue())["items"]) == 1
+    # An unknown stack is one line, exit 1.
+    err = io.StringIO()
+    assert main(["events", "--entity", "x", "--start", "2025-12-28", "--end", "2025-12-29",
+                 "--backend", "aws", "--stack", "nope", "--region", REGION], io.StringIO(), err) == 1  # fmt: skip
+    assert err.getvalue().count("\n") == 1 and "nope" in err.getvalue()
