@@ -238,3 +238,59 @@ class ReplayAudit(BaseModel):
     fingerprint: str | None = None
     forced: bool = False
     error: str | None = None
+
+
+# -- Aggregates (DESIGN invariant 5) ------------------------------------------------------------------------
+
+
+class MetricKind(StrEnum):
+    COUNT = "count"  # events
+    SUM = "sum"  # of a numeric payload field
+    MIN = "min"
+    MAX = "max"
+    AVG = "avg"
+    DISTINCT = "distinct"  # distinct values of a payload field
+
+
+class MetricSpec(BaseModel):
+    """One metric computed per (entity, day) over the day's accepted events (each event once).
+
+    ``field`` is a payload field, dotted for nested objects (``device.battery``); every kind but ``count``
+    needs one. ``event_type`` and ``source``, when set, keep only those events.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: Name
+    kind: MetricKind
+    field: str | None = Field(None, min_length=1, max_length=256)
+    event_type: Name | None = None
+    source: Name | None = None
+
+
+class AggregateVersion(BaseModel):
+    """Version ``version`` of one (entity, day, metric): its value and everything needed to explain it.
+
+    The input manifest (event id, payload hash, ingest time and lag of every input) is stored with the
+    version under ``inputs_hash``, the sha256 of its sorted ``event_id:payload_sha`` lines.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    entity_id: str
+    day: str
+    metric: str
+    version: int = Field(ge=1)
+    value: int | float | None
+    input_count: int
+    values_used: int  # inputs that gave the metric a value (count: all of them)
+    inputs_hash: str
+    definition: MetricSpec
+    definition_hash: str
+    computed_at: str
+    window_start: str
+    window_end: str
+    replay_ids: list[str] = Field(default_factory=list)  # the replays whose messages caused this version
+    previous_version: int | None = None
+    previous_value: int | float | None = None
+    sample_event_ids: list[str] = Field(default_factory=list)  # the original kit's attribute

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
-from backend.model import EventRecord, IngestStatus, Page, Rejection, ReplayAudit
+from backend.model import AggregateVersion, EventRecord, IngestStatus, Page, Rejection, ReplayAudit
 
 
 @dataclass(frozen=True, slots=True)
@@ -380,4 +380,58 @@ class AuditLog(Protocol):
 
     def query(self, *, limit: int = 50, after: str | None = None) -> Page[ReplayAudit]:
         """Records, newest first (by start time, then id), keyset-paged."""
+        ...
+
+
+# -- Versioned aggregates (DESIGN invariant 5) -------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestEntry:
+    """One input of an aggregate version: an accepted event as it was when the version was computed."""
+
+    event_id: str
+    payload_sha: str
+    ingest_time: str
+    ingest_lag_ms: int
+
+
+class AggregateStore(Protocol):
+    """Versions 1, 2, 3... of each (entity, day, metric), append-only, with their input manifests.
+
+    :meth:`append` is a conditional write: version n is written only if it does not exist yet and n - 1
+    does, so concurrent processors never overwrite a version or leave a gap. On DynamoDB that is one
+    TransactWriteItems (a ConditionCheck on n - 1 and a Put of n with ``attribute_not_exists``); a manifest,
+    which can outgrow an item, is stored first under its inputs hash (content-addressed, so storing it
+    twice is harmless), e.g. as an S3 object.
+    """
+
+    def latest(self, entity_id: str, day: str, metric: str) -> AggregateVersion | None: ...
+
+    def get(self, entity_id: str, day: str, metric: str, version: int) -> AggregateVersion | None: ...
+
+    def versions(
+        self,
+        entity_id: str,
+        day: str,
+        *,
+        metric: str | None = None,
+        limit: int = 100,
+        after: str | None = None,
+    ) -> Page[AggregateVersion]:
+        """The versions of one (entity, day), of one metric or all, by metric then version, keyset-paged."""
+        ...
+
+    def append(self, version: AggregateVersion, manifest: Sequence[ManifestEntry]) -> bool:
+        """Store ``version`` with its manifest if its number is the next one. False (nothing written but
+        perhaps the manifest) when that number is taken: another processor got there first, so re-read
+        and decide again. InvalidRequest when the previous number does not exist (it would leave a gap)."""
+        ...
+
+    def manifest(self, inputs_hash: str) -> list[ManifestEntry] | None:
+        """The manifest stored under ``inputs_hash``, sorted by event id; None if there is none."""
+        ...
+
+    def windows_with_versions(self, windows: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+        """The (entity_id, day) windows among ``windows`` that have at least one version."""
         ...

@@ -7,6 +7,15 @@ confirm_above = 1000      # a replay of more messages needs --force (a typed con
 [queue]
 max_receives = 5          # receives before a replay message moves to the dead-letter queue
 visibility_timeout_s = 30 # how long a received message stays hidden from other processors
+
+# Metrics the processor computes per (entity, day), besides the built-in daily_event_count.
+# kind: count, sum, min, max, avg, distinct; field: a payload field (dotted for nested objects);
+# event_type / source: only those events.
+[[metrics]]
+name = "steps_total"
+kind = "sum"
+field = "steps"
+event_type = "heartbeat"
 ```
 """
 
@@ -18,6 +27,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from backend.errors import WorkspaceError
+from backend.model import MetricSpec
 
 SETTINGS_FILE = "settings.toml"
 
@@ -43,6 +53,8 @@ class WorkspaceSettings(BaseModel):
 
     replay: ReplaySettings = Field(default_factory=ReplaySettings)
     queue: QueueSettings = Field(default_factory=QueueSettings)
+    metrics: list[MetricSpec] = Field(default_factory=list)
+    """The processor's metrics besides ``daily_event_count``."""
 
 
 def load_settings(workspace: str | Path) -> WorkspaceSettings:

@@ -253,3 +253,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     from pik_console import replay_cmd
 
     replay_cmd.register(sub, common)
+
+    from pik_console import aggregates_cmd
+
+    aggregates_cmd.register(sub, common)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from backend.adapters.local.aggregates import LocalAggregates
 from backend.adapters.local.audit import LocalAudit
 from backend.adapters.local.catalog import LocalCatalog
 from backend.adapters.local.investigate import LocalInvestigation
@@ -23,6 +24,7 @@ class LocalPorts:
     catalog: LocalCatalog
     queue: LocalQueue
     audit: LocalAudit
+    aggregates: LocalAggregates
 
 
 def local_ports(store: LocalStore, *, max_receives: int = 5, clock: Clock | None = None) -> LocalPorts:
@@ -33,4 +35,5 @@ def local_ports(store: LocalStore, *, max_receives: int = 5, clock: Clock | None
         catalog=LocalCatalog(store),
         queue=LocalQueue(store, max_receives=max_receives, clock=clock),
         audit=LocalAudit(store),
+        aggregates=LocalAggregates(store),
     )

@@ -1,0 +1,363 @@
+"""The processor: replay messages in, versioned aggregates out (DESIGN invariants 5 and 6).
+
+For every (entity, day) window that a batch of messages touches, each metric is recomputed from the
+**whole window in the index** (accepted receipts only, so a duplicate never counts twice), not from the
+messages that happen to share the batch. A new version is written only when the input set (or the metric's
+definition) changed; otherwise the recompute is counted as unchanged.
+
+Versions are appended with a conditional write. The order of reads is what keeps concurrent processors
+honest: the latest version is read *before* the window, so a processor that sees version n saw at least
+the inputs of version n (the index only grows). If the write loses the race for the next number, the
+window is read again and the decision made again: nothing is overwritten, no number is skipped, and a
+newer version never has fewer inputs than an older one.
+
+A message that cannot be read, or whose window cannot be recomputed, is a failed record (never a crash);
+the caller returns it to the queue (an SQS partial batch response), and after repeated failures the queue
+moves it to its dead-letter queue.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from typing import Any
+
+from backend.errors import InvalidRequest, StoreError
+from backend.identity import canonical_json
+from backend.model import AggregateVersion, MetricKind, MetricSpec
+from backend.ports import AggregateStore, InvestigationIndex, ManifestEntry, RawCatalog, Receipt
+from backend.times import Clock, TimeFormatError, fmt, parse_iso
+
+DAILY_EVENT_COUNT = MetricSpec(name="daily_event_count", kind=MetricKind.COUNT)
+"""The seed's metric: accepted events of the entity that day."""
+SCAN_PAGE = 5000
+SAMPLE_IDS = 5
+# Lost races for the next version number before a window is given up (its messages then fail and retry).
+MAX_ATTEMPTS = 5
+
+_MISSING = object()
+
+
+def metrics_with_default(defined: Sequence[MetricSpec]) -> list[MetricSpec]:
+    """``daily_event_count`` followed by ``defined``; InvalidRequest for a repeated name or a metric that
+    needs a payload field and has none (or has one it cannot use)."""
+    out = [DAILY_EVENT_COUNT]
+    for m in defined:
+        if any(o.name == m.name for o in out):
+            raise InvalidRequest(f"metric {m.name!r} is defined twice (daily_event_count is built in)")
+        if m.kind is MetricKind.COUNT and m.field is not None:
+            raise InvalidRequest(f"metric {m.name!r}: a count takes no field")
+        if m.kind is not MetricKind.COUNT and not m.field:
+            raise InvalidRequest(f"metric {m.name!r}: a {m.kind.value} needs a payload field")
+        out.append(m)
+    return out
+
+
+def definition_hash(metric: MetricSpec) -> str:
+    return hashlib.sha256(canonical_json(metric.model_dump(mode="json"))).hexdigest()
+
+
+def inputs_hash(entries: Sequence[ManifestEntry]) -> str:
+    """sha256 of the sorted ``event_id:payload_sha`` lines of a manifest (sorted by event id)."""
+    digest = hashlib.sha256()
+    for e in entries:
+        digest.update(f"{e.event_id}:{e.payload_sha}\n".encode("ascii"))
+    return digest.hexdigest()
+
+
+def field_value(payload: Any, path: str) -> Any:
+    """The value at a dotted ``path`` in a payload, or a private marker when it is not there."""
+    value = payload
+    for part in path.split("."):
+        if isinstance(value, dict) and part in value:
+            value = value[part]
+        else:
+            return _MISSING
+    return value
+
+
+def _number(value: Any) -> int | float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _distinct_key(value: Any) -> bytes:
+    # 1 and 1.0 are one JSON number.
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return canonical_json(value)
+
+
+def compute(metric: MetricSpec, payloads: Sequence[Any]) -> tuple[int | float | None, int]:
+    """The metric's value over the payloads of its inputs (in manifest order), and how many inputs gave
+    it a value. Sums of integers stay integers; a min, max or avg of nothing is None."""
+    if metric.kind is MetricKind.COUNT:
+        return len(payloads), len(payloads)
+    assert metric.field is not None
+    raw = [field_value(p, metric.field) for p in payloads]
+    if metric.kind is MetricKind.DISTINCT:
+        present = [v for v in raw if v is not _MISSING]
+        return len({_distinct_key(v) for v in present}), len(present)
+    numbers = [n for n in (_number(v) for v in raw) if n is not None]
+    if metric.kind is MetricKind.SUM:
+        if all(isinstance(n, int) for n in numbers):
+            return sum(numbers), len(numbers)
+        return math.fsum(numbers), len(numbers)
+    if not numbers:
+        return None, 0
+    if metric.kind is MetricKind.MIN:
+        return min(numbers), len(numbers)
+    if metric.kind is MetricKind.MAX:
+        return max(numbers), len(numbers)
+    return math.fsum(numbers) / len(numbers), len(numbers)
+
+
+def _matches(metric: MetricSpec, r: Receipt) -> bool:
+    return (metric.event_type is None or r.event_type == metric.event_type) and (
+        metric.source is None or r.source == metric.source
+    )
+
+
+# -- results -----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class MetricResult:
+    """What a recompute did for one metric of one window."""
+
+    metric: str
+    written: bool  # a new version was written (or would be, in a dry run)
+    version: AggregateVersion  # the new version, or the latest one when unchanged
+
+
+@dataclass(slots=True)
+class WindowResult:
+    entity_id: str
+    day: str
+    inputs: int  # accepted events in the window
+    metrics: list[MetricResult] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class BatchResult:
+    """A batch of messages processed: which ones failed (by position) and why, and what was recomputed."""
+
+    received: int = 0
+    failed: dict[int, str] = field(default_factory=dict)
+    windows: list[WindowResult] = field(default_factory=list)
+    dry_run: bool = False
+
+    @property
+    def processed(self) -> int:
+        return self.received - len(self.failed)
+
+    @property
+    def written(self) -> int:
+        return sum(m.written for w in self.windows for m in w.metrics)
+
+    @property
+    def unchanged(self) -> int:
+        return sum(not m.written for w in self.windows for m in w.metrics)
+
+    def batch_item_failures(self, message_ids: Sequence[str]) -> dict[str, Any]:
+        """The SQS partial batch response for the batch whose messages had ``message_ids``."""
+        return {"batchItemFailures": [{"itemIdentifier": message_ids[i]} for i in sorted(self.failed)]}
+
+
+@dataclass(frozen=True, slots=True)
+class _Message:
+    entity_id: str
+    day: str
+    replay_id: str | None
+
+
+def parse_message(body: str) -> _Message:
+    """A replay message's window; InvalidRequest says what is wrong with a malformed one."""
+    try:
+        data = json.loads(body)
+    except (ValueError, TypeError) as exc:
+        raise InvalidRequest(f"the message is not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise InvalidRequest("the message is not a JSON object")
+    entity, event_time, replay_id = data.get("entity_id"), data.get("event_time"), data.get("replay_id")
+    if not isinstance(entity, str) or not entity:
+        raise InvalidRequest("the message has no entity_id")
+    if not isinstance(event_time, str):
+        raise InvalidRequest("the message has no event_time")
+    try:
+        day = fmt(parse_iso(event_time, what="event_time"))[:10]
+    except TimeFormatError as exc:
+        raise InvalidRequest(str(exc)) from None
+    if replay_id is not None and not isinstance(replay_id, str):
+        raise InvalidRequest("the message's replay_id is not a string")
+    return _Message(entity, day, replay_id)
+
+
+# -- the service ---------------------------------------------------------------------------------------------
+
+
+class ProcessorService:
+    """Recompute aggregate windows from the index and append versions.
+
+    ``metrics`` are the workspace's metrics (``daily_event_count`` is always first). With ``dry_run``
+    (the seed's DRY_RUN) everything is computed and reported, nothing is written.
+    """
+
+    def __init__(
+        self,
+        scans: InvestigationIndex,
+        catalog: RawCatalog,
+        aggregates: AggregateStore,
+        metrics: Sequence[MetricSpec] = (),
+        *,
+        clock: Clock | None = None,
+        dry_run: bool = False,
+    ) -> None:
+        self.scans = scans
+        self.catalog = catalog
+        self.aggregates = aggregates
+        self.metrics = metrics_with_default(metrics)
+        self.clock = clock or Clock()
+        self.dry_run = dry_run
+
+    def process(self, bodies: Sequence[str]) -> BatchResult:
+        """Process a batch of message bodies. Never raises for a bad message or a failed window: those
+        messages are in ``failed``, for the caller to return to the queue."""
+        result = BatchResult(received=len(bodies), dry_run=self.dry_run)
+        windows: dict[tuple[str, str], list[int]] = {}
+        replays: dict[tuple[str, str], set[str]] = {}
+        for i, body in enumerate(bodies):
+            try:
+                message = parse_message(body)
+            except InvalidRequest as exc:
+                result.failed[i] = f"malformed message: {exc}"
+                continue
+            key = (message.entity_id, message.day)
+            windows.setdefault(key, []).append(i)
+            if message.replay_id:
+                replays.setdefault(key, set()).add(message.replay_id)
+        for (entity_id, day), members in windows.items():
+            try:
+                result.windows.append(
+                    self.recompute(entity_id, day, sorted(replays.get((entity_id, day), ())))
+                )
+            except Exception as exc:  # one window's failure must not fail the others' messages
+                reason = f"recomputing {entity_id!r} on {day} failed: {type(exc).__name__}: {exc}"
+                for i in members:
+                    result.failed[i] = reason
+        return result
+
+    def recompute(self, entity_id: str, day: str, replay_ids: Sequence[str] = ()) -> WindowResult:
+        """Recompute every metric of one window and append the versions whose inputs changed."""
+        start = f"{day}T00:00:00.000Z"
+        end = f"{(date.fromisoformat(day) + timedelta(days=1)).isoformat()}T00:00:00.000Z"
+        pending = list(self.metrics)
+        done: dict[str, MetricResult] = {}
+        inputs = 0
+        for _ in range(MAX_ATTEMPTS):
+            # The latest versions first, then the window: see the module docstring.
+            latest = {m.name: self.aggregates.latest(entity_id, day, m.name) for m in pending}
+            receipts = self._window(entity_id, start, end)
+            inputs = len(receipts)
+            payloads = self._payloads(receipts, pending)
+            lost: list[MetricSpec] = []
+            for metric in pending:
+                outcome = self._one(
+                    metric, entity_id, day, start, end, receipts, payloads, latest[metric.name], replay_ids
+                )
+                if outcome is None:
+                    lost.append(metric)
+                else:
+                    done[metric.name] = outcome
+            pending = lost
+            if not pending:
+                break
+        else:
+            raise StoreError(
+                f"{len(pending)} metrics of {entity_id!r} on {day} lost the race for their next version "
+                f"{MAX_ATTEMPTS} times; the message will be retried"
+            )
+        return WindowResult(entity_id, day, inputs, [done[m.name] for m in self.metrics])
+
+    def _window(self, entity_id: str, start: str, end: str) -> list[Receipt]:
+        receipts: list[Receipt] = []
+        after: str | None = None
+        while True:
+            page = self.scans.scan_entity(
+                entity_id, start, end, accepted_only=True, limit=SCAN_PAGE, after=after
+            )
+            receipts.extend(page.items)
+            if page.next_cursor is None:
+                break
+            after = page.next_cursor
+        receipts.sort(key=lambda r: r.event_id)
+        return receipts
+
+    def _payloads(self, receipts: Sequence[Receipt], metrics: Sequence[MetricSpec]) -> dict[str, Any]:
+        """Payloads by event id, read from the raw store only for the events a field metric needs."""
+        needed = [r for r in receipts if any(m.field and _matches(m, r) for m in metrics)]
+        if not needed:
+            return {}
+        stored = self.catalog.get_many([r.s3_key for r in needed])
+        out: dict[str, Any] = {}
+        for r in needed:
+            data = stored.get(r.s3_key)
+            if data is None:
+                raise StoreError(f"the raw bytes of event {r.event_id} are missing at {r.s3_key}")
+            try:
+                out[r.event_id] = json.loads(data).get("payload")
+            except (ValueError, AttributeError):
+                raise StoreError(
+                    f"the raw bytes of event {r.event_id} at {r.s3_key} are not an event"
+                ) from None
+        return out
+
+    def _one(
+        self,
+        metric: MetricSpec,
+        entity_id: str,
+        day: str,
+        start: str,
+        end: str,
+        receipts: Sequence[Receipt],
+        payloads: dict[str, Any],
+        latest: AggregateVersion | None,
+        replay_ids: Sequence[str],
+    ) -> MetricResult | None:
+        """One metric of one window; None when another processor took the version number first."""
+        inputs = [r for r in receipts if _matches(metric, r)]
+        manifest = [ManifestEntry(r.event_id, r.payload_sha, r.ingest_time, r.ingest_lag_ms) for r in inputs]
+        digest = inputs_hash(manifest)
+        definition = definition_hash(metric)
+        if latest is not None and latest.inputs_hash == digest and latest.definition_hash == definition:
+            return MetricResult(metric.name, False, latest)
+        value, used = compute(metric, [payloads.get(r.event_id) for r in inputs] if metric.field else inputs)
+        version = AggregateVersion(
+            entity_id=entity_id,
+            day=day,
+            metric=metric.name,
+            version=latest.version + 1 if latest else 1,
+            value=value,
+            input_count=len(inputs),
+            values_used=used,
+            inputs_hash=digest,
+            definition=metric,
+            definition_hash=definition,
+            computed_at=fmt(self.clock.now()),
+            window_start=start,
+            window_end=end,
+            replay_ids=list(replay_ids),
+            previous_version=latest.version if latest else None,
+            previous_value=latest.value if latest else None,
+            sample_event_ids=[r.event_id for r in inputs[:SAMPLE_IDS]],
+        )
+        if self.dry_run or self.aggregates.append(version, manifest):
+            return MetricResult(metric.name, True, version)
+        return None

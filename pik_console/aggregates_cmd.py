@@ -1,0 +1,343 @@
+"""``pik process`` (drain the replay queue through the processor), ``pik aggregates`` (the versions of a
+window) and ``pik diff`` (two versions side by side, and why they differ)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from typing import IO, Any
+
+from backend.errors import InvalidRequest
+from backend.model import AggregateVersion
+from backend.services.investigate import AggregateInspector, VersionDiff, human_ms, value_text
+from backend.services.processor import ProcessorService, metrics_with_default
+from backend.times import TimeFormatError, parse_day
+from pik_console import cli
+from pik_console.investigate_cmd import backend_port, workspace_settings
+from pik_console.text import safe
+
+# Messages per receive: SQS's maximum.
+RECEIVE_BATCH = 10
+
+
+def _dry_run_env() -> bool:
+    return os.environ.get("DRY_RUN", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+# -- pik process ---------------------------------------------------------------------------------------------
+
+
+def cmd_process(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
+    if args.backend == "aws" or os.environ.get("PIK_BACKEND") == "aws":
+        raise cli._usage("pik process drains the local replay queue; on AWS the processor Lambda consumes it")
+    dry_run = args.dry_run or _dry_run_env()
+    backend = cli.open_backend(args, create=False)
+    try:
+        if backend.read_only and not dry_run:
+            raise cli.Failure("pik process writes aggregate versions: not in read-only mode (use --dry-run)")
+        settings = workspace_settings(backend)
+        try:
+            metrics = metrics_with_default(settings.metrics)
+        except InvalidRequest as exc:
+            raise cli.Failure(f"settings.toml: {exc}") from None
+        queue = backend_port(backend, "queue", "process")
+        service = ProcessorService(
+            backend_port(backend, "investigate", "process"),
+            backend_port(backend, "catalog", "process"),
+            backend_port(backend, "aggregates", "process"),
+            metrics[1:],
+            dry_run=dry_run,
+        )
+        report = drain(queue, service, settings.queue.visibility_timeout_s, args.max_messages, err, args.json)
+        depth = queue.depth()
+    finally:
+        backend.close()
+    report["queue"] = {"visible": depth.visible, "in_flight": depth.in_flight, "dead": depth.dead}
+    report["metrics"] = [m.name for m in metrics]
+    if args.json:
+        cli._print_json(report, out)
+    else:
+        _print_process(report, out)
+    return 1 if report["failed_messages"] else 0
+
+
+def drain(
+    queue: Any,
+    service: ProcessorService,
+    visibility_s: int,
+    max_messages: int | None,
+    err: IO[str],
+    quiet: bool,
+) -> dict[str, Any]:
+    """Receive, process, delete (or release the failed ones) until the queue has nothing visible.
+
+    A failed message is released at once, so it is retried in this same run until the queue dead-letters
+    it after its maximum receives. In a dry run every message is released at the end, untouched."""
+    started = time.perf_counter()
+    dead_before = queue.depth().dead
+    processed = attempts_failed = received = written = unchanged = 0
+    windows: set[tuple[str, str]] = set()
+    failed_ids: dict[str, str] = {}
+    held: list[str] = []  # dry run: handles released at the end
+    show = err.isatty() and not quiet
+    try:
+        while max_messages is None or received < max_messages:
+            want = RECEIVE_BATCH if max_messages is None else min(RECEIVE_BATCH, max_messages - received)
+            batch = queue.receive(want, visibility_s if not service.dry_run else max(visibility_s, 3600))
+            if not batch:
+                break
+            received += len(batch)
+            result = service.process([m.body for m in batch])
+            processed += result.processed
+            written += result.written
+            unchanged += result.unchanged
+            windows.update((w.entity_id, w.day) for w in result.windows)
+            ok = [m.receipt_handle for i, m in enumerate(batch) if i not in result.failed]
+            bad = [batch[i] for i in sorted(result.failed)]
+            attempts_failed += len(bad)
+            for i, m in enumerate(batch):  # a message is failing if its latest attempt failed
+                if i in result.failed:
+                    failed_ids[m.message_id] = result.failed[i]
+                else:
+                    failed_ids.pop(m.message_id, None)
+            if service.dry_run:
+                held += [m.receipt_handle for m in batch]
+            else:
+                queue.delete(ok)
+                queue.release([m.receipt_handle for m in bad])
+            if show:
+                err.write(f"\r  {received:,} messages received, {written:,} versions written…")
+                err.flush()
+    finally:
+        if held:
+            queue.release(held)
+        if show:
+            err.write("\r\x1b[K")
+    dead = queue.depth().dead - dead_before
+    return {
+        "dry_run": service.dry_run,
+        "received": received,
+        "processed": processed,
+        "failed_attempts": attempts_failed,
+        "failed_messages": len(failed_ids),
+        "dead_lettered": max(dead, 0),
+        "windows": len(windows),
+        "versions_written": written,
+        "unchanged": unchanged,
+        "failures": [{"message_id": k, "reason": v} for k, v in list(failed_ids.items())[:20]],
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+
+
+def _print_process(r: dict[str, Any], out: IO[str]) -> None:
+    if not r["received"]:
+        q = r["queue"]
+        out.write(
+            f"The replay queue has no visible messages ({q['in_flight']:,} in flight, {q['dead']:,} dead "
+            "letters). Send some with `pik replay ... --execute`.\n"
+        )
+        return
+    mode = "DRY RUN (nothing written): " if r["dry_run"] else ""
+    verb = "would be written" if r["dry_run"] else "written"
+    out.write(
+        f"{mode}{r['received']:,} messages received in {r['seconds']:.1f} s: {r['processed']:,} processed, "
+        f"{r['failed_attempts']:,} failed attempts, {r['dead_lettered']:,} dead-lettered\n"
+    )
+    out.write(
+        f"  {r['windows']:,} aggregate windows recomputed ({', '.join(r['metrics'])}): "
+        f"{r['versions_written']:,} new versions {verb}, {r['unchanged']:,} unchanged (same inputs)\n"
+    )
+    if r["failures"]:
+        out.write("Messages that still fail:\n")
+        for f in r["failures"]:
+            out.write(f"  {f['message_id']}: {safe(f['reason'], 300)}\n")
+    q = r["queue"]
+    out.write(
+        f"Queue now: {q['visible']:,} visible, {q['in_flight']:,} in flight, {q['dead']:,} dead letters\n"
+    )
+
+
+# -- pik aggregates ------------------------------------------------------------------------------------------
+
+
+def _inspector(backend: Any, command: str) -> AggregateInspector:
+    return AggregateInspector(
+        backend_port(backend, "aggregates", command),
+        backend_port(backend, "investigate", command),
+        backend_port(backend, "audit", command),
+    )
+
+
+def _version_json(v: AggregateVersion) -> dict[str, Any]:
+    return v.model_dump(mode="json")
+
+
+def cmd_aggregates(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
+    day = _day(args.day)
+    backend = cli.open_backend(args, create=False)
+    try:
+        versions = _inspector(backend, "aggregates").versions(args.entity, day, args.metric)
+    except InvalidRequest as exc:
+        raise cli._usage(str(exc)) from None
+    finally:
+        backend.close()
+    if args.json:
+        cli._print_json({"items": [_version_json(v) for v in versions]}, out)
+        return 0
+    if not versions:
+        what = f"{args.metric} " if args.metric else ""
+        out.write(
+            f"No {what}aggregate versions for {safe(args.entity)} on {day}. Preview a replay of the day "
+            f"(`pik replay --entity ... --day {day}`), send it with --execute, then run `pik process`.\n"
+        )
+        return 0
+    rows = []
+    for v in versions:
+        replay = ", ".join(v.replay_ids) if v.replay_ids else "-"
+        rows.append(
+            [
+                v.metric,
+                str(v.version),
+                value_text(v.value),
+                f"{v.input_count:,}",
+                v.computed_at,
+                replay,
+                v.inputs_hash[:12],
+            ]
+        )
+    out.write(f"Aggregate versions of {safe(args.entity)} on {day}:\n")
+    cli._table(
+        rows,
+        ["METRIC", "VERSION", "VALUE", "INPUTS", "COMPUTED", "REPLAY", "INPUTS HASH"],
+        out,
+        right=["VERSION", "VALUE", "INPUTS"],
+    )
+    if any(v.version > 1 for v in versions):
+        out.write("See why a value changed: pik diff --entity ... --day ... --metric M\n")
+    return 0
+
+
+def _day(text: str) -> str:
+    try:
+        return parse_day(text, what="--day")
+    except TimeFormatError as exc:
+        raise cli._usage(str(exc)) from None
+
+
+# -- pik diff ------------------------------------------------------------------------------------------------
+
+
+def cmd_diff(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
+    day = _day(args.day)
+    if (args.from_version is not None or args.to_version is not None) and not args.metric:
+        raise cli._usage("--from/--to need --metric (version numbers belong to one metric)")
+    backend = cli.open_backend(args, create=False)
+    diffs: list[VersionDiff] = []
+    skipped: list[str] = []
+    try:
+        inspector = _inspector(backend, "diff")
+        if args.metric:
+            diffs.append(inspector.diff(args.entity, day, args.metric, args.from_version, args.to_version))
+        else:
+            names = sorted({v.metric for v in inspector.versions(args.entity, day)})
+            if not names:
+                raise cli.Failure(f"no aggregate versions for {safe(args.entity)} on {day}")
+            for name in names:
+                try:
+                    diffs.append(inspector.diff(args.entity, day, name))
+                except InvalidRequest as exc:
+                    skipped.append(str(exc))
+    except InvalidRequest as exc:
+        raise cli.Failure(str(exc)) from None
+    finally:
+        backend.close()
+    if args.json:
+        cli._print_json({"diffs": [d.model_dump(mode="json") for d in diffs], "skipped": skipped}, out)
+        return 0
+    for i, d in enumerate(diffs):
+        if i:
+            out.write("\n")
+        _print_diff(d, out)
+    for note in skipped:
+        out.write(f"\n({safe(note)})\n")
+    return 0
+
+
+def _print_diff(d: VersionDiff, out: IO[str]) -> None:
+    o, n = d.older, d.newer
+    cli._table(
+        [
+            ["value", value_text(o.value), value_text(n.value)],
+            ["inputs", f"{o.input_count:,}", f"{n.input_count:,}"],
+            ["computed", o.computed_at, n.computed_at],
+            ["replay", ", ".join(o.replay_ids) or "-", ", ".join(n.replay_ids) or "-"],
+            ["inputs hash", o.inputs_hash[:16], n.inputs_hash[:16]],
+        ],
+        ["", f"VERSION {o.version}", f"VERSION {n.version}"],
+        out,
+    )
+    out.write("\n")
+    for line in d.explanation:
+        out.write(safe(line, 1000) + "\n")
+    if d.added_sample:
+        out.write(f"\nAdded (first {len(d.added_sample)} of {d.added:,}, by ingest time):\n")
+        cli._table(
+            [
+                [c.event_id[:16], c.ingest_time, human_ms(c.ingest_lag_ms), "late" if c.after_older else ""]
+                for c in d.added_sample
+            ],
+            ["EVENT ID", "INGESTED", "LAG", ""],
+            out,
+            right=["LAG"],
+        )
+    if d.removed_sample:
+        out.write(f"\nRemoved (first {len(d.removed_sample)} of {d.removed:,}):\n")
+        cli._table(
+            [[c.event_id[:16], c.ingest_time, human_ms(c.ingest_lag_ms)] for c in d.removed_sample],
+            ["EVENT ID", "INGESTED", "LAG"],
+            out,
+            right=["LAG"],
+        )
+
+
+# -- registration ------------------------------------------------------------------------------------------
+
+
+def register(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "process",
+        parents=[common],
+        help="drain the local replay queue through the processor (versioned aggregates)",
+        description="Receive replay messages, recompute every (entity, day) they touch from the whole window "
+        "in the index, and append a new aggregate version for each metric whose inputs changed. Failed "
+        "messages are retried until the queue dead-letters them (settings.toml [queue] max_receives). "
+        "--dry-run (or DRY_RUN=true) computes and reports without writing or consuming messages.",
+    )
+    p.add_argument("--dry-run", action="store_true", help="compute and report; write nothing")
+    p.add_argument("--max-messages", type=cli._int, metavar="N", help="stop after receiving N messages")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_process)
+
+    p = sub.add_parser("aggregates", parents=[common], help="the aggregate versions of an (entity, day)")
+    p.add_argument("--entity", metavar="E", required=True)
+    p.add_argument("--day", metavar="YYYY-MM-DD", required=True)
+    p.add_argument("--metric", metavar="M")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_aggregates)
+
+    p = sub.add_parser(
+        "diff",
+        parents=[common],
+        help="two aggregate versions side by side, and an explanation of the change",
+        description="Value change, events added and removed between the input manifests, and an explanation "
+        "(late arrivals and their lag, the replay that produced the newer version, duplicates excluded) to "
+        "paste into an incident channel. Default: the last two versions of every metric of the window.",
+    )
+    p.add_argument("--entity", metavar="E", required=True)
+    p.add_argument("--day", metavar="YYYY-MM-DD", required=True)
+    p.add_argument("--metric", metavar="M")
+    p.add_argument("--from", dest="from_version", type=cli._int, metavar="N")
+    p.add_argument("--to", dest="to_version", type=cli._int, metavar="M")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_diff)
