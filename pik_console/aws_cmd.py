@@ -23,7 +23,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     aws = sub.add_parser(
         "aws",
         help="the AWS side: create the resources on an endpoint (moto server, LocalStack)",
-        description="The AWS side of the kit. To deploy to AWS itself use SAM (docs/aws-deploy.md).",
+        description="The AWS side of the kit. To deploy to AWS itself use SAM (docs/aws.md).",
     )
     commands = aws.add_subparsers(dest="aws_command", metavar="COMMAND")
     commands.required = True
@@ -63,7 +63,7 @@ def cmd_init(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     if not url:
         raise _usage(
             "pik aws init needs --endpoint-url URL (a moto server or LocalStack); "
-            "to deploy to AWS itself, use `sam build && sam deploy --guided` (docs/aws-deploy.md)"
+            "to deploy to AWS itself, use `sam build && sam deploy --guided` (docs/aws.md)"
         )
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
