@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from backend.model import AggregateVersion, EventRecord, IngestStatus, Page, Rejection, ReplayAudit
 
@@ -183,10 +183,10 @@ class EventIndex(Protocol):
 # -- Investigation queries (bulk reads) ---------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Receipt:
+class Receipt(NamedTuple):
     """A lean view of one receipt for bulk reads (replay plans, recomputes, lag statistics): what those
-    need of an :class:`EventRecord`, without building a validated model per row."""
+    need of an :class:`EventRecord`, without building a validated model per row. (A named tuple: a scan
+    builds one per row, and it is several times cheaper to build than a frozen dataclass.)"""
 
     event_id: str
     accepted: bool  # the event id's single ACCEPTED receipt (else a DUPLICATE receipt)

@@ -740,6 +740,11 @@ def run(
             "pass": fig2["ratio_big_over_main"] <= TARGET_RSS_RATIO,
         },
     ]
+    # Replay and processor figures (issue 4): bench/investigate_bench.py.
+    import investigate_bench
+
+    results["replay"] = investigate_bench.run_figures(log)
+    targets += results["replay"]["targets"]
     results["targets"] = targets
     log("\n== Targets (timing never fails the run)")
     width = max(len(t["figure"]) for t in targets)

@@ -267,10 +267,15 @@ class ProcessorService:
             receipts = self._window(entity_id, start, end)
             inputs = len(receipts)
             payloads = self._payloads(receipts, pending)
+            # Metrics with the same filters share their input set, manifest and hash.
+            groups: dict[tuple[str | None, str | None], _Inputs] = {}
             lost: list[MetricSpec] = []
             for metric in pending:
+                key = (metric.event_type, metric.source)
+                if key not in groups:
+                    groups[key] = _Inputs.of([r for r in receipts if _matches(metric, r)])
                 outcome = self._one(
-                    metric, entity_id, day, start, end, receipts, payloads, latest[metric.name], replay_ids
+                    metric, entity_id, day, start, end, groups[key], payloads, latest[metric.name], replay_ids
                 )
                 if outcome is None:
                     lost.append(metric)
@@ -326,28 +331,32 @@ class ProcessorService:
         day: str,
         start: str,
         end: str,
-        receipts: Sequence[Receipt],
+        inputs: _Inputs,
         payloads: dict[str, Any],
         latest: AggregateVersion | None,
         replay_ids: Sequence[str],
     ) -> MetricResult | None:
         """One metric of one window; None when another processor took the version number first."""
-        inputs = [r for r in receipts if _matches(metric, r)]
-        manifest = [ManifestEntry(r.event_id, r.payload_sha, r.ingest_time, r.ingest_lag_ms) for r in inputs]
-        digest = inputs_hash(manifest)
         definition = definition_hash(metric)
-        if latest is not None and latest.inputs_hash == digest and latest.definition_hash == definition:
+        if (
+            latest is not None
+            and latest.inputs_hash == inputs.digest
+            and latest.definition_hash == definition
+        ):
             return MetricResult(metric.name, False, latest)
-        value, used = compute(metric, [payloads.get(r.event_id) for r in inputs] if metric.field else inputs)
+        receipts = inputs.receipts
+        value, used = compute(
+            metric, [payloads.get(r.event_id) for r in receipts] if metric.field else receipts
+        )
         version = AggregateVersion(
             entity_id=entity_id,
             day=day,
             metric=metric.name,
             version=latest.version + 1 if latest else 1,
             value=value,
-            input_count=len(inputs),
+            input_count=len(receipts),
             values_used=used,
-            inputs_hash=digest,
+            inputs_hash=inputs.digest,
             definition=metric,
             definition_hash=definition,
             computed_at=fmt(self.clock.now()),
@@ -356,8 +365,24 @@ class ProcessorService:
             replay_ids=list(replay_ids),
             previous_version=latest.version if latest else None,
             previous_value=latest.value if latest else None,
-            sample_event_ids=[r.event_id for r in inputs[:SAMPLE_IDS]],
+            sample_event_ids=[r.event_id for r in receipts[:SAMPLE_IDS]],
         )
-        if self.dry_run or self.aggregates.append(version, manifest):
+        if self.dry_run or self.aggregates.append(version, inputs.manifest):
             return MetricResult(metric.name, True, version)
         return None
+
+
+@dataclass(frozen=True, slots=True)
+class _Inputs:
+    """The inputs of a metric in one window: receipts by event id, their manifest and its hash."""
+
+    receipts: list[Receipt]
+    manifest: list[ManifestEntry]
+    digest: str
+
+    @staticmethod
+    def of(receipts: list[Receipt]) -> _Inputs:
+        manifest = [
+            ManifestEntry(r.event_id, r.payload_sha, r.ingest_time, r.ingest_lag_ms) for r in receipts
+        ]
+        return _Inputs(receipts, manifest, inputs_hash(manifest))

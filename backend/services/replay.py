@@ -177,9 +177,12 @@ class ReplayService:
         created_at = fmt(self.clock.now())
         scanned = filtered = duplicate = missing_raw = 0
         eligible: list[Receipt] = []
+        filters = request.status is not None or (
+            request.entity_id is not None and (request.source is not None or request.event_type is not None)
+        )
         for r in self._scan(request):
             scanned += 1
-            if not _passes(r, request):
+            if filters and not _passes(r, request):
                 filtered += 1
             elif not r.accepted and not request.include_duplicates:
                 duplicate += 1

@@ -27,7 +27,8 @@ def _version(row: Sequence[Any]) -> AggregateVersion:
 
 def encode_manifest(entries: Sequence[ManifestEntry]) -> bytes:
     rows = [[e.event_id, e.payload_sha, e.ingest_time, e.ingest_lag_ms] for e in entries]
-    return zlib.compress(json.dumps(rows, separators=(",", ":")).encode("ascii"), 6)
+    # Level 1: hex digests barely compress further, and a recompute should not wait on zlib.
+    return zlib.compress(json.dumps(rows, separators=(",", ":")).encode("ascii"), 1)
 
 
 def decode_manifest(data: bytes) -> list[ManifestEntry]:
@@ -84,14 +85,20 @@ class LocalAggregates:
         return page
 
     def append(self, version: AggregateVersion, manifest: Sequence[ManifestEntry]) -> bool:
-        data = encode_manifest(manifest)
+        # Metrics over the same inputs share one manifest: encode it only if it is not stored yet (outside
+        # the write lock; two processors encoding the same manifest at once is harmless).
+        stored = self._store._read(
+            "SELECT 1 FROM aggregate_manifests WHERE inputs_hash = ?", (version.inputs_hash,)
+        )
+        data = None if stored else encode_manifest(manifest)
         key = (version.entity_id, version.day, version.metric)
         with self._store._write("write an aggregate version") as conn:
-            conn.execute(
-                "INSERT INTO aggregate_manifests (inputs_hash, entries, data) VALUES (?,?,?) "
-                "ON CONFLICT DO NOTHING",
-                (version.inputs_hash, len(manifest), data),
-            )
+            if data is not None:
+                conn.execute(
+                    "INSERT INTO aggregate_manifests (inputs_hash, entries, data) VALUES (?,?,?) "
+                    "ON CONFLICT DO NOTHING",
+                    (version.inputs_hash, len(manifest), data),
+                )
             top = conn.execute(
                 "SELECT max(version) FROM aggregate_versions WHERE entity_id = ? AND day = ? AND metric = ?",
                 key,
