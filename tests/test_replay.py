@@ -461,3 +461,27 @@ def test_pik_replay_source_type_scope_shows_hostile_text_literally(ws: str) -> N
 def test_pik_replay_usage_errors(ws: str, argv: list[str]) -> None:
     code, _, err = call(*argv, "--workspace", ws)
     assert code == 2, err
+
+
+def test_pik_as_a_separate_process_reports_replay_errors_without_a_traceback(ws: str) -> None:
+    """`python -m pik_console.cli` runs the importable module's main, so commands registered from other
+    modules exit 1 and 2 with one line on stderr (not a traceback)."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+
+    def run(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "pik_console.cli", *argv, "--workspace", ws],
+            capture_output=True, text=True, cwd=root, env=dict(os.environ), timeout=120, check=False,
+        )  # fmt: skip
+
+    usage = run("replay", "--entity", "user_1")
+    assert usage.returncode == 2 and "Traceback" not in usage.stderr and "pik replay: error:" in usage.stderr
+    Path(ws, "settings.toml").write_text("[replay]\nconfirm_above = 1\n")
+    refused = run("replay", "--entity", "user_1", "--day", "2025-12-28", "--execute")
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr and "size guard" in refused.stderr
+    dry = run("replay", "--entity", "user_1", "--day", "2025-12-28", "--json")
+    assert dry.returncode == 0 and json.loads(dry.stdout)["would_send"] == 12
