@@ -30,9 +30,11 @@ lint: $(STAMP)
 ## The benchmark harness: figures and the machine they ran on.
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
+	$(BIN)/python bench/aws_calls.py
 
 bench-quick: $(STAMP)
 	$(BIN)/python bench/run.py --quick
+	$(BIN)/python bench/aws_calls.py --lines 300
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .hypothesis
