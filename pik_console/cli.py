@@ -66,6 +66,18 @@ def aws_settings(args: argparse.Namespace) -> Any:
         if v
     }
     settings = AwsSettings(**given)
+    if settings.endpoint_url and not settings.region:
+        # An AWS-compatible endpoint (moto, LocalStack) still needs a region to sign with; use the
+        # profile's, else the one `pik aws init` assumes.
+        import boto3
+
+        from pik_console.aws_cmd import DEFAULT_ENDPOINT_REGION
+
+        try:
+            region = boto3.session.Session(profile_name=settings.profile).region_name
+        except Exception:  # an unknown profile is reported when the backend opens
+            region = None
+        settings = settings.model_copy(update={"region": region or DEFAULT_ENDPOINT_REGION})
     if getattr(args, "stack", None):
         settings = stack_settings(settings, args.stack)
     return settings
