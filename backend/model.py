@@ -294,3 +294,6 @@ class AggregateVersion(BaseModel):
     previous_version: int | None = None
     previous_value: int | float | None = None
     sample_event_ids: list[str] = Field(default_factory=list)  # the original kit's attribute
+    # Accepted events in the whole window when this version was computed. The window only grows, so while
+    # it still holds as many, nothing arrived since and a recompute can stop at a count.
+    window_events: int | None = None

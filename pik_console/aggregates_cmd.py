@@ -19,6 +19,8 @@ from pik_console.text import safe
 
 # Messages per receive: SQS's maximum.
 RECEIVE_BATCH = 10
+# Messages processed together (several receives); keep it well within a visibility timeout's work.
+PROCESS_CHUNK = 50
 
 
 def _dry_run_env() -> bool:
@@ -76,15 +78,24 @@ def drain(
     it after its maximum receives. In a dry run every message is released at the end, untouched."""
     started = time.perf_counter()
     dead_before = queue.depth().dead
-    processed = attempts_failed = received = written = unchanged = 0
+    processed = attempts_failed = received = written = unchanged = recomputes = 0
     windows: set[tuple[str, str]] = set()
     failed_ids: dict[str, str] = {}
     held: list[str] = []  # dry run: handles released at the end
     show = err.isatty() and not quiet
+    visibility = visibility_s if not service.dry_run else max(visibility_s, 3600)
     try:
         while max_messages is None or received < max_messages:
-            want = RECEIVE_BATCH if max_messages is None else min(RECEIVE_BATCH, max_messages - received)
-            batch = queue.receive(want, visibility_s if not service.dry_run else max(visibility_s, 3600))
+            # Up to PROCESS_CHUNK messages at a time: the messages of one window are recomputed once.
+            batch: list[Any] = []
+            while len(batch) < PROCESS_CHUNK:
+                room = PROCESS_CHUNK - len(batch)
+                if max_messages is not None:
+                    room = min(room, max_messages - received - len(batch))
+                got = queue.receive(min(RECEIVE_BATCH, room), visibility) if room > 0 else []
+                if not got:
+                    break
+                batch += got
             if not batch:
                 break
             received += len(batch)
@@ -92,6 +103,7 @@ def drain(
             processed += result.processed
             written += result.written
             unchanged += result.unchanged
+            recomputes += len(result.windows)
             windows.update((w.entity_id, w.day) for w in result.windows)
             ok = [m.receipt_handle for i, m in enumerate(batch) if i not in result.failed]
             bad = [batch[i] for i in sorted(result.failed)]
@@ -123,6 +135,7 @@ def drain(
         "failed_messages": len(failed_ids),
         "dead_lettered": max(dead, 0),
         "windows": len(windows),
+        "recomputes": recomputes,
         "versions_written": written,
         "unchanged": unchanged,
         "failures": [{"message_id": k, "reason": v} for k, v in list(failed_ids.items())[:20]],
@@ -144,8 +157,9 @@ def _print_process(r: dict[str, Any], out: IO[str]) -> None:
         f"{mode}{r['received']:,} messages received in {r['seconds']:.1f} s: {r['processed']:,} processed, "
         f"{r['failed_attempts']:,} failed attempts, {r['dead_lettered']:,} dead-lettered\n"
     )
+    windows = f"{r['windows']:,} aggregate window{'' if r['windows'] == 1 else 's'}"
     out.write(
-        f"  {r['windows']:,} aggregate windows recomputed ({', '.join(r['metrics'])}): "
+        f"  {windows} ({', '.join(r['metrics'])}), {r['recomputes']:,} recomputes: "
         f"{r['versions_written']:,} new versions {verb}, {r['unchanged']:,} unchanged (same inputs)\n"
     )
     if r["failures"]:

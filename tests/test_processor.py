@@ -192,6 +192,11 @@ def test_bad_messages_and_failed_windows_are_failed_records(env: Env) -> None:
                 raise StoreError("injected: the index is unreachable")
             return self.inner.scan_entity(entity_id, *a, **kw)
 
+        def day_counts_entity(self, entity_id: str, *a: Any, **kw: Any) -> Any:
+            if entity_id == "broken":
+                raise StoreError("injected: the index is unreachable")
+            return self.inner.day_counts_entity(entity_id, *a, **kw)
+
     processor = ProcessorService(Failing(env.ports.investigate), env.ports.catalog, env.ports.aggregates)
     result = processor.process(
         ["{bad", env.message(entity="broken"), env.message(), env.message(entity="broken")]
@@ -408,3 +413,54 @@ def test_pik_process_refuses_bad_metric_settings(env: Env) -> None:
     Path(env.store.location, "settings.toml").write_text('[[metrics]]\nname = "x"\nkind = "sum"\n')
     code, _, err = call("process", "--workspace", env.store.location)
     assert code == 1 and "needs a payload field" in err
+
+
+def test_an_unchanged_window_is_confirmed_by_a_count_without_reading_it(env: Env) -> None:
+    env.add(minute=1)
+    env.add(minute=2)
+
+    class Counting:
+        def __init__(self, inner: Any) -> None:
+            self.inner = inner
+            self.scans = 0
+
+        def scan_entity(self, *a: Any, **kw: Any) -> Any:
+            self.scans += 1
+            return self.inner.scan_entity(*a, **kw)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.inner, name)
+
+    scans = Counting(env.ports.investigate)
+    processor = ProcessorService(scans, env.ports.catalog, env.ports.aggregates, [STEPS], clock=env.clock)
+    first = processor.process([env.message()])
+    assert first.written == 2 and scans.scans == 1
+    assert env.ports.aggregates.latest("user_1", "2025-12-28", "steps").window_events == 2
+    again = processor.process([env.message(), env.message(minute=5)])
+    assert (again.written, again.unchanged, scans.scans) == (0, 2, 1)
+    assert again.windows[0].inputs == 2
+    env.add(minute=1)  # a duplicate receipt: the window's accepted events are the same
+    assert processor.process([env.message()]).written == 0 and scans.scans == 1
+    env.add(minute=3)  # a new event: the count differs, the window is read again
+    assert processor.process([env.message()]).written == 2 and scans.scans == 2
+    # A changed definition is never confirmed by a count.
+    wider = MetricSpec(name="steps", kind=MetricKind.SUM, field="steps")
+    other = ProcessorService(scans, env.ports.catalog, env.ports.aggregates, [wider], clock=env.clock)
+    assert other.process([env.message()]).written == 1 and scans.scans == 3
+
+
+def test_pik_process_recomputes_a_window_once_per_chunk(env: Env) -> None:
+    ws = env.store.location
+    for minute in range(3):
+        env.add(minute=minute)
+    for _ in range(12):  # 120 messages for one window
+        env.ports.queue.send_batch([env.message()] * 10)
+    code, out, _ = call("process", "--json", "--workspace", ws)
+    report = json.loads(out)
+    assert code == 0 and (report["received"], report["windows"], report["recomputes"]) == (120, 1, 3)
+    assert (report["versions_written"], report["unchanged"]) == (1, 2)
+    code, out, _ = call("process", "--max-messages", "5", "--workspace", ws)
+    assert code == 0 and "no visible messages" in out
+    env.ports.queue.send_batch([env.message()] * 10)
+    code, out, _ = call("process", "--max-messages", "4", "--json", "--workspace", ws)
+    assert json.loads(out)["received"] == 4 and env.ports.queue.depth().visible == 6
