@@ -331,7 +331,16 @@ def test_the_api_reply(env: Env) -> None:
     assert api_reply(env.service(read_only=True), {**body, "force": True}, actor="api")[0] == 403
 
 
-# -- the local queue's clock ---------------------------------------------------------------------------
+# -- local details ----------------------------------------------------------------------------------------
+
+
+def test_the_local_catalog_answers_the_same_without_json_each(env: Env) -> None:
+    env.add(3)
+    keys = [r.s3_key for r in env.store.query_entity("user_1", "2025-12-28", "2025-12-29").items]
+    asked = [*keys, "raw/none", keys[0], 'it\'s "quoted"']
+    fast = env.ports.catalog.missing(asked)
+    env.ports.catalog._json_each = False  # as on an SQLite built without JSON functions
+    assert env.ports.catalog.missing(asked) == fast == {"raw/none", 'it\'s "quoted"'}
 
 
 def test_a_received_message_comes_back_after_its_visibility_timeout(tmp_path: Path) -> None:
