@@ -459,6 +459,7 @@ def test_the_cli_finds_every_resource_by_stack_name(aws: None, cfn: dict[str, An
     assert len(json.loads(out.getvalue())["items"]) == 1
     # An unknown stack is one line, exit 1.
     err = io.StringIO()
-    assert main(["events", "--entity", "x", "--start", "2025-12-28", "--end", "2025-12-29",
-                 "--backend", "aws", "--stack", "nope", "--region", REGION], io.StringIO(), err) == 1  # fmt: skip
+    unknown = ["--backend", "aws", "--stack", "nope", "--region", REGION]
+    argv = ["events", "--entity", "x", "--start", "2025-12-28", "--end", "2025-12-29", *unknown]
+    assert main(argv, io.StringIO(), err) == 1
     assert err.getvalue().count("\n") == 1 and "nope" in err.getvalue()
