@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from backend.config import AwsSettings, RuntimeSettings
 from backend.errors import StoreError
@@ -24,6 +25,13 @@ class Backend:
     location: str
     close: Callable[[], None]
     read_only: bool = False
+    # The investigation, replay and aggregate ports (backend.ports): None where the backend has none (the
+    # local ones are opened on demand from the workspace, see pik_console/investigate_cmd.backend_port).
+    investigate: Any = None
+    catalog: Any = None
+    queue: Any = None
+    audit: Any = None
+    aggregates: Any = None
 
 
 def open_local(path: str | Path, *, create: bool = True, read_only: bool = False) -> Backend:
@@ -34,6 +42,7 @@ def open_local(path: str | Path, *, create: bool = True, read_only: bool = False
 
 
 def open_aws(settings: AwsSettings, *, read_only: bool = False) -> Backend:
+    from backend.adapters.aws.ports import aws_ports
     from backend.adapters.aws.store import AwsStore
 
     store = AwsStore.from_settings(settings)
@@ -41,7 +50,20 @@ def open_aws(settings: AwsSettings, *, read_only: bool = False) -> Backend:
     location = f"{where} · stack {settings.stack}" if settings.stack else f"{where} · {settings.events_table}"
     if settings.endpoint_url:
         location += f" · {settings.endpoint_url}"
-    return Backend("aws", store, store, location, store.close, read_only)
+    ports = aws_ports(store, settings)
+    return Backend(
+        "aws",
+        store,
+        store,
+        location,
+        store.close,
+        read_only,
+        investigate=ports.investigate,
+        catalog=ports.catalog,
+        queue=ports.queue,
+        audit=ports.audit,
+        aggregates=ports.aggregates,
+    )
 
 
 def stack_settings(base: AwsSettings, stack: str) -> AwsSettings:
@@ -56,8 +78,6 @@ def stack_settings(base: AwsSettings, stack: str) -> AwsSettings:
         raise StoreError(f"cannot read stack {stack!r}: {exc}") from None
     outputs = {o["OutputKey"]: o["OutputValue"] for o in described[0].get("Outputs", [])}
     values = {OUTPUT_TO_SETTING[k].lower(): v for k, v in outputs.items() if k in OUTPUT_TO_SETTING}
-    if "agg_table" not in values and "AggregatesTableName" in outputs:
-        values["agg_table"] = outputs["AggregatesTableName"]
     return base.model_copy(update={**values, "stack": stack})
 
 

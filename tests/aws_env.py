@@ -6,6 +6,7 @@ pointed at a server on 127.0.0.1.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from typing import Any
@@ -14,7 +15,16 @@ import boto3
 from moto import mock_aws
 
 from backend.adapters.aws.clients import make_clients
-from backend.adapters.aws.resources import DEDUPE, EVENTS, TABLES, TableSpec
+from backend.adapters.aws.resources import (
+    DEDUPE,
+    EVENTS,
+    MAX_RECEIVE_COUNT,
+    REPLAY_DLQ,
+    REPLAY_QUEUE,
+    TABLES,
+    VISIBILITY_TIMEOUT,
+    TableSpec,
+)
 from backend.adapters.aws.store import AwsStore
 from backend.config import AwsSettings
 
@@ -58,9 +68,13 @@ def session() -> boto3.session.Session:
 
 
 def create_resources(
-    endpoint_url: str | None = None, prefix: str = "pik-test", tables: tuple[TableSpec, ...] = TABLES
+    endpoint_url: str | None = None,
+    prefix: str = "pik-test",
+    tables: tuple[TableSpec, ...] = TABLES,
+    *,
+    queues_too: bool = True,
 ) -> AwsSettings:
-    """The bucket and ``tables``, created as the template declares them."""
+    """The bucket, ``tables`` and (``queues_too``) the replay queue pair, as the template declares them."""
     sess = session()
     s3 = sess.client("s3", endpoint_url=endpoint_url)
     ddb = sess.client("dynamodb", endpoint_url=endpoint_url)
@@ -71,6 +85,19 @@ def create_resources(
         name = f"{prefix}-{spec.default_name}"
         ddb.create_table(**spec.create_table_kwargs(name))
         names[spec.setting] = name
+    queues: dict[str, str] = {}
+    if queues_too:
+        sqs = sess.client("sqs", endpoint_url=endpoint_url)
+        dlq = sqs.create_queue(QueueName=f"{prefix}-{REPLAY_DLQ.default_name}")["QueueUrl"]
+        dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"][
+            "QueueArn"
+        ]
+        redrive = json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(MAX_RECEIVE_COUNT)})
+        queue = sqs.create_queue(
+            QueueName=f"{prefix}-{REPLAY_QUEUE.default_name}",
+            Attributes={"RedrivePolicy": redrive, "VisibilityTimeout": str(VISIBILITY_TIMEOUT)},
+        )["QueueUrl"]
+        queues = {"replay_queue_url": queue, "replay_dlq_url": dlq}
     return AwsSettings(
         raw_bucket=bucket,
         events_table=names[EVENTS.setting],
@@ -79,10 +106,19 @@ def create_resources(
         audit_table=names.get("AUDIT_TABLE"),
         region=REGION,
         endpoint_url=endpoint_url,
+        **queues,
     )
 
 
 def moto_store(endpoint_url: str | None = None, workers: int = 1) -> tuple[AwsStore, Callable[[], None]]:
+    """A fresh AwsStore (bucket, events and dedupe tables only) and its closer; see :func:`moto_backend`."""
+    store, _, close = moto_backend(endpoint_url, workers, full=False)
+    return store, close
+
+
+def moto_backend(
+    endpoint_url: str | None = None, workers: int = 1, *, full: bool = True
+) -> tuple[AwsStore, AwsSettings, Callable[[], None]]:
     """A fresh AwsStore on moto (in-process unless ``endpoint_url`` names a moto server); and its closer.
 
     moto is not safe for concurrent DynamoDB transactions (a failed one restores a snapshot of every table,
@@ -93,7 +129,11 @@ def moto_store(endpoint_url: str | None = None, workers: int = 1) -> tuple[AwsSt
         mock = mock_aws()
         mock.start()
     prefix = f"pik-{os.urandom(4).hex()}"
-    settings = create_resources(endpoint_url, prefix, (EVENTS, DEDUPE))
+    settings = (
+        create_resources(endpoint_url, prefix)
+        if full
+        else create_resources(endpoint_url, prefix, (EVENTS, DEDUPE), queues_too=False)
+    )
     store = AwsStore(
         make_clients(settings, session()),
         settings.raw_bucket or "",
@@ -108,4 +148,4 @@ def moto_store(endpoint_url: str | None = None, workers: int = 1) -> tuple[AwsSt
             mock.stop()
         restore()
 
-    return store, close
+    return store, settings, close

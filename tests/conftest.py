@@ -60,11 +60,20 @@ def _open_local(root: Path) -> Adapter:
 
 
 def _open_aws(root: Path) -> Adapter:
-    """The AWS adapter on moto, in-process: fresh bucket and tables for each test."""
-    from tests.aws_env import moto_store
+    """The AWS adapter on moto, in-process: a fresh bucket, tables and queue pair for each test."""
+    from backend.adapters.aws.ports import aws_ports
+    from tests.aws_env import moto_backend
 
-    store, stop = moto_store()
-    return Adapter("aws", store, store, stop, atomic_batches=False)
+    store, settings, stop = moto_backend()
+    ports = aws_ports(store, settings)
+    return Adapter(
+        "aws",
+        store,
+        store,
+        stop,
+        atomic_batches=False,
+        **{name: getattr(ports, name, None) for name in PORT_NAMES},
+    )
 
 
 _FACTORIES: dict[str, Callable[[Path], Adapter]] = {"local": _open_local, "aws": _open_aws}

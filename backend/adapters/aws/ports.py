@@ -1,0 +1,30 @@
+"""The investigation, replay and aggregate ports on AWS, handed out together (as
+:func:`backend.adapters.local.workspace.local_ports` does for a workspace).
+
+A port whose resource is not configured (no ``AGG_TABLE``, no ``REPLAY_QUEUE_URL``...) is None: the
+commands that need it say so instead of failing half-way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from backend.adapters.aws.store import AwsStore
+from backend.config import AwsSettings
+
+
+@dataclass(frozen=True)
+class AwsPorts:
+    investigate: Any = None
+    catalog: Any = None
+    queue: Any = None
+    audit: Any = None
+    aggregates: Any = None
+
+
+def aws_ports(store: AwsStore, settings: AwsSettings, *, max_receives: int | None = None) -> AwsPorts:
+    """The ports of ``store``'s stack, sharing its clients. ``max_receives`` defaults to the queue's own
+    redrive policy (read from SQS)."""
+    found: dict[str, Any] = {}
+    return AwsPorts(**found)
