@@ -165,6 +165,26 @@ def test_a_partition_is_in_numeric_lag_order_despite_unpadded_keys(
         assert [r.ingest_lag_ms for r in paged] == sorted([3, 20, 100, 1000, 21_600_000], reverse=descending)
     dups = store.query_partition("demo", "heartbeat", "2025-12-28", status=IngestStatus.DUPLICATE)
     assert [r.event_id for r in dups.items] == [eid(6)]
+    # Each row is its event's only record: all of them stand for accepted events (a replay sends event 6).
+    accepted = store.query_partition("demo", "heartbeat", "2025-12-28", status=IngestStatus.ACCEPTED)
+    assert len(accepted.items) == 5
+
+
+def test_bulk_reads_and_day_counts_of_a_legacy_stack(legacy: tuple[AwsStore, dict[str, str]]) -> None:
+    from backend.adapters.aws.investigate import AwsInvestigation
+
+    store, _ = legacy
+    scans = AwsInvestigation(store)
+    lean = scans.scan_partition("demo", "heartbeat", "2025-12-28", accepted_only=True)
+    assert [r.ingest_lag_ms for r in lean.items] == [3, 20, 100, 1000, 21_600_000]
+    assert all(r.accepted for r in lean.items)
+    counts = scans.day_counts_partition("demo", "heartbeat", "2025-12-27", "2025-12-30")
+    assert [(c.day, c.accepted, c.late, c.duplicate) for c in counts] == [
+        ("2025-12-28", 5, 0, 0),
+        ("2025-12-29", 1, 0, 0),
+    ]
+    by_entity = scans.day_counts_entity("user_123", "2025-12-28", "2025-12-29", grace_ms=0)
+    assert [(c.day, c.accepted) for c in by_entity] == [("2025-12-28", 5)]
 
 
 def test_events_and_their_raw_bytes_are_found_by_id(legacy: tuple[AwsStore, dict[str, str]]) -> None:

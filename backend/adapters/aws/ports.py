@@ -26,5 +26,7 @@ class AwsPorts:
 def aws_ports(store: AwsStore, settings: AwsSettings, *, max_receives: int | None = None) -> AwsPorts:
     """The ports of ``store``'s stack, sharing its clients. ``max_receives`` defaults to the queue's own
     redrive policy (read from SQS)."""
-    found: dict[str, Any] = {}
+    from backend.adapters.aws.investigate import AwsCatalog, AwsInvestigation
+
+    found: dict[str, Any] = {"investigate": AwsInvestigation(store), "catalog": AwsCatalog(store)}
     return AwsPorts(**found)

@@ -858,8 +858,10 @@ def _status_matches(item: dict[str, Any], status: IngestStatus | None) -> bool:
     if status is None:
         return True
     receipt = _get(item, "receipt")
-    if receipt is None:  # the original kit's row: its stored status
-        return bool(_get(item, "status") == status.value)
+    if receipt is None:
+        # The original kit's row is its event's only record (a duplicate overwrote the acceptance): it
+        # stands for the accepted event, and for a duplicate too if that is the status it was left with.
+        return status is IngestStatus.ACCEPTED or bool(_get(item, "status") == status.value)
     return bool((receipt == ACCEPTED_RECEIPT) == (status is IngestStatus.ACCEPTED))
 
 

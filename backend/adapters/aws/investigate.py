@@ -1,0 +1,262 @@
+"""Bulk reads on AWS: :class:`backend.ports.InvestigationIndex` over the events table and
+:class:`backend.ports.RawCatalog` over the raw bucket.
+
+Scans reuse the index queries of :class:`AwsStore` (the same keys, order, legacy handling) and hand out
+lean receipts. Per-day counts read only the attributes they need (a projection) and add up client-side:
+DynamoDB has no GROUP BY. Raw keys are checked by listing the key range of each event-day prefix when many
+keys share it (one ListObjectsV2 call per 1,000 keys) and by HEAD requests otherwise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, ClassVar
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from backend.adapters.aws.resources import LAG_INDEX
+from backend.adapters.aws.store import (
+    ACCEPTED_RECEIPT,
+    AwsStore,
+    _aws,
+    _code,
+    _error,
+    _get,
+    _s,
+)
+from backend.errors import InvalidRequest
+from backend.model import EventRecord, IngestStatus, Page
+from backend.ports import DayCount, Receipt
+from backend.times import TimeFormatError, fmt, parse_day, parse_iso
+
+# A prefix holding at least this many of the asked keys is listed (its key range) instead of HEAD per key.
+LIST_THRESHOLD = 20
+
+
+def _receipt(r: EventRecord) -> Receipt:
+    return Receipt(
+        r.event_id,
+        r.receipt == ACCEPTED_RECEIPT,  # the original kit's rows read as receipt "0": each is its event's
+        r.source,
+        r.event_type,
+        r.entity_id,
+        r.event_time,
+        r.ingest_time,
+        r.ingest_lag_ms,
+        r.clock_skew,
+        r.payload_sha,
+        r.s3_key,
+        r.s3_bucket,
+        r.receipt,
+    )
+
+
+def _day(text: str, what: str) -> datetime:
+    try:
+        return datetime.fromisoformat(parse_day(text, what=what)).replace(tzinfo=UTC)
+    except (TimeFormatError, TypeError) as exc:
+        raise InvalidRequest(str(exc)) from None
+
+
+def _grace(grace_ms: int) -> int:
+    if not isinstance(grace_ms, int) or grace_ms < 0:
+        raise InvalidRequest(
+            f"the grace period must be a whole number of milliseconds >= 0, got {grace_ms!r}"
+        )
+    return grace_ms
+
+
+class _Tally:
+    """Counts of one event day, built item by item."""
+
+    def __init__(self) -> None:
+        self.accepted = self.late = self.duplicate = 0
+        self.first_late: str | None = None
+        self.last_late: str | None = None
+
+    def add(self, accepted: bool, ingest_time: str, late_from: str) -> None:
+        if not accepted:
+            self.duplicate += 1
+            return
+        self.accepted += 1
+        if ingest_time >= late_from:
+            self.late += 1
+            self.first_late = min(self.first_late or ingest_time, ingest_time)
+            self.last_late = max(self.last_late or ingest_time, ingest_time)
+
+    def count(self, day: str) -> DayCount:
+        return DayCount(day, self.accepted, self.late, self.duplicate, self.first_late, self.last_late)
+
+
+def _is_accepted(item: dict[str, Any]) -> bool:
+    receipt = _get(item, "receipt")
+    if receipt is not None:
+        return bool(receipt == ACCEPTED_RECEIPT)
+    return True  # the original kit's row: its event's only record, whatever status it was left with
+
+
+def _late_from(day: str, grace_ms: int) -> str:
+    """The first ingest time that counts as late for an event of ``day``."""
+    return fmt(datetime.fromisoformat(day).replace(tzinfo=UTC) + timedelta(days=1, milliseconds=grace_ms))
+
+
+class AwsInvestigation:
+    """:class:`backend.ports.InvestigationIndex` on the events table."""
+
+    _PROJECTION = "#r, #s, event_time, ingest_time"
+    _NAMES: ClassVar[dict[str, str]] = {"#r": "receipt", "#s": "status"}
+
+    def __init__(self, store: AwsStore) -> None:
+        self._store = store
+
+    def scan_entity(
+        self,
+        entity_id: str,
+        start: str,
+        end: str,
+        *,
+        accepted_only: bool = False,
+        limit: int = 1000,
+        after: str | None = None,
+    ) -> Page[Receipt]:
+        status = IngestStatus.ACCEPTED if accepted_only else None
+        page = self._store.query_entity(entity_id, start, end, status=status, limit=limit, after=after)
+        return Page[Receipt](items=[_receipt(r) for r in page.items], next_cursor=page.next_cursor)
+
+    def scan_partition(
+        self,
+        source: str,
+        event_type: str,
+        day: str,
+        *,
+        accepted_only: bool = False,
+        limit: int = 1000,
+        after: str | None = None,
+    ) -> Page[Receipt]:
+        status = IngestStatus.ACCEPTED if accepted_only else None
+        page = self._store.query_partition(source, event_type, day, status=status, limit=limit, after=after)
+        return Page[Receipt](items=[_receipt(r) for r in page.items], next_cursor=page.next_cursor)
+
+    def day_counts_entity(
+        self, entity_id: str, first_day: str, end_day: str, *, grace_ms: int = 0
+    ) -> list[DayCount]:
+        lo, hi = fmt(_day(first_day, "first day")), fmt(_day(end_day, "end day"))
+        grace = _grace(grace_ms)
+        tallies: dict[str, _Tally] = {}
+        if lo >= hi:
+            return []
+        for item in self._store._query(
+            f"count the events of entity {entity_id!r}",
+            KeyConditionExpression="PK = :pk AND SK BETWEEN :lo AND :hi",
+            ExpressionAttributeValues={
+                ":pk": _s(f"ENTITY#{entity_id}"),
+                ":lo": _s(f"TS#{lo}"),
+                ":hi": _s(f"TS#{hi}"),
+            },
+            ProjectionExpression=self._PROJECTION,
+            ExpressionAttributeNames=self._NAMES,
+        ):
+            event_time = fmt(parse_iso(_get(item, "event_time")))
+            if not lo <= event_time < hi:
+                continue
+            day = event_time[:10]
+            tally = tallies.setdefault(day, _Tally())
+            tally.add(_is_accepted(item), fmt(parse_iso(_get(item, "ingest_time"))), _late_from(day, grace))
+        return [tallies[d].count(d) for d in sorted(tallies)]
+
+    def day_counts_partition(
+        self, source: str, event_type: str, first_day: str, end_day: str, *, grace_ms: int = 0
+    ) -> list[DayCount]:
+        day, end = _day(first_day, "first day"), _day(end_day, "end day")
+        grace = _grace(grace_ms)
+        out: list[DayCount] = []
+        while day < end:
+            text = day.date().isoformat()
+            tally = _Tally()
+            late_from = _late_from(text, grace)
+            for item in self._store._query(
+                f"count partition {source}/{event_type}/{text}",
+                IndexName=LAG_INDEX.name,
+                KeyConditionExpression="GSI1PK = :pk",
+                ExpressionAttributeValues={":pk": _s(f"SRC#{source}#TYPE#{event_type}#DAY#{text}")},
+                ProjectionExpression=self._PROJECTION,
+                ExpressionAttributeNames=self._NAMES,
+            ):
+                tally.add(_is_accepted(item), fmt(parse_iso(_get(item, "ingest_time"))), late_from)
+            if tally.accepted or tally.duplicate:
+                out.append(tally.count(text))
+            day += timedelta(days=1)
+        return out
+
+
+def _prefix(key: str) -> str:
+    """The event-day prefix of a raw key (``raw/source=../event_type=../event_date=../``), else its folder."""
+    marker = key.find("/event_date=")
+    if marker >= 0:
+        end = key.find("/", marker + 1)
+        if end >= 0:
+            return key[: end + 1]
+    return key.rsplit("/", 1)[0] + "/"
+
+
+class AwsCatalog:
+    """:class:`backend.ports.RawCatalog` on the raw bucket."""
+
+    def __init__(self, store: AwsStore) -> None:
+        self._store = store
+
+    def missing(self, keys: Sequence[str]) -> set[str]:
+        wanted = sorted(set(keys))
+        groups: dict[str, list[str]] = {}
+        for key in wanted:
+            groups.setdefault(_prefix(key), []).append(key)
+        listed = [g for g in groups.values() if len(g) >= LIST_THRESHOLD]
+        single = [k for g in groups.values() if len(g) < LIST_THRESHOLD for k in g]
+        found: set[str] = set()
+        for present in self._store._map(self._listed, listed):
+            found |= present
+        for key, there in zip(single, self._store._map(self._exists, single), strict=True):
+            if there:
+                found.add(key)
+        return set(wanted) - found
+
+    def _listed(self, group: list[str]) -> set[str]:
+        """The keys of ``group`` (sorted, one prefix) that exist: one listing of their key range."""
+        prefix, first, last = _prefix(group[0]), group[0], group[-1]
+        present: set[str] = set()
+        wanted = set(group)
+        kwargs: dict[str, Any] = {"Bucket": self._store.t.bucket, "Prefix": prefix}
+        # StartAfter is exclusive: start at a prefix of the first key, which sorts just before it.
+        kwargs["StartAfter"] = first[:-1]
+        while True:
+            with _aws(f"list raw events under {prefix}"):
+                page = self._store.s3.list_objects_v2(**kwargs)
+            for obj in page.get("Contents", []):
+                key = obj["Key"]
+                if key in wanted:
+                    present.add(key)
+                if key >= last:
+                    return present
+            if not page.get("IsTruncated"):
+                return present
+            kwargs["ContinuationToken"] = page["NextContinuationToken"]
+
+    def _exists(self, key: str) -> bool:
+        try:
+            self._store.s3.head_object(Bucket=self._store.t.bucket, Key=key)
+            return True
+        except ClientError as exc:
+            if _code(exc) in ("NoSuchKey", "404", "NotFound"):
+                return False
+            raise _error(f"read raw event {key}", exc) from None
+        except BotoCoreError as exc:
+            raise _error(f"read raw event {key}", exc) from None
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, bytes]:
+        unique = list(dict.fromkeys(keys))
+        out: dict[str, bytes] = {}
+        for key, data in zip(unique, self._store._map(self._store.get, unique), strict=True):
+            if data is not None:
+                out[key] = data
+        return out
