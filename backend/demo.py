@@ -12,7 +12,12 @@ Two weeks of events from three sources for 50 users, with the incidents a data e
 * **hostile text** — an entity id and payload holding Rich markup and ANSI escapes, which every view must
   show literally.
 
-Later releases add replays and aggregate versions to the same story.
+The pipeline downstream runs as well, through the real replay and processor services on the same scripted
+clock: a nightly job computes every (entity, day) at 00:30 the next day (version 1, so 2025-12-22 is
+computed without its mobile events); after the backfill the on-call engineer previews and replays the
+mobile heartbeats of 2025-12-22 and runs the processor (version 2 of those windows: the late arrivals);
+and a replay of the storm's purchases with their duplicate receipts shows that duplicates never count twice
+(the processor finds the inputs unchanged and writes no version).
 """
 
 from __future__ import annotations
@@ -22,13 +27,17 @@ import random
 from collections import deque
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+from backend.model import ReplayRequest
 from backend.ports import EventIndex, RawStore
 from backend.services.ingest import IngestService, Received
-from backend.times import Clock, fmt
+from backend.services.processor import ProcessorService
+from backend.services.replay import ReplayService
+from backend.times import Clock, FixedClock, fmt
 
-DEMO_VERSION = "1"
+DEMO_VERSION = "2"
 SEED = 20251228
 FIRST_DAY = datetime(2025, 12, 15, tzinfo=UTC)
 DAYS = 14
@@ -39,6 +48,27 @@ STORM_START = datetime(2025, 12, 26, 18, tzinfo=UTC)
 SKEWED_ENTITY = "user_007"
 SKEW_DAY = datetime(2025, 12, 26, tzinfo=UTC)
 HOSTILE_ENTITY = "[bold red]pwned[/bold red]"
+NIGHTLY_AT = timedelta(minutes=30)  # after midnight: the nightly job computes the day before
+ONCALL = "oncall@demo"
+# The on-call replays after the backfill, and the storm replay the next morning.
+BACKFILL_REPLAY_AT = datetime(2025, 12, 24, 12, 0, tzinfo=UTC)
+STORM_REPLAY_AT = datetime(2025, 12, 27, 10, 0, tzinfo=UTC)
+DEMO_SETTINGS = """# The demo's metrics (see backend/settings.py); daily_event_count is built in.
+[replay]
+confirm_above = 1000
+
+[[metrics]]
+name = "steps_total"
+kind = "sum"
+field = "steps"
+event_type = "heartbeat"
+
+[[metrics]]
+name = "purchases_eur_cents"
+kind = "sum"
+field = "amount_cents"
+event_type = "purchase"
+"""
 
 STORY = """What happened in this workspace (the demo incident):
   - mobile events of 2025-12-22 never arrived that day (an SDK outage) and were backfilled
@@ -50,7 +80,10 @@ STORY = """What happened in this workspace (the demo incident):
   - user_007's phone clock ran three minutes fast on 2025-12-26 (lag stored as 0, flagged as skew).
       pik events --entity user_007 --start 2025-12-26 --end 2025-12-27{ws}
   - producers sent invalid events; each is quarantined with its reason and bytes.
-      pik events --status REJECTED{ws}"""
+      pik events --status REJECTED{ws}
+  - the nightly job computed 2025-12-22 before the backfill; a replay after it made version 2.
+      pik aggregates --entity user_001 --day 2025-12-22{ws}
+      pik diff --entity user_001 --day 2025-12-22 --metric steps_total{ws}"""
 
 
 class ScriptedClock(Clock):
@@ -234,17 +267,95 @@ def demo_state(store: Any) -> str:
 
 
 def build_demo(store: Any, raw: RawStore | None = None, index: EventIndex | None = None) -> None:
-    """Ingest the whole demo into ``store`` (a local workspace) through :class:`IngestService`."""
+    """Build the whole demo into ``store`` (a local workspace): every request through
+    :class:`IngestService`, and at their times the nightly processor runs and the on-call's replays
+    through :class:`ReplayService` and :class:`ProcessorService`."""
+    from backend.adapters.local.workspace import local_ports
+    from backend.settings import SETTINGS_FILE, parse_settings
+
     store.meta_put("demo_build", "started")
+    settings_path = Path(store.path) / SETTINGS_FILE
+    if not settings_path.exists():
+        settings_path.write_text(DEMO_SETTINGS, encoding="utf-8")
+    settings = parse_settings(settings_path.read_text(encoding="utf-8"), str(settings_path))
     clock = ScriptedClock()
     service = IngestService(raw or store, index or store, clock)
+    jobs_clock = FixedClock(FIRST_DAY)
+    ports = local_ports(store, max_receives=settings.queue.max_receives, clock=jobs_clock)
+    processor = ProcessorService(
+        ports.investigate, ports.catalog, ports.aggregates, settings.metrics, clock=jobs_clock
+    )
+    replays = ReplayService(
+        ports.investigate, ports.catalog, ports.audit, queue=ports.queue, aggregates=ports.aggregates,
+        clock=jobs_clock, bucket=store.location, confirm_above=settings.replay.confirm_above,
+    )  # fmt: skip
     items = deliveries(random.Random(SEED))
+    jobs = _jobs(processor, replays, ports.queue)
+    position = 0
+    for when, job in sorted(jobs, key=lambda j: j[0]):
+        end = position
+        while end < len(items) and items[end][0] < when:
+            end += 1
+        _ingest(service, clock, items, position, end)
+        position = end
+        jobs_clock.set(when)
+        job()
+    _ingest(service, clock, items, position, len(items))
+    store.meta_put("demo_version", DEMO_VERSION)
 
+
+def _ingest(
+    service: IngestService, clock: ScriptedClock, items: list[tuple[datetime, bytes]], a: int, b: int
+) -> None:
     def feed() -> Iterator[Received]:
-        for n, (at, body) in enumerate(items, start=1):
+        for n in range(a, b):
+            at, body = items[n]
             clock.push(at)
-            yield Received(body, "demo", n)
+            yield Received(body, "demo", n + 1)
 
     for _ in service.ingest_stream(feed(), batch_size=2000):
         pass
-    store.meta_put("demo_version", DEMO_VERSION)
+
+
+def _jobs(processor: ProcessorService, replays: ReplayService, queue: Any) -> list[tuple[datetime, Any]]:
+    """The demo's downstream pipeline: (when, what) pairs, run between the ingests at their times."""
+    jobs: list[tuple[datetime, Any]] = []
+    for d in range(DAYS):
+        day = (FIRST_DAY + timedelta(days=d)).date().isoformat()
+        entities = [*ENTITIES, HOSTILE_ENTITY] if day == "2025-12-27" else ENTITIES
+
+        def nightly(day: str = day, entities: list[str] = entities) -> None:
+            for entity in entities:
+                processor.recompute(entity, day)
+
+        jobs.append((FIRST_DAY + timedelta(days=d + 1) + NIGHTLY_AT, nightly))
+
+    def replay(request: ReplayRequest) -> None:
+        # As the on-call does it: preview (a DRY_RUN in the audit trail), then send exactly that plan.
+        plan = replays.plan(request, actor=ONCALL)
+        replays.execute(request, actor=ONCALL, expected_fingerprint=plan.fingerprint)
+        while True:
+            messages = queue.receive(10, 30)
+            if not messages:
+                return
+            result = processor.process([m.body for m in messages])
+            queue.delete([m.receipt_handle for i, m in enumerate(messages) if i not in result.failed])
+            queue.release([m.receipt_handle for i, m in enumerate(messages) if i in result.failed])
+
+    outage = OUTAGE_DAY.date()
+    jobs.append((
+        BACKFILL_REPLAY_AT,
+        lambda: replay(ReplayRequest(
+            source="mobile", event_type="heartbeat", start_day=outage.isoformat(),
+            end_day=(outage + timedelta(days=1)).isoformat(),
+        )),
+    ))  # fmt: skip
+    storm = STORM_START.date()
+    jobs.append((
+        STORM_REPLAY_AT,
+        lambda: replay(ReplayRequest(
+            source="billing", event_type="purchase", start_day=storm.isoformat(),
+            end_day=(storm + timedelta(days=1)).isoformat(), include_duplicates=True,
+        )),
+    ))  # fmt: skip
+    return jobs

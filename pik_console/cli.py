@@ -486,6 +486,10 @@ def cmd_demo(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     if prog != "pik":
         story = story.replace("pik ", f"{prog} ")
     out.write("\n" + story + "\n")
+    if not args.no_console:
+        from pik_console.console.command import open_demo_console
+
+        open_demo_console(store.path, out)
     return 0
 
 
@@ -579,6 +583,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="build (or reuse) the demo workspace through the real ingest path and show what it holds",
     )
     p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "--no-console",
+        action="store_true",
+        help="print the summary only (default on a terminal: open the console)",
+    )
     p.set_defaults(func=cmd_demo)
     from pik_console import serve
 
@@ -589,6 +598,9 @@ def build_parser() -> argparse.ArgumentParser:
     from pik_console import aws_cmd
 
     aws_cmd.register(sub, common)
+    from pik_console.console import command as console_cmd
+
+    console_cmd.register(sub, common)
     return parser
 
 

@@ -1,0 +1,1 @@
+"""The Textual console (``pik console``): see :mod:`pik_console.console.app`."""

@@ -1,0 +1,422 @@
+"""``pik console``: the Textual app. One screen, five panes (Events, Lag, Gaps, Replay, Aggregates), one
+investigation context shared by all of them, the backend and a READ-ONLY badge in the header.
+
+Every backend call runs in a thread worker and comes back as a message; a failure becomes a
+notification. Keys are in the footer (each binding has an id and a tooltip), in the command palette
+(ctrl+p) and in the help (``?``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import replace
+from typing import Any, ClassVar
+
+from rich.text import Text
+from textual import on, work
+from textual.app import App, ComposeResult, SystemCommand
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal
+from textual.message import Message
+from textual.reactive import reactive
+from textual.screen import Screen
+from textual.widgets import Footer, Static, TabbedContent, TabPane
+
+from backend.ports import IndexStats
+from pik_console.console.context import Context, day_start, next_day
+from pik_console.console.event_list import EventList
+from pik_console.console.services import ConsoleServices, build_services
+from pik_console.text import safe
+
+PANES = ("events", "lag", "gaps", "replay", "aggregates")
+
+
+class ConsoleHeader(Horizontal):
+    """The backend (workspace path, or region and stack), the context, and the READ-ONLY badge."""
+
+    def compose(self) -> ComposeResult:
+        yield Static("", id="header-title", markup=False)
+        yield Static("", id="header-context", markup=False)
+        yield Static(Text(" READ-ONLY ", style="bold"), id="header-badge", markup=False)
+
+    def show(self, services: ConsoleServices, context: Context) -> None:
+        title = Text(" pik console ", style="bold")
+        title.append(f" {services.kind} · ", style="dim")
+        title.append(safe(services.location, 90))
+        self.query_one("#header-title", Static).update(title)
+        self.query_one("#header-context", Static).update(Text(safe(context.describe(), 120)))
+        self.query_one("#header-badge", Static).display = services.read_only
+
+
+class PikConsole(App[None]):
+    """The investigation console over an opened backend."""
+
+    CSS_PATH = "console.tcss"
+    TITLE = "pik console"
+    ENABLE_COMMAND_PALETTE = True
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("question_mark", "help", "Help", tooltip="Every key, pane by pane", id="app.help"),
+        Binding("slash", "filter", "Filter", tooltip="Edit the filter or form of this pane", id="app.filter"),
+        Binding("1", "pane('events')", "Events", tooltip="Browse events by page", id="app.pane.events"),
+        Binding("2", "pane('lag')", "Lag", tooltip="Lag of a source/type/day", id="app.pane.lag"),
+        Binding("3", "pane('gaps')", "Gaps", tooltip="Events per day; missing days", id="app.pane.gaps"),
+        Binding("4", "pane('replay')", "Replay", tooltip="Preview and run a replay", id="app.pane.replay"),
+        Binding(
+            "5",
+            "pane('aggregates')",
+            "Versions",
+            tooltip="Aggregate versions and diffs",
+            id="app.pane.aggregates",
+        ),
+        Binding("r", "refresh", "Refresh", tooltip="Read this pane again", id="app.refresh"),
+        Binding(
+            "w",
+            "report",
+            "Report",
+            tooltip="Write a Markdown incident report of the entity and day",
+            id="app.report",
+        ),
+        Binding("q", "quit", "Quit", tooltip="Leave the console", id="app.quit"),
+    ]
+
+    context: reactive[Context] = reactive(Context, init=False)
+
+    class StatsRead(Message):
+        def __init__(self, stats: IndexStats | None, error: str | None) -> None:
+            super().__init__()
+            self.stats = stats
+            self.error = error
+
+    def __init__(
+        self,
+        backend: Any,
+        *,
+        context: Context | None = None,
+        services: ConsoleServices | None = None,
+    ) -> None:
+        super().__init__()
+        self.backend = backend
+        self.services = services or build_services(backend)
+        self._initial = context or Context()
+        self.stats: IndexStats | None = None
+        self.reports: list[str] = []
+
+    # -- layout --------------------------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        from pik_console.console.aggregates_pane import AggregatesPane
+        from pik_console.console.events_pane import EventsPane
+        from pik_console.console.gaps_pane import GapsPane
+        from pik_console.console.lag_pane import LagPane
+        from pik_console.console.replay_pane import ReplayPane
+
+        yield ConsoleHeader(id="header")
+        with TabbedContent(initial="events", id="panes"):
+            with TabPane("1 Events", id="events"):
+                yield EventsPane(id="events-pane")
+            with TabPane("2 Lag", id="lag"):
+                yield LagPane(id="lag-pane")
+            with TabPane("3 Gaps", id="gaps"):
+                yield GapsPane(id="gaps-pane")
+            with TabPane("4 Replay", id="replay"):
+                yield ReplayPane(id="replay-pane")
+            with TabPane("5 Aggregates", id="aggregates"):
+                yield AggregatesPane(id="aggregates-pane")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.set_reactive(PikConsole.context, self._initial)
+        self._show_header()
+        self.pane("events").apply_context(self.context)
+        self.call_after_refresh(self.query_one("#event-list").focus)
+        if self.services.kind == "local":
+            self._read_stats()
+
+    def pane(self, name: str) -> Any:
+        return self.query_one(f"#{name}-pane")
+
+    @property
+    def active_pane(self) -> str:
+        return str(self.query_one(TabbedContent).active or "events")
+
+    # -- the context ------------------------------------------------------------------------------------
+
+    def watch_context(self, context: Context) -> None:
+        self._show_header()
+
+    def _show_header(self) -> None:
+        self.query_one(ConsoleHeader).show(self.services, self.context)
+
+    @work(thread=True, exclusive=True, group="stats", exit_on_error=False)
+    def _read_stats(self) -> None:
+        try:
+            self.post_message(self.StatsRead(self.services.index.stats(), None))
+        except Exception as exc:
+            self.post_message(self.StatsRead(None, str(exc)))
+
+    @on(StatsRead)
+    def _stats_read(self, message: StatsRead) -> None:
+        if message.stats is None:
+            self.notify(
+                f"Reading the workspace totals failed: {message.error}", severity="error", markup=False
+            )
+            return
+        stats = self.stats = message.stats
+        first = stats.first_event_time[:10] if stats.first_event_time else None
+        last = stats.last_event_time[:10] if stats.last_event_time else None
+        ctx = replace(self.context, first_day=first, last_day=last)
+        if not (ctx.entity or ctx.source) and stats.partitions and last:
+            # Nothing chosen: open the biggest partition on the last day, so the screen is never empty.
+            biggest = max(stats.partitions, key=lambda p: p.accepted + p.duplicate)
+            ctx = replace(ctx, source=biggest.source, event_type=biggest.event_type, day=last)
+            self.context = ctx
+            self.pane("events").apply_context(ctx)
+        else:
+            self.context = ctx
+        self.pane("lag").stats_ready(stats)
+
+    @on(TabbedContent.TabActivated)
+    def _tab(self, event: TabbedContent.TabActivated) -> None:
+        name = event.pane.id or ""
+        if name in PANES and name != "events":
+            self.pane(name).apply_context(self.context)
+
+    # -- actions -----------------------------------------------------------------------------------------
+
+    def action_pane(self, name: str) -> None:
+        self.query_one(TabbedContent).active = name
+        self.pane(name).focus_main()
+
+    def action_filter(self) -> None:
+        self.pane(self.active_pane).focus_filter()
+
+    def action_refresh(self) -> None:
+        pane = self.pane(self.active_pane)
+        if self.active_pane == "events":
+            pane.refresh_listing()
+        else:
+            pane.reload()
+
+    def action_help(self) -> None:
+        from pik_console.console.modals import HelpScreen
+
+        self.push_screen(HelpScreen(help_sections(), self.services.read_only))
+
+    def action_report(self) -> None:
+        ctx = self.context
+        if not (ctx.entity and ctx.day):
+            self.notify("Pick an event first: the report is about one entity and day", severity="warning")
+            return
+        self._write_report(ctx.entity, ctx.day)
+
+    @work(thread=True, exclusive=True, group="report", exit_on_error=False)
+    def _write_report(self, entity: str, day: str) -> None:
+        from pik_console.report import build_report, report_path
+
+        try:
+            text = build_report(self.services, entity, day)
+            path = report_path(entity, day)
+            path.write_text(text, encoding="utf-8")
+        except Exception as exc:
+            self.notify(f"Writing the report failed: {exc}", severity="error", markup=False)
+            return
+        self.reports.append(str(path))
+        self.notify(f"Report written to {path}", title="Report", markup=False)
+
+    # -- moving between panes -------------------------------------------------------------------------
+
+    def open_event(self, entity: str, event_time: str, event_id: str | None = None) -> None:
+        """Show ``entity``'s day of ``event_time`` in Events, at that time, the cursor on ``event_id``."""
+        from pik_console.console.listings import EventFilter
+
+        day = event_time[:10]
+        self.context = self.context.with_event(entity, day, self.context.source or "", "")
+        start, end = day_start(day), day_start(next_day(day))
+        self.query_one(TabbedContent).active = "events"
+        pane = self.pane("events")
+        pane.set_filter(
+            EventFilter(entity=entity, start=start, end=end), anchor=event_time, select_event=event_id
+        )
+        self.query_one("#event-list").focus()
+
+    def open_day(
+        self, *, day: str, entity: str | None = None, source: str | None = None, event_type: str | None = None
+    ) -> None:
+        from pik_console.console.listings import EventFilter
+
+        if entity is not None:
+            f = EventFilter(entity=entity, start=day_start(day), end=day_start(next_day(day)))
+        else:
+            f = EventFilter(source=source, event_type=event_type, day=day)
+        self.query_one(TabbedContent).active = "events"
+        self.pane("events").set_filter(f)
+        self.query_one("#event-list").focus()
+
+    class EventFound(Message):
+        def __init__(self, event_id: str, record: Any, error: str | None) -> None:
+            super().__init__()
+            self.event_id = event_id
+            self.record = record
+            self.error = error
+
+    def open_event_id(self, event_id: str) -> None:
+        """Find an event by id (in a worker) and show it in Events."""
+        self._find_event(event_id)
+
+    @work(thread=True, exclusive=True, group="find-event", exit_on_error=False)
+    def _find_event(self, event_id: str) -> None:
+        try:
+            self.post_message(self.EventFound(event_id, self.services.index.get_accepted(event_id), None))
+        except Exception as exc:
+            self.post_message(self.EventFound(event_id, None, str(exc)))
+
+    @on(EventFound)
+    def _event_found(self, message: EventFound) -> None:
+        r = message.record
+        if r is None:
+            self.notify(
+                f"Event {message.event_id[:16]} not found: {message.error or 'not in the index'}",
+                severity="error",
+                markup=False,
+            )
+            return
+        self.open_event(r.entity_id, r.event_time, r.event_id)
+
+    def versions_changed(self) -> None:
+        self.pane("aggregates").invalidate()
+
+    # -- pane actions by name (footer of the pane, palette, tests) ------------------------------------
+
+    def action_events_jump(self) -> None:
+        self.pane("events").action_jump()
+
+    def action_events_first(self) -> None:
+        self.query_one("#event-list", EventList).action_first()
+
+    def action_events_last(self) -> None:
+        self.query_one("#event-list", EventList).action_last()
+
+    def action_lag_threshold(self, factor: float) -> None:
+        self.pane("lag").action_threshold(factor)
+
+    def action_versions_step(self, step: int) -> None:
+        self.pane("aggregates").action_step(step)
+
+    def action_versions_open_event(self) -> None:
+        self.pane("aggregates").action_open_event()
+
+    def action_replay_execute(self) -> None:
+        self.pane("replay").action_execute()
+
+    def action_replay_process(self) -> None:
+        self.pane("replay").action_process()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in ("replay_execute", "replay_process") and self.services.read_only:
+            return None
+        return True
+
+    # -- the command palette ---------------------------------------------------------------------------
+
+    async def run_actions(self, actions: str) -> None:
+        """Run ``a;b;c`` in order (a palette entry may switch pane first)."""
+        for action in actions.split(";"):
+            await self.run_action(action)
+
+    def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        for title, help_text, action in palette_entries(self.services.read_only):
+            yield SystemCommand(title, help_text, lambda a=action: self.call_later(self.run_actions, a))
+
+
+def palette_entries(read_only: bool) -> list[tuple[str, str, str]]:
+    """(title, help, action) for every console action. Mutating ones are left out in read-only mode."""
+    entries = [
+        ("Events: show pane", "Browse events a page at a time", "pane('events')"),
+        ("Events: filter", "Entity and window, or source/type/day; status incl. DUPLICATE and REJECTED",
+         "pane('events');filter"),
+        ("Events: jump to a time", "Anchor the entity window at a time", "pane('events');events_jump"),
+        ("Events: first event", "Go to the start of the listing", "pane('events');events_first"),
+        ("Events: last event", "Go to the end (one descending query)", "pane('events');events_last"),
+        ("Lag: show pane", "Lag statistics, hourly histogram, largest lag first", "pane('lag')"),
+        ("Lag: raise the late threshold", "Double the late threshold", "pane('lag');lag_threshold(2.0)"),
+        ("Lag: lower the late threshold", "Halve the late threshold", "pane('lag');lag_threshold(0.5)"),
+        ("Gaps: show pane", "Events per day, missing days classified", "pane('gaps')"),
+        ("Replay: show pane", "The replay builder with a live dry run", "pane('replay')"),
+        ("Replay: audit history", "Every replay run or previewed", "pane('replay')"),
+        ("Aggregates: show pane", "Versions of (entity, day, metric) and their diffs", "pane('aggregates')"),
+        ("Aggregates: older versions", "Step one version back", "pane('aggregates');versions_step(-1)"),
+        ("Aggregates: newer versions", "Step one version forward", "pane('aggregates');versions_step(1)"),
+        ("Aggregates: open added event", "Jump from the diff to the event in the Events pane",
+         "pane('aggregates');versions_open_event"),
+        ("Report: write incident report", "A Markdown report of the entity and day", "report"),
+        ("Refresh pane", "Read the current pane again", "refresh"),
+        ("Help", "Every key, pane by pane", "help"),
+    ]  # fmt: skip
+    if not read_only:
+        entries += [
+            (
+                "Replay: execute…",
+                "Send the previewed replay, after a confirmation",
+                "pane('replay');replay_execute",
+            ),
+            (
+                "Processor: run",
+                "Drain the replay queue through the processor",
+                "pane('replay');replay_process",
+            ),
+        ]
+    return entries
+
+
+def help_sections() -> list[tuple[str, list[tuple[str, str]]]]:
+    return [
+        (
+            "Everywhere",
+            [
+                ("1 … 5", "Events, Lag, Gaps, Replay, Aggregates"),
+                ("/", "edit the filter or form of the pane"),
+                ("r", "read the pane again"),
+                ("w", "write a Markdown incident report of the entity and day"),
+                ("ctrl+p", "command palette: every action by name"),
+                ("tab / shift+tab", "move between fields"),
+                ("?", "this help"),
+                ("q", "quit"),
+            ],
+        ),
+        (
+            "Events",
+            [
+                ("↑ ↓ pgup pgdn", "move; pages are read as you go (never the whole window)"),
+                ("home / end", "first / last event (one query each)"),
+                (":", "jump to a time in the entity's window"),
+                ("enter", "focus the detail (raw JSON, receipts, rejection bytes)"),
+                ("escape", "back to the list"),
+            ],
+        ),
+        (
+            "Lag",
+            [
+                ("enter on a partition", "show its lag"),
+                ("+ / -", "double / halve the late threshold"),
+                ("enter on an event", "open it in Events"),
+            ],
+        ),
+        ("Gaps", [("enter on a day", "list that day in Events")]),
+        (
+            "Replay",
+            [
+                ("(typing)", "the dry run refreshes as the form changes"),
+                ("x", "execute: a confirmation with the impact; above the guard, type the scope"),
+                ("p", "run the processor over the replay queue"),
+            ],
+        ),
+        (
+            "Aggregates",
+            [
+                ("[ / ]", "step the compared versions back / forward"),
+                ("enter on an added event", "jump to it in Events"),
+            ],
+        ),
+    ]

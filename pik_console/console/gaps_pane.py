@@ -1,0 +1,180 @@
+"""The Gaps pane: events per day of an entity, or of a source/type, over a range of days; the short days
+marked "never arrived" or "arrived late" (their events came, after the day ended)."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.message import Message
+from textual.widgets import DataTable, Input, Static
+
+from backend.errors import InvalidRequest
+from backend.services.investigate import DayStatus, GapReport, human_ms, parse_duration
+from pik_console.console.context import Context, add_days
+from pik_console.console.render import num, stacked_bar, t
+
+BAR_WIDTH = 30
+STATUS_STYLE = {
+    DayStatus.OK: "green",
+    DayStatus.NEVER_ARRIVED: "bold red",
+    DayStatus.ARRIVED_LATE: "bold yellow",
+}
+
+
+def verdict(report: GapReport) -> Text:
+    scope = f"entity {report.entity_id}" if report.entity_id else f"{report.source}/{report.event_type}"
+    text = Text(end="")
+    text.append(t(f"{scope}, days [{report.first_day}, {report.end_day})", "bold"))
+    text.append(
+        f"  ·  expected ~{report.expected:,.0f}/day ({'given' if report.expected_given else 'median'}), "
+        f"short below {report.min_ratio:.0%}, late after the day + {human_ms(report.grace_ms)}\n"
+    )
+    if report.never_arrived:
+        text.append("never arrived: ", style="bold red")
+        text.append(", ".join(report.never_arrived) + "   ")
+    if report.arrived_late:
+        text.append("arrived late: ", style="bold yellow")
+        text.append(", ".join(report.arrived_late))
+    if not (report.never_arrived or report.arrived_late):
+        text.append("no short days", style="green")
+    return text
+
+
+class GapsPane(Vertical):
+    class GapsRead(Message):
+        def __init__(self, report: GapReport | None, error: str | None) -> None:
+            super().__init__()
+            self.report = report
+            self.error = error
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._applied: Context | None = None
+        self.report: GapReport | None = None
+
+    def compose(self) -> ComposeResult:
+        with Horizontal(classes="filter-bar", id="gaps-form"):
+            yield Input(
+                placeholder="entity", id="gaps-entity", tooltip="An entity, or leave empty for a source/type"
+            )
+            yield Input(placeholder="source", id="gaps-source")
+            yield Input(placeholder="type", id="gaps-type", tooltip="Event type")
+            yield Input(placeholder="first day", id="gaps-first")
+            yield Input(placeholder="end day (excl.)", id="gaps-end")
+            yield Input(
+                value="1h", placeholder="grace", id="gaps-grace", tooltip="Late after the day ends + this"
+            )
+        yield Static("", id="gaps-verdict", markup=False)
+        yield DataTable(id="gaps-table", cursor_type="row", zebra_stripes=True)
+
+    def on_mount(self) -> None:
+        self.query_one("#gaps-table", DataTable).add_columns(
+            "DAY", "EVENTS", "ON TIME", "LATE", "DUP", "STATUS", "ON TIME ▮ LATE"
+        )
+
+    def focus_main(self) -> None:
+        self.query_one("#gaps-table", DataTable).focus()
+
+    def focus_filter(self) -> None:
+        self.query_one("#gaps-entity", Input).focus()
+
+    def apply_context(self, ctx: Context) -> None:
+        if ctx == self._applied:
+            return
+        self._applied = ctx
+        first = ctx.first_day or (add_days(ctx.day, -7) if ctx.day else None)
+        end = add_days(ctx.last_day, 1) if ctx.last_day else (add_days(ctx.day, 8) if ctx.day else None)
+        values = {
+            "gaps-entity": ctx.entity or "",
+            "gaps-source": "" if ctx.entity else (ctx.source or ""),
+            "gaps-type": "" if ctx.entity else (ctx.event_type or ""),
+            "gaps-first": first or "",
+            "gaps-end": end or "",
+        }
+        for widget_id, value in values.items():
+            self.query_one(f"#{widget_id}", Input).value = value
+        self.reload()
+
+    def reload(self) -> None:
+        def value(widget_id: str) -> str | None:
+            return self.query_one(f"#{widget_id}", Input).value.strip() or None
+
+        first, end = value("gaps-first"), value("gaps-end")
+        if not (first and end):
+            self.query_one("#gaps-verdict", Static).update(
+                Text("Choose a first and an end day.", style="yellow")
+            )
+            return
+        try:
+            grace_ms = parse_duration(value("gaps-grace") or "1h", what="grace")
+        except InvalidRequest as exc:
+            self.notify(str(exc), severity="warning", markup=False)
+            return
+        entity = value("gaps-entity")
+        self._read(first, end, entity, None if entity else value("gaps-source"),
+                   None if entity else value("gaps-type"), grace_ms)  # fmt: skip
+
+    @on(Input.Submitted, "#gaps-form Input")
+    def _submitted(self) -> None:
+        self.reload()
+
+    @work(thread=True, exclusive=True, group="gaps", exit_on_error=False)
+    def _read(
+        self,
+        first: str,
+        end: str,
+        entity: str | None,
+        source: str | None,
+        event_type: str | None,
+        grace_ms: int,
+    ) -> None:
+        try:
+            report = (
+                cast(Any, self.app)
+                .services.investigator()
+                .gaps(first, end, entity_id=entity, source=source, event_type=event_type, grace_ms=grace_ms)
+            )
+            self.post_message(self.GapsRead(report, None))
+        except Exception as exc:
+            self.post_message(self.GapsRead(None, str(exc)))
+
+    @on(GapsRead)
+    def _show(self, message: GapsRead) -> None:
+        if message.report is None:
+            self.query_one("#gaps-verdict", Static).update(t(message.error, "yellow"))
+            return
+        r = self.report = message.report
+        self.query_one("#gaps-verdict", Static).update(verdict(r))
+        table = self.query_one("#gaps-table", DataTable)
+        table.clear()
+        top = max((d.events for d in r.days), default=0)
+        for d in r.days:
+            status = Text(d.status.value, style=STATUS_STYLE[d.status])
+            if d.events == 0:
+                status.append(" (missing)", style="bold red")
+            table.add_row(
+                t(d.day),
+                num(d.events),
+                num(d.on_time),
+                num(d.late, "bold yellow" if d.late else ""),
+                num(d.duplicates, "yellow" if d.duplicates else ""),
+                status,
+                stacked_bar([(d.on_time, "cyan"), (d.late, "yellow")], top, BAR_WIDTH),
+                key=d.day,
+            )
+
+    @on(DataTable.RowSelected, "#gaps-table")
+    def _open_day(self, event: DataTable.RowSelected) -> None:
+        r = self.report
+        if r is None:
+            return
+        day = str(event.row_key.value)
+        app = cast(Any, self.app)
+        if r.entity_id:
+            app.open_day(entity=r.entity_id, day=day)
+        else:
+            app.open_day(source=r.source, event_type=r.event_type, day=day)

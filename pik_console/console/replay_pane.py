@@ -1,0 +1,477 @@
+"""The Replay pane: the scope form, a dry run that refreshes as the form changes (debounced, in a
+worker) with the blast radius, Execute behind a confirmation that shows the impact (and above the size
+guard asks for the scope to be typed), progress and result, the processor, and the audit history."""
+
+from __future__ import annotations
+
+import io
+from typing import Any, ClassVar, cast
+
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.message import Message
+from textual.timer import Timer
+from textual.widgets import Button, Checkbox, DataTable, Input, ProgressBar, Select, Static
+
+from backend.errors import InvalidRequest
+from backend.model import IngestStatus, ReplayAudit, ReplayOutcome, ReplayPlan, ReplayRequest
+from backend.services.replay import ReplayRefused, describe_scope
+from backend.times import TimeFormatError, fmt, parse_bound
+from pik_console.console.context import Context, day_start, next_day
+from pik_console.console.render import bar, fields, num, t, title
+from pik_console.console.services import actor
+
+DEBOUNCE_S = 0.35
+OUTCOME_STYLE = {
+    ReplayOutcome.SENT: "green",
+    ReplayOutcome.DRY_RUN: "dim",
+    ReplayOutcome.REFUSED: "yellow",
+    ReplayOutcome.PARTIAL: "bold yellow",
+    ReplayOutcome.FAILED: "bold red",
+    ReplayOutcome.INTERRUPTED: "bold red",
+    ReplayOutcome.RUNNING: "cyan",
+}
+
+
+def plan_view(plan: ReplayPlan, confirm_above: int) -> Group:
+    head = Text()
+    head.append(f"{plan.would_send:,}", style="bold green" if plan.would_send else "bold yellow")
+    head.append(" messages would be sent", style="bold")
+    if plan.needs_force:
+        head.append(f"  (above the size guard of {confirm_above:,}: typed confirmation)", style="bold yellow")
+    s = plan.skipped
+    known = plan.windows_with_versions
+    with_versions = "" if known is None else f" ({known:,} with versions)"
+    radius: list[tuple[str, Any]] = [
+        ("scope", describe_scope(plan.request)),
+        ("scanned / matched", f"{plan.scanned:,} / {plan.matched:,}"),
+        ("skipped", f"{s.duplicate:,} duplicates · {s.missing_raw:,} without raw bytes · "
+                    f"{s.over_limit:,} over the limit · {s.filtered:,} filtered out"),
+        ("blast radius", f"{plan.entities:,} entities · {plan.windows:,} aggregate windows" + with_versions),
+        ("first .. last", f"{plan.first_event_time or '-'} .. {plan.last_event_time or '-'}"),
+    ]  # fmt: skip
+    parts: list[Any] = [head, fields(radius)]
+    if plan.by_day:
+        top = max(plan.by_day.values())
+        days = Table.grid(padding=(0, 1))
+        days.add_column()
+        days.add_column(justify="right")
+        days.add_column()
+        for day, count in list(plan.by_day.items())[:14]:
+            days.add_row(t(day), num(count), bar(count, top, 24))
+        if len(plan.by_day) > 14:
+            days.add_row(Text(f"… {len(plan.by_day) - 14} more days", style="dim"), Text(""), Text(""))
+        parts += [Text("by event day", style="bold cyan"), days]
+    for line in plan.why:
+        parts.append(Text("• ", style="yellow") + t(line))
+    if plan.sample:
+        sample = Table(box=None, padding=(0, 1), header_style="bold", show_edge=False)
+        for column in ("EVENT TIME", "ENTITY", "EVENT ID"):
+            sample.add_column(column, no_wrap=True)
+        for m in plan.sample[:5]:
+            sample.add_row(t(m.event_time), t(m.entity_id, limit=28), t(m.event_id[:16]))
+        parts += [Text("first messages", style="bold cyan"), sample]
+    return Group(*parts)
+
+
+def result_view(a: ReplayAudit) -> Text:
+    text = Text(end="")
+    text.append(f"Replay {a.replay_id}: ", style="bold")
+    text.append(a.outcome.value, style=OUTCOME_STYLE.get(a.outcome, ""))
+    text.append(f" — {a.sent:,} sent, {a.failed:,} failed of {a.would_send:,} planned")
+    if a.error:
+        text.append("  ")
+        text.append(t(a.error, "red", 200))
+    if a.outcome is ReplayOutcome.SENT and a.sent:
+        text.append("\nNext: run the processor (p) to recompute the windows, then compare versions (5).")
+    return text
+
+
+class ReplayPane(Vertical):
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding(
+            "x", "execute", "Execute…", tooltip="Send this replay after a confirmation", id="replay.execute"
+        ),
+        Binding(
+            "p",
+            "process",
+            "Process",
+            tooltip="Drain the replay queue through the processor",
+            id="replay.process",
+        ),
+    ]
+
+    class PlanRead(Message):
+        def __init__(self, serial: int, plan: ReplayPlan | None, error: str | None) -> None:
+            super().__init__()
+            self.serial = serial
+            self.plan = plan
+            self.error = error
+
+    class Sending(Message):
+        def __init__(self, sent: int, failed: int, total: int) -> None:
+            super().__init__()
+            self.sent = sent
+            self.failed = failed
+            self.total = total
+
+    class Executed(Message):
+        def __init__(self, audit: ReplayAudit | None, error: str | None) -> None:
+            super().__init__()
+            self.audit = audit
+            self.error = error
+
+    class Processed(Message):
+        def __init__(self, report: dict[str, Any] | None, error: str | None) -> None:
+            super().__init__()
+            self.report = report
+            self.error = error
+
+    class HistoryRead(Message):
+        def __init__(self, records: list[ReplayAudit] | None, error: str | None) -> None:
+            super().__init__()
+            self.records = records
+            self.error = error
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._applied: Context | None = None
+        self._timer: Timer | None = None
+        self._serial = 0
+        self.plan: ReplayPlan | None = None
+        self.request: ReplayRequest | None = None
+        self.busy = False
+        self.last_result: ReplayAudit | None = None
+
+    @property
+    def services(self) -> Any:
+        return cast(Any, self.app).services
+
+    def compose(self) -> ComposeResult:
+        with Horizontal(classes="filter-bar", id="replay-form"):
+            yield Input(placeholder="entity", id="rp-entity", tooltip="Entity scope: its window [from, to)")
+            yield Input(placeholder="from", id="rp-start", tooltip="Window start (date or ISO time)")
+            yield Input(placeholder="to", id="rp-end", tooltip="Window end, exclusive")
+            yield Input(placeholder="source", id="rp-source", tooltip="Source (a filter with an entity)")
+            yield Input(placeholder="type", id="rp-type", tooltip="Event type (a filter with an entity)")
+        with Horizontal(classes="filter-bar", id="replay-form-2"):
+            yield Input(placeholder="first day", id="rp-first", tooltip="Source/type scope: first event day")
+            yield Input(placeholder="end day", id="rp-endday", tooltip="Source/type scope: end day (excl.)")
+            yield Select(
+                [("any status", ""), ("ACCEPTED", "ACCEPTED"), ("DUPLICATE", "DUPLICATE")],
+                id="rp-status",
+                allow_blank=False,
+                value="",
+            )
+            yield Input(value="500", placeholder="limit", id="rp-limit", tooltip="At most this many messages")
+            yield Checkbox("include duplicates", id="rp-dups", tooltip="One message per receipt")
+        with Horizontal(id="replay-body"):
+            with VerticalScroll(id="replay-left"):
+                yield Static(title("Dry run"), markup=False)
+                yield Static("", id="replay-plan", markup=False)
+            with Vertical(id="replay-right"):
+                with Horizontal(id="replay-buttons"):
+                    yield Button("Execute… (x)", id="replay-execute", variant="error", disabled=True)
+                    yield Button("Run processor (p)", id="replay-process", variant="primary")
+                yield ProgressBar(id="replay-progress", show_eta=False)
+                yield Static("", id="replay-result", markup=False)
+                yield Static(title("Audit history"), markup=False)
+                yield DataTable(id="replay-history", cursor_type="row", zebra_stripes=True)
+
+    def on_mount(self) -> None:
+        self.query_one("#replay-history", DataTable).add_columns(
+            "STARTED", "REPLAY", "OUTCOME", "BY", "SENT", "SCOPE"
+        )
+        self.query_one("#replay-progress", ProgressBar).display = False
+        if self.services.read_only:
+            self.query_one("#replay-process", Button).disabled = True
+            self.query_one("#replay-result", Static).update(
+                Text("READ-ONLY: previews only; Execute and the processor are disabled.", style="bold yellow")
+            )
+
+    def focus_main(self) -> None:
+        self.query_one("#replay-history", DataTable).focus()
+
+    def focus_filter(self) -> None:
+        self.query_one("#rp-entity", Input).focus()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in ("execute", "process") and self.services.read_only:
+            return None  # shown disabled: read-only
+        if action == "execute" and (self.plan is None or not self.plan.would_send or self.busy):
+            return None
+        return True
+
+    # -- the form ---------------------------------------------------------------------------------------
+
+    def apply_context(self, ctx: Context) -> None:
+        if ctx == self._applied:
+            return
+        self._applied = ctx
+        if ctx.entity and ctx.window:
+            start, end = ctx.window
+            values = dict.fromkeys(("rp-source", "rp-type", "rp-first", "rp-endday"), "")
+            values.update({"rp-entity": ctx.entity, "rp-start": start, "rp-end": end})
+        elif ctx.source and ctx.event_type and ctx.day:
+            values = dict.fromkeys(("rp-entity", "rp-start", "rp-end"), "")
+            values.update(
+                {
+                    "rp-source": ctx.source,
+                    "rp-type": ctx.event_type,
+                    "rp-first": ctx.day,
+                    "rp-endday": next_day(ctx.day),
+                }
+            )
+        else:
+            values = {}
+        with self.prevent(Input.Changed):
+            for widget_id, value in values.items():
+                self.query_one(f"#{widget_id}", Input).value = value
+        self.reload()
+
+    def reload(self) -> None:
+        self._preview_now()
+        self._read_history()
+
+    def read_request(self) -> ReplayRequest:
+        def value(widget_id: str) -> str | None:
+            return self.query_one(f"#{widget_id}", Input).value.strip() or None
+
+        status = self.query_one("#rp-status", Select).value
+        try:
+            limit = int((value("rp-limit") or "500").replace(",", "").replace("_", ""))
+        except ValueError:
+            raise InvalidRequest("the limit is a whole number") from None
+        entity = value("rp-entity")
+        start, end = value("rp-start"), value("rp-end")
+        try:
+            if start and len(start) == 10 and end is None:
+                end = day_start(next_day(start))
+            start = fmt(parse_bound(start, what="from")) if start else None
+            end = fmt(parse_bound(end, what="to")) if end else None
+        except TimeFormatError as exc:
+            raise InvalidRequest(str(exc)) from None
+        return ReplayRequest(
+            entity_id=entity,
+            start_time=start if entity else None,
+            end_time=end if entity else None,
+            source=value("rp-source"),
+            event_type=value("rp-type"),
+            start_day=None if entity else value("rp-first"),
+            end_day=None if entity else value("rp-endday"),
+            status=IngestStatus(status) if isinstance(status, str) and status else None,
+            limit=max(limit, 1),
+            include_duplicates=self.query_one("#rp-dups", Checkbox).value,
+        )
+
+    @on(Input.Changed, "#replay-form Input, #replay-form-2 Input")
+    @on(Checkbox.Changed)
+    @on(Select.Changed, "#rp-status")
+    def _changed(self) -> None:
+        # Debounced: typing an entity id must not plan a replay per keystroke.
+        if self._timer is not None:
+            self._timer.stop()
+        self._timer = self.set_timer(DEBOUNCE_S, self._preview_now)
+
+    def _preview_now(self) -> None:
+        self._serial += 1
+        try:
+            request = self.read_request()
+        except (InvalidRequest, ValueError) as exc:
+            self._show_plan_problem(str(exc))
+            return
+        self.request = request
+        self.query_one("#replay-plan", Static).update(Text("planning…", style="italic dim"))
+        self._plan(self._serial, request)
+
+    def _show_plan_problem(self, problem: str) -> None:
+        self.plan = None
+        self.query_one("#replay-plan", Static).update(t(problem, "yellow"))
+        self._update_buttons()
+
+    @work(thread=True, exclusive=True, group="replay-plan", exit_on_error=False)
+    def _plan(self, serial: int, request: ReplayRequest) -> None:
+        try:
+            plan = self.services.preview().plan(request, actor=actor())
+            self.post_message(self.PlanRead(serial, plan, None))
+        except Exception as exc:
+            self.post_message(self.PlanRead(serial, None, str(exc)))
+
+    @on(PlanRead)
+    def _plan_read(self, message: PlanRead) -> None:
+        if message.serial != self._serial:
+            return  # the form changed since
+        if message.plan is None:
+            self._show_plan_problem(message.error or "the dry run failed")
+            return
+        self.plan = message.plan
+        self.query_one("#replay-plan", Static).update(plan_view(message.plan, self.services.confirm_above))
+        self._update_buttons()
+
+    def _update_buttons(self) -> None:
+        disabled = self.services.read_only or self.busy or self.plan is None or not self.plan.would_send
+        self.query_one("#replay-execute", Button).disabled = disabled
+        self.refresh_bindings()
+
+    # -- execution ----------------------------------------------------------------------------------
+
+    @on(Button.Pressed, "#replay-execute")
+    def _execute_button(self) -> None:
+        self.action_execute()
+
+    @on(Button.Pressed, "#replay-process")
+    def _process_button(self) -> None:
+        self.action_process()
+
+    def action_execute(self) -> None:
+        if self.services.read_only:
+            self.notify("Read-only: replays cannot be executed (the preview still works)", severity="warning")
+            return
+        plan = self.plan
+        if plan is None or not plan.would_send or self.busy:
+            self.notify("Nothing to execute: the dry run sends no message", severity="warning")
+            return
+        from pik_console.console.modals import ConfirmReplay
+
+        def confirmed(ok: bool | None) -> None:
+            if ok:
+                self._start_execute(plan)
+            else:
+                self.notify("Replay cancelled: nothing was sent")
+
+        self.app.push_screen(ConfirmReplay(plan, typed=plan.needs_force), confirmed)
+
+    def _start_execute(self, plan: ReplayPlan) -> None:
+        self.busy = True
+        self._update_buttons()
+        progress = self.query_one("#replay-progress", ProgressBar)
+        progress.display = True
+        progress.update(total=plan.would_send, progress=0)
+        self.query_one("#replay-result", Static).update(Text(f"sending {plan.would_send:,} messages…"))
+        self._execute(plan)
+
+    @work(thread=True, exclusive=True, group="replay-execute", exit_on_error=False)
+    def _execute(self, plan: ReplayPlan) -> None:
+        def progress(sent: int, failed: int, total: int) -> None:
+            self.post_message(self.Sending(sent, failed, total))
+
+        try:
+            audit = self.services.replay().execute(
+                plan.request,
+                actor=actor(),
+                force=plan.needs_force,
+                expected_fingerprint=plan.fingerprint,
+                on_progress=progress,
+            )
+            self.post_message(self.Executed(audit, None))
+        except ReplayRefused as exc:
+            self.post_message(self.Executed(exc.audit, str(exc)))
+        except Exception as exc:
+            self.post_message(self.Executed(None, str(exc)))
+
+    @on(Sending)
+    def _sending(self, message: Sending) -> None:
+        self.query_one("#replay-progress", ProgressBar).update(progress=message.sent + message.failed)
+
+    @on(Executed)
+    def _executed(self, message: Executed) -> None:
+        self.busy = False
+        result = self.query_one("#replay-result", Static)
+        if message.error is not None:
+            self.notify(f"Replay not sent: {message.error}", severity="error", markup=False)
+            result.update(t(message.error, "red"))
+        if message.audit is not None:
+            self.last_result = message.audit
+            if message.error is None:
+                result.update(result_view(message.audit))
+                self.notify(
+                    f"Replay {message.audit.replay_id}: {message.audit.sent:,} sent",
+                    title="Replay",
+                    markup=False,
+                )
+        self._update_buttons()
+        self._read_history()
+
+    def action_process(self) -> None:
+        if self.services.read_only:
+            self.notify(
+                "Read-only: the processor writes aggregate versions and is disabled", severity="warning"
+            )
+            return
+        if self.busy:
+            return
+        self.busy = True
+        self._update_buttons()
+        self.query_one("#replay-result", Static).update(Text("processing the replay queue…", style="italic"))
+        self._process()
+
+    @work(thread=True, exclusive=True, group="replay-process", exit_on_error=False)
+    def _process(self) -> None:
+        from pik_console.aggregates_cmd import drain
+
+        services = self.services
+        try:
+            if services.queue is None:
+                raise InvalidRequest(f"no replay queue on the {services.kind} backend")
+            report = drain(
+                services.queue, services.processor(), services.visibility_timeout_s, None, io.StringIO(), True
+            )
+            self.post_message(self.Processed(report, None))
+        except Exception as exc:
+            self.post_message(self.Processed(None, str(exc)))
+
+    @on(Processed)
+    def _processed(self, message: Processed) -> None:
+        self.busy = False
+        self._update_buttons()
+        result = self.query_one("#replay-result", Static)
+        if message.report is None:
+            self.notify(f"The processor failed: {message.error}", severity="error", markup=False)
+            result.update(t(message.error, "red"))
+            return
+        r = message.report
+        text = Text(f"Processor: {r['received']:,} messages, {r['windows']:,} windows, ", style="bold")
+        text.append(f"{r['versions_written']:,} new versions", style="bold green")
+        text.append(f", {r['unchanged']:,} unchanged")
+        if r["failed_messages"]:
+            text.append(
+                f", {r['failed_messages']:,} failing ({r['dead_lettered']:,} dead-lettered)", style="red"
+            )
+        text.append("\nCompare the versions in the Aggregates pane (5).")
+        result.update(text)
+        self.notify(f"{r['versions_written']:,} new aggregate versions", title="Processor", markup=False)
+        cast(Any, self.app).versions_changed()
+
+    # -- the audit trail ------------------------------------------------------------------------------
+
+    @work(thread=True, exclusive=True, group="replay-history", exit_on_error=False)
+    def _read_history(self) -> None:
+        try:
+            audit = self.services.audit
+            records = [] if audit is None else audit.query(limit=50).items
+            self.post_message(self.HistoryRead(records, None))
+        except Exception as exc:
+            self.post_message(self.HistoryRead(None, str(exc)))
+
+    @on(HistoryRead)
+    def _history(self, message: HistoryRead) -> None:
+        table = self.query_one("#replay-history", DataTable)
+        table.clear()
+        if message.records is None:
+            self.notify(f"Reading the audit trail failed: {message.error}", severity="error", markup=False)
+            return
+        for a in message.records:
+            table.add_row(
+                t(a.started_at[:19]),
+                t(a.replay_id),
+                Text(a.outcome.value, style=OUTCOME_STYLE.get(a.outcome, "")),
+                t(a.actor, limit=12),
+                Text(f"{a.sent:,}/{a.would_send:,}", justify="right"),
+                t(describe_scope(a.request), limit=60),
+                key=a.replay_id,
+            )
