@@ -5,6 +5,8 @@
 * API Gateway proxy events, REST (v1) and HTTP API (v2), read into an :class:`ApiRequest` with the exact
   body bytes (``isBase64Encoded`` decoded).
 * JSON responses in the proxy integration's shape.
+* The investigation, replay and aggregate ports of the backend (:func:`backend_ports`): the backend's own,
+  or on a local workspace the ones in its database, opened here so that no handler imports the console.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import logging
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -20,10 +23,14 @@ from typing import Any
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent, APIGatewayProxyEventV2
 
 from backend.config import RuntimeSettings
+from backend.errors import StoreError
 from backend.runtime import Backend, open_from_runtime
+from backend.settings import WorkspaceSettings, load_settings
 
 NAMESPACE = "PipelineInvestigationKit"
 """CloudWatch namespace of every metric the kit emits (the original kit's)."""
+SERVICE = "pipeline-investigation-kit"
+"""Powertools' service name when ``POWERTOOLS_SERVICE_NAME`` is not set (the template sets it)."""
 
 _lock = threading.Lock()
 _backend: Backend | None = None
@@ -62,6 +69,64 @@ def get_backend() -> Backend:
         if _backend is None:
             _backend = open_from_runtime(settings)
         return _backend
+
+
+def log_level(name: str | None) -> str:
+    """``LOG_LEVEL`` as a level name Python knows; INFO for anything else."""
+    level = (name or "INFO").upper()
+    return level if isinstance(logging.getLevelName(level), int) else "INFO"
+
+
+# -- the ports beyond the raw store and the index ------------------------------------------------------------
+
+PORT_NAMES = ("investigate", "catalog", "queue", "audit", "aggregates")
+
+
+@dataclass(frozen=True, slots=True)
+class Ports:
+    """The investigation, replay and aggregate stores of one backend; None where it has none."""
+
+    backend: str
+    investigate: Any = None
+    catalog: Any = None
+    queue: Any = None
+    audit: Any = None
+    aggregates: Any = None
+
+    def need(self, *names: str) -> None:
+        """Raise :class:`StoreError` naming the first of ``names`` the backend has no store for."""
+        for name in names:
+            if getattr(self, name) is None:
+                raise StoreError(
+                    f"the {self.backend} backend has no {name} store configured "
+                    "(see the environment names in docs/aws.md)"
+                )
+
+
+def workspace_settings(backend: Backend) -> WorkspaceSettings:
+    """A local workspace's ``settings.toml`` (the defaults elsewhere: a stack has no such file).
+
+    Raises :class:`~backend.errors.WorkspaceError` (a StoreError) naming what is wrong with the file.
+    """
+    if backend.name == "local":
+        return load_settings(backend.location)
+    return WorkspaceSettings()
+
+
+def backend_ports(backend: Backend, settings: WorkspaceSettings | None = None) -> Ports:
+    """The backend's ports. A local workspace's missing ones are opened on its database
+    (:func:`backend.adapters.local.workspace.local_ports`; the queue dead-letters after
+    ``settings.queue.max_receives`` receives); they are cheap to open, so nothing is cached."""
+    own = {name: getattr(backend, name, None) for name in PORT_NAMES}
+    if backend.name == "local" and None in own.values():
+        from backend.adapters.local.store import LocalStore
+        from backend.adapters.local.workspace import local_ports
+
+        if isinstance(backend.index, LocalStore):
+            queue = (settings or WorkspaceSettings()).queue
+            local = local_ports(backend.index, max_receives=queue.max_receives)
+            own = {name: port if port is not None else getattr(local, name) for name, port in own.items()}
+    return Ports(backend.name, **own)
 
 
 # -- requests ---------------------------------------------------------------------------------------------

@@ -1,0 +1,177 @@
+"""The replay Lambda: ``POST /replay`` behind API Gateway (REST v1 or HTTP API v2), and behind ``pik serve``.
+
+Thin on purpose: read the event, hand the body to :func:`backend.services.replay.api_reply`, shape the answer.
+
+* The request is the seed's (``entity_id``, ``start_time``, ``end_time``, ``limit``, ``include_duplicates``)
+  or a source/type scope (see :class:`backend.model.ReplayRequest`), plus optional ``dry_run`` (preview
+  only), ``force`` (over the size guard) and ``expected_fingerprint`` (send only the previewed plan).
+* As in the seed, the request sends unless ``DRY_RUN=true`` or the request says ``"dry_run": true``; then
+  it answers the plan and sends nothing. Above the size guard (1000 messages) nothing is sent without
+  ``"force": true`` (409 with the plan).
+* 200 with the seed's ``entity_id``, ``scanned``, ``sent`` plus the plan (dry run) or the audit record
+  (sent); 400 with the reason for a bad request; 409 refused (nothing sent); 403 read-only (a dry run is
+  still answered); 503 when a store failed. Errors are ``{"error", "status", "request_id", ...}``.
+* Every replay, dry or sent, is audited with the caller: the IAM identity API Gateway saw (user or role ARN
+  of a SigV4-signed request), else ``api``.
+
+Logs are JSON lines with the replay id, counts and outcome, never a payload. Metrics are EMF in namespace
+``PipelineInvestigationKit`` by ``Function``: ``ReplayRequestedCount`` (every request) and
+``ReplayMessageCount`` (messages sent), the original kit's; added: ``ReplayFailedMessageCount``,
+``DryRunCount``, ``ReplayRefusedCount`` and ``ReplayErrorCount`` (4xx and 5xx but 409).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from backend.config import RuntimeSettings
+from backend.errors import StoreError
+from backend.handlers.common import (
+    NAMESPACE,
+    SERVICE,
+    BadEvent,
+    api_request,
+    backend_ports,
+    error_response,
+    get_backend,
+    json_response,
+    log_level,
+    runtime_settings,
+    workspace_settings,
+)
+from backend.runtime import Backend
+from backend.services.replay import ReplayService, api_reply
+
+FUNCTION = "replay"
+ANONYMOUS = "api"
+"""The actor of a request that carries no caller identity (``pik serve``, an API without IAM auth)."""
+MAX_ACTOR = 256
+
+logger = Logger(
+    service=os.environ.get("POWERTOOLS_SERVICE_NAME") or SERVICE,
+    level=log_level(os.environ.get("LOG_LEVEL")),
+)
+metrics = Metrics(namespace=NAMESPACE)
+
+
+@logger.inject_lambda_context(log_event=False, correlation_id_path=correlation_paths.API_GATEWAY_REST)
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    """The Lambda entry point: an API Gateway proxy event in, a proxy response out. Never raises."""
+    metrics.add_dimension(name="Function", value=FUNCTION)
+    metrics.add_metric(name="ReplayRequestedCount", unit=MetricUnit.Count, value=1)
+    try:
+        request = api_request(event)
+    except BadEvent as exc:
+        logger.warning("not an API Gateway proxy event", extra={"error": str(exc)})
+        _count("ReplayErrorCount")
+        return error_response(400, str(exc))
+    actor = caller_identity(event)
+    dry_run = False
+    try:
+        settings = runtime_settings()
+        dry_run = settings.dry_run
+        service = replay_service(get_backend(), settings)
+        status, body = api_reply(service, request.body, actor=actor, dry_run=dry_run)
+    except StoreError as exc:  # the backend, its settings or a port could not be opened
+        status, body = 503, {"error": str(exc)}
+    except Exception:
+        logger.exception("replay failed unexpectedly", extra={"actor": actor})
+        _count("ReplayErrorCount")
+        return error_response(500, "internal error; nothing more was sent", request_id=request.request_id)
+    _observe(status, body, actor=actor, dry_run=dry_run)
+    if status != 200:
+        body = {**body, "status": status, "request_id": request.request_id}
+    return json_response(status, body)
+
+
+def replay_service(backend: Backend, settings: RuntimeSettings) -> ReplayService:
+    """The replay service over ``backend``'s ports; StoreError if it lacks one a replay needs."""
+    workspace = workspace_settings(backend)
+    ports = backend_ports(backend, workspace)
+    ports.need("investigate", "catalog", "audit")  # the queue only to send: the service says so then
+    return ReplayService(
+        ports.investigate,
+        ports.catalog,
+        ports.audit,
+        queue=ports.queue,
+        aggregates=ports.aggregates,
+        bucket=backend.raw.location,
+        confirm_above=workspace.replay.confirm_above,
+        read_only=backend.read_only or settings.read_only,
+    )
+
+
+def caller_identity(event: Any) -> str:
+    """Who made the request, for the audit trail: the caller API Gateway authenticated, else ``api``.
+
+    REST APIs (v1) with IAM auth give ``identity.userArn`` (and ``caller``, ``user``); HTTP APIs (v2) give
+    ``authorizer.iam.userArn`` (and ``callerId``, ``userId``); a JWT authorizer the token's ``username`` or
+    ``sub``; a Lambda authorizer of a REST API its ``principalId``. The first printable one is taken.
+    """
+    context = event.get("requestContext") if isinstance(event, Mapping) else None
+    if not isinstance(context, Mapping):
+        return ANONYMOUS
+    candidates: list[Any] = []
+    identity = context.get("identity")
+    if isinstance(identity, Mapping):
+        candidates += [identity.get("userArn"), identity.get("caller"), identity.get("user")]
+    authorizer = context.get("authorizer")
+    if isinstance(authorizer, Mapping):
+        iam = authorizer.get("iam")
+        if isinstance(iam, Mapping):
+            candidates += [iam.get("userArn"), iam.get("callerId"), iam.get("userId")]
+        jwt = authorizer.get("jwt")
+        claims = jwt.get("claims") if isinstance(jwt, Mapping) else None
+        if isinstance(claims, Mapping):
+            candidates += [claims.get("username"), claims.get("sub")]
+        candidates.append(authorizer.get("principalId"))
+    for value in candidates:
+        if isinstance(value, str) and (text := value.strip()) and text.isprintable():
+            return text[:MAX_ACTOR]
+    return ANONYMOUS
+
+
+def _observe(status: int, body: Mapping[str, Any], *, actor: str, dry_run: bool) -> None:
+    """One log line and the metrics of one answered request (ids, counts and the outcome only)."""
+    sent = body.get("sent") if status == 200 else 0
+    fields: dict[str, Any] = {
+        "http_status": status,
+        "actor": actor,
+        "replay_id": body.get("replay_id"),
+        "dry_run": bool(body.get("dry_run", dry_run)),
+        "outcome": body.get("outcome"),
+        "entity_id": body.get("entity_id"),
+        "scanned": body.get("scanned"),
+        "would_send": body.get("would_send"),
+        "sent": sent,
+        "failed": body.get("failed"),
+    }
+    if status != 200:
+        fields["error"] = body.get("error")
+    if status >= 500:
+        logger.error("replay", extra=fields)
+    elif status >= 400:
+        logger.warning("replay", extra=fields)
+    else:
+        logger.info("replay", extra=fields)
+    metrics.add_metric(name="ReplayMessageCount", unit=MetricUnit.Count, value=sent or 0)
+    if status == 200 and fields["dry_run"]:
+        _count("DryRunCount")
+    if status == 200 and body.get("failed"):
+        metrics.add_metric(name="ReplayFailedMessageCount", unit=MetricUnit.Count, value=body["failed"])
+    if status == 409:
+        _count("ReplayRefusedCount")
+    elif status != 200:
+        _count("ReplayErrorCount")
+
+
+def _count(name: str) -> None:
+    metrics.add_metric(name=name, unit=MetricUnit.Count, value=1)
