@@ -1,8 +1,9 @@
 """``pik serve``: a local HTTP API that runs the Lambda handlers themselves.
 
 Each request becomes an API Gateway REST (v1) proxy event and goes to the same function that Lambda calls
-(``backend.handlers.ingest.handler`` for ``POST /ingest``), on a local workspace or an AWS stack. What the
-handler answers is what the client gets, so a producer tested against ``pik serve`` meets no surprise in AWS.
+(``backend.handlers.ingest.handler`` for ``POST /ingest``, ``backend.handlers.replay.handler`` for
+``POST /replay``), on a local workspace or an AWS stack. What the handler answers is what the client gets,
+so a producer tested against ``pik serve`` meets no surprise in AWS.
 
 The server itself answers what API Gateway would answer before a function runs, as JSON
 ``{"error": ..., "status": ...}``: 404 for an unknown path, 405 (with ``Allow``) for a wrong method, 411 for
@@ -67,9 +68,12 @@ class Route:
 
 def default_routes() -> list[Route]:
     """The kit's API, as the SAM template routes it to the Lambda functions."""
-    from backend.handlers import ingest
+    from backend.handlers import ingest, replay
 
-    return [Route("POST", "/ingest", ingest.handler, "ingest", streamed=ingest.handle_streamed)]
+    return [
+        Route("POST", "/ingest", ingest.handler, "ingest", streamed=ingest.handle_streamed),
+        Route("POST", "/replay", replay.handler, "replay"),
+    ]
 
 
 @dataclass
@@ -454,11 +458,11 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
         "serve",
         parents=[common],
-        help="a local HTTP API (POST /ingest) running the Lambda handlers",
+        help="a local HTTP API (POST /ingest, POST /replay) running the Lambda handlers",
         description="Serve the kit's HTTP API on this machine: each request is turned into an API Gateway "
         "proxy event and answered by the same handler that runs in Lambda, on a local workspace (default) "
         "or an AWS stack (--backend aws --stack NAME). DRY_RUN=true (or --dry-run) validates and answers "
-        "without writing.",
+        "without writing; a replay is then a preview that sends nothing.",
     )
     p.add_argument(
         "--host",
