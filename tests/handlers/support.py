@@ -157,3 +157,64 @@ def message(entity: str, event_time: str, *, replay_id: str = "rp-test", event_i
             "replay_id": replay_id,
         }
     )
+
+
+# -- on AWS (moto, in-process) ----------------------------------------------------------------------------
+
+ENV_NAMES = {
+    "raw_bucket": "RAW_BUCKET",
+    "events_table": "EVENTS_TABLE",
+    "dedupe_table": "DEDUPE_TABLE",
+    "agg_table": "AGG_TABLE",
+    "audit_table": "AUDIT_TABLE",
+    "replay_queue_url": "REPLAY_QUEUE_URL",
+    "replay_dlq_url": "REPLAY_DLQ_URL",
+}
+
+
+def missing_aws_ports(store: Any, settings: Any, *names: str) -> list[str]:
+    """Which of the ports ``names`` :func:`backend.adapters.aws.ports.aws_ports` does not hand out yet."""
+    from backend.adapters.aws.ports import aws_ports
+
+    ports = aws_ports(store, settings)
+    return [name for name in names if getattr(ports, name, None) is None]
+
+
+def lambda_environment(monkeypatch: Any, settings: Any) -> None:
+    """The function's environment as the template sets it (the seed's names), and no local overrides; the
+    handlers then open the stack from it on first use, as in Lambda."""
+    for name in (
+        "PIK_BACKEND",
+        "PIK_WORKSPACE",
+        "DRY_RUN",
+        "PIK_READ_ONLY",
+        "AWS_ENDPOINT_URL",
+        "AWS_PROFILE",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    for field, env in ENV_NAMES.items():
+        value = getattr(settings, field)
+        if value:
+            monkeypatch.setenv(env, value)
+        else:
+            monkeypatch.delenv(env, raising=False)
+    common.configure(None)
+
+
+def sqs_records_from(messages: Sequence[dict[str, Any]], queue_arn: str, region: str) -> list[dict[str, Any]]:
+    """What the event source mapping hands the function for messages it received from SQS
+    (``ReceiveMessage`` with every attribute)."""
+    return [
+        {
+            "messageId": m["MessageId"],
+            "receiptHandle": m["ReceiptHandle"],
+            "body": m["Body"],
+            "attributes": m.get("Attributes", {}),
+            "messageAttributes": {},
+            "md5OfBody": m["MD5OfBody"],
+            "eventSource": "aws:sqs",
+            "eventSourceARN": queue_arn,
+            "awsRegion": region,
+        }
+        for m in messages
+    ]

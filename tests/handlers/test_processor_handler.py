@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from backend.handlers import common
 from backend.handlers import processor as processor_handler
 from backend.runtime import Backend
 from tests.conftest import Flaky
@@ -285,3 +286,57 @@ def test_emf_metrics_keep_the_original_names(
     assert (first["AggregateVersionCount"], first["AggregateUnchangedCount"]) == ([1.0], [0.0])
     assert (second["ProcessorMessageCount"], second["ProcessorErrorCount"]) == ([1.0], [0.0])
     assert (second["AggregateVersionCount"], second["AggregateUnchangedCount"]) == ([0.0], [1.0])
+
+
+# -- on AWS (moto, in-process) --------------------------------------------------------------------------
+
+
+def test_on_aws_messages_received_from_sqs_become_versions(
+    monkeypatch: pytest.MonkeyPatch, context: FakeLambdaContext
+) -> None:
+    from backend.services.ingest import IngestService, Received
+    from tests.aws_env import REGION, moto_backend
+    from tests.conftest import make_event
+    from tests.handlers.support import lambda_environment, missing_aws_ports, sqs_records_from
+
+    store, settings, close = moto_backend()
+    opened: Backend | None = None
+    try:
+        missing = missing_aws_ports(store, settings, "investigate", "catalog", "aggregates")
+        if missing:
+            pytest.skip(
+                f"aws_ports() hands out no {', '.join(missing)} port yet (backend/adapters/aws/ports.py)"
+            )
+        events = [make_event(event_time=f"2025-12-28T0{i}:00:00Z") for i in range(3)]
+        IngestService(store, store).ingest_batch([Received(e) for e in events])
+        lambda_environment(monkeypatch, settings)
+        sqs, url = store.clients.sqs, settings.replay_queue_url or ""
+        for i in range(3):
+            sqs.send_message(QueueUrl=url, MessageBody=message("user_123", f"2025-12-28T0{i}:00:00Z"))
+        sqs.send_message(QueueUrl=url, MessageBody="{not json")
+        received: list[dict[str, Any]] = []
+        while len(received) < 4:
+            got = sqs.receive_message(
+                QueueUrl=url, MaxNumberOfMessages=10, AttributeNames=["All"], WaitTimeSeconds=1
+            ).get("Messages", [])
+            assert got, "the queue gave back fewer messages than were sent"
+            received += got
+        arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        event = sqs_event(sqs_records_from(received, arn, REGION))
+        assert all(r["attributes"]["ApproximateReceiveCount"] == "1" for r in event["Records"])
+
+        response = processor_handler.handler(event, context)
+        opened = common.get_backend()
+
+        bad = [m["MessageId"] for m in received if m["Body"] == "{not json"]
+        assert failures(response) == bad
+        latest = opened.aggregates.latest("user_123", "2025-12-28", "daily_event_count")
+        assert latest is not None and (latest.version, latest.value, latest.replay_ids) == (1, 3, ["rp-test"])
+        # The same batch again (SQS delivers at least once): no new version.
+        assert failures(processor_handler.handler(event, context)) == bad
+        assert opened.aggregates.latest("user_123", "2025-12-28", "daily_event_count").version == 1
+    finally:
+        common.configure(None)
+        if opened is not None:
+            opened.close()
+        close()

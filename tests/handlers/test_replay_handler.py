@@ -392,3 +392,56 @@ def test_emf_metrics_keep_the_original_names(
     assert sent["ReplayMessageCount"] == [4.0] and "DryRunCount" not in sent
     assert dry["ReplayMessageCount"] == [0.0] and dry["DryRunCount"] == [1.0]
     assert bad["ReplayErrorCount"] == [1.0]
+
+
+# -- on AWS (moto, in-process) --------------------------------------------------------------------------
+
+
+def test_on_aws_the_seed_replay_is_sent_to_sqs_and_audited_with_the_caller(
+    monkeypatch: pytest.MonkeyPatch, context: FakeLambdaContext
+) -> None:
+    from backend.services.ingest import IngestService, Received
+    from tests.aws_env import moto_backend
+    from tests.handlers.support import lambda_environment, missing_aws_ports
+
+    store, settings, close = moto_backend()
+    opened: Backend | None = None
+    try:
+        missing = missing_aws_ports(store, settings, "investigate", "catalog", "queue", "audit")
+        if missing:
+            pytest.skip(
+                f"aws_ports() hands out no {', '.join(missing)} port yet (backend/adapters/aws/ports.py)"
+            )
+        seed = make_event()
+        IngestService(store, store).ingest_batch([Received(seed), Received(make_event(entity_id="user_9"))])
+        IngestService(store, store).ingest_batch([Received(seed)])  # a duplicate receipt
+        lambda_environment(monkeypatch, settings)  # opened from the environment, as in Lambda
+
+        status, plan = call(replay_v1(json.dumps({**json.loads(SEED_REPLAY_BODY), "dry_run": True})), context)
+        assert (status, plan["scanned"], plan["would_send"], plan["sent"]) == (200, 2, 1, 0)
+        identity = {"userArn": ALICE, "caller": "AIDAXMPLALICE"}
+        status, reply = call(replay_v1(SEED_REPLAY_BODY, identity=identity), context)
+        opened = common.get_backend()
+        assert opened.name == "aws"
+
+        assert (status, reply["entity_id"], reply["scanned"], reply["sent"]) == (200, "user_123", 2, 1)
+        assert (reply["outcome"], reply["actor"], reply["skipped"]["duplicate"]) == ("SENT", ALICE, 1)
+        sqs = store.clients.sqs
+        got = sqs.receive_message(
+            QueueUrl=settings.replay_queue_url or "", MaxNumberOfMessages=10, WaitTimeSeconds=1
+        )
+        [msg] = [json.loads(m["Body"]) for m in got.get("Messages", [])]
+        assert (msg["entity_id"], msg["replay_id"], msg["s3_bucket"]) == (
+            "user_123",
+            reply["replay_id"],
+            settings.raw_bucket,
+        )
+        audit = opened.audit.get(reply["replay_id"])
+        assert audit is not None and (audit.outcome.value, audit.sent, audit.actor) == ("SENT", 1, ALICE)
+        dry = opened.audit.get(plan["replay_id"])
+        assert dry is not None and dry.outcome.value == "DRY_RUN" and dry.actor == "api"
+    finally:
+        common.configure(None)
+        if opened is not None:
+            opened.close()
+        close()
