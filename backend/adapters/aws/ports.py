@@ -29,4 +29,14 @@ def aws_ports(store: AwsStore, settings: AwsSettings, *, max_receives: int | Non
     from backend.adapters.aws.investigate import AwsCatalog, AwsInvestigation
 
     found: dict[str, Any] = {"investigate": AwsInvestigation(store), "catalog": AwsCatalog(store)}
+    if settings.replay_queue_url:
+        from backend.adapters.aws.queue import SqsReplayQueue
+
+        found["queue"] = SqsReplayQueue(
+            store.clients, settings.replay_queue_url, settings.replay_dlq_url, max_receives
+        )
+    if settings.audit_table:
+        from backend.adapters.aws.audit import DynamoAudit
+
+        found["audit"] = DynamoAudit(store.clients, settings.audit_table)
     return AwsPorts(**found)
