@@ -186,7 +186,7 @@ class PikConsole(App[None]):
 
     def action_pane(self, name: str) -> None:
         self.query_one(TabbedContent).active = name
-        self.pane(name).focus_main()
+        self.call_after_refresh(self.pane(name).focus_main)
 
     def action_filter(self) -> None:
         self.pane(self.active_pane).focus_filter()
@@ -238,7 +238,7 @@ class PikConsole(App[None]):
         pane.set_filter(
             EventFilter(entity=entity, start=start, end=end), anchor=event_time, select_event=event_id
         )
-        self.query_one("#event-list").focus()
+        self.call_after_refresh(self.query_one("#event-list").focus)
 
     def open_day(
         self, *, day: str, entity: str | None = None, source: str | None = None, event_type: str | None = None
@@ -251,7 +251,7 @@ class PikConsole(App[None]):
             f = EventFilter(source=source, event_type=event_type, day=day)
         self.query_one(TabbedContent).active = "events"
         self.pane("events").set_filter(f)
-        self.query_one("#event-list").focus()
+        self.call_after_refresh(self.query_one("#event-list").focus)
 
     class EventFound(Message):
         def __init__(self, event_id: str, record: Any, error: str | None) -> None:

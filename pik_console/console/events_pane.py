@@ -4,6 +4,7 @@ reason and the quarantined bytes."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from rich.table import Table
@@ -146,7 +147,7 @@ class EventsPane(Vertical):
     @on(Input.Submitted, ".filter-bar Input")
     def _submitted(self) -> None:
         self.apply_filter()
-        self.query_one(EventList).focus()
+        self.call_after_refresh(self.query_one(EventList).focus)
 
     @on(Select.Changed, "#f-status")
     def _status_changed(self) -> None:
@@ -182,7 +183,7 @@ class EventsPane(Vertical):
             self.notify("A jump to a time needs an entity window", severity="warning")
             return
         event_list.show(event_list.listing.at(when))
-        event_list.focus()
+        self.call_after_refresh(event_list.focus)
 
     def action_jump(self) -> None:
         from pik_console.console.modals import JumpScreen
@@ -194,6 +195,9 @@ class EventsPane(Vertical):
         self.app.push_screen(JumpScreen(), done)
 
     def action_focus_list(self) -> None:
+        self.query_one(EventList).focus()
+
+    def focus_main(self) -> None:
         self.query_one(EventList).focus()
 
     def focus_filter(self) -> None:
@@ -218,8 +222,8 @@ class EventsPane(Vertical):
             text.append(f"  ·  row {lst.cursor + 1:,}")
         if not rows.complete:
             text.append("  ·  more as you scroll (End: the last rows)", style="dim")
-        if lst.last_read_ms is not None:
-            text.append(f"  ·  {rows.pages_read} pages, last in {lst.last_read_ms:.0f} ms", style="dim")
+        if rows.pages_read:
+            text.append(f"  ·  {rows.pages_read} pages read", style="dim")
         if lst.loading:
             text.append("  ·  reading…", style="italic")
         if lst.last_error:
@@ -232,16 +236,10 @@ class EventsPane(Vertical):
         item = message.item
         self._progress(EventList.Progress(self.query_one(EventList)))
         if isinstance(item, EventRecord):
-            ctx = self.console_app.context
-            if (ctx.entity, ctx.day, ctx.source, ctx.event_type) != (
-                item.entity_id,
-                item.day,
-                item.source,
-                item.event_type,
-            ):
-                self.console_app.context = ctx.with_event(
-                    item.entity_id, item.day, item.source, item.event_type
-                )
+            # In an entity's window the context follows the cursor; in a partition (many entities) it
+            # keeps the partition, until an event is picked with enter.
+            in_partition = self.current is not None and self.current.partition
+            self._pick(item, with_entity=not in_partition)
         if self._detail_timer is not None:
             self._detail_timer.stop()
         # Short pause: holding a key down must not read the raw bytes of every row it passes.
@@ -271,8 +269,22 @@ class EventsPane(Vertical):
         if message.key == self._detail_key:
             self.query_one("#event-detail", Static).update(message.body)
 
+    def _pick(self, item: EventRecord, *, with_entity: bool) -> None:
+        ctx = self.console_app.context
+        entity = item.entity_id if with_entity else None
+        if (ctx.entity, ctx.day, ctx.source, ctx.event_type) != (
+            entity,
+            item.day,
+            item.source,
+            item.event_type,
+        ):
+            picked = ctx.with_event(item.entity_id, item.day, item.source, item.event_type)
+            self.console_app.context = picked if with_entity else replace(picked, entity=None)
+
     @on(EventList.Selected)
     def _selected(self, message: EventList.Selected) -> None:
+        if isinstance(message.item, EventRecord):
+            self._pick(message.item, with_entity=True)
         self.query_one("#events-detail-scroll").focus()
 
     def apply_context(self, ctx: Context) -> None:
