@@ -51,3 +51,22 @@ def transact(ddb: DynamoDBClient, action: str, items: Sequence[Any]) -> list[str
         except BotoCoreError as exc:
             raise _error(action, exc) from None
     raise StoreError(f"cannot {action}: concurrent writes kept conflicting")
+
+
+def put_new(ddb: DynamoDBClient, action: str, table: str, item: dict[str, Any]) -> bool:
+    """Put ``item`` unless its key is taken; False (nothing written) when it is."""
+    for attempt in range(CONFLICT_ATTEMPTS):
+        try:
+            ddb.put_item(TableName=table, Item=item, ConditionExpression="attribute_not_exists(PK)")
+            return True
+        except ClientError as exc:
+            code = _code(exc)
+            if code == "ConditionalCheckFailedException":
+                return False
+            if code == "TransactionConflictException":  # a transaction on the same item is under way
+                time.sleep(0.02 * (attempt + 1))
+                continue
+            raise _error(action, exc) from None
+        except BotoCoreError as exc:
+            raise _error(action, exc) from None
+    raise StoreError(f"cannot {action}: concurrent writes kept conflicting")

@@ -39,4 +39,10 @@ def aws_ports(store: AwsStore, settings: AwsSettings, *, max_receives: int | Non
         from backend.adapters.aws.audit import DynamoAudit
 
         found["audit"] = DynamoAudit(store.clients, settings.audit_table)
+    if settings.agg_table:
+        from backend.adapters.aws.aggregates import DynamoAggregates
+
+        found["aggregates"] = DynamoAggregates(
+            store.clients, settings.agg_table, store.location, map_fn=store._map
+        )
     return AwsPorts(**found)
