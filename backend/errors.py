@@ -15,6 +15,10 @@ class WorkspaceError(StoreError):
     """The local workspace is missing, unreadable, not a workspace, or from a newer version of the kit."""
 
 
+class NotConfigured(StoreError):
+    """A store the action needs is not configured; the message names the setting (never a resource)."""
+
+
 class ReadOnlyError(KitError):
     """A mutating action was asked for in read-only mode."""
 

@@ -331,6 +331,21 @@ def test_the_api_reply(env: Env) -> None:
     assert api_reply(env.service(read_only=True), {**body, "force": True}, actor="api")[0] == 403
 
 
+@pytest.mark.parametrize(
+    "flags",
+    [{"dry_run": "true"}, {"dry_run": 1}, {"force": "yes"}, {"force": 1}, {"expected_fingerprint": 7}],
+)
+def test_the_api_refuses_flags_that_are_not_booleans_and_sends_nothing(
+    env: Env, flags: dict[str, Any]
+) -> None:
+    # "dry_run": "true" must not be read as false (and send), nor "force": "yes" as a force.
+    env.add(3)
+    body = {"entity_id": "user_1", "start_time": "2025-12-28T00:00:00Z", "end_time": "2025-12-29T00:00:00Z"}
+    status, reply = api_reply(env.service(), {**body, **flags}, actor="api")
+    assert status == 400 and next(iter(flags)) in reply["error"]
+    assert env.drain() == [] and env.ports.audit.query().items == []
+
+
 # -- local details ----------------------------------------------------------------------------------------
 
 

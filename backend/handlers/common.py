@@ -23,7 +23,7 @@ from typing import Any
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent, APIGatewayProxyEventV2
 
 from backend.config import RuntimeSettings
-from backend.errors import StoreError
+from backend.errors import NotConfigured
 from backend.runtime import Backend, open_from_runtime
 from backend.settings import WorkspaceSettings, load_settings
 
@@ -97,7 +97,7 @@ class Ports:
         """Raise :class:`StoreError` naming the first of ``names`` the backend has no store for."""
         for name in names:
             if getattr(self, name) is None:
-                raise StoreError(
+                raise NotConfigured(
                     f"the {self.backend} backend has no {name} store configured "
                     "(see the environment names in docs/aws.md)"
                 )

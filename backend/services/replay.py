@@ -29,7 +29,7 @@ from typing import Any, Protocol
 
 from pydantic import ValidationError
 
-from backend.errors import InvalidRequest, KitError, ReadOnlyError, StoreError
+from backend.errors import InvalidRequest, KitError, NotConfigured, ReadOnlyError, StoreError
 from backend.model import (
     IngestStatus,
     ReplayAudit,
@@ -331,7 +331,7 @@ class ReplayService:
         if self.read_only:
             raise ReadOnlyError("replay refused: the kit is in read-only mode (a dry run is allowed)")
         if self.queue is None:
-            raise StoreError("no replay queue is configured (REPLAY_QUEUE_URL)")
+            raise NotConfigured("no replay queue is configured (REPLAY_QUEUE_URL)")
         expected = (expected_fingerprint or "").strip().lower() or None
         if expected is not None and len(expected) < 12:
             raise InvalidRequest("an expected fingerprint needs at least its first 12 characters")
@@ -553,9 +553,16 @@ def api_reply(
     if not isinstance(body, dict):
         return 400, {"error": "the request body must be a JSON object"}
     fields = dict(body)
-    force = fields.pop("force", False) is True
+    for flag in ("force", "dry_run"):
+        # A flag that is not a JSON boolean ("true", 1) is refused: guessing could send a replay that was
+        # meant as a preview, or force one past the size guard.
+        if flag in fields and not isinstance(fields[flag], bool):
+            return 400, {"error": f"{flag}: must be true or false (a JSON boolean), got {fields[flag]!r:.40}"}
+    force = fields.pop("force", False)
     expected = fields.pop("expected_fingerprint", None)
-    wants_dry_run = fields.pop("dry_run", False) is True
+    if expected is not None and not isinstance(expected, str):
+        return 400, {"error": "expected_fingerprint: must be a string (the fingerprint of a preview)"}
+    wants_dry_run = fields.pop("dry_run", False)
     try:
         request = ReplayRequest.model_validate(fields)
     except ValidationError as exc:
@@ -572,7 +579,7 @@ def api_reply(
                 request,
                 actor=actor,
                 force=force,
-                expected_fingerprint=expected if isinstance(expected, str) else None,
+                expected_fingerprint=expected,
             )
         )
     except ReplayRefused as exc:
@@ -581,5 +588,9 @@ def api_reply(
         return 400, {"error": str(exc)}
     except ReadOnlyError as exc:
         return 403, {"error": str(exc)}
-    except StoreError as exc:
+    except NotConfigured as exc:  # names the missing setting, for whoever deployed it
         return 503, {"error": str(exc)}
+    except StoreError:
+        # The store's own message names tables and buckets: it goes to the log (the caller logs it), not
+        # to the API caller.
+        return 503, {"error": "a store is unavailable; nothing more was sent (see the audit trail)"}
