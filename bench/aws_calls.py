@@ -4,8 +4,10 @@ nothing about AWS's, so no time is reported here.
 
     .venv/bin/python bench/aws_calls.py [--lines N]
 
-Prints the calls per accepted event, per duplicate and per line, by API operation, and writes them to
-bench/out/aws_calls.json.
+Prints the calls per accepted event, per duplicate and per line, by API operation; then replays the
+busiest (source, event_type) of the dataset over all its days through the replay service (a dry run, then
+the execution) and prints the calls per replayed event by operation, SQS's apart (budget: 0.11, one
+SendMessageBatch per 10 messages). Writes them all to bench/out/aws_calls.json.
 """
 
 from __future__ import annotations
@@ -37,22 +39,24 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.pop("AWS_PROFILE", None)
     os.environ.pop("AWS_ENDPOINT_URL", None)
 
-    from moto import mock_aws
-
+    from backend.adapters.aws.ports import aws_ports
     from backend.services.ingest import IngestService, Received
-    from tests.aws_env import moto_store
+    from tests.aws_env import moto_backend
 
     info = machine()
     print_machine(info)
     path, expected, _ = datagen.ensure(OUT / "data", args.lines)
     lines = path.read_bytes().splitlines()
-    with mock_aws():
-        store, close = moto_store()
+    store, settings, close = moto_backend()  # moto in-process: the bucket, every table, the queue pair
+    try:
         ops: Counter[str] = Counter()
         current: list[Counter[str]] = [ops]
+        service_of: dict[str, str] = {}
 
         def count(event_name: str, **_: Any) -> None:
-            current[0][event_name.split(".", 2)[2]] += 1
+            _, service_name, op = event_name.split(".", 2)
+            service_of[op] = service_name
+            current[0][op] += 1
 
         for client in store.clients.all():
             client.meta.events.register("before-call.*.*", count)
@@ -65,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
             by_status[result.status] += 1
             calls_by_status.setdefault(result.status, Counter()).update(current[0])
             ops.update(current[0])
+        replay = _replay(store, aws_ports(store, settings), lines, current, service_of)
+    finally:
         close()
     assert by_status["ACCEPTED"] == expected.accepted, (by_status, expected)
     total = sum(ops.values())
@@ -79,9 +85,71 @@ def main(argv: list[str] | None = None) -> int:
         report[status.lower()] = {"events": n, "calls_per_event": round(per, 3), "ops": dict(calls)}
     print(f"  all       {len(lines):>6,} lines   {total / len(lines):.2f} calls each")
     report["calls_per_line"] = round(total / len(lines), 3)
+    report["replay"] = replay
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "aws_calls.json").write_text(json.dumps(report, indent=2) + "\n")
     return 0
+
+
+def _replay(
+    store: Any, ports: Any, lines: list[bytes], current: list[Counter[str]], service_of: dict[str, str]
+) -> dict[str, Any]:
+    """A dry run and an execution of the replay of the busiest (source, event_type) over all its event
+    days, through the replay service on the AWS ports; the calls of each, per replayed event."""
+    from datetime import date, timedelta
+
+    from backend.model import ReplayRequest
+    from backend.services.replay import ReplayService
+
+    pairs: Counter[tuple[str, str]] = Counter()
+    days: dict[tuple[str, str], set[str]] = {}
+    for line in lines:
+        try:
+            event = json.loads(line)
+            pair = (event["source"], event["event_type"])
+            day = date.fromisoformat(str(event["event_time"])[:10]).isoformat()
+        except (ValueError, KeyError, TypeError):
+            continue  # the dataset's invalid lines
+        pairs[pair] += 1
+        days.setdefault(pair, set()).add(day)
+    (source, event_type), _ = pairs.most_common(1)[0]
+    first = min(days[source, event_type])
+    end = (date.fromisoformat(max(days[source, event_type])) + timedelta(days=1)).isoformat()
+    request = ReplayRequest(
+        source=source, event_type=event_type, start_day=first, end_day=end, limit=len(lines)
+    )
+    service = ReplayService(
+        ports.investigate,
+        ports.catalog,
+        ports.audit,
+        ports.queue,
+        ports.aggregates,
+        bucket=store.location,
+        confirm_above=len(lines),
+    )
+    current[0] = Counter()
+    plan = service.plan(request, actor="bench")
+    plan_ops, current[0] = current[0], Counter()
+    record = service.execute(request, actor="bench", expected_fingerprint=plan.fingerprint)
+    exec_ops = current[0]
+    assert record.sent == plan.would_send and record.failed == 0, record
+    sent = record.sent
+    sqs = sum(n for op, n in exec_ops.items() if service_of.get(op) == "sqs")
+    scope = f"{source}/{event_type}, event days [{first}, {end})"
+    print(f"\nAWS calls of a replay: {scope}, {sent:,} events sent")
+    for name, calls in (("dry run", plan_ops), ("execution", exec_ops)):
+        text = ", ".join(f"{service_of.get(op, '?')}.{op} {c}" for op, c in sorted(calls.items()))
+        total = sum(calls.values())
+        print(f"  {name:<9} {total:>4} calls  {total / sent:.3f} per event  ({text})")
+    print(f"  SQS       {sqs:>4} calls  {sqs / sent:.3f} per event  (budget 0.11)")
+    return {
+        "scope": scope,
+        "sent": sent,
+        "sqs_calls": sqs,
+        "sqs_calls_per_event": round(sqs / sent, 3),
+        "dry_run_ops": dict(plan_ops),
+        "execute_ops": dict(exec_ops),
+    }
 
 
 if __name__ == "__main__":
