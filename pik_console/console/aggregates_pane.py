@@ -63,8 +63,8 @@ def diff_view(d: VersionDiff) -> Group:
         f"changed payloads {d.changed:,} · duplicate receipts excluded {d.duplicates_excluded:,}",
         style="dim",
     )
-    explanation = Text("\n".join(d.explanation), end="")
-    return Group(head, side_by_side(d.older, d.newer), counts, Text(""), title("Why"), t(explanation.plain))
+    why = [t(line) for line in d.explanation]
+    return Group(head, side_by_side(d.older, d.newer), counts, Text(""), title("Why"), *why)
 
 
 def single_view(v: AggregateVersion) -> Group:
@@ -210,8 +210,8 @@ class AggregatesPane(Vertical):
                 Text(str(v.version), justify="right"),
                 Text(value_text(v.value), justify="right"),
                 Text(f"{v.input_count:,}", justify="right"),
-                t(v.computed_at[:19]),
-                t(_cause(v), limit=30),
+                t(v.computed_at[5:16].replace("T", " ")),
+                Text("replay" if v.replay_ids else "direct", style="cyan" if v.replay_ids else "dim"),
                 key=f"{v.metric}\x00{v.version}",
             )
         metrics = sorted({v.metric for v in self.versions})
@@ -260,6 +260,12 @@ class AggregatesPane(Vertical):
     def _show(self) -> None:
         if self.metric is None or self.to_version is None:
             return
+        table = self.query_one("#agg-versions", DataTable)
+        key = f"{self.metric}\x00{self.to_version}"
+        for n, row in enumerate(table.ordered_rows):
+            if row.key.value == key:
+                table.move_cursor(row=n)
+                break
         entity = self.query_one("#agg-entity", Input).value.strip()
         day = self.query_one("#agg-day", Input).value.strip()
         if self.to_version <= 1:

@@ -66,6 +66,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--source", metavar="S")
     p.add_argument("--type", metavar="T", help="event type")
     p.set_defaults(func=cmd_console)
+    from pik_console import report
+
+    report.register(sub, common)
 
 
 def open_demo_console(path: Any, out: IO[str]) -> None:

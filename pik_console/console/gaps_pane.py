@@ -152,7 +152,8 @@ class GapsPane(Vertical):
         table = self.query_one("#gaps-table", DataTable)
         table.clear()
         top = max((d.events for d in r.days), default=0)
-        for d in r.days:
+        context_day = cast(Any, self.app).context.day
+        for n, d in enumerate(r.days):
             status = Text(d.status.value, style=STATUS_STYLE[d.status])
             if d.events == 0:
                 status.append(" (missing)", style="bold red")
@@ -166,6 +167,8 @@ class GapsPane(Vertical):
                 stacked_bar([(d.on_time, "cyan"), (d.late, "yellow")], top, BAR_WIDTH),
                 key=d.day,
             )
+            if d.day == context_day:
+                table.move_cursor(row=n)
 
     @on(DataTable.RowSelected, "#gaps-table")
     def _open_day(self, event: DataTable.RowSelected) -> None:

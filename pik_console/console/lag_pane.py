@@ -241,7 +241,11 @@ class LagPane(Vertical):
         if message.rows is None:
             self.notify(f"Reading the partitions failed: {message.error}", severity="error", markup=False)
             return
-        for source, event_type, accepted, late, dup in message.rows:
+        chosen = (
+            self.query_one("#lag-source", Input).value.strip(),
+            self.query_one("#lag-type", Input).value.strip(),
+        )
+        for n, (source, event_type, accepted, late, dup) in enumerate(message.rows):
             table.add_row(
                 t(f"{source}/{event_type}"),
                 num(accepted),
@@ -249,6 +253,8 @@ class LagPane(Vertical):
                 num(dup, "yellow" if dup else ""),
                 key=f"{source}\x00{event_type}",
             )
+            if (source, event_type) == chosen:
+                table.move_cursor(row=n)
 
     @on(LagRead)
     def _lag(self, message: LagRead) -> None:

@@ -9,6 +9,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from rich.console import Group, RenderableType
+from rich.highlighter import JSONHighlighter
 from rich.table import Table
 from rich.text import Text
 
@@ -72,10 +73,9 @@ def json_text(data: bytes) -> RenderableType:
         return t(data.decode("utf-8", errors="replace"))
     pretty = json.dumps(parsed, indent=2, ensure_ascii=False, sort_keys=False)
     # json.dumps escapes C0 controls; safe() catches C1 controls, bidi overrides and the like per line.
-    code = "\n".join(safe(line) for line in pretty.split("\n"))
-    from rich.syntax import Syntax  # pygments: imported on the first detail, not at start-up
-
-    return Syntax(code, "json", theme="monokai", background_color="default", word_wrap=True)
+    text = Text("\n".join(safe(line) for line in pretty.split("\n")))
+    JSONHighlighter().highlight(text)  # styles spans by regex; the characters stay what they are
+    return text
 
 
 def hexdump(data: bytes, limit: int = 256) -> Text:

@@ -38,6 +38,10 @@ OUTCOME_STYLE = {
 }
 
 
+def _n(count: int, singular: str, plural: str | None = None) -> str:
+    return f"{count:,} {singular if count == 1 else plural or singular + 's'}"
+
+
 def plan_view(plan: ReplayPlan, confirm_above: int) -> Group:
     head = Text()
     head.append(f"{plan.would_send:,}", style="bold green" if plan.would_send else "bold yellow")
@@ -52,7 +56,8 @@ def plan_view(plan: ReplayPlan, confirm_above: int) -> Group:
         ("scanned / matched", f"{plan.scanned:,} / {plan.matched:,}"),
         ("skipped", f"{s.duplicate:,} duplicates · {s.missing_raw:,} without raw bytes · "
                     f"{s.over_limit:,} over the limit · {s.filtered:,} filtered out"),
-        ("blast radius", f"{plan.entities:,} entities · {plan.windows:,} aggregate windows" + with_versions),
+        ("blast radius", f"{_n(plan.entities, 'entity', 'entities')} · {_n(plan.windows, 'aggregate window')}"
+         + with_versions),
         ("first .. last", f"{plan.first_event_time or '-'} .. {plan.last_event_time or '-'}"),
     ]  # fmt: skip
     parts: list[Any] = [head, fields(radius)]
@@ -185,7 +190,7 @@ class ReplayPane(Vertical):
 
     def on_mount(self) -> None:
         self.query_one("#replay-history", DataTable).add_columns(
-            "STARTED", "REPLAY", "OUTCOME", "BY", "SENT", "SCOPE"
+            "STARTED", "OUTCOME", "SENT", "BY", "REPLAY", "SCOPE"
         )
         self.query_one("#replay-progress", ProgressBar).display = False
         if self.services.read_only:
@@ -467,11 +472,11 @@ class ReplayPane(Vertical):
             return
         for a in message.records:
             table.add_row(
-                t(a.started_at[:19]),
-                t(a.replay_id),
+                t(a.started_at[:16]),
                 Text(a.outcome.value, style=OUTCOME_STYLE.get(a.outcome, "")),
-                t(a.actor, limit=12),
                 Text(f"{a.sent:,}/{a.would_send:,}", justify="right"),
+                t(a.actor, limit=14),
+                t(a.replay_id),
                 t(describe_scope(a.request), limit=60),
                 key=a.replay_id,
             )
