@@ -35,6 +35,7 @@ class Env:
     def queue(self, **kw: Any) -> SqsReplayQueue:
         assert self.settings.replay_queue_url
         kw.setdefault("dlq_url", self.settings.replay_dlq_url)
+        kw.setdefault("wait_time_s", 0)  # moto waits out a long poll of an empty queue
         return SqsReplayQueue(self.store.clients, self.settings.replay_queue_url, **kw)
 
     def poison(self, queue: SqsReplayQueue, bodies: list[str]) -> None:
@@ -168,3 +169,18 @@ def test_a_listing_is_capped(env: Env) -> None:
     env.poison(queue, [f"d{i:02}" for i in range(15)])
     assert len(queue.dead_letters(limit=100).items) == 10
     assert queue.depth().dead == 15
+
+
+def test_receives_are_long_polls_by_default(env: Env) -> None:
+    # A short poll answers from a sample of SQS's servers: its empty answer would end a drain too early.
+    waits: list[int] = []
+
+    def record(params: dict[str, Any], **_: Any) -> None:
+        waits.append(params.get("WaitTimeSeconds", 0))
+
+    env.store.clients.sqs.meta.events.register("before-parameter-build.sqs.ReceiveMessage", record)
+    assert env.settings.replay_queue_url
+    queue = SqsReplayQueue(env.store.clients, env.settings.replay_queue_url, max_receives=5)
+    queue.send_batch(["m"])
+    assert len(queue.receive(10, 60)) == 1
+    assert waits == [1]

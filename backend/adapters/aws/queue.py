@@ -13,10 +13,11 @@ range SQS accepts) are refused here, per entry and as the sender's fault, before
 queue does. Entries past SQS's 256 KiB limit on a whole batch are returned as failures that are *not* the
 sender's fault, so the caller sends them again in its next call.
 
-Receives are short polls (``WaitTimeSeconds=0``) unless ``wait_time_s`` says otherwise: SQS then answers
-from a sample of its servers, so an empty answer from a nearly empty queue does not prove it empty. A
-caller that drains the queue by hand should pass ``wait_time_s=1`` or more (a long poll asks every server);
-the processor Lambda does not use this class (its event source mapping long-polls).
+Receives are long polls of ``wait_time_s`` (1 s): a long poll asks every SQS server and answers as soon as
+it has a message, so a loop that receives until an empty answer (``pik process``) drains the queue, at the
+price of that one second at the end. A short poll (``wait_time_s=0``) answers from a sample of the servers,
+and its empty answer from a nearly empty queue does not prove the queue empty. (The processor Lambda does
+not use this class: its event source mapping long-polls.)
 
 **Listing the dead letters.** SQS cannot peek at a queue: the only read is a receive, which hides what it
 returns. :meth:`SqsReplayQueue.dead_letters` therefore reads the whole dead-letter queue on each call,
@@ -87,7 +88,7 @@ class SqsReplayQueue:
         dlq_url: str | None = None,
         max_receives: int | None = None,
         *,
-        wait_time_s: int = 0,
+        wait_time_s: int = 1,
         peek_visibility_s: int = 30,
         peek_max: int = 1000,
     ) -> None:
