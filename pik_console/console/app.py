@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import replace
+from pathlib import Path
 from typing import Any, ClassVar
 
 from rich.text import Text
@@ -17,6 +18,7 @@ from textual import on, work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
+from textual.lazy import Lazy
 from textual.message import Message
 from textual.reactive import reactive
 from textual.screen import Screen
@@ -51,7 +53,7 @@ class ConsoleHeader(Horizontal):
 class PikConsole(App[None]):
     """The investigation console over an opened backend."""
 
-    CSS_PATH = "console.tcss"
+    CSS_PATH = Path(__file__).with_name("console.tcss")
     TITLE = "pik console"
     ENABLE_COMMAND_PALETTE = True
 
@@ -112,17 +114,18 @@ class PikConsole(App[None]):
         from pik_console.console.replay_pane import ReplayPane
 
         yield ConsoleHeader(id="header")
+        # The panes not shown first are mounted after the first frame (Lazy): the first screen comes sooner.
         with TabbedContent(initial="events", id="panes"):
             with TabPane("1 Events", id="events"):
                 yield EventsPane(id="events-pane")
             with TabPane("2 Lag", id="lag"):
-                yield LagPane(id="lag-pane")
+                yield Lazy(LagPane(id="lag-pane"))
             with TabPane("3 Gaps", id="gaps"):
-                yield GapsPane(id="gaps-pane")
+                yield Lazy(GapsPane(id="gaps-pane"))
             with TabPane("4 Replay", id="replay"):
-                yield ReplayPane(id="replay-pane")
+                yield Lazy(ReplayPane(id="replay-pane"))
             with TabPane("5 Aggregates", id="aggregates"):
-                yield AggregatesPane(id="aggregates-pane")
+                yield Lazy(AggregatesPane(id="aggregates-pane"))
         yield Footer()
 
     def on_mount(self) -> None:
@@ -130,7 +133,9 @@ class PikConsole(App[None]):
         self._show_header()
         self.pane("events").apply_context(self.context)
         self.call_after_refresh(self.query_one("#event-list").focus)
-        if self.services.kind == "local":
+        ctx = self.context
+        if self.services.kind == "local" and not (ctx.entity or (ctx.source and ctx.event_type and ctx.day)):
+            # Nothing to open on: the workspace's totals choose (a whole-index scan, so only then).
             self._read_stats()
 
     def pane(self, name: str) -> Any:
@@ -174,7 +179,6 @@ class PikConsole(App[None]):
             self.pane("events").apply_context(ctx)
         else:
             self.context = ctx
-        self.pane("lag").stats_ready(stats)
 
     @on(TabbedContent.TabActivated)
     def _tab(self, event: TabbedContent.TabActivated) -> None:

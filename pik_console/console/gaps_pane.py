@@ -14,10 +14,12 @@ from textual.widgets import DataTable, Input, Static
 
 from backend.errors import InvalidRequest
 from backend.services.investigate import DayStatus, GapReport, human_ms, parse_duration
+from backend.times import EVENT_TIME_MAX, EVENT_TIME_MIN, fmt
 from pik_console.console.context import Context, add_days
 from pik_console.console.render import num, stacked_bar, t
 
 BAR_WIDTH = 30
+RANGE_DAYS = 14
 STATUS_STYLE = {
     DayStatus.OK: "green",
     DayStatus.NEVER_ARRIVED: "bold red",
@@ -86,8 +88,9 @@ class GapsPane(Vertical):
         if ctx == self._applied:
             return
         self._applied = ctx
-        first = ctx.first_day or (add_days(ctx.day, -7) if ctx.day else None)
-        end = add_days(ctx.last_day, 1) if ctx.last_day else (add_days(ctx.day, 8) if ctx.day else None)
+        # Without known bounds the fields stay empty and the worker picks the range (see _range).
+        first = ctx.first_day
+        end = add_days(ctx.last_day, 1) if ctx.last_day else None
         values = {
             "gaps-entity": ctx.entity or "",
             "gaps-source": "" if ctx.entity else (ctx.source or ""),
@@ -104,9 +107,15 @@ class GapsPane(Vertical):
             return self.query_one(f"#{widget_id}", Input).value.strip() or None
 
         first, end = value("gaps-first"), value("gaps-end")
-        if not (first and end):
+        entity = value("gaps-entity")
+        if not (entity or (value("gaps-source") and value("gaps-type"))):
             self.query_one("#gaps-verdict", Static).update(
-                Text("Choose a first and an end day.", style="yellow")
+                Text("Choose an entity, or a source and a type.", style="yellow")
+            )
+            return
+        if bool(first) != bool(end):
+            self.query_one("#gaps-verdict", Static).update(
+                Text("Give both days, or neither (the range around the day in focus).", style="yellow")
             )
             return
         try:
@@ -114,7 +123,6 @@ class GapsPane(Vertical):
         except InvalidRequest as exc:
             self.notify(str(exc), severity="warning", markup=False)
             return
-        entity = value("gaps-entity")
         self._read(first, end, entity, None if entity else value("gaps-source"),
                    None if entity else value("gaps-type"), grace_ms)  # fmt: skip
 
@@ -122,22 +130,53 @@ class GapsPane(Vertical):
     def _submitted(self) -> None:
         self.reload()
 
+    def _range(self, entity: str | None, source: str | None, event_type: str | None) -> tuple[str, str]:
+        """Days to show when none are given: the entity's whole history (two one-row queries: its first
+        and its last event) within RANGE_DAYS of the day in focus, or two weeks around that day."""
+        services = cast(Any, self.app).services
+        day = cast(Any, self.app).context.day
+        if entity is not None:
+            index = services.index
+            lo, hi = fmt(EVENT_TIME_MIN), fmt(EVENT_TIME_MAX)
+            first = index.query_entity(entity, lo, hi, limit=1).items
+            last = index.query_entity(entity, lo, hi, limit=1, descending=True).items
+            if first and last:
+                a, b = first[0].day, last[0].day
+                if day:
+                    a, b = max(a, add_days(day, -RANGE_DAYS)), min(b, add_days(day, RANGE_DAYS))
+                return a, add_days(max(a, b), 1)
+        if day:
+            return add_days(day, -7), add_days(day, 8)
+        raise InvalidRequest("choose a first and an end day")
+
     @work(thread=True, exclusive=True, group="gaps", exit_on_error=False)
     def _read(
         self,
-        first: str,
-        end: str,
+        first: str | None,
+        end: str | None,
         entity: str | None,
         source: str | None,
         event_type: str | None,
         grace_ms: int,
     ) -> None:
         try:
-            report = (
-                cast(Any, self.app)
-                .services.investigator()
-                .gaps(first, end, entity_id=entity, source=source, event_type=event_type, grace_ms=grace_ms)
-            )
+            investigator = cast(Any, self.app).services.investigator()
+            if first is None or end is None:
+                first, end = self._range(entity, source, event_type)
+
+            def gaps(a: str, b: str) -> GapReport:
+                return cast(
+                    GapReport,
+                    investigator.gaps(
+                        a, b, entity_id=entity, source=source, event_type=event_type, grace_ms=grace_ms
+                    ),
+                )
+
+            report = gaps(first, end)
+            with_events = [d.day for d in report.days if d.events]
+            if with_events and with_events[-1] < report.days[-1].day:
+                # Days after the last one with events hold nothing yet: not gaps, not in the median.
+                report = gaps(first, add_days(with_events[-1], 1))
             self.post_message(self.GapsRead(report, None))
         except Exception as exc:
             self.post_message(self.GapsRead(None, str(exc)))
@@ -148,6 +187,9 @@ class GapsPane(Vertical):
             self.query_one("#gaps-verdict", Static).update(t(message.error, "yellow"))
             return
         r = self.report = message.report
+        with self.prevent(Input.Changed):
+            self.query_one("#gaps-first", Input).value = r.first_day
+            self.query_one("#gaps-end", Input).value = r.end_day
         self.query_one("#gaps-verdict", Static).update(verdict(r))
         table = self.query_one("#gaps-table", DataTable)
         table.clear()

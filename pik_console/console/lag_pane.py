@@ -17,10 +17,9 @@ from textual.message import Message
 from textual.widgets import DataTable, Input, Static
 
 from backend.errors import InvalidRequest
-from backend.ports import IndexStats
 from backend.services.investigate import LagReport, human_ms, parse_duration
 from backend.times import TimeFormatError, parse_day
-from pik_console.console.context import Context, next_day
+from pik_console.console.context import Context, day_start, next_day
 from pik_console.console.render import num, t, title
 
 BLOCKS = " ▁▂▃▄▅▆▇█"
@@ -112,7 +111,6 @@ class LagPane(Vertical):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._applied: Context | None = None
-        self._stats: IndexStats | None = None
         self.report: LagReport | None = None
 
     def compose(self) -> ComposeResult:
@@ -146,9 +144,6 @@ class LagPane(Vertical):
     def focus_filter(self) -> None:
         self.query_one("#lag-source", Input).focus()
 
-    def stats_ready(self, stats: IndexStats) -> None:
-        self._stats = stats
-
     def apply_context(self, ctx: Context) -> None:
         if ctx == self._applied:
             return
@@ -181,7 +176,10 @@ class LagPane(Vertical):
             return
         source, event_type, day, late_ms = form
         if day:
-            self._read_partitions(day, late_ms)
+            entity = cast(Any, self.app).context.entity
+            self._read_partitions(
+                day, late_ms, entity, (source, event_type) if source and event_type else None
+            )
         if source and event_type and day:
             self._read_lag(source, event_type, day, late_ms)
         else:
@@ -204,23 +202,33 @@ class LagPane(Vertical):
     # -- workers -------------------------------------------------------------------------------------
 
     @work(thread=True, exclusive=True, group="lag-partitions", exit_on_error=False)
-    def _read_partitions(self, day: str, late_ms: int) -> None:
+    def _read_partitions(
+        self, day: str, late_ms: int, entity: str | None, chosen: tuple[str, str] | None
+    ) -> None:
+        """The partitions of the day worth listing: those the entity in focus has events in that day (one
+        scan of its day), the chosen one, and those of the workspace totals if they were read already.
+        Never a scan of the whole index just to list them."""
         services = cast(Any, self.app).services
         try:
-            stats = self._stats
-            if stats is None:
-                if services.kind != "local":
-                    self.post_message(self.PartitionsRead(day, [], None))
-                    return
-                stats = services.index.stats()
             scans = services.investigate
+            found: set[tuple[str, str]] = {chosen} if chosen else set()
+            if entity:
+                after = None
+                while True:
+                    page = scans.scan_entity(
+                        entity, day_start(day), day_start(next_day(day)), limit=5000, after=after
+                    )
+                    found.update((r.source, r.event_type) for r in page.items)
+                    after = page.next_cursor
+                    if after is None:
+                        break
+            stats = cast(Any, self.app).stats
+            if stats is not None:
+                found.update((p.source, p.event_type) for p in stats.partitions)
             rows = []
-            for p in stats.partitions:
-                counts = scans.day_counts_partition(
-                    p.source, p.event_type, day, next_day(day), grace_ms=late_ms
-                )
-                for c in counts:
-                    rows.append((p.source, p.event_type, c.accepted, c.late, c.duplicate))
+            for source, event_type in sorted(found):
+                for c in scans.day_counts_partition(source, event_type, day, next_day(day), grace_ms=late_ms):
+                    rows.append((source, event_type, c.accepted, c.late, c.duplicate))
             self.post_message(self.PartitionsRead(day, rows, None))
         except Exception as exc:
             self.post_message(self.PartitionsRead(day, None, str(exc)))

@@ -1,0 +1,297 @@
+"""Console figures (issue 5), run by ``make bench`` or alone:
+
+* **first frame**: ``pik console`` as a child process (headless, 160x50) on a workspace holding one entity
+  with 1,000,000 events: from the process start (interpreter, imports and the backend's opening included)
+  to the first screen drawn, and from the app's construction to it;
+* **first page**: from the start to the first rows of that entity's whole window on screen (one keyset
+  query of a page);
+* **jump to the end**: End pressed to the last event shown (one descending query);
+* **scrolling**: 400 PageDown presses through the window (pages read as the cursor goes, an LRU of
+  pages kept), then Home; the slowest key-to-screen time among them;
+* **keys during a slow query**: a page read that takes 2 s (a sleep around the port), and a pane switch
+  pressed meanwhile: how long the switch took;
+* **peak RSS** of the child after all of that.
+
+The workspace is built once into ``bench/out/`` through the store's record API in batches of 50,000
+(about half a minute; it has no raw bytes, which the list does not read). Timings are medians of
+``--runs`` children.
+
+    .venv/bin/python bench/console.py [--runs 3] [--events 1000000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "bench" / "out"
+sys.path.insert(0, str(ROOT))
+
+ENTITY = "device-1m"
+START = datetime(2025, 1, 1, tzinfo=UTC)
+DAYS = 100
+BATCH = 50_000
+VERSION = "1"
+
+TARGET_FIRST_FRAME_S = 0.5
+TARGET_FIRST_PAGE_S = 0.3
+TARGET_JUMP_END_S = 0.3
+TARGET_RSS_MB = 150
+
+
+# -- the workspace -------------------------------------------------------------------------------------
+
+
+def workspace(events: int) -> Path:
+    """One entity with ``events`` accepted events evenly over DAYS days (built once, reused)."""
+    ws = OUT / f"ws-console-{events}"
+    marker = ws / "bench-console.json"
+    want = {"version": VERSION, "events": events}
+    if marker.exists() and json.loads(marker.read_text()) == want:
+        return ws
+    shutil.rmtree(ws, ignore_errors=True)
+    from backend.adapters.local.store import LocalStore
+    from backend.identity import raw_key
+    from backend.model import EventRecord, IngestStatus
+    from backend.times import fmt
+
+    store = LocalStore(ws)
+    step = timedelta(days=DAYS) / events
+    started = time.perf_counter()
+    try:
+        for first in range(0, events, BATCH):
+            batch = []
+            for i in range(first, min(first + BATCH, events)):
+                when = START + i * step
+                event_time = fmt(when)
+                event_id = f"{i:064x}"
+                lag = 1500 + (i % 7) * 1000 + (3_600_000 * 30 if i % 1000 == 0 else 0)
+                day = event_time[:10]
+                batch.append(
+                    EventRecord.model_construct(
+                        event_id=event_id,
+                        status=IngestStatus.ACCEPTED,
+                        source="iot",
+                        event_type="reading",
+                        entity_id=ENTITY,
+                        event_time=event_time,
+                        ingest_time=fmt(when + timedelta(milliseconds=lag)),
+                        ingest_lag_ms=lag,
+                        clock_skew=False,
+                        payload_sha=f"{i:064x}",
+                        day=day,
+                        hour=event_time[11:13],
+                        s3_key=raw_key("iot", "reading", day, event_id),
+                        s3_bucket=None,
+                        raw_sha=f"{i:064x}",
+                        raw_size=120,
+                        idempotency_key=None,
+                        origin="bench",
+                        line=i + 1,
+                        receipt=None,
+                    )
+                )
+            store.record(batch)
+            print(
+                f"\r  building {events:,} events: {first + len(batch):,}", end="", file=sys.stderr, flush=True
+            )
+    finally:
+        store.close()
+    print(f"\r  built {events:,} events in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+    marker.write_text(json.dumps(want))
+    return ws
+
+
+def rss_mb() -> float:
+    """The resident set now (Linux), in MB."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+# -- one child: the console, headless --------------------------------------------------------------------
+
+
+def child(ws: str, spawned: float) -> dict[str, Any]:
+    """Runs in a fresh interpreter: what a user of ``pik console`` waits for, measured from ``spawned``."""
+    imports_started = time.time()
+    from pik_console import cli
+    from pik_console.console.app import PikConsole
+    from pik_console.console.context import Context
+    from pik_console.console.event_list import EventList
+
+    args = cli.build_parser().parse_args(["console", "--workspace", ws, "--read-only"])
+    backend = cli.open_backend(args, create=False)
+    imported = time.time()
+    end = (START + timedelta(days=DAYS)).date().isoformat()
+    context = Context(entity=ENTITY, start=f"{START.date()}T00:00:00.000Z", end=f"{end}T00:00:00.000Z")
+    figures: dict[str, Any] = {
+        "imports_and_open_s": imported - imports_started,
+        "python_start_s": imports_started - spawned,
+    }
+
+    painted: list[float] = []
+
+    class Console(PikConsole):
+        def on_mount(self) -> None:
+            super().on_mount()
+            # Runs once the screen has been drawn for the first time.
+            self.call_after_refresh(lambda: painted.append(time.time()))
+
+    async def run() -> None:
+        constructed = time.time()
+        app = Console(backend, context=context)
+        async with app.run_test(size=(160, 50)) as pilot:
+            while not painted:
+                await asyncio.sleep(0.001)
+            first_frame = painted[0]
+            figures["first_frame_from_start_s"] = first_frame - spawned
+            figures["first_frame_from_app_s"] = first_frame - constructed
+            lst = app.query_one("#event-list", EventList)
+            while lst.rows.total == 0:
+                await asyncio.sleep(0.002)
+            figures["first_page_from_start_s"] = time.time() - spawned
+            figures["first_page_from_frame_s"] = max(time.time() - first_frame, 0.0)
+            figures["first_page_query_ms"] = lst.last_read_ms
+            figures["rss_after_first_page_mb"] = rss_mb()
+            last = backend.index.query_entity(
+                ENTITY, context.start, context.end, limit=1, descending=True
+            ).items[0]
+            pressed = time.perf_counter()
+            await pilot.press("end")
+            while lst.item != last:
+                await asyncio.sleep(0.002)
+            figures["jump_to_end_s"] = time.perf_counter() - pressed
+            figures["jump_to_end_query_ms"] = lst.last_read_ms
+            figures["jump_to_end_in_app_ms"] = lst.first_page_ms
+            figures["rss_after_end_mb"] = rss_mb()
+            await pilot.press("home")
+            while lst.rows.total == 0 or lst.cursor != 0 or not lst.rows.at_start:
+                await asyncio.sleep(0.002)
+            worst = 0.0
+            for _ in range(400):
+                pressed = time.perf_counter()
+                await pilot.press("pagedown")
+                while lst.item is None:  # its page is being read
+                    await asyncio.sleep(0.001)
+                worst = max(worst, time.perf_counter() - pressed)
+            figures["scrolled_rows"] = lst.cursor
+            figures["pages_read"] = lst.rows.pages_read
+            figures["pages_in_memory"] = lst.rows.cached_pages()
+            figures["slowest_pagedown_s"] = worst
+            figures["rss_after_scrolling_mb"] = rss_mb()
+            # Peak so far: the Events pane's own figure (the other panes' reads come next).
+            figures["peak_rss_browsing_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            await pilot.press("home")
+            await app.workers.wait_for_complete()
+            # Every pane once (each reads what it shows for the entity's day), back to Events.
+            for key in "23451":
+                pressed = time.perf_counter()
+                await pilot.press(key)
+                await app.workers.wait_for_complete()
+                figures[f"pane_{key}_with_its_reads_s"] = time.perf_counter() - pressed
+                figures[f"rss_after_pane_{key}_mb"] = rss_mb()
+            figures["rss_after_every_pane_mb"] = rss_mb()
+            # A slow store: the next page read sleeps 2 s; keys must not wait for it.
+            real = backend.index.query_entity
+
+            def slow(*a: Any, **kw: Any) -> Any:
+                time.sleep(2.0)
+                return real(*a, **kw)
+
+            backend.index.query_entity = slow
+            await pilot.press("end")
+            await pilot.pause(0.05)
+            pressed = time.perf_counter()
+            await pilot.press("2")
+            figures["pane_switch_during_slow_query_s"] = time.perf_counter() - pressed
+            pressed = time.perf_counter()
+            await pilot.press("1")
+            figures["pane_switch_back_during_slow_query_s"] = time.perf_counter() - pressed
+            figures["slow_query_still_running"] = lst.loading
+            backend.index.query_entity = real
+            await app.workers.wait_for_complete()
+
+    asyncio.run(run())
+    backend.close()
+    figures["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return figures
+
+
+def run_child(ws: Path) -> dict[str, Any]:
+    spawned = time.time()
+    done = subprocess.run(
+        [sys.executable, __file__, "--child", str(ws), "--spawned", repr(spawned)],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"console child failed:\n{done.stdout}\n{done.stderr}")
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--child", metavar="WS", help=argparse.SUPPRESS)
+    parser.add_argument("--spawned", type=float, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        print(json.dumps(child(args.child, args.spawned)))
+        return 0
+    ws = workspace(args.events)
+    print(f"Console on one entity with {args.events:,} events (load average {os.getloadavg()[0]:.2f})")
+    runs = [run_child(ws) for _ in range(args.runs)]
+    median = {
+        k: statistics.median(r[k] for r in runs) for k in runs[0] if isinstance(runs[0][k], int | float)
+    }
+    rows = [
+        ("first frame from process start", median["first_frame_from_start_s"], TARGET_FIRST_FRAME_S, "s"),
+        ("  of which python start", median["python_start_s"], None, "s"),
+        ("  of which imports + open backend", median["imports_and_open_s"], None, "s"),
+        ("  of which app to first frame", median["first_frame_from_app_s"], None, "s"),
+        ("first page from first frame", median["first_page_from_frame_s"], TARGET_FIRST_PAGE_S, "s"),
+        ("  first page query", median["first_page_query_ms"] / 1000, None, "s"),
+        ("jump to end (key to last row shown)", median["jump_to_end_s"], TARGET_JUMP_END_S, "s"),
+        ("  its descending query", median["jump_to_end_query_ms"] / 1000, None, "s"),
+        ("slowest of 400 PageDown", median["slowest_pagedown_s"], None, "s"),
+        ("pane switch during a 2 s page read", median["pane_switch_during_slow_query_s"], None, "s"),
+        ("  and back", median["pane_switch_back_during_slow_query_s"], None, "s"),
+        ("RSS after 16,000 rows scrolled", median["rss_after_scrolling_mb"], None, "MB"),
+        ("RSS after every pane visited", median["rss_after_every_pane_mb"], None, "MB"),
+        ("peak RSS", median["peak_rss_mb"], TARGET_RSS_MB, "MB"),
+    ]
+    for label, value, target, unit in rows:
+        verdict = "" if target is None else ("  ok" if value <= target else "  OVER")
+        goal = f"(target <= {target:g} {unit})" if target is not None else ""
+        print(f"  {label:<40} {value:8.3f} {unit:<3} {goal}{verdict}")
+    print(
+        f"  rows scrolled {int(median['scrolled_rows']):,}, pages read {int(median['pages_read'])}, "
+        f"pages in memory {int(median['pages_in_memory'])}"
+    )
+    results = {"events": args.events, "runs": runs, "median": median, "loadavg": os.getloadavg()}
+    (OUT / "console.json").write_text(json.dumps(results, indent=2) + "\n")
+    print(f"  results written to {(OUT / 'console.json').relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
