@@ -338,19 +338,23 @@ def event_detail(
     parts: list[Any] = [title("Event"), fields(rows)]
     if receipts is not None and len(receipts) > 1:
         table = Table(box=None, padding=(0, 1), show_edge=False, header_style="bold")
-        for column in ("#", "STATUS", "INGESTED", "LAG", "ORIGIN", "BYTES"):
-            table.add_column(column, no_wrap=True)
+        for column in ("#", "STATUS", "INGESTED", "LAG", "BYTES", "ORIGIN"):
+            table.add_column(column, no_wrap=True, overflow="ellipsis")
         accepted_sha = receipts[0].raw_sha
         for rc in receipts:
-            same = "same bytes" if rc.raw_sha == accepted_sha else "other bytes"
+            same = rc.raw_sha == accepted_sha
             origin = f"{rc.origin}:{rc.line}" if rc.origin and rc.line is not None else (rc.origin or "")
+            accepted = rc.status is IngestStatus.ACCEPTED
+            ingested = (
+                rc.ingest_time[11:23] if rc.ingest_time[:10] == r.ingest_time[:10] else rc.ingest_time[:16]
+            )
             table.add_row(
                 t(rc.receipt),
-                Text(rc.status.value, "green" if rc.status is IngestStatus.ACCEPTED else "yellow"),
-                t(rc.ingest_time),
+                Text("accepted" if accepted else "duplicate", "green" if accepted else "yellow"),
+                t(ingested),
                 t(human_ms(rc.ingest_lag_ms)),
-                t(origin, limit=30),
-                Text(same, "dim" if rc.raw_sha == accepted_sha else "bold yellow"),
+                Text("same" if same else "other", "dim" if same else "bold yellow"),
+                t(origin, limit=24),
             )
         parts += [Text(""), title(f"Receipts ({len(receipts)})"), table]
     parts += [Text(""), title("Raw JSON")]

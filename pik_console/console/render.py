@@ -78,13 +78,14 @@ def json_text(data: bytes) -> RenderableType:
     return text
 
 
-def hexdump(data: bytes, limit: int = 256) -> Text:
+def hexdump(data: bytes, limit: int = 256, width: int = 8) -> Text:
+    """Offset, hex and printable ASCII, ``width`` bytes a line (8 fits the detail pane)."""
     lines = []
-    for offset in range(0, min(len(data), limit), 16):
-        chunk = data[offset : offset + 16]
+    for offset in range(0, min(len(data), limit), width):
+        chunk = data[offset : offset + width]
         hexes = " ".join(f"{b:02x}" for b in chunk)
         shown = "".join(chr(b) if 0x20 <= b < 0x7F else "." for b in chunk)
-        lines.append(f"{offset:04x}  {hexes:<47}  {shown}")
+        lines.append(f"{offset:04x}  {hexes:<{3 * width - 1}}  {shown}")
     if len(data) > limit:
         lines.append(f"… {len(data) - limit:,} more bytes")
     return Text("\n".join(lines), style="dim")

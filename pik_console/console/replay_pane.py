@@ -189,9 +189,10 @@ class ReplayPane(Vertical):
                 yield DataTable(id="replay-history", cursor_type="row", zebra_stripes=True)
 
     def on_mount(self) -> None:
-        self.query_one("#replay-history", DataTable).add_columns(
-            "STARTED", "OUTCOME", "SENT", "BY", "REPLAY", "SCOPE"
-        )
+        history = self.query_one("#replay-history", DataTable)
+        for label, width in (("STARTED", 16), ("OUTCOME", 11), ("SENT", 11), ("BY", 14), ("REPLAY", 28)):
+            history.add_column(label, width=width)
+        history.add_column("SCOPE")
         self.query_one("#replay-progress", ProgressBar).display = False
         if self.services.read_only:
             self.query_one("#replay-process", Button).disabled = True
