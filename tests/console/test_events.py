@@ -4,7 +4,6 @@ the detail (raw JSON, receipts, rejections), untrusted text shown literally, slo
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -210,11 +209,11 @@ async def test_keys_are_handled_while_a_slow_page_is_read(big_ws: Path) -> None:
     async with app.run_test(size=SIZE) as pilot:
         await pilot.pause(0.1)
         assert _list(app).loading
-        started = time.perf_counter()
+        # The page read is blocked until release: the key is handled while it runs (no wall clock here;
+        # bench/console.py measures how fast).
         await pilot.press("2")
         await pilot.pause()
         assert app.active_pane == "lag"
-        assert time.perf_counter() - started < 1.0
         assert _list(app).loading  # still reading
         release.set()
         await pilot.press("1")
