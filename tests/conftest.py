@@ -95,6 +95,25 @@ def adapter(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Adapter]
         yield opened
 
 
+# -- the Lambda handlers' backend -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def backend(tmp_path: Path) -> Iterator[Any]:
+    """A local workspace that the Lambda handlers (and ``pik serve``) use, as they would their stack."""
+    from backend.config import RuntimeSettings
+    from backend.handlers import common
+    from backend.runtime import open_local
+
+    opened = open_local(tmp_path / "ws")
+    common.configure(opened, RuntimeSettings(backend="local"))
+    try:
+        yield opened
+    finally:
+        common.configure(None)
+        opened.close()
+
+
 # -- events -----------------------------------------------------------------------------------------------
 
 DROP: Any = object()  # make_event(field=DROP) leaves the field out

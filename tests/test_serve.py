@@ -23,7 +23,6 @@ from typing import Any
 
 import pytest
 
-from backend.config import RuntimeSettings
 from backend.handlers import common
 from backend.model import MAX_BODY_BYTES
 from backend.runtime import Backend, open_local
@@ -58,17 +57,6 @@ class Running:
         self.server.shutdown()
         self.server.server_close()
         self.thread.join(5)
-
-
-@pytest.fixture
-def backend(tmp_path: Path) -> Iterator[Backend]:
-    opened = open_local(tmp_path / "ws")
-    common.configure(opened, RuntimeSettings(backend="local"))
-    try:
-        yield opened
-    finally:
-        common.configure(None)
-        opened.close()
 
 
 @pytest.fixture

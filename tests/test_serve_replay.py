@@ -20,21 +20,10 @@ from backend.adapters.local.store import LocalStore
 from backend.adapters.local.workspace import local_ports
 from backend.config import RuntimeSettings
 from backend.handlers import common
-from backend.runtime import Backend, open_local
+from backend.runtime import Backend
 from pik_console.serve import default_routes
 from tests.handlers.support import SEED_REPLAY_BODY
 from tests.test_serve import ROOT, SEED_BODY, SEED_EVENT_ID, Running, _pik, post
-
-
-@pytest.fixture
-def backend(tmp_path: Path) -> Iterator[Backend]:
-    opened = open_local(tmp_path / "ws")
-    common.configure(opened, RuntimeSettings(backend="local"))
-    try:
-        yield opened
-    finally:
-        common.configure(None)
-        opened.close()
 
 
 @pytest.fixture

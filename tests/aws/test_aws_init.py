@@ -18,24 +18,12 @@ from typing import Any
 
 import boto3
 import pytest
-from moto.moto_server.threaded_moto_server import ThreadedMotoServer
 
 from backend.adapters.aws import resources as res
 from pik_console.cli import main
 
 REGION = "us-east-1"  # what `pik aws init` assumes for an endpoint when no region is configured
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
-
-
-@pytest.fixture(scope="module")
-def moto_url() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
 
 
 @pytest.fixture

@@ -12,28 +12,13 @@ import signal
 import subprocess
 import sys
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
-from moto.moto_server.threaded_moto_server import ThreadedMotoServer
 
 PIK = str(Path(sys.executable).with_name("pik"))
 SEED_EVENT = (
     '{"source":"demo","event_type":"heartbeat","entity_id":"user_123",'
     '"event_time":"2025-12-28T23:59:59Z","payload":{"steps":10}}'
 )
-
-
-@pytest.fixture
-def moto_url() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
 
 
 def clean_env(tmp_path: Path) -> dict[str, str]:

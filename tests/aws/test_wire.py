@@ -10,7 +10,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from moto.moto_server.threaded_moto_server import ThreadedMotoServer
 
 from backend.services.ingest import IngestService, Received
 from backend.times import FixedClock
@@ -41,20 +40,9 @@ CASES: list[Callable[[Adapter], Any]] = [
 ]
 
 
-@pytest.fixture(scope="module")
-def server_url() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
-
-
 @pytest.fixture
-def wire(server_url: str) -> Iterator[Adapter]:
-    store, close = moto_store(endpoint_url=server_url)
+def wire(moto_url: str) -> Iterator[Adapter]:
+    store, close = moto_store(endpoint_url=moto_url)
     try:
         yield Adapter("aws-http", store, store, close, atomic_batches=False)
     finally:
@@ -88,10 +76,10 @@ class _OneAtATime:
         return call
 
 
-def test_concurrent_ingest_over_http_accepts_each_event_once(server_url: str) -> None:
+def test_concurrent_ingest_over_http_accepts_each_event_once(moto_url: str) -> None:
     # 120 events, each sent 1-3 times in one batch: the adapter's 16 worker threads handle different event
     # ids at once and the receipts of one id in order.
-    store, close = moto_store(endpoint_url=server_url, workers=16)
+    store, close = moto_store(endpoint_url=moto_url, workers=16)
     store.s3, store.ddb = _OneAtATime(store.s3), _OneAtATime(store.ddb)  # type: ignore[assignment]
     wire = Adapter("aws-http", store, store, close, atomic_batches=False)
     service = IngestService(wire.raw, wire.index, FixedClock(datetime(2025, 12, 29, tzinfo=UTC)))

@@ -151,17 +151,6 @@ class FakeLambdaContext:
 
 
 @pytest.fixture
-def backend(tmp_path: Path) -> Iterator[Backend]:
-    opened = open_local(tmp_path / "ws")
-    common.configure(opened, RuntimeSettings(backend="local"))
-    try:
-        yield opened
-    finally:
-        common.configure(None)
-        opened.close()
-
-
-@pytest.fixture
 def context() -> FakeLambdaContext:
     return FakeLambdaContext()
 

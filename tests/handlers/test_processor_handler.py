@@ -30,15 +30,6 @@ T0 = "2025-12-28T00:00:00.000Z"
 
 
 @pytest.fixture
-def ws(tmp_path: Path) -> Iterator[Workspace]:
-    opened = Workspace(tmp_path / "ws")
-    try:
-        yield opened
-    finally:
-        opened.close()
-
-
-@pytest.fixture
 def context() -> FakeLambdaContext:
     return FakeLambdaContext(
         function_name="pik-processor",

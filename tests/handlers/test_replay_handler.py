@@ -24,15 +24,6 @@ ALICE = "arn:aws:iam::123456789012:user/alice"
 
 
 @pytest.fixture
-def ws(tmp_path: Path) -> Iterator[Workspace]:
-    opened = Workspace(tmp_path / "ws")
-    try:
-        yield opened
-    finally:
-        opened.close()
-
-
-@pytest.fixture
 def context() -> FakeLambdaContext:
     return FakeLambdaContext(
         function_name="pik-replay",
