@@ -146,6 +146,7 @@ class EventList(ScrollView, can_focus=True):
         self._inflight: PageRequest | None = None
         self._failed: PageRequest | None = None
         self._to_end = False
+        self._pending = 0
         self._highlighted: str | None = None
         self.last_read_ms: float | None = None
         self.last_error: str | None = None
@@ -168,6 +169,7 @@ class EventList(ScrollView, can_focus=True):
         self.last_error = None
         self.first_page_ms = None
         self._to_end = listing is not None and listing.anchor == ANCHOR_END
+        self._pending = 0
         self._highlighted = None
         self._opened_at = time.perf_counter()
         self.set_reactive(EventList.cursor, 0)
@@ -183,7 +185,8 @@ class EventList(ScrollView, can_focus=True):
         return found if isinstance(found, EventRecord | Rejection) else None
 
     @property
-    def loading(self) -> bool:  # type: ignore[override]
+    def reading(self) -> bool:
+        """A page is being read (not Textual's `loading`, which would make the focused list ignore keys)."""
         return self._inflight is not None
 
     # -- reading pages ----------------------------------------------------------------------------------
@@ -247,6 +250,13 @@ class EventList(ScrollView, can_focus=True):
             found = self.rows.find(lambda r: isinstance(r, EventRecord) and r.event_id == wanted_id)
             if found is not None:
                 self.cursor = found
+        elif self._pending:
+            # Finish a move that ran past the rows read so far (shift already counted rows above).
+            pending, self._pending = self._pending, 0
+            if pending > 0 or shift:
+                self._move(pending)
+            else:
+                self._pending = pending
         elif before == 0 and self.rows.total:
             self.cursor = self.cursor  # announce the first row
         self.refresh()
@@ -278,11 +288,22 @@ class EventList(ScrollView, can_focus=True):
         self._want()
 
     def action_cursor(self, step: int) -> None:
-        self.cursor += step
+        self._move(step)
 
     def action_page(self, step: int) -> None:
         height = max(self.size.height - 1, 1)
-        self.cursor += step * height
+        self._move(step * height)
+
+    def _move(self, step: int) -> None:
+        """Move the cursor; a move past the rows read so far is kept and finished when they arrive, so
+        holding PageDown never stalls at the edge of what has been read."""
+        target = self.cursor + step
+        self._pending = 0
+        if target >= self.rows.total and not self.rows.at_end:
+            self._pending = target - max(self.rows.total - 1, 0)
+        elif target < 0 and not self.rows.at_start:
+            self._pending = target
+        self.cursor = target
 
     def action_first(self) -> None:
         if self.listing is None:

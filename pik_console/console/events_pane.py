@@ -224,7 +224,7 @@ class EventsPane(Vertical):
             text.append("  ·  more as you scroll (End: the last rows)", style="dim")
         if rows.pages_read:
             text.append(f"  ·  {rows.pages_read} pages read", style="dim")
-        if lst.loading:
+        if lst.reading:
             text.append("  ·  reading…", style="italic")
         if lst.last_error:
             text.append("  ·  ")
