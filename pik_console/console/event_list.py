@@ -152,6 +152,7 @@ class EventList(ScrollView, can_focus=True):
         self.last_error: str | None = None
         self.first_page_ms: float | None = None
         self._opened_at = 0.0
+        self._base_style: Style | None = None
 
     # -- what is shown ------------------------------------------------------------------------------
 
@@ -337,10 +338,17 @@ class EventList(ScrollView, can_focus=True):
 
     # -- drawing --------------------------------------------------------------------------------------
 
+    def notify_style_update(self) -> None:
+        self._base_style = None
+        super().notify_style_update()
+
     def render_line(self, y: int) -> Strip:
         width = self.scrollable_content_region.width or self.size.width
         row = int(self.scroll_y) + y
-        base = self.rich_style
+        base = self._base_style
+        if base is None:
+            # Computing the widget's style walks the DOM: once per style change, not once per line.
+            base = self._base_style = self.rich_style
         if row >= self.rows.total:
             if row == self.rows.total and self.listing is not None:
                 note = self._tail_note()
