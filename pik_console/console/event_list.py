@@ -90,13 +90,29 @@ class EventList(ScrollView, can_focus=True):
     """Rows of one :class:`Listing`, read on demand. Set :attr:`index` before :meth:`show`."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("up,k", "cursor(-1)", "Up", show=False),
-        Binding("down,j", "cursor(1)", "Down", show=False),
-        Binding("pageup", "page(-1)", "Page up", show=False),
-        Binding("pagedown,space", "page(1)", "Page down", show=False),
-        Binding("home,g", "first", "First", show=False, tooltip="Go to the first event (one query)"),
-        Binding("end,G", "last", "Last", show=False, tooltip="Go to the last event (one descending query)"),
-        Binding("enter", "select", "Open", show=False),
+        Binding("up,k", "cursor(-1)", "Up", show=False, id="events.up", tooltip="Previous event"),
+        Binding("down,j", "cursor(1)", "Down", show=False, id="events.down", tooltip="Next event"),
+        Binding("pageup", "page(-1)", "Page up", show=False, id="events.page_up", tooltip="A screen up"),
+        Binding(
+            "pagedown,space",
+            "page(1)",
+            "Page down",
+            show=False,
+            id="events.page_down",
+            tooltip="A screen down",
+        ),
+        Binding(
+            "home,g", "first", "First", show=False, id="events.first", tooltip="The first event (one query)"
+        ),
+        Binding(
+            "end,G",
+            "last",
+            "Last",
+            show=False,
+            id="events.last",
+            tooltip="The last event (one descending query)",
+        ),
+        Binding("enter", "select", "Open", show=False, id="events.open", tooltip="Focus the event's detail"),
     ]
 
     DEFAULT_CSS = """

@@ -56,7 +56,9 @@ class EventsPane(Vertical):
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding(":", "jump", "Jump", tooltip="Jump to a time in the window (k9s-style)", id="events.jump"),
-        Binding("escape", "focus_list", "List", show=False, id="events.focus_list"),
+        Binding(
+            "escape", "focus_list", "List", show=False, id="events.focus_list", tooltip="Back to the list"
+        ),
     ]
 
     class DetailReady(Message):

@@ -28,7 +28,7 @@ class HelpScreen(ModalScreen[None]):
     """``?``: every key of every pane, and what it does."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("escape,q,question_mark", "dismiss", "Close", id="help.close")
+        Binding("escape,q,question_mark", "dismiss", "Close", id="help.close", tooltip="Close the help")
     ]
 
     def __init__(self, sections: list[tuple[str, list[tuple[str, str]]]], read_only: bool) -> None:
@@ -60,7 +60,9 @@ class HelpScreen(ModalScreen[None]):
 class JumpScreen(ModalScreen[str | None]):
     """``:``: a time to jump to in the listed window (a date or an ISO time, UTC)."""
 
-    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel", id="jump.cancel")]
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "cancel", "Cancel", id="jump.cancel", tooltip="Stay where you are")
+    ]
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="modal-box", id="jump-box"):
@@ -91,7 +93,9 @@ class ConfirmReplay(ModalScreen[bool]):
     """The impact of a replay, and a confirmation. Above the size guard the user must type the entity
     (or ``source/type``) before Execute is enabled: the typed confirmation k9s users asked for."""
 
-    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel", id="confirm.cancel")]
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "cancel", "Cancel", id="confirm.cancel", tooltip="Send nothing")
+    ]
 
     def __init__(self, plan: ReplayPlan, *, typed: bool) -> None:
         super().__init__()

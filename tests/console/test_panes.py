@@ -12,10 +12,14 @@ from backend.adapters.local.workspace import local_ports
 from backend.errors import ReadOnlyError
 from backend.model import EventRecord, ReplayOutcome, ReplayRequest
 from backend.runtime import open_local
+from pik_console.console.aggregates_pane import AggregatesPane
 from pik_console.console.app import PikConsole, palette_entries
 from pik_console.console.context import Context
 from pik_console.console.event_list import EventList
-from pik_console.console.modals import ConfirmReplay, HelpScreen
+from pik_console.console.events_pane import EventsPane
+from pik_console.console.lag_pane import LagPane
+from pik_console.console.modals import ConfirmReplay, HelpScreen, JumpScreen
+from pik_console.console.replay_pane import ReplayPane
 from tests.console.conftest import plain, settle
 
 pytestmark = pytest.mark.asyncio
@@ -210,8 +214,17 @@ async def test_help_and_the_palette_cover_every_action(demo_ws: Path) -> None:
             for action in actions.split(";"):
                 name = action.split("(")[0]
                 assert hasattr(app, f"action_{name}"), action
-        ids = [b.id for b in app.BINDINGS if hasattr(b, "id")]
-        assert all(ids) and all(getattr(b, "tooltip", "") for b in app.BINDINGS)
+        # Every key has an id (keymaps can override it) and a tooltip (the footer explains it).
+        from textual.binding import Binding
+
+        widgets = (PikConsole, EventList, EventsPane, LagPane, ReplayPane, AggregatesPane, HelpScreen,
+                   JumpScreen, ConfirmReplay)  # fmt: skip
+        bindings = [b for cls in widgets for b in cls.BINDINGS if isinstance(b, Binding)]
+        assert len(bindings) > 25
+        assert all(b.id and b.tooltip for b in bindings), [
+            b.key for b in bindings if not (b.id and b.tooltip)
+        ]
+        assert len({b.id for b in bindings}) == len(bindings)
         await app.run_actions("pane('aggregates');versions_step(-1)")
         assert app.active_pane == "aggregates"
 
