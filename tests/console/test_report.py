@@ -94,7 +94,7 @@ def test_pik_console_needs_a_terminal(demo_ws: Path) -> None:
     assert "needs a terminal" in err.getvalue()
 
 
-def test_pik_demo_without_a_terminal_prints_the_summary_and_opens_nothing(tmp_path: Path) -> None:
+def test_pik_demo_without_a_terminal_prints_the_summary_and_opens_nothing(demo_ws: Path) -> None:
     out = io.StringIO()
-    assert main(["demo", "--workspace", str(tmp_path / "d")], out, io.StringIO()) == 0
-    assert "Built in" in out.getvalue() and "pik diff --entity user_001" in out.getvalue()
+    assert main(["demo", "--workspace", str(demo_ws)], out, io.StringIO()) == 0
+    assert "Reusing the demo workspace" in out.getvalue() and "pik diff --entity user_001" in out.getvalue()
