@@ -67,7 +67,7 @@ async def test_rows_around_an_anchor_are_read_a_page_at_a_time_and_evicted_pages
 # -- the list over a window bigger than a page ------------------------------------------------------------
 
 
-async def test_a_window_is_read_page_by_page_as_you_move_and_end_is_one_descending_query(
+async def test_a_window_is_read_page_by_page_end_is_one_descending_query_and_colon_jumps(
     big_ws: Path,
 ) -> None:
     app = _app(big_ws, Context(entity=BIG_ENTITY, day=BIG_DAY))
@@ -105,28 +105,24 @@ async def test_a_window_is_read_page_by_page_as_you_move_and_end_is_one_descendi
         assert isinstance(lst.item, EventRecord) and lst.item.event_time == "2025-12-01T00:00:00.000Z"
         status = plain(app.query_one("#events-status", Static).content)
         assert "200+ rows read" in status
+        # ":" jumps to a time: the list is anchored there, the earlier rows above it.
+        await pilot.press("colon")
+        await pilot.pause()
+        app.screen.query_one("#jump-input", Input).value = "2025-12-01T10:00"
+        await pilot.press("enter")
+        await settle(pilot)
+        assert isinstance(lst.item, EventRecord) and lst.item.event_time == "2025-12-01T10:00:00.000Z"
+        before = lst.rows.row(lst.cursor - 1)
+        assert isinstance(before, EventRecord) and before.event_time == "2025-12-01T09:59:00.000Z"
 
 
 def rows_shown(lst: EventList) -> int:
     return lst.rows.total
 
 
-async def test_jump_to_a_time_anchors_there_with_the_earlier_rows_above(big_ws: Path) -> None:
-    app = _app(big_ws, Context(entity=BIG_ENTITY, day=BIG_DAY))
-    async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
-        await pilot.press("colon")
-        await pilot.pause()
-        app.screen.query_one("#jump-input", Input).value = "2025-12-01T10:00"
-        await pilot.press("enter")
-        await settle(pilot)
-        lst = _list(app)
-        assert isinstance(lst.item, EventRecord) and lst.item.event_time == "2025-12-01T10:00:00.000Z"
-        before = lst.rows.row(lst.cursor - 1)
-        assert isinstance(before, EventRecord) and before.event_time == "2025-12-01T09:59:00.000Z"
-
-
-async def test_filter_bar_lists_duplicates_and_the_detail_shows_every_receipt(demo_ws: Path) -> None:
+async def test_filter_bar_lists_duplicates_and_rejections_and_the_detail_shows_receipts_and_bytes(
+    demo_ws: Path,
+) -> None:
     app = _app(demo_ws, Context(entity="user_005", day="2025-12-20"))
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
@@ -154,15 +150,9 @@ async def test_filter_bar_lists_duplicates_and_the_detail_shows_every_receipt(de
         assert '"amount_cents"' in detail  # the raw JSON of this receipt
         await pilot.press("enter")
         assert app.focused is app.query_one("#events-detail-scroll")
-
-
-async def test_rejections_show_their_reason_and_bytes(demo_ws: Path) -> None:
-    app = _app(demo_ws, Context(entity="user_001", day="2025-12-20"))
-    async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
+        # REJECTED lists the quarantine: each request with its reason and bytes.
         app.query_one("#events-pane").set_filter(EventFilter(status=IngestStatus.REJECTED))
         await settle(pilot)
-        lst = _list(app)
         assert lst.rows.total == 11 and all(isinstance(lst.rows.row(i), Rejection) for i in range(11))
         await pilot.pause(0.2)
         detail = plain(app.query_one("#event-detail", Static).content)

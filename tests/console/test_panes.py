@@ -10,7 +10,7 @@ from textual.widgets import Button, DataTable, Input, Static
 
 from backend.adapters.local.workspace import local_ports
 from backend.errors import ReadOnlyError
-from backend.model import EventRecord, ReplayOutcome, ReplayRequest
+from backend.model import EventRecord, ReplayOutcome
 from backend.runtime import open_local
 from pik_console.console.aggregates_pane import AggregatesPane
 from pik_console.console.app import PikConsole, palette_entries
@@ -85,7 +85,7 @@ async def _replay_pane(app: PikConsole, pilot: Any) -> Any:
     return app.query_one("#replay-pane")
 
 
-async def test_build_a_replay_preview_it_and_cancel(demo_copy: Path) -> None:
+async def test_build_a_replay_preview_it_cancel_it_and_a_stale_plan_is_refused(demo_copy: Path) -> None:
     app = _app(demo_copy)
     async with app.run_test(size=SIZE) as pilot:
         pane = await _replay_pane(app, pilot)
@@ -106,9 +106,17 @@ async def test_build_a_replay_preview_it_and_cancel(demo_copy: Path) -> None:
         await pilot.press("escape")
         await settle(pilot)
         assert not isinstance(app.screen, ConfirmReplay)
+        assert pane.last_result is None
+        # The events in scope changed since the preview (its fingerprint no longer matches): the service
+        # refuses, nothing is sent, and the console says so.
+        stale = pane.plan.model_copy(update={"fingerprint": "0" * 64})
+        pane._start_execute(stale)
+        await settle(pilot)
+        assert any("not sent" in n.message for n in app._notifications)
+        assert pane.last_result is not None and pane.last_result.outcome is ReplayOutcome.REFUSED
     ports = local_ports(open_local(demo_copy, create=False).index)
     assert ports.queue.depth().visible == 0
-    assert len(ports.audit.query(limit=50).items) == 4
+    assert [a.outcome for a in ports.audit.query(limit=50).items].count(ReplayOutcome.SENT) == 2  # the demo's
 
 
 async def test_a_large_replay_needs_the_entity_typed_then_runs_and_the_processor_recomputes(
@@ -227,21 +235,3 @@ async def test_help_and_the_palette_cover_every_action(demo_ws: Path) -> None:
         assert len({b.id for b in bindings}) == len(bindings)
         await app.run_actions("pane('aggregates');versions_step(-1)")
         assert app.active_pane == "aggregates"
-
-
-async def test_the_replay_service_refuses_a_changed_plan_and_the_console_says_so(demo_copy: Path) -> None:
-    app = _app(demo_copy)
-    async with app.run_test(size=SIZE) as pilot:
-        pane = await _replay_pane(app, pilot)
-        plan = pane.plan
-        assert plan is not None
-        # Another user widens the scope's contents under us: the fingerprint no longer matches.
-        stale = plan.model_copy(update={"fingerprint": "0" * 64})
-        pane._start_execute(stale)
-        await settle(pilot)
-        assert any("not sent" in n.message for n in app._notifications)
-        assert pane.last_result is not None and pane.last_result.outcome is ReplayOutcome.REFUSED
-    ports = local_ports(open_local(demo_copy, create=False).index)
-    assert ports.queue.depth().visible == 0
-    req = ReplayRequest(entity_id="user_001", start_time="2025-12-22", end_time="2025-12-23")
-    assert req.entity_id == "user_001"
