@@ -3,10 +3,12 @@ API Gateway events for ``POST /replay``, and SQS events as Lambda delivers them 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -218,3 +220,16 @@ def sqs_records_from(messages: Sequence[dict[str, Any]], queue_arn: str, region:
         }
         for m in messages
     ]
+
+
+@contextlib.contextmanager
+def captured_logs(logger: Any) -> Iterator[io.StringIO]:
+    """What a handler's Powertools logger writes (it holds the stream it was created with)."""
+    handler = logger.registered_handler
+    assert hasattr(handler, "setStream")
+    buffer = io.StringIO()
+    previous = handler.setStream(buffer)
+    try:
+        yield buffer
+    finally:
+        handler.setStream(previous)

@@ -357,15 +357,10 @@ def test_an_unexpected_error_is_a_json_500_without_a_traceback(
 
 @pytest.fixture
 def log_lines() -> Iterator[io.StringIO]:
-    """What the handler's Powertools logger writes (it holds the stream it was created with)."""
-    handler = ingest_handler.logger.registered_handler
-    assert hasattr(handler, "setStream")
-    buffer = io.StringIO()
-    previous = handler.setStream(buffer)
-    try:
+    from tests.handlers.support import captured_logs  # support imports this module's event builders
+
+    with captured_logs(ingest_handler.logger) as buffer:
         yield buffer
-    finally:
-        handler.setStream(previous)
 
 
 def test_logs_are_json_lines_without_the_payload(

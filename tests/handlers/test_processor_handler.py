@@ -19,6 +19,7 @@ from tests.conftest import Flaky
 from tests.handlers.support import (
     SEED_REPLAY_BODY,
     Workspace,
+    captured_logs,
     message,
     replay_v1,
     sqs_event,
@@ -227,14 +228,8 @@ def test_a_replay_is_processed_into_a_version_that_names_it(
 
 @pytest.fixture
 def log_lines() -> Iterator[io.StringIO]:
-    handler = processor_handler.logger.registered_handler
-    assert hasattr(handler, "setStream")
-    buffer = io.StringIO()
-    previous = handler.setStream(buffer)
-    try:
+    with captured_logs(processor_handler.logger) as buffer:
         yield buffer
-    finally:
-        handler.setStream(previous)
 
 
 def test_logs_name_messages_and_windows_never_a_payload(

@@ -17,7 +17,7 @@ from backend.handlers import replay as replay_handler
 from backend.handlers.replay import caller_identity
 from backend.runtime import Backend
 from tests.conftest import Flaky, make_event
-from tests.handlers.support import SEED_REPLAY_BODY, Workspace, replay_v1, replay_v2
+from tests.handlers.support import SEED_REPLAY_BODY, Workspace, captured_logs, replay_v1, replay_v2
 from tests.handlers.test_ingest_handler import FakeLambdaContext, emf_documents, metric_names
 
 ALICE = "arn:aws:iam::123456789012:user/alice"
@@ -336,14 +336,8 @@ def test_caller_identity_of_anything_else_is_api() -> None:
 
 @pytest.fixture
 def log_lines() -> Iterator[io.StringIO]:
-    handler = replay_handler.logger.registered_handler
-    assert hasattr(handler, "setStream")
-    buffer = io.StringIO()
-    previous = handler.setStream(buffer)
-    try:
+    with captured_logs(replay_handler.logger) as buffer:
         yield buffer
-    finally:
-        handler.setStream(previous)
 
 
 def test_logs_name_the_replay_and_never_a_payload(
