@@ -133,7 +133,11 @@ class LagPane(Vertical):
                 yield DataTable(id="lag-largest", cursor_type="row")
 
     def on_mount(self) -> None:
-        self.query_one("#lag-partitions", DataTable).add_columns("SOURCE/TYPE", "EVENTS", "LATE", "DUP")
+        # Fixed widths: an auto-sized column keeps the widest value it ever held, so the table's look
+        # would depend on which read finished first (and the screenshots and snapshots would flicker).
+        partitions = self.query_one("#lag-partitions", DataTable)
+        for label, width in (("SOURCE/TYPE", 20), ("EVENTS", 6), ("LATE", 5), ("DUP", 4)):
+            partitions.add_column(label, width=width)
         self.query_one("#lag-largest", DataTable).add_columns(
             "LAG", "EVENT TIME", "INGESTED", "ENTITY", "EVENT ID"
         )
