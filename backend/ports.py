@@ -180,6 +180,21 @@ class EventIndex(Protocol):
         ...
 
 
+class IngestLedger(Protocol):
+    """What an index knows of where its receipts came from: the lines of one origin already delivered.
+
+    An interrupted bulk ingest (a killed ``pik ingest FILE``) is resumed from it: a line whose bytes are
+    already recorded from the same origin and line number was stored by the earlier run and is skipped, so
+    the finished workspace equals an uninterrupted run. Receipts and rejections both count. The ledger is
+    the index itself (no separate checkpoint that a crash could leave behind the data it describes).
+    """
+
+    def delivered(self, origin: str, first_line: int, last_line: int) -> dict[int, set[str]]:
+        """For each line in ``[first_line, last_line]`` recorded from ``origin``, the sha256 (hex) of the
+        bytes recorded for it (a receipt's raw bytes, or a rejection's whole request)."""
+        ...
+
+
 # -- Investigation queries (bulk reads) ---------------------------------------------------------------------
 
 

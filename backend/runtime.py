@@ -32,13 +32,16 @@ class Backend:
     queue: Any = None
     audit: Any = None
     aggregates: Any = None
+    # Where an interrupted bulk ingest resumes from (backend.ports.IngestLedger): the local index; None on
+    # AWS, whose index has no lookup by origin and line.
+    ledger: Any = None
 
 
 def open_local(path: str | Path, *, create: bool = True, read_only: bool = False) -> Backend:
     from backend.adapters.local.store import LocalStore
 
     store = LocalStore(Path(path), create=create and not read_only)
-    return Backend("local", store, store, str(path), store.close, read_only)
+    return Backend("local", store, store, str(path), store.close, read_only, ledger=store)
 
 
 def open_aws(settings: AwsSettings, *, read_only: bool = False) -> Backend:

@@ -22,7 +22,7 @@ from typing import IO, Any, NoReturn
 
 from backend.errors import InvalidRequest, KitError
 from backend.model import MAX_BODY_BYTES, EventRecord, IngestStatus, Rejection
-from backend.services.ingest import QUARANTINE_MAX_BYTES, IngestService, Received
+from backend.services.ingest import QUARANTINE_MAX_BYTES, IngestService, Received, Resumed
 from backend.times import EVENT_TIME_MAX, EVENT_TIME_MIN, TimeFormatError, fmt, parse_bound, parse_day
 from pik_console.text import preview, safe
 
@@ -193,39 +193,50 @@ def cmd_ingest(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
         origin = f"file:{path.name}"
     backend = open_backend(args, create=True)
     service = IngestService(backend.raw, backend.index, read_only=backend.read_only)
+    # A file is resumed: lines an earlier run of it stored are skipped. stdin is not (two pipes are two
+    # inputs, and a line at the same position of another pipe is a real redelivery).
+    ledger = backend.ledger if origin != "stdin" and not args.again else None
     counts = {IngestStatus.ACCEPTED: 0, IngestStatus.DUPLICATE: 0, IngestStatus.REJECTED: 0}
     rejections: list[dict[str, Any]] = []
     skewed = 0
     lines = 0
+    skipped = 0
     started = time.perf_counter()
     show_progress = err.isatty() and not args.json
+    rerun = (
+        "running the same command again resumes after the last stored line"
+        if ledger is not None
+        else "running the same command again is safe (stored events come back as DUPLICATE receipts)"
+    )
     try:
         with stream, _bulk_gc():
-            for results in service.ingest_stream(read_lines(stream, origin), batch_size=args.batch_size):
-                for result in results:
+            requests = read_lines(stream, origin)
+            if ledger is not None:
+                batches: Iterator[Resumed] = service.resume_stream(requests, ledger, args.batch_size)
+            else:
+                batches = (Resumed(r, 0) for r in service.ingest_stream(requests, args.batch_size))
+            for batch in batches:
+                for result in batch.results:
                     counts[result.status] += 1
                     if result.status is IngestStatus.REJECTED and len(rejections) < REJECTIONS_IN_JSON:
                         rejections.append({"line": result.line, "reason": result.reason})
                     skewed += result.clock_skew
-                lines += len(results)
+                lines += len(batch.results) + batch.skipped
+                skipped += batch.skipped
                 if show_progress:
                     err.write(f"\r  {lines:,} lines ingested…")
                     err.flush()
     except OSError as exc:
         raise Failure(
             f"reading {source_name} failed after line {lines:,}: {exc.strerror or exc}; the first {lines:,} "
-            "lines are stored, and running the same command again is safe (stored events come back as "
-            "DUPLICATE receipts)"
+            f"lines are stored, and {rerun}"
         ) from None
     except KitError as exc:
-        raise Failure(
-            f"{exc} — the first {lines:,} lines are stored; running the same command again is safe "
-            "(stored events come back as DUPLICATE receipts)"
-        ) from None
+        raise Failure(f"{exc} — the first {lines:,} lines are stored; {rerun}") from None
     except KeyboardInterrupt:
         err.write(
             f"\npik ingest: interrupted; the first {lines:,} lines are stored (the batch in progress was "
-            "not), and running the same command again is safe\n"
+            f"not), and {rerun}\n"
         )
         raise
     finally:
@@ -237,6 +248,7 @@ def cmd_ingest(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
         "accepted": counts[IngestStatus.ACCEPTED],
         "duplicate": counts[IngestStatus.DUPLICATE],
         "rejected": counts[IngestStatus.REJECTED],
+        "already_ingested": skipped,
         "rejections": rejections,
         "rejections_truncated": counts[IngestStatus.REJECTED] > len(rejections),
         "clock_skew": skewed,
@@ -256,6 +268,11 @@ def cmd_ingest(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     out.write(f"  accepted   {summary['accepted']:>12,}\n")
     out.write(f"  duplicate  {summary['duplicate']:>12,}\n")
     out.write(f"  rejected   {summary['rejected']:>12,}\n")
+    if skipped:
+        out.write(
+            f"  already ingested {skipped:>6,}  (stored by an earlier run of this file and skipped; "
+            "--again ingests them as new deliveries)\n"
+        )
     if skewed:
         out.write(
             f"  ({skewed:,} events have event times ahead of their ingest time: "
@@ -553,6 +570,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=10_000,
         metavar="N",
         help="lines per committed batch (default 10000)",
+    )
+    p.add_argument(
+        "--again",
+        action="store_true",
+        help="ingest every line as a new delivery, even lines an earlier run of this file stored (by "
+        "default a file is resumed: lines already stored from it, byte for byte at the same line, are "
+        "skipped, so a re-run after an interruption finishes the job without adding duplicates)",
     )
     p.set_defaults(func=cmd_ingest)
 

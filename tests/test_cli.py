@@ -101,6 +101,29 @@ def test_ingest_reads_stdin(ws: str) -> None:
     assert (summary["accepted"], summary["duplicate"], summary["rejected"]) == (1, 1, 0)
 
 
+def test_a_file_ingested_again_is_resumed_unless_again_is_asked_for(tmp_path: Path, ws: str) -> None:
+    src = tmp_path / "in.jsonl"
+    src.write_text(event("a") + "\n" + event("b") + "\nnot json\n" + event("a") + "\n")
+
+    def ingest(*extra: str) -> dict[str, Any]:
+        code, out, err = call("ingest", str(src), "--workspace", ws, "--json", *extra)
+        assert code == 0, err
+        return {
+            k: v
+            for k, v in json.loads(out).items()
+            if k in ("accepted", "duplicate", "rejected", "already_ingested")
+        }
+
+    assert ingest() == {"accepted": 2, "duplicate": 1, "rejected": 1, "already_ingested": 0}
+    assert ingest() == {"accepted": 0, "duplicate": 0, "rejected": 0, "already_ingested": 4}
+    code, out, _ = call("ingest", str(src), "--workspace", ws)
+    assert code == 0 and "already ingested      4" in out and "--again" in out
+    assert ingest("--again") == {"accepted": 0, "duplicate": 3, "rejected": 1, "already_ingested": 0}
+    # stdin is never resumed: a second pipe is another input.
+    piped = run("ingest", "-", "--workspace", ws, "--json", stdin=src.read_bytes())
+    assert json.loads(piped.stdout)["duplicate"] == 3
+
+
 def test_crlf_lines_and_a_last_line_without_newline(tmp_path: Path, ws: str) -> None:
     src = tmp_path / "in.jsonl"
     src.write_bytes((event("a") + "\r\n" + event("b")).encode())
@@ -334,9 +357,10 @@ def test_ctrl_c_during_ingest_says_what_is_stored_and_exits_130(tmp_path: Path, 
     stored = int(err.split("the first ")[1].split(" lines")[0].replace(",", ""))
     code, out, _ = call("events", "--entity", "u0", "--workspace", ws, "--json")
     assert code == 0 and json.loads(out)["items"]  # the workspace is intact and readable
-    done = run("ingest", str(src), "--workspace", ws, "--json")  # running it again is safe
+    done = run("ingest", str(src), "--workspace", ws, "--json")  # running it again resumes
     summary = json.loads(done.stdout)
-    assert summary["duplicate"] >= stored and summary["accepted"] + summary["duplicate"] == 60_000
+    assert summary["already_ingested"] >= stored and summary["duplicate"] == 0
+    assert summary["accepted"] + summary["already_ingested"] == 60_000 == summary["lines"]
 
 
 def test_rejections_of_one_day_are_those_received_that_day(tmp_path: Path, ws: str) -> None:

@@ -27,7 +27,7 @@ from backend.model import (
     IngestStatus,
     Rejection,
 )
-from backend.ports import Claim, EventIndex, RawObject, RawPutStatus, RawStore, Recorded
+from backend.ports import Claim, EventIndex, IngestLedger, RawObject, RawPutStatus, RawStore, Recorded
 from backend.times import Clock, TimeFormatError, fmt, lag_ms, parse_event_time
 
 # How much of a rejected request is kept in quarantine (the full size and sha256 are always recorded).
@@ -257,6 +257,15 @@ def _json_kind(value: Any) -> str:
     return "object"
 
 
+@dataclass(frozen=True, slots=True)
+class Resumed:
+    """One committed batch of :meth:`IngestService.resume_stream`: the results of the requests it stored,
+    and how many of the batch an earlier run had already stored (skipped, no result)."""
+
+    results: list[IngestResult]
+    skipped: int
+
+
 # -- the service ----------------------------------------------------------------------------------------
 
 
@@ -297,6 +306,29 @@ class IngestService:
             raise ReadOnlyError("ingest refused: the kit is in read-only mode")
         for chunk in _batched(items, batch_size):
             yield self.commit(self.prepare_batch(chunk))
+
+    def resume_stream(
+        self, items: Iterable[Received], ledger: IngestLedger, batch_size: int = 10_000
+    ) -> Iterator[Resumed]:
+        """Ingest a numbered stream (the lines of one input), skipping what an earlier run of it stored.
+
+        A request is skipped when ``ledger`` already holds a receipt or rejection from the same origin and
+        line with the same bytes: the earlier run stored it, and storing it again would add a DUPLICATE
+        receipt that no producer sent. So a run killed at any point and started again on the same input
+        ends with the workspace an uninterrupted run would have left. Requests without a line number, and
+        lines whose bytes changed since, are ingested as usual. Commits and failures are as in
+        :meth:`ingest_stream`.
+        """
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        if self.read_only:
+            raise ReadOnlyError("ingest refused: the kit is in read-only mode")
+        for chunk in _batched(items, batch_size):
+            prepared = self.prepare_batch(chunk)
+            skip = _already_delivered(chunk, prepared, ledger)
+            if skip:
+                prepared = _without(prepared, skip)
+            yield Resumed(self.commit(prepared), len(skip))
 
     def prepare_batch(self, batch: Sequence[Received]) -> PreparedBatch:
         """Validate and identify a batch (CPU only: nothing is read or written). The clock is read once
@@ -459,4 +491,32 @@ def _rejection(item: Received, bad: Invalid, now: datetime) -> Rejection:
         source=bad.fields.get("source"),
         event_type=bad.fields.get("event_type"),
         entity_id=bad.fields.get("entity_id"),
+    )
+
+
+def _already_delivered(chunk: Sequence[Received], prepared: PreparedBatch, ledger: IngestLedger) -> set[int]:
+    """Positions in ``chunk`` whose origin, line and bytes the ledger already holds."""
+    shas: dict[int, str] = {i: _sha(rec) for i, _, rec in prepared.valid}
+    shas.update((i, rej.sha256) for i, rej in prepared.rejected)
+    by_origin: dict[str, list[tuple[int, int]]] = {}
+    for i, item in enumerate(chunk):
+        if item.line is not None:
+            by_origin.setdefault(item.origin, []).append((i, item.line))
+    skip: set[int] = set()
+    for origin, numbered in by_origin.items():
+        lines = [line for _, line in numbered]
+        known = ledger.delivered(origin, min(lines), max(lines))
+        if known:
+            skip.update(i for i, line in numbered if shas[i] in known.get(line, ()))
+    return skip
+
+
+def _without(prepared: PreparedBatch, skip: set[int]) -> PreparedBatch:
+    """``prepared`` less the requests at ``skip``, renumbered."""
+    keep = [i for i in range(len(prepared.lines)) if i not in skip]
+    new_pos = {old: new for new, old in enumerate(keep)}
+    return PreparedBatch(
+        lines=[prepared.lines[i] for i in keep],
+        valid=[(new_pos[i], body, rec) for i, body, rec in prepared.valid if i in new_pos],
+        rejected=[(new_pos[i], rej) for i, rej in prepared.rejected if i in new_pos],
     )

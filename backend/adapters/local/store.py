@@ -450,6 +450,24 @@ class LocalStore:
                 ids.append(str(cur.lastrowid))
         return ids
 
+    # -- IngestLedger -----------------------------------------------------------------------------------
+
+    def delivered(self, origin: str, first_line: int, last_line: int) -> dict[int, set[str]]:
+        found: dict[int, set[str]] = {}
+        rows = self._read(
+            "SELECT line, raw_sha FROM events WHERE origin = ? AND line BETWEEN ? AND ?",
+            (origin, first_line, last_line),
+        )
+        for line, sha in rows:
+            found.setdefault(int(line), set()).add(bytes(sha).hex())
+        rows = self._read(
+            "SELECT line, sha256 FROM rejections WHERE origin = ? AND line BETWEEN ? AND ?",
+            (origin, first_line, last_line),
+        )
+        for line, sha in rows:
+            found.setdefault(int(line), set()).add(str(sha))
+        return found
+
     # -- EventIndex: reads -----------------------------------------------------------------------------
 
     @staticmethod
