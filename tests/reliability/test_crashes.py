@@ -1,0 +1,198 @@
+"""`pik ingest` killed with SIGKILL at random points, many times, then run again on the same file.
+
+What must hold: after every kill the SQLite workspace passes ``PRAGMA integrity_check``; the run that
+finishes reports the lines it found already stored; and the final workspace equals the one an uninterrupted
+run leaves (every receipt, rejection and raw object, byte for byte, apart from the ingest times, which
+differ between any two runs). Kills land anywhere: while Python starts, while the workspace is created,
+between and inside batch commits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from backend.adapters.local.store import DB_NAME
+from tests.reliability.conftest import soak
+
+ROOT = Path(__file__).resolve().parents[2]
+BATCH = "60"
+
+pytestmark = pytest.mark.slow
+
+
+def _dataset(path: Path, rng: random.Random) -> int:
+    """A file like a real export: distinct events over a few entities and days, resends of the same bytes,
+    idempotency keys reused with other payloads, invalid lines and one line over the 1 MiB limit."""
+    lines: list[str] = []
+    for i in range(5000):
+        event = {
+            "source": "orders",
+            "event_type": rng.choice(["created", "paid"]),
+            "entity_id": f"customer_{rng.randrange(40)}",
+            "event_time": f"2025-12-{rng.randrange(26, 29)}T{rng.randrange(24):02d}:{rng.randrange(60):02d}Z",
+            "payload": {"n": i, "amount": rng.randrange(10_000) / 100},
+        }
+        if i % 50 == 0:
+            event["idempotency_key"] = f"key-{i % 7}"
+        lines.append(json.dumps(event))
+        if rng.random() < 0.08:
+            lines.append(rng.choice(lines))  # a resend of earlier bytes
+        if rng.random() < 0.02:
+            lines.append(rng.choice(['{"source": "orders"', "not json", '{"source": 1}', "[]"]))
+    lines.insert(len(lines) // 2, '{"payload": "' + "x" * (1024 * 1024 + 10) + '"}')
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return len(lines)
+
+
+def _ingest(src: Path, ws: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pik_console.cli",
+            "ingest",
+            str(src),
+            "--workspace",
+            str(ws),
+            "--json",
+            "--batch-size",
+            BATCH,
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _connect(ws: Path) -> sqlite3.Connection:
+    return sqlite3.connect(f"file:{ws / DB_NAME}?mode=ro", uri=True)
+
+
+def _integrity(ws: Path) -> str:
+    if not (ws / DB_NAME).exists():
+        return "ok"  # killed before the workspace was created
+    with _connect(ws) as conn:
+        return str(conn.execute("PRAGMA integrity_check").fetchone()[0])
+
+
+def _stored(ws: Path) -> int:
+    if not (ws / DB_NAME).exists():
+        return 0
+    conn = _connect(ws)
+    try:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_schema WHERE type = 'table'")}
+        if "rejections" not in tables:
+            return 0
+        return int(
+            conn.execute(
+                "SELECT (SELECT count(*) FROM events) + (SELECT count(*) FROM rejections)"
+            ).fetchone()[0]
+        )
+    finally:
+        conn.close()
+
+
+def _contents(ws: Path) -> dict[str, Any]:
+    """Everything an ingest leaves, less ingest times and the lags computed from them."""
+    conn = _connect(ws)
+    try:
+        raw = conn.execute("SELECT key, sha256, size, data FROM raw ORDER BY key").fetchall()
+        for key, sha, size, data in raw:
+            assert hashlib.sha256(data).digest() == bytes(sha) and len(data) == size, key
+        return {
+            "events": conn.execute(
+                "SELECT hex(e.event_id), e.receipt, coalesce(e.s3_key, ''), hex(e.raw_sha), e.raw_size, "
+                "e.origin, e.line, e.event_ms, hex(e.payload_sha), e.idempotency_key, n.entity_id "
+                "FROM events e JOIN entities n ON n.id = e.entity ORDER BY e.event_id, e.receipt"
+            ).fetchall(),
+            "rejections": conn.execute(
+                "SELECT reason, origin, line, size, sha256, data, truncated FROM rejections ORDER BY line"
+            ).fetchall(),
+            "raw": [(key, bytes(sha).hex(), size) for key, sha, size, _ in raw],
+        }
+    finally:
+        conn.close()
+
+
+def test_sigkilled_ingest_rerun_equals_an_uninterrupted_run(tmp_path: Path, figures: Any) -> None:
+    rng = random.Random(int(os.environ.get("PIK_CRASH_SEED", "6")))
+    src = tmp_path / "events.jsonl"
+    total = _dataset(src, rng)
+
+    reference = tmp_path / "reference"
+    started = time.monotonic()
+    done = _ingest(src, reference)
+    while _stored(reference) == 0 and done.poll() is None:
+        time.sleep(0.005)
+    # Only to spread the kills over a run's life; never asserted.
+    first_commit = time.monotonic() - started
+    out, err = done.communicate(timeout=300)
+    whole = time.monotonic() - started
+    assert done.returncode == 0, err
+    expected = json.loads(out)
+    assert expected["lines"] == total and expected["already_ingested"] == 0
+
+    ws = tmp_path / "crashed"
+    kills = soak(8, 60)
+    landed: list[int] = []
+    for n in range(kills):
+        proc = _ingest(src, ws)
+        if n % 4 == 0:
+            # While Python starts, or the workspace is being created or opened.
+            time.sleep(rng.uniform(0.0, first_commit * 1.2))
+        elif _stored(ws) >= total - 1:
+            time.sleep(rng.uniform(0.0, whole))  # nothing left to interrupt but the final skip
+        else:
+            # Somewhere in the rest of the file: wait until the run has stored past a random line, then a
+            # little longer, so that the kill lands between or inside commits.
+            target = rng.randrange(_stored(ws) + 1, total)
+            deadline = time.monotonic() + whole * 3 + 10
+            while _stored(ws) < target and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.002)
+            time.sleep(rng.uniform(0.0, 0.02))
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=60)
+        assert _integrity(ws) == "ok"
+        landed.append(_stored(ws))
+
+    final = _ingest(src, ws)
+    out, err = final.communicate(timeout=300)
+    assert final.returncode == 0, err
+    summary = json.loads(out)
+    resumed = summary["already_ingested"]
+    assert summary["lines"] == total
+    assert summary["accepted"] + summary["duplicate"] + summary["rejected"] + resumed == total
+    assert _integrity(ws) == "ok"
+    got, want = _contents(ws), _contents(reference)
+    assert got["raw"] == want["raw"]
+    assert got["rejections"] == want["rejections"]
+    assert got["events"] == want["events"]
+
+    mid_run = sum(1 for n in landed if 0 < n < total)
+    figures(
+        "sigkill_then_rerun",
+        lines=total,
+        kills=kills,
+        kills_mid_ingest=mid_run,
+        kills_before_first_commit=sum(1 for n in landed if n == 0),
+        lines_stored_at_kills=sorted(set(landed)),
+        lines_resumed_by_final_run=resumed,
+        integrity_checks_passed=kills + 1,
+        receipts_compared=len(want["events"]),
+        rejections_compared=len(want["rejections"]),
+        raw_objects_compared=len(want["raw"]),
+        differences=0,
+    )
