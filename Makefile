@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench bench-quick clean screenshots
+.PHONY: demo test lint bench bench-quick clean screenshots reliability soak
 
 # The virtual environment, rebuilt whenever pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -36,6 +36,14 @@ bench: $(STAMP)
 bench-quick: $(STAMP)
 	$(BIN)/python bench/run.py --quick
 	$(BIN)/python bench/aws_calls.py --lines 300
+
+## The reliability suites again (faults, crashes, concurrency, hostile input, security): docs/reliability.md.
+reliability: $(STAMP)
+	$(BIN)/python scripts/reliability.py
+
+## The same suites with many more rounds (tens of minutes); rewrites docs/reliability.md with soak figures.
+soak: $(STAMP)
+	$(BIN)/python scripts/reliability.py --soak
 
 ## SVG screenshots of every console pane, made from a fresh demo workspace (screenshots/).
 screenshots: $(STAMP)
