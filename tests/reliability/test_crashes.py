@@ -145,52 +145,56 @@ def test_sigkilled_ingest_rerun_equals_an_uninterrupted_run(tmp_path: Path, figu
     expected = json.loads(out)
     assert expected["lines"] == total and expected["already_ingested"] == 0
 
-    ws = tmp_path / "crashed"
-    kills = soak(8, 60)
+    want = _contents(reference)
+    rounds, kills_per_round = soak(1, 8), 8
     landed: list[int] = []
-    for n in range(kills):
-        proc = _ingest(src, ws)
-        if n % 4 == 0:
-            # While Python starts, or the workspace is being created or opened.
-            time.sleep(rng.uniform(0.0, first_commit * 1.2))
-        elif _stored(ws) >= total - 1:
-            time.sleep(rng.uniform(0.0, whole))  # nothing left to interrupt but the final skip
-        else:
-            # Somewhere in the rest of the file: wait until the run has stored past a random line, then a
-            # little longer, so that the kill lands between or inside commits.
-            target = rng.randrange(_stored(ws) + 1, total)
-            deadline = time.monotonic() + whole * 3 + 10
-            while _stored(ws) < target and proc.poll() is None and time.monotonic() < deadline:
-                time.sleep(0.002)
-            time.sleep(rng.uniform(0.0, 0.02))
-        proc.send_signal(signal.SIGKILL)
-        proc.communicate(timeout=60)
-        assert _integrity(ws) == "ok"
-        landed.append(_stored(ws))
+    resumed: list[int] = []
+    for round_ in range(rounds):
+        ws = tmp_path / f"crashed-{round_}"
+        for n in range(kills_per_round):
+            proc = _ingest(src, ws)
+            stored = _stored(ws)
+            if n % 4 == 0 or stored >= total - 1:
+                # While Python starts, or the workspace is being created or opened (or, once everything is
+                # stored, during the final skip).
+                time.sleep(rng.uniform(0.0, first_commit * 1.2))
+            else:
+                # Further into the file, by up to half of what is left: wait until the run has stored past
+                # a random line, then a little longer, so that the kill lands between or inside commits.
+                target = rng.randrange(stored + 1, stored + max(2, (total - stored) // 2))
+                deadline = time.monotonic() + whole * 3 + 10
+                while _stored(ws) < target and proc.poll() is None and time.monotonic() < deadline:
+                    time.sleep(0.002)
+                time.sleep(rng.uniform(0.0, 0.02))
+            proc.send_signal(signal.SIGKILL)
+            proc.communicate(timeout=60)
+            assert _integrity(ws) == "ok"
+            landed.append(_stored(ws))
 
-    final = _ingest(src, ws)
-    out, err = final.communicate(timeout=300)
-    assert final.returncode == 0, err
-    summary = json.loads(out)
-    resumed = summary["already_ingested"]
-    assert summary["lines"] == total
-    assert summary["accepted"] + summary["duplicate"] + summary["rejected"] + resumed == total
-    assert _integrity(ws) == "ok"
-    got, want = _contents(ws), _contents(reference)
-    assert got["raw"] == want["raw"]
-    assert got["rejections"] == want["rejections"]
-    assert got["events"] == want["events"]
+        final = _ingest(src, ws)
+        out, err = final.communicate(timeout=300)
+        assert final.returncode == 0, err
+        summary = json.loads(out)
+        resumed.append(summary["already_ingested"])
+        assert summary["lines"] == total
+        assert summary["accepted"] + summary["duplicate"] + summary["rejected"] + resumed[-1] == total
+        assert _integrity(ws) == "ok"
+        got = _contents(ws)
+        assert got["raw"] == want["raw"]
+        assert got["rejections"] == want["rejections"]
+        assert got["events"] == want["events"]
 
     mid_run = sum(1 for n in landed if 0 < n < total)
     figures(
         "sigkill_then_rerun",
         lines=total,
-        kills=kills,
+        rounds=rounds,
+        kills=rounds * kills_per_round,
         kills_mid_ingest=mid_run,
         kills_before_first_commit=sum(1 for n in landed if n == 0),
         lines_stored_at_kills=sorted(set(landed)),
-        lines_resumed_by_final_run=resumed,
-        integrity_checks_passed=kills + 1,
+        lines_resumed_by_final_runs=resumed,
+        integrity_checks_passed=rounds * (kills_per_round + 1),
         receipts_compared=len(want["events"]),
         rejections_compared=len(want["rejections"]),
         raw_objects_compared=len(want["raw"]),
