@@ -8,7 +8,7 @@ import os
 import time
 from typing import IO, Any
 
-from backend.errors import InvalidRequest
+from backend.errors import InvalidRequest, ReadOnlyError
 from backend.model import AggregateVersion
 from backend.services.investigate import AggregateInspector, VersionDiff, human_ms, value_text
 from backend.services.processor import ProcessorService, metrics_with_default
@@ -36,8 +36,6 @@ def cmd_process(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     dry_run = args.dry_run or _dry_run_env()
     backend = cli.open_backend(args, create=False)
     try:
-        if backend.read_only and not dry_run:
-            raise cli.Failure("pik process writes aggregate versions: not in read-only mode (use --dry-run)")
         settings = workspace_settings(backend)
         try:
             metrics = metrics_with_default(settings.metrics)
@@ -50,6 +48,7 @@ def cmd_process(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
             backend_port(backend, "aggregates", "process"),
             metrics[1:],
             dry_run=dry_run,
+            read_only=backend.read_only,
         )
         report = drain(queue, service, settings.queue.visibility_timeout_s, args.max_messages, err, args.json)
         depth = queue.depth()
@@ -75,7 +74,15 @@ def drain(
     """Receive, process, delete (or release the failed ones) until the queue has nothing visible.
 
     A failed message is released at once, so it is retried in this same run until the queue dead-letters
-    it after its maximum receives. In a dry run every message is released at the end, untouched."""
+    it after its maximum receives. In a dry run every message is released at the end, untouched.
+
+    Refused (ReadOnlyError, nothing received) with a read-only ``service``, even for a dry run: every receive
+    counts toward the queue's dead-letter limit, so receiving is a write."""
+    if service.read_only:
+        raise ReadOnlyError(
+            "pik process receives replay messages, and every receive counts toward the queue's dead-letter "
+            "limit: refused in read-only mode, even as a dry run"
+        )
     started = time.perf_counter()
     dead_before = queue.depth().dead
     processed = attempts_failed = received = written = unchanged = recomputes = 0
@@ -208,7 +215,7 @@ def cmd_aggregates(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
         return 0
     rows = []
     for v in versions:
-        replay = ", ".join(v.replay_ids) if v.replay_ids else "-"
+        replay = safe(", ".join(v.replay_ids), 80) if v.replay_ids else "-"
         rows.append(
             [
                 v.metric,
@@ -285,7 +292,7 @@ def _print_diff(d: VersionDiff, out: IO[str]) -> None:
             ["value", value_text(o.value), value_text(n.value)],
             ["inputs", f"{o.input_count:,}", f"{n.input_count:,}"],
             ["computed", o.computed_at, n.computed_at],
-            ["replay", ", ".join(o.replay_ids) or "-", ", ".join(n.replay_ids) or "-"],
+            ["replay", safe(", ".join(o.replay_ids), 80) or "-", safe(", ".join(n.replay_ids), 80) or "-"],
             ["inputs hash", o.inputs_hash[:16], n.inputs_hash[:16]],
         ],
         ["", f"VERSION {o.version}", f"VERSION {n.version}"],
@@ -330,6 +337,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--dry-run", action="store_true", help="compute and report; write nothing")
     p.add_argument("--max-messages", type=cli._int, metavar="N", help="stop after receiving N messages")
+    p.add_argument("--read-only", action="store_true", help=cli.READ_ONLY_HELP)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_process)
 

@@ -11,7 +11,7 @@ import shlex
 from typing import IO, Any
 from urllib.parse import urlsplit
 
-from pik_console.cli import Failure, _print_json, _program_name, _usage, aws_settings
+from pik_console.cli import Failure, _print_json, _program_name, _usage, aws_settings, read_only_requested
 
 # What an endpoint like moto accepts as credentials when none are configured, and where it lives by default.
 FAKE_KEY = "testing"
@@ -72,6 +72,8 @@ def cmd_init(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
         validate_prefix(args.prefix)
     except InvalidRequest as exc:
         raise _usage(str(exc)) from None
+    if read_only_requested(args):
+        raise Failure("pik aws init creates resources: refused in read-only mode (PIK_READ_ONLY)")
 
     try:
         session = boto3.session.Session(profile_name=settings.profile, region_name=settings.region)

@@ -20,13 +20,14 @@ from datetime import timedelta
 from pathlib import Path
 from typing import IO, Any, NoReturn
 
-from backend.errors import InvalidRequest, KitError
+from backend.errors import InvalidRequest, KitError, ReadOnlyError
 from backend.model import MAX_BODY_BYTES, EventRecord, IngestStatus, Rejection
 from backend.services.ingest import QUARANTINE_MAX_BYTES, IngestService, Received, Resumed
 from backend.times import EVENT_TIME_MAX, EVENT_TIME_MIN, TimeFormatError, fmt, parse_bound, parse_day
 from pik_console.text import preview, safe
 
 DEFAULT_WORKSPACE = ".pik"
+READ_ONLY_HELP = "refuse to write anything (also PIK_READ_ONLY=1): the command fails with exit 1"
 DEFAULT_DEMO_WORKSPACE = ".pik-demo"
 REJECTIONS_IN_JSON = 1000
 REJECTIONS_IN_TEXT = 20
@@ -83,14 +84,29 @@ def aws_settings(args: argparse.Namespace) -> Any:
     return settings
 
 
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("", "0", "false", "no", "off")
+
+
+def read_only_requested(args: argparse.Namespace) -> bool:
+    """``--read-only``, or ``PIK_READ_ONLY`` set to 1/true/yes/on (0/false/no/off or unset: not)."""
+    if getattr(args, "read_only", False):
+        return True
+    value = os.environ.get("PIK_READ_ONLY", "").strip().lower()
+    if value not in _TRUE + _FALSE:
+        raise _usage(f"PIK_READ_ONLY must be true or false (1/0, yes/no, on/off), got {safe(value, 40)!r}")
+    return value in _TRUE
+
+
 def open_backend(args: argparse.Namespace, *, create: bool, default: str = DEFAULT_WORKSPACE) -> Any:
-    """The backend the options name: a local workspace (default) or an AWS stack (``--backend aws``).
+    """The backend the options name: a local workspace (default) or an AWS stack (``--backend aws``),
+    read-only with ``--read-only`` or ``PIK_READ_ONLY`` (the services then refuse every write).
 
     Returns a :class:`backend.runtime.Backend`; the caller closes it.
     """
     from backend.runtime import open_aws, open_local
 
-    read_only = bool(getattr(args, "read_only", False))
+    read_only = read_only_requested(args)
     if _backend_name(args) == "aws":
         if args.workspace:
             raise _usage("--workspace is for the local backend; with --backend aws name a --stack")
@@ -226,6 +242,8 @@ def cmd_ingest(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
                 if show_progress:
                     err.write(f"\r  {lines:,} lines ingested…")
                     err.flush()
+    except ReadOnlyError:
+        raise  # nothing was stored: no advice about re-running
     except OSError as exc:
         raise Failure(
             f"reading {source_name} failed after line {lines:,}: {exc.strerror or exc}; the first {lines:,} "
@@ -428,10 +446,17 @@ def cmd_events(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
+    from backend.adapters.local.store import DB_NAME
     from backend.demo import DEMO_VERSION, build_demo, demo_state
 
     path = _workspace(args, DEFAULT_DEMO_WORKSPACE) if args.workspace else Path(DEFAULT_DEMO_WORKSPACE)
-    store = _open_store(path, create=True)
+    read_only = read_only_requested(args)
+    if read_only and not (path / DB_NAME).exists():
+        raise Failure(
+            f"the demo workspace {path} is not built yet, and building it writes: "
+            "refused in read-only mode (PIK_READ_ONLY)"
+        )
+    store = _open_store(path, create=not read_only)
     try:
         state = demo_state(store)
         if state == "foreign":
@@ -444,6 +469,11 @@ def cmd_demo(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
                 f"demo version; remove that folder and run `pik demo` again"
             )
         if state == "missing":
+            if read_only:
+                raise Failure(
+                    f"the demo workspace {store.path} is not built yet, and building it writes: "
+                    "refused in read-only mode (PIK_READ_ONLY)"
+                )
             if not args.json:
                 out.write(f"Building the demo workspace in {store.path} (demo v{DEMO_VERSION})…\n")
                 out.flush()
@@ -506,7 +536,7 @@ def cmd_demo(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     if not args.no_console:
         from pik_console.console.command import open_demo_console
 
-        open_demo_console(store.path, out)
+        open_demo_console(store.path, out, read_only=read_only)
     return 0
 
 
@@ -578,6 +608,7 @@ def build_parser() -> argparse.ArgumentParser:
         "default a file is resumed: lines already stored from it, byte for byte at the same line, are "
         "skipped, so a re-run after an interruption finishes the job without adding duplicates)",
     )
+    p.add_argument("--read-only", action="store_true", help=READ_ONLY_HELP)
     p.set_defaults(func=cmd_ingest)
 
     p = sub.add_parser(

@@ -353,6 +353,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         metavar="FINGERPRINT",
         help="send only if the plan is still the previewed one (its fingerprint)",
     )
+    p.add_argument("--read-only", action="store_true", help=cli.READ_ONLY_HELP + " (a dry run is allowed)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_replay)
 

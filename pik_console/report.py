@@ -3,8 +3,11 @@ arrived late or twice, the day's lag and the entity's gaps, the replays that cov
 versions with the explanation of every change, and the seed's "before closing an incident" checklist
 with what the tool can check ticked (and why), the rest left to the person closing it.
 
-Data goes into the Markdown as text: control characters escaped, table pipes and backticks neutralised,
-so an entity id cannot break the report's structure.
+Data goes into the Markdown as text, never as structure: control characters are escaped (no newline can
+start a block), identifiers are code spans fenced longer than any backtick run they hold, and other text has
+every character Markdown could read as a link, an image, an HTML tag, emphasis, a table cell or a heading
+backslash-escaped. The text reads the same once rendered (a renderer with GitHub's bare-URL autolinking
+still turns a URL in the data into a link to that same URL).
 """
 
 from __future__ import annotations
@@ -31,13 +34,51 @@ LATE_MS = 3_600_000
 SCAN_PAGE = 5000
 
 
+# What Markdown (CommonMark and GitHub's tables and strikethrough) may read as structure anywhere in a line.
+_MD_SPECIAL = frozenset("\\`*[]<>!|~&#")
+# What starts a block when it starts a line: a list item, a heading underline, an ordered list item.
+_MD_LINE_START = re.compile(r"([-+=])|(\d{1,9})([.)])")
+
+
 def md(value: Any) -> str:
-    """Data as Markdown text: escaped controls, no table-breaking pipes, no code-span-breaking ticks."""
-    return safe(str(value)).replace("|", "\\|").replace("`", "ˋ")
+    """Data as Markdown text: control characters escaped, and every character Markdown could read as
+    structure backslash-escaped (``_`` only where it could start or end emphasis, so ``user_001`` stays as
+    it is), whitespace at the ends as character references. Renders as exactly the text of
+    :func:`~pik_console.text.safe`, wherever it stands in a line or a table cell."""
+    text = safe(str(value))
+    out = []
+    for i, ch in enumerate(text):
+        if ch in _MD_SPECIAL:
+            out.append("\\" + ch)
+        elif ch == "_" and not (0 < i < len(text) - 1 and text[i - 1].isalnum() and text[i + 1].isalnum()):
+            out.append("\\_")
+        else:
+            out.append(ch)
+    escaped = "".join(out)
+    start = _MD_LINE_START.match(escaped)
+    if start is not None and start.group(1):
+        escaped = "\\" + escaped
+    elif start is not None:
+        escaped = f"{start.group(2)}\\{start.group(3)}{escaped[start.end() :]}"
+    # Whitespace at either end would be stripped (or indent a code block): keep it as character references.
+    body = escaped.strip()
+    if body == escaped:
+        return escaped
+    head = escaped[: len(escaped) - len(escaped.lstrip())] if body else escaped
+    tail = escaped[len(escaped.rstrip()) :] if body else ""
+    return "".join(f"&#{ord(c)};" for c in head) + body + "".join(f"&#{ord(c)};" for c in tail)
 
 
-def code(value: Any) -> str:
-    return f"`{md(value)}`"
+def code(value: Any, *, cell: bool = False) -> str:
+    """Data as a code span, shown exactly (control characters escaped): fenced with one backtick more than
+    the longest run inside it. In a table ``cell``, pipes are escaped, as GitHub's tables need even there."""
+    text = safe(str(value)) or " "
+    fence = "`" * (max((len(run) for run in re.findall("`+", text)), default=0) + 1)
+    # One space each side is stripped from a span that has both; pad to keep the text's own.
+    pad = text[0] == "`" or text[-1] == "`" or (text[0] == " " and text[-1] == " " and text.strip(" ") != "")
+    if cell:
+        text = text.replace("|", "\\|")
+    return f"{fence} {text} {fence}" if pad else f"{fence}{text}{fence}"
 
 
 def row(*cells: str) -> str:
@@ -233,7 +274,7 @@ def build_report(services: ConsoleServices, entity: str, day: str, *, now: datet
         add("| started | replay | outcome | by | sent / planned | scope |")
         add("|---|---|---|---|---:|---|")
         for a in replays:
-            add(f"| {a.started_at} | {code(a.replay_id)} | {a.outcome.value} | {md(a.actor)} | "
+            add(f"| {a.started_at} | {code(a.replay_id, cell=True)} | {a.outcome.value} | {md(a.actor)} | "
                 f"{a.sent:,} / {a.would_send:,} | {md(describe_scope(a.request))} |")  # fmt: skip
     add("")
 
@@ -251,7 +292,9 @@ def build_report(services: ConsoleServices, entity: str, day: str, *, now: datet
         add("| metric | version | value | inputs | computed | caused by |")
         add("|---|---:|---:|---:|---|---|")
         for v in versions:
-            cause = ", ".join(code(r) for r in v.replay_ids) if v.replay_ids else "direct recompute"
+            cause = (
+                ", ".join(code(r, cell=True) for r in v.replay_ids) if v.replay_ids else "direct recompute"
+            )
             add(
                 row(
                     md(v.metric),
@@ -273,7 +316,7 @@ def build_report(services: ConsoleServices, entity: str, day: str, *, now: datet
             add(f"### {md(heading)}")
             add("")
             for line in explanation:
-                add(md(line) if line.startswith("- ") else f"{md(line)}")
+                add("- " + md(line[2:]) if line.startswith("- ") else md(line))
     add("")
 
     add("## Before closing the incident")

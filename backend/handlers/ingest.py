@@ -11,7 +11,8 @@ Thin on purpose: read the event, hand the exact body bytes to :class:`IngestServ
   ACCEPTED exactly once). 403 in read-only mode. Errors are ``{"error", "status", "request_id"}``.
 * ``DRY_RUN=true``: validate and answer what would happen, write nothing.
 
-Logs are JSON lines (Powertools Logger) naming the event id, status and lag, never the payload. Metrics are
+Logs are JSON lines (Powertools Logger) naming the event id, status and lag, never the payload, and for a
+rejection its reason without the values it quotes (those only at ``LOG_LEVEL=DEBUG``). Metrics are
 EMF in namespace ``PipelineInvestigationKit`` with the original kit's names and dimensions: ``IngestCount``,
 ``DuplicateCount``, ``IngestLagMs`` by ``Function``/``Source``/``Type``, ``InvalidCount`` for rejections;
 added: ``DryRunCount`` and ``IngestErrorCount`` (by ``Error``).
@@ -101,6 +102,7 @@ def _ingest(received: Received, request_id: str | None) -> dict[str, Any]:
         service = IngestService(backend.raw, backend.index)
         prepared = service.prepare_batch([received])
         record = prepared.valid[0][2] if prepared.valid else None
+        summary = prepared.summaries.get(0)
         # A dry run stops after validation and one read; a real one stores (quarantine, raw, index).
         result = _dry_run_result(backend, prepared) if settings.dry_run else service.commit(prepared)[0]
     except ReadOnlyError as exc:
@@ -120,7 +122,7 @@ def _ingest(received: Received, request_id: str | None) -> dict[str, Any]:
         logger.exception("ingest failed unexpectedly")
         _count_error("internal")
         return error_response(500, "internal error; retrying the same request is safe", request_id=request_id)
-    _observe(result, record, dry_run=settings.dry_run)
+    _observe(result, record, summary, dry_run=settings.dry_run)
     body = result.model_dump(mode="json", exclude={"line"})
     body["dry_run"] = settings.dry_run
     if result.status is IngestStatus.REJECTED:
@@ -148,8 +150,12 @@ def _dry_run_result(backend: Backend, prepared: PreparedBatch) -> IngestResult:
     )
 
 
-def _observe(result: IngestResult, record: EventRecord | None, *, dry_run: bool) -> None:
-    """One log line and the metrics of one answered request (identifiers and numbers only)."""
+def _observe(result: IngestResult, record: EventRecord | None, summary: str | None, *, dry_run: bool) -> None:
+    """One log line and the metrics of one answered request (identifiers and numbers only).
+
+    A rejection is logged with its reason less the values it quotes (``summary``): a value sent in the wrong
+    field may be a secret. The reason as answered, values and all, is logged at DEBUG only; it is also kept
+    with the quarantined bytes (``rejection_id``)."""
     fields = {
         "status": result.status.value,
         "event_id": result.event_id,
@@ -158,7 +164,12 @@ def _observe(result: IngestResult, record: EventRecord | None, *, dry_run: bool)
         "dry_run": dry_run,
     }
     if result.status is IngestStatus.REJECTED:
-        fields.update(rejection_id=result.rejection_id, reason=result.reason)
+        fields.update(rejection_id=result.rejection_id, reason=summary or result.reason)
+        if summary is not None and summary != result.reason:
+            logger.debug(
+                "rejection reason as answered",
+                extra={"rejection_id": result.rejection_id, "reason": result.reason},
+            )
     logger.info("ingest", extra=fields)
     metrics.add_dimension(name="Function", value=FUNCTION)
     if dry_run:

@@ -98,7 +98,12 @@ def processor_service(backend: Backend, settings: RuntimeSettings) -> ProcessorS
     ports = backend_ports(backend, workspace)
     ports.need("investigate", "catalog", "aggregates")
     return ProcessorService(
-        ports.investigate, ports.catalog, ports.aggregates, workspace.metrics, dry_run=settings.dry_run
+        ports.investigate,
+        ports.catalog,
+        ports.aggregates,
+        workspace.metrics,
+        dry_run=settings.dry_run,
+        read_only=backend.read_only or settings.read_only,
     )
 
 

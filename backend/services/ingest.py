@@ -35,12 +35,18 @@ QUARANTINE_MAX_BYTES = 64 * 1024
 
 
 class Invalid(ValueError):
-    """A request that cannot be accepted; ``reason`` is the sentence stored and shown to the sender."""
+    """A request that cannot be accepted; ``reason`` is the sentence stored and shown to the sender.
 
-    def __init__(self, reason: str, fields: dict[str, str] | None = None) -> None:
+    ``summary`` says the same without quoting anything the request holds (a field's value, a key): what a
+    log may carry, since a value sent in the wrong place may be a secret (the default: ``reason``, for the
+    reasons that quote nothing).
+    """
+
+    def __init__(self, reason: str, fields: dict[str, str] | None = None, summary: str | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
         self.fields = fields or {}
+        self.summary = summary or reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +102,8 @@ class PreparedBatch:
     lines: list[int | None]
     valid: list[tuple[int, bytes, EventRecord]] = field(default_factory=list)
     rejected: list[tuple[int, Rejection]] = field(default_factory=list)
+    # The rejections' reasons without any value from the request (Invalid.summary), by position: for logs.
+    summaries: dict[int, str] = field(default_factory=dict)
 
 
 # -- parsing and validation -----------------------------------------------------------------------------
@@ -106,7 +114,10 @@ def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     if len(obj) != len(pairs):
         seen: set[str] = set()
         dup = next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
-        raise Invalid(f"invalid JSON: duplicate key {dup[:64]!r} in an object")
+        raise Invalid(
+            f"invalid JSON: duplicate key {dup[:64]!r} in an object",
+            summary="invalid JSON: a duplicate key in an object",
+        )
     return obj
 
 
@@ -130,21 +141,23 @@ _PATTERN_RULES = {
 }
 
 
-def explain(error: ValidationError) -> str:
-    """One readable sentence per problem, fields in the order the model declares them."""
+def explain(error: ValidationError, *, values: bool = True) -> str:
+    """One readable sentence per problem, fields in the order the model declares them. Without ``values``
+    the offending values are left out (see :attr:`Invalid.summary`)."""
     parts: list[str] = []
     for err in error.errors(include_url=False):
         field = ".".join(str(p) for p in err["loc"]) or "event"
         kind = err["type"]
         value = err.get("input")
+        shown = f" {_field_text(value)}" if values else ""
         if kind == "missing":
             parts.append(f"{field}: required field is missing")
         elif kind in ("string_type", "model_type"):
             want = "a string" if kind == "string_type" else "an object"
-            parts.append(f"{field}: must be {want}, got {type(value).__name__} {_field_text(value)}")
+            parts.append(f"{field}: must be {want}, got {type(value).__name__}{shown}")
         elif kind == "string_pattern_mismatch":
             rule = _PATTERN_RULES.get(field, f"must match {err.get('ctx', {}).get('pattern')}")
-            parts.append(f"{field}: {rule}, got {_field_text(value)}")
+            parts.append(f"{field}: {rule}" + (f", got{shown}" if values else ""))
         elif kind == "string_unicode":
             parts.append(f"{field}: contains an unpaired surrogate, which is not valid Unicode text")
         else:
@@ -186,13 +199,15 @@ def prepare(body: bytes) -> Prepared:
     except Invalid:
         raise
     except ValueError as exc:  # e.g. an integer beyond Python's digit limit
-        raise Invalid(f"invalid JSON: {str(exc)[:200]}") from None
+        raise Invalid(
+            f"invalid JSON: {str(exc)[:200]}", summary="invalid JSON: a value cannot be read"
+        ) from None
     if not isinstance(obj, dict):
         raise Invalid(f"an event must be a JSON object, got a JSON {_json_kind(obj)}")
     try:
         event = EventIn.model_validate(obj)
     except ValidationError as exc:
-        raise Invalid(explain(exc), _readable_fields(obj)) from None
+        raise Invalid(explain(exc), _readable_fields(obj), explain(exc, values=False)) from None
     except RecursionError:
         raise Invalid("payload: nested too deeply", _readable_fields(obj)) from None
     fields = {"source": event.source, "event_type": event.event_type, "entity_id": event.entity_id}
@@ -203,7 +218,7 @@ def prepare(body: bytes) -> Prepared:
     try:
         event_dt = parse_event_time(event.event_time)
     except TimeFormatError as exc:
-        raise Invalid(str(exc), fields) from None
+        raise Invalid(str(exc), fields, "event_time: not a supported ISO-8601 date-time") from None
     try:
         canonical = canonical_json(event.payload)
     except UnicodeEncodeError:  # before ValueError, which it is a kind of
@@ -448,6 +463,7 @@ def prepare_requests(batch: Sequence[Received], clock: Clock) -> PreparedBatch:
             p = prepare(item.body)
         except Invalid as bad:
             prepared.rejected.append((i, _rejection(item, bad, now)))
+            prepared.summaries[i] = bad.summary
             continue
         prepared.valid.append((i, item.body, _record(p, now, item)))
     return prepared

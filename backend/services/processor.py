@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
 
-from backend.errors import InvalidRequest, StoreError
+from backend.errors import InvalidRequest, ReadOnlyError, StoreError
 from backend.identity import canonical_json
 from backend.model import AggregateVersion, MetricKind, MetricSpec
 from backend.ports import AggregateStore, InvestigationIndex, ManifestEntry, RawCatalog, Receipt
@@ -213,7 +213,8 @@ class ProcessorService:
     """Recompute aggregate windows from the index and append versions.
 
     ``metrics`` are the workspace's metrics (``daily_event_count`` is always first). With ``dry_run``
-    (the seed's DRY_RUN) everything is computed and reported, nothing is written.
+    (the seed's DRY_RUN) everything is computed and reported, nothing is written. With ``read_only`` only a
+    dry run is allowed: a real one is refused with :class:`ReadOnlyError` before anything is read.
     """
 
     def __init__(
@@ -225,6 +226,7 @@ class ProcessorService:
         *,
         clock: Clock | None = None,
         dry_run: bool = False,
+        read_only: bool = False,
     ) -> None:
         self.scans = scans
         self.catalog = catalog
@@ -232,10 +234,19 @@ class ProcessorService:
         self.metrics = metrics_with_default(metrics)
         self.clock = clock or Clock()
         self.dry_run = dry_run
+        self.read_only = read_only
+
+    def _check_writable(self) -> None:
+        if self.read_only and not self.dry_run:
+            raise ReadOnlyError(
+                "the processor writes aggregate versions: not in read-only mode (a dry run is allowed)"
+            )
 
     def process(self, bodies: Sequence[str]) -> BatchResult:
         """Process a batch of message bodies. Never raises for a bad message or a failed window: those
-        messages are in ``failed``, for the caller to return to the queue."""
+        messages are in ``failed``, for the caller to return to the queue. ReadOnlyError (nothing read or
+        written) when read-only and not a dry run."""
+        self._check_writable()
         result = BatchResult(received=len(bodies), dry_run=self.dry_run)
         windows: dict[tuple[str, str], list[int]] = {}
         replays: dict[tuple[str, str], set[str]] = {}
@@ -261,7 +272,9 @@ class ProcessorService:
         return result
 
     def recompute(self, entity_id: str, day: str, replay_ids: Sequence[str] = ()) -> WindowResult:
-        """Recompute every metric of one window and append the versions whose inputs changed."""
+        """Recompute every metric of one window and append the versions whose inputs changed.
+        ReadOnlyError (nothing read or written) when read-only and not a dry run."""
+        self._check_writable()
         start = f"{day}T00:00:00.000Z"
         end = f"{(date.fromisoformat(day) + timedelta(days=1)).isoformat()}T00:00:00.000Z"
         pending = list(self.metrics)

@@ -535,19 +535,37 @@ def result_response(audit: ReplayAudit) -> dict[str, Any]:
     }
 
 
+class _DuplicateKey(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        raise _DuplicateKey(next(k for k, _ in pairs if k in seen or seen.add(k)))  # type: ignore[func-returns-value]
+    return obj
+
+
 def api_reply(
     service: ReplayService, body: Any, *, actor: str, dry_run: bool = False
 ) -> tuple[int, dict[str, Any]]:
     """Answer a replay API request (a JSON object): ``(HTTP status, body)``.
 
-    The request is the seed's, plus optional ``force`` (over the size guard) and ``expected_fingerprint``.
+    The request is the seed's, plus optional ``force`` (over the size guard) and ``expected_fingerprint``; a
+    body that names a key twice is refused (which of the two counts is a guess).
     A dry run when ``dry_run`` (the DRY_RUN setting) or the request's own ``dry_run`` is true. 200 with the
     plan or the result; 400 for an invalid request; 409 when refused (nothing sent); 403 read-only;
     503 when a store failed.
     """
     if isinstance(body, bytes | str):
         try:
-            body = json.loads(body or "{}")
+            body = json.loads(body or "{}", object_pairs_hook=_unique_keys)
+        except _DuplicateKey as exc:
+            # Parsers disagree on which of two values counts: "force": false, "force": true must not send.
+            return 400, {"error": f"the request body has the key {exc.key!r:.60} more than once"}
         except ValueError as exc:
             return 400, {"error": f"the request body is not JSON: {exc}"}
     if not isinstance(body, dict):

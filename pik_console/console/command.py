@@ -71,7 +71,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     report.register(sub, common)
 
 
-def open_demo_console(path: Any, out: IO[str]) -> None:
+def open_demo_console(path: Any, out: IO[str], *, read_only: bool = False) -> None:
     """After ``pik demo`` printed its summary: open the console on the demo, where the story starts (the
     day whose mobile events arrived two days late), when the user is at a terminal."""
     if not is_terminal(out):
@@ -80,7 +80,7 @@ def open_demo_console(path: Any, out: IO[str]) -> None:
     from backend.runtime import open_local
     from pik_console.console.context import Context
 
-    backend = open_local(path, create=False)
+    backend = open_local(path, create=False, read_only=read_only)
     try:
         run_console(backend, Context(entity="user_001", day=OUTAGE_DAY.date().isoformat()))
     finally:

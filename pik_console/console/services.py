@@ -93,7 +93,9 @@ class ConsoleServices:
             raise ReadOnlyError("the processor writes aggregate versions: not in read-only mode")
         if self.investigate is None or self.catalog is None or self.aggregates is None:
             raise InvalidRequest(f"the processor is not available on the {self.kind} backend")
-        return ProcessorService(self.investigate, self.catalog, self.aggregates, self.metrics[1:])
+        return ProcessorService(
+            self.investigate, self.catalog, self.aggregates, self.metrics[1:], read_only=self.read_only
+        )
 
 
 def build_services(backend: Any) -> ConsoleServices:

@@ -61,7 +61,8 @@ def test_untrusted_entity_ids_cannot_break_the_report(tmp_path: Path) -> None:
     code, text, err = _report("--workspace", str(ws), "--entity", entity, "--day", "2025-12-01", "--json")
     assert code == 0, err
     markdown = json.loads(text)["markdown"]
-    assert "`x\\|yˋz\\u202e`" in markdown
+    # The id as a code span fenced past its own backtick, read exactly as it is (bidi override escaped).
+    assert "# Incident report: ``x|y`z\\u202e`` on 2025-12-01" in markdown
     assert "\u202e" not in markdown
     assert "- [ ] Replay scoped correctly — no replay covering the window was sent." in markdown
 
