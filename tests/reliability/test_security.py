@@ -640,7 +640,7 @@ def test_every_port_method_is_known_to_read_or_write() -> None:
     reads = {"get", "sha256", "get_accepted", "receipts", "query_entity", "query_partition",
              "query_rejections", "get_rejection", "stats", "scan_entity", "scan_partition",
              "day_counts_entity", "day_counts_partition", "missing", "get_many", "depth", "dead_letters",
-             "query", "latest", "versions", "manifest", "windows_with_versions"}  # fmt: skip
+             "query", "latest", "versions", "manifest", "windows_with_versions", "delivered"}  # fmt: skip
     assert _protocol_methods() == reads | WRITE_METHODS
     assert not reads & WRITE_METHODS
 
@@ -722,10 +722,22 @@ def _new() -> list[Received]:
     return [Received(b) for b in NEW]
 
 
+class _NothingDelivered:
+    """A ledger that has seen nothing (the AWS index has none), so resume_stream reaches its writes."""
+
+    def delivered(self, origin: str, first_line: int, last_line: int) -> dict[int, set[str]]:
+        return {}
+
+
 RECIPES: dict[str, Recipe] = {
     "IngestService.ingest": lambda s, c, ro: _ingest(ro, s, c).ingest(NEW[0]),
     "IngestService.ingest_batch": lambda s, c, ro: _ingest(ro, s, c).ingest_batch(_new()),
     "IngestService.ingest_stream": lambda s, c, ro: list(_ingest(ro, s, c).ingest_stream(iter(_new()))),
+    "IngestService.resume_stream": lambda s, c, ro: list(
+        _ingest(ro, s, c).resume_stream(
+            iter([Received(b, "file:x", n) for n, b in enumerate(NEW, 1)]), _NothingDelivered()
+        )
+    ),
     "IngestService.prepare_batch": lambda s, c, ro: _ingest(ro, s, c).prepare_batch(_new()),
     "IngestService.commit": lambda s, c, ro: (
         _ingest(ro, s, c).commit(_ingest(False, s, c).prepare_batch(_new()))
@@ -847,6 +859,7 @@ def test_every_service_entry_point_writes_nothing_in_read_only_mode(tmp_path: Pa
         "IngestService.ingest",
         "IngestService.ingest_batch",
         "IngestService.ingest_stream",
+        "IngestService.resume_stream",
         "IngestService.commit",
         "ReplayService.plan",
         "ReplayService.execute",
