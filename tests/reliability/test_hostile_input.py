@@ -247,6 +247,33 @@ def test_every_hostile_case_through_the_lambda_handler(
     )
 
 
+def test_every_hostile_body_sent_to_the_replay_handler_is_a_400(
+    backend: Backend, figures: Callable[..., None], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The same bodies on the other endpoint of the API: none is a replay request, and none may be a 5xx
+    or send anything."""
+    from backend.handlers import replay as replay_handler
+    from backend.handlers.common import backend_ports
+    from tests.handlers.support import replay_v1
+
+    answers: Counter[int] = Counter()
+    with captured_logs(replay_handler.logger):
+        for i, case in enumerate(cases()):
+            try:
+                event = replay_v1(case.body.decode("utf-8"), request_id=f"hostile-{i}")
+            except UnicodeDecodeError:
+                event = replay_v1(base64.b64encode(case.body).decode("ascii"), request_id=f"hostile-{i}")
+                event["isBase64Encoded"] = True
+            response = replay_handler.handler(event, FakeLambdaContext(function_name="pik-replay"))
+            answers[response["statusCode"]] += 1
+            reply = json.loads(response["body"])
+            assert response["statusCode"] == 400 and reply["error"], (case.name, reply)
+    capsys.readouterr()
+    ports = backend_ports(backend)
+    assert ports.queue.depth().visible == 0 and ports.audit.query().items == []
+    figures("replay_endpoint", cases=len(cases()), answers={str(k): v for k, v in answers.items()}, sent=0)
+
+
 # -- (b) over HTTP through `pik serve` ----------------------------------------------------------------------
 
 
