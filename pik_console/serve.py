@@ -582,7 +582,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         description="Serve the kit's HTTP API on this machine: each request is turned into an API Gateway "
         "proxy event and answered by the same handler that runs in Lambda, on a local workspace (default) "
         "or an AWS stack (--backend aws --stack NAME). DRY_RUN=true (or --dry-run) validates and answers "
-        "without writing; a replay is then a preview that sends nothing.",
+        "without writing; a replay is then a preview that sends nothing. By default it listens on "
+        "127.0.0.1 only; with --token-file (or PIK_SERVE_TOKEN) every request needs 'Authorization: Bearer "
+        "<token>'. Make a token with: python3 -c 'import secrets; print(secrets.token_urlsafe(32))'",
     )
     p.add_argument(
         "--host",
