@@ -192,8 +192,8 @@ def string_cases(category: str, variants: dict[str, str], fields: tuple[str, ...
 def invalid_json() -> Iterator[Case]:
     cat = "invalid_json"
     whole = render(base(f"{cat}/whole"))
-    for i in range(1, 21):  # truncated at 20 points, from the first byte to the last but one
-        cut = max(1, len(whole) * i // 21)
+    for i in range(1, 11):  # truncated at 10 points, from the first bytes to the last but a few
+        cut = max(1, len(whole) * i // 11)
         yield rejected(f"{cat}/truncated/{cut}-of-{len(whole)}", cat, whole[:cut], "invalid JSON")
     good = render(base(f"{cat}/good"))
     plain: dict[str, tuple[bytes, str]] = {
@@ -445,7 +445,8 @@ CONTROLS = {
 def controls() -> Iterator[Case]:
     cat = "control"
     variants = {name: f"a{ch}b" for name, ch in CONTROLS.items()}
-    yield from string_cases(cat, variants, FIELDS)
+    # event_type follows the rule of source, a payload key that of a payload value: both are covered.
+    yield from string_cases(cat, variants, tuple(f for f in FIELDS if f not in ("event_type", "payload-key")))
     # Unescaped, a control character inside a JSON string is not JSON at all.
     for variant, byte in (("nul", b"\x00"), ("lf", b"\n"), ("esc", b"\x1b")):
         for where in ("entity_id", "payload"):
@@ -495,9 +496,7 @@ MARKUP = {
 
 
 def markup() -> Iterator[Case]:
-    yield from string_cases(
-        "markup", MARKUP, ("source", "entity_id", "idempotency_key", "payload", "payload-key")
-    )
+    yield from string_cases("markup", MARKUP, ("source", "entity_id", "idempotency_key", "payload"))
 
 
 ANSI = {
@@ -511,7 +510,7 @@ ANSI = {
 
 
 def ansi() -> Iterator[Case]:
-    yield from string_cases("ansi", ANSI, ("source", "entity_id", "event_time", "idempotency_key", "payload"))
+    yield from string_cases("ansi", ANSI, ("source", "entity_id", "event_time", "payload"))
 
 
 BIDI = {
@@ -530,7 +529,7 @@ BIDI = {
 
 def bidi() -> Iterator[Case]:
     # Format characters are not control characters: accepted, and shown escaped (pik_console.text.safe).
-    yield from string_cases("bidi", BIDI, ("source", "entity_id", "idempotency_key", "payload"))
+    yield from string_cases("bidi", BIDI, ("source", "entity_id", "payload"))
 
 
 EMOJI = {
@@ -548,7 +547,7 @@ EMOJI = {
 
 def emoji() -> Iterator[Case]:
     cat = "emoji"
-    yield from string_cases(cat, EMOJI, ("source", "entity_id", "event_time", "idempotency_key", "payload"))
+    yield from string_cases(cat, EMOJI, ("source", "entity_id", "event_time", "payload"))
     # A surrogate pair written as escapes is one character: the same entity as the character itself.
     name = f"{cat}/entity_id/escaped-pair"
     obj = base(name)

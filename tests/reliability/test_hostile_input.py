@@ -439,7 +439,7 @@ def test_fuzzed_ingest_requests_are_answered_never_a_5xx(
 ) -> None:
     seen: Counter[str] = Counter()
 
-    @settings(max_examples=soak(200, 5000), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @settings(max_examples=soak(150, 5000), deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @given(body=request_bodies(), shape=st.integers(0, 1))
     def one(body: bytes, shape: int) -> None:
         with captured_logs(ingest_handler.logger), contextlib.redirect_stdout(io.StringIO()):
