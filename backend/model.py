@@ -8,7 +8,11 @@ Validation rules (DESIGN "Event model", invariant 8):
 * ``payload``: a JSON object or array, at most 256 KiB as canonical JSON;
 * ``idempotency_key`` (optional): 1-256 characters, no control characters and no ``|`` (the identity string
   uses ``|`` as its separator, so a ``|`` in both the entity and the key could forge another event's id);
-* unknown top-level fields are allowed: they stay in the raw bytes and play no part in the identity.
+* unknown top-level fields are allowed: they stay in the raw bytes and play no part in the identity;
+* the whole event nests arrays and objects at most ``MAX_NESTING`` (128) levels deep, the event object
+  itself being level 1. Python's JSON reader gives up somewhere below 1,000 levels, and the deeper its
+  caller's stack the sooner; a fixed bound gives every entry point (Lambda, ``pik ingest``, ``pik serve``)
+  the same answer and lets every reader (processor, console) read back what was accepted.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ IDEMPOTENCY_PATTERN = r"^[^\x00-\x1f\x7f-\x9f|]{1,256}$"
 
 MAX_BODY_BYTES = 1024 * 1024  # one request body / one JSON line
 MAX_PAYLOAD_BYTES = 256 * 1024  # payload as canonical JSON, UTF-8
+MAX_NESTING = 128  # levels of arrays and objects in one event, the event object included
 
 Name = Annotated[str, StringConstraints(pattern=SOURCE_PATTERN, strict=True)]
 EntityId = Annotated[str, StringConstraints(pattern=_NO_CONTROL, strict=True)]

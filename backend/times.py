@@ -33,10 +33,19 @@ def parse_iso(text: str, *, what: str = "time") -> datetime:
             f"{what} {text[:64]!r} is not an ISO-8601 date-time with a clock time "
             "(expected e.g. 2025-12-28T23:59:59Z)"
         )
+    if not (text.isascii() and text.isprintable()):
+        # fromisoformat reads a NUL as the end of the text ("...59Z\x00junk" parses): refuse what no
+        # ISO-8601 date-time can hold before it is read.
+        raise TimeFormatError(
+            f"{what} {text[:64]!r} is not a valid ISO-8601 date-time "
+            "(it holds characters other than ASCII letters, digits and punctuation)"
+        )
     try:
         parsed = datetime.fromisoformat(text)
     except ValueError as exc:
-        raise TimeFormatError(f"{what} {text[:64]!r} is not a valid ISO-8601 date-time ({exc})") from None
+        # The "Invalid isoformat string" message quotes the whole text, however long: say it once, cut.
+        detail = "" if str(exc).startswith("Invalid isoformat string") else f" ({str(exc)[:120]})"
+        raise TimeFormatError(f"{what} {text[:64]!r} is not a valid ISO-8601 date-time{detail}") from None
     if parsed.tzinfo is None:
         return parsed.replace(tzinfo=UTC)
     try:

@@ -6,10 +6,18 @@ Each request becomes an API Gateway REST (v1) proxy event and goes to the same f
 so a producer tested against ``pik serve`` meets no surprise in AWS.
 
 The server itself answers what API Gateway would answer before a function runs, as JSON
-``{"error": ..., "status": ...}``: 404 for an unknown path, 405 (with ``Allow``) for a wrong method, 411 for
-a body without ``Content-Length`` (chunked transfer encoding included), 413 for a body over API Gateway's
-own 10 MiB limit (unread). A body between ``MAX_BODY_BYTES`` and that limit is streamed (never held whole)
-to the route's streamed-body handler, which quarantines its first bytes, as the Lambda function does.
+``{"error": ..., "status": ...}``: 401 (with ``WWW-Authenticate: Bearer``) when a token is required and the
+request lacks it, 404 for an unknown path, 405 (with ``Allow``) for a wrong method, 411 for a body without
+``Content-Length`` (chunked transfer encoding included), 413 for a body over API Gateway's own 10 MiB limit
+(unread). A body between ``MAX_BODY_BYTES`` and that limit is streamed (never held whole) to the route's
+streamed-body handler, which quarantines its first bytes, as the Lambda function does.
+
+Security: it listens on 127.0.0.1 unless told otherwise. With a token (``--token-file PATH`` or
+``PIK_SERVE_TOKEN``) every request must carry ``Authorization: Bearer <token>``; the header is checked
+(``hmac.compare_digest``) before the body is read or any handler runs, so a refused request stores nothing,
+and it is not passed on to the handlers. On an address other machines can reach it refuses to start without
+a token unless ``--insecure-no-token`` says so: it writes to the workspace (or stack) and launches replays
+for whoever can connect, and a warning on a terminal nobody watches protects no one.
 """
 
 from __future__ import annotations
@@ -18,8 +26,10 @@ import argparse
 import base64
 import contextlib
 import hashlib
+import hmac
 import ipaddress
 import json
+import os
 import re
 import signal
 import socket
@@ -34,6 +44,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import IO, Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -48,6 +59,11 @@ LINGER_SECONDS = 1.0
 LINGER_MAX_BYTES = 16 * 1024 * 1024
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,32}")  # an HTTP method is a token (RFC 9110)
+_DIGITS = re.compile(r"[0-9]+")  # str.isdigit() also takes "²", which int() refuses
+TOKEN_ENV = "PIK_SERVE_TOKEN"
+MIN_TOKEN_CHARS = 16
+_BEARER_TOKEN = re.compile(r"[A-Za-z0-9._~+/-]+=*")  # RFC 6750 b64token
+_REALM = 'Bearer realm="pik serve"'
 
 LambdaHandler = Callable[[dict[str, Any], Any], dict[str, Any]]
 StreamedHandler = Callable[[Any, Any], dict[str, Any]]
@@ -107,7 +123,9 @@ class ApiServer(ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], routes: list[Route]) -> None:
+    def __init__(self, address: tuple[str, int], routes: list[Route], token: str | None = None) -> None:
+        """``token``: when given, every request must carry ``Authorization: Bearer <token>``."""
+        self._token = token.encode("ascii") if token is not None else None
         self.routes: dict[str, dict[str, Route]] = {}
         for route in routes:
             self.routes.setdefault(route.path, {})[route.method] = route
@@ -122,6 +140,20 @@ class ApiServer(ThreadingHTTPServer):
         host, port = self.server_address[:2]
         self.server_name = str(host)
         self.server_port = int(port)
+
+    @property
+    def requires_token(self) -> bool:
+        return self._token is not None
+
+    def authorized(self, header: str) -> bool:
+        """Whether an ``Authorization`` header value carries the token (constant-time comparison)."""
+        if self._token is None:
+            return True
+        scheme, _, credentials = header.strip().partition(" ")
+        presented = credentials.strip().encode("utf-8", "surrogatepass")
+        # Compare even when the scheme is wrong, so that the answer takes as long either way.
+        matches = hmac.compare_digest(presented, self._token)
+        return matches and scheme.lower() == "bearer"
 
     @property
     def url(self) -> str:
@@ -205,7 +237,24 @@ class _RequestHandler(BaseHTTPRequestHandler):
         self._send_lambda_response(response, request_id)
 
     def _check(self) -> tuple[Route, int] | _Refusal:
-        """The route and body length of this request, or why the server refuses it before any handler."""
+        """The route and body length of this request, or why the server refuses it before any handler.
+
+        Authorization comes first: a client without the token learns nothing of the routes, and its body
+        is never read (nor, with ``Expect: 100-continue``, even sent)."""
+        if self.server.requires_token:
+            credentials = self.headers.get_all("Authorization") or []
+            if not credentials:
+                return _Refusal(
+                    401,
+                    "this server requires a bearer token: send the header Authorization: Bearer <token>",
+                    {"WWW-Authenticate": _REALM},
+                )
+            if len(credentials) != 1 or not self.server.authorized(credentials[0]):
+                return _Refusal(
+                    401,
+                    "the bearer token is not valid",
+                    {"WWW-Authenticate": f'{_REALM}, error="invalid_token"'},
+                )
         path = urlsplit(self.path).path
         methods = self.server.routes.get(path)
         if not methods:
@@ -226,9 +275,11 @@ class _RequestHandler(BaseHTTPRequestHandler):
                 return _Refusal(411, "Content-Length is required")
             return route, 0
         text = lengths[0].strip()
-        if len(set(lengths)) != 1 or not text.isdigit():
+        if len(set(lengths)) != 1 or not _DIGITS.fullmatch(text):
             return _Refusal(400, "invalid Content-Length")
-        length = int(text)
+        digits = text.lstrip("0")
+        # More digits than int() reads (4,300) is still just a number over the limit.
+        length = int(digits or "0") if len(digits) <= 20 else sys.maxsize
         limit = MAX_STREAMED_BYTES if route.streamed is not None else MAX_BODY_BYTES
         if length > limit:
             return _Refusal(
@@ -266,6 +317,8 @@ class _RequestHandler(BaseHTTPRequestHandler):
         headers: dict[str, str] = {}
         multi_headers: dict[str, list[str]] = {}
         for name, value in self.headers.items():
+            if self.server.requires_token and name.lower() == "authorization":
+                continue  # the server's credential, not the function's: kept out of what it may log
             headers[name] = value
             multi_headers.setdefault(name, []).append(value)
         query = parse_qs(url.query, keep_blank_values=True)
@@ -366,6 +419,16 @@ class _RequestHandler(BaseHTTPRequestHandler):
                     break
                 swallowed += len(chunk)
 
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        # Without the query string: no endpoint takes one, and a client that put a credential there
+        # (?access_token=...) must not find it in the server's log.
+        method, _, rest = self.requestline.partition(" ")
+        target, sep, version = rest.partition(" ")
+        if "?" in target:
+            target = target.split("?", 1)[0] + "?…"
+        line = f"{method} {target}{sep}{version}" if rest else method
+        self.log_message('"%s" %s %s', line, getattr(code, "value", code), size)
+
     def log_message(self, format: str, *args: Any) -> None:
         # Request lines are untrusted: escape control characters before they reach a terminal.
         stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -385,6 +448,47 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def read_token(args: argparse.Namespace, environ: Mapping[str, str], err: IO[str]) -> str | None:
+    """The bearer token from ``--token-file`` (first) or ``PIK_SERVE_TOKEN``; None when neither is set.
+
+    Raises a usage error naming what is wrong with it; no message ever quotes the token.
+    """
+    from pik_console.cli import _usage
+
+    if args.token_file is not None:
+        where = f"--token-file {args.token_file}"
+        path = Path(args.token_file)
+        try:
+            text = path.read_text(encoding="utf-8")
+            mode = path.stat().st_mode
+        except UnicodeDecodeError:
+            raise _usage(f"{where}: the file is not UTF-8 text") from None
+        except OSError as exc:
+            raise _usage(f"cannot read {where}: {exc.strerror or exc}") from None
+        if os.name == "posix" and mode & 0o077:
+            err.write(
+                f"pik serve: warning: {where} can be read by other users (chmod 600 {args.token_file})\n"
+            )
+    elif TOKEN_ENV in environ:
+        where, text = TOKEN_ENV, environ[TOKEN_ENV]
+    else:
+        return None
+    token = text.strip()
+    hint = "make one with: python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+    if not token:
+        raise _usage(f"{where} holds no token; {hint}")
+    if not _BEARER_TOKEN.fullmatch(token):
+        raise _usage(
+            f"{where} must hold one token of letters, digits and - . _ ~ + / (then = padding) "
+            f"on one line; {hint}"
+        )
+    if len(token) < MIN_TOKEN_CHARS:
+        raise _usage(
+            f"{where} holds a token of {len(token)} characters; use at least {MIN_TOKEN_CHARS}; {hint}"
+        )
+    return token
+
+
 def cmd_serve(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     from backend.config import RuntimeSettings
     from backend.handlers.common import configure
@@ -392,27 +496,43 @@ def cmd_serve(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
 
     if not 0 <= args.port <= 65535:
         raise _usage(f"--port {args.port} is not a port number (0-65535; 0 picks a free one)")
+    token = read_token(args, os.environ, err)
+    loopback = _is_loopback(args.host)
+    if token is not None and args.insecure_no_token:
+        raise _usage(f"--insecure-no-token contradicts the token given (--token-file or {TOKEN_ENV})")
+    if token is None and not loopback and not args.insecure_no_token:
+        raise _usage(
+            f"--host {args.host} can be reached from other machines, and every request could then write "
+            f"to the workspace or launch a replay: require a token (--token-file PATH or {TOKEN_ENV}), or "
+            "pass --insecure-no-token to serve without one"
+        )
     backend = open_backend(args, create=True)
     try:
         settings = RuntimeSettings()
         if args.dry_run:
             settings = settings.model_copy(update={"dry_run": True})
         try:
-            server = ApiServer((args.host, args.port), default_routes())
+            server = ApiServer((args.host, args.port), default_routes(), token=token)
         except OSError as exc:
             raise Failure(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
         configure(backend, settings)
         try:
-            if not _is_loopback(args.host):
+            if not loopback and token is None:
                 err.write(
                     f"pik serve: warning: listening on {args.host}: anyone who can reach this machine can "
                     f"write to {backend.location}, without authentication\n"
+                )
+            elif not loopback:
+                err.write(
+                    f"pik serve: warning: listening on {args.host} over plain HTTP: the token and the "
+                    "events cross the network unencrypted (put a TLS proxy or an SSH tunnel in front)\n"
                 )
             endpoints = ", ".join(f"{r} {p}" for p, methods in server.routes.items() for r in methods)
             modes = "".join(
                 [
                     " (dry run: nothing is written)" if settings.dry_run else "",
                     " (read-only)" if backend.read_only else "",
+                    " (bearer token required)" if token is not None else "",
                 ]
             )
             out.write(
@@ -462,12 +582,27 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         description="Serve the kit's HTTP API on this machine: each request is turned into an API Gateway "
         "proxy event and answered by the same handler that runs in Lambda, on a local workspace (default) "
         "or an AWS stack (--backend aws --stack NAME). DRY_RUN=true (or --dry-run) validates and answers "
-        "without writing; a replay is then a preview that sends nothing.",
+        "without writing; a replay is then a preview that sends nothing. By default it listens on "
+        "127.0.0.1 only; with --token-file (or PIK_SERVE_TOKEN) every request needs 'Authorization: Bearer "
+        "<token>'. Make a token with: python3 -c 'import secrets; print(secrets.token_urlsafe(32))'",
     )
     p.add_argument(
         "--host",
         default="127.0.0.1",
-        help="address to listen on (default 127.0.0.1; anything else is reachable from other machines)",
+        help="address to listen on (default 127.0.0.1; anything else is reachable from other machines, "
+        "and needs a token or --insecure-no-token)",
+    )
+    p.add_argument(
+        "--token-file",
+        metavar="PATH",
+        help="require 'Authorization: Bearer <token>' on every request, the token being this file's one "
+        f"line (at least {MIN_TOKEN_CHARS} characters); without it, ${TOKEN_ENV} if set. Requests "
+        "without it get 401 and are not read",
+    )
+    p.add_argument(
+        "--insecure-no-token",
+        action="store_true",
+        help="serve a non-loopback --host without a token: anyone who can connect can write",
     )
     p.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 picks a free port)")
     p.add_argument("--dry-run", action="store_true", help="validate and answer without writing anything")

@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from backend.model import MAX_BODY_BYTES, MAX_PAYLOAD_BYTES
-from backend.services.ingest import Invalid, Prepared, prepare
+from backend.model import MAX_BODY_BYTES, MAX_NESTING, MAX_PAYLOAD_BYTES
+from backend.services.ingest import MAX_REASON_CHARS, Invalid, Prepared, prepare
 from backend.times import fmt, parse_stored
 from tests.conftest import DROP, make_event
 
@@ -318,6 +318,68 @@ def test_absurd_nesting_is_rejected_with_a_reason(where: str) -> None:
     deep = b"[" * 10_000 + b"]" * 10_000
     body = deep if where == "top" else make_event(payload="HERE").replace(b'"HERE"', deep)
     assert "nested too deeply" in reason_of(body)
+
+
+def _nested(depth: int, kind: str) -> bytes:
+    """A payload nesting ``depth`` levels (the payload itself level 1; the event adds one)."""
+    if kind == "array":
+        return b"[" * depth + b"]" * depth
+    return b'{"a":' * (depth - 1) + b"{}" + b"}" * (depth - 1)
+
+
+def _at_stack_depth(frames: int, call: Any) -> Any:
+    return call() if frames == 0 else _at_stack_depth(frames - 1, call)
+
+
+@pytest.mark.parametrize("kind", ["array", "object"])
+@pytest.mark.parametrize("frames", [0, 700])
+def test_the_nesting_bound_is_the_same_however_deep_the_callers_stack(kind: str, frames: int) -> None:
+    # Python's own reader gave up near 1,000 levels, sooner the deeper its caller's stack: `pik ingest`
+    # accepted a 988-level event that the Lambda handler rejected, and readers further down (the console,
+    # the processor) could not read it back. The bound is now fixed, whoever asks.
+    fits = make_event(payload="HERE").replace(b'"HERE"', _nested(MAX_NESTING - 1, kind))
+    over = make_event(payload="HERE").replace(b'"HERE"', _nested(MAX_NESTING, kind))
+    assert _at_stack_depth(frames, lambda: prepare(fits)).event_id
+    with pytest.raises(Invalid) as err:
+        _at_stack_depth(frames, lambda: prepare(over))
+    assert err.value.reason == f"nested too deeply: arrays and objects may nest at most {MAX_NESTING} levels"
+    assert err.value.fields == {"source": "demo", "event_type": "heartbeat", "entity_id": "user_123"}
+
+
+def test_nesting_in_an_unknown_field_counts_too() -> None:
+    deep = make_event(note="HERE").replace(b'"HERE"', _nested(MAX_NESTING, "array"))
+    assert "nested too deeply" in reason_of(deep)
+
+
+def test_a_byte_order_mark_is_named_as_such() -> None:
+    assert reason_of(b"\xef\xbb\xbf" + make_event()) == (
+        "invalid JSON: the body starts with a byte order mark (U+FEFF); send UTF-8 without one"
+    )
+
+
+def test_a_reason_is_bounded_whatever_the_request_holds() -> None:
+    # Python's "Invalid isoformat string" message quoted the whole event_time: a 1 MiB reason, stored in
+    # the quarantine, answered and logged.
+    reason = reason_of(make_event(event_time="2025-12-28T23:59" + "9" * 900_000))
+    assert len(reason) <= 200 and reason.endswith("is not a valid ISO-8601 date-time")
+    assert len(Invalid("x" * 10 * MAX_REASON_CHARS).reason) == MAX_REASON_CHARS
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2025-12-28T23:59:59Z\x00junk",  # fromisoformat stopped reading at the NUL, and accepted
+        "2025-12-28T23:59:59\x00+05:00",
+        "2025-12-28T23:59\x00",
+        "2025-12-28T23:59:59Z\t",
+        "2025-12-28T23:59:59\u2028Z",
+        "２０２５-12-28T23:59:59Z",
+    ],
+)
+def test_event_times_with_characters_no_date_time_holds_are_rejected(text: str) -> None:
+    reason = reason_of(make_event(event_time=text))
+    assert reason.startswith(f"event_time {text!r} is not a valid ISO-8601 date-time")
+    assert "other than ASCII letters, digits and punctuation" in reason
 
 
 @pytest.mark.parametrize(

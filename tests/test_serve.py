@@ -239,6 +239,33 @@ def test_malformed_requests_get_json_errors_and_the_server_keeps_serving(
     assert backend.index.stats().rejected == 0
 
 
+@pytest.mark.parametrize(
+    ("length", "status"),
+    [
+        ("\u00b2", 400),  # str.isdigit() says yes, int() says no: this was a 500
+        ("1_000", 400),
+        ("0x10", 400),
+        ("9" * 5000, 413),  # more digits than int() reads: this was a 500
+    ],
+    ids=["superscript-two", "underscore", "hex", "5000-digits"],
+)
+@pytest.mark.parametrize("expect_continue", [False, True], ids=["plain", "expect-100"])
+def test_content_lengths_python_cannot_read_are_answered_not_a_500(
+    length: str, status: int, expect_continue: bool, running: Running, backend: Backend
+) -> None:
+    expect = b"Expect: 100-continue\r\n" if expect_continue else b""
+    head = b"POST /ingest HTTP/1.1\r\nHost: x\r\n" + expect + b"Content-Length: " + length.encode("latin-1")
+    got, headers, body = raw_exchange(running.port, head + b"\r\n\r\nhello")
+    assert (got, body["status"]) == (status, status) and headers["content-type"] == "application/json"
+    assert backend.index.stats().rejected == 0
+
+
+def test_a_content_length_with_leading_zeros_is_read(running: Running, backend: Backend) -> None:
+    head = b"POST /ingest HTTP/1.1\r\nHost: x\r\nContent-Length: " + b"0" * 5000 + b"5\r\n\r\n"
+    status, _, body = raw_exchange(running.port, head + b"hello")
+    assert (status, body["status"]) == (400, "REJECTED") and body["reason"].startswith("invalid JSON")
+
+
 def test_an_exception_in_a_handler_is_a_json_500_and_the_server_keeps_serving(
     backend: Backend, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -20,6 +20,7 @@ from backend.errors import ReadOnlyError
 from backend.identity import canonical_json, event_id, raw_key, receipt_key, sha256_hex
 from backend.model import (
     MAX_BODY_BYTES,
+    MAX_NESTING,
     MAX_PAYLOAD_BYTES,
     EventIn,
     EventRecord,
@@ -32,10 +33,14 @@ from backend.times import Clock, TimeFormatError, fmt, lag_ms, parse_event_time
 
 # How much of a rejected request is kept in quarantine (the full size and sha256 are always recorded).
 QUARANTINE_MAX_BYTES = 64 * 1024
+# A reason quotes at most a few short fragments of the request; this bounds it whatever a message holds.
+MAX_REASON_CHARS = 1000
+TOO_DEEP = f"nested too deeply: arrays and objects may nest at most {MAX_NESTING} levels"
 
 
 class Invalid(ValueError):
-    """A request that cannot be accepted; ``reason`` is the sentence stored and shown to the sender.
+    """A request that cannot be accepted; ``reason`` is the sentence stored and shown to the sender, at
+    most ``MAX_REASON_CHARS`` characters.
 
     ``summary`` says the same without quoting anything the request holds (a field's value, a key): what a
     log may carry, since a value sent in the wrong place may be a secret (the default: ``reason``, for the
@@ -43,6 +48,8 @@ class Invalid(ValueError):
     """
 
     def __init__(self, reason: str, fields: dict[str, str] | None = None, summary: str | None = None) -> None:
+        if len(reason) > MAX_REASON_CHARS:
+            reason = reason[: MAX_REASON_CHARS - 1] + "…"
         super().__init__(reason)
         self.reason = reason
         self.fields = fields or {}
@@ -190,18 +197,23 @@ def prepare(body: bytes) -> Prepared:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise Invalid(f"not UTF-8 text: invalid byte 0x{body[exc.start]:02x} at offset {exc.start}") from None
+    if text.startswith("\ufeff"):
+        raise Invalid("invalid JSON: the body starts with a byte order mark (U+FEFF); send UTF-8 without one")
     try:
         obj = _decoder.decode(text)
     except json.JSONDecodeError as exc:
         raise Invalid(f"invalid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})") from None
     except RecursionError:
-        raise Invalid("invalid JSON: nested too deeply to read") from None
+        raise Invalid(TOO_DEEP) from None
     except Invalid:
         raise
     except ValueError as exc:  # e.g. an integer beyond Python's digit limit
         raise Invalid(
             f"invalid JSON: {str(exc)[:200]}", summary="invalid JSON: a value cannot be read"
         ) from None
+    # Nesting needs brackets: the count (C speed) spares the walk for all but bracket-heavy bodies.
+    if text.count("[") + text.count("{") > MAX_NESTING and _nests_deeper_than(obj, MAX_NESTING):
+        raise Invalid(TOO_DEEP, _readable_fields(obj))
     if not isinstance(obj, dict):
         raise Invalid(f"an event must be a JSON object, got a JSON {_json_kind(obj)}")
     try:
@@ -256,6 +268,23 @@ def prepare(body: bytes) -> Prepared:
         idempotency_key=event.idempotency_key,
         body=body,
     )
+
+
+def _nests_deeper_than(value: Any, limit: int) -> bool:
+    """Whether arrays and objects in ``value`` nest more than ``limit`` levels; level by level, without
+    recursion, so that it answers the same however deep the caller's stack is."""
+    level = [value] if isinstance(value, dict | list) else []
+    depth = 0
+    while level:
+        depth += 1
+        if depth > limit:
+            return True
+        inner: list[Any] = []
+        for container in level:
+            children = container.values() if isinstance(container, dict) else container
+            inner.extend(child for child in children if isinstance(child, dict | list))
+        level = inner
+    return False
 
 
 def _json_kind(value: Any) -> str:

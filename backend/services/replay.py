@@ -549,6 +549,14 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return obj
 
 
+def _shown(value: Any) -> str:
+    """A short description of a JSON value for an error message (a nested one is not printed: it can be
+    deep enough that printing it fails)."""
+    if isinstance(value, dict | list):
+        return "an object" if isinstance(value, dict) else "an array"
+    return f"{value!r:.40}"
+
+
 def api_reply(
     service: ReplayService, body: Any, *, actor: str, dry_run: bool = False
 ) -> tuple[int, dict[str, Any]]:
@@ -568,6 +576,8 @@ def api_reply(
             return 400, {"error": f"the request body has the key {exc.key!r:.60} more than once"}
         except ValueError as exc:
             return 400, {"error": f"the request body is not JSON: {exc}"}
+        except RecursionError:  # arrays in arrays, thousands deep: no replay request looks like that
+            return 400, {"error": "the request body is not a replay request: it is nested too deeply"}
     if not isinstance(body, dict):
         return 400, {"error": "the request body must be a JSON object"}
     fields = dict(body)
@@ -575,7 +585,9 @@ def api_reply(
         # A flag that is not a JSON boolean ("true", 1) is refused: guessing could send a replay that was
         # meant as a preview, or force one past the size guard.
         if flag in fields and not isinstance(fields[flag], bool):
-            return 400, {"error": f"{flag}: must be true or false (a JSON boolean), got {fields[flag]!r:.40}"}
+            return 400, {
+                "error": f"{flag}: must be true or false (a JSON boolean), got {_shown(fields[flag])}"
+            }
     force = fields.pop("force", False)
     expected = fields.pop("expected_fingerprint", None)
     if expected is not None and not isinstance(expected, str):

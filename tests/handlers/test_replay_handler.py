@@ -189,6 +189,26 @@ def test_a_bad_request_is_400_with_the_reason_and_nothing_happens(
     assert ws.queued() == [] and ws.ports.audit.query().items == []
 
 
+@pytest.mark.parametrize(
+    ("request_body", "reason"),
+    [
+        ("[" * 10_000 + "]" * 10_000, "nested too deeply"),  # json.loads gave up: this was a 500
+        ('{"entity_id": ' + "[" * 10_000 + "]" * 10_000 + "}", "nested too deeply"),
+        (
+            '{"force": ' + "[" * 900 + "]" * 900 + "}",
+            "force: must be true or false (a JSON boolean), got an array",
+        ),
+    ],
+    ids=["document", "field", "printed-flag"],
+)
+def test_a_deeply_nested_request_is_400_not_a_500(
+    request_body: str, reason: str, ws: Workspace, context: FakeLambdaContext
+) -> None:
+    status, reply = call(replay_v1(request_body), context)
+    assert status == 400 and reason in reply["error"], reply
+    assert ws.queued() == [] and ws.ports.audit.query().items == []
+
+
 def test_an_event_that_is_not_from_api_gateway_is_a_json_400(
     ws: Workspace, context: FakeLambdaContext
 ) -> None:
