@@ -266,8 +266,18 @@ def inspect(conn: sqlite3.Connection) -> str:
 def migrate(conn: sqlite3.Connection, migrations: Sequence[Migration] = MIGRATIONS) -> int:
     """Bring the database to the newest schema; returns the version it is at. ``conn`` is in autocommit
     mode. Each step commits with its version number, so an interrupted upgrade resumes where it stopped.
-    Every check is made under the write lock: several processes may open a new workspace at once."""
+    Every decision to change something is made under the write lock: several processes may open a new
+    workspace at once.
+
+    A workspace already at the newest schema is recognised without the write lock (application id and
+    version only ever move forward, so a current one cannot be stale): opening it, for reading above all,
+    never waits for a writer that holds the lock, which in WAL mode reads need not do."""
     latest = len(migrations)
+    if (
+        int(conn.execute("PRAGMA application_id").fetchone()[0]) == APPLICATION_ID
+        and int(conn.execute("PRAGMA user_version").fetchone()[0]) == latest
+    ):
+        return latest
     while True:
         conn.execute("BEGIN IMMEDIATE")
         try:
