@@ -75,10 +75,13 @@ def drain(
     """Receive, process, delete (or release the failed ones) until the queue has nothing visible.
 
     A failed message is released at once, so it is retried in this same run until the queue dead-letters
-    it after its maximum receives. In a dry run every message is released at the end, untouched."""
+    it after its maximum receives. In a dry run every message is released at the end, untouched.
+
+    ``dead_lettered`` counts the messages whose last allowed receive this run failed: the queue
+    dead-letters them at the next receive, whichever processor makes it. (The growth of the dead-letter
+    queue during the run would also count what processors running beside this one dead-lettered.)"""
     started = time.perf_counter()
-    dead_before = queue.depth().dead
-    processed = attempts_failed = received = written = unchanged = recomputes = 0
+    processed = attempts_failed = received = written = unchanged = recomputes = dead = 0
     windows: set[tuple[str, str]] = set()
     failed_ids: dict[str, str] = {}
     held: list[str] = []  # dry run: handles released at the end
@@ -111,6 +114,7 @@ def drain(
             for i, m in enumerate(batch):  # a message is failing if its latest attempt failed
                 if i in result.failed:
                     failed_ids[m.message_id] = result.failed[i]
+                    dead += m.receive_count >= queue.max_receives
                 else:
                     failed_ids.pop(m.message_id, None)
             if service.dry_run:
@@ -126,14 +130,13 @@ def drain(
             queue.release(held)
         if show:
             err.write("\r\x1b[K")
-    dead = queue.depth().dead - dead_before
     return {
         "dry_run": service.dry_run,
         "received": received,
         "processed": processed,
         "failed_attempts": attempts_failed,
         "failed_messages": len(failed_ids),
-        "dead_lettered": max(dead, 0),
+        "dead_lettered": dead,
         "windows": len(windows),
         "recomputes": recomputes,
         "versions_written": written,
