@@ -253,14 +253,19 @@ MIGRATIONS: list[Migration] = [_script(_V1), _script(_V2), _script(_V3)]
 
 
 def inspect(conn: sqlite3.Connection) -> str:
-    """``new`` (an empty database), ``ours`` (a workspace) or ``foreign`` (any other SQLite database)."""
-    app_id = int(conn.execute("PRAGMA application_id").fetchone()[0])
-    if app_id == APPLICATION_ID:
+    """``new`` (an empty database), ``ours`` (a workspace) or ``foreign`` (any other SQLite database).
+
+    The application id and the tables are read in one statement, so from one snapshot: read apart, a
+    workspace that another process creates in between looks like a foreign database (no id, some tables).
+    """
+    app_id, tables = conn.execute(
+        "SELECT (SELECT application_id FROM pragma_application_id()), (SELECT count(*) FROM sqlite_schema)"
+    ).fetchone()
+    if int(app_id) == APPLICATION_ID:
         return "ours"
-    if app_id != 0:
+    if int(app_id) != 0:
         return "foreign"
-    tables = int(conn.execute("SELECT count(*) FROM sqlite_schema").fetchone()[0])
-    return "foreign" if tables else "new"
+    return "foreign" if int(tables) else "new"
 
 
 def migrate(conn: sqlite3.Connection, migrations: Sequence[Migration] = MIGRATIONS) -> int:
