@@ -76,6 +76,10 @@ def drain(
     A failed message is released at once, so it is retried in this same run until the queue dead-letters
     it after its maximum receives. In a dry run every message is released at the end, untouched.
 
+    ``dead_lettered`` counts the messages whose last allowed receive this run failed: the queue
+    dead-letters them at the next receive, whichever processor makes it. (The growth of the dead-letter
+    queue during the run would also count what processors running beside this one dead-lettered.)
+
     Refused (ReadOnlyError, nothing received) with a read-only ``service``, even for a dry run: every receive
     counts toward the queue's dead-letter limit, so receiving is a write."""
     if service.read_only:
@@ -84,8 +88,7 @@ def drain(
             "limit: refused in read-only mode, even as a dry run"
         )
     started = time.perf_counter()
-    dead_before = queue.depth().dead
-    processed = attempts_failed = received = written = unchanged = recomputes = 0
+    processed = attempts_failed = received = written = unchanged = recomputes = dead = 0
     windows: set[tuple[str, str]] = set()
     failed_ids: dict[str, str] = {}
     held: list[str] = []  # dry run: handles released at the end
@@ -118,6 +121,7 @@ def drain(
             for i, m in enumerate(batch):  # a message is failing if its latest attempt failed
                 if i in result.failed:
                     failed_ids[m.message_id] = result.failed[i]
+                    dead += m.receive_count >= queue.max_receives
                 else:
                     failed_ids.pop(m.message_id, None)
             if service.dry_run:
@@ -133,14 +137,13 @@ def drain(
             queue.release(held)
         if show:
             err.write("\r\x1b[K")
-    dead = queue.depth().dead - dead_before
     return {
         "dry_run": service.dry_run,
         "received": received,
         "processed": processed,
         "failed_attempts": attempts_failed,
         "failed_messages": len(failed_ids),
-        "dead_lettered": max(dead, 0),
+        "dead_lettered": dead,
         "windows": len(windows),
         "recomputes": recomputes,
         "versions_written": written,

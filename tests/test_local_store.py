@@ -19,7 +19,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from backend.adapters.local.schema import APPLICATION_ID, MIGRATIONS, migrate
+from backend.adapters.local.schema import APPLICATION_ID, MIGRATIONS, inspect, migrate
 from backend.adapters.local.store import DB_NAME, LocalStore
 from backend.errors import InvalidRequest, WorkspaceError
 from backend.model import IngestStatus
@@ -418,6 +418,20 @@ def test_a_workspace_created_concurrently_during_the_first_open_is_accepted(ws: 
         if other.is_alive():
             other.join(timeout=70)
     assert errors == []
+
+
+def test_a_workspace_created_while_it_is_inspected_is_not_taken_for_a_foreign_database(ws: Path) -> None:
+    # Several `pik ingest` processes creating one workspace: between reading the (still empty) application id
+    # and counting the tables, another process commits the first migration. Read apart, the two looked like
+    # a foreign database with tables; one snapshot sees either the empty file or the workspace.
+    ws.mkdir()
+    conn = sqlite3.connect(ws / DB_NAME, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")  # as the first opener leaves it
+    try:
+        racing = _InterleavingConnection(conn, "sqlite_schema", lambda: LocalStore(ws).close())
+        assert inspect(racing) == "ours"  # type: ignore[arg-type]
+    finally:
+        conn.close()
 
 
 def test_opening_waits_for_another_writer_on_a_new_workspace(ws: Path) -> None:

@@ -260,21 +260,36 @@ MIGRATIONS: list[Migration] = [_script(_V1), _script(_V2), _script(_V3), _script
 
 
 def inspect(conn: sqlite3.Connection) -> str:
-    """``new`` (an empty database), ``ours`` (a workspace) or ``foreign`` (any other SQLite database)."""
-    app_id = int(conn.execute("PRAGMA application_id").fetchone()[0])
-    if app_id == APPLICATION_ID:
+    """``new`` (an empty database), ``ours`` (a workspace) or ``foreign`` (any other SQLite database).
+
+    The application id and the tables are read in one statement, so from one snapshot: read apart, a
+    workspace that another process creates in between looks like a foreign database (no id, some tables).
+    """
+    app_id, tables = conn.execute(
+        "SELECT (SELECT application_id FROM pragma_application_id()), (SELECT count(*) FROM sqlite_schema)"
+    ).fetchone()
+    if int(app_id) == APPLICATION_ID:
         return "ours"
-    if app_id != 0:
+    if int(app_id) != 0:
         return "foreign"
-    tables = int(conn.execute("SELECT count(*) FROM sqlite_schema").fetchone()[0])
-    return "foreign" if tables else "new"
+    return "foreign" if int(tables) else "new"
 
 
 def migrate(conn: sqlite3.Connection, migrations: Sequence[Migration] = MIGRATIONS) -> int:
     """Bring the database to the newest schema; returns the version it is at. ``conn`` is in autocommit
     mode. Each step commits with its version number, so an interrupted upgrade resumes where it stopped.
-    Every check is made under the write lock: several processes may open a new workspace at once."""
+    Every decision to change something is made under the write lock: several processes may open a new
+    workspace at once.
+
+    A workspace already at the newest schema is recognised without the write lock (application id and
+    version only ever move forward, so a current one cannot be stale): opening it, for reading above all,
+    never waits for a writer that holds the lock, which in WAL mode reads need not do."""
     latest = len(migrations)
+    if (
+        int(conn.execute("PRAGMA application_id").fetchone()[0]) == APPLICATION_ID
+        and int(conn.execute("PRAGMA user_version").fetchone()[0]) == latest
+    ):
+        return latest
     while True:
         conn.execute("BEGIN IMMEDIATE")
         try:
