@@ -232,7 +232,8 @@ class ReplayAudit(BaseModel):
     sent: int = 0
     failed: int = 0
     # Sends in batch calls that failed as a whole: the queue may have taken any of them before the error
-    # (its answer lost), so it holds between ``sent`` and ``sent + unconfirmed`` messages of this replay.
+    # (its answer lost), so it holds between ``sent`` and ``sent + unconfirmed`` messages of this replay
+    # (SQS's own at-least-once delivery aside).
     unconfirmed: int = 0
     skipped: ReplaySkips = Field(default_factory=ReplaySkips)
     entities: int = 0
