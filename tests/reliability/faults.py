@@ -58,6 +58,11 @@ _ERRORS = {
     ],
     "sqs": [(500, "InternalError"), (503, "ServiceUnavailable"), (400, "RequestThrottled")],
 }
+# Conflicts with a concurrent writer, which the adapters retry themselves, by operation.
+_CONFLICTS = {
+    "TransactWriteItems": [(400, "TransactionCanceledException")],
+    "PutItem": [(400, "TransactionConflictException")],
+}
 
 
 class Faults:
@@ -146,16 +151,24 @@ class AwsFaults:
         if context.get("pik_fault") != BEFORE:
             return None
         service = model.service_model.endpoint_prefix
-        pick = self.faults.rng.randrange(len(_ERRORS[service]) + 1)
-        if pick == len(_ERRORS[service]):
+        errors = [*_ERRORS[service], *_CONFLICTS.get(model.name, [])]
+        pick = self.faults.rng.randrange(len(errors) + 1)
+        if pick == len(errors):
             raise EndpointConnectionError(endpoint_url=f"https://{service}.us-east-1.amazonaws.com/")
-        status, code = _ERRORS[service][pick]
+        status, code = errors[pick]
         context["pik_fault"] = None  # answered: after-call must not fail it again
         response = AWSResponse(f"https://{service}.us-east-1.amazonaws.com/", status, {}, None)
-        return response, {
+        parsed: dict[str, Any] = {
             "Error": {"Code": code, "Message": "injected fault: the request was not processed"},
             "ResponseMetadata": {"HTTPStatusCode": status},
         }
+        if code == "TransactionCanceledException":
+            # A concurrent transaction on the first item won: DynamoDB's answer names the conflict.
+            items = context["pik_params"]["TransactItems"]
+            parsed["CancellationReasons"] = [{"Code": "TransactionConflict"}] + [{"Code": "None"}] * (
+                len(items) - 1
+            )
+        return response, parsed
 
     def _after(self, http_response: Any, model: Any, context: dict[str, Any], **_: Any) -> None:
         if context.get("pik_fault") != AFTER:

@@ -286,7 +286,7 @@ def test_ingest_under_store_faults_loses_nothing_and_accepts_once(
     Rejections: every invalid request is answered 400 and its bytes are in the quarantine, once per attempt
     that wrote them (the same rule)."""
     rng = random.Random(seed)
-    requests = ingest_workload(rng, soak(70, 2000) if stack.name == "aws" else soak(250, 5000))
+    requests = ingest_workload(rng, soak(70, 600) if stack.name == "aws" else soak(250, 5000))
     faults = Faults(seed, rate=0.2)
     ledger = IngestLedger()
     inject_ingest_faults(stack, faults, ledger)
@@ -416,7 +416,7 @@ def test_replay_with_failing_batch_entries_sends_the_plan_and_audits_it(
     from backend.model import ReplayOutcome, ReplayRequest
 
     rng = random.Random(23)
-    size = soak(40, 800) if stack.name == "aws" else soak(200, 3000)
+    size = soak(40, 400) if stack.name == "aws" else soak(200, 3000)
     fill(stack, rng, size, size // 8)
     request = ReplayRequest(
         source="demo", event_type="heartbeat", start_day="2025-12-27", end_day="2025-12-29",
@@ -460,7 +460,9 @@ def test_replay_with_failing_batch_entries_sends_the_plan_and_audits_it(
             entries.persistent = lambda body: False
         faults.enabled = calls.enabled = True
         try:
-            audit = service.execute(request, actor="oncall", expected_fingerprint=plan.fingerprint)
+            audit = service.execute(
+                request, actor="oncall", expected_fingerprint=plan.fingerprint, force=True
+            )
             answered[audit.replay_id] = audit
         except StoreError:
             errors += 1
@@ -766,7 +768,7 @@ class Pipeline:
         request = ReplayRequest(
             source="demo", event_type="heartbeat", start_day="2025-12-27", end_day="2025-12-29", limit=100_000
         )
-        audit = replay_service(self.stack, self.queue).execute(request, actor="oncall")
+        audit = replay_service(self.stack, self.queue).execute(request, actor="oncall", force=True)
         assert audit.outcome is ReplayOutcome.SENT
         self.sent += audit.sent
         if poison:
@@ -899,7 +901,7 @@ def test_the_processor_under_faults_and_redeliveries_computes_what_a_fault_free_
     from backend.model import MetricKind, MetricSpec
 
     rng = random.Random(31)
-    rounds = processor_rounds(rng, soak(20, 600) if stack.name == "aws" else soak(150, 2000))
+    rounds = processor_rounds(rng, soak(20, 300) if stack.name == "aws" else soak(150, 2000))
     # The processor Lambda computes a stack's metric (daily_event_count); locally a payload sum as well,
     # so that raw reads are part of each recompute. The fault-free run is on a local workspace: the
     # adapters answer the same (the contract suite), and it keeps the moto stack small.
