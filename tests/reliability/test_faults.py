@@ -556,6 +556,16 @@ def test_a_batch_call_that_fails_after_the_queue_took_it_is_audited_as_unconfirm
         assert audit.unconfirmed == min(10, audit.would_send)
         assert on_queue == audit.sent + audit.unconfirmed
         assert stack.backend.audit.get(audit.replay_id) == audit
+        # ... and the audit trail says so to whoever reads it.
+        from pik_console.cli import main
+
+        out = io.StringIO()
+        assert (
+            main(["replays", audit.replay_id, "--workspace", str(tmp_path / "ws")], out, io.StringIO()) == 0
+        )
+        unconfirmed = audit.unconfirmed
+        assert f"{unconfirmed} sends unconfirmed" in out.getvalue()
+        assert f"holds {audit.sent} to {audit.sent + unconfirmed} messages" in out.getvalue()
     finally:
         stack.close()
 
