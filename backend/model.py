@@ -236,6 +236,10 @@ class ReplayAudit(BaseModel):
     would_send: int = 0
     sent: int = 0
     failed: int = 0
+    # Sends in batch calls that failed as a whole: the queue may have taken any of them before the error
+    # (its answer lost), so it holds between ``sent`` and ``sent + unconfirmed`` messages of this replay
+    # (SQS's own at-least-once delivery aside).
+    unconfirmed: int = 0
     skipped: ReplaySkips = Field(default_factory=ReplaySkips)
     entities: int = 0
     windows: int = 0

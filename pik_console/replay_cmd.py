@@ -159,6 +159,13 @@ def cmd_replay(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     return 0
 
 
+def _unconfirmed(a: ReplayAudit) -> str:
+    return (
+        f"{_n(a.unconfirmed, 'send')} unconfirmed (a batch call failed as a whole and was retried): the "
+        f"queue holds {a.sent:,} to {a.sent + a.unconfirmed:,} messages of this replay"
+    )
+
+
 def _n(count: int, singular: str, plural: str | None = None) -> str:
     return f"{count:,} {singular if count == 1 else plural or singular + 's'}"
 
@@ -223,6 +230,8 @@ def _print_result(a: ReplayAudit, out: IO[str]) -> None:
         f"REPLAY {a.replay_id} {a.outcome.value}: sent {a.sent:,} of {a.would_send:,} messages, "
         f"{a.failed:,} failed\n"
     )
+    if a.unconfirmed:
+        out.write(f"{_unconfirmed(a)}\n")
     out.write(f"Scope: {safe(describe_scope(a.request), 400)}\n")
     out.write(
         f"Scanned {a.scanned:,}, matched {a.matched:,}; skipped {a.skipped.duplicate:,} duplicate, "
@@ -301,6 +310,8 @@ def _print_record(r: ReplayAudit, out: IO[str]) -> None:
         f"  counts    scanned {r.scanned:,}, matched {r.matched:,}, planned {r.would_send:,}, "
         f"sent {r.sent:,}, failed {r.failed:,}\n"
     )
+    if r.unconfirmed:
+        out.write(f"            {_unconfirmed(r)}\n")
     s = r.skipped
     out.write(
         f"  skipped   {s.duplicate:,} duplicate, {s.missing_raw:,} missing raw, {s.over_limit:,} over limit, "

@@ -13,12 +13,14 @@ aggregate windows they belong to. It never changes events, raw bytes or aggregat
   is written before the first message (RUNNING) and finished with the counts and the outcome.
 
 Delivery is at least once: a batch call that fails as a whole may have delivered some entries, and its
-retry sends them again. The processor recomputes whole windows, so a repeated message costs a recompute,
-never a wrong number.
+retry sends them again. The audit record counts such sends as ``unconfirmed``: the queue holds between
+``sent`` and ``sent + unconfirmed`` messages of the replay. The processor recomputes whole windows, so a
+repeated message costs a recompute, never a wrong number.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import secrets
@@ -53,6 +55,15 @@ RAW_CHECK_CHUNK = 1000
 MAX_BATCH_ERRORS_IN_A_ROW = 3
 
 
+class AuditNotFinished(StoreError):
+    """The replay was sent, but its audit record could not be finished (it reads RUNNING); ``audit`` is
+    the record it should read."""
+
+    def __init__(self, message: str, audit: ReplayAudit) -> None:
+        super().__init__(message)
+        self.audit = audit
+
+
 class ReplayRefused(KitError):
     """The replay was not sent (nothing was); ``audit`` is its REFUSED record, ``plan`` what it would do."""
 
@@ -66,6 +77,7 @@ class ReplayRefused(KitError):
 class _Progress:
     sent: int = 0
     failed: int = 0
+    unconfirmed: int = 0  # sends in calls that failed as a whole (the queue may have taken them)
 
 
 class VersionedWindows(Protocol):
@@ -166,8 +178,9 @@ class ReplayService:
         """The dry run: what a replay of ``request`` would send. Sends nothing; audits the preview."""
         plan, _ = self._plan(request)
         if not self.read_only:
-            self.audit.begin(
-                self._audit(plan, actor, ReplayOutcome.DRY_RUN, dry_run=True, finished=plan.created_at)
+            self._audit_write(
+                self.audit.begin,
+                self._audit(plan, actor, ReplayOutcome.DRY_RUN, dry_run=True, finished=plan.created_at),
             )
         return plan
 
@@ -326,7 +339,9 @@ class ReplayService:
         Raises :class:`ReplayRefused` (nothing sent, REFUSED audited) over the size guard without
         ``force``, or when ``expected_fingerprint`` (the plan's fingerprint, or a prefix of at least 12
         characters) is given and the plan is not that one any more.
-        ``on_progress(sent, failed, would_send)`` is called after every batch.
+        ``on_progress(sent, failed, would_send)`` is called after every batch. The audit writes are
+        retried as the sends are; :class:`AuditNotFinished` (a StoreError) says the replay was sent but its
+        record could not be finished.
         """
         if self.read_only:
             raise ReadOnlyError("replay refused: the kit is in read-only mode (a dry run is allowed)")
@@ -350,25 +365,27 @@ class ReplayService:
         if reason is not None:
             refused = self._audit(plan, actor, ReplayOutcome.REFUSED, finished=fmt(self.clock.now()))
             refused = refused.model_copy(update={"error": reason})
-            self.audit.begin(refused)
+            self._audit_write(self.audit.begin, refused)
             raise ReplayRefused(f"replay {plan.replay_id} not sent: {reason}", plan, refused)
         record = self._audit(plan, actor, ReplayOutcome.RUNNING).model_copy(update={"forced": force})
-        self.audit.begin(record)
+        self._audit_write(self.audit.begin, record)
         progress = _Progress()
         try:
             error = self._send(plan, items, progress, on_progress)
         except BaseException:
-            self.audit.finish(
-                record.model_copy(
-                    update={
-                        "outcome": ReplayOutcome.INTERRUPTED,
-                        "finished_at": fmt(self.clock.now()),
-                        "sent": progress.sent,
-                        "failed": progress.failed,
-                        "error": "interrupted while sending: the messages not counted as sent were not sent",
-                    }
-                )
+            interrupted = record.model_copy(
+                update={
+                    "outcome": ReplayOutcome.INTERRUPTED,
+                    "finished_at": fmt(self.clock.now()),
+                    "sent": progress.sent,
+                    "failed": progress.failed,
+                    "unconfirmed": progress.unconfirmed,
+                    "error": "interrupted while sending: the messages not counted as sent were not sent",
+                }
             )
+            # The interruption is what the caller must hear of; a record left RUNNING also says it.
+            with contextlib.suppress(StoreError):
+                self._audit_write(self.audit.finish, interrupted)
             raise
         sent, failed = progress.sent, progress.failed
         if failed == 0:
@@ -383,11 +400,48 @@ class ReplayService:
                 "finished_at": fmt(self.clock.now()),
                 "sent": sent,
                 "failed": failed,
+                "unconfirmed": progress.unconfirmed,
                 "error": error,
             }
         )
-        self.audit.finish(final)
+        try:
+            self._audit_write(self.audit.finish, final)
+        except StoreError as exc:
+            raise AuditNotFinished(
+                f"replay {plan.replay_id} {outcome.value}: {sent:,} of {plan.would_send:,} messages sent, "
+                f"but its audit record could not be finished and still reads RUNNING ({exc})",
+                final,
+            ) from None
         return final
+
+    def _audit_write(self, write: Callable[[ReplayAudit], None], record: ReplayAudit) -> None:
+        """``write(record)`` (the audit's begin or finish), retried as the sends are: a replay that was
+        sent must not be reported as failed, nor stay RUNNING in the trail, because one write failed.
+
+        Both writes are conditional (a new replay id; a RUNNING record), so a retry is refused when an
+        earlier attempt did write and only its answer was lost: then the stored record is the one wanted,
+        and the write is done."""
+        error: StoreError | None = None
+        for attempt in range(self.retries + 1):
+            if attempt:
+                self.sleep(self.backoff_s * 2 ** (attempt - 1))
+            try:
+                write(record)
+                return
+            except InvalidRequest:
+                if error is None:
+                    raise
+                try:
+                    stored = self.audit.get(record.replay_id)
+                except StoreError:
+                    raise error from None
+                if stored != record:
+                    raise
+                return
+            except StoreError as exc:
+                error = exc
+        assert error is not None
+        raise error
 
     def _send(
         self,
@@ -415,6 +469,9 @@ class ReplayService:
                 try:
                     failures = self.queue.send_batch([bodies[i] for i in pending])
                 except StoreError as exc:
+                    # The call may have been taken before it failed: its entries are unconfirmed, and
+                    # sending them again may deliver them twice (at least once, as the port says).
+                    progress.unconfirmed += len(pending)
                     last_error = str(exc)
                     continue
                 whole_call_failed = False
@@ -612,6 +669,9 @@ def api_reply(
                 expected_fingerprint=expected,
             )
         )
+    except AuditNotFinished as exc:
+        # Sent: the caller must not be told otherwise (a retry would send it all again).
+        return 200, {**result_response(exc.audit), "warning": str(exc)}
     except ReplayRefused as exc:
         return 409, {"error": str(exc), **plan_response(exc.plan), "dry_run": False}
     except InvalidRequest as exc:

@@ -89,6 +89,8 @@ def result_view(a: ReplayAudit) -> Text:
     text.append(f"Replay {a.replay_id}: ", style="bold")
     text.append(a.outcome.value, style=OUTCOME_STYLE.get(a.outcome, ""))
     text.append(f" — {a.sent:,} sent, {a.failed:,} failed of {a.would_send:,} planned")
+    if a.unconfirmed:
+        text.append(f" ({a.unconfirmed:,} unconfirmed: up to that many sent twice)")
     if a.error:
         text.append("  ")
         text.append(t(a.error, "red", 200))

@@ -263,8 +263,9 @@ def test_a_store_failure_before_sending_is_503_and_nothing_is_sent(
 ) -> None:
     ws.add(3)
     flaky = Flaky(getattr(ws.ports, port))
-    for method in ("begin", "scan_entity", "missing"):
+    for method in ("scan_entity", "missing"):
         flaky.fail(method)
+    flaky.fail("begin", *["before"] * 4)  # an audit write is retried as a send is: 3 retries
     ws.configure(_with(ws, **{port: flaky}))
     status, reply = call(replay_v1(body()), context)
     assert status == 503 and reply["status"] == 503 and "store is unavailable" in reply["error"]
