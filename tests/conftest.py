@@ -98,20 +98,27 @@ def adapter(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Adapter]
 # -- the Lambda handlers' backend -----------------------------------------------------------------------
 
 
-@pytest.fixture
-def backend(tmp_path: Path) -> Iterator[Any]:
-    """A local workspace that the Lambda handlers (and ``pik serve``) use, as they would their stack."""
+@contextlib.contextmanager
+def handlers_on_workspace(path: Path) -> Iterator[Any]:
+    """Open a local workspace at ``path`` and make it the Lambda handlers' backend until the block ends."""
     from backend.config import RuntimeSettings
     from backend.handlers import common
     from backend.runtime import open_local
 
-    opened = open_local(tmp_path / "ws")
+    opened = open_local(path)
     common.configure(opened, RuntimeSettings(backend="local"))
     try:
         yield opened
     finally:
         common.configure(None)
         opened.close()
+
+
+@pytest.fixture
+def backend(tmp_path: Path) -> Iterator[Any]:
+    """A local workspace that the Lambda handlers (and ``pik serve``) use, as they would their stack."""
+    with handlers_on_workspace(tmp_path / "ws") as opened:
+        yield opened
 
 
 # -- events -----------------------------------------------------------------------------------------------

@@ -43,7 +43,7 @@ from backend.ports import EventIndex, IndexStats, RawStore
 from backend.runtime import Backend, open_local
 from backend.services.ingest import MAX_REASON_CHARS, QUARANTINE_MAX_BYTES
 from backend.times import fmt, parse_event_time
-from tests.conftest import make_event
+from tests.conftest import handlers_on_workspace, make_event
 from tests.handlers.support import captured_logs
 from tests.handlers.test_ingest_handler import FakeLambdaContext, http_v2_event, rest_v1_event
 from tests.reliability.conftest import soak, soaking
@@ -235,16 +235,8 @@ def scratch(tmp_path: Path) -> Iterator[Path]:
 @pytest.fixture
 def handled(scratch: Path) -> Iterator[Backend]:
     """A local workspace that the Lambda handlers run on (as the ``backend`` fixture, in ``scratch``)."""
-    from backend.config import RuntimeSettings
-    from backend.handlers import common
-
-    opened = open_local(scratch / "ws")
-    common.configure(opened, RuntimeSettings(backend="local"))
-    try:
+    with handlers_on_workspace(scratch / "ws") as opened:
         yield opened
-    finally:
-        common.configure(None)
-        opened.close()
 
 
 # -- (a) through the Lambda handler -----------------------------------------------------------------------
