@@ -29,6 +29,7 @@ from backend.model import (
     Rejection,
 )
 from backend.ports import Claim, EventIndex, IngestLedger, RawObject, RawPutStatus, RawStore, Recorded
+from backend.strictjson import DuplicateKey, unique_keys
 from backend.times import Clock, TimeFormatError, fmt, lag_ms, parse_event_time
 
 # How much of a rejected request is kept in quarantine (the full size and sha256 are always recorded).
@@ -116,23 +117,11 @@ class PreparedBatch:
 # -- parsing and validation -----------------------------------------------------------------------------
 
 
-def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj = dict(pairs)
-    if len(obj) != len(pairs):
-        seen: set[str] = set()
-        dup = next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
-        raise Invalid(
-            f"invalid JSON: duplicate key {dup[:64]!r} in an object",
-            summary="invalid JSON: a duplicate key in an object",
-        )
-    return obj
-
-
 def _no_constants(name: str) -> Any:
     raise Invalid(f"invalid JSON: {name} is not a JSON number")
 
 
-_decoder = json.JSONDecoder(object_pairs_hook=_no_duplicate_keys, parse_constant=_no_constants)
+_decoder = json.JSONDecoder(object_pairs_hook=unique_keys, parse_constant=_no_constants)
 
 
 def _field_text(value: Any) -> str:
@@ -205,6 +194,8 @@ def prepare(body: bytes) -> Prepared:
         raise Invalid(f"invalid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})") from None
     except RecursionError:
         raise Invalid(TOO_DEEP) from None
+    except DuplicateKey as exc:
+        raise Invalid(f"invalid JSON: {exc}", summary="invalid JSON: a duplicate key in an object") from None
     except Invalid:
         raise
     except ValueError as exc:  # e.g. an integer beyond Python's digit limit

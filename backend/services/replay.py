@@ -43,6 +43,7 @@ from backend.model import (
 )
 from backend.ports import QUEUE_BATCH, AuditLog, InvestigationIndex, RawCatalog, Receipt, ReplayQueue
 from backend.services.investigate import day_range
+from backend.strictjson import DuplicateKey, unique_keys
 from backend.times import Clock, TimeFormatError, fmt, parse_bound
 
 # A replay of more messages than this needs force (the console asks for a typed confirmation instead).
@@ -592,20 +593,6 @@ def result_response(audit: ReplayAudit) -> dict[str, Any]:
     }
 
 
-class _DuplicateKey(ValueError):
-    def __init__(self, key: str) -> None:
-        super().__init__(key)
-        self.key = key
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj = dict(pairs)
-    if len(obj) != len(pairs):
-        seen: set[str] = set()
-        raise _DuplicateKey(next(k for k, _ in pairs if k in seen or seen.add(k)))  # type: ignore[func-returns-value]
-    return obj
-
-
 def _shown(value: Any) -> str:
     """A short description of a JSON value for an error message (a nested one is not printed: it can be
     deep enough that printing it fails)."""
@@ -627,8 +614,8 @@ def api_reply(
     """
     if isinstance(body, bytes | str):
         try:
-            body = json.loads(body or "{}", object_pairs_hook=_unique_keys)
-        except _DuplicateKey as exc:
+            body = json.loads(body or "{}", object_pairs_hook=unique_keys)
+        except DuplicateKey as exc:
             # Parsers disagree on which of two values counts: "force": false, "force": true must not send.
             return 400, {"error": f"the request body has the key {exc.key!r:.60} more than once"}
         except ValueError as exc:
