@@ -40,7 +40,8 @@ class Backend:
 def open_local(path: str | Path, *, create: bool = True, read_only: bool = False) -> Backend:
     from backend.adapters.local.store import LocalStore
 
-    store = LocalStore(Path(path), create=create and not read_only)
+    # Read-only opens nothing for writing: not even the upgrade of an older workspace's schema.
+    store = LocalStore(Path(path), create=create and not read_only, upgrade=not read_only)
     return Backend("local", store, store, str(path), store.close, read_only, ledger=store)
 
 

@@ -6,8 +6,11 @@
 
 from __future__ import annotations
 
+import io
 import shutil
 from pathlib import Path
+
+import pytest
 
 from backend.adapters.local.schema import MIGRATIONS
 from backend.adapters.local.store import DB_NAME, LocalStore
@@ -61,3 +64,32 @@ def test_a_version_1_workspace_takes_new_events_without_forgetting_old_ones(tmp_
         ]
     finally:
         store.close()
+
+
+def test_an_older_workspace_opened_read_only_is_refused_untouched_with_what_to_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import hashlib
+
+    from backend.errors import WorkspaceError
+    from backend.runtime import open_local
+    from pik_console.cli import main
+
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    shutil.copyfile(FIXTURES / "workspace-v1.sqlite3", ws / DB_NAME)
+    before = hashlib.sha256((ws / DB_NAME).read_bytes()).hexdigest()
+    with pytest.raises(
+        WorkspaceError, match=r"schema version 1 .* not upgraded\. Open it once without --read-only"
+    ):
+        open_local(ws, read_only=True)
+    monkeypatch.setenv("PIK_READ_ONLY", "1")
+    out, err = io.StringIO(), io.StringIO()
+    code = main(["events", "--status", "REJECTED", "--workspace", str(ws)], out, err)
+    assert code == 1 and "without --read-only" in err.getvalue() and "Traceback" not in err.getvalue()
+    assert hashlib.sha256((ws / DB_NAME).read_bytes()).hexdigest() == before
+    assert sorted(p.name for p in ws.iterdir()) == [DB_NAME]  # not even a WAL file was left
+    monkeypatch.delenv("PIK_READ_ONLY")
+    upgraded = open_local(ws)  # the upgrade the message names, then read-only works
+    upgraded.close()
+    open_local(ws, read_only=True).close()

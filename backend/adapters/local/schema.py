@@ -275,7 +275,9 @@ def inspect(conn: sqlite3.Connection) -> str:
     return "foreign" if int(tables) else "new"
 
 
-def migrate(conn: sqlite3.Connection, migrations: Sequence[Migration] = MIGRATIONS) -> int:
+def migrate(
+    conn: sqlite3.Connection, migrations: Sequence[Migration] = MIGRATIONS, *, upgrade: bool = True
+) -> int:
     """Bring the database to the newest schema; returns the version it is at. ``conn`` is in autocommit
     mode. Each step commits with its version number, so an interrupted upgrade resumes where it stopped.
     Every decision to change something is made under the write lock: several processes may open a new
@@ -283,13 +285,24 @@ def migrate(conn: sqlite3.Connection, migrations: Sequence[Migration] = MIGRATIO
 
     A workspace already at the newest schema is recognised without the write lock (application id and
     version only ever move forward, so a current one cannot be stale): opening it, for reading above all,
-    never waits for a writer that holds the lock, which in WAL mode reads need not do."""
+    never waits for a writer that holds the lock, which in WAL mode reads need not do.
+
+    Without ``upgrade`` (a workspace opened read-only) nothing is written: an older workspace raises
+    WorkspaceError saying how to upgrade it, rather than being upgraded behind the caller's back."""
     latest = len(migrations)
     if (
         int(conn.execute("PRAGMA application_id").fetchone()[0]) == APPLICATION_ID
         and int(conn.execute("PRAGMA user_version").fetchone()[0]) == latest
     ):
         return latest
+    if not upgrade:
+        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        if inspect(conn) == "ours" and version < latest:
+            raise WorkspaceError(
+                f"this workspace has schema version {version} and this kit reads version {latest}; opened "
+                "read-only, it is not upgraded. Open it once without --read-only (the upgrade only adds "
+                "tables and indexes; no stored data changes), or open an upgraded copy read-only"
+            )
     while True:
         conn.execute("BEGIN IMMEDIATE")
         try:

@@ -130,7 +130,14 @@ def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]
 class LocalStore:
     """A workspace folder holding ``pik.sqlite3``. Thread-safe: one connection per thread."""
 
-    def __init__(self, workspace: str | os.PathLike[str], *, create: bool = True, clock: Clock | None = None):
+    def __init__(
+        self,
+        workspace: str | os.PathLike[str],
+        *,
+        create: bool = True,
+        clock: Clock | None = None,
+        upgrade: bool = True,
+    ):
         self.path = Path(workspace).expanduser().resolve()
         self.location = str(self.path)
         self.db_path = self.path / DB_NAME
@@ -141,6 +148,7 @@ class LocalStore:
         # Entity and partition numbers never change once committed, so they are cached per store.
         self._entity_ids: dict[str, int] = {}
         self._part_ids: dict[tuple[str, str, str], int] = {}
+        self._upgrade = upgrade
         if self.path.exists() and not self.path.is_dir():
             raise WorkspaceError(f"workspace {self.path} is not a folder")
         if not self.db_path.exists():
@@ -155,7 +163,7 @@ class LocalStore:
                 raise WorkspaceError(f"cannot create workspace {self.path}: {exc.strerror or exc}") from None
         conn = self._conn()
         try:
-            self.schema_version = migrate(conn)
+            self.schema_version = migrate(conn, upgrade=upgrade)
         except sqlite3.Error as exc:
             raise self._error("open", exc) from None
 
@@ -172,7 +180,8 @@ class LocalStore:
             if inspect(conn) == "foreign":
                 conn.close()
                 raise WorkspaceError(f"{self.db_path} is not a Pipeline Investigation Kit workspace")
-            self._enable_wal(conn)
+            if self._upgrade:  # switching the journal mode writes the file's header: not when read-only
+                self._enable_wal(conn)
             # FULL: a committed batch survives power loss, not only a crash (durable before acknowledged).
             conn.execute("PRAGMA synchronous = FULL")
             # Without this, INSERT OR REPLACE deletes rows without firing the immutability triggers (the
