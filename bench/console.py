@@ -60,6 +60,12 @@ def workspace(events: int) -> Path:
     marker = ws / "bench-console.json"
     want = {"version": VERSION, "events": events}
     if marker.exists() and json.loads(marker.read_text()) == want:
+        # The console opens it read-only, which never upgrades an older schema: upgrade it here, in a
+        # process of its own (a child's peak RSS starts at the RSS of the process it is forked from).
+        upgrade = (
+            f"from backend.adapters.local.store import LocalStore as S; S({str(ws)!r}, create=False).close()"
+        )
+        subprocess.run([sys.executable, "-c", upgrade], cwd=ROOT, check=True)
         return ws
     shutil.rmtree(ws, ignore_errors=True)
     from backend.adapters.local.store import LocalStore
