@@ -12,14 +12,14 @@ still turns a URL in the data into a link to that same URL).
 
 from __future__ import annotations
 
-import argparse
 import re
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from backend.errors import InvalidRequest
+from backend.kit import Kit
 from backend.model import ReplayAudit, ReplayOutcome
 from backend.ports import ManifestEntry, Receipt
 from backend.services.investigate import human_ms, value_text
@@ -27,7 +27,6 @@ from backend.services.processor import inputs_hash
 from backend.services.replay import describe_scope
 from backend.times import TimeFormatError, parse_day
 from pik_console.console.context import add_days, day_start, next_day
-from pik_console.console.services import ConsoleServices, build_services
 from pik_console.text import safe
 
 LATE_MS = 3_600_000
@@ -90,7 +89,7 @@ def report_path(entity: str, day: str, folder: Path | None = None) -> Path:
     return (folder or Path.cwd()) / f"pik-report-{slug}-{day}.md"
 
 
-def _window(services: ConsoleServices, entity: str, day: str) -> list[Receipt]:
+def _window(services: Kit, entity: str, day: str) -> list[Receipt]:
     out: list[Receipt] = []
     after: str | None = None
     while True:
@@ -116,9 +115,7 @@ def _covers(a: ReplayAudit, entity: str, day: str, partitions: set[tuple[str, st
     return (r.start_day or "") <= day < (r.end_day or "")
 
 
-def _replays(
-    services: ConsoleServices, entity: str, day: str, partitions: set[tuple[str, str]]
-) -> list[ReplayAudit]:
+def _replays(services: Kit, entity: str, day: str, partitions: set[tuple[str, str]]) -> list[ReplayAudit]:
     if services.audit is None:
         return []
     found: list[ReplayAudit] = []
@@ -132,7 +129,7 @@ def _replays(
     return sorted(found, key=lambda a: (a.started_at, a.replay_id))
 
 
-def build_report(services: ConsoleServices, entity: str, day: str, *, now: datetime | None = None) -> str:
+def build_report(services: Kit, entity: str, day: str, *, now: datetime | None = None) -> str:
     """The Markdown report of ``entity`` on ``day``. Reads only; InvalidRequest for a bad day."""
     try:
         parse_day(day)
@@ -140,7 +137,7 @@ def build_report(services: ConsoleServices, entity: str, day: str, *, now: datet
         raise InvalidRequest(str(exc)) from None
     if services.investigate is None:
         raise InvalidRequest(
-            f"reports need the investigation queries, not available on the {services.kind} backend"
+            f"reports need the investigation queries, not available on the {services.name} backend"
         )
     now = now or datetime.now(UTC)
     lines: list[str] = []
@@ -153,7 +150,7 @@ def build_report(services: ConsoleServices, entity: str, day: str, *, now: datet
     add(f"# Incident report: {code(entity)} on {day}")
     add("")
     add(
-        f"Written {now:%Y-%m-%d %H:%M} UTC by `pik report` from {md(services.kind)} backend "
+        f"Written {now:%Y-%m-%d %H:%M} UTC by `pik report` from {md(services.name)} backend "
         f"{code(services.location)}."
     )
     add("")
@@ -208,7 +205,7 @@ def build_report(services: ConsoleServices, entity: str, day: str, *, now: datet
             )
     add("")
 
-    investigator = services.investigator()
+    investigator = services.gaps()
     add("## Lag of the day's partitions")
     add("")
     if partitions:
@@ -284,7 +281,7 @@ def build_report(services: ConsoleServices, entity: str, day: str, *, now: datet
     explained: list[tuple[str, list[str]]] = []
     inspector = None
     if services.aggregates is not None:
-        inspector = services.inspector()
+        inspector = services.versions()
         versions = inspector.versions(entity, day)
     if not versions:
         add("No aggregate versions for this window.")
@@ -391,46 +388,3 @@ def _check(ok: bool, label: str, why: str) -> str:
 
 
 # -- pik report ------------------------------------------------------------------------------------------
-
-
-def cmd_report(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
-    from pik_console import cli
-
-    try:
-        day = parse_day(args.day, what="--day")
-    except TimeFormatError as exc:
-        raise cli._usage(str(exc)) from None
-    backend = cli.open_backend(args, create=False)
-    try:
-        text = build_report(build_services(backend), args.entity, day)
-    except InvalidRequest as exc:
-        raise cli._usage(str(exc)) from None
-    finally:
-        backend.close()
-    if args.json:
-        cli._print_json({"entity": args.entity, "day": day, "markdown": text}, out)
-    elif args.out:
-        path = Path(args.out)
-        try:
-            path.write_text(text, encoding="utf-8")
-        except OSError as exc:
-            raise cli.Failure(f"cannot write {args.out}: {exc.strerror or exc}") from None
-        out.write(f"Report written to {safe(str(path))}\n")
-    else:
-        out.write(text)
-    return 0
-
-
-def register(sub: Any, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser(
-        "report",
-        parents=[common],
-        help="a Markdown incident report of an entity and a day",
-        description="Scope, late and duplicate events, lag, gaps, replays, aggregate versions with their "
-        "explanations, and the seed's checklist before closing an incident, ticked where the tool can.",
-    )
-    p.add_argument("--entity", metavar="E", required=True)
-    p.add_argument("--day", metavar="YYYY-MM-DD", required=True, help="the day (UTC)")
-    p.add_argument("--out", metavar="FILE", help="write the report to FILE (default: print it)")
-    p.add_argument("--json", action="store_true", help="print {entity, day, markdown} as JSON")
-    p.set_defaults(func=cmd_report)

@@ -1,18 +1,17 @@
 """What the Lambda handlers (and ``pik serve``, which calls the same handlers) share.
 
-* The backend, opened once per process on first use from the environment (``PIK_BACKEND``, the seed's
-  resource names) and reused by every invocation; :func:`configure` injects one (tests, ``pik serve``).
+* The kit (backend.kit), opened once per process on first use from the settings (``PIK_BACKEND``, the
+  seed's resource names) and reused by every invocation; :func:`configure` injects one (tests, ``pik serve``).
 * API Gateway proxy events, REST (v1) and HTTP API (v2), read into an :class:`ApiRequest` with the exact
   body bytes (``isBase64Encoded`` decoded).
 * JSON responses in the proxy integration's shape.
-* The investigation, replay and aggregate ports of the backend (:func:`backend_ports`): the backend's own,
-  or on a local workspace the ones in its database, opened here so that no handler imports the console.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import json
 import logging
 import threading
@@ -22,10 +21,8 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent, APIGatewayProxyEventV2
 
-from backend.config import RuntimeSettings
-from backend.errors import NotConfigured
-from backend.runtime import Backend, open_from_runtime
-from backend.settings import WorkspaceSettings, load_settings
+from backend.kit import Kit, open_kit
+from backend.settings import Settings, load_settings
 
 NAMESPACE = "PipelineInvestigationKit"
 """CloudWatch namespace of every metric the kit emits (the original kit's)."""
@@ -33,100 +30,52 @@ SERVICE = "pipeline-investigation-kit"
 """Powertools' service name when ``POWERTOOLS_SERVICE_NAME`` is not set (the template sets it)."""
 
 _lock = threading.Lock()
-_backend: Backend | None = None
-_settings: RuntimeSettings | None = None
+_kit: Kit | None = None
+_settings: Settings | None = None
 
 
-def configure(backend: Backend | None, settings: RuntimeSettings | None = None) -> None:
-    """Use ``backend`` (and ``settings``, else the environment's) for every later invocation.
+def configure(kit: Kit | None, settings: Settings | None = None) -> None:
+    """Use ``kit`` (and ``settings``, else the environment's) for every later invocation.
 
     ``configure(None)`` forgets both, so the next invocation opens the backend the environment names. The
-    caller keeps ownership of the backend it passes (it closes it); nothing here closes a backend.
+    caller keeps ownership of the kit it passes (it closes it); nothing here closes one.
     """
-    global _backend, _settings
+    global _kit, _settings
     with _lock:
-        _backend = backend
+        _kit = kit
         _settings = settings
 
 
-def runtime_settings() -> RuntimeSettings:
-    """The process's settings: those given to :func:`configure`, else read once from the environment."""
+def runtime_settings() -> Settings:
+    """The process's settings: those given to :func:`configure`, else read once from the environment (the
+    backend is ``aws`` unless ``PIK_BACKEND`` says otherwise). Raises SettingsError for an invalid value."""
     global _settings
     with _lock:
         if _settings is None:
-            _settings = RuntimeSettings()
+            _settings = load_settings(default_backend="aws")
         return _settings
 
 
-def get_backend() -> Backend:
-    """The process's backend, opened on first use and reused (a Lambda environment serves many calls).
+def get_kit() -> Kit:
+    """The process's backend, opened on first use and reused (a Lambda environment serves many calls);
+    read-only when either it was opened so or the settings say so.
 
     Raises :class:`~backend.errors.StoreError` if it cannot be opened; the next call tries again.
     """
-    global _backend
+    global _kit
     settings = runtime_settings()
     with _lock:
-        if _backend is None:
-            _backend = open_from_runtime(settings)
-        return _backend
+        if _kit is None:
+            _kit = open_kit(settings, create=True)
+        if settings.read_only and not _kit.read_only:
+            _kit = dataclasses.replace(_kit, read_only=True)
+        return _kit
 
 
 def log_level(name: str | None) -> str:
     """``LOG_LEVEL`` as a level name Python knows; INFO for anything else."""
     level = (name or "INFO").upper()
     return level if isinstance(logging.getLevelName(level), int) else "INFO"
-
-
-# -- the ports beyond the raw store and the index ------------------------------------------------------------
-
-PORT_NAMES = ("investigate", "catalog", "queue", "audit", "aggregates")
-
-
-@dataclass(frozen=True, slots=True)
-class Ports:
-    """The investigation, replay and aggregate stores of one backend; None where it has none."""
-
-    backend: str
-    investigate: Any = None
-    catalog: Any = None
-    queue: Any = None
-    audit: Any = None
-    aggregates: Any = None
-
-    def need(self, *names: str) -> None:
-        """Raise :class:`StoreError` naming the first of ``names`` the backend has no store for."""
-        for name in names:
-            if getattr(self, name) is None:
-                raise NotConfigured(
-                    f"the {self.backend} backend has no {name} store configured "
-                    "(see the environment names in docs/aws.md)"
-                )
-
-
-def workspace_settings(backend: Backend) -> WorkspaceSettings:
-    """A local workspace's ``settings.toml`` (the defaults elsewhere: a stack has no such file).
-
-    Raises :class:`~backend.errors.WorkspaceError` (a StoreError) naming what is wrong with the file.
-    """
-    if backend.name == "local":
-        return load_settings(backend.location)
-    return WorkspaceSettings()
-
-
-def backend_ports(backend: Backend, settings: WorkspaceSettings | None = None) -> Ports:
-    """The backend's ports. A local workspace's missing ones are opened on its database
-    (:func:`backend.adapters.local.workspace.local_ports`; the queue dead-letters after
-    ``settings.queue.max_receives`` receives); they are cheap to open, so nothing is cached."""
-    own = {name: getattr(backend, name, None) for name in PORT_NAMES}
-    if backend.name == "local" and None in own.values():
-        from backend.adapters.local.store import LocalStore
-        from backend.adapters.local.workspace import local_ports
-
-        if isinstance(backend.index, LocalStore):
-            queue = (settings or WorkspaceSettings()).queue
-            local = local_ports(backend.index, max_receives=queue.max_receives)
-            own = {name: port if port is not None else getattr(local, name) for name, port in own.items()}
-    return Ports(backend.name, **own)
 
 
 # -- requests ---------------------------------------------------------------------------------------------

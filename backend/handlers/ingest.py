@@ -36,14 +36,15 @@ from backend.handlers.common import (
     StreamedBody,
     api_request,
     error_response,
-    get_backend,
+    get_kit,
     json_response,
     runtime_settings,
 )
 from backend.identity import sha256_hex
+from backend.kit import Kit
 from backend.model import MAX_BODY_BYTES, EventRecord, IngestResult, IngestStatus
-from backend.runtime import Backend
-from backend.services.ingest import QUARANTINE_MAX_BYTES, IngestService, PreparedBatch, Received
+from backend.services.ingest import QUARANTINE_MAX_BYTES, PreparedBatch, Received
+from backend.settings import SettingsError
 
 ORIGIN = "api"
 FUNCTION = "ingest"
@@ -96,20 +97,20 @@ def _ingest(received: Received, request_id: str | None) -> dict[str, Any]:
     oversized = max(received.size or 0, len(received.body)) > MAX_BODY_BYTES
     try:
         settings = runtime_settings()
-        backend = get_backend()
-        if backend.read_only or settings.read_only:
+        kit = get_kit()
+        if kit.read_only:
             raise ReadOnlyError("ingest refused: the kit is in read-only mode")
-        service = IngestService(backend.raw, backend.index)
+        service = kit.ingest()
         prepared = service.prepare_batch([received])
         record = prepared.valid[0][2] if prepared.valid else None
         summary = prepared.summaries.get(0)
         # A dry run stops after validation and one read; a real one stores (quarantine, raw, index).
-        result = _dry_run_result(backend, prepared) if settings.dry_run else service.commit(prepared)[0]
+        result = _dry_run_result(kit, prepared) if settings.dry_run else service.commit(prepared)[0]
     except ReadOnlyError as exc:
         logger.warning("ingest refused: read-only")
         _count_error("read_only")
         return error_response(403, str(exc), request_id=request_id)
-    except StoreError as exc:
+    except (StoreError, SettingsError) as exc:
         # The message names the store and what failed (no payload); the caller learns only what to do.
         logger.error("store failed; nothing acknowledged", extra={"error": str(exc)})
         _count_error("store")
@@ -130,7 +131,7 @@ def _ingest(received: Received, request_id: str | None) -> dict[str, Any]:
     return json_response(200, body)
 
 
-def _dry_run_result(backend: Backend, prepared: PreparedBatch) -> IngestResult:
+def _dry_run_result(kit: Kit, prepared: PreparedBatch) -> IngestResult:
     """What ingest would answer, from validation and one read of the index; nothing is written."""
     if not prepared.valid:
         rejection = prepared.rejected[0][1]
@@ -138,7 +139,7 @@ def _dry_run_result(backend: Backend, prepared: PreparedBatch) -> IngestResult:
             status=IngestStatus.REJECTED, reason=rejection.reason, ingest_time=rejection.received_at
         )
     record = prepared.valid[0][2]
-    seen = backend.index.get_accepted(record.event_id) is not None
+    seen = kit.index.get_accepted(record.event_id) is not None
     return IngestResult(
         status=IngestStatus.DUPLICATE if seen else IngestStatus.ACCEPTED,
         event_id=record.event_id,

@@ -31,19 +31,17 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from backend.config import RuntimeSettings
 from backend.errors import InvalidRequest, KitError, StoreError
 from backend.handlers.common import (
     NAMESPACE,
     SERVICE,
-    backend_ports,
-    get_backend,
+    get_kit,
     log_level,
     runtime_settings,
-    workspace_settings,
 )
-from backend.runtime import Backend
+from backend.kit import Kit
 from backend.services.processor import BatchResult, ProcessorService
+from backend.settings import Settings, SettingsError
 
 FUNCTION = "processor"
 MAX_LOGGED_FAILURES = 20
@@ -89,34 +87,24 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return dict(response)
 
 
-def processor_service(backend: Backend, settings: RuntimeSettings) -> ProcessorService:
-    """The processor service over ``backend``'s ports (the workspace's metrics on a local backend).
+def processor_service(kit: Kit, settings: Settings) -> ProcessorService:
+    """The processor over ``kit``'s ports with the metrics in force (the workspace's on a local backend).
 
     Raises StoreError when a port is missing or the settings cannot be read, InvalidRequest for metrics
     that are defined wrong."""
-    workspace = workspace_settings(backend)
-    ports = backend_ports(backend, workspace)
-    ports.need("investigate", "catalog", "aggregates")
-    return ProcessorService(
-        ports.investigate,
-        ports.catalog,
-        ports.aggregates,
-        workspace.metrics,
-        dry_run=settings.dry_run,
-        read_only=backend.read_only or settings.read_only,
-    )
+    return kit.processor(dry_run=settings.dry_run)
 
 
 def _process(bodies: Sequence[str]) -> tuple[dict[int, str], BatchResult | None]:
     """The failed records by position, with why, and what was recomputed (None if nothing could be)."""
     try:
         settings = runtime_settings()
-        backend = get_backend()
-        if backend.read_only or settings.read_only:
+        kit = get_kit()
+        if kit.read_only:
             reason = "the kit is in read-only mode: no aggregate is written; the message is returned"
             return dict.fromkeys(range(len(bodies)), reason), None
-        service = processor_service(backend, settings)
-    except (StoreError, InvalidRequest) as exc:
+        service = processor_service(kit, settings)
+    except (StoreError, InvalidRequest, SettingsError) as exc:
         logger.error(
             "cannot open the processor's stores; every message is returned", extra={"error": str(exc)}
         )

@@ -31,23 +31,21 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from backend.config import RuntimeSettings
 from backend.errors import StoreError
 from backend.handlers.common import (
     NAMESPACE,
     SERVICE,
     BadEvent,
     api_request,
-    backend_ports,
     error_response,
-    get_backend,
+    get_kit,
     json_response,
     log_level,
     runtime_settings,
-    workspace_settings,
 )
-from backend.runtime import Backend
+from backend.kit import Kit
 from backend.services.replay import ReplayService, api_reply
+from backend.settings import SettingsError
 
 FUNCTION = "replay"
 ANONYMOUS = "api"
@@ -78,9 +76,9 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     try:
         settings = runtime_settings()
         dry_run = settings.dry_run
-        service = replay_service(get_backend(), settings)
+        service = replay_service(get_kit())
         status, body = api_reply(service, request.body, actor=actor, dry_run=dry_run)
-    except StoreError as exc:  # the backend, its settings or a port could not be opened
+    except (StoreError, SettingsError) as exc:  # the backend, its settings or a port could not be opened
         status, body = 503, {"error": str(exc)}
     except Exception:
         logger.exception("replay failed unexpectedly", extra={"actor": actor})
@@ -92,21 +90,10 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return json_response(status, body)
 
 
-def replay_service(backend: Backend, settings: RuntimeSettings) -> ReplayService:
-    """The replay service over ``backend``'s ports; StoreError if it lacks one a replay needs."""
-    workspace = workspace_settings(backend)
-    ports = backend_ports(backend, workspace)
-    ports.need("investigate", "catalog", "audit")  # the queue only to send: the service says so then
-    return ReplayService(
-        ports.investigate,
-        ports.catalog,
-        ports.audit,
-        queue=ports.queue,
-        aggregates=ports.aggregates,
-        bucket=backend.raw.location,
-        confirm_above=workspace.replay.confirm_above,
-        read_only=backend.read_only or settings.read_only,
-    )
+def replay_service(kit: Kit) -> ReplayService:
+    """The replay service over ``kit``'s ports; NotConfigured (a StoreError) if it lacks one a replay needs
+    (the queue only to send: the service says so then)."""
+    return kit.replay()
 
 
 def caller_identity(event: Any) -> str:

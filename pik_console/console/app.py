@@ -24,10 +24,10 @@ from textual.reactive import reactive
 from textual.screen import Screen
 from textual.widgets import Footer, Static, TabbedContent, TabPane
 
+from backend.kit import Kit
 from backend.ports import IndexStats
 from pik_console.console.context import Context, day_start, next_day
 from pik_console.console.event_list import EventList
-from pik_console.console.services import ConsoleServices, build_services
 from pik_console.text import safe
 
 PANES = ("events", "lag", "gaps", "replay", "aggregates")
@@ -41,13 +41,13 @@ class ConsoleHeader(Horizontal):
         yield Static("", id="header-context", markup=False)
         yield Static(Text(" READ-ONLY ", style="bold"), id="header-badge", markup=False)
 
-    def show(self, services: ConsoleServices, context: Context) -> None:
+    def show(self, kit: Kit, context: Context) -> None:
         title = Text(" pik console ", style="bold")
-        title.append(f" {services.kind} · ", style="dim")
-        title.append(safe(services.location, 90))
+        title.append(f" {kit.name} · ", style="dim")
+        title.append(safe(kit.location, 90))
         self.query_one("#header-title", Static).update(title)
         self.query_one("#header-context", Static).update(Text(safe(context.describe(), 120)))
-        self.query_one("#header-badge", Static).display = services.read_only
+        self.query_one("#header-badge", Static).display = kit.read_only
 
 
 class PikConsole(App[None]):
@@ -92,14 +92,12 @@ class PikConsole(App[None]):
 
     def __init__(
         self,
-        backend: Any,
+        kit: Kit,
         *,
         context: Context | None = None,
-        services: ConsoleServices | None = None,
     ) -> None:
         super().__init__()
-        self.backend = backend
-        self.services = services or build_services(backend)
+        self.kit = kit
         self._initial = context or Context()
         self.stats: IndexStats | None = None
         self.reports: list[str] = []
@@ -134,7 +132,7 @@ class PikConsole(App[None]):
         self.pane("events").apply_context(self.context)
         self.call_after_refresh(self.query_one("#event-list").focus)
         ctx = self.context
-        if self.services.kind == "local" and not (ctx.entity or (ctx.source and ctx.event_type and ctx.day)):
+        if self.kit.name == "local" and not (ctx.entity or (ctx.source and ctx.event_type and ctx.day)):
             # Nothing to open on: the workspace's totals choose (a whole-index scan, so only then).
             self._read_stats()
 
@@ -151,12 +149,12 @@ class PikConsole(App[None]):
         self._show_header()
 
     def _show_header(self) -> None:
-        self.query_one(ConsoleHeader).show(self.services, self.context)
+        self.query_one(ConsoleHeader).show(self.kit, self.context)
 
     @work(thread=True, exclusive=True, group="stats", exit_on_error=False)
     def _read_stats(self) -> None:
         try:
-            self.post_message(self.StatsRead(self.services.index.stats(), None))
+            self.post_message(self.StatsRead(self.kit.index.stats(), None))
         except Exception as exc:
             self.post_message(self.StatsRead(None, str(exc)))
 
@@ -205,7 +203,7 @@ class PikConsole(App[None]):
     def action_help(self) -> None:
         from pik_console.console.modals import HelpScreen
 
-        self.push_screen(HelpScreen(help_sections(), self.services.read_only))
+        self.push_screen(HelpScreen(help_sections(), self.kit.read_only))
 
     def action_report(self) -> None:
         ctx = self.context
@@ -219,7 +217,7 @@ class PikConsole(App[None]):
         from pik_console.report import build_report, report_path
 
         try:
-            text = build_report(self.services, entity, day)
+            text = build_report(self.kit, entity, day)
             path = report_path(entity, day)
             path.write_text(text, encoding="utf-8")
         except Exception as exc:
@@ -271,7 +269,7 @@ class PikConsole(App[None]):
     @work(thread=True, exclusive=True, group="find-event", exit_on_error=False)
     def _find_event(self, event_id: str) -> None:
         try:
-            self.post_message(self.EventFound(event_id, self.services.index.get_accepted(event_id), None))
+            self.post_message(self.EventFound(event_id, self.kit.index.get_accepted(event_id), None))
         except Exception as exc:
             self.post_message(self.EventFound(event_id, None, str(exc)))
 
@@ -317,7 +315,7 @@ class PikConsole(App[None]):
         self.pane("replay").action_process()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action in ("replay_execute", "replay_process") and self.services.read_only:
+        if action in ("replay_execute", "replay_process") and self.kit.read_only:
             return None
         return True
 
@@ -330,7 +328,7 @@ class PikConsole(App[None]):
 
     def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
-        for title, help_text, action in palette_entries(self.services.read_only):
+        for title, help_text, action in palette_entries(self.kit.read_only):
             yield SystemCommand(title, help_text, lambda a=action: self.call_later(self.run_actions, a))
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
+from backend.kit.investigate import human_ms
 from rich.table import Table
 from rich.text import Text
 from textual import on, work
@@ -18,7 +19,6 @@ from textual.timer import Timer
 from textual.widgets import Input, Select, Static
 
 from backend.model import EventRecord, IngestStatus, Rejection
-from backend.services.investigate import human_ms
 from backend.times import TimeFormatError, fmt, parse_bound, parse_day
 from pik_console.console.context import Context, day_start, next_day
 from pik_console.console.event_list import EventList, column_header
@@ -97,7 +97,7 @@ class EventsPane(Vertical):
                 yield Static("", id="event-detail", markup=False)
 
     def on_mount(self) -> None:
-        self.query_one(EventList).index = self.console_app.services.index
+        self.query_one(EventList).index = self.console_app.kit.index
 
     # -- the filter ------------------------------------------------------------------------------------
 
@@ -257,10 +257,10 @@ class EventsPane(Vertical):
 
     @work(thread=True, exclusive=True, group="event-detail", exit_on_error=False)
     def _read_detail(self, item: EventRecord) -> None:
-        services = self.console_app.services
+        kit = self.console_app.kit
         try:
-            raw = services.raw.get(item.s3_key)
-            receipts = services.index.receipts(item.event_id)
+            raw = kit.raw.get(item.s3_key)
+            receipts = kit.index.receipts(item.event_id)
             body: Any = event_detail(item, raw, receipts)
         except Exception as exc:
             body = group(event_detail(item, None, None), Text(f"\nReading the detail failed: {exc}", "red"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any, cast
 
+from backend.kit.investigate import DayStatus, GapReport, human_ms, parse_duration
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
@@ -13,7 +14,6 @@ from textual.message import Message
 from textual.widgets import DataTable, Input, Static
 
 from backend.errors import InvalidRequest
-from backend.services.investigate import DayStatus, GapReport, human_ms, parse_duration
 from backend.times import EVENT_TIME_MAX, EVENT_TIME_MIN, fmt
 from pik_console.console.context import Context, add_days
 from pik_console.console.render import num, stacked_bar, t
@@ -133,10 +133,10 @@ class GapsPane(Vertical):
     def _range(self, entity: str | None, source: str | None, event_type: str | None) -> tuple[str, str]:
         """Days to show when none are given: the entity's whole history (two one-row queries: its first
         and its last event) within RANGE_DAYS of the day in focus, or two weeks around that day."""
-        services = cast(Any, self.app).services
+        kit = cast(Any, self.app).kit
         day = cast(Any, self.app).context.day
         if entity is not None:
-            index = services.index
+            index = kit.index
             lo, hi = fmt(EVENT_TIME_MIN), fmt(EVENT_TIME_MAX)
             first = index.query_entity(entity, lo, hi, limit=1).items
             last = index.query_entity(entity, lo, hi, limit=1, descending=True).items
@@ -160,7 +160,7 @@ class GapsPane(Vertical):
         grace_ms: int,
     ) -> None:
         try:
-            investigator = cast(Any, self.app).services.investigator()
+            investigator = cast(Any, self.app).kit.gaps()
             if first is None or end is None:
                 first, end = self._range(entity, source, event_type)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, cast
 
+from backend.kit.investigate import LagReport, human_ms, parse_duration
 from rich.console import Group
 from rich.table import Table
 from rich.text import Text
@@ -17,7 +18,6 @@ from textual.message import Message
 from textual.widgets import DataTable, Input, Static
 
 from backend.errors import InvalidRequest
-from backend.services.investigate import LagReport, human_ms, parse_duration
 from backend.times import TimeFormatError, parse_day
 from pik_console.console.context import Context, day_start, next_day
 from pik_console.console.render import num, t, title
@@ -212,9 +212,9 @@ class LagPane(Vertical):
         """The partitions of the day worth listing: those the entity in focus has events in that day (one
         scan of its day), the chosen one, and those of the workspace totals if they were read already.
         Never a scan of the whole index just to list them."""
-        services = cast(Any, self.app).services
+        kit = cast(Any, self.app).kit
         try:
-            scans = services.investigate
+            scans = kit.investigate
             found: set[tuple[str, str]] = {chosen} if chosen else set()
             if entity:
                 after = None
@@ -239,9 +239,9 @@ class LagPane(Vertical):
 
     @work(thread=True, exclusive=True, group="lag-report", exit_on_error=False)
     def _read_lag(self, source: str, event_type: str, day: str, late_ms: int) -> None:
-        services = cast(Any, self.app).services
+        kit = cast(Any, self.app).kit
         try:
-            report = services.investigator().lag(source, event_type, day, late_ms=late_ms, top=20)
+            report = kit.lag().lag(source, event_type, day, late_ms=late_ms, top=20)
             self.post_message(self.LagRead(report, None))
         except Exception as exc:
             self.post_message(self.LagRead(None, str(exc)))

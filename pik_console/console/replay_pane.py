@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 from typing import Any, ClassVar, cast
 
+from backend.kit.replay import ReplayRefused, describe_scope
 from rich.console import Group
 from rich.table import Table
 from rich.text import Text
@@ -19,12 +20,11 @@ from textual.timer import Timer
 from textual.widgets import Button, Checkbox, DataTable, Input, ProgressBar, Select, Static
 
 from backend.errors import InvalidRequest
+from backend.kit import current_user as actor
 from backend.model import IngestStatus, ReplayAudit, ReplayOutcome, ReplayPlan, ReplayRequest
-from backend.services.replay import ReplayRefused, describe_scope
 from backend.times import TimeFormatError, fmt, parse_bound
 from pik_console.console.context import Context, day_start, next_day
 from pik_console.console.render import bar, fields, num, t, title
-from pik_console.console.services import actor
 
 DEBOUNCE_S = 0.35
 OUTCOME_STYLE = {
@@ -156,8 +156,8 @@ class ReplayPane(Vertical):
         self.last_result: ReplayAudit | None = None
 
     @property
-    def services(self) -> Any:
-        return cast(Any, self.app).services
+    def kit(self) -> Any:
+        return cast(Any, self.app).kit
 
     def compose(self) -> ComposeResult:
         with Horizontal(classes="filter-bar", id="replay-form"):
@@ -196,7 +196,7 @@ class ReplayPane(Vertical):
             history.add_column(label, width=width)
         history.add_column("SCOPE")
         self.query_one("#replay-progress", ProgressBar).display = False
-        if self.services.read_only:
+        if self.kit.read_only:
             self.query_one("#replay-process", Button).disabled = True
             self.query_one("#replay-result", Static).update(
                 Text("READ-ONLY: previews only; Execute and the processor are disabled.", style="bold yellow")
@@ -209,7 +209,7 @@ class ReplayPane(Vertical):
         self.query_one("#rp-entity", Input).focus()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action in ("execute", "process") and self.services.read_only:
+        if action in ("execute", "process") and self.kit.read_only:
             return None  # shown disabled: read-only
         if action == "execute" and (self.plan is None or not self.plan.would_send or self.busy):
             return None
@@ -305,7 +305,7 @@ class ReplayPane(Vertical):
     @work(thread=True, exclusive=True, group="replay-plan", exit_on_error=False)
     def _plan(self, serial: int, request: ReplayRequest) -> None:
         try:
-            plan = self.services.preview().plan(request, actor=actor())
+            plan = self.kit.replay(preview=True).plan(request, actor=actor())
             self.post_message(self.PlanRead(serial, plan, None))
         except Exception as exc:
             self.post_message(self.PlanRead(serial, None, str(exc)))
@@ -318,11 +318,13 @@ class ReplayPane(Vertical):
             self._show_plan_problem(message.error or "the dry run failed")
             return
         self.plan = message.plan
-        self.query_one("#replay-plan", Static).update(plan_view(message.plan, self.services.confirm_above))
+        self.query_one("#replay-plan", Static).update(
+            plan_view(message.plan, self.kit.settings.replay.confirm_above)
+        )
         self._update_buttons()
 
     def _update_buttons(self) -> None:
-        disabled = self.services.read_only or self.busy or self.plan is None or not self.plan.would_send
+        disabled = self.kit.read_only or self.busy or self.plan is None or not self.plan.would_send
         self.query_one("#replay-execute", Button).disabled = disabled
         self.refresh_bindings()
 
@@ -337,7 +339,7 @@ class ReplayPane(Vertical):
         self.action_process()
 
     def action_execute(self) -> None:
-        if self.services.read_only:
+        if self.kit.read_only:
             self.notify("Read-only: replays cannot be executed (the preview still works)", severity="warning")
             return
         plan = self.plan
@@ -369,7 +371,7 @@ class ReplayPane(Vertical):
             self.post_message(self.Sending(sent, failed, total))
 
         try:
-            audit = self.services.replay().execute(
+            audit = self.kit.replay().execute(
                 plan.request,
                 actor=actor(),
                 force=plan.needs_force,
@@ -406,7 +408,7 @@ class ReplayPane(Vertical):
         self._read_history()
 
     def action_process(self) -> None:
-        if self.services.read_only:
+        if self.kit.read_only:
             self.notify(
                 "Read-only: the processor writes aggregate versions and is disabled", severity="warning"
             )
@@ -420,15 +422,14 @@ class ReplayPane(Vertical):
 
     @work(thread=True, exclusive=True, group="replay-process", exit_on_error=False)
     def _process(self) -> None:
-        from pik_console.aggregates_cmd import drain
+        from pik_console.cli.process import drain  # FIXME(merge): the drain service
 
-        services = self.services
+        kit = self.kit
         try:
-            if services.queue is None:
-                raise InvalidRequest(f"no replay queue on the {services.kind} backend")
-            report = drain(
-                services.queue, services.processor(), services.visibility_timeout_s, None, io.StringIO(), True
-            )
+            if kit.queue is None:
+                raise InvalidRequest(f"no replay queue on the {kit.name} backend")
+            visibility = kit.workspace_settings().queue.visibility_timeout_s
+            report = drain(kit.queue, kit.processor(), visibility, None, io.StringIO(), True)
             self.post_message(self.Processed(report, None))
         except Exception as exc:
             self.post_message(self.Processed(None, str(exc)))
@@ -460,7 +461,7 @@ class ReplayPane(Vertical):
     @work(thread=True, exclusive=True, group="replay-history", exit_on_error=False)
     def _read_history(self) -> None:
         try:
-            audit = self.services.audit
+            audit = self.kit.audit
             records = [] if audit is None else audit.query(limit=50).items
             self.post_message(self.HistoryRead(records, None))
         except Exception as exc:

@@ -11,11 +11,18 @@ import shlex
 from typing import IO, Any
 from urllib.parse import urlsplit
 
-from pik_console.cli import Failure, _print_json, _program_name, _usage, aws_settings, read_only_requested
+from pik_console.cli.common import (
+    DEFAULT_ENDPOINT_REGION,
+    Failure,
+    aws_settings,
+    print_json,
+    program_name,
+    settings_from,
+    usage,
+)
 
-# What an endpoint like moto accepts as credentials when none are configured, and where it lives by default.
+# What an endpoint like moto accepts as credentials when none are configured.
 FAKE_KEY = "testing"
-DEFAULT_ENDPOINT_REGION = "us-east-1"
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -49,30 +56,30 @@ def cmd_init(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     import boto3
     from botocore.exceptions import BotoCoreError
 
-    from backend.adapters.aws.provision import Step, provision, validate_prefix
     from backend.errors import InvalidRequest
+    from backend.kit import provision_aws, validate_aws_prefix
 
     if args.workspace:
-        raise _usage("--workspace is for the local backend; pik aws init creates AWS resources")
+        raise usage("--workspace is for the local backend; pik aws init creates AWS resources")
     if args.stack:
-        raise _usage("--stack reads a deployed stack; pik aws init creates resources on --endpoint-url")
+        raise usage("--stack reads a deployed stack; pik aws init creates resources on --endpoint-url")
     if args.backend == "local":
-        raise _usage("pik aws init works on the AWS backend; leave out --backend local")
-    settings = aws_settings(args)
+        raise usage("pik aws init works on the AWS backend; leave out --backend local")
+    settings = aws_settings(args, settings_from(args).aws)
     url = settings.endpoint_url
     if not url:
-        raise _usage(
+        raise usage(
             "pik aws init needs --endpoint-url URL (a moto server or LocalStack); "
             "to deploy to AWS itself, use `sam build && sam deploy --guided` (docs/aws.md)"
         )
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise _usage(f"--endpoint-url {url!r} is not an http:// or https:// URL")
+        raise usage(f"--endpoint-url {url!r} is not an http:// or https:// URL")
     try:
-        validate_prefix(args.prefix)
+        validate_aws_prefix(args.prefix)
     except InvalidRequest as exc:
-        raise _usage(str(exc)) from None
-    if read_only_requested(args):
+        raise usage(str(exc)) from None
+    if settings_from(args).read_only:
         raise Failure("pik aws init creates resources: refused in read-only mode (PIK_READ_ONLY)")
 
     try:
@@ -89,9 +96,9 @@ def cmd_init(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
         raise Failure(" ".join(str(exc).split())) from None
     settings = settings.model_copy(update={"region": region})
 
-    steps: list[Step] = []
+    steps: list[Any] = []
 
-    def show(step: Step) -> None:
+    def show(step: Any) -> None:
         steps.append(step)
         if not args.json:
             state = "created" if step.created else "reused "
@@ -101,10 +108,10 @@ def cmd_init(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
 
     if not args.json:
         out.write(f"# pik aws init on {url} (region {region}, prefix {args.prefix})\n")
-    values = provision(settings, args.prefix, session=session, on_step=show)
+    values = provision_aws(settings, args.prefix, session=session, on_step=show)
 
     if args.json:
-        _print_json(
+        print_json(
             {
                 "endpoint_url": url,
                 "region": region,
@@ -141,7 +148,7 @@ def cmd_init(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
             "# No AWS credentials were configured; the endpoint takes any, so these placeholders were used:\n"
         )
         out.write(f"export AWS_ACCESS_KEY_ID={FAKE_KEY}\nexport AWS_SECRET_ACCESS_KEY={FAKE_KEY}\n")
-    prog = _program_name()
+    prog = program_name()
     again = f"{prog} aws init --endpoint-url {shlex.quote(url)} --region {region}"
     if args.prefix != "pik":
         again += f" --prefix {args.prefix}"

@@ -8,7 +8,7 @@ import sys
 from typing import IO, Any
 
 from backend.times import TimeFormatError, parse_day
-from pik_console import cli
+from pik_console.cli.common import Failure, open_backend, usage
 
 
 def run_console(backend: Any, context: Any = None) -> None:
@@ -26,7 +26,7 @@ def _context(args: argparse.Namespace) -> Any:
         try:
             day = parse_day(args.day, what="--day")
         except TimeFormatError as exc:
-            raise cli._usage(str(exc)) from None
+            raise usage(str(exc)) from None
     return Context(entity=args.entity, day=day, source=args.source, event_type=args.type)
 
 
@@ -40,10 +40,8 @@ def is_terminal(stream: IO[str]) -> bool:
 def cmd_console(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     context = _context(args)
     if not is_terminal(out):
-        raise cli.Failure(
-            "the console needs a terminal (stdin and stdout); for scripts use the other commands"
-        )
-    backend = cli.open_backend(args, create=False)
+        raise Failure("the console needs a terminal (stdin and stdout); for scripts use the other commands")
+    backend = open_backend(args, create=False)
     try:
         run_console(backend, context)
     finally:
@@ -66,9 +64,6 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--source", metavar="S")
     p.add_argument("--type", metavar="T", help="event type")
     p.set_defaults(func=cmd_console)
-    from pik_console import report
-
-    report.register(sub, common)
 
 
 def open_demo_console(path: Any, out: IO[str], *, read_only: bool = False) -> None:
@@ -77,7 +72,7 @@ def open_demo_console(path: Any, out: IO[str], *, read_only: bool = False) -> No
     if not is_terminal(out):
         return
     from backend.demo import OUTAGE_DAY
-    from backend.runtime import open_local
+    from backend.kit import open_local
     from pik_console.console.context import Context
 
     backend = open_local(path, create=False, read_only=read_only)

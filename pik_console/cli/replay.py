@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import getpass
 from datetime import date, timedelta
 from typing import IO, Any
 
@@ -12,49 +11,29 @@ from backend.model import IngestStatus, ReplayAudit, ReplayOutcome, ReplayPlan, 
 from backend.services.replay import (
     MAX_LIMIT,
     ReplayRefused,
-    ReplayService,
     describe_scope,
     plan_response,
     result_response,
 )
 from backend.times import TimeFormatError, parse_day
-from pik_console import cli
-from pik_console.investigate_cmd import backend_port, workspace_settings
+from pik_console.cli.common import (
+    READ_ONLY_HELP,
+    Failure,
+    actor,
+    count,
+    open_backend,
+    plural,
+    print_json,
+    table,
+    usage,
+)
 from pik_console.text import safe
-
-
-def actor() -> str:
-    """Who runs a replay, for the audit trail: the OS user."""
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):  # no user name in a container without /etc/passwd entry
-        return "unknown"
-
-
-def replay_service(backend: Any, command: str) -> ReplayService:
-    settings = workspace_settings(backend)
-    try:
-        aggregates = backend_port(backend, "aggregates", command)
-    except cli.Failure:
-        aggregates = None
-    except AttributeError:  # a local workspace before aggregates existed
-        aggregates = None
-    return ReplayService(
-        backend_port(backend, "investigate", command),
-        backend_port(backend, "catalog", command),
-        backend_port(backend, "audit", command),
-        queue=backend_port(backend, "queue", command),
-        aggregates=aggregates,
-        bucket=backend.raw.location,
-        confirm_above=settings.replay.confirm_above,
-        read_only=backend.read_only,
-    )
 
 
 def request_from_args(args: argparse.Namespace) -> ReplayRequest:
     """The replay request the options describe (usage errors for an incomplete or mixed scope)."""
     if args.entity is None and not (args.source and args.type):
-        raise cli._usage(
+        raise usage(
             "choose a scope: --entity E --start T --end T, "
             "or --source S --type T (--day D | --start D --end D)"
         )
@@ -70,10 +49,10 @@ def request_from_args(args: argparse.Namespace) -> ReplayRequest:
                 start = parse_day(args.day, what="--day")
                 end = (date.fromisoformat(start) + timedelta(days=1)).isoformat()
                 if args.start or args.end:
-                    raise cli._usage("--day cannot be combined with --start/--end")
+                    raise usage("--day cannot be combined with --start/--end")
             else:
                 if not (args.start and args.end):
-                    raise cli._usage("an entity replay needs --start and --end (or --day)")
+                    raise usage("an entity replay needs --start and --end (or --day)")
                 start, end = args.start, args.end
             return ReplayRequest(
                 entity_id=args.entity,
@@ -85,20 +64,18 @@ def request_from_args(args: argparse.Namespace) -> ReplayRequest:
             )
         if args.day:
             if args.start or args.end:
-                raise cli._usage("--day cannot be combined with --start/--end")
+                raise usage("--day cannot be combined with --start/--end")
             first = parse_day(args.day, what="--day")
             end_day = (date.fromisoformat(first) + timedelta(days=1)).isoformat()
         else:
             if not (args.start and args.end):
-                raise cli._usage(
-                    "a source/type replay needs --day D, or --start D --end D (days, end exclusive)"
-                )
+                raise usage("a source/type replay needs --day D, or --start D --end D (days, end exclusive)")
             first, end_day = parse_day(args.start, what="--start"), parse_day(args.end, what="--end")
         return ReplayRequest(
             source=args.source, event_type=args.type, start_day=first, end_day=end_day, **common
         )
     except TimeFormatError as exc:
-        raise cli._usage(str(exc)) from None
+        raise usage(str(exc)) from None
 
 
 # -- pik replay ----------------------------------------------------------------------------------------------
@@ -106,20 +83,20 @@ def request_from_args(args: argparse.Namespace) -> ReplayRequest:
 
 def cmd_replay(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     if not 1 <= args.replay_limit <= MAX_LIMIT:
-        raise cli._usage(f"--limit must be between 1 and {MAX_LIMIT:,}")
+        raise usage(f"--limit must be between 1 and {MAX_LIMIT:,}")
     if args.force and not args.execute:
-        raise cli._usage("--force goes with --execute (a dry run sends nothing)")
+        raise usage("--force goes with --execute (a dry run sends nothing)")
     if args.expect and not args.execute:
-        raise cli._usage("--expect goes with --execute")
+        raise usage("--expect goes with --execute")
     request = request_from_args(args)
-    backend = cli.open_backend(args, create=False)
+    backend = open_backend(args, create=False)
     try:
-        service = replay_service(backend, "replay")
+        service = backend.replay()
         who = actor()
         if not args.execute:
             plan = service.plan(request, actor=who)
             if args.json:
-                cli._print_json(plan_response(plan), out)
+                print_json(plan_response(plan), out)
             else:
                 _print_plan(plan, out, dry_run=True)
             return 0
@@ -136,23 +113,23 @@ def cmd_replay(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
             )
         except ReplayRefused as exc:
             if args.json:
-                cli._print_json({"error": str(exc), **plan_response(exc.plan), "dry_run": False}, out)
+                print_json({"error": str(exc), **plan_response(exc.plan), "dry_run": False}, out)
             else:
                 _print_plan(exc.plan, out, dry_run=False)
-            raise cli.Failure(str(exc)) from None
+            raise Failure(str(exc)) from None
         finally:
             if show_progress:
                 err.write("\r\x1b[K")
     except InvalidRequest as exc:
-        raise cli._usage(str(exc)) from None
+        raise usage(str(exc)) from None
     finally:
         backend.close()
     if args.json:
-        cli._print_json(result_response(result), out)
+        print_json(result_response(result), out)
     else:
         _print_result(result, out)
     if result.outcome is not ReplayOutcome.SENT:
-        raise cli.Failure(
+        raise Failure(
             f"replay {result.replay_id} {result.outcome.value}: {result.failed:,} of {result.would_send:,} "
             f"messages not sent ({result.error or 'see pik replays ' + result.replay_id})"
         )
@@ -161,13 +138,9 @@ def cmd_replay(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
 
 def _unconfirmed(a: ReplayAudit) -> str:
     return (
-        f"{_n(a.unconfirmed, 'send')} unconfirmed (a batch call failed as a whole and was retried): the "
+        f"{plural(a.unconfirmed, 'send')} unconfirmed (a batch call failed as a whole and was retried): the "
         f"queue holds {a.sent:,} to {a.sent + a.unconfirmed:,} messages of this replay"
     )
-
-
-def _n(count: int, singular: str, plural: str | None = None) -> str:
-    return f"{count:,} {singular if count == 1 else plural or singular + 's'}"
 
 
 def _count_lines(pairs: list[tuple[str, int]], out: IO[str]) -> None:
@@ -202,12 +175,12 @@ def _print_plan(plan: ReplayPlan, out: IO[str], *, dry_run: bool) -> None:
             else ""
         )
         out.write(
-            f"Blast radius: {_n(plan.entities, 'entity', 'entities')}, "
-            f"{_n(plan.windows, 'aggregate window')} (entity, day) to recompute{known}; "
+            f"Blast radius: {plural(plan.entities, 'entity', 'entities')}, "
+            f"{plural(plan.windows, 'aggregate window')} (entity, day) to recompute{known}; "
             f"event times {plan.first_event_time} .. {plan.last_event_time}\n"
         )
         out.write(f"\nFirst {len(plan.sample)} of {plan.would_send:,} messages:\n")
-        cli._table(
+        table(
             [[m.event_time, safe(m.entity_id, 32), m.event_id[:16], safe(m.s3_key, 72)] for m in plan.sample],
             ["EVENT TIME", "ENTITY", "EVENT ID", "S3 KEY"],
             out,
@@ -242,7 +215,8 @@ def _print_result(a: ReplayAudit, out: IO[str]) -> None:
         out.write(f"Last error: {safe(a.error, 500)}\n")
     if a.sent:
         out.write(
-            f"Next: `pik process` recomputes the {_n(a.windows, 'aggregate window')} these messages touch; "
+            f"Next: `pik process` recomputes the {plural(a.windows, 'aggregate window')} these messages "
+            "touch; "
             f"`pik replays {a.replay_id}` shows this record.\n"
         )
 
@@ -251,25 +225,25 @@ def _print_result(a: ReplayAudit, out: IO[str]) -> None:
 
 
 def cmd_replays(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
-    backend = cli.open_backend(args, create=False)
+    backend = open_backend(args, create=False)
     try:
-        audit = backend_port(backend, "audit", "replays")
+        audit = backend.audit_log()
         if args.replay_id:
             record = audit.get(args.replay_id)
             if record is None:
-                raise cli.Failure(f"no replay {args.replay_id!r} in the audit trail")
+                raise Failure(f"no replay {args.replay_id!r} in the audit trail")
             if args.json:
-                cli._print_json(record.model_dump(mode="json"), out)
+                print_json(record.model_dump(mode="json"), out)
             else:
                 _print_record(record, out)
             return 0
         page = audit.query(limit=args.limit, after=args.after)
     except InvalidRequest as exc:
-        raise cli._usage(str(exc)) from None
+        raise usage(str(exc)) from None
     finally:
         backend.close()
     if args.json:
-        cli._print_json(
+        print_json(
             {"items": [r.model_dump(mode="json") for r in page.items], "next_cursor": page.next_cursor}, out
         )
         return 0
@@ -287,7 +261,7 @@ def cmd_replays(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
         ]
         for r in page.items
     ]
-    cli._table(
+    table(
         rows,
         ["STARTED", "REPLAY ID", "OUTCOME", "ACTOR", "SCANNED", "PLANNED", "SENT", "FAILED", "SCOPE"],
         out,
@@ -319,7 +293,8 @@ def _print_record(r: ReplayAudit, out: IO[str]) -> None:
     )
     known = "" if r.windows_with_versions is None else f" ({r.windows_with_versions:,} had versions)"
     out.write(
-        f"  touches   {_n(r.entities, 'entity', 'entities')}, {_n(r.windows, 'aggregate window')}{known}\n"
+        f"  touches   {plural(r.entities, 'entity', 'entities')}, "
+        f"{plural(r.windows, 'aggregate window')}{known}\n"
     )
     if r.forced:
         out.write("  forced    yes (over the size guard)\n")
@@ -352,7 +327,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         "--status", choices=[IngestStatus.ACCEPTED.value, IngestStatus.DUPLICATE.value], type=str.upper
     )
     p.add_argument(
-        "--limit", dest="replay_limit", type=cli._int, default=500, metavar="N", help="messages (default 500)"
+        "--limit", dest="replay_limit", type=count, default=500, metavar="N", help="messages (default 500)"
     )
     p.add_argument(
         "--include-duplicates", action="store_true", help="one message per receipt, duplicates included"
@@ -364,7 +339,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         metavar="FINGERPRINT",
         help="send only if the plan is still the previewed one (its fingerprint)",
     )
-    p.add_argument("--read-only", action="store_true", help=cli.READ_ONLY_HELP + " (a dry run is allowed)")
+    p.add_argument("--read-only", action="store_true", help=READ_ONLY_HELP + " (a dry run is allowed)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_replay)
 
@@ -372,7 +347,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         "replays", parents=[common], help="the replay audit trail (newest first), or one replay's record"
     )
     p.add_argument("replay_id", nargs="?", metavar="REPLAY_ID")
-    p.add_argument("--limit", type=cli._int, default=50, metavar="N", help="records per page (default 50)")
+    p.add_argument("--limit", type=count, default=50, metavar="N", help="records per page (default 50)")
     p.add_argument("--after", metavar="CURSOR")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_replays)

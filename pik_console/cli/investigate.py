@@ -11,51 +11,27 @@ from backend.errors import InvalidRequest
 from backend.services.investigate import (
     DayStatus,
     GapReport,
-    Investigator,
     LagReport,
     human_ms,
     parse_duration,
 )
 from backend.times import TimeFormatError, parse_day
-from pik_console import cli
+from pik_console.cli.common import count, open_backend, print_json, table, usage
 from pik_console.text import safe
-
-
-def backend_port(backend: Any, name: str, command: str) -> Any:
-    """The store behind port ``name`` (``investigate``, ``catalog``, ``queue``, ``audit``, ``aggregates``)
-    of an opened backend: the backend's own when it has one, else the local workspace's."""
-    port = getattr(backend, name, None)
-    if port is not None:
-        return port
-    if backend.name == "local":
-        from backend.adapters.local.workspace import local_ports
-
-        settings = workspace_settings(backend)
-        return getattr(local_ports(backend.index, max_receives=settings.queue.max_receives), name)
-    raise cli.Failure(f"`pik {command}` is not available on the {backend.name} backend yet")
-
-
-def workspace_settings(backend: Any) -> Any:
-    """The local workspace's ``settings.toml`` (defaults elsewhere); see backend/settings.py."""
-    from backend.settings import WorkspaceSettings, load_settings
-
-    if backend.name == "local":
-        return load_settings(backend.location)
-    return WorkspaceSettings()
 
 
 def _duration(text: str, what: str) -> int:
     try:
         return parse_duration(text, what=what)
     except InvalidRequest as exc:
-        raise cli._usage(str(exc)) from None
+        raise usage(str(exc)) from None
 
 
 def _day(text: str, what: str) -> str:
     try:
         return parse_day(text, what=what)
     except TimeFormatError as exc:
-        raise cli._usage(str(exc)) from None
+        raise usage(str(exc)) from None
 
 
 def _ms(value: int | None) -> str:
@@ -69,17 +45,17 @@ def cmd_lag(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     day = _day(args.day, "--day")
     late_ms = _duration(args.late, "--late")
     if not 0 <= args.top <= 1000:
-        raise cli._usage("--top must be between 0 and 1000")
-    backend = cli.open_backend(args, create=False)
+        raise usage("--top must be between 0 and 1000")
+    backend = open_backend(args, create=False)
     try:
-        service = Investigator(backend.index, backend_port(backend, "investigate", "lag"))
+        service = backend.lag()
         report = service.lag(args.source, args.type, day, late_ms=late_ms, top=args.top)
     except InvalidRequest as exc:
-        raise cli._usage(str(exc)) from None
+        raise usage(str(exc)) from None
     finally:
         backend.close()
     if args.json:
-        cli._print_json(report.model_dump(mode="json"), out)
+        print_json(report.model_dump(mode="json"), out)
         return 0
     _print_lag(report, out)
     return 0
@@ -102,7 +78,7 @@ def _print_lag(r: LagReport, out: IO[str]) -> None:
             f"  clock skew: {r.clock_skew:,} events claim a time after their arrival (lag stored as 0)\n"
         )
     out.write("\nBy event hour (UTC):\n")
-    cli._table(
+    table(
         [[h.hour, f"{h.count:,}", f"{h.late:,}", _ms(h.p50_ms), _ms(h.max_ms)] for h in r.hours],
         ["HOUR", "EVENTS", "LATE", "P50 LAG", "MAX LAG"],
         out,
@@ -110,7 +86,7 @@ def _print_lag(r: LagReport, out: IO[str]) -> None:
     )
     if r.largest:
         out.write(f"\nLargest lag first ({len(r.largest)} of {r.count:,}):\n")
-        cli._table(
+        table(
             [
                 [
                     _ms(e.ingest_lag_ms),
@@ -133,15 +109,15 @@ def _print_lag(r: LagReport, out: IO[str]) -> None:
 def cmd_gaps(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     partition = [args.source, args.type]
     if args.entity is None and not all(partition):
-        raise cli._usage("choose a scope: --entity E, or --source S --type T")
+        raise usage("choose a scope: --entity E, or --source S --type T")
     if args.entity is not None and any(partition):
-        raise cli._usage("--entity cannot be combined with --source/--type; choose one scope")
+        raise usage("--entity cannot be combined with --source/--type; choose one scope")
     first = _day(args.start, "--start")
     end = _day(args.end, "--end")
     grace = _duration(args.grace, "--grace")
-    backend = cli.open_backend(args, create=False)
+    backend = open_backend(args, create=False)
     try:
-        service = Investigator(backend.index, backend_port(backend, "investigate", "gaps"))
+        service = backend.gaps()
         report = service.gaps(
             first,
             end,
@@ -153,11 +129,11 @@ def cmd_gaps(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
             expected=args.expected,
         )
     except InvalidRequest as exc:
-        raise cli._usage(str(exc)) from None
+        raise usage(str(exc)) from None
     finally:
         backend.close()
     if args.json:
-        cli._print_json(report.model_dump(mode="json"), out)
+        print_json(report.model_dump(mode="json"), out)
         return 0
     _print_gaps(report, out)
     return 0
@@ -181,7 +157,7 @@ def _print_gaps(r: GapReport, out: IO[str]) -> None:
         if g.late and g.first_late_ingest and g.last_late_ingest:
             note += f" (late ones ingested {g.first_late_ingest[:16]} .. {g.last_late_ingest[:16]})"
         rows.append([g.day, f"{g.events:,}", f"{g.on_time:,}", f"{g.late:,}", f"{g.duplicates:,}", note])
-    cli._table(
+    table(
         rows,
         ["DAY", "EVENTS", "ON TIME", "LATE", "DUPLICATES", "STATUS"],
         out,
@@ -226,7 +202,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--type", metavar="T", required=True, help="event type")
     p.add_argument("--day", metavar="YYYY-MM-DD", required=True, help="event day (UTC)")
     p.add_argument("--late", metavar="DURATION", default="1h", help="late threshold (default 1h)")
-    p.add_argument("--top", type=cli._int, default=10, metavar="N", help="largest-lag events (default 10)")
+    p.add_argument("--top", type=count, default=10, metavar="N", help="largest-lag events (default 10)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_lag)
 
@@ -249,11 +225,3 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--expected", type=float, metavar="N", help="expected events per day")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_gaps)
-
-    from pik_console import replay_cmd
-
-    replay_cmd.register(sub, common)
-
-    from pik_console import aggregates_cmd
-
-    aggregates_cmd.register(sub, common)

@@ -1,0 +1,282 @@
+"""The composition root: from settings it opens a backend (a local workspace or an AWS stack) and hands out
+its typed ports and the services built on them.
+
+This is the one module above the services that knows which adapter is behind. The CLI, the console,
+``pik serve`` and the Lambda handlers get everything from a :class:`Kit` and import no adapter (the
+import-linter contracts in ``pyproject.toml`` hold this).
+
+```python
+with open_kit(load_settings({"workspace": ".pik-demo"})) as kit:
+    plan = kit.replay().plan(request, actor="me")
+```
+"""
+
+from __future__ import annotations
+
+import getpass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal
+
+from backend.errors import NotConfigured, StoreError
+from backend.model import MetricSpec
+from backend.ports import (
+    AggregateStore,
+    AuditLog,
+    EventIndex,
+    IngestLedger,
+    InvestigationIndex,
+    RawCatalog,
+    RawStore,
+    ReplayQueue,
+)
+from backend.services.ingest import IngestService
+from backend.services.investigate import AggregateInspector as VersionService
+from backend.services.investigate import Investigator as GapService
+from backend.services.investigate import Investigator as LagService
+from backend.services.processor import ProcessorService, metrics_with_default
+from backend.services.replay import ReplayService
+from backend.settings import AwsSettings, Settings, WorkspaceSettings, load_settings
+
+BackendName = Literal["local", "aws"]
+
+# The environment name that configures each optional AWS port, for the message when one is missing.
+_AWS_SETTING = {"queue": "REPLAY_QUEUE_URL", "audit": "AUDIT_TABLE", "aggregates": "AGG_TABLE"}
+
+
+@dataclass
+class Kit:
+    """An opened backend: its ports, and the services over them. Close it when done (or use ``with``).
+
+    ``queue``, ``audit`` and ``aggregates`` are None on a stack that lacks those resources (the original
+    kit's stacks have no audit table); a service that needs one raises NotConfigured naming the setting.
+    """
+
+    name: BackendName
+    location: str
+    """What the console header shows: the workspace folder, or region · stack · endpoint."""
+    raw: RawStore
+    index: EventIndex
+    investigate: InvestigationIndex
+    catalog: RawCatalog
+    queue: ReplayQueue | None
+    audit: AuditLog | None
+    aggregates: AggregateStore | None
+    ledger: IngestLedger | None
+    """Where an interrupted bulk ingest resumes from: the local index; None on AWS."""
+    settings: Settings
+    read_only: bool = False
+    _close: Callable[[], None] = field(default=lambda: None, repr=False)
+
+    # -- lifetime -------------------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        self._close()
+
+    def __enter__(self) -> Kit:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # -- settings -------------------------------------------------------------------------------------------
+
+    def workspace_settings(self) -> WorkspaceSettings:
+        """The replay, queue and metric settings in force now. A local workspace's ``settings.toml`` is read
+        again on each call, so that an edit applies to the next command of a long-lived process (the
+        console, ``pik serve``) without reopening. Raises WorkspaceError naming what is wrong with it."""
+        if self.name != "local":
+            return self.settings.workspace_sections
+        return load_settings({"backend": "local", "workspace": self.location}).workspace_sections
+
+    def metrics(self) -> list[MetricSpec]:
+        """Every metric the processor computes, ``daily_event_count`` first (InvalidRequest if one of the
+        configured metrics is not valid)."""
+        return metrics_with_default(self.workspace_settings().metrics)
+
+    def need(self, *ports: str) -> None:
+        """Raise NotConfigured naming the setting of the first of ``ports`` this backend lacks."""
+        for port in ports:
+            if getattr(self, port) is None:
+                where = f" ({_AWS_SETTING[port]} is not set)" if self.name == "aws" else ""
+                raise NotConfigured(f"the {self.name} backend has no {port} store{where}")
+
+    # -- services -------------------------------------------------------------------------------------------
+
+    def ingest(self) -> IngestService:
+        return IngestService(self.raw, self.index, read_only=self.read_only)
+
+    def replay(self, *, preview: bool = False) -> ReplayService:
+        """Plans and executes replays. ``preview``: a read-only service (plans without an audit record of
+        a dry run, for a live preview); executing is then refused."""
+        return ReplayService(
+            self.investigate,
+            self.catalog,
+            self.audit_log(),
+            queue=self.queue,
+            aggregates=self.aggregates,
+            bucket=self.raw.location,
+            confirm_above=self.workspace_settings().replay.confirm_above,
+            read_only=self.read_only or preview,
+        )
+
+    def processor(self, *, dry_run: bool = False) -> ProcessorService:
+        """Recomputes aggregate versions from whole windows. InvalidRequest for a configured metric that
+        is not valid; NotConfigured without an aggregate store."""
+        self.need("aggregates")
+        assert self.aggregates is not None
+        return ProcessorService(
+            self.investigate,
+            self.catalog,
+            self.aggregates,
+            self.metrics()[1:],
+            dry_run=dry_run,
+            read_only=self.read_only,
+        )
+
+    def lag(self) -> LagService:
+        return LagService(self.index, self.investigate)
+
+    def gaps(self) -> GapService:
+        return GapService(self.index, self.investigate)
+
+    def versions(self) -> VersionService:
+        self.need("aggregates")
+        assert self.aggregates is not None
+        return VersionService(self.aggregates, self.investigate, self.audit)
+
+    def audit_log(self) -> AuditLog:
+        """The audit trail of replays; NotConfigured on a stack without one (the original kit had none)."""
+        self.need("audit")
+        assert self.audit is not None
+        return self.audit
+
+
+def current_user() -> str:
+    """Who runs a replay from this process, for the audit trail: the OS user."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no user name in a container without an /etc/passwd entry
+        return "unknown"
+
+
+# -- opening ------------------------------------------------------------------------------------------------
+
+
+def open_kit(settings: Settings, *, create: bool = False) -> Kit:
+    """The backend ``settings.backend`` names, opened. ``create``: make a local workspace that does not
+    exist yet (refused read-only). Raises StoreError (WorkspaceError, NotConfigured) naming the problem."""
+    if settings.backend == "aws":
+        missing = settings.aws.missing("raw_bucket", "events_table", "dedupe_table")
+        if missing:
+            raise NotConfigured(
+                "the aws backend needs a --stack NAME or the environment names " + ", ".join(missing)
+            )
+        return open_aws(settings.aws, settings=settings)
+    return open_local(settings.workspace, create=create, settings=settings)
+
+
+def open_local(
+    path: str | Path, *, create: bool = True, read_only: bool = False, settings: Settings | None = None
+) -> Kit:
+    """A local workspace folder. Read-only (``read_only`` or ``settings.read_only``) writes nothing, not
+    even the upgrade of an older workspace's schema (it is refused, with how to upgrade it)."""
+    from backend.adapters.local.store import LocalStore
+    from backend.adapters.local.workspace import local_ports
+
+    settings = settings or load_settings({"backend": "local", "workspace": Path(path)})
+    read_only = read_only or settings.read_only
+    store = LocalStore(Path(path), create=create and not read_only, upgrade=not read_only)
+    try:
+        sections = load_settings({"backend": "local", "workspace": Path(path)}).workspace_sections
+        ports = local_ports(store, max_receives=sections.queue.max_receives)
+    except BaseException:
+        store.close()
+        raise
+    return Kit(
+        name="local",
+        location=str(path),
+        raw=store,
+        index=store,
+        investigate=ports.investigate,
+        catalog=ports.catalog,
+        queue=ports.queue,
+        audit=ports.audit,
+        aggregates=ports.aggregates,
+        ledger=store,
+        settings=settings,
+        read_only=read_only,
+        _close=store.close,
+    )
+
+
+def workspace_exists(path: str | Path) -> bool:
+    """Whether ``path`` holds a workspace's database (without opening it)."""
+    from backend.adapters.local.store import DB_NAME
+
+    return (Path(path) / DB_NAME).exists()
+
+
+def open_aws(aws: AwsSettings, *, read_only: bool = False, settings: Settings | None = None) -> Kit:
+    """An AWS stack by its resource names. The queue's dead-letter limit is read from its redrive policy."""
+    from backend.adapters.aws.ports import aws_ports
+    from backend.adapters.aws.store import AwsStore
+
+    settings = settings or load_settings({"backend": "aws"}, default_backend="aws")
+    store = AwsStore.from_settings(aws)
+    where = aws.region or store.region
+    location = f"{where} · stack {aws.stack}" if aws.stack else f"{where} · {aws.events_table}"
+    if aws.endpoint_url:
+        location += f" · {aws.endpoint_url}"
+    ports = aws_ports(store, aws)
+    return Kit(
+        name="aws",
+        location=location,
+        raw=store,
+        index=store,
+        investigate=ports.investigate,
+        catalog=ports.catalog,
+        queue=ports.queue,
+        audit=ports.audit,
+        aggregates=ports.aggregates,
+        ledger=None,
+        settings=settings,
+        read_only=read_only or settings.read_only,
+        _close=store.close,
+    )
+
+
+def validate_aws_prefix(prefix: str) -> str:
+    """``prefix`` if resource names can start with it (``pik aws init --prefix``); InvalidRequest if not."""
+    from backend.adapters.aws.provision import validate_prefix
+
+    return validate_prefix(prefix)
+
+
+def provision_aws(
+    aws: AwsSettings, prefix: str, *, session: Any, on_step: Callable[[Any], None]
+) -> dict[str, str]:
+    """Create (or reuse) the template's resources on ``aws.endpoint_url`` (a moto server, LocalStack);
+    ``on_step`` hears each resource as it is done. Returns the environment names and their values."""
+    from backend.adapters.aws.provision import provision
+
+    return provision(aws, prefix, session=session, on_step=on_step)
+
+
+def stack_settings(base: AwsSettings, stack: str) -> AwsSettings:
+    """``base`` with the resource names read from the outputs of CloudFormation stack ``stack``."""
+    from backend.adapters.aws.clients import make_clients
+    from backend.adapters.aws.resources import OUTPUT_TO_SETTING
+
+    cfn = make_clients(base).cloudformation()
+    try:
+        described = cfn.describe_stacks(StackName=stack)["Stacks"]
+    except Exception as exc:  # botocore errors carry the reason in their text
+        raise StoreError(f"cannot read stack {stack!r}: {exc}") from None
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in described[0].get("Outputs", [])}
+    values = {OUTPUT_TO_SETTING[k].lower(): v for k, v in outputs.items() if k in OUTPUT_TO_SETTING}
+    return base.model_copy(update={**values, "stack": stack})
