@@ -283,7 +283,7 @@ def read_workspace_file(path: str | Path) -> WorkspaceSettings:
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # no workspace (yet): opening it says why
         return WorkspaceSettings()
     except (OSError, UnicodeDecodeError) as exc:
         raise WorkspaceError(f"cannot read {path}: {exc}") from None

@@ -26,7 +26,8 @@ from backend.adapters.aws.resources import (
     TableSpec,
 )
 from backend.adapters.aws.store import AwsStore
-from backend.config import AwsSettings
+from backend.kit import Kit
+from backend.settings import AwsSettings, Settings
 
 REGION = "us-east-1"
 BUCKET = "pik-test-raw"
@@ -149,3 +150,24 @@ def moto_backend(
         restore()
 
     return store, settings, close
+
+
+def moto_kit(store: AwsStore, settings: AwsSettings, close: Callable[[], None]) -> Kit:
+    """The kit over a :func:`moto_backend` (its ports share the store's clients); closing it calls ``close``."""
+    from backend.adapters.aws.ports import aws_ports
+
+    ports = aws_ports(store, settings)
+    return Kit(
+        name="aws",
+        location=settings.raw_bucket or "moto",
+        raw=store,
+        index=store,
+        investigate=ports.investigate,
+        catalog=ports.catalog,
+        queue=ports.queue,
+        audit=ports.audit,
+        aggregates=ports.aggregates,
+        ledger=None,
+        settings=Settings(backend="aws"),
+        _close=close,
+    )

@@ -101,12 +101,12 @@ def adapter(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Adapter]
 @contextlib.contextmanager
 def handlers_on_workspace(path: Path) -> Iterator[Any]:
     """Open a local workspace at ``path`` and make it the Lambda handlers' backend until the block ends."""
-    from backend.config import RuntimeSettings
+    from backend.settings import Settings
     from backend.handlers import common
-    from backend.runtime import open_local
+    from backend.kit import open_local
 
     opened = open_local(path)
-    common.configure(opened, RuntimeSettings(backend="local"))
+    common.configure(opened, Settings(backend="local"))
     try:
         yield opened
     finally:

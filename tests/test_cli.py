@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from pik_console.cli import main, read_lines
+from pik_console.cli import main
+from pik_console.cli.ingest import read_lines
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -25,7 +25,7 @@ import pytest
 
 from backend.handlers import common
 from backend.model import MAX_BODY_BYTES
-from backend.runtime import Backend, open_local
+from backend.kit import Kit, open_local
 from backend.services.ingest import QUARANTINE_MAX_BYTES
 from pik_console.serve import MAX_STREAMED_BYTES, ApiServer, Route, default_routes
 from tests.conftest import make_event
@@ -60,7 +60,7 @@ class Running:
 
 
 @pytest.fixture
-def running(backend: Backend) -> Iterator[Running]:
+def running(backend: Kit) -> Iterator[Running]:
     server = Running(default_routes())
     try:
         yield server
@@ -103,7 +103,7 @@ def raw_exchange(port: int, data: bytes) -> tuple[int, dict[str, str], dict[str,
 # -- the seed's example ----------------------------------------------------------------------------------
 
 
-def test_the_seed_curl_example_is_accepted_then_a_duplicate(running: Running, backend: Backend) -> None:
+def test_the_seed_curl_example_is_accepted_then_a_duplicate(running: Running, backend: Kit) -> None:
     status, headers, body = post(running.url + "/ingest", SEED_BODY)
     assert (status, body["status"], body["event_id"]) == (200, "ACCEPTED", SEED_EVENT_ID)
     assert {"event_id", "status", "ingest_lag_ms", "s3_key"} <= body.keys()
@@ -116,7 +116,7 @@ def test_the_seed_curl_example_is_accepted_then_a_duplicate(running: Running, ba
 
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
-def test_the_seed_curl_command_itself(running: Running, backend: Backend) -> None:
+def test_the_seed_curl_command_itself(running: Running, backend: Kit) -> None:
     done = subprocess.run(
         ["curl", "-sS", "-X", "POST", running.url + "/ingest", "-H", "Content-Type: application/json", "-d",
          SEED_BODY.decode(), "-w", "\n%{http_code}"],
@@ -129,14 +129,14 @@ def test_the_seed_curl_command_itself(running: Running, backend: Backend) -> Non
     assert backend.raw.get(json.loads(text)["s3_key"]) == SEED_BODY
 
 
-def test_invalid_input_is_400_rejected_and_quarantined(running: Running, backend: Backend) -> None:
+def test_invalid_input_is_400_rejected_and_quarantined(running: Running, backend: Kit) -> None:
     status, _, body = post(running.url + "/ingest", b'{"source": "demo"')
     assert (status, body["status"]) == (400, "REJECTED")
     assert body["reason"].startswith("invalid JSON")
     assert backend.index.get_rejection(body["rejection_id"]) is not None
 
 
-def test_non_utf8_bytes_reach_the_handler_exactly(running: Running, backend: Backend) -> None:
+def test_non_utf8_bytes_reach_the_handler_exactly(running: Running, backend: Kit) -> None:
     raw = b'{"source":"\xff\xfe"}'
     status, _, body = post(running.url + "/ingest", raw)
     assert (status, body["status"]) == (400, "REJECTED") and "not UTF-8" in body["reason"]
@@ -144,7 +144,7 @@ def test_non_utf8_bytes_reach_the_handler_exactly(running: Running, backend: Bac
     assert rejection is not None and rejection.data == raw
 
 
-def test_keep_alive_connections_carry_several_requests(running: Running, backend: Backend) -> None:
+def test_keep_alive_connections_carry_several_requests(running: Running, backend: Kit) -> None:
     conn = http.client.HTTPConnection("127.0.0.1", running.port, timeout=10)
     try:
         for i in range(3):
@@ -181,7 +181,7 @@ def test_a_post_without_content_length_is_411(running: Running) -> None:
     assert status == 411 and body["status"] == 411
 
 
-def test_a_chunked_post_is_411(running: Running, backend: Backend) -> None:
+def test_a_chunked_post_is_411(running: Running, backend: Kit) -> None:
     conn = http.client.HTTPConnection("127.0.0.1", running.port, timeout=10)
     conn.request("POST", "/ingest", body=iter([SEED_BODY]), encode_chunked=True)
     response = conn.getresponse()
@@ -192,7 +192,7 @@ def test_a_chunked_post_is_411(running: Running, backend: Backend) -> None:
 
 
 def test_a_body_over_the_limit_is_413_rejected_and_quarantined_bounded(
-    running: Running, backend: Backend
+    running: Running, backend: Kit
 ) -> None:
     big = make_event(payload={"blob": "y" * (MAX_BODY_BYTES + 10)})
     status, _, body = post(running.url + "/ingest", big)
@@ -208,7 +208,7 @@ def test_a_body_over_the_limit_is_413_rejected_and_quarantined_bounded(
     assert rejection.sha256 == hashlib.sha256(big).hexdigest()
 
 
-def test_a_body_over_api_gateways_limit_is_refused_unread(running: Running, backend: Backend) -> None:
+def test_a_body_over_api_gateways_limit_is_refused_unread(running: Running, backend: Kit) -> None:
     # Only the headers are sent: the answer comes without waiting for (or reading) the declared body.
     declared = MAX_STREAMED_BYTES + 1
     status, headers, body = raw_exchange(
@@ -219,7 +219,7 @@ def test_a_body_over_api_gateways_limit_is_refused_unread(running: Running, back
 
 
 def test_malformed_requests_get_json_errors_and_the_server_keeps_serving(
-    running: Running, backend: Backend
+    running: Running, backend: Kit
 ) -> None:
     for garbage in (
         b"GARBAGE\r\n\r\n",
@@ -251,7 +251,7 @@ def test_malformed_requests_get_json_errors_and_the_server_keeps_serving(
 )
 @pytest.mark.parametrize("expect_continue", [False, True], ids=["plain", "expect-100"])
 def test_content_lengths_python_cannot_read_are_answered_not_a_500(
-    length: str, status: int, expect_continue: bool, running: Running, backend: Backend
+    length: str, status: int, expect_continue: bool, running: Running, backend: Kit
 ) -> None:
     expect = b"Expect: 100-continue\r\n" if expect_continue else b""
     head = b"POST /ingest HTTP/1.1\r\nHost: x\r\n" + expect + b"Content-Length: " + length.encode("latin-1")
@@ -260,14 +260,14 @@ def test_content_lengths_python_cannot_read_are_answered_not_a_500(
     assert backend.index.stats().rejected == 0
 
 
-def test_a_content_length_with_leading_zeros_is_read(running: Running, backend: Backend) -> None:
+def test_a_content_length_with_leading_zeros_is_read(running: Running, backend: Kit) -> None:
     head = b"POST /ingest HTTP/1.1\r\nHost: x\r\nContent-Length: " + b"0" * 5000 + b"5\r\n\r\n"
     status, _, body = raw_exchange(running.port, head + b"hello")
     assert (status, body["status"]) == (400, "REJECTED") and body["reason"].startswith("invalid JSON")
 
 
 def test_an_exception_in_a_handler_is_a_json_500_and_the_server_keeps_serving(
-    backend: Backend, capsys: pytest.CaptureFixture[str]
+    backend: Kit, capsys: pytest.CaptureFixture[str]
 ) -> None:
     def explode(event: dict[str, Any], context: Any) -> dict[str, Any]:
         raise RuntimeError("handler internals")
@@ -284,7 +284,7 @@ def test_an_exception_in_a_handler_is_a_json_500_and_the_server_keeps_serving(
     assert "handler internals" in capsys.readouterr().err  # on the server's console, not in the answer
 
 
-def test_the_handler_sees_an_api_gateway_rest_event(backend: Backend) -> None:
+def test_the_handler_sees_an_api_gateway_rest_event(backend: Kit) -> None:
     seen: list[tuple[dict[str, Any], Any]] = []
 
     def record(event: dict[str, Any], context: Any) -> dict[str, Any]:

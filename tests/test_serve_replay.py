@@ -18,16 +18,16 @@ import pytest
 
 from backend.adapters.local.store import LocalStore
 from backend.adapters.local.workspace import local_ports
-from backend.config import RuntimeSettings
+from backend.settings import Settings
 from backend.handlers import common
-from backend.runtime import Backend
+from backend.kit import Kit
 from pik_console.serve import default_routes
 from tests.handlers.support import SEED_REPLAY_BODY
 from tests.test_serve import ROOT, SEED_BODY, SEED_EVENT_ID, Running, _pik, post
 
 
 @pytest.fixture
-def running(backend: Backend) -> Iterator[Running]:
+def running(backend: Kit) -> Iterator[Running]:
     server = Running(default_routes())
     try:
         yield server
@@ -35,7 +35,7 @@ def running(backend: Backend) -> Iterator[Running]:
         server.stop()
 
 
-def queued(backend: Backend) -> list[dict[str, object]]:
+def queued(backend: Kit) -> list[dict[str, object]]:
     assert isinstance(backend.index, LocalStore)
     queue = local_ports(backend.index).queue
     out = []
@@ -45,7 +45,7 @@ def queued(backend: Backend) -> list[dict[str, object]]:
     return out
 
 
-def test_the_seed_replay_example_answers_as_the_seed_shows(running: Running, backend: Backend) -> None:
+def test_the_seed_replay_example_answers_as_the_seed_shows(running: Running, backend: Kit) -> None:
     assert post(running.url + "/ingest", SEED_BODY)[2]["status"] == "ACCEPTED"
     status, headers, body = post(running.url + "/replay", SEED_REPLAY_BODY.encode())
     assert status == 200 and headers["Content-Type"] == "application/json" and headers["x-amzn-RequestId"]
@@ -61,7 +61,7 @@ def test_the_seed_replay_example_answers_as_the_seed_shows(running: Running, bac
 
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
-def test_the_seed_replay_curl_command_itself(running: Running, backend: Backend) -> None:
+def test_the_seed_replay_curl_command_itself(running: Running, backend: Kit) -> None:
     post(running.url + "/ingest", SEED_BODY)
     done = subprocess.run(
         ["curl", "-sS", "-X", "POST", running.url + "/replay", "-H", "Content-Type: application/json", "-d",
@@ -73,15 +73,15 @@ def test_the_seed_replay_curl_command_itself(running: Running, backend: Backend)
     assert code == "200" and (reply["entity_id"], reply["scanned"], reply["sent"]) == ("user_123", 1, 1)
 
 
-def test_a_dry_run_server_previews_and_sends_nothing(running: Running, backend: Backend) -> None:
+def test_a_dry_run_server_previews_and_sends_nothing(running: Running, backend: Kit) -> None:
     post(running.url + "/ingest", SEED_BODY)
-    common.configure(backend, RuntimeSettings(backend="local", dry_run=True))  # pik serve --dry-run
+    common.configure(backend, Settings(backend="local", dry_run=True))  # pik serve --dry-run
     status, _, body = post(running.url + "/replay", SEED_REPLAY_BODY.encode())
     assert (status, body["dry_run"], body["would_send"], body["sent"]) == (200, True, 1, 0)
     assert queued(backend) == []
 
 
-def test_replay_errors_come_back_as_json(running: Running, backend: Backend) -> None:
+def test_replay_errors_come_back_as_json(running: Running, backend: Kit) -> None:
     status, _, body = post(running.url + "/replay", b'{"entity_id": "user_123"}')
     assert status == 400 and body["status"] == 400 and "start_time and end_time" in body["error"]
     conn = http.client.HTTPConnection("127.0.0.1", running.port, timeout=10)

@@ -72,7 +72,7 @@ def test_an_older_workspace_opened_read_only_is_refused_untouched_with_what_to_d
     import hashlib
 
     from backend.errors import WorkspaceError
-    from backend.runtime import open_local
+    from backend.kit import open_local
     from pik_console.cli import main
 
     ws = tmp_path / "ws"

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, cast
 
-from backend.kit.investigate import VersionDiff, human_ms, value_text
+from backend.services.investigate import VersionDiff, human_ms, value_text
 from rich.console import Group
 from rich.table import Table
 from rich.text import Text

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
-from backend.kit.investigate import human_ms
+from backend.services.investigate import human_ms
 from rich.table import Table
 from rich.text import Text
 from textual import on, work

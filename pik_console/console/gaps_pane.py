@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-from backend.kit.investigate import DayStatus, GapReport, human_ms, parse_duration
+from backend.services.investigate import DayStatus, GapReport, human_ms, parse_duration
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, cast
 
-from backend.kit.investigate import LagReport, human_ms, parse_duration
+from backend.services.investigate import LagReport, human_ms, parse_duration
 from rich.console import Group
 from rich.table import Table
 from rich.text import Text

@@ -7,7 +7,7 @@ from __future__ import annotations
 import io
 from typing import Any, ClassVar, cast
 
-from backend.kit.replay import ReplayRefused, describe_scope
+from backend.services.replay import ReplayRefused, describe_scope
 from rich.console import Group
 from rich.table import Table
 from rich.text import Text

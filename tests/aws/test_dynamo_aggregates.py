@@ -17,7 +17,7 @@ import pytest
 
 from backend.adapters.aws.aggregates import LEGACY_DEFINITION_HASH, DynamoAggregates
 from backend.adapters.aws.store import AwsStore
-from backend.config import AwsSettings
+from backend.settings import AwsSettings
 from backend.errors import InvalidRequest
 from backend.model import MetricKind
 from tests.aws_env import REGION, moto_backend

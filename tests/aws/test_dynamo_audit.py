@@ -11,7 +11,7 @@ import pytest
 
 from backend.adapters.aws.audit import DynamoAudit
 from backend.adapters.aws.store import AwsStore
-from backend.config import AwsSettings
+from backend.settings import AwsSettings
 from backend.errors import InvalidRequest
 from backend.model import ReplayOutcome
 from tests.aws_env import moto_backend

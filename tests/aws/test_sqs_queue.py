@@ -13,7 +13,7 @@ import pytest
 
 from backend.adapters.aws.queue import MAX_BATCH_BYTES, SqsReplayQueue
 from backend.adapters.aws.store import AwsStore
-from backend.config import AwsSettings
+from backend.settings import AwsSettings
 from backend.errors import StoreError
 from tests.aws_env import moto_backend
 

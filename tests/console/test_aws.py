@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from textual.widgets import Button, Static
 
-from backend.runtime import open_aws
+from backend.kit import open_aws
 from backend.services.ingest import IngestService, Received
 from backend.times import FixedClock
 from pik_console.console.app import PikConsole

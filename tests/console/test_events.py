@@ -13,7 +13,7 @@ from textual.widgets import Input, Static
 from backend.demo import HOSTILE_ENTITY
 from backend.errors import StoreError
 from backend.model import EventRecord, IngestStatus, Page, Rejection
-from backend.runtime import open_local
+from backend.kit import open_local
 from pik_console.console.app import PikConsole
 from pik_console.console.context import Context
 from pik_console.console.event_list import EventList

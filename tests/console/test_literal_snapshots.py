@@ -22,7 +22,7 @@ from textual.widgets import Static
 
 from backend.adapters.local.store import LocalStore
 from backend.model import IngestStatus
-from backend.runtime import open_local
+from backend.kit import open_local
 from backend.services.ingest import IngestService, Received
 from backend.times import FixedClock
 from pik_console.console.app import PikConsole

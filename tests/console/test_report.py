@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from backend.adapters.local.store import LocalStore
-from backend.runtime import open_local
+from backend.kit import open_local
 from backend.services.ingest import IngestService, Received
 from pik_console.cli import main
 from pik_console.console.app import PikConsole

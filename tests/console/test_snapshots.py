@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from backend.runtime import open_local
+from backend.kit import open_local
 from pik_console.console.app import PikConsole
 from pik_console.console.context import Context
 from tests.console.conftest import settle

@@ -15,9 +15,9 @@ from typing import Any
 
 from backend.adapters.local.store import LocalStore
 from backend.adapters.local.workspace import LocalPorts, local_ports
-from backend.config import RuntimeSettings
+from backend.settings import Settings
 from backend.handlers import common
-from backend.runtime import Backend, open_local
+from backend.kit import Kit, open_local
 from backend.services.ingest import IngestService, Received
 from backend.times import fmt
 from tests.conftest import make_event
@@ -45,17 +45,17 @@ class Workspace:
         """``read_only`` opens the workspace read-only; ``read_only_setting`` opens it writable and runs the
         handlers with ``PIK_READ_ONLY``."""
         self.path = path
-        self.backend: Backend = open_local(path, read_only=read_only)
+        self.backend: Kit = open_local(path, read_only=read_only)
         assert isinstance(self.backend.index, LocalStore)
         self.store: LocalStore = self.backend.index
         self.ports: LocalPorts = local_ports(self.store)
         self._settings = {"read_only": read_only_setting, **settings}
         self.configure()
 
-    def configure(self, backend: Backend | None = None, **settings: Any) -> None:
+    def configure(self, backend: Kit | None = None, **settings: Any) -> None:
         """Run the handlers on ``backend`` (default: this workspace) with these settings."""
         merged = {**self._settings, **settings}
-        common.configure(backend or self.backend, RuntimeSettings(backend="local", **merged))
+        common.configure(backend or self.backend, Settings(backend="local", **merged))
 
     def settings_toml(self, text: str) -> None:
         (self.path / "settings.toml").write_text(text, encoding="utf-8")

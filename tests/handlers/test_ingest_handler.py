@@ -3,6 +3,8 @@ workspace: what a producer is answered, what is stored, what is logged, which me
 
 from __future__ import annotations
 
+import dataclasses
+
 import base64
 import copy
 import hashlib
@@ -15,11 +17,11 @@ from typing import Any
 
 import pytest
 
-from backend.config import RuntimeSettings
+from backend.settings import Settings
 from backend.handlers import common
 from backend.handlers import ingest as ingest_handler
 from backend.model import MAX_BODY_BYTES
-from backend.runtime import Backend, open_local
+from backend.kit import Kit, open_local
 from backend.services.ingest import QUARANTINE_MAX_BYTES
 from tests.conftest import Flaky, make_event
 
@@ -165,7 +167,7 @@ def call(event: dict, context: Any) -> tuple[int, dict[str, Any]]:
 # -- answers ---------------------------------------------------------------------------------------------
 
 
-def test_rest_v1_event_is_accepted_with_the_seed_fields(backend: Backend, context: FakeLambdaContext) -> None:
+def test_rest_v1_event_is_accepted_with_the_seed_fields(backend: Kit, context: FakeLambdaContext) -> None:
     status, body = call(rest_v1_event(SEED_BODY), context)
     assert status == 200
     assert body["status"] == "ACCEPTED"
@@ -181,7 +183,7 @@ def test_rest_v1_event_is_accepted_with_the_seed_fields(backend: Backend, contex
     assert accepted is not None and accepted.origin == "api"
 
 
-def test_the_same_request_again_is_a_duplicate_receipt(backend: Backend, context: FakeLambdaContext) -> None:
+def test_the_same_request_again_is_a_duplicate_receipt(backend: Kit, context: FakeLambdaContext) -> None:
     first = call(rest_v1_event(SEED_BODY), context)
     again = call(http_v2_event(SEED_BODY), context)
     assert first[0] == again[0] == 200
@@ -192,7 +194,7 @@ def test_the_same_request_again_is_a_duplicate_receipt(backend: Backend, context
 
 @pytest.mark.parametrize("shape", [rest_v1_event, http_v2_event])
 def test_base64_bodies_are_decoded_to_the_exact_bytes(
-    shape: Any, backend: Backend, context: FakeLambdaContext
+    shape: Any, backend: Kit, context: FakeLambdaContext
 ) -> None:
     raw = make_event(entity_id="café ☕", payload={"note": "naïve"})
     status, body = call(shape(base64.b64encode(raw).decode(), base64_encoded=True), context)
@@ -200,7 +202,7 @@ def test_base64_bodies_are_decoded_to_the_exact_bytes(
     assert backend.raw.get(body["s3_key"]) == raw
 
 
-def test_http_v2_event_on_a_named_stage(backend: Backend, context: FakeLambdaContext) -> None:
+def test_http_v2_event_on_a_named_stage(backend: Kit, context: FakeLambdaContext) -> None:
     event = http_v2_event(SEED_BODY)
     event["rawPath"] = "/prod/ingest"
     event["requestContext"]["stage"] = "prod"
@@ -208,7 +210,7 @@ def test_http_v2_event_on_a_named_stage(backend: Backend, context: FakeLambdaCon
     assert call(event, context)[1]["status"] == "ACCEPTED"
 
 
-def test_invalid_json_is_rejected_and_quarantined(backend: Backend, context: FakeLambdaContext) -> None:
+def test_invalid_json_is_rejected_and_quarantined(backend: Kit, context: FakeLambdaContext) -> None:
     bad = '{"source":"demo", "event_type": '
     status, body = call(rest_v1_event(bad), context)
     assert status == 400
@@ -222,7 +224,7 @@ def test_invalid_json_is_rejected_and_quarantined(backend: Backend, context: Fak
 
 
 def test_bytes_that_are_not_utf8_are_quarantined_exactly(
-    backend: Backend, context: FakeLambdaContext
+    backend: Kit, context: FakeLambdaContext
 ) -> None:
     raw = b'{"source":"demo\xff"}'
     status, body = call(http_v2_event(base64.b64encode(raw).decode(), base64_encoded=True), context)
@@ -233,7 +235,7 @@ def test_bytes_that_are_not_utf8_are_quarantined_exactly(
 
 
 def test_a_lone_surrogate_in_the_event_is_rejected_not_a_crash(
-    backend: Backend, context: FakeLambdaContext
+    backend: Kit, context: FakeLambdaContext
 ) -> None:
     event = json.loads(json.dumps(rest_v1_event(None)))
     event["body"] = json.loads('"{\\"x\\": \\"\\ud800\\"}"')  # what json.loads gives for a \ud800 escape
@@ -242,7 +244,7 @@ def test_a_lone_surrogate_in_the_event_is_rejected_not_a_crash(
 
 
 def test_a_body_over_the_limit_is_413_and_quarantined_bounded(
-    backend: Backend, context: FakeLambdaContext
+    backend: Kit, context: FakeLambdaContext
 ) -> None:
     big = make_event(payload={"blob": "x" * MAX_BODY_BYTES})
     status, body = call(rest_v1_event(big.decode()), context)
@@ -257,7 +259,7 @@ def test_a_body_over_the_limit_is_413_and_quarantined_bounded(
 
 
 def test_a_body_at_the_limit_is_not_refused_for_its_size(
-    backend: Backend, context: FakeLambdaContext
+    backend: Kit, context: FakeLambdaContext
 ) -> None:
     base = make_event(payload={"blob": ""})
     padded = base[:-1] + b" " * (MAX_BODY_BYTES - len(base)) + b"}"
@@ -267,7 +269,7 @@ def test_a_body_at_the_limit_is_not_refused_for_its_size(
 
 
 def test_an_event_that_is_not_from_api_gateway_is_a_json_400(
-    backend: Backend, context: FakeLambdaContext
+    backend: Kit, context: FakeLambdaContext
 ) -> None:
     status, body = call({"hello": "world"}, context)
     assert status == 400 and body["status"] == 400 and "API Gateway" in body["error"]
@@ -280,7 +282,7 @@ def test_an_event_that_is_not_from_api_gateway_is_a_json_400(
 
 
 def test_dry_run_answers_without_writing(
-    backend: Backend, context: FakeLambdaContext, monkeypatch: pytest.MonkeyPatch
+    backend: Kit, context: FakeLambdaContext, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("DRY_RUN", "true")
     common.configure(backend)  # settings from the environment, as in Lambda
@@ -308,7 +310,7 @@ def test_dry_run_answers_without_writing(
 def test_read_only_refuses_with_403(tmp_path: Path, context: FakeLambdaContext) -> None:
     open_local(tmp_path / "ws").close()
     read_only = open_local(tmp_path / "ws", read_only=True)
-    common.configure(read_only, RuntimeSettings(backend="local"))
+    common.configure(read_only, Settings(backend="local"))
     try:
         status, body = call(rest_v1_event(SEED_BODY), context)
         assert status == 403 and body["status"] == 403 and "read-only" in body["error"]
@@ -322,12 +324,12 @@ def test_read_only_refuses_with_403(tmp_path: Path, context: FakeLambdaContext) 
     ("method", "when"), [("put_new", "after"), ("put_new", "before"), ("record", "before")]
 )
 def test_a_store_failure_is_503_and_a_retry_is_accepted_once(
-    method: str, when: str, backend: Backend, context: FakeLambdaContext
+    method: str, when: str, backend: Kit, context: FakeLambdaContext
 ) -> None:
     flaky = Flaky(backend.raw)
     flaky.fail(method, when)
     common.configure(
-        Backend("local", flaky, flaky, backend.location, backend.close), RuntimeSettings(backend="local")
+        dataclasses.replace(backend, raw=flaky, index=flaky), Settings(backend="local")
     )
     status, body = call(rest_v1_event(SEED_BODY), context)
     assert status == 503
@@ -341,7 +343,7 @@ def test_a_store_failure_is_503_and_a_retry_is_accepted_once(
 
 
 def test_an_unexpected_error_is_a_json_500_without_a_traceback(
-    backend: Backend, context: FakeLambdaContext, monkeypatch: pytest.MonkeyPatch
+    backend: Kit, context: FakeLambdaContext, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("secret internals")
@@ -364,7 +366,7 @@ def log_lines() -> Iterator[io.StringIO]:
 
 
 def test_logs_are_json_lines_without_the_payload(
-    backend: Backend, context: FakeLambdaContext, log_lines: io.StringIO
+    backend: Kit, context: FakeLambdaContext, log_lines: io.StringIO
 ) -> None:
     secret = "4111-1111-1111-1111"
     good = make_event(payload={"card": secret})
@@ -402,7 +404,7 @@ def metric_names(doc: dict[str, Any]) -> set[str]:
 
 
 def test_emf_metrics_keep_the_original_names(
-    backend: Backend, context: FakeLambdaContext, capsys: pytest.CaptureFixture[str]
+    backend: Kit, context: FakeLambdaContext, capsys: pytest.CaptureFixture[str]
 ) -> None:
     call(rest_v1_event(SEED_BODY), context)
     call(rest_v1_event(SEED_BODY), context)
@@ -422,7 +424,7 @@ def test_emf_metrics_keep_the_original_names(
 
 
 def test_every_answer_emits_a_metric(
-    backend: Backend, context: FakeLambdaContext, recwarn: pytest.WarningsRecorder
+    backend: Kit, context: FakeLambdaContext, recwarn: pytest.WarningsRecorder
 ) -> None:
     # Powertools warns when an invocation emitted nothing; every path counts something.
     call({"not": "api gateway"}, context)
@@ -430,13 +432,13 @@ def test_every_answer_emits_a_metric(
     flaky = Flaky(backend.raw)
     flaky.fail("put_new")
     common.configure(
-        Backend("local", flaky, flaky, backend.location, backend.close), RuntimeSettings(backend="local")
+        dataclasses.replace(backend, raw=flaky, index=flaky), Settings(backend="local")
     )
     call(rest_v1_event(make_event(entity_id="other").decode()), context)
     assert not [w for w in recwarn if "No application metrics" in str(w.message)]
 
 
-def test_fixtures_are_not_mutated_by_the_handler(backend: Backend, context: FakeLambdaContext) -> None:
+def test_fixtures_are_not_mutated_by_the_handler(backend: Kit, context: FakeLambdaContext) -> None:
     event = rest_v1_event(SEED_BODY)
     snapshot = copy.deepcopy(event)
     call(event, context)
@@ -469,13 +471,13 @@ def test_on_aws_the_handler_opens_the_resources_its_environment_names(
             ddb.create_table(**spec.create_table_kwargs(f"pik-handler-{spec.default_name}"))
             monkeypatch.setenv(spec.setting, f"pik-handler-{spec.default_name}")
         common.configure(None)  # as in Lambda: the backend is opened from the environment on first use
-        opened: Backend | None = None
+        opened: Kit | None = None
         try:
             first = call(rest_v1_event(SEED_BODY), context)
-            opened = common.get_backend()
+            opened = common.get_kit()
             again = call(http_v2_event(SEED_BODY), context)
             bad = call(rest_v1_event('{"source": '), context)
-            assert common.get_backend() is opened  # reused across invocations
+            assert common.get_kit() is opened  # reused across invocations
             assert opened.name == "aws"
             assert (first[0], first[1]["status"], first[1]["event_id"]) == (200, "ACCEPTED", SEED_EVENT_ID)
             assert (again[0], again[1]["status"]) == (200, "DUPLICATE")

@@ -4,6 +4,8 @@ recompute per window and batch, dry run, read-only, logs and metrics."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import io
 import json
 from collections.abc import Iterator
@@ -14,7 +16,7 @@ import pytest
 
 from backend.handlers import common
 from backend.handlers import processor as processor_handler
-from backend.runtime import Backend
+from backend.kit import Kit
 from tests.conftest import Flaky
 from tests.handlers.support import (
     SEED_REPLAY_BODY,
@@ -65,10 +67,8 @@ class Counting:
         return call if callable(attr) else attr
 
 
-def _with(ws: Workspace, **ports: Any) -> Backend:
-    b = ws.backend
-    own = {n: getattr(ws.ports, n) for n in ("investigate", "catalog", "queue", "audit", "aggregates")}
-    return Backend("local", b.raw, b.index, b.location, b.close, **{**own, **ports})
+def _with(ws: Workspace, **ports: Any) -> Kit:
+    return dataclasses.replace(ws.backend, **ports)
 
 
 # -- the partial batch response -------------------------------------------------------------------------
@@ -148,7 +148,8 @@ def test_a_window_that_fails_fails_its_messages_only(ws: Workspace, context: Fak
 
 def test_stores_that_cannot_be_opened_fail_every_record(ws: Workspace, context: FakeLambdaContext) -> None:
     b = ws.backend
-    ws.configure(Backend("aws", b.raw, b.index, "test", b.close))  # no ports at all
+    # A stack without its aggregate table (and queue, audit): nothing can be recomputed.
+    ws.configure(dataclasses.replace(b, name="aws", location="test", queue=None, audit=None, aggregates=None))
     records = [sqs_record(message("user_1", T0)), sqs_record(message("user_2", T0))]
     assert failures(processor_handler.handler(sqs_event(records), context)) == [
         r["messageId"] for r in records
@@ -286,7 +287,7 @@ def test_on_aws_messages_received_from_sqs_become_versions(
     from tests.handlers.support import lambda_environment, missing_aws_ports, sqs_records_from
 
     store, settings, close = moto_backend()
-    opened: Backend | None = None
+    opened: Kit | None = None
     try:
         missing = missing_aws_ports(store, settings, "investigate", "catalog", "aggregates")
         if missing:
@@ -312,7 +313,7 @@ def test_on_aws_messages_received_from_sqs_become_versions(
         assert all(r["attributes"]["ApproximateReceiveCount"] == "1" for r in event["Records"])
 
         response = processor_handler.handler(event, context)
-        opened = common.get_backend()
+        opened = common.get_kit()
 
         bad = [m["MessageId"] for m in received if m["Body"] == "{not json"]
         assert failures(response) == bad

@@ -3,6 +3,8 @@ ingest service: what the caller is answered, what is sent and audited, what is l
 
 from __future__ import annotations
 
+import dataclasses
+
 import base64
 import io
 import json
@@ -15,7 +17,7 @@ import pytest
 from backend.handlers import common
 from backend.handlers import replay as replay_handler
 from backend.handlers.replay import caller_identity
-from backend.runtime import Backend
+from backend.kit import Kit
 from tests.conftest import Flaky, make_event
 from tests.handlers.support import SEED_REPLAY_BODY, Workspace, captured_logs, replay_v1, replay_v2
 from tests.handlers.test_ingest_handler import FakeLambdaContext, emf_documents, metric_names
@@ -249,12 +251,8 @@ def test_read_only_refuses_to_send_with_403_but_previews(tmp_path: Path, context
         rw.close()
 
 
-def _with(ws: Workspace, **ports: Any) -> Backend:
-    b = ws.backend
-    own = {
-        name: getattr(ws.ports, name) for name in ("investigate", "catalog", "queue", "audit", "aggregates")
-    }
-    return Backend("local", b.raw, b.index, b.location, b.close, **{**own, **ports})
+def _with(ws: Workspace, **ports: Any) -> Kit:
+    return dataclasses.replace(ws.backend, **ports)
 
 
 @pytest.mark.parametrize("port", ["audit", "investigate", "catalog"])
@@ -294,17 +292,14 @@ def test_a_queue_that_is_down_is_counted_as_failed_and_audited(
 def test_no_queue_is_503_and_says_what_is_missing(ws: Workspace, context: FakeLambdaContext) -> None:
     ws.add(1)
     b = ws.backend
-    ws.configure(
-        Backend("aws", b.raw, b.index, "test", b.close, investigate=ws.ports.investigate,
-                catalog=ws.ports.catalog, audit=ws.ports.audit)
-    )  # fmt: skip
+    ws.configure(dataclasses.replace(b, name="aws", location="test", queue=None, aggregates=None))
     status, reply = call(replay_v1(body()), context)
     assert status == 503 and "REPLAY_QUEUE_URL" in reply["error"]
     status, reply = call(replay_v1(body(dry_run=True)), context)  # a preview needs no queue
     assert (status, reply["would_send"]) == (200, 1)
-    ws.configure(Backend("aws", b.raw, b.index, "test", b.close))
+    ws.configure(dataclasses.replace(b, name="aws", location="test", queue=None, audit=None, aggregates=None))
     status, reply = call(replay_v1(body(dry_run=True)), context)
-    assert status == 503 and "no investigate store" in reply["error"]
+    assert status == 503 and "no audit store" in reply["error"] and "AUDIT_TABLE" in reply["error"]
 
 
 def test_an_unexpected_error_is_a_json_500_without_internals(
@@ -412,7 +407,7 @@ def test_on_aws_the_seed_replay_is_sent_to_sqs_and_audited_with_the_caller(
     from tests.handlers.support import lambda_environment, missing_aws_ports
 
     store, settings, close = moto_backend()
-    opened: Backend | None = None
+    opened: Kit | None = None
     try:
         missing = missing_aws_ports(store, settings, "investigate", "catalog", "queue", "audit")
         if missing:
@@ -428,7 +423,7 @@ def test_on_aws_the_seed_replay_is_sent_to_sqs_and_audited_with_the_caller(
         assert (status, plan["scanned"], plan["would_send"], plan["sent"]) == (200, 2, 1, 0)
         identity = {"userArn": ALICE, "caller": "AIDAXMPLALICE"}
         status, reply = call(replay_v1(SEED_REPLAY_BODY, identity=identity), context)
-        opened = common.get_backend()
+        opened = common.get_kit()
         assert opened.name == "aws"
 
         assert (status, reply["entity_id"], reply["scanned"], reply["sent"]) == (200, "user_123", 2, 1)

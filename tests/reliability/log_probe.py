@@ -162,16 +162,16 @@ field = "password"
 def local(work: Path) -> None:
     from backend.adapters.local.store import LocalStore
     from backend.adapters.local.workspace import local_ports
-    from backend.config import RuntimeSettings
+    from backend.settings import Settings
     from backend.handlers import common
-    from backend.runtime import open_local
+    from backend.kit import open_local
 
     ws = work / "ws"
     ws.mkdir()
     # A metric over a payload field: the processor reads the raw bytes, secret and all.
     (ws / "settings.toml").write_text(METRICS_TOML, encoding="utf-8")
     backend = open_local(ws)
-    common.configure(backend, RuntimeSettings(backend="local"))
+    common.configure(backend, Settings(backend="local"))
     assert isinstance(backend.index, LocalStore)
     queue = local_ports(backend.index).queue
 

@@ -755,7 +755,7 @@ def test_a_processor_counts_only_the_dead_letters_it_caused(tmp_path: Path) -> N
     """Two processors drain one queue: each reports the poison messages whose last receive it failed, not
     every dead letter that appeared while it ran, so that their summaries add up to the dead-letter queue."""
     from backend.services.processor import ProcessorService
-    from pik_console.aggregates_cmd import drain
+    from pik_console.cli.process import drain
 
     store = LocalStore(tmp_path / "ws")
     try:

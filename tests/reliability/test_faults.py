@@ -22,13 +22,13 @@ from typing import Any
 
 import pytest
 
-from backend.config import RuntimeSettings
+from backend.settings import Settings
 from backend.errors import StoreError
 from backend.handlers import common
 from backend.handlers import ingest as ingest_handler
 from backend.identity import sha256_hex
 from backend.model import IngestStatus, Rejection
-from backend.runtime import Backend
+from backend.kit import Kit
 from backend.services.ingest import Invalid, prepare
 from backend.times import fmt
 from tests.conftest import DROP, make_event
@@ -50,7 +50,7 @@ class Stack:
     """A backend (local workspace or moto stack) with its ports, for the handlers and the services."""
 
     name: str
-    backend: Backend
+    backend: Kit
     store: Any  # LocalStore or AwsStore
     settings: Any = None  # AwsSettings on AWS
     close: Callable[[], None] = lambda: None
@@ -58,37 +58,19 @@ class Stack:
 
 def open_stack(name: str, root: Path) -> Stack:
     if name == "local":
-        from backend.adapters.local.workspace import local_ports
-        from backend.runtime import open_local
+        from backend.kit import open_local
 
         backend = open_local(root / "ws")
-        ports = local_ports(backend.index)  # type: ignore[arg-type]
-        for port in ("investigate", "catalog", "queue", "audit", "aggregates"):
-            setattr(backend, port, getattr(ports, port))
         return Stack("local", backend, backend.index, close=backend.close)
-    from backend.adapters.aws.ports import aws_ports
-    from tests.aws_env import moto_backend
+    from tests.aws_env import moto_backend, moto_kit
 
     store, settings, close = moto_backend()
-    ports = aws_ports(store, settings)
-    backend = Backend(
-        "aws",
-        store,
-        store,
-        settings.raw_bucket or "",
-        close,
-        investigate=ports.investigate,
-        catalog=ports.catalog,
-        queue=ports.queue,
-        audit=ports.audit,
-        aggregates=ports.aggregates,
-    )
-    return Stack("aws", backend, store, settings, close)
+    return Stack("aws", moto_kit(store, settings, close), store, settings, close)
 
 
 def serve(stack: Stack) -> None:
     """Run the Lambda handlers on ``stack`` (whatever the environment says)."""
-    common.configure(stack.backend, RuntimeSettings(backend=stack.name, dry_run=False, read_only=False))
+    common.configure(stack.backend, Settings(backend=stack.name, dry_run=False, read_only=False))
 
 
 @pytest.fixture(params=ADAPTERS)
@@ -798,7 +780,7 @@ class Pipeline:
 
     def _consume(self) -> None:
         if self.stack.name == "local":
-            from pik_console.aggregates_cmd import drain
+            from pik_console.cli.process import drain
 
             queue = _SpyQueue(self.queue, self.consumer)
             while True:

@@ -40,7 +40,7 @@ from hypothesis import strategies as st
 from backend.handlers import ingest as ingest_handler
 from backend.identity import canonical_json, event_id, sha256_hex
 from backend.ports import EventIndex, IndexStats, RawStore
-from backend.runtime import Backend, open_local
+from backend.kit import Kit, open_local
 from backend.services.ingest import MAX_REASON_CHARS, QUARANTINE_MAX_BYTES
 from backend.times import fmt, parse_event_time
 from tests.conftest import handlers_on_workspace, make_event
@@ -233,7 +233,7 @@ def scratch(tmp_path: Path) -> Iterator[Path]:
 
 
 @pytest.fixture
-def handled(scratch: Path) -> Iterator[Backend]:
+def handled(scratch: Path) -> Iterator[Kit]:
     """A local workspace that the Lambda handlers run on (as the ``backend`` fixture, in ``scratch``)."""
     with handlers_on_workspace(scratch / "ws") as opened:
         yield opened
@@ -257,7 +257,7 @@ def invoke(body: bytes, i: int) -> Answer:
 
 
 def test_every_hostile_case_through_the_lambda_handler(
-    handled: Backend, figures: Callable[..., None], capsys: pytest.CaptureFixture[str]
+    handled: Kit, figures: Callable[..., None], capsys: pytest.CaptureFixture[str]
 ) -> None:
     backend = handled
     corpus = cases()
@@ -288,12 +288,11 @@ def test_every_hostile_case_through_the_lambda_handler(
 
 
 def test_every_hostile_body_sent_to_the_replay_handler_is_a_400(
-    handled: Backend, figures: Callable[..., None], capsys: pytest.CaptureFixture[str]
+    handled: Kit, figures: Callable[..., None], capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The same bodies on the other endpoint of the API: none is a replay request, and none may be a 5xx
     or send anything."""
     from backend.handlers import replay as replay_handler
-    from backend.handlers.common import backend_ports
     from tests.handlers.support import replay_v1
 
     answers: Counter[int] = Counter()
@@ -309,8 +308,8 @@ def test_every_hostile_body_sent_to_the_replay_handler_is_a_400(
             reply = json.loads(response["body"])
             assert response["statusCode"] == 400 and reply["error"], (case.name, reply)
     capsys.readouterr()
-    ports = backend_ports(handled)
-    assert ports.queue.depth().visible == 0 and ports.audit.query().items == []
+    assert handled.queue is not None and handled.audit is not None
+    assert handled.queue.depth().visible == 0 and handled.audit.query().items == []
     figures("replay_endpoint", cases=len(cases()), answers={str(k): v for k, v in answers.items()}, sent=0)
 
 
@@ -320,9 +319,9 @@ def test_key_forging_cases_through_the_lambda_handler_on_aws(
     """On DynamoDB the keys are strings joined with '#' (``ENTITY#<id>``, ``TS#<time>#EID#<id>``, the lag
     index's ``SRC#...#TYPE#...``) and S3 keys paths: there, an entity such as ``ENTITY#someone_else`` or
     ``x#TS#...#EID#...`` must still be its own entity, found alone under its own key."""
-    from backend.config import RuntimeSettings
+    from backend.settings import Settings
     from backend.handlers import common
-    from tests.aws_env import moto_backend
+    from tests.aws_env import moto_backend, moto_kit
 
     # moto is slow: in CI the entity ids (they reach every DynamoDB key of an event); under soak, every key
     # and field forging case.
@@ -331,8 +330,8 @@ def test_key_forging_cases_through_the_lambda_handler_on_aws(
         for c in cases()
         if c.category in ("key_forging", "field_forging") and (soaking() or "/entity_id/" in c.name)
     )
-    store, _, close = moto_backend()
-    common.configure(Backend("aws", store, store, "moto", close), RuntimeSettings(backend="aws"))
+    store, aws, close = moto_backend()
+    common.configure(moto_kit(store, aws, close), Settings(backend="aws"))
     ledger = Ledger()
     try:
         with captured_logs(ingest_handler.logger):
@@ -524,7 +523,7 @@ def request_bodies(draw: st.DrawFn) -> bytes:
 
 
 def test_fuzzed_ingest_requests_are_answered_never_a_5xx(
-    handled: Backend, figures: Callable[..., None]
+    handled: Kit, figures: Callable[..., None]
 ) -> None:
     backend = handled
     seen: Counter[str] = Counter()

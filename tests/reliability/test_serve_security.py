@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from backend.model import MAX_BODY_BYTES
-from backend.runtime import Backend, open_local
+from backend.kit import Kit, open_local
 from pik_console.cli import main
 from pik_console.serve import ApiServer, Route, default_routes
 from tests.conftest import make_event
@@ -246,7 +246,7 @@ def test_every_request_without_the_token_is_refused_401_before_its_body_is_read_
     )
 
 
-def test_the_handlers_never_see_the_servers_token(backend: Backend) -> None:
+def test_the_handlers_never_see_the_servers_token(backend: Kit) -> None:
     seen: list[dict[str, Any]] = []
 
     def record(event: dict[str, Any], context: Any) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import boto3
 from botocore.config import Config
 
-from backend.config import AwsSettings
+from backend.settings import AwsSettings
 
 if TYPE_CHECKING:
     from mypy_boto3_cloudformation import CloudFormationClient

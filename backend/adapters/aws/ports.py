@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from backend.adapters.aws.store import AwsStore
-from backend.config import AwsSettings
+from backend.settings import AwsSettings
 
 
 @dataclass(frozen=True)

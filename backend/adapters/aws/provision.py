@@ -33,7 +33,7 @@ from backend.adapters.aws.resources import (
     VISIBILITY_TIMEOUT,
     TableSpec,
 )
-from backend.config import AwsSettings
+from backend.settings import AwsSettings
 from backend.errors import InvalidRequest, StoreError
 
 if TYPE_CHECKING:

@@ -40,7 +40,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from backend.adapters.aws.clients import AwsClients, make_clients
 from backend.adapters.aws.resources import LAG_INDEX, RECEIPTS_INDEX
-from backend.config import AwsSettings
+from backend.settings import AwsSettings
 from backend.errors import InvalidRequest, StoreError
 from backend.identity import sha256_hex
 from backend.model import EventRecord, IngestStatus, Page, Rejection
