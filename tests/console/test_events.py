@@ -72,13 +72,13 @@ async def test_a_window_is_read_page_by_page_end_is_one_descending_query_and_col
 ) -> None:
     app = _app(big_ws, Context(entity=BIG_ENTITY, day=BIG_DAY))
     calls: list[tuple[bool, str | None]] = []
-    real = app.services.index.query_entity
+    real = app.kit.index.query_entity
 
     def counting(*args: Any, **kw: Any) -> Page[EventRecord]:
         calls.append((kw.get("descending", False), kw.get("after")))
         return real(*args, **kw)
 
-    app.services.index.query_entity = counting  # type: ignore[method-assign]
+    app.kit.index.query_entity = counting  # type: ignore[method-assign]
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
         lst = _list(app)
@@ -93,7 +93,7 @@ async def test_a_window_is_read_page_by_page_end_is_one_descending_query_and_col
         await pilot.press("end")
         await settle(pilot)
         assert calls[0] == (True, None)  # the last rows: one descending query from the end
-        last = app.services.index.query_entity(
+        last = app.kit.index.query_entity(
             BIG_ENTITY, "2025-12-01", "2025-12-02", limit=1, descending=True
         )
         assert lst.item == last.items[0]
@@ -190,13 +190,13 @@ async def test_markup_and_escape_sequences_in_data_are_shown_literally(demo_ws: 
 async def test_keys_are_handled_while_a_slow_page_is_read(big_ws: Path) -> None:
     app = _app(big_ws, Context(entity=BIG_ENTITY, day=BIG_DAY))
     release = threading.Event()
-    real = app.services.index.query_entity
+    real = app.kit.index.query_entity
 
     def slow(*args: Any, **kw: Any) -> Page[EventRecord]:
         release.wait(5)
         return real(*args, **kw)
 
-    app.services.index.query_entity = slow  # type: ignore[method-assign]
+    app.kit.index.query_entity = slow  # type: ignore[method-assign]
     async with app.run_test(size=SIZE) as pilot:
         await pilot.pause(0.1)
         assert _list(app).reading
@@ -216,7 +216,7 @@ async def test_the_list_itself_takes_keys_while_its_next_page_is_read(big_ws: Pa
     # Found by bench/console.py: a list that told Textual it was `loading` had its keys ignored.
     app = _app(big_ws, Context(entity=BIG_ENTITY, day=BIG_DAY))
     release = threading.Event()
-    real = app.services.index.query_entity
+    real = app.kit.index.query_entity
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
         lst = _list(app)
@@ -225,7 +225,7 @@ async def test_the_list_itself_takes_keys_while_its_next_page_is_read(big_ws: Pa
             release.wait(5)
             return real(*args, **kw)
 
-        app.services.index.query_entity = slow  # type: ignore[method-assign]
+        app.kit.index.query_entity = slow  # type: ignore[method-assign]
         for _ in range(10):  # down until the next page is wanted
             await pilot.press("pagedown")
             if lst.reading:
@@ -245,7 +245,7 @@ async def test_a_failed_read_becomes_a_notification_not_a_crash(big_ws: Path) ->
     def broken(*args: Any, **kw: Any) -> Page[EventRecord]:
         raise StoreError("workspace: read failed: disk I/O error")
 
-    app.services.index.query_entity = broken  # type: ignore[method-assign]
+    app.kit.index.query_entity = broken  # type: ignore[method-assign]
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
         assert any("disk I/O error" in n.message for n in app._notifications)

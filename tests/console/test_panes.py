@@ -170,9 +170,9 @@ async def test_read_only_disables_every_mutating_action_and_the_services_refuse_
         titles = [t for t, _, _ in palette_entries(read_only=True)]
         assert not any("execute" in t.lower() or "processor" in t.lower() for t in titles)
         with pytest.raises(ReadOnlyError):
-            app.services.replay().execute(pane.plan.request, actor="test")
+            app.kit.replay().execute(pane.plan.request, actor="test")
         with pytest.raises(ReadOnlyError):
-            app.services.processor()
+            app.kit.processor()
     ports = local_ports(open_local(demo_copy, create=False).index)
     assert ports.queue.depth().visible == 0
     assert all(r.outcome is not ReplayOutcome.RUNNING for r in ports.audit.query(limit=50).items)
