@@ -20,7 +20,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
-from backend.errors import NotConfigured, StoreError
+from backend.errors import NotConfigured, ReadOnlyError, StoreError
 from backend.model import MetricSpec
 from backend.ports import (
     AggregateStore,
@@ -125,8 +125,14 @@ class Kit:
         )
 
     def processor(self, *, dry_run: bool = False) -> ProcessorService:
-        """Recomputes aggregate versions from whole windows. InvalidRequest for a configured metric that
-        is not valid; NotConfigured without an aggregate store."""
+        """Recomputes aggregate versions from whole windows. ReadOnlyError in read-only mode (even for a
+        dry run: receiving a message counts toward its dead-letter limit); InvalidRequest for a configured
+        metric that is not valid; NotConfigured without an aggregate store."""
+        if self.read_only:
+            raise ReadOnlyError(
+                "the processor receives replay messages and writes aggregate versions: "
+                "refused in read-only mode"
+            )
         self.need("aggregates")
         assert self.aggregates is not None
         return ProcessorService(
