@@ -27,7 +27,7 @@ from backend.handlers import common
 from backend.model import MAX_BODY_BYTES
 from backend.runtime import Backend, open_local
 from backend.services.ingest import QUARANTINE_MAX_BYTES
-from pik_console.serve import MAX_STREAMED_BYTES, ApiServer, Route, default_routes
+from pik_console.http_api import MAX_STREAMED_BYTES, ApiServer, Route, default_routes
 from tests.conftest import make_event
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -21,7 +21,7 @@ from backend.adapters.local.workspace import local_ports
 from backend.config import RuntimeSettings
 from backend.handlers import common
 from backend.runtime import Backend
-from pik_console.serve import default_routes
+from pik_console.http_api import default_routes
 from tests.handlers.support import SEED_REPLAY_BODY
 from tests.test_serve import ROOT, SEED_BODY, SEED_EVENT_ID, Running, _pik, post
 

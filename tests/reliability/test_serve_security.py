@@ -23,7 +23,7 @@ import pytest
 from backend.model import MAX_BODY_BYTES
 from backend.runtime import Backend, open_local
 from pik_console.cli import main
-from pik_console.serve import ApiServer, Route, default_routes
+from pik_console.http_api import ApiServer, Route, default_routes
 from tests.conftest import make_event
 from tests.reliability.served import ROOT, pik, serve_env, start_serve
 
