@@ -231,20 +231,38 @@ class _RequestHandler(BaseHTTPRequestHandler):
 
         Authorization comes first: a client without the token learns nothing of the routes, and its body
         is never read (nor, with ``Expect: 100-continue``, even sent)."""
-        if self.server.requires_token:
-            credentials = self.headers.get_all("Authorization") or []
-            if not credentials:
-                return _Refusal(
-                    401,
-                    "this server requires a bearer token: send the header Authorization: Bearer <token>",
-                    {"WWW-Authenticate": _REALM},
-                )
-            if len(credentials) != 1 or not self.server.authorized(credentials[0]):
-                return _Refusal(
-                    401,
-                    "the bearer token is not valid",
-                    {"WWW-Authenticate": f'{_REALM}, error="invalid_token"'},
-                )
+        refusal = self._check_authorization()
+        if refusal is not None:
+            return refusal
+        route = self._find_route()
+        if isinstance(route, _Refusal):
+            return route
+        length = self._body_length(route)
+        if isinstance(length, _Refusal):
+            return length
+        return route, length
+
+    def _check_authorization(self) -> _Refusal | None:
+        """401 when a token is required and the request does not carry it in one ``Authorization``."""
+        if not self.server.requires_token:
+            return None
+        credentials = self.headers.get_all("Authorization") or []
+        if not credentials:
+            return _Refusal(
+                401,
+                "this server requires a bearer token: send the header Authorization: Bearer <token>",
+                {"WWW-Authenticate": _REALM},
+            )
+        if len(credentials) != 1 or not self.server.authorized(credentials[0]):
+            return _Refusal(
+                401,
+                "the bearer token is not valid",
+                {"WWW-Authenticate": f'{_REALM}, error="invalid_token"'},
+            )
+        return None
+
+    def _find_route(self) -> Route | _Refusal:
+        """The route of this path and method: 404 for an unknown path, 405 for a method it does not take."""
         path = urlsplit(self.path).path
         methods = self.server.routes.get(path)
         if not methods:
@@ -255,6 +273,11 @@ class _RequestHandler(BaseHTTPRequestHandler):
         if route is None:
             allow = ", ".join(sorted(methods))
             return _Refusal(405, f"{self.command} is not allowed on {path}; use {allow}", {"Allow": allow})
+        return route
+
+    def _body_length(self, route: Route) -> int | _Refusal:
+        """The body's length from ``Content-Length``: 411 without one (chunked included) where a body is
+        expected, 400 when it is not one plain number, 413 over what ``route`` takes."""
         if self.headers.get("Transfer-Encoding"):
             return _Refusal(
                 411, "send the body with a Content-Length (chunked transfer encoding is not supported)"
@@ -263,7 +286,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
         if not lengths:
             if self.command in BODY_METHODS:
                 return _Refusal(411, "Content-Length is required")
-            return route, 0
+            return 0
         text = lengths[0].strip()
         if len(set(lengths)) != 1 or not _DIGITS.fullmatch(text):
             return _Refusal(400, "invalid Content-Length")
@@ -275,7 +298,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
             return _Refusal(
                 413, f"request body is {length:,} bytes; the limit is {MAX_BODY_BYTES:,} bytes (1 MiB)"
             )
-        return route, length
+        return length
 
     def handle_expect_100(self) -> bool:
         # Ask for the body only when it will be read; otherwise the refusal comes before the client sends it.
@@ -304,19 +327,9 @@ class _RequestHandler(BaseHTTPRequestHandler):
     def _event(self, route: Route, body: bytes, request_id: str) -> dict[str, Any]:
         """The API Gateway REST (v1) proxy event for this request."""
         url = urlsplit(self.path)
-        headers: dict[str, str] = {}
-        multi_headers: dict[str, list[str]] = {}
-        for name, value in self.headers.items():
-            if self.server.requires_token and name.lower() == "authorization":
-                continue  # the server's credential, not the function's: kept out of what it may log
-            headers[name] = value
-            multi_headers.setdefault(name, []).append(value)
+        headers, multi_headers = self._forwarded_headers()
         query = parse_qs(url.query, keep_blank_values=True)
-        try:
-            text: str | None = body.decode("utf-8") if body else None
-            encoded = False
-        except UnicodeDecodeError:
-            text, encoded = base64.b64encode(body).decode("ascii"), True
+        text, encoded = _event_body(body)
         now = datetime.now(UTC)
         return {
             "resource": route.path,
@@ -345,6 +358,18 @@ class _RequestHandler(BaseHTTPRequestHandler):
             "body": text,
             "isBase64Encoded": encoded,
         }
+
+    def _forwarded_headers(self) -> tuple[dict[str, str], dict[str, list[str]]]:
+        """The request's headers as the event carries them (last value, and every value), without the
+        ``Authorization`` header when it holds the server's token."""
+        headers: dict[str, str] = {}
+        multi_headers: dict[str, list[str]] = {}
+        for name, value in self.headers.items():
+            if self.server.requires_token and name.lower() == "authorization":
+                continue  # the server's credential, not the function's: kept out of what it may log
+            headers[name] = value
+            multi_headers.setdefault(name, []).append(value)
+        return headers, multi_headers
 
     # -- answering ----------------------------------------------------------------------------------------
 
@@ -424,6 +449,16 @@ class _RequestHandler(BaseHTTPRequestHandler):
         stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         text = "\n".join(safe(line) for line in (format % args).split("\n"))
         sys.stderr.write(f"{stamp} {self.address_string()} {text}\n")
+
+
+def _event_body(body: bytes) -> tuple[str | None, bool]:
+    """The event's ``body`` and ``isBase64Encoded``: None for no body, UTF-8 as text, other bytes base64."""
+    try:
+        text: str | None = body.decode("utf-8") if body else None
+        encoded = False
+    except UnicodeDecodeError:
+        text, encoded = base64.b64encode(body).decode("ascii"), True
+    return text, encoded
 
 
 def is_loopback(host: str) -> bool:
