@@ -153,7 +153,7 @@ def moto_backend(
 
 
 def moto_kit(store: AwsStore, settings: AwsSettings, close: Callable[[], None]) -> Kit:
-    """The kit over a :func:`moto_backend` (its ports share the store's clients); closing it calls ``close``."""
+    """The kit over a :func:`moto_backend` (its ports share the store's clients); closing calls ``close``."""
     from backend.adapters.aws.ports import aws_ports
 
     ports = aws_ports(store, settings)

@@ -101,9 +101,9 @@ def adapter(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Adapter]
 @contextlib.contextmanager
 def handlers_on_workspace(path: Path) -> Iterator[Any]:
     """Open a local workspace at ``path`` and make it the Lambda handlers' backend until the block ends."""
-    from backend.settings import Settings
     from backend.handlers import common
     from backend.kit import open_local
+    from backend.settings import Settings
 
     opened = open_local(path)
     common.configure(opened, Settings(backend="local"))

@@ -24,10 +24,10 @@ from typing import Any
 import pytest
 
 from backend.handlers import common
-from backend.model import MAX_BODY_BYTES
 from backend.kit import Kit, open_local
+from backend.model import MAX_BODY_BYTES
 from backend.services.ingest import QUARANTINE_MAX_BYTES
-from pik_console.serve import MAX_STREAMED_BYTES, ApiServer, Route, default_routes
+from pik_console.http_api import MAX_STREAMED_BYTES, ApiServer, Route, default_routes
 from tests.conftest import make_event
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -18,10 +18,10 @@ import pytest
 
 from backend.adapters.local.store import LocalStore
 from backend.adapters.local.workspace import local_ports
-from backend.settings import Settings
 from backend.handlers import common
 from backend.kit import Kit
-from pik_console.serve import default_routes
+from backend.settings import Settings
+from pik_console.http_api import default_routes
 from tests.handlers.support import SEED_REPLAY_BODY
 from tests.test_serve import ROOT, SEED_BODY, SEED_EVENT_ID, Running, _pik, post
 

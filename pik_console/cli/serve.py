@@ -1,4 +1,4 @@
-"""``pik serve``: the kit's HTTP API on this machine (pik_console/serve.py), each request answered by the
+"""``pik serve``: the kit's HTTP API on this machine (pik_console/http_api.py), each request answered by the
 same handler that runs in Lambda. Loopback only unless a bearer token is required (or refused on purpose)."""
 
 from __future__ import annotations
@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import signal
 import threading
 from collections.abc import Iterator, Mapping
@@ -13,14 +14,11 @@ from pathlib import Path
 from typing import IO, Any
 
 from pik_console.cli.common import Failure, open_backend, settings_from, usage
-from pik_console.serve import (
-    BEARER_TOKEN,
-    MIN_TOKEN_CHARS,
-    TOKEN_ENV,
-    ApiServer,
-    default_routes,
-    is_loopback,
-)
+from pik_console.http_api import ApiServer, default_routes, is_loopback
+
+TOKEN_ENV = "PIK_SERVE_TOKEN"
+MIN_TOKEN_CHARS = 16
+BEARER_TOKEN = re.compile(r"[A-Za-z0-9._~+/-]+=*")  # RFC 6750 b64token
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:

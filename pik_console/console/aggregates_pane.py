@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, cast
 
-from backend.services.investigate import VersionDiff, human_ms, value_text
 from rich.console import Group
 from rich.table import Table
 from rich.text import Text
@@ -18,6 +17,7 @@ from textual.message import Message
 from textual.widgets import DataTable, Input, Select, Static
 
 from backend.model import AggregateVersion
+from backend.services.investigate import VersionDiff, human_ms, value_text
 from backend.times import TimeFormatError, parse_day
 from pik_console.console.context import Context
 from pik_console.console.render import t, title

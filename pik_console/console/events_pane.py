@@ -7,7 +7,6 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
-from backend.services.investigate import human_ms
 from rich.table import Table
 from rich.text import Text
 from textual import on, work
@@ -19,6 +18,7 @@ from textual.timer import Timer
 from textual.widgets import Input, Select, Static
 
 from backend.model import EventRecord, IngestStatus, Rejection
+from backend.services.investigate import human_ms
 from backend.times import TimeFormatError, fmt, parse_bound, parse_day
 from pik_console.console.context import Context, day_start, next_day
 from pik_console.console.event_list import EventList, column_header

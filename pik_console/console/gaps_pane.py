@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-from backend.services.investigate import DayStatus, GapReport, human_ms, parse_duration
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
@@ -14,6 +13,7 @@ from textual.message import Message
 from textual.widgets import DataTable, Input, Static
 
 from backend.errors import InvalidRequest
+from backend.services.investigate import DayStatus, GapReport, human_ms, parse_duration
 from backend.times import EVENT_TIME_MAX, EVENT_TIME_MIN, fmt
 from pik_console.console.context import Context, add_days
 from pik_console.console.render import num, stacked_bar, t

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, cast
 
-from backend.services.investigate import LagReport, human_ms, parse_duration
 from rich.console import Group
 from rich.table import Table
 from rich.text import Text
@@ -18,6 +17,7 @@ from textual.message import Message
 from textual.widgets import DataTable, Input, Static
 
 from backend.errors import InvalidRequest
+from backend.services.investigate import LagReport, human_ms, parse_duration
 from backend.times import TimeFormatError, parse_day
 from pik_console.console.context import Context, day_start, next_day
 from pik_console.console.render import num, t, title

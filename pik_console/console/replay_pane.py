@@ -7,7 +7,6 @@ from __future__ import annotations
 import io
 from typing import Any, ClassVar, cast
 
-from backend.services.replay import ReplayRefused, describe_scope
 from rich.console import Group
 from rich.table import Table
 from rich.text import Text
@@ -22,6 +21,7 @@ from textual.widgets import Button, Checkbox, DataTable, Input, ProgressBar, Sel
 from backend.errors import InvalidRequest
 from backend.kit import current_user as actor
 from backend.model import IngestStatus, ReplayAudit, ReplayOutcome, ReplayPlan, ReplayRequest
+from backend.services.replay import ReplayRefused, describe_scope
 from backend.times import TimeFormatError, fmt, parse_bound
 from pik_console.console.context import Context, day_start, next_day
 from pik_console.console.render import bar, fields, num, t, title

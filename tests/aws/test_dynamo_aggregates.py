@@ -17,9 +17,9 @@ import pytest
 
 from backend.adapters.aws.aggregates import LEGACY_DEFINITION_HASH, DynamoAggregates
 from backend.adapters.aws.store import AwsStore
-from backend.settings import AwsSettings
 from backend.errors import InvalidRequest
 from backend.model import MetricKind
+from backend.settings import AwsSettings
 from tests.aws_env import REGION, moto_backend
 from tests.contract.test_aggregate_store import manifest, version
 from tests.contract.test_event_index import collect, sha

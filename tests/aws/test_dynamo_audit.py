@@ -11,9 +11,9 @@ import pytest
 
 from backend.adapters.aws.audit import DynamoAudit
 from backend.adapters.aws.store import AwsStore
-from backend.settings import AwsSettings
 from backend.errors import InvalidRequest
 from backend.model import ReplayOutcome
+from backend.settings import AwsSettings
 from tests.aws_env import moto_backend
 from tests.contract.test_event_index import collect
 from tests.contract.test_replay_ports import _record

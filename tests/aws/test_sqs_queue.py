@@ -13,8 +13,8 @@ import pytest
 
 from backend.adapters.aws.queue import MAX_BATCH_BYTES, SqsReplayQueue
 from backend.adapters.aws.store import AwsStore
-from backend.settings import AwsSettings
 from backend.errors import StoreError
+from backend.settings import AwsSettings
 from tests.aws_env import moto_backend
 
 

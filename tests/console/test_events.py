@@ -12,8 +12,8 @@ from textual.widgets import Input, Static
 
 from backend.demo import HOSTILE_ENTITY
 from backend.errors import StoreError
-from backend.model import EventRecord, IngestStatus, Page, Rejection
 from backend.kit import open_local
+from backend.model import EventRecord, IngestStatus, Page, Rejection
 from pik_console.console.app import PikConsole
 from pik_console.console.context import Context
 from pik_console.console.event_list import EventList
@@ -93,9 +93,7 @@ async def test_a_window_is_read_page_by_page_end_is_one_descending_query_and_col
         await pilot.press("end")
         await settle(pilot)
         assert calls[0] == (True, None)  # the last rows: one descending query from the end
-        last = app.kit.index.query_entity(
-            BIG_ENTITY, "2025-12-01", "2025-12-02", limit=1, descending=True
-        )
+        last = app.kit.index.query_entity(BIG_ENTITY, "2025-12-01", "2025-12-02", limit=1, descending=True)
         assert lst.item == last.items[0]
         assert lst.rows.total <= 2 * PAGE_SIZE
         await pilot.press("up", "up")

@@ -21,8 +21,8 @@ import pytest
 from textual.widgets import Static
 
 from backend.adapters.local.store import LocalStore
-from backend.model import IngestStatus
 from backend.kit import open_local
+from backend.model import IngestStatus
 from backend.services.ingest import IngestService, Received
 from backend.times import FixedClock
 from pik_console.console.app import PikConsole

@@ -10,8 +10,8 @@ from textual.widgets import Button, DataTable, Input, Static
 
 from backend.adapters.local.workspace import local_ports
 from backend.errors import ReadOnlyError
-from backend.model import EventRecord, ReplayOutcome
 from backend.kit import open_local
+from backend.model import EventRecord, ReplayOutcome
 from pik_console.console.aggregates_pane import AggregatesPane
 from pik_console.console.app import PikConsole, palette_entries
 from pik_console.console.context import Context

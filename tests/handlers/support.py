@@ -15,10 +15,10 @@ from typing import Any
 
 from backend.adapters.local.store import LocalStore
 from backend.adapters.local.workspace import LocalPorts, local_ports
-from backend.settings import Settings
 from backend.handlers import common
 from backend.kit import Kit, open_local
 from backend.services.ingest import IngestService, Received
+from backend.settings import Settings
 from backend.times import fmt
 from tests.conftest import make_event
 from tests.handlers.test_ingest_handler import http_v2_event, rest_v1_event

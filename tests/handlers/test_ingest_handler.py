@@ -3,10 +3,9 @@ workspace: what a producer is answered, what is stored, what is logged, which me
 
 from __future__ import annotations
 
-import dataclasses
-
 import base64
 import copy
+import dataclasses
 import hashlib
 import io
 import json
@@ -17,12 +16,12 @@ from typing import Any
 
 import pytest
 
-from backend.settings import Settings
 from backend.handlers import common
 from backend.handlers import ingest as ingest_handler
-from backend.model import MAX_BODY_BYTES
 from backend.kit import Kit, open_local
+from backend.model import MAX_BODY_BYTES
 from backend.services.ingest import QUARANTINE_MAX_BYTES
+from backend.settings import Settings
 from tests.conftest import Flaky, make_event
 
 SEED_BODY = (
@@ -223,9 +222,7 @@ def test_invalid_json_is_rejected_and_quarantined(backend: Kit, context: FakeLam
     ]
 
 
-def test_bytes_that_are_not_utf8_are_quarantined_exactly(
-    backend: Kit, context: FakeLambdaContext
-) -> None:
+def test_bytes_that_are_not_utf8_are_quarantined_exactly(backend: Kit, context: FakeLambdaContext) -> None:
     raw = b'{"source":"demo\xff"}'
     status, body = call(http_v2_event(base64.b64encode(raw).decode(), base64_encoded=True), context)
     assert (status, body["status"]) == (400, "REJECTED")
@@ -258,9 +255,7 @@ def test_a_body_over_the_limit_is_413_and_quarantined_bounded(
     assert rejection.data == big[:QUARANTINE_MAX_BYTES]
 
 
-def test_a_body_at_the_limit_is_not_refused_for_its_size(
-    backend: Kit, context: FakeLambdaContext
-) -> None:
+def test_a_body_at_the_limit_is_not_refused_for_its_size(backend: Kit, context: FakeLambdaContext) -> None:
     base = make_event(payload={"blob": ""})
     padded = base[:-1] + b" " * (MAX_BODY_BYTES - len(base)) + b"}"
     assert len(padded) == MAX_BODY_BYTES
@@ -328,9 +323,7 @@ def test_a_store_failure_is_503_and_a_retry_is_accepted_once(
 ) -> None:
     flaky = Flaky(backend.raw)
     flaky.fail(method, when)
-    common.configure(
-        dataclasses.replace(backend, raw=flaky, index=flaky), Settings(backend="local")
-    )
+    common.configure(dataclasses.replace(backend, raw=flaky, index=flaky), Settings(backend="local"))
     status, body = call(rest_v1_event(SEED_BODY), context)
     assert status == 503
     assert body["status"] == 503 and "nothing was acknowledged" in body["error"]
@@ -431,9 +424,7 @@ def test_every_answer_emits_a_metric(
     call(rest_v1_event(SEED_BODY), context)
     flaky = Flaky(backend.raw)
     flaky.fail("put_new")
-    common.configure(
-        dataclasses.replace(backend, raw=flaky, index=flaky), Settings(backend="local")
-    )
+    common.configure(dataclasses.replace(backend, raw=flaky, index=flaky), Settings(backend="local"))
     call(rest_v1_event(make_event(entity_id="other").decode()), context)
     assert not [w for w in recwarn if "No application metrics" in str(w.message)]
 

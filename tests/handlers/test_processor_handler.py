@@ -5,7 +5,6 @@ recompute per window and batch, dry run, read-only, logs and metrics."""
 from __future__ import annotations
 
 import dataclasses
-
 import io
 import json
 from collections.abc import Iterator

@@ -3,9 +3,8 @@ ingest service: what the caller is answered, what is sent and audited, what is l
 
 from __future__ import annotations
 
-import dataclasses
-
 import base64
+import dataclasses
 import io
 import json
 from collections.abc import Iterator

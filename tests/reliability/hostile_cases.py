@@ -24,7 +24,7 @@ from functools import cache
 from typing import Any
 
 from backend.model import MAX_BODY_BYTES, MAX_NESTING, MAX_PAYLOAD_BYTES
-from pik_console.serve import MAX_STREAMED_BYTES
+from pik_console.http_api import MAX_STREAMED_BYTES
 
 
 class Expect(StrEnum):

@@ -1,5 +1,5 @@
 """Runs the three Lambda handlers and the mutating ``pik`` commands with secrets planted in payloads, in the
-API request's headers and in the AWS credentials, for ``test_security`` to search everything written.
+API request's headers and in the AWS credentials, for ``test_security_logs`` to search everything written.
 
 It runs as a child process (``python -m tests.reliability.log_probe WORKDIR``) so that every line any part
 of the kit or its libraries writes is caught: the Powertools loggers (stdout), the standard library's
@@ -162,9 +162,9 @@ field = "password"
 def local(work: Path) -> None:
     from backend.adapters.local.store import LocalStore
     from backend.adapters.local.workspace import local_ports
-    from backend.settings import Settings
     from backend.handlers import common
     from backend.kit import open_local
+    from backend.settings import Settings
 
     ws = work / "ws"
     ws.mkdir()

@@ -22,14 +22,14 @@ from typing import Any
 
 import pytest
 
-from backend.settings import Settings
 from backend.errors import StoreError
 from backend.handlers import common
 from backend.handlers import ingest as ingest_handler
 from backend.identity import sha256_hex
-from backend.model import IngestStatus, Rejection
 from backend.kit import Kit
+from backend.model import IngestStatus, Rejection
 from backend.services.ingest import Invalid, prepare
+from backend.settings import Settings
 from backend.times import fmt
 from tests.conftest import DROP, make_event
 from tests.handlers.test_ingest_handler import FakeLambdaContext, rest_v1_event

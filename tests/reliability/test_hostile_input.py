@@ -39,8 +39,8 @@ from hypothesis import strategies as st
 
 from backend.handlers import ingest as ingest_handler
 from backend.identity import canonical_json, event_id, sha256_hex
-from backend.ports import EventIndex, IndexStats, RawStore
 from backend.kit import Kit, open_local
+from backend.ports import EventIndex, IndexStats, RawStore
 from backend.services.ingest import MAX_REASON_CHARS, QUARANTINE_MAX_BYTES
 from backend.times import fmt, parse_event_time
 from tests.conftest import handlers_on_workspace, make_event
@@ -319,8 +319,8 @@ def test_key_forging_cases_through_the_lambda_handler_on_aws(
     """On DynamoDB the keys are strings joined with '#' (``ENTITY#<id>``, ``TS#<time>#EID#<id>``, the lag
     index's ``SRC#...#TYPE#...``) and S3 keys paths: there, an entity such as ``ENTITY#someone_else`` or
     ``x#TS#...#EID#...`` must still be its own entity, found alone under its own key."""
-    from backend.settings import Settings
     from backend.handlers import common
+    from backend.settings import Settings
     from tests.aws_env import moto_backend, moto_kit
 
     # moto is slow: in CI the entity ids (they reach every DynamoDB key of an event); under soak, every key
@@ -522,9 +522,7 @@ def request_bodies(draw: st.DrawFn) -> bytes:
     return body
 
 
-def test_fuzzed_ingest_requests_are_answered_never_a_5xx(
-    handled: Kit, figures: Callable[..., None]
-) -> None:
+def test_fuzzed_ingest_requests_are_answered_never_a_5xx(handled: Kit, figures: Callable[..., None]) -> None:
     backend = handled
     seen: Counter[str] = Counter()
 

@@ -20,10 +20,10 @@ from typing import Any
 
 import pytest
 
-from backend.model import MAX_BODY_BYTES
 from backend.kit import Kit, open_local
+from backend.model import MAX_BODY_BYTES
 from pik_console.cli import main
-from pik_console.serve import ApiServer, Route, default_routes
+from pik_console.http_api import ApiServer, Route, default_routes
 from tests.conftest import make_event
 from tests.reliability.served import ROOT, pik, serve_env, start_serve
 

@@ -33,8 +33,8 @@ from backend.adapters.aws.resources import (
     VISIBILITY_TIMEOUT,
     TableSpec,
 )
-from backend.settings import AwsSettings
 from backend.errors import InvalidRequest, StoreError
+from backend.settings import AwsSettings
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient

@@ -40,7 +40,6 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from backend.adapters.aws.clients import AwsClients, make_clients
 from backend.adapters.aws.resources import LAG_INDEX, RECEIPTS_INDEX
-from backend.settings import AwsSettings
 from backend.errors import InvalidRequest, StoreError
 from backend.identity import sha256_hex
 from backend.model import EventRecord, IngestStatus, Page, Rejection
@@ -54,6 +53,7 @@ from backend.ports import (
     RawPutStatus,
     Recorded,
 )
+from backend.settings import AwsSettings
 from backend.times import TimeFormatError, fmt, parse_iso
 
 T = TypeVar("T")

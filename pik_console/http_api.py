@@ -1,4 +1,4 @@
-"""``pik serve``: a local HTTP API that runs the Lambda handlers themselves.
+"""The HTTP server behind ``pik serve``: routes requests to the Lambda handlers themselves.
 
 Each request becomes an API Gateway REST (v1) proxy event and goes to the same function that Lambda calls
 (``backend.handlers.ingest.handler`` for ``POST /ingest``, ``backend.handlers.replay.handler`` for
@@ -12,12 +12,10 @@ request lacks it, 404 for an unknown path, 405 (with ``Allow``) for a wrong meth
 (unread). A body between ``MAX_BODY_BYTES`` and that limit is streamed (never held whole) to the route's
 streamed-body handler, which quarantines its first bytes, as the Lambda function does.
 
-Security: it listens on 127.0.0.1 unless told otherwise. With a token (``--token-file PATH`` or
-``PIK_SERVE_TOKEN``) every request must carry ``Authorization: Bearer <token>``; the header is checked
+With a token, every request must carry ``Authorization: Bearer <token>``; the header is checked
 (``hmac.compare_digest``) before the body is read or any handler runs, so a refused request stores nothing,
-and it is not passed on to the handlers. On an address other machines can reach it refuses to start without
-a token unless ``--insecure-no-token`` says so: it writes to the workspace (or stack) and launches replays
-for whoever can connect, and a warning on a terminal nobody watches protects no one.
+and it is not passed on to the handlers. Where the token comes from, and when one is required, is the
+command's business (``pik_console.cli.serve``).
 """
 
 from __future__ import annotations
@@ -55,9 +53,6 @@ LINGER_MAX_BYTES = 16 * 1024 * 1024
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,32}")  # an HTTP method is a token (RFC 9110)
 _DIGITS = re.compile(r"[0-9]+")  # str.isdigit() also takes "²", which int() refuses
-TOKEN_ENV = "PIK_SERVE_TOKEN"
-MIN_TOKEN_CHARS = 16
-BEARER_TOKEN = re.compile(r"[A-Za-z0-9._~+/-]+=*")  # RFC 6750 b64token
 _REALM = 'Bearer realm="pik serve"'
 
 LambdaHandler = Callable[[dict[str, Any], Any], dict[str, Any]]
@@ -236,20 +231,38 @@ class _RequestHandler(BaseHTTPRequestHandler):
 
         Authorization comes first: a client without the token learns nothing of the routes, and its body
         is never read (nor, with ``Expect: 100-continue``, even sent)."""
-        if self.server.requires_token:
-            credentials = self.headers.get_all("Authorization") or []
-            if not credentials:
-                return _Refusal(
-                    401,
-                    "this server requires a bearer token: send the header Authorization: Bearer <token>",
-                    {"WWW-Authenticate": _REALM},
-                )
-            if len(credentials) != 1 or not self.server.authorized(credentials[0]):
-                return _Refusal(
-                    401,
-                    "the bearer token is not valid",
-                    {"WWW-Authenticate": f'{_REALM}, error="invalid_token"'},
-                )
+        refusal = self._check_authorization()
+        if refusal is not None:
+            return refusal
+        route = self._find_route()
+        if isinstance(route, _Refusal):
+            return route
+        length = self._body_length(route)
+        if isinstance(length, _Refusal):
+            return length
+        return route, length
+
+    def _check_authorization(self) -> _Refusal | None:
+        """401 when a token is required and the request does not carry it in one ``Authorization``."""
+        if not self.server.requires_token:
+            return None
+        credentials = self.headers.get_all("Authorization") or []
+        if not credentials:
+            return _Refusal(
+                401,
+                "this server requires a bearer token: send the header Authorization: Bearer <token>",
+                {"WWW-Authenticate": _REALM},
+            )
+        if len(credentials) != 1 or not self.server.authorized(credentials[0]):
+            return _Refusal(
+                401,
+                "the bearer token is not valid",
+                {"WWW-Authenticate": f'{_REALM}, error="invalid_token"'},
+            )
+        return None
+
+    def _find_route(self) -> Route | _Refusal:
+        """The route of this path and method: 404 for an unknown path, 405 for a method it does not take."""
         path = urlsplit(self.path).path
         methods = self.server.routes.get(path)
         if not methods:
@@ -260,6 +273,11 @@ class _RequestHandler(BaseHTTPRequestHandler):
         if route is None:
             allow = ", ".join(sorted(methods))
             return _Refusal(405, f"{self.command} is not allowed on {path}; use {allow}", {"Allow": allow})
+        return route
+
+    def _body_length(self, route: Route) -> int | _Refusal:
+        """The body's length from ``Content-Length``: 411 without one (chunked included) where a body is
+        expected, 400 when it is not one plain number, 413 over what ``route`` takes."""
         if self.headers.get("Transfer-Encoding"):
             return _Refusal(
                 411, "send the body with a Content-Length (chunked transfer encoding is not supported)"
@@ -268,7 +286,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
         if not lengths:
             if self.command in BODY_METHODS:
                 return _Refusal(411, "Content-Length is required")
-            return route, 0
+            return 0
         text = lengths[0].strip()
         if len(set(lengths)) != 1 or not _DIGITS.fullmatch(text):
             return _Refusal(400, "invalid Content-Length")
@@ -280,7 +298,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
             return _Refusal(
                 413, f"request body is {length:,} bytes; the limit is {MAX_BODY_BYTES:,} bytes (1 MiB)"
             )
-        return route, length
+        return length
 
     def handle_expect_100(self) -> bool:
         # Ask for the body only when it will be read; otherwise the refusal comes before the client sends it.
@@ -309,19 +327,9 @@ class _RequestHandler(BaseHTTPRequestHandler):
     def _event(self, route: Route, body: bytes, request_id: str) -> dict[str, Any]:
         """The API Gateway REST (v1) proxy event for this request."""
         url = urlsplit(self.path)
-        headers: dict[str, str] = {}
-        multi_headers: dict[str, list[str]] = {}
-        for name, value in self.headers.items():
-            if self.server.requires_token and name.lower() == "authorization":
-                continue  # the server's credential, not the function's: kept out of what it may log
-            headers[name] = value
-            multi_headers.setdefault(name, []).append(value)
+        headers, multi_headers = self._forwarded_headers()
         query = parse_qs(url.query, keep_blank_values=True)
-        try:
-            text: str | None = body.decode("utf-8") if body else None
-            encoded = False
-        except UnicodeDecodeError:
-            text, encoded = base64.b64encode(body).decode("ascii"), True
+        text, encoded = _event_body(body)
         now = datetime.now(UTC)
         return {
             "resource": route.path,
@@ -350,6 +358,18 @@ class _RequestHandler(BaseHTTPRequestHandler):
             "body": text,
             "isBase64Encoded": encoded,
         }
+
+    def _forwarded_headers(self) -> tuple[dict[str, str], dict[str, list[str]]]:
+        """The request's headers as the event carries them (last value, and every value), without the
+        ``Authorization`` header when it holds the server's token."""
+        headers: dict[str, str] = {}
+        multi_headers: dict[str, list[str]] = {}
+        for name, value in self.headers.items():
+            if self.server.requires_token and name.lower() == "authorization":
+                continue  # the server's credential, not the function's: kept out of what it may log
+            headers[name] = value
+            multi_headers.setdefault(name, []).append(value)
+        return headers, multi_headers
 
     # -- answering ----------------------------------------------------------------------------------------
 
@@ -431,11 +451,18 @@ class _RequestHandler(BaseHTTPRequestHandler):
         sys.stderr.write(f"{stamp} {self.address_string()} {text}\n")
 
 
-# -- the command ----------------------------------------------------------------------------------------
+def _event_body(body: bytes) -> tuple[str | None, bool]:
+    """The event's ``body`` and ``isBase64Encoded``: None for no body, UTF-8 as text, other bytes base64."""
+    try:
+        text: str | None = body.decode("utf-8") if body else None
+        encoded = False
+    except UnicodeDecodeError:
+        text, encoded = base64.b64encode(body).decode("ascii"), True
+    return text, encoded
 
 
 def is_loopback(host: str) -> bool:
-    """Whether ``host`` is this machine only (localhost, 127.0.0.0/8, ::1)."""
+    """Whether ``host`` is ``localhost`` or a loopback address: reachable from this machine only."""
     if host == "localhost":
         return True
     try:
