@@ -27,7 +27,6 @@ Records the original kit wrote (second-precision times, unpadded lag, no receipt
 from __future__ import annotations
 
 import base64
-import contextlib
 import re
 import threading
 import time
@@ -39,6 +38,8 @@ from typing import Any, TypeVar
 from botocore.exceptions import BotoCoreError, ClientError
 
 from backend.adapters.aws.clients import AwsClients, make_clients
+from backend.adapters.aws.dynamo import num_attr, str_attr, value_of
+from backend.adapters.aws.errors import NOT_FOUND_CODES, aws, error_code, store_error
 from backend.adapters.aws.resources import LAG_INDEX, RECEIPTS_INDEX
 from backend.config import AwsSettings
 from backend.errors import InvalidRequest, StoreError
@@ -67,27 +68,6 @@ _REJECTION_ID = re.compile(r"^[0-9T:.Z+-]{10,40}#\d{19}[0-9a-f]{4}$")
 _PADDED_LAG = ("LAG#00", "LAG#0:")
 
 
-def _s(value: str) -> dict[str, Any]:
-    return {"S": value}
-
-
-def _n(value: int) -> dict[str, Any]:
-    return {"N": str(value)}
-
-
-def _get(item: dict[str, Any], name: str) -> Any:
-    """A plain value from a low-level DynamoDB item (None if absent)."""
-    cell = item.get(name)
-    if cell is None:
-        return None
-    kind, value = next(iter(cell.items()))
-    if kind == "N":
-        return int(value) if "." not in value and "e" not in value.lower() else float(value)
-    if kind == "NULL":
-        return None
-    return value
-
-
 class _Receipts:
     """Receipt ids that sort in arrival order: ``1`` + 19-digit epoch nanoseconds + 4 hex digits, strictly
     increasing within a process (the accepted receipt is ``0``)."""
@@ -101,27 +81,6 @@ class _Receipts:
             self._last = max(time.time_ns(), self._last + 1)
             ns = self._last
         return f"1{ns:019d}{threading.get_ident() & 0xFFFF:04x}"
-
-
-def _error(action: str, exc: Exception) -> StoreError:
-    if isinstance(exc, ClientError):
-        err = exc.response.get("Error", {})
-        code = err.get("Code", "error")
-        message = err.get("Message", "")
-        return StoreError(f"cannot {action}: AWS answered {code}: {message}".rstrip(": "))
-    return StoreError(f"cannot {action}: {exc}")
-
-
-def _code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
-
-
-@contextlib.contextmanager
-def _aws(action: str) -> Iterator[None]:
-    try:
-        yield
-    except (ClientError, BotoCoreError) as exc:
-        raise _error(action, exc) from None
 
 
 def _check_time(value: str, what: str) -> str:
@@ -164,7 +123,7 @@ class AwsStore:
         try:
             clients = make_clients(settings)
         except (BotoCoreError, ClientError) as exc:
-            raise _error("connect to AWS", exc) from None
+            raise store_error("connect to AWS", exc) from None
         return cls(clients, settings.raw_bucket, settings.events_table, settings.dedupe_table)
 
     def close(self) -> None:
@@ -216,15 +175,15 @@ class AwsStore:
                 )
                 return RawPut(obj.key, RawPutStatus.CREATED, obj.sha256)
             except ClientError as exc:
-                code = _code(exc)
+                code = error_code(exc)
                 if code in ("PreconditionFailed", "412"):
                     return RawPut(obj.key, RawPutStatus.EXISTS, None)
                 if code == "ConditionalRequestConflict" and attempt < 4:  # a concurrent put of the key
                     time.sleep(0.05 * (attempt + 1))
                     continue
-                raise _error(f"store raw event {obj.key}", exc) from None
+                raise store_error(f"store raw event {obj.key}", exc) from None
             except BotoCoreError as exc:
-                raise _error(f"store raw event {obj.key}", exc) from None
+                raise store_error(f"store raw event {obj.key}", exc) from None
         raise StoreError(f"cannot store raw event {obj.key}: concurrent writes kept conflicting")
 
     def get(self, key: str) -> bytes | None:
@@ -232,21 +191,21 @@ class AwsStore:
             body = self.s3.get_object(Bucket=self.t.bucket, Key=key)["Body"]
             return bytes(body.read())
         except ClientError as exc:
-            if _code(exc) in ("NoSuchKey", "404", "NotFound"):
+            if error_code(exc) in NOT_FOUND_CODES:
                 return None
-            raise _error(f"read raw event {key}", exc) from None
+            raise store_error(f"read raw event {key}", exc) from None
         except BotoCoreError as exc:
-            raise _error(f"read raw event {key}", exc) from None
+            raise store_error(f"read raw event {key}", exc) from None
 
     def sha256(self, key: str) -> str | None:
         try:
             head = self.s3.head_object(Bucket=self.t.bucket, Key=key)
         except ClientError as exc:
-            if _code(exc) in ("NoSuchKey", "404", "NotFound"):
+            if error_code(exc) in NOT_FOUND_CODES:
                 return None
-            raise _error(f"read raw event {key}", exc) from None
+            raise store_error(f"read raw event {key}", exc) from None
         except BotoCoreError as exc:
-            raise _error(f"read raw event {key}", exc) from None
+            raise store_error(f"read raw event {key}", exc) from None
         stored = head.get("Metadata", {}).get("sha256")
         if stored:
             return str(stored)
@@ -294,17 +253,17 @@ class AwsStore:
     def _try_accept(self, r: EventRecord) -> Recorded | None:
         """ACCEPTED if this receipt became the acceptance; None if the event id was accepted before."""
         dedupe = {
-            "event_id": _s(r.event_id),
-            "first_seen_ingest_time": _s(r.ingest_time),
-            "entity_id": _s(r.entity_id),
-            "source": _s(r.source),
-            "event_type": _s(r.event_type),
-            "event_time": _s(r.event_time),
-            "sk": _s(self._sk(r, ACCEPTED_RECEIPT)),
-            "s3_key": _s(r.s3_key),
+            "event_id": str_attr(r.event_id),
+            "first_seen_ingest_time": str_attr(r.ingest_time),
+            "entity_id": str_attr(r.entity_id),
+            "source": str_attr(r.source),
+            "event_type": str_attr(r.event_type),
+            "event_time": str_attr(r.event_time),
+            "sk": str_attr(self._sk(r, ACCEPTED_RECEIPT)),
+            "s3_key": str_attr(r.s3_key),
         }
         if r.raw_sha is not None:
-            dedupe["raw_sha"] = _s(r.raw_sha)
+            dedupe["raw_sha"] = str_attr(r.raw_sha)
         try:
             self.ddb.transact_write_items(
                 TransactItems=[
@@ -329,9 +288,9 @@ class AwsStore:
             reasons = self._cancellation(exc, f"record event {r.event_id}")
             if reasons and reasons[0] == "ConditionalCheckFailed":
                 return None
-            raise _error(f"record event {r.event_id}", exc) from None
+            raise store_error(f"record event {r.event_id}", exc) from None
         except BotoCoreError as exc:
-            raise _error(f"record event {r.event_id}", exc) from None
+            raise store_error(f"record event {r.event_id}", exc) from None
 
     def _try_duplicate(self, r: EventRecord, *, verify: bool) -> Recorded:
         """Write ``r`` as a duplicate receipt if the event id is accepted (and, with ``verify``, if the
@@ -340,10 +299,10 @@ class AwsStore:
         values: dict[str, Any] = {}
         if verify:
             condition += " AND s3_key = :key AND raw_sha = :sha"
-            values = {":key": _s(r.s3_key), ":sha": _s(r.raw_sha or "")}
+            values = {":key": str_attr(r.s3_key), ":sha": str_attr(r.raw_sha or "")}
         check: Any = {
             "TableName": self.t.dedupe,
-            "Key": {"event_id": _s(r.event_id)},
+            "Key": {"event_id": str_attr(r.event_id)},
             "ConditionExpression": condition,
             "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
         }
@@ -369,15 +328,15 @@ class AwsStore:
             if reasons and reasons[0] == "ConditionalCheckFailed":
                 cancelled: Any = exc.response.get("CancellationReasons") or [{}]
                 old = cancelled[0].get("Item")
-                if old and _get(old, "s3_key") == r.s3_key:
+                if old and value_of(old, "s3_key") == r.s3_key:
                     return Recorded.MISPLACED  # the accepted bytes under this very key are other bytes
                 return Recorded.UNSEEN
-            raise _error(f"record event {r.event_id}", exc) from None
+            raise store_error(f"record event {r.event_id}", exc) from None
         except BotoCoreError as exc:
-            raise _error(f"record event {r.event_id}", exc) from None
+            raise store_error(f"record event {r.event_id}", exc) from None
 
     def _put_duplicate(self, r: EventRecord) -> None:
-        with _aws(f"record duplicate of event {r.event_id}"):
+        with aws(f"record duplicate of event {r.event_id}"):
             self.ddb.put_item(
                 TableName=self.t.events,
                 Item=self._item(r, self._receipts.next()),
@@ -387,7 +346,7 @@ class AwsStore:
     @staticmethod
     def _cancellation(exc: ClientError, action: str) -> list[str]:
         """The cancellation reason codes of a cancelled transaction (raises _Conflict on a conflict)."""
-        if _code(exc) != "TransactionCanceledException":
+        if error_code(exc) != "TransactionCanceledException":
             return []
         reasons = [str(x.get("Code", "None")) for x in exc.response.get("CancellationReasons", [])]
         if "TransactionConflict" in reasons:
@@ -402,40 +361,40 @@ class AwsStore:
     def _item(self, r: EventRecord, receipt: str) -> dict[str, Any]:
         status = IngestStatus.ACCEPTED if receipt == ACCEPTED_RECEIPT else IngestStatus.DUPLICATE
         item: dict[str, Any] = {
-            "PK": _s(f"ENTITY#{r.entity_id}"),
-            "SK": _s(self._sk(r, receipt)),
-            "GSI1PK": _s(f"SRC#{r.source}#TYPE#{r.event_type}#DAY#{r.day}"),
-            "GSI1SK": _s(
+            "PK": str_attr(f"ENTITY#{r.entity_id}"),
+            "SK": str_attr(self._sk(r, receipt)),
+            "GSI1PK": str_attr(f"SRC#{r.source}#TYPE#{r.event_type}#DAY#{r.day}"),
+            "GSI1SK": str_attr(
                 f"LAG#{r.ingest_lag_ms:0{LAG_DIGITS}d}#TS#{r.ingest_time}#EID#{r.event_id}#R#{receipt}"
             ),
-            "GSI2PK": _s(f"EID#{r.event_id}"),
-            "GSI2SK": _s(f"R#{receipt}"),
-            "event_id": _s(r.event_id),
-            "receipt": _s(receipt),
-            "status": _s(status.value),
-            "source": _s(r.source),
-            "event_type": _s(r.event_type),
-            "entity_id": _s(r.entity_id),
-            "event_time": _s(r.event_time),
-            "ingest_time": _s(r.ingest_time),
-            "ingest_lag_ms": _n(r.ingest_lag_ms),
+            "GSI2PK": str_attr(f"EID#{r.event_id}"),
+            "GSI2SK": str_attr(f"R#{receipt}"),
+            "event_id": str_attr(r.event_id),
+            "receipt": str_attr(receipt),
+            "status": str_attr(status.value),
+            "source": str_attr(r.source),
+            "event_type": str_attr(r.event_type),
+            "entity_id": str_attr(r.entity_id),
+            "event_time": str_attr(r.event_time),
+            "ingest_time": str_attr(r.ingest_time),
+            "ingest_lag_ms": num_attr(r.ingest_lag_ms),
             "clock_skew": {"BOOL": r.clock_skew},
-            "payload_sha": _s(r.payload_sha),
-            "day": _s(r.day),
-            "hour": _s(r.hour),
-            "s3_key": _s(r.s3_key),
-            "s3_bucket": _s(self.t.bucket),
+            "payload_sha": str_attr(r.payload_sha),
+            "day": str_attr(r.day),
+            "hour": str_attr(r.hour),
+            "s3_key": str_attr(r.s3_key),
+            "s3_bucket": str_attr(self.t.bucket),
         }
         if r.raw_sha is not None:
-            item["raw_sha"] = _s(r.raw_sha)
+            item["raw_sha"] = str_attr(r.raw_sha)
         if r.raw_size is not None:
-            item["raw_size"] = _n(r.raw_size)
+            item["raw_size"] = num_attr(r.raw_size)
         if r.idempotency_key is not None:
-            item["idempotency_key"] = _s(r.idempotency_key)
+            item["idempotency_key"] = str_attr(r.idempotency_key)
         if r.origin is not None:
-            item["origin"] = _s(r.origin)
+            item["origin"] = str_attr(r.origin)
         if r.line is not None:
-            item["line"] = _n(r.line)
+            item["line"] = num_attr(r.line)
         return item
 
     def quarantine(self, rejections: Sequence[Rejection]) -> list[str]:
@@ -443,23 +402,23 @@ class AwsStore:
         requests = []
         for rid, r in zip(ids, rejections, strict=True):
             item: dict[str, Any] = {
-                "PK": _s(REJECTED_PK),
-                "SK": _s(f"RJ#{rid}"),
-                "status": _s("REJECTED"),
-                "received_at": _s(r.received_at),
-                "reason": _s(r.reason),
-                "origin": _s(r.origin),
-                "size": _n(r.size),
-                "sha256": _s(r.sha256),
+                "PK": str_attr(REJECTED_PK),
+                "SK": str_attr(f"RJ#{rid}"),
+                "status": str_attr("REJECTED"),
+                "received_at": str_attr(r.received_at),
+                "reason": str_attr(r.reason),
+                "origin": str_attr(r.origin),
+                "size": num_attr(r.size),
+                "sha256": str_attr(r.sha256),
                 "data": {"B": r.data},
                 "truncated": {"BOOL": r.truncated},
             }
             if r.line is not None:
-                item["line"] = _n(r.line)
+                item["line"] = num_attr(r.line)
             for name in ("source", "event_type", "entity_id"):
                 value = getattr(r, name)
                 if value is not None:
-                    item[name] = _s(value)
+                    item[name] = str_attr(value)
             requests.append({"Put": {"TableName": self.t.events, "Item": item}})
         # Puts in transactions (up to 100 items and 4 MB each): the role needs PutItem only, never the
         # BatchWriteItem right that would also allow deletes.
@@ -487,9 +446,9 @@ class AwsStore:
                 except _Conflict:
                     time.sleep(0.02)
                     continue
-                raise _error("quarantine rejected events", exc) from None
+                raise store_error("quarantine rejected events", exc) from None
             except BotoCoreError as exc:
-                raise _error("quarantine rejected events", exc) from None
+                raise store_error("quarantine rejected events", exc) from None
         raise StoreError("cannot quarantine rejected events: concurrent writes kept conflicting")
 
     # -- EventIndex: reads -------------------------------------------------------------------------------
@@ -497,11 +456,11 @@ class AwsStore:
     def _record_from(self, item: dict[str, Any]) -> EventRecord:
         """An index record from an item: ours, or one the original kit wrote (times to fixed precision,
         its ``status`` kept as it was stored; it overwrote an accepted row with a duplicate's)."""
-        event_time = fmt(parse_iso(_get(item, "event_time")))
-        ingest_time = fmt(parse_iso(_get(item, "ingest_time")))
-        receipt = _get(item, "receipt") or ACCEPTED_RECEIPT
-        stored_status = _get(item, "status")
-        if _get(item, "receipt") is not None:
+        event_time = fmt(parse_iso(value_of(item, "event_time")))
+        ingest_time = fmt(parse_iso(value_of(item, "ingest_time")))
+        receipt = value_of(item, "receipt") or ACCEPTED_RECEIPT
+        stored_status = value_of(item, "status")
+        if value_of(item, "receipt") is not None:
             status = IngestStatus.ACCEPTED if receipt == ACCEPTED_RECEIPT else IngestStatus.DUPLICATE
         else:
             status = (
@@ -509,44 +468,44 @@ class AwsStore:
                 if stored_status in ("ACCEPTED", "DUPLICATE")
                 else (IngestStatus.ACCEPTED)
             )
-        lag = int(_get(item, "ingest_lag_ms") or 0)
+        lag = int(value_of(item, "ingest_lag_ms") or 0)
         return EventRecord(
-            event_id=_get(item, "event_id"),
+            event_id=value_of(item, "event_id"),
             status=status,
-            source=_get(item, "source"),
-            event_type=_get(item, "event_type"),
-            entity_id=_get(item, "entity_id"),
+            source=value_of(item, "source"),
+            event_type=value_of(item, "event_type"),
+            entity_id=value_of(item, "entity_id"),
             event_time=event_time,
             ingest_time=ingest_time,
             ingest_lag_ms=max(lag, 0),
-            clock_skew=bool(_get(item, "clock_skew")) or lag < 0,
-            payload_sha=_get(item, "payload_sha") or "",
-            day=_get(item, "day") or event_time[:10],
-            hour=str(_get(item, "hour") or event_time[11:13]).zfill(2),
-            s3_key=_get(item, "s3_key") or "",
-            s3_bucket=_get(item, "s3_bucket"),
-            raw_sha=_get(item, "raw_sha"),
-            raw_size=_get(item, "raw_size"),
-            idempotency_key=_get(item, "idempotency_key"),
-            origin=_get(item, "origin"),
-            line=_get(item, "line"),
+            clock_skew=bool(value_of(item, "clock_skew")) or lag < 0,
+            payload_sha=value_of(item, "payload_sha") or "",
+            day=value_of(item, "day") or event_time[:10],
+            hour=str(value_of(item, "hour") or event_time[11:13]).zfill(2),
+            s3_key=value_of(item, "s3_key") or "",
+            s3_bucket=value_of(item, "s3_bucket"),
+            raw_sha=value_of(item, "raw_sha"),
+            raw_size=value_of(item, "raw_size"),
+            idempotency_key=value_of(item, "idempotency_key"),
+            origin=value_of(item, "origin"),
+            line=value_of(item, "line"),
             receipt=receipt,
         )
 
     def get_accepted(self, event_id: str) -> EventRecord | None:
         if not _EVENT_ID.match(event_id):
             return None
-        with _aws(f"read event {event_id}"):
+        with aws(f"read event {event_id}"):
             seen = self.ddb.get_item(
-                TableName=self.t.dedupe, Key={"event_id": _s(event_id)}, ConsistentRead=True
+                TableName=self.t.dedupe, Key={"event_id": str_attr(event_id)}, ConsistentRead=True
             ).get("Item")
         if not seen:
             return None
-        sk = _get(seen, "sk") or f"TS#{_get(seen, 'event_time')}#EID#{event_id}"
-        with _aws(f"read event {event_id}"):
+        sk = value_of(seen, "sk") or f"TS#{value_of(seen, 'event_time')}#EID#{event_id}"
+        with aws(f"read event {event_id}"):
             item = self.ddb.get_item(
                 TableName=self.t.events,
-                Key={"PK": _s(f"ENTITY#{_get(seen, 'entity_id')}"), "SK": _s(sk)},
+                Key={"PK": str_attr(f"ENTITY#{value_of(seen, 'entity_id')}"), "SK": str_attr(sk)},
                 ConsistentRead=True,
             ).get("Item")
         if not item:
@@ -562,7 +521,7 @@ class AwsStore:
                 f"read the receipts of event {event_id}",
                 IndexName=RECEIPTS_INDEX.name,
                 KeyConditionExpression="GSI2PK = :pk",
-                ExpressionAttributeValues={":pk": _s(f"EID#{event_id}")},
+                ExpressionAttributeValues={":pk": str_attr(f"EID#{event_id}")},
             )
         )
         if not items:  # written by the original kit: no receipts index, one row per event
@@ -574,7 +533,7 @@ class AwsStore:
         """Every item of a query, page by page (each page fetched only when needed)."""
         kwargs = {"TableName": self.t.events, **kwargs}
         while True:
-            with _aws(action):
+            with aws(action):
                 page = self.ddb.query(**kwargs)
             yield from page.get("Items", [])
             last = page.get("LastEvaluatedKey")
@@ -638,7 +597,7 @@ class AwsStore:
             (sk,) = key
             if not isinstance(sk, str) or not sk.startswith("TS#"):
                 raise ValueError
-            return {"PK": _s(pk), "SK": _s(sk)}
+            return {"PK": str_attr(pk), "SK": str_attr(sk)}
 
         # BETWEEN is inclusive; no key equals "TS#<end>" itself (keys go on with "#EID#..."), and every
         # key of an event at ``end`` sorts after it, ours and the original kit's ("...00Z" > "...00.000Z").
@@ -649,10 +608,14 @@ class AwsStore:
             limit,
             descending,
             start_key,
-            lambda item: [_get(item, "SK")],
+            lambda item: [value_of(item, "SK")],
             lambda item: _status_matches(item, status) and lo <= _stored_time(item) < hi,
             KeyConditionExpression="PK = :pk AND SK BETWEEN :lo AND :hi",
-            ExpressionAttributeValues={":pk": _s(pk), ":lo": _s(f"TS#{lo}"), ":hi": _s(f"TS#{hi}")},
+            ExpressionAttributeValues={
+                ":pk": str_attr(pk),
+                ":lo": str_attr(f"TS#{lo}"),
+                ":hi": str_attr(f"TS#{hi}"),
+            },
         )
         return Page[EventRecord](items=[self._record_from(i) for i in items], next_cursor=cursor)
 
@@ -676,7 +639,12 @@ class AwsStore:
             entity_pk, sk, gsk = key
             if not all(isinstance(k, str) for k in key) or not gsk.startswith("LAG#"):
                 raise ValueError
-            return {"PK": _s(entity_pk), "SK": _s(sk), "GSI1PK": _s(pk), "GSI1SK": _s(gsk)}
+            return {
+                "PK": str_attr(entity_pk),
+                "SK": str_attr(sk),
+                "GSI1PK": str_attr(pk),
+                "GSI1SK": str_attr(gsk),
+            }
 
         items, cursor = self._paged(
             action,
@@ -685,14 +653,14 @@ class AwsStore:
             limit,
             descending,
             start_key,
-            lambda item: [_get(item, "PK"), _get(item, "SK"), _get(item, "GSI1SK")],
+            lambda item: [value_of(item, "PK"), value_of(item, "SK"), value_of(item, "GSI1SK")],
             lambda item: _status_matches(item, status),
             IndexName=LAG_INDEX.name,
             KeyConditionExpression="GSI1PK = :pk AND GSI1SK BETWEEN :lo AND :hi",
             ExpressionAttributeValues={
-                ":pk": _s(pk),
-                ":lo": _s(_PADDED_LAG[0]),
-                ":hi": _s(_PADDED_LAG[1]),
+                ":pk": str_attr(pk),
+                ":lo": str_attr(_PADDED_LAG[0]),
+                ":hi": str_attr(_PADDED_LAG[1]),
             },
         )
         return Page[EventRecord](items=[self._record_from(i) for i in items], next_cursor=cursor)
@@ -700,12 +668,12 @@ class AwsStore:
     def _has_legacy_lag_keys(self, pk: str, action: str) -> bool:
         """Whether the partition holds lag keys the original kit wrote (unpadded: "LAG#100" < "LAG#20")."""
         for condition, value in (("GSI1SK < :v", _PADDED_LAG[0]), ("GSI1SK > :v", _PADDED_LAG[1])):
-            with _aws(action):
+            with aws(action):
                 page = self.ddb.query(
                     TableName=self.t.events,
                     IndexName=LAG_INDEX.name,
                     KeyConditionExpression=f"GSI1PK = :pk AND {condition}",
-                    ExpressionAttributeValues={":pk": _s(pk), ":v": _s(value)},
+                    ExpressionAttributeValues={":pk": str_attr(pk), ":v": str_attr(value)},
                     Limit=1,
                 )
             if page.get("Items"):
@@ -726,7 +694,7 @@ class AwsStore:
             action,
             IndexName=LAG_INDEX.name,
             KeyConditionExpression="GSI1PK = :pk",
-            ExpressionAttributeValues={":pk": _s(pk)},
+            ExpressionAttributeValues={":pk": str_attr(pk)},
         )
         records = [self._record_from(i) for i in items if _status_matches(i, status)]
 
@@ -759,13 +727,13 @@ class AwsStore:
         wanted = {"entity_id": entity_id, "source": source, "event_type": event_type}
 
         def keep(item: dict[str, Any]) -> bool:
-            return all(v is None or _get(item, k) == v for k, v in wanted.items())
+            return all(v is None or value_of(item, k) == v for k, v in wanted.items())
 
         def start_key(key: list[Any]) -> dict[str, Any]:
             (sk,) = key
             if not isinstance(sk, str) or not sk.startswith("RJ#"):
                 raise ValueError
-            return {"PK": _s(REJECTED_PK), "SK": _s(sk)}
+            return {"PK": str_attr(REJECTED_PK), "SK": str_attr(sk)}
 
         items, cursor = self._paged(
             "read rejections",
@@ -774,20 +742,24 @@ class AwsStore:
             limit,
             descending,
             start_key,
-            lambda item: [_get(item, "SK")],
+            lambda item: [value_of(item, "SK")],
             keep,
             KeyConditionExpression="PK = :pk AND SK BETWEEN :lo AND :hi",
-            ExpressionAttributeValues={":pk": _s(REJECTED_PK), ":lo": _s(lo), ":hi": _s(hi)},
+            ExpressionAttributeValues={
+                ":pk": str_attr(REJECTED_PK),
+                ":lo": str_attr(lo),
+                ":hi": str_attr(hi),
+            },
         )
         return Page[Rejection](items=[_rejection_from(i) for i in items], next_cursor=cursor)
 
     def get_rejection(self, rejection_id: str) -> Rejection | None:
         if not _REJECTION_ID.match(rejection_id):
             return None
-        with _aws("read rejection"):
+        with aws("read rejection"):
             item = self.ddb.get_item(
                 TableName=self.t.events,
-                Key={"PK": _s(REJECTED_PK), "SK": _s(f"RJ#{rejection_id}")},
+                Key={"PK": str_attr(REJECTED_PK), "SK": str_attr(f"RJ#{rejection_id}")},
                 ConsistentRead=True,
             ).get("Item")
         return _rejection_from(item) if item else None
@@ -811,25 +783,25 @@ class AwsStore:
             },
         }
         while True:
-            with _aws("count the index"):
+            with aws("count the index"):
                 page = self.ddb.scan(**kwargs)
             for item in page.get("Items", []):
-                pk = _get(item, "PK")
+                pk = value_of(item, "PK")
                 if pk == REJECTED_PK:
                     rejected += 1
                     continue
                 if not str(pk).startswith("ENTITY#"):
                     continue
-                receipt = _get(item, "receipt")
+                receipt = value_of(item, "receipt")
                 is_dup = receipt != ACCEPTED_RECEIPT if receipt is not None else False
-                counts = parts.setdefault((_get(item, "source"), _get(item, "event_type")), [0, 0])
+                counts = parts.setdefault((value_of(item, "source"), value_of(item, "event_type")), [0, 0])
                 counts[is_dup] += 1
                 if is_dup:
                     duplicate += 1
                 else:
                     accepted += 1
-                entities.add(_get(item, "entity_id"))
-                t = fmt(parse_iso(_get(item, "event_time")))
+                entities.add(value_of(item, "entity_id"))
+                t = fmt(parse_iso(value_of(item, "event_time")))
                 first = t if first is None or t < first else first
                 last = t if last is None or t > last else last
             if not page.get("LastEvaluatedKey"):
@@ -857,37 +829,37 @@ def _arity(kind: str) -> int:
 def _status_matches(item: dict[str, Any], status: IngestStatus | None) -> bool:
     if status is None:
         return True
-    receipt = _get(item, "receipt")
+    receipt = value_of(item, "receipt")
     if receipt is None:
         # The original kit's row is its event's only record (a duplicate overwrote the acceptance): it
         # stands for the accepted event, and for a duplicate too if that is the status it was left with.
-        return status is IngestStatus.ACCEPTED or bool(_get(item, "status") == status.value)
+        return status is IngestStatus.ACCEPTED or bool(value_of(item, "status") == status.value)
     return bool((receipt == ACCEPTED_RECEIPT) == (status is IngestStatus.ACCEPTED))
 
 
 def _stored_time(item: dict[str, Any]) -> str:
-    value = str(_get(item, "event_time"))
+    value = str(value_of(item, "event_time"))
     if len(value) == 24 and value.endswith("Z"):  # ours, already fixed precision
         return value
     return fmt(parse_iso(value))
 
 
 def _rejection_from(item: dict[str, Any]) -> Rejection:
-    sk = str(_get(item, "SK"))
+    sk = str(value_of(item, "SK"))
     data = item.get("data", {}).get("B", b"")
     if isinstance(data, str):  # some endpoints hand binary back base64-encoded
         data = base64.b64decode(data)
     return Rejection(
-        received_at=_get(item, "received_at"),
-        reason=_get(item, "reason"),
-        origin=_get(item, "origin") or "api",
-        line=_get(item, "line"),
-        size=_get(item, "size"),
-        sha256=_get(item, "sha256"),
+        received_at=value_of(item, "received_at"),
+        reason=value_of(item, "reason"),
+        origin=value_of(item, "origin") or "api",
+        line=value_of(item, "line"),
+        size=value_of(item, "size"),
+        sha256=value_of(item, "sha256"),
         data=bytes(data),
-        truncated=bool(_get(item, "truncated")),
-        source=_get(item, "source"),
-        event_type=_get(item, "event_type"),
-        entity_id=_get(item, "entity_id"),
+        truncated=bool(value_of(item, "truncated")),
+        source=value_of(item, "source"),
+        event_type=value_of(item, "event_type"),
+        entity_id=value_of(item, "entity_id"),
         rejection_id=sk[3:],
     )
