@@ -140,7 +140,7 @@ class AwsInvestigation:
         tallies: dict[str, _Tally] = {}
         if lo >= hi:
             return []
-        for item in self._store._query(
+        for item in self._store.query_items(
             f"count the events of entity {entity_id!r}",
             KeyConditionExpression="PK = :pk AND SK BETWEEN :lo AND :hi",
             ExpressionAttributeValues={
@@ -171,7 +171,7 @@ class AwsInvestigation:
             text = day.date().isoformat()
             tally = _Tally()
             late_from = _late_from(text, grace)
-            for item in self._store._query(
+            for item in self._store.query_items(
                 f"count partition {source}/{event_type}/{text}",
                 IndexName=LAG_INDEX.name,
                 KeyConditionExpression="GSI1PK = :pk",
@@ -210,9 +210,9 @@ class AwsCatalog:
         listed = [g for g in groups.values() if len(g) >= LIST_THRESHOLD]
         single = [k for g in groups.values() if len(g) < LIST_THRESHOLD for k in g]
         found: set[str] = set()
-        for present in self._store._map(self._listed, listed):
+        for present in self._store.map_concurrently(self._listed, listed):
             found |= present
-        for key, there in zip(single, self._store._map(self._exists, single), strict=True):
+        for key, there in zip(single, self._store.map_concurrently(self._exists, single), strict=True):
             if there:
                 found.add(key)
         return set(wanted) - found
@@ -252,7 +252,7 @@ class AwsCatalog:
     def get_many(self, keys: Sequence[str]) -> dict[str, bytes]:
         unique = list(dict.fromkeys(keys))
         out: dict[str, bytes] = {}
-        for key, data in zip(unique, self._store._map(self._store.get, unique), strict=True):
+        for key, data in zip(unique, self._store.map_concurrently(self._store.get, unique), strict=True):
             if data is not None:
                 out[key] = data
         return out

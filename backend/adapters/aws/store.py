@@ -38,7 +38,7 @@ from typing import Any, TypeVar
 from botocore.exceptions import BotoCoreError, ClientError
 
 from backend.adapters.aws.clients import AwsClients, make_clients
-from backend.adapters.aws.dynamo import num_attr, str_attr, value_of
+from backend.adapters.aws.dynamo import num_attr, query, str_attr, value_of
 from backend.adapters.aws.errors import NOT_FOUND_CODES, aws, error_code, store_error
 from backend.adapters.aws.resources import LAG_INDEX, RECEIPTS_INDEX
 from backend.config import AwsSettings
@@ -131,7 +131,7 @@ class AwsStore:
             self._pool.shutdown(wait=True)
             self._pool = None
 
-    def _map(self, fn: Callable[[Any], T], groups: Sequence[Any]) -> list[T]:
+    def map_concurrently(self, fn: Callable[[Any], T], groups: Sequence[Any]) -> list[T]:
         """``fn`` over ``groups``, concurrently when there are several (boto3 clients are thread-safe)."""
         if len(groups) <= 1 or self._workers <= 1:
             return [fn(g) for g in groups]
@@ -158,7 +158,7 @@ class AwsStore:
                 stored = put.stored_sha256 if put.status is RawPutStatus.CREATED else None
                 results[i] = RawPut(objects[i].key, RawPutStatus.EXISTS, stored)
 
-        self._map(put_group, list(by_key.values()))
+        self.map_concurrently(put_group, list(by_key.values()))
         return [r for r in results if r is not None]
 
     def _put_one(self, obj: RawObject) -> RawPut:
@@ -227,7 +227,7 @@ class AwsStore:
             for i in indices:
                 outcomes[i] = self._record_one(records[i], claims[i] if claims else Claim.STORED)
 
-        self._map(run, list(groups.values()))
+        self.map_concurrently(run, list(groups.values()))
         return [o for o in outcomes if o is not None]
 
     def _record_one(self, r: EventRecord, claim: Claim) -> Recorded:
@@ -517,7 +517,7 @@ class AwsStore:
         if not _EVENT_ID.match(event_id):
             return []
         items = list(
-            self._query(
+            self.query_items(
                 f"read the receipts of event {event_id}",
                 IndexName=RECEIPTS_INDEX.name,
                 KeyConditionExpression="GSI2PK = :pk",
@@ -529,17 +529,9 @@ class AwsStore:
             return [accepted] if accepted else []
         return [self._record_from(i) for i in items]
 
-    def _query(self, action: str, **kwargs: Any) -> Iterator[dict[str, Any]]:
-        """Every item of a query, page by page (each page fetched only when needed)."""
-        kwargs = {"TableName": self.t.events, **kwargs}
-        while True:
-            with aws(action):
-                page = self.ddb.query(**kwargs)
-            yield from page.get("Items", [])
-            last = page.get("LastEvaluatedKey")
-            if not last:
-                return
-            kwargs["ExclusiveStartKey"] = last
+    def query_items(self, action: str, **kwargs: Any) -> Iterator[dict[str, Any]]:
+        """Every item of a query on the events table, page by page (each page fetched only when needed)."""
+        return query(self.ddb, action, **{"TableName": self.t.events, **kwargs})
 
     def _paged(
         self,
@@ -567,7 +559,7 @@ class AwsStore:
             except (TypeError, ValueError, KeyError):
                 raise InvalidRequest(f"cursor {after[:40]!r} is not a cursor of this listing") from None
         items: list[dict[str, Any]] = []
-        for item in self._query(action, **query):
+        for item in self.query_items(action, **query):
             if keep(item):
                 items.append(item)
                 if len(items) > limit:
@@ -690,7 +682,7 @@ class AwsStore:
         descending: bool,
     ) -> Page[EventRecord]:
         """A partition with the original kit's unpadded lag keys: read whole, sorted by number here."""
-        items = self._query(
+        items = self.query_items(
             action,
             IndexName=LAG_INDEX.name,
             KeyConditionExpression="GSI1PK = :pk",
