@@ -2,8 +2,8 @@
 
 The adapter talks to DynamoDB through the low-level client, whose items are typed cells
 (``{"S": "text"}``, ``{"N": "12"}``): the builders and :func:`value_of` below go between those and plain
-values. :func:`query`, :func:`transact` and :func:`put_new` are the calls every table needs, with paging,
-conflict retries and errors handled one way.
+values. :func:`query` reads every page of a query; :func:`transact` and :func:`put_new` are the conditional
+writes of the audit trail and the aggregates, retried when they lose to a concurrent transaction.
 """
 
 from __future__ import annotations

@@ -17,8 +17,9 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from backend.adapters.aws.dynamo import str_attr, value_of
 from backend.adapters.aws.errors import NOT_FOUND_CODES, aws, error_code, store_error
+from backend.adapters.aws.event_items import ACCEPTED_RECEIPT
 from backend.adapters.aws.resources import LAG_INDEX
-from backend.adapters.aws.store import ACCEPTED_RECEIPT, AwsStore
+from backend.adapters.aws.store import AwsStore
 from backend.errors import InvalidRequest
 from backend.model import EventRecord, IngestStatus, Page
 from backend.ports import DayCount, Receipt
