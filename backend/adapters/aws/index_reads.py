@@ -38,6 +38,7 @@ _REJECTION_ID = re.compile(r"^[0-9T:.Z+-]{10,40}#\d{19}[0-9a-f]{4}$")
 
 
 def _arity(kind: str) -> int:
+    """How many keys a cursor of ``kind`` holds: a partition's (PK, SK, GSI1SK), else the sort key."""
     return 3 if kind.startswith("aws-partition") else 1
 
 
@@ -60,6 +61,7 @@ class EventIndexReads(AwsConnection):
             ).get("Item")
         if not seen:
             return None
+        # The original kit's dedupe item has no "sk": its one row per event is keyed by time and id.
         sk = value_of(seen, "sk") or f"TS#{value_of(seen, 'event_time')}#EID#{event_id}"
         with aws(f"read event {event_id}"):
             item = self.ddb.get_item(
@@ -102,23 +104,23 @@ class EventIndexReads(AwsConnection):
         start_key: Callable[[list[Any]], dict[str, Any]],
         key_of: Callable[[dict[str, Any]], list[Any]],
         keep: Callable[[dict[str, Any]], bool],
-        **query: Any,
+        **request: Any,
     ) -> tuple[list[dict[str, Any]], str | None]:
         """One page of a keyset-paged query: up to ``limit`` kept items after the cursor, and the cursor
         of the next page (None when nothing is left)."""
         if limit < 1:
             raise InvalidRequest("limit must be at least 1")
         kind = f"{kind}:{'desc' if descending else 'asc'}"
-        query["ScanIndexForward"] = not descending
-        query["Limit"] = min(limit + 1, 1000)
+        request["ScanIndexForward"] = not descending
+        request["Limit"] = min(limit + 1, 1000)
         if after is not None:
             key = decode_cursor(kind, after, _arity(kind))
             try:
-                query["ExclusiveStartKey"] = start_key(key)
+                request["ExclusiveStartKey"] = start_key(key)
             except (TypeError, ValueError, KeyError):
                 raise InvalidRequest(f"cursor {after[:40]!r} is not a cursor of this listing") from None
         items: list[dict[str, Any]] = []
-        for item in self.query_items(action, **query):
+        for item in self.query_items(action, **request):
             if keep(item):
                 items.append(item)
                 if len(items) > limit:
