@@ -56,8 +56,8 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from backend.adapters.aws.clients import AwsClients
-from backend.adapters.aws.dynamo import put_new, transact
-from backend.adapters.aws.store import _aws, _code, _error, _get, _n, _s
+from backend.adapters.aws.dynamo import num_attr, put_new, str_attr, transact, value_of
+from backend.adapters.aws.errors import NOT_FOUND_CODES, aws, error_code, store_error
 from backend.errors import InvalidRequest, StoreError
 from backend.model import SOURCE_PATTERN, AggregateVersion, MetricKind, MetricSpec, Page
 from backend.paging import decode_cursor, encode_cursor
@@ -107,14 +107,14 @@ def _number(value: int | float | None) -> dict[str, Any] | None:
     if value is None or isinstance(value, bool):
         return None
     if isinstance(value, int):
-        return _n(value) if len(str(abs(value))) <= 38 else None
+        return num_attr(value) if len(str(abs(value))) <= 38 else None
     if not math.isfinite(value) or (value != 0 and not 1e-129 < abs(value) < 1e125):
         return None
     return {"N": repr(value)}
 
 
 def _version_from(item: dict[str, Any]) -> AggregateVersion:
-    return AggregateVersion.model_validate_json(_get(item, "record"))
+    return AggregateVersion.model_validate_json(value_of(item, "record"))
 
 
 class DynamoAggregates:
@@ -139,13 +139,13 @@ class DynamoAggregates:
     def latest(self, entity_id: str, day: str, metric: str) -> AggregateVersion | None:
         if not _keyable(day, metric):
             return None
-        with _aws(f"read the latest {metric} of {entity_id!r} on {day}"):
+        with aws(f"read the latest {metric} of {entity_id!r} on {day}"):
             items = self.ddb.query(
                 TableName=self.table,
                 KeyConditionExpression="PK = :pk AND begins_with(SK, :prefix)",
                 ExpressionAttributeValues={
-                    ":pk": _s(_pk(entity_id)),
-                    ":prefix": _s(_metric_prefix(day, metric)),
+                    ":pk": str_attr(_pk(entity_id)),
+                    ":prefix": str_attr(_metric_prefix(day, metric)),
                 },
                 ScanIndexForward=False,
                 Limit=1,
@@ -159,10 +159,10 @@ class DynamoAggregates:
     def get(self, entity_id: str, day: str, metric: str, version: int) -> AggregateVersion | None:
         if not _keyable(day, metric) or not 1 <= version <= MAX_VERSION:
             return None
-        with _aws(f"read version {version} of {metric} of {entity_id!r} on {day}"):
+        with aws(f"read version {version} of {metric} of {entity_id!r} on {day}"):
             item = self.ddb.get_item(
                 TableName=self.table,
-                Key={"PK": _s(_pk(entity_id)), "SK": _s(_sk(day, metric, version))},
+                Key={"PK": str_attr(_pk(entity_id)), "SK": str_attr(_sk(day, metric, version))},
                 ConsistentRead=True,
             ).get("Item")
         if item:
@@ -199,13 +199,17 @@ class DynamoAggregates:
         kwargs: dict[str, Any] = {
             "TableName": self.table,
             "KeyConditionExpression": "PK = :pk AND SK BETWEEN :lo AND :hi",
-            "ExpressionAttributeValues": {":pk": _s(_pk(entity_id)), ":lo": _s(lo), ":hi": _s(hi)},
+            "ExpressionAttributeValues": {
+                ":pk": str_attr(_pk(entity_id)),
+                ":lo": str_attr(lo),
+                ":hi": str_attr(hi),
+            },
             "ConsistentRead": True,
         }
         ours: list[AggregateVersion] = []
         while len(ours) <= limit:
             kwargs["Limit"] = limit + 1 - len(ours)
-            with _aws(f"read the aggregate versions of {entity_id!r} on {day}"):
+            with aws(f"read the aggregate versions of {entity_id!r} on {day}"):
                 page = self.ddb.query(**kwargs)
             ours += [_version_from(i) for i in page.get("Items", [])]
             if not page.get("LastEvaluatedKey"):
@@ -231,11 +235,11 @@ class DynamoAggregates:
         try:
             body = self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
         except ClientError as exc:
-            if _code(exc) in ("NoSuchKey", "404", "NotFound"):
+            if error_code(exc) in NOT_FOUND_CODES:
                 return None
-            raise _error(f"read the input manifest {key}", exc) from None
+            raise store_error(f"read the input manifest {key}", exc) from None
         except BotoCoreError as exc:
-            raise _error(f"read the input manifest {key}", exc) from None
+            raise store_error(f"read the input manifest {key}", exc) from None
         try:
             doc = json.loads(gzip.decompress(body))
             entries = [ManifestEntry(str(r[0]), str(r[1]), str(r[2]), int(r[3])) for r in doc["rows"]]
@@ -249,12 +253,15 @@ class DynamoAggregates:
 
         def has_versions(window: tuple[str, str]) -> bool:
             entity_id, day = window
-            with _aws(f"look for aggregate versions of {entity_id!r} on {day}"):
+            with aws(f"look for aggregate versions of {entity_id!r} on {day}"):
                 page = self.ddb.query(
                     TableName=self.table,
                     # Both this kit's keys and the original kit's start with the day.
                     KeyConditionExpression="PK = :pk AND begins_with(SK, :day)",
-                    ExpressionAttributeValues={":pk": _s(_pk(entity_id)), ":day": _s(f"DAY#{day}#")},
+                    ExpressionAttributeValues={
+                        ":pk": str_attr(_pk(entity_id)),
+                        ":day": str_attr(f"DAY#{day}#"),
+                    },
                     ProjectionExpression="PK",
                     Limit=1,
                 )
@@ -285,7 +292,7 @@ class DynamoAggregates:
         put = {
             "Put": {"TableName": self.table, "Item": item, "ConditionExpression": "attribute_not_exists(PK)"}
         }
-        previous = {"PK": _s(_pk(v.entity_id)), "SK": _s(_sk(v.day, v.metric, v.version - 1))}
+        previous = {"PK": str_attr(_pk(v.entity_id)), "SK": str_attr(_sk(v.day, v.metric, v.version - 1))}
         reasons = transact(self.ddb, f"write {what}", [self._exists(previous), put])
         if reasons is None:
             return True
@@ -300,7 +307,7 @@ class DynamoAggregates:
             reasons = transact(
                 self.ddb,
                 f"write {what}",
-                [self._exists({"PK": _s(_pk(v.entity_id)), "SK": _s(last_sk)}), put],
+                [self._exists({"PK": str_attr(_pk(v.entity_id)), "SK": str_attr(last_sk)}), put],
             )
             if reasons is None:
                 return True
@@ -322,18 +329,18 @@ class DynamoAggregates:
 
     def _item(self, v: AggregateVersion) -> dict[str, Any]:
         item: dict[str, Any] = {
-            "PK": _s(_pk(v.entity_id)),
-            "SK": _s(_sk(v.day, v.metric, v.version)),
-            "record": _s(v.model_dump_json()),
-            "version": _n(v.version),
-            "metric_name": _s(v.metric),
-            "inputs_hash": _s(v.inputs_hash),
-            "computed_at": _s(v.computed_at),
-            "window_start": _s(v.window_start),
-            "window_end": _s(v.window_end),
-            "input_count": _n(v.input_count),
-            "sample_event_ids": {"L": [_s(e) for e in v.sample_event_ids]},
-            "replay_ids": {"L": [_s(r) for r in v.replay_ids]},
+            "PK": str_attr(_pk(v.entity_id)),
+            "SK": str_attr(_sk(v.day, v.metric, v.version)),
+            "record": str_attr(v.model_dump_json()),
+            "version": num_attr(v.version),
+            "metric_name": str_attr(v.metric),
+            "inputs_hash": str_attr(v.inputs_hash),
+            "computed_at": str_attr(v.computed_at),
+            "window_start": str_attr(v.window_start),
+            "window_end": str_attr(v.window_end),
+            "input_count": num_attr(v.input_count),
+            "sample_event_ids": {"L": [str_attr(e) for e in v.sample_event_ids]},
+            "replay_ids": {"L": [str_attr(r) for r in v.replay_ids]},
         }
         value = _number(v.value)
         item["value"] = value if value is not None else {"NULL": True}
@@ -361,15 +368,15 @@ class DynamoAggregates:
                 )
                 break
             except ClientError as exc:
-                code = _code(exc)
+                code = error_code(exc)
                 if code in ("PreconditionFailed", "412"):
                     break  # stored before: the same inputs, so the same manifest
                 if code == "ConditionalRequestConflict" and attempt < 4:  # a concurrent put of the key
                     time.sleep(0.05 * (attempt + 1))
                     continue
-                raise _error(f"store the input manifest {key}", exc) from None
+                raise store_error(f"store the input manifest {key}", exc) from None
             except BotoCoreError as exc:
-                raise _error(f"store the input manifest {key}", exc) from None
+                raise store_error(f"store the input manifest {key}", exc) from None
         if len(self._stored) > 10_000:
             self._stored.clear()
         self._stored.add(inputs_hash)
@@ -381,18 +388,21 @@ class DynamoAggregates:
         kwargs: dict[str, Any] = {
             "TableName": self.table,
             "KeyConditionExpression": "PK = :pk AND begins_with(SK, :prefix)",
-            "ExpressionAttributeValues": {":pk": _s(_pk(entity_id)), ":prefix": _s(_legacy_prefix(day))},
+            "ExpressionAttributeValues": {
+                ":pk": str_attr(_pk(entity_id)),
+                ":prefix": str_attr(_legacy_prefix(day)),
+            },
             "ConsistentRead": True,
         }
         items: list[dict[str, Any]] = []
         while True:
-            with _aws(f"read the original kit's aggregates of {entity_id!r} on {day}"):
+            with aws(f"read the original kit's aggregates of {entity_id!r} on {day}"):
                 page = self.ddb.query(**kwargs)
             items += page.get("Items", [])
             if not page.get("LastEvaluatedKey"):
                 break
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-        return sorted(items, key=lambda i: (_legacy_seconds(i), str(_get(i, "SK"))))
+        return sorted(items, key=lambda i: (_legacy_seconds(i), str(value_of(i, "SK"))))
 
     def _legacy_keyed(self, entity_id: str, day: str) -> dict[str, list[tuple[str, AggregateVersion]]]:
         """The original kit's versions of one (entity, day) by metric, numbered 1..L in time order, each
@@ -403,7 +413,7 @@ class DynamoAggregates:
         for item in self._legacy_items(entity_id, day):
             chain = chains.setdefault(_legacy_metric(item), [])
             version = _legacy_version(item, entity_id, day, chain[-1][1] if chain else None)
-            chain.append((str(_get(item, "SK")), version))
+            chain.append((str(value_of(item, "SK")), version))
         return chains
 
     def _legacy(self, entity_id: str, day: str) -> dict[str, list[AggregateVersion]]:
@@ -411,7 +421,7 @@ class DynamoAggregates:
 
 
 def _legacy_seconds(item: dict[str, Any]) -> float:
-    tail = str(_get(item, "SK")).rsplit("#", 1)[-1]
+    tail = str(value_of(item, "SK")).rsplit("#", 1)[-1]
     try:
         return float(tail)
     except ValueError:
@@ -420,7 +430,7 @@ def _legacy_seconds(item: dict[str, Any]) -> float:
 
 def _legacy_metric(item: dict[str, Any]) -> str:
     # The original kit computed one metric, the seed's daily count; an item without a name is that one.
-    return str(_get(item, "metric_name") or "daily_event_count")
+    return str(value_of(item, "metric_name") or "daily_event_count")
 
 
 def _legacy_time(value: Any, fallback: str) -> str:
@@ -443,10 +453,10 @@ def _legacy_version(
     )
     start = f"{day}T00:00:00.000Z"
     end = f"{(date.fromisoformat(day) + timedelta(days=1)).isoformat()}T00:00:00.000Z"
-    value = _get(item, "value")
+    value = value_of(item, "value")
     if not isinstance(value, int | float) or isinstance(value, bool):
         value = None
-    count = _get(item, "input_count")
+    count = value_of(item, "input_count")
     count = count if isinstance(count, int) else 0
     definition = (
         MetricSpec(name=metric, kind=MetricKind.COUNT)
@@ -466,12 +476,12 @@ def _legacy_version(
         value=value,
         input_count=count,
         values_used=count,
-        inputs_hash=str(_get(item, "inputs_hash") or ""),
+        inputs_hash=str(value_of(item, "inputs_hash") or ""),
         definition=definition,
         definition_hash=LEGACY_DEFINITION_HASH,
-        computed_at=_legacy_time(_get(item, "computed_at"), stamped),
-        window_start=_legacy_time(_get(item, "window_start"), start),
-        window_end=_legacy_time(_get(item, "window_end"), end),
+        computed_at=_legacy_time(value_of(item, "computed_at"), stamped),
+        window_start=_legacy_time(value_of(item, "window_start"), start),
+        window_end=_legacy_time(value_of(item, "window_end"), end),
         previous_version=previous.version if previous else None,
         previous_value=previous.value if previous else None,
         sample_event_ids=sample_ids,

@@ -21,8 +21,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from backend.adapters.aws.clients import AwsClients
-from backend.adapters.aws.dynamo import transact
-from backend.adapters.aws.store import _aws, _get, _s
+from backend.adapters.aws.dynamo import str_attr, transact, value_of
+from backend.adapters.aws.errors import aws
 from backend.errors import InvalidRequest
 from backend.model import Page, ReplayAudit, ReplayOutcome
 from backend.paging import decode_cursor, encode_cursor
@@ -45,27 +45,27 @@ def _started(record: ReplayAudit) -> str:
 
 def _keys(record: ReplayAudit) -> tuple[dict[str, Any], dict[str, Any]]:
     """The keys of the listing item and of the lookup item."""
-    listing = {"PK": _s(LIST_PK), "SK": _s(f"{_started(record)}#{record.replay_id}")}
-    lookup = {"PK": _s(f"REPLAY#{record.replay_id}"), "SK": _s(LOOKUP_SK)}
+    listing = {"PK": str_attr(LIST_PK), "SK": str_attr(f"{_started(record)}#{record.replay_id}")}
+    lookup = {"PK": str_attr(f"REPLAY#{record.replay_id}"), "SK": str_attr(LOOKUP_SK)}
     return listing, lookup
 
 
 def _item(key: dict[str, Any], record: ReplayAudit) -> dict[str, Any]:
     item = {
         **key,
-        "replay_id": _s(record.replay_id),
-        "outcome": _s(record.outcome.value),
-        "actor": _s(record.actor),
-        "started_at": _s(record.started_at),
-        "record": _s(record.model_dump_json()),
+        "replay_id": str_attr(record.replay_id),
+        "outcome": str_attr(record.outcome.value),
+        "actor": str_attr(record.actor),
+        "started_at": str_attr(record.started_at),
+        "record": str_attr(record.model_dump_json()),
     }
     if record.finished_at is not None:
-        item["finished_at"] = _s(record.finished_at)
+        item["finished_at"] = str_attr(record.finished_at)
     return item
 
 
 def _record(item: dict[str, Any]) -> ReplayAudit:
-    return ReplayAudit.model_validate_json(_get(item, "record"))
+    return ReplayAudit.model_validate_json(value_of(item, "record"))
 
 
 class DynamoAudit:
@@ -100,7 +100,7 @@ class DynamoAudit:
                     "TableName": self.table,
                     "Item": _item(key, record),
                     "ConditionExpression": "outcome = :running",
-                    "ExpressionAttributeValues": {":running": _s(ReplayOutcome.RUNNING.value)},
+                    "ExpressionAttributeValues": {":running": str_attr(ReplayOutcome.RUNNING.value)},
                 }
             }
             for key in (lookup, listing)
@@ -117,10 +117,10 @@ class DynamoAudit:
         raise InvalidRequest(f"replay {record.replay_id!r} is not running: its record is final")
 
     def get(self, replay_id: str) -> ReplayAudit | None:
-        with _aws(f"read the audit record of replay {replay_id}"):
+        with aws(f"read the audit record of replay {replay_id}"):
             item = self.ddb.get_item(
                 TableName=self.table,
-                Key={"PK": _s(f"REPLAY#{replay_id}"), "SK": _s(LOOKUP_SK)},
+                Key={"PK": str_attr(f"REPLAY#{replay_id}"), "SK": str_attr(LOOKUP_SK)},
                 ConsistentRead=True,
             ).get("Item")
         return _record(item) if item else None
@@ -131,7 +131,7 @@ class DynamoAudit:
         kwargs: dict[str, Any] = {
             "TableName": self.table,
             "KeyConditionExpression": "PK = :pk",
-            "ExpressionAttributeValues": {":pk": _s(LIST_PK)},
+            "ExpressionAttributeValues": {":pk": str_attr(LIST_PK)},
             "ScanIndexForward": False,
             "ConsistentRead": True,
         }
@@ -139,12 +139,12 @@ class DynamoAudit:
             (sk,) = decode_cursor(_KIND, after, 1)
             if not isinstance(sk, str):
                 raise InvalidRequest(f"cursor {after[:40]!r} is not a cursor of this listing")
-            kwargs["ExclusiveStartKey"] = {"PK": _s(LIST_PK), "SK": _s(sk)}
+            kwargs["ExclusiveStartKey"] = {"PK": str_attr(LIST_PK), "SK": str_attr(sk)}
         items: list[dict[str, Any]] = []
         # Pages of at most limit + 1 items: one more than asked says whether there is a next page.
         while len(items) <= limit:
             kwargs["Limit"] = min(limit + 1 - len(items), 1000)
-            with _aws("read the replay audit trail"):
+            with aws("read the replay audit trail"):
                 page = self.ddb.query(**kwargs)
             items += page.get("Items", [])
             if not page.get("LastEvaluatedKey"):
@@ -152,5 +152,5 @@ class DynamoAudit:
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
         more = len(items) > limit
         items = items[:limit]
-        cursor = encode_cursor(_KIND, [_get(items[-1], "SK")]) if more else None
+        cursor = encode_cursor(_KIND, [value_of(items[-1], "SK")]) if more else None
         return Page[ReplayAudit](items=[_record(i) for i in items], next_cursor=cursor)

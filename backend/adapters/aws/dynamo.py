@@ -1,4 +1,10 @@
-"""Small DynamoDB helpers shared by the audit trail and the aggregates (low-level client, plain items)."""
+"""Small DynamoDB helpers shared by the event index, the audit trail and the aggregates.
+
+The adapter talks to DynamoDB through the low-level client, whose items are typed cells
+(``{"S": "text"}``, ``{"N": "12"}``): the builders and :func:`value_of` below go between those and plain
+values. :func:`query` reads every page of a query; :func:`transact` and :func:`put_new` are the conditional
+writes of the audit trail and the aggregates, retried when they lose to a concurrent transaction.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from backend.adapters.aws.store import _aws, _code, _error
+from backend.adapters.aws.errors import aws, error_code, store_error
 from backend.errors import StoreError
 
 if TYPE_CHECKING:
@@ -18,10 +24,33 @@ if TYPE_CHECKING:
 CONFLICT_ATTEMPTS = 8
 
 
+def str_attr(value: str) -> dict[str, Any]:
+    """A DynamoDB string cell."""
+    return {"S": value}
+
+
+def num_attr(value: int) -> dict[str, Any]:
+    """A DynamoDB number cell."""
+    return {"N": str(value)}
+
+
+def value_of(item: dict[str, Any], name: str) -> Any:
+    """A plain value from a low-level DynamoDB item (None if absent)."""
+    cell = item.get(name)
+    if cell is None:
+        return None
+    kind, value = next(iter(cell.items()))
+    if kind == "N":
+        return int(value) if "." not in value and "e" not in value.lower() else float(value)
+    if kind == "NULL":
+        return None
+    return value
+
+
 def query(ddb: DynamoDBClient, action: str, **kwargs: Any) -> Iterator[dict[str, Any]]:
     """Every item of a query, page by page (each page fetched only when needed)."""
     while True:
-        with _aws(action):
+        with aws(action):
             page = ddb.query(**kwargs)
         yield from page.get("Items", [])
         last = page.get("LastEvaluatedKey")
@@ -39,17 +68,17 @@ def transact(ddb: DynamoDBClient, action: str, items: Sequence[Any]) -> list[str
             ddb.transact_write_items(TransactItems=list(items))
             return None
         except ClientError as exc:
-            if _code(exc) != "TransactionCanceledException":
-                raise _error(action, exc) from None
+            if error_code(exc) != "TransactionCanceledException":
+                raise store_error(action, exc) from None
             reasons = [str(r.get("Code", "None")) for r in exc.response.get("CancellationReasons", [])]
             if "TransactionConflict" in reasons:
                 time.sleep(0.02 * (attempt + 1))
                 continue
             if any(r == "ConditionalCheckFailed" for r in reasons):
                 return reasons
-            raise _error(action, exc) from None
+            raise store_error(action, exc) from None
         except BotoCoreError as exc:
-            raise _error(action, exc) from None
+            raise store_error(action, exc) from None
     raise StoreError(f"cannot {action}: concurrent writes kept conflicting")
 
 
@@ -60,13 +89,13 @@ def put_new(ddb: DynamoDBClient, action: str, table: str, item: dict[str, Any]) 
             ddb.put_item(TableName=table, Item=item, ConditionExpression="attribute_not_exists(PK)")
             return True
         except ClientError as exc:
-            code = _code(exc)
+            code = error_code(exc)
             if code == "ConditionalCheckFailedException":
                 return False
             if code == "TransactionConflictException":  # a transaction on the same item is under way
                 time.sleep(0.02 * (attempt + 1))
                 continue
-            raise _error(action, exc) from None
+            raise store_error(action, exc) from None
         except BotoCoreError as exc:
-            raise _error(action, exc) from None
+            raise store_error(action, exc) from None
     raise StoreError(f"cannot {action}: concurrent writes kept conflicting")

@@ -15,16 +15,11 @@ from typing import Any, ClassVar
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from backend.adapters.aws.dynamo import str_attr, value_of
+from backend.adapters.aws.errors import NOT_FOUND_CODES, aws, error_code, store_error
+from backend.adapters.aws.event_items import ACCEPTED_RECEIPT
 from backend.adapters.aws.resources import LAG_INDEX
-from backend.adapters.aws.store import (
-    ACCEPTED_RECEIPT,
-    AwsStore,
-    _aws,
-    _code,
-    _error,
-    _get,
-    _s,
-)
+from backend.adapters.aws.store import AwsStore
 from backend.errors import InvalidRequest
 from backend.model import EventRecord, IngestStatus, Page
 from backend.ports import DayCount, Receipt
@@ -90,7 +85,7 @@ class _Tally:
 
 
 def _is_accepted(item: dict[str, Any]) -> bool:
-    receipt = _get(item, "receipt")
+    receipt = value_of(item, "receipt")
     if receipt is not None:
         return bool(receipt == ACCEPTED_RECEIPT)
     return True  # the original kit's row: its event's only record, whatever status it was left with
@@ -146,23 +141,25 @@ class AwsInvestigation:
         tallies: dict[str, _Tally] = {}
         if lo >= hi:
             return []
-        for item in self._store._query(
+        for item in self._store.query_items(
             f"count the events of entity {entity_id!r}",
             KeyConditionExpression="PK = :pk AND SK BETWEEN :lo AND :hi",
             ExpressionAttributeValues={
-                ":pk": _s(f"ENTITY#{entity_id}"),
-                ":lo": _s(f"TS#{lo}"),
-                ":hi": _s(f"TS#{hi}"),
+                ":pk": str_attr(f"ENTITY#{entity_id}"),
+                ":lo": str_attr(f"TS#{lo}"),
+                ":hi": str_attr(f"TS#{hi}"),
             },
             ProjectionExpression=self._PROJECTION,
             ExpressionAttributeNames=self._NAMES,
         ):
-            event_time = fmt(parse_iso(_get(item, "event_time")))
+            event_time = fmt(parse_iso(value_of(item, "event_time")))
             if not lo <= event_time < hi:
                 continue
             day = event_time[:10]
             tally = tallies.setdefault(day, _Tally())
-            tally.add(_is_accepted(item), fmt(parse_iso(_get(item, "ingest_time"))), _late_from(day, grace))
+            tally.add(
+                _is_accepted(item), fmt(parse_iso(value_of(item, "ingest_time"))), _late_from(day, grace)
+            )
         return [tallies[d].count(d) for d in sorted(tallies)]
 
     def day_counts_partition(
@@ -175,15 +172,15 @@ class AwsInvestigation:
             text = day.date().isoformat()
             tally = _Tally()
             late_from = _late_from(text, grace)
-            for item in self._store._query(
+            for item in self._store.query_items(
                 f"count partition {source}/{event_type}/{text}",
                 IndexName=LAG_INDEX.name,
                 KeyConditionExpression="GSI1PK = :pk",
-                ExpressionAttributeValues={":pk": _s(f"SRC#{source}#TYPE#{event_type}#DAY#{text}")},
+                ExpressionAttributeValues={":pk": str_attr(f"SRC#{source}#TYPE#{event_type}#DAY#{text}")},
                 ProjectionExpression=self._PROJECTION,
                 ExpressionAttributeNames=self._NAMES,
             ):
-                tally.add(_is_accepted(item), fmt(parse_iso(_get(item, "ingest_time"))), late_from)
+                tally.add(_is_accepted(item), fmt(parse_iso(value_of(item, "ingest_time"))), late_from)
             if tally.accepted or tally.duplicate:
                 out.append(tally.count(text))
             day += timedelta(days=1)
@@ -214,9 +211,9 @@ class AwsCatalog:
         listed = [g for g in groups.values() if len(g) >= LIST_THRESHOLD]
         single = [k for g in groups.values() if len(g) < LIST_THRESHOLD for k in g]
         found: set[str] = set()
-        for present in self._store._map(self._listed, listed):
+        for present in self._store.map_concurrently(self._listed, listed):
             found |= present
-        for key, there in zip(single, self._store._map(self._exists, single), strict=True):
+        for key, there in zip(single, self._store.map_concurrently(self._exists, single), strict=True):
             if there:
                 found.add(key)
         return set(wanted) - found
@@ -230,7 +227,7 @@ class AwsCatalog:
         # StartAfter is exclusive: start at a prefix of the first key, which sorts just before it.
         kwargs["StartAfter"] = first[:-1]
         while True:
-            with _aws(f"list raw events under {prefix}"):
+            with aws(f"list raw events under {prefix}"):
                 page = self._store.s3.list_objects_v2(**kwargs)
             for obj in page.get("Contents", []):
                 key = obj["Key"]
@@ -247,16 +244,16 @@ class AwsCatalog:
             self._store.s3.head_object(Bucket=self._store.t.bucket, Key=key)
             return True
         except ClientError as exc:
-            if _code(exc) in ("NoSuchKey", "404", "NotFound"):
+            if error_code(exc) in NOT_FOUND_CODES:
                 return False
-            raise _error(f"read raw event {key}", exc) from None
+            raise store_error(f"read raw event {key}", exc) from None
         except BotoCoreError as exc:
-            raise _error(f"read raw event {key}", exc) from None
+            raise store_error(f"read raw event {key}", exc) from None
 
     def get_many(self, keys: Sequence[str]) -> dict[str, bytes]:
         unique = list(dict.fromkeys(keys))
         out: dict[str, bytes] = {}
-        for key, data in zip(unique, self._store._map(self._store.get, unique), strict=True):
+        for key, data in zip(unique, self._store.map_concurrently(self._store.get, unique), strict=True):
             if data is not None:
                 out[key] = data
         return out

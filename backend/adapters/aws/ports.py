@@ -43,6 +43,6 @@ def aws_ports(store: AwsStore, settings: AwsSettings, *, max_receives: int | Non
         from backend.adapters.aws.aggregates import DynamoAggregates
 
         found["aggregates"] = DynamoAggregates(
-            store.clients, settings.agg_table, store.location, map_fn=store._map
+            store.clients, settings.agg_table, store.location, map_fn=store.map_concurrently
         )
     return AwsPorts(**found)

@@ -49,7 +49,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from backend.adapters.aws.clients import AwsClients
-from backend.adapters.aws.store import _aws
+from backend.adapters.aws.errors import aws
 from backend.errors import InvalidRequest, StoreError
 from backend.model import Page
 from backend.paging import decode_cursor, encode_cursor
@@ -105,7 +105,7 @@ class SqsReplayQueue:
     # -- the redrive policy (read once, when first needed) ------------------------------------------------
 
     def _policy(self) -> dict[str, Any]:
-        with _aws("read the replay queue's redrive policy"):
+        with aws("read the replay queue's redrive policy"):
             attrs = self.sqs.get_queue_attributes(QueueUrl=self.queue_url, AttributeNames=["RedrivePolicy"])
         text = attrs.get("Attributes", {}).get("RedrivePolicy")
         if not text:
@@ -131,7 +131,7 @@ class SqsReplayQueue:
         if self._dlq_url is None:
             arn = str(self._policy()["deadLetterTargetArn"])
             _, _, _, _, account, name = arn.split(":", 5)
-            with _aws("find the replay dead-letter queue"):
+            with aws("find the replay dead-letter queue"):
                 self._dlq_url = self.sqs.get_queue_url(QueueName=name, QueueOwnerAWSAccountId=account)[
                     "QueueUrl"
                 ]
@@ -174,7 +174,7 @@ class SqsReplayQueue:
                 total += size
                 entries.append({"Id": str(i), "MessageBody": body})
         if entries:
-            with _aws("send replay messages"):
+            with aws("send replay messages"):
                 answer = self.sqs.send_message_batch(QueueUrl=self.queue_url, Entries=entries)
             failures += [
                 SendFailure(
@@ -189,7 +189,7 @@ class SqsReplayQueue:
             raise InvalidRequest(f"receive takes 1 to {QUEUE_BATCH} messages, got {max_messages}")
         if not 0 <= visibility_timeout_s <= MAX_VISIBILITY_S:
             raise InvalidRequest(f"the visibility timeout must be 0 to {MAX_VISIBILITY_S} seconds")
-        with _aws("receive replay messages"):
+        with aws("receive replay messages"):
             answer = self.sqs.receive_message(
                 QueueUrl=self.queue_url,
                 MaxNumberOfMessages=max_messages,
@@ -224,7 +224,7 @@ class SqsReplayQueue:
         handles = [h for h in receipt_handles if h]
         for start in range(0, len(handles), QUEUE_BATCH):
             part = handles[start : start + QUEUE_BATCH]
-            with _aws(action):
+            with aws(action):
                 if release:
                     answer: Any = self.sqs.change_message_visibility_batch(
                         QueueUrl=url,
@@ -247,10 +247,10 @@ class SqsReplayQueue:
 
     def depth(self) -> QueueDepth:
         names: Any = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
-        with _aws("read the replay queue's depth"):
+        with aws("read the replay queue's depth"):
             main = self.sqs.get_queue_attributes(QueueUrl=self.queue_url, AttributeNames=names)["Attributes"]
         dlq_url = self.dlq_url
-        with _aws("read the replay dead-letter queue's depth"):
+        with aws("read the replay dead-letter queue's depth"):
             dead = self.sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=names)["Attributes"]
         return QueueDepth(
             visible=int(main.get("ApproximateNumberOfMessages", 0)),
@@ -282,7 +282,7 @@ class SqsReplayQueue:
         this returns, even when a receive failed half-way."""
         url = self.dlq_url
         max_receives = self.max_receives
-        with _aws("read the replay dead-letter queue"):
+        with aws("read the replay dead-letter queue"):
             waiting = int(
                 self.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])[
                     "Attributes"
@@ -292,7 +292,7 @@ class SqsReplayQueue:
         handles: list[str] = []
         try:
             while len(seen) < min(waiting, self.peek_max):
-                with _aws("read the replay dead-letter queue"):
+                with aws("read the replay dead-letter queue"):
                     answer = self.sqs.receive_message(
                         QueueUrl=url,
                         MaxNumberOfMessages=QUEUE_BATCH,

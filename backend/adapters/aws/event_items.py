@@ -1,0 +1,200 @@
+"""The events table's items: their keys, and receipts and rejections to and from items.
+
+Keys (``backend.adapters.aws.resources``), in the original kit's shapes where it had them:
+
+* receipt: ``PK=ENTITY#<entity>``; the accepted one ``SK=TS#<event_time>#EID#<id>``, duplicates
+  ``...#R#<receipt>``, so a window is one key range, in event-time order, the accepted receipt first;
+* lag index ``GSI1``: ``GSI1PK=SRC#<source>#TYPE#<type>#DAY#<day>``,
+  ``GSI1SK=LAG#<14-digit lag>#TS#<ingest_time>#EID#<id>#R#<receipt>`` (numeric order, ties by arrival);
+* receipts of one event ``GSI2``: ``GSI2PK=EID#<id>``, ``GSI2SK=R#<receipt>``;
+* rejections: ``PK=REJECTED``, ``SK=RJ#<received_at>#<n>`` (bytes bounded, in the item);
+* dedupe table: one item per accepted event id, with the accepted receipt's key and bytes' sha256.
+
+Items the original kit wrote (second-precision times, unpadded lag, no receipts) are read here as well as
+ours; they are never written (``backend.adapters.aws.legacy`` reads its partitions).
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from backend.adapters.aws.dynamo import num_attr, str_attr, value_of
+from backend.model import EventRecord, IngestStatus, Rejection
+from backend.times import fmt, parse_iso
+
+LAG_DIGITS = 14  # 10^14 ms is 3,000 years: every lag the 1970..2099 time range allows fits
+# Our lag keys start "LAG#0" and a digit; the original kit's start "LAG#0#" (lag 0) or "LAG#1".."LAG#9".
+# Every lag key we write sorts between these two; every key the original kit wrote sorts outside them.
+PADDED_LAG_RANGE = ("LAG#00", "LAG#0:")
+REJECTED_PK = "REJECTED"
+ACCEPTED_RECEIPT = "0"
+
+
+def event_sk(r: EventRecord, receipt: str) -> str:
+    """The sort key of receipt ``receipt`` of ``r`` (the accepted one has no ``#R#`` suffix)."""
+    base = f"TS#{r.event_time}#EID#{r.event_id}"
+    return base if receipt == ACCEPTED_RECEIPT else f"{base}#R#{receipt}"
+
+
+def dedupe_item(r: EventRecord) -> dict[str, Any]:
+    """The dedupe-table item that marks ``r`` as its event id's accepted receipt."""
+    dedupe = {
+        "event_id": str_attr(r.event_id),
+        "first_seen_ingest_time": str_attr(r.ingest_time),
+        "entity_id": str_attr(r.entity_id),
+        "source": str_attr(r.source),
+        "event_type": str_attr(r.event_type),
+        "event_time": str_attr(r.event_time),
+        "sk": str_attr(event_sk(r, ACCEPTED_RECEIPT)),
+        "s3_key": str_attr(r.s3_key),
+    }
+    if r.raw_sha is not None:
+        dedupe["raw_sha"] = str_attr(r.raw_sha)
+    return dedupe
+
+
+def event_item(r: EventRecord, receipt: str, bucket: str) -> dict[str, Any]:
+    """The events-table item of receipt ``receipt`` of ``r`` (whose bytes are in ``bucket``)."""
+    status = IngestStatus.ACCEPTED if receipt == ACCEPTED_RECEIPT else IngestStatus.DUPLICATE
+    item: dict[str, Any] = {
+        "PK": str_attr(f"ENTITY#{r.entity_id}"),
+        "SK": str_attr(event_sk(r, receipt)),
+        "GSI1PK": str_attr(f"SRC#{r.source}#TYPE#{r.event_type}#DAY#{r.day}"),
+        "GSI1SK": str_attr(
+            f"LAG#{r.ingest_lag_ms:0{LAG_DIGITS}d}#TS#{r.ingest_time}#EID#{r.event_id}#R#{receipt}"
+        ),
+        "GSI2PK": str_attr(f"EID#{r.event_id}"),
+        "GSI2SK": str_attr(f"R#{receipt}"),
+        "event_id": str_attr(r.event_id),
+        "receipt": str_attr(receipt),
+        "status": str_attr(status.value),
+        "source": str_attr(r.source),
+        "event_type": str_attr(r.event_type),
+        "entity_id": str_attr(r.entity_id),
+        "event_time": str_attr(r.event_time),
+        "ingest_time": str_attr(r.ingest_time),
+        "ingest_lag_ms": num_attr(r.ingest_lag_ms),
+        "clock_skew": {"BOOL": r.clock_skew},
+        "payload_sha": str_attr(r.payload_sha),
+        "day": str_attr(r.day),
+        "hour": str_attr(r.hour),
+        "s3_key": str_attr(r.s3_key),
+        "s3_bucket": str_attr(bucket),
+    }
+    if r.raw_sha is not None:
+        item["raw_sha"] = str_attr(r.raw_sha)
+    if r.raw_size is not None:
+        item["raw_size"] = num_attr(r.raw_size)
+    if r.idempotency_key is not None:
+        item["idempotency_key"] = str_attr(r.idempotency_key)
+    if r.origin is not None:
+        item["origin"] = str_attr(r.origin)
+    if r.line is not None:
+        item["line"] = num_attr(r.line)
+    return item
+
+
+def record_from(item: dict[str, Any]) -> EventRecord:
+    """An index record from an item: ours, or one the original kit wrote (times to fixed precision,
+    its ``status`` kept as it was stored; it overwrote an accepted row with a duplicate's)."""
+    event_time = fmt(parse_iso(value_of(item, "event_time")))
+    ingest_time = fmt(parse_iso(value_of(item, "ingest_time")))
+    receipt = value_of(item, "receipt") or ACCEPTED_RECEIPT
+    stored_status = value_of(item, "status")
+    if value_of(item, "receipt") is not None:
+        status = IngestStatus.ACCEPTED if receipt == ACCEPTED_RECEIPT else IngestStatus.DUPLICATE
+    else:
+        status = (
+            IngestStatus(stored_status)
+            if stored_status in ("ACCEPTED", "DUPLICATE")
+            else (IngestStatus.ACCEPTED)
+        )
+    lag = int(value_of(item, "ingest_lag_ms") or 0)
+    return EventRecord(
+        event_id=value_of(item, "event_id"),
+        status=status,
+        source=value_of(item, "source"),
+        event_type=value_of(item, "event_type"),
+        entity_id=value_of(item, "entity_id"),
+        event_time=event_time,
+        ingest_time=ingest_time,
+        ingest_lag_ms=max(lag, 0),
+        clock_skew=bool(value_of(item, "clock_skew")) or lag < 0,
+        payload_sha=value_of(item, "payload_sha") or "",
+        day=value_of(item, "day") or event_time[:10],
+        hour=str(value_of(item, "hour") or event_time[11:13]).zfill(2),
+        s3_key=value_of(item, "s3_key") or "",
+        s3_bucket=value_of(item, "s3_bucket"),
+        raw_sha=value_of(item, "raw_sha"),
+        raw_size=value_of(item, "raw_size"),
+        idempotency_key=value_of(item, "idempotency_key"),
+        origin=value_of(item, "origin"),
+        line=value_of(item, "line"),
+        receipt=receipt,
+    )
+
+
+def status_matches(item: dict[str, Any], status: IngestStatus | None) -> bool:
+    """Whether the receipt in ``item`` has ``status`` (any status when None)."""
+    if status is None:
+        return True
+    receipt = value_of(item, "receipt")
+    if receipt is None:
+        # The original kit's row is its event's only record (a duplicate overwrote the acceptance): it
+        # stands for the accepted event, and for a duplicate too if that is the status it was left with.
+        return status is IngestStatus.ACCEPTED or bool(value_of(item, "status") == status.value)
+    return bool((receipt == ACCEPTED_RECEIPT) == (status is IngestStatus.ACCEPTED))
+
+
+def stored_time(item: dict[str, Any]) -> str:
+    """The event time of ``item`` at fixed millisecond precision, whoever wrote it."""
+    value = str(value_of(item, "event_time"))
+    if len(value) == 24 and value.endswith("Z"):  # ours, already fixed precision
+        return value
+    return fmt(parse_iso(value))
+
+
+def rejection_item(rejection_id: str, r: Rejection) -> dict[str, Any]:
+    """The events-table item that quarantines ``r`` under ``rejection_id``."""
+    item: dict[str, Any] = {
+        "PK": str_attr(REJECTED_PK),
+        "SK": str_attr(f"RJ#{rejection_id}"),
+        "status": str_attr("REJECTED"),
+        "received_at": str_attr(r.received_at),
+        "reason": str_attr(r.reason),
+        "origin": str_attr(r.origin),
+        "size": num_attr(r.size),
+        "sha256": str_attr(r.sha256),
+        "data": {"B": r.data},
+        "truncated": {"BOOL": r.truncated},
+    }
+    if r.line is not None:
+        item["line"] = num_attr(r.line)
+    for name in ("source", "event_type", "entity_id"):
+        value = getattr(r, name)
+        if value is not None:
+            item[name] = str_attr(value)
+    return item
+
+
+def rejection_from(item: dict[str, Any]) -> Rejection:
+    """A quarantined rejection from its item."""
+    sk = str(value_of(item, "SK"))
+    data = item.get("data", {}).get("B", b"")
+    if isinstance(data, str):  # some endpoints hand binary back base64-encoded
+        data = base64.b64decode(data)
+    return Rejection(
+        received_at=value_of(item, "received_at"),
+        reason=value_of(item, "reason"),
+        origin=value_of(item, "origin") or "api",
+        line=value_of(item, "line"),
+        size=value_of(item, "size"),
+        sha256=value_of(item, "sha256"),
+        data=bytes(data),
+        truncated=bool(value_of(item, "truncated")),
+        source=value_of(item, "source"),
+        event_type=value_of(item, "event_type"),
+        entity_id=value_of(item, "entity_id"),
+        rejection_id=sk[3:],
+    )

@@ -1,0 +1,326 @@
+"""Reads of the event index in DynamoDB (:class:`backend.ports.EventIndex`).
+
+A window of an entity, a partition in lag order, the receipts of one event and the rejections are each
+one key range of the events table or one of its indexes, read a page at a time by key: a cursor holds the
+last key returned, so no listing is ever loaded whole. Partitions whose lag keys the original kit wrote
+cannot be paged by key and are read by ``backend.adapters.aws.legacy``. The keys and items are in
+``backend.adapters.aws.event_items``; the writes in ``backend.adapters.aws.index_writes``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from backend.adapters.aws.connection import AwsConnection
+from backend.adapters.aws.dynamo import query, str_attr, value_of
+from backend.adapters.aws.errors import aws
+from backend.adapters.aws.event_items import (
+    ACCEPTED_RECEIPT,
+    PADDED_LAG_RANGE,
+    REJECTED_PK,
+    record_from,
+    rejection_from,
+    status_matches,
+    stored_time,
+)
+from backend.adapters.aws.legacy import has_legacy_lag_keys, legacy_partition
+from backend.adapters.aws.resources import LAG_INDEX, RECEIPTS_INDEX
+from backend.errors import InvalidRequest
+from backend.model import EventRecord, IngestStatus, Page, Rejection
+from backend.paging import decode_cursor, encode_cursor
+from backend.ports import IndexStats, PartitionCount
+from backend.times import TimeFormatError, fmt, parse_iso
+
+_EVENT_ID = re.compile(r"^[0-9a-f]{64}$")
+_REJECTION_ID = re.compile(r"^[0-9T:.Z+-]{10,40}#\d{19}[0-9a-f]{4}$")
+
+
+def _arity(kind: str) -> int:
+    """How many keys a cursor of ``kind`` holds: a partition's (PK, SK, GSI1SK), else the sort key."""
+    return 3 if kind.startswith("aws-partition") else 1
+
+
+def _check_time(value: str, what: str) -> str:
+    try:
+        return fmt(parse_iso(value, what=what))
+    except TimeFormatError as exc:
+        raise InvalidRequest(str(exc)) from None
+
+
+class EventIndexReads(AwsConnection):
+    """The reading half of :class:`backend.ports.EventIndex`: lookups, paged queries and counts."""
+
+    def get_accepted(self, event_id: str) -> EventRecord | None:
+        if not _EVENT_ID.match(event_id):
+            return None
+        with aws(f"read event {event_id}"):
+            seen = self.ddb.get_item(
+                TableName=self.t.dedupe, Key={"event_id": str_attr(event_id)}, ConsistentRead=True
+            ).get("Item")
+        if not seen:
+            return None
+        # The original kit's dedupe item has no "sk": its one row per event is keyed by time and id.
+        sk = value_of(seen, "sk") or f"TS#{value_of(seen, 'event_time')}#EID#{event_id}"
+        with aws(f"read event {event_id}"):
+            item = self.ddb.get_item(
+                TableName=self.t.events,
+                Key={"PK": str_attr(f"ENTITY#{value_of(seen, 'entity_id')}"), "SK": str_attr(sk)},
+                ConsistentRead=True,
+            ).get("Item")
+        if not item:
+            return None
+        record = record_from(item)
+        return record.model_copy(update={"status": IngestStatus.ACCEPTED, "receipt": ACCEPTED_RECEIPT})
+
+    def receipts(self, event_id: str) -> list[EventRecord]:
+        if not _EVENT_ID.match(event_id):
+            return []
+        items = list(
+            self.query_items(
+                f"read the receipts of event {event_id}",
+                IndexName=RECEIPTS_INDEX.name,
+                KeyConditionExpression="GSI2PK = :pk",
+                ExpressionAttributeValues={":pk": str_attr(f"EID#{event_id}")},
+            )
+        )
+        if not items:  # written by the original kit: no receipts index, one row per event
+            accepted = self.get_accepted(event_id)
+            return [accepted] if accepted else []
+        return [record_from(i) for i in items]
+
+    def query_items(self, action: str, **kwargs: Any) -> Iterator[dict[str, Any]]:
+        """Every item of a query on the events table, page by page (each page fetched only when needed)."""
+        return query(self.ddb, action, **{"TableName": self.t.events, **kwargs})
+
+    def _paged(
+        self,
+        action: str,
+        kind: str,
+        after: str | None,
+        limit: int,
+        descending: bool,
+        start_key: Callable[[list[Any]], dict[str, Any]],
+        key_of: Callable[[dict[str, Any]], list[Any]],
+        keep: Callable[[dict[str, Any]], bool],
+        **request: Any,
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """One page of a keyset-paged query: up to ``limit`` kept items after the cursor, and the cursor
+        of the next page (None when nothing is left)."""
+        if limit < 1:
+            raise InvalidRequest("limit must be at least 1")
+        kind = f"{kind}:{'desc' if descending else 'asc'}"
+        request["ScanIndexForward"] = not descending
+        request["Limit"] = min(limit + 1, 1000)
+        if after is not None:
+            key = decode_cursor(kind, after, _arity(kind))
+            try:
+                request["ExclusiveStartKey"] = start_key(key)
+            except (TypeError, ValueError, KeyError):
+                raise InvalidRequest(f"cursor {after[:40]!r} is not a cursor of this listing") from None
+        items: list[dict[str, Any]] = []
+        for item in self.query_items(action, **request):
+            if keep(item):
+                items.append(item)
+                if len(items) > limit:
+                    break
+        more = len(items) > limit
+        items = items[:limit]
+        cursor = encode_cursor(kind, key_of(items[-1])) if more else None
+        return items, cursor
+
+    def query_entity(
+        self,
+        entity_id: str,
+        start: str,
+        end: str,
+        *,
+        status: IngestStatus | None = None,
+        limit: int = 100,
+        after: str | None = None,
+        descending: bool = False,
+    ) -> Page[EventRecord]:
+        lo, hi = _check_time(start, "start"), _check_time(end, "end")
+        pk = f"ENTITY#{entity_id}"
+        if lo >= hi:
+            return Page[EventRecord](items=[])
+
+        def start_key(key: list[Any]) -> dict[str, Any]:
+            (sk,) = key
+            if not isinstance(sk, str) or not sk.startswith("TS#"):
+                raise ValueError
+            return {"PK": str_attr(pk), "SK": str_attr(sk)}
+
+        # BETWEEN is inclusive; no key equals "TS#<end>" itself (keys go on with "#EID#..."), and every
+        # key of an event at ``end`` sorts after it, ours and the original kit's ("...00Z" > "...00.000Z").
+        items, cursor = self._paged(
+            f"read the events of entity {entity_id!r}",
+            "aws-entity",
+            after,
+            limit,
+            descending,
+            start_key,
+            lambda item: [value_of(item, "SK")],
+            lambda item: status_matches(item, status) and lo <= stored_time(item) < hi,
+            KeyConditionExpression="PK = :pk AND SK BETWEEN :lo AND :hi",
+            ExpressionAttributeValues={
+                ":pk": str_attr(pk),
+                ":lo": str_attr(f"TS#{lo}"),
+                ":hi": str_attr(f"TS#{hi}"),
+            },
+        )
+        return Page[EventRecord](items=[record_from(i) for i in items], next_cursor=cursor)
+
+    def query_partition(
+        self,
+        source: str,
+        event_type: str,
+        day: str,
+        *,
+        status: IngestStatus | None = None,
+        limit: int = 100,
+        after: str | None = None,
+        descending: bool = False,
+    ) -> Page[EventRecord]:
+        pk = f"SRC#{source}#TYPE#{event_type}#DAY#{day}"
+        action = f"read partition {source}/{event_type}/{day}"
+        if has_legacy_lag_keys(self.ddb, self.t.events, pk, action):
+            return legacy_partition(self.ddb, self.t.events, pk, action, status, limit, after, descending)
+
+        def start_key(key: list[Any]) -> dict[str, Any]:
+            entity_pk, sk, gsk = key
+            if not all(isinstance(k, str) for k in key) or not gsk.startswith("LAG#"):
+                raise ValueError
+            return {
+                "PK": str_attr(entity_pk),
+                "SK": str_attr(sk),
+                "GSI1PK": str_attr(pk),
+                "GSI1SK": str_attr(gsk),
+            }
+
+        items, cursor = self._paged(
+            action,
+            "aws-partition",
+            after,
+            limit,
+            descending,
+            start_key,
+            lambda item: [value_of(item, "PK"), value_of(item, "SK"), value_of(item, "GSI1SK")],
+            lambda item: status_matches(item, status),
+            IndexName=LAG_INDEX.name,
+            KeyConditionExpression="GSI1PK = :pk AND GSI1SK BETWEEN :lo AND :hi",
+            ExpressionAttributeValues={
+                ":pk": str_attr(pk),
+                ":lo": str_attr(PADDED_LAG_RANGE[0]),
+                ":hi": str_attr(PADDED_LAG_RANGE[1]),
+            },
+        )
+        return Page[EventRecord](items=[record_from(i) for i in items], next_cursor=cursor)
+
+    def query_rejections(
+        self,
+        *,
+        entity_id: str | None = None,
+        source: str | None = None,
+        event_type: str | None = None,
+        start: str | None = None,
+        end: str | None = None,
+        limit: int = 100,
+        after: str | None = None,
+        descending: bool = False,
+    ) -> Page[Rejection]:
+        lo = f"RJ#{_check_time(start, 'start')}" if start else "RJ#"
+        hi = f"RJ#{_check_time(end, 'end')}" if end else "RJ$"
+        wanted = {"entity_id": entity_id, "source": source, "event_type": event_type}
+
+        def keep(item: dict[str, Any]) -> bool:
+            return all(v is None or value_of(item, k) == v for k, v in wanted.items())
+
+        def start_key(key: list[Any]) -> dict[str, Any]:
+            (sk,) = key
+            if not isinstance(sk, str) or not sk.startswith("RJ#"):
+                raise ValueError
+            return {"PK": str_attr(REJECTED_PK), "SK": str_attr(sk)}
+
+        items, cursor = self._paged(
+            "read rejections",
+            "aws-rejections",
+            after,
+            limit,
+            descending,
+            start_key,
+            lambda item: [value_of(item, "SK")],
+            keep,
+            KeyConditionExpression="PK = :pk AND SK BETWEEN :lo AND :hi",
+            ExpressionAttributeValues={
+                ":pk": str_attr(REJECTED_PK),
+                ":lo": str_attr(lo),
+                ":hi": str_attr(hi),
+            },
+        )
+        return Page[Rejection](items=[rejection_from(i) for i in items], next_cursor=cursor)
+
+    def get_rejection(self, rejection_id: str) -> Rejection | None:
+        if not _REJECTION_ID.match(rejection_id):
+            return None
+        with aws("read rejection"):
+            item = self.ddb.get_item(
+                TableName=self.t.events,
+                Key={"PK": str_attr(REJECTED_PK), "SK": str_attr(f"RJ#{rejection_id}")},
+                ConsistentRead=True,
+            ).get("Item")
+        return rejection_from(item) if item else None
+
+    def stats(self) -> IndexStats:
+        accepted = duplicate = rejected = 0
+        entities: set[str] = set()
+        first: str | None = None
+        last: str | None = None
+        parts: dict[tuple[str, str], list[int]] = {}
+        kwargs: dict[str, Any] = {
+            "TableName": self.t.events,
+            "ProjectionExpression": "PK, #s, #r, #src, #typ, #ent, #t",
+            "ExpressionAttributeNames": {
+                "#s": "status",
+                "#r": "receipt",
+                "#src": "source",
+                "#typ": "event_type",
+                "#ent": "entity_id",
+                "#t": "event_time",
+            },
+        }
+        while True:
+            with aws("count the index"):
+                page = self.ddb.scan(**kwargs)
+            for item in page.get("Items", []):
+                pk = value_of(item, "PK")
+                if pk == REJECTED_PK:
+                    rejected += 1
+                    continue
+                if not str(pk).startswith("ENTITY#"):
+                    continue
+                receipt = value_of(item, "receipt")
+                is_dup = receipt != ACCEPTED_RECEIPT if receipt is not None else False
+                counts = parts.setdefault((value_of(item, "source"), value_of(item, "event_type")), [0, 0])
+                counts[is_dup] += 1
+                if is_dup:
+                    duplicate += 1
+                else:
+                    accepted += 1
+                entities.add(value_of(item, "entity_id"))
+                t = fmt(parse_iso(value_of(item, "event_time")))
+                first = t if first is None or t < first else first
+                last = t if last is None or t > last else last
+            if not page.get("LastEvaluatedKey"):
+                break
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return IndexStats(
+            accepted=accepted,
+            duplicate=duplicate,
+            rejected=rejected,
+            entities=len(entities),
+            first_event_time=first,
+            last_event_time=last,
+            partitions=[PartitionCount(s, t, a, d) for (s, t), (a, d) in sorted(parts.items())],
+        )
