@@ -7,28 +7,21 @@ persistent, safe for several processes at once (every write takes the database's
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
 import sqlite3
-import threading
-import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
-from backend.adapters.local.schema import inspect, migrate
-from backend.errors import InvalidRequest, StoreError, WorkspaceError
+from backend.adapters.local.database import DB_NAME, Database, chunks
+from backend.errors import InvalidRequest
 from backend.identity import raw_key
 from backend.model import EventRecord, IngestStatus, Page, Rejection
-from backend.paging import decode_cursor, encode_cursor
 from backend.ports import Claim, IndexStats, PartitionCount, RawObject, RawPut, RawPutStatus, Recorded
 from backend.times import Clock, fmt, parse_iso
 
-DB_NAME = "pik.sqlite3"
-# Stay well below SQLite's bound-parameter limit in IN (...) lists.
-_CHUNK = 400
+__all__ = ["DB_NAME", "LocalStore"]
 
 _EVENT_COLUMNS = (
     "e.seq, e.event_id, e.receipt, p.source, p.event_type, n.entity_id, e.event_ms, e.ingest_ms, "
@@ -122,11 +115,6 @@ def _cursor_text(value: Any) -> str:
     return value
 
 
-def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
-
-
 class LocalStore:
     """A workspace folder holding ``pik.sqlite3``. Thread-safe: one connection per thread."""
 
@@ -138,137 +126,27 @@ class LocalStore:
         clock: Clock | None = None,
         upgrade: bool = True,
     ):
-        self.path = Path(workspace).expanduser().resolve()
+        self.db = Database(workspace, create=create, upgrade=upgrade)
+        self.path = self.db.path
         self.location = str(self.path)
-        self.db_path = self.path / DB_NAME
+        self.db_path = self.db.db_path
+        self.schema_version = self.db.schema_version
         self._clock = clock or Clock()
-        self._local = threading.local()
-        self._connections: list[sqlite3.Connection] = []
-        self._lock = threading.Lock()
         # Entity and partition numbers never change once committed, so they are cached per store.
         self._entity_ids: dict[str, int] = {}
         self._part_ids: dict[tuple[str, str, str], int] = {}
-        self._upgrade = upgrade
-        if self.path.exists() and not self.path.is_dir():
-            raise WorkspaceError(f"workspace {self.path} is not a folder")
-        if not self.db_path.exists():
-            if not create:
-                raise WorkspaceError(
-                    f"no workspace at {self.path} (create one with `pik ingest` or `pik demo`, "
-                    "or point --workspace / PIK_WORKSPACE at an existing one)"
-                )
-            try:
-                self.path.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise WorkspaceError(f"cannot create workspace {self.path}: {exc.strerror or exc}") from None
-        conn = self._conn()
-        try:
-            self.schema_version = migrate(conn, upgrade=upgrade)
-        except sqlite3.Error as exc:
-            raise self._error("open", exc) from None
-
-    # -- connections ---------------------------------------------------------------------------------
-
-    def _conn(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is not None:
-            return conn
-        try:
-            conn = sqlite3.connect(self.db_path, isolation_level=None, timeout=60.0, check_same_thread=False)
-            conn.execute("PRAGMA busy_timeout = 60000")
-            # Look before changing anything: a foreign database is refused untouched (no switch to WAL).
-            if inspect(conn) == "foreign":
-                conn.close()
-                raise WorkspaceError(f"{self.db_path} is not a Pipeline Investigation Kit workspace")
-            if self._upgrade:  # switching the journal mode writes the file's header: not when read-only
-                self._enable_wal(conn)
-            # FULL: a committed batch survives power loss, not only a crash (durable before acknowledged).
-            conn.execute("PRAGMA synchronous = FULL")
-            # Without this, INSERT OR REPLACE deletes rows without firing the immutability triggers (the
-            # insert guards in the schema refuse it anyway; this is the second line).
-            conn.execute("PRAGMA recursive_triggers = ON")
-            # Index pages stay cached across batches (the default 2 MB thrashes from ~50k events on), and
-            # fewer, larger checkpoints: ingest speed roughly doubles. Both are per connection, not stored.
-            conn.execute("PRAGMA cache_size = -131072")
-            conn.execute("PRAGMA wal_autocheckpoint = 8192")
-        except sqlite3.Error as exc:
-            raise self._error("open", exc) from None
-        self._local.conn = conn
-        with self._lock:
-            self._connections.append(conn)
-        return conn
-
-    def _enable_wal(self, conn: sqlite3.Connection) -> None:
-        # Switching a new file to WAL does not wait on the busy handler when another connection holds a
-        # write lock (several processes opening one new workspace): retry for as long as the busy timeout.
-        deadline = time.monotonic() + 60.0
-        delay = 0.005
-        while True:
-            try:
-                mode = str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
-                break
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) and "busy" not in str(exc):
-                    raise
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(delay)
-                delay = min(delay * 2, 0.25)
-        if mode.lower() != "wal":
-            raise WorkspaceError(f"workspace {self.path}: cannot switch the database to WAL mode")
 
     def close(self) -> None:
-        with self._lock:
-            for conn in self._connections:
-                with contextlib.suppress(sqlite3.Error):
-                    conn.close()
-            self._connections.clear()
-        self._local = threading.local()
-
-    def _error(self, action: str, exc: sqlite3.Error) -> StoreError:
-        text = str(exc)
-        if isinstance(exc, sqlite3.DatabaseError) and "not a database" in text:
-            return WorkspaceError(f"{self.db_path} is not a Pipeline Investigation Kit workspace ({text})")
-        if "unable to open" in text or "readonly" in text or "read-only" in text:
-            return WorkspaceError(f"cannot {action} workspace {self.path}: {text}")
-        return StoreError(f"workspace {self.path}: {action} failed: {text}")
-
-    @contextlib.contextmanager
-    def _write(self, action: str) -> Iterator[sqlite3.Connection]:
-        """One transaction holding the database's write lock; rolled back whole on any failure. Called
-        inside another on the same thread, it joins that one."""
-        conn = self._conn()
-        if conn.in_transaction:
-            yield conn
-            return
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            raise self._error(action, exc) from None
-        try:
-            yield conn
-            conn.execute("COMMIT")
-        except BaseException as exc:
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-            if isinstance(exc, sqlite3.Error):
-                raise self._error(action, exc) from None
-            raise
-
-    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-        try:
-            return self._conn().execute(sql, params).fetchall()
-        except sqlite3.Error as exc:
-            raise self._error("read", exc) from None
+        self.db.close()
 
     # -- workspace metadata (local only) -------------------------------------------------------------
 
     def meta_get(self, key: str) -> str | None:
-        rows = self._read("SELECT value FROM meta WHERE key = ?", (key,))
+        rows = self.db.read("SELECT value FROM meta WHERE key = ?", (key,))
         return str(rows[0][0]) if rows else None
 
     def meta_put(self, key: str, value: str) -> None:
-        with self._write("write workspace metadata") as conn:
+        with self.db.write("write workspace metadata") as conn:
             conn.execute(
                 "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = ?",
                 (key, value, value),
@@ -281,7 +159,7 @@ class LocalStore:
             return []
         stored_at = fmt(self._clock.now())
         rows = [(o.key, bytes.fromhex(o.sha256), len(o.data), stored_at, o.data) for o in objects]
-        with self._write("store raw events") as conn:
+        with self.db.write("store raw events") as conn:
             # The schema's insert guard skips a taken key (nothing overwritten, no error). Rows are appended
             # in rowid order and nobody else writes while we hold the lock, so the rows above the old
             # maximum are exactly the ones this call created. (Cheaper than INSERT ... RETURNING.)
@@ -290,7 +168,7 @@ class LocalStore:
             created = {k for (k,) in conn.execute("SELECT key FROM raw WHERE id > ?", (before,))}
             taken = list({o.key for o in objects if o.key not in created})
             stored: dict[str, str] = {}
-            for part in _chunks(taken):
+            for part in chunks(taken):
                 marks = ",".join("?" * len(part))
                 for key, sha in conn.execute(f"SELECT key, sha256 FROM raw WHERE key IN ({marks})", part):
                     stored[key] = sha.hex()
@@ -305,11 +183,11 @@ class LocalStore:
         return results
 
     def get(self, key: str) -> bytes | None:
-        rows = self._read("SELECT data FROM raw WHERE key = ?", (key,))
+        rows = self.db.read("SELECT data FROM raw WHERE key = ?", (key,))
         return bytes(rows[0][0]) if rows else None
 
     def sha256(self, key: str) -> str | None:
-        rows = self._read("SELECT sha256 FROM raw WHERE key = ?", (key,))
+        rows = self.db.read("SELECT sha256 FROM raw WHERE key = ?", (key,))
         return bytes(rows[0][0]).hex() if rows else None
 
     # -- EventIndex: writes ----------------------------------------------------------------------------
@@ -324,14 +202,14 @@ class LocalStore:
             return self._record(records)
         # UNVERIFIED receipts are decided against what is stored once the others are in (one transaction).
         statuses: list[Recorded] = [Recorded.DUPLICATE] * len(records)
-        with self._write("record events"):
+        with self.db.write("record events"):
             rest = [i for i in range(len(records)) if i not in set(unverified)]
             for i, status in zip(rest, self._record([records[i] for i in rest]), strict=True):
                 statuses[i] = status
             keep: list[int] = []
             for i in unverified:
                 r = records[i]
-                accepted = self._read(
+                accepted = self.db.read(
                     "SELECT e.s3_key, e.raw_sha, p.source, p.event_type, p.day FROM events e "
                     "JOIN partitions p ON p.id = e.part WHERE e.event_id = ? AND e.receipt = 0",
                     (bytes.fromhex(r.event_id),),
@@ -357,7 +235,7 @@ class LocalStore:
         if not records:
             return []
         statuses = [Recorded.DUPLICATE] * len(records)
-        with self._write("record events") as conn:
+        with self.db.write("record events") as conn:
             entity_ids = self._intern(
                 conn, self._entity_ids, {r.entity_id for r in records}, "entities", ("entity_id",)
             )
@@ -385,7 +263,7 @@ class LocalStore:
                 # Duplicate receipts take the next numbers; we hold the write lock, nobody interleaves.
                 next_receipt: dict[bytes, int] = {}
                 ids = list({rows[i][0] for i in dups})
-                for part in _chunks(ids):
+                for part in chunks(ids):
                     marks = ",".join("?" * len(part))
                     for eid, top in conn.execute(
                         "SELECT event_id, max(receipt) FROM events "
@@ -416,7 +294,7 @@ class LocalStore:
             return found
         keyed = [name if isinstance(name, tuple) else (name,) for name in missing]
         cols = ", ".join(columns)
-        for part in _chunks(keyed, 200):
+        for part in chunks(keyed, 200):
             one = "(" + ",".join("?" * len(columns)) + ")"
             conn.execute(
                 f"INSERT INTO {table} ({cols}) VALUES {','.join([one] * len(part))} ON CONFLICT DO NOTHING",
@@ -446,7 +324,7 @@ class LocalStore:
         if not rejections:
             return []
         ids: list[str] = []
-        with self._write("quarantine rejected events") as conn:
+        with self.db.write("quarantine rejected events") as conn:
             for r in rejections:
                 cur = conn.execute(
                     "INSERT INTO rejections (received_at, reason, origin, line, size, sha256, data, "
@@ -463,13 +341,13 @@ class LocalStore:
 
     def delivered(self, origin: str, first_line: int, last_line: int) -> dict[int, set[str]]:
         found: dict[int, set[str]] = {}
-        rows = self._read(
+        rows = self.db.read(
             "SELECT line, raw_sha FROM events WHERE origin = ? AND line BETWEEN ? AND ?",
             (origin, first_line, last_line),
         )
         for line, sha in rows:
             found.setdefault(int(line), set()).add(bytes(sha).hex())
-        rows = self._read(
+        rows = self.db.read(
             "SELECT line, sha256 FROM rejections WHERE origin = ? AND line BETWEEN ? AND ?",
             (origin, first_line, last_line),
         )
@@ -526,7 +404,7 @@ class LocalStore:
         eid = _event_id_blob(event_id)
         if eid is None:
             return None
-        rows = self._read(
+        rows = self.db.read(
             f"SELECT {_EVENT_COLUMNS} FROM {_EVENT_FROM} WHERE e.event_id = ? AND e.receipt = 0", (eid,)
         )
         return self._event(rows[0]) if rows else None
@@ -535,47 +413,10 @@ class LocalStore:
         eid = _event_id_blob(event_id)
         if eid is None:
             return []
-        rows = self._read(
+        rows = self.db.read(
             f"SELECT {_EVENT_COLUMNS} FROM {_EVENT_FROM} WHERE e.event_id = ? ORDER BY e.receipt", (eid,)
         )
         return [self._event(r) for r in rows]
-
-    def _page(
-        self,
-        kind: str,
-        select: str,
-        where: list[str],
-        params: list[Any],
-        order: list[str],
-        key_of: Any,
-        key_to_sql: Any,
-        limit: int,
-        after: str | None,
-        descending: bool,
-        convert: Any,
-    ) -> Page[Any]:
-        if not isinstance(limit, int) or limit < 1:
-            raise InvalidRequest(f"limit must be a whole number of at least 1, got {limit!r}")
-        # The direction is part of the cursor's kind, so a cursor cannot be replayed the other way.
-        kind = f"{kind}:{'desc' if descending else 'asc'}"
-        if after is not None:
-            key = decode_cursor(kind, after, len(order))
-            op = "<" if descending else ">"
-            where = [*where, f"({', '.join(order)}) {op} ({', '.join('?' * len(order))})"]
-            try:
-                params = [*params, *key_to_sql(key)]
-            except (ValueError, TypeError, OverflowError):
-                raise InvalidRequest("the cursor is damaged: use the next_cursor of the same query") from None
-        direction = " DESC" if descending else ""
-        sql = (
-            f"{select} WHERE {' AND '.join(where)} "
-            f"ORDER BY {', '.join(col + direction for col in order)} LIMIT ?"
-        )
-        rows = self._read(sql, [*params, limit + 1])
-        more = len(rows) > limit
-        rows = rows[:limit]
-        cursor = encode_cursor(kind, key_of(rows[-1])) if more and rows else None
-        return Page(items=[convert(r) for r in rows], next_cursor=cursor)
 
     def query_entity(
         self,
@@ -600,7 +441,7 @@ class LocalStore:
         params: list[Any] = [entity_id, *window]
         if status is not None:
             where.append(_status_sql(status))
-        return self._page(
+        return self.db.page(
             "entity",
             f"SELECT {_EVENT_COLUMNS} FROM {_EVENT_FROM}",
             where,
@@ -629,7 +470,7 @@ class LocalStore:
         params: list[Any] = [source, event_type, day]
         if status is not None:
             where.append(_status_sql(status))
-        return self._page(
+        return self.db.page(
             "partition",
             f"SELECT {_EVENT_COLUMNS} FROM {_EVENT_FROM}",
             where,
@@ -667,7 +508,7 @@ class LocalStore:
         if end is not None:
             where.append("received_at < ?")
             params.append(end)
-        return self._page(
+        return self.db.page(
             "rejections",
             f"SELECT {_REJECTION_COLUMNS} FROM rejections",
             where,
@@ -684,21 +525,21 @@ class LocalStore:
     def get_rejection(self, rejection_id: str) -> Rejection | None:
         if not rejection_id.isdigit():
             return None
-        rows = self._read(f"SELECT {_REJECTION_COLUMNS} FROM rejections WHERE id = ?", (int(rejection_id),))
+        rows = self.db.read(f"SELECT {_REJECTION_COLUMNS} FROM rejections WHERE id = ?", (int(rejection_id),))
         return self._rejection(rows[0]) if rows else None
 
     def stats(self) -> IndexStats:
         partitions = [
             PartitionCount(source=s, event_type=t, accepted=a, duplicate=d)
-            for s, t, a, d in self._read(
+            for s, t, a, d in self.db.read(
                 "SELECT p.source, p.event_type, sum(e.receipt = 0), sum(e.receipt > 0) "
                 "FROM events e JOIN partitions p ON p.id = e.part "
                 "GROUP BY p.source, p.event_type ORDER BY p.source, p.event_type"
             )
         ]
-        entities = self._read("SELECT count(DISTINCT entity) FROM events")[0][0]
-        first, last = self._read("SELECT min(event_ms), max(event_ms) FROM events")[0]
-        rejected = self._read("SELECT count(*) FROM rejections")[0][0]
+        entities = self.db.read("SELECT count(DISTINCT entity) FROM events")[0][0]
+        first, last = self.db.read("SELECT min(event_ms), max(event_ms) FROM events")[0]
+        rejected = self.db.read("SELECT count(*) FROM rejections")[0][0]
         return IndexStats(
             accepted=sum(p.accepted for p in partitions),
             duplicate=sum(p.duplicate for p in partitions),
