@@ -14,7 +14,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from backend.adapters.local.database import chunks
-from backend.adapters.local.store import LocalStore, _cursor_text, _to_ms
+from backend.adapters.local.encoding import cursor_text, to_ms
+from backend.adapters.local.store import LocalStore
 from backend.errors import InvalidRequest
 from backend.model import AggregateVersion, Page
 from backend.ports import ManifestEntry
@@ -77,7 +78,7 @@ class LocalAggregates:
             params,
             ["metric", "version"],
             lambda r: [r[2], r[3]],
-            lambda key: [_cursor_text(key[0]), int(key[1])],
+            lambda key: [cursor_text(key[0]), int(key[1])],
             limit,
             after,
             False,
@@ -119,7 +120,7 @@ class LocalAggregates:
                     *key,
                     version.version,
                     version.inputs_hash,
-                    _to_ms(version.computed_at),
+                    to_ms(version.computed_at),
                     version.model_dump_json(),
                 ),
             )

@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from backend.adapters.local.store import LocalStore, _cursor_text, _to_ms
+from backend.adapters.local.encoding import cursor_text, to_ms
+from backend.adapters.local.store import LocalStore
 from backend.errors import InvalidRequest
 from backend.model import Page, ReplayAudit, ReplayOutcome
 
@@ -23,7 +24,7 @@ class LocalAudit:
         self._db = store.db
 
     def begin(self, record: ReplayAudit) -> None:
-        started = _to_ms(record.started_at)
+        started = to_ms(record.started_at)
         with self._db.write("write the replay audit record") as conn:
             taken = conn.execute(
                 "SELECT 1 FROM replay_audit WHERE replay_id = ?", (record.replay_id,)
@@ -65,7 +66,7 @@ class LocalAudit:
             [],
             ["started_ms", "replay_id"],
             lambda r: [r[1], r[0]],
-            lambda key: [int(key[0]), _cursor_text(key[1])],
+            lambda key: [int(key[0]), cursor_text(key[1])],
             limit,
             after,
             True,

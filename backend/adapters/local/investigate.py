@@ -13,7 +13,8 @@ from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from backend.adapters.local.store import LocalStore, _cursor_event_id, _to_ms
+from backend.adapters.local.encoding import cursor_event_id, to_ms
+from backend.adapters.local.store import LocalStore
 from backend.errors import InvalidRequest
 from backend.identity import raw_key
 from backend.model import Page
@@ -136,7 +137,7 @@ class LocalInvestigation:
         after: str | None = None,
     ) -> Page[Receipt]:
         try:
-            window = [_to_ms(start), _to_ms(end)]
+            window = [to_ms(start), to_ms(end)]
         except (ValueError, OverflowError):
             raise InvalidRequest(f"window [{start!r}, {end!r}) is not a pair of ISO date-times") from None
         where = [
@@ -153,7 +154,7 @@ class LocalInvestigation:
             [entity_id, entity_id, *window],
             ["e.event_ms", "e.event_id", "e.receipt"],
             lambda r: [r[6], r[1].hex(), r[2]],
-            lambda key: [int(key[0]), _cursor_event_id(key[1]), int(key[2])],
+            lambda key: [int(key[0]), cursor_event_id(key[1]), int(key[2])],
             limit,
             after,
             False,

@@ -7,19 +7,25 @@ persistent, safe for several processes at once (every write takes the database's
 
 from __future__ import annotations
 
-import functools
 import os
 import sqlite3
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from backend.adapters.local.database import DB_NAME, Database, chunks
+from backend.adapters.local.encoding import (
+    cursor_event_id,
+    cursor_text,
+    event_id_blob,
+    from_ms,
+    stored_ms,
+    to_ms,
+)
 from backend.errors import InvalidRequest
 from backend.identity import raw_key
 from backend.model import EventRecord, IngestStatus, Page, Rejection
 from backend.ports import Claim, IndexStats, PartitionCount, RawObject, RawPut, RawPutStatus, Recorded
-from backend.times import Clock, fmt, parse_iso
+from backend.times import Clock, fmt
 
 __all__ = ["DB_NAME", "LocalStore"]
 
@@ -35,46 +41,7 @@ _EVENT_TARGET = (
 )
 _EVENT_ARITY = 15
 _INSERT_EVENT = f"INSERT INTO {_EVENT_TARGET} VALUES ({','.join('?' * _EVENT_ARITY)})"
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MS = timedelta(milliseconds=1)
 _STATUS_SQL = {IngestStatus.ACCEPTED: "e.receipt = 0", IngestStatus.DUPLICATE: "e.receipt > 0"}
-
-
-@functools.lru_cache(maxsize=4096)
-def _day_ms(day: str) -> int:
-    return (datetime.fromisoformat(day).replace(tzinfo=UTC) - _EPOCH) // _MS
-
-
-def _stored_ms(stored: str) -> int:
-    """A time the ingest service formatted (``fmt``), as integer milliseconds since the epoch."""
-    if len(stored) == 24 and stored[10] == "T" and stored[23] == "Z" and stored[19] == ".":
-        # The fixed stored form, YYYY-MM-DDTHH:MM:SS.mmmZ: arithmetic, no parsing (a hot path of ingest).
-        try:
-            return (
-                _day_ms(stored[:10])
-                + int(stored[11:13]) * 3_600_000
-                + int(stored[14:16]) * 60_000
-                + int(stored[17:19]) * 1000
-                + int(stored[20:23])
-            )
-        except ValueError:
-            pass
-    return _to_ms(stored)
-
-
-def _to_ms(stored: str) -> int:
-    """Any ISO date-time (a stored-time string, a window bound) as integer milliseconds since the epoch."""
-    try:
-        value = datetime.fromisoformat(stored)
-    except ValueError:
-        value = parse_iso(stored)
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return (value - _EPOCH) // _MS
-
-
-def _from_ms(ms: int) -> str:
-    return fmt(_EPOCH + timedelta(milliseconds=ms))
 
 
 def _status_sql(status: IngestStatus | str) -> str:
@@ -90,29 +57,6 @@ def _status_sql(status: IngestStatus | str) -> str:
 _REJECTION_COLUMNS = (
     "id, received_at, reason, origin, line, size, sha256, data, truncated, source, event_type, entity_id"
 )
-
-
-def _event_id_blob(event_id: str) -> bytes | None:
-    """An event id as stored (32 bytes), or None if it cannot be an event id at all."""
-    if len(event_id) != 64:
-        return None
-    try:
-        return bytes.fromhex(event_id)
-    except ValueError:
-        return None
-
-
-def _cursor_event_id(value: Any) -> bytes:
-    blob = _event_id_blob(value) if isinstance(value, str) else None
-    if blob is None:
-        raise ValueError("not an event id")
-    return blob
-
-
-def _cursor_text(value: Any) -> str:
-    if not isinstance(value, str):
-        raise ValueError("not a time")
-    return value
 
 
 class LocalStore:
@@ -315,7 +259,7 @@ class LocalStore:
         s3_key = None if r.s3_key == raw_key(r.source, r.event_type, r.day, r.event_id) else r.s3_key
         return (
             bytes.fromhex(r.event_id), 0, entity_ids[r.entity_id], part_ids[(r.source, r.event_type, r.day)],
-            _stored_ms(r.event_time), _stored_ms(r.ingest_time), r.ingest_lag_ms, int(r.clock_skew),
+            stored_ms(r.event_time), stored_ms(r.ingest_time), r.ingest_lag_ms, int(r.clock_skew),
             bytes.fromhex(r.payload_sha), s3_key, bytes.fromhex(r.raw_sha or ""), r.raw_size,
             r.idempotency_key, r.origin, r.line,
         )  # fmt: skip
@@ -360,7 +304,7 @@ class LocalStore:
     @staticmethod
     def _event(row: Sequence[Any]) -> EventRecord:
         event_id = row[1].hex()
-        event_time = _from_ms(row[6])
+        event_time = from_ms(row[6])
         return EventRecord(
             receipt=str(row[2]),
             event_id=event_id,
@@ -369,7 +313,7 @@ class LocalStore:
             event_type=row[4],
             entity_id=row[5],
             event_time=event_time,
-            ingest_time=_from_ms(row[7]),
+            ingest_time=from_ms(row[7]),
             ingest_lag_ms=row[8],
             clock_skew=bool(row[9]),
             payload_sha=row[10].hex(),
@@ -401,7 +345,7 @@ class LocalStore:
         )
 
     def get_accepted(self, event_id: str) -> EventRecord | None:
-        eid = _event_id_blob(event_id)
+        eid = event_id_blob(event_id)
         if eid is None:
             return None
         rows = self.db.read(
@@ -410,7 +354,7 @@ class LocalStore:
         return self._event(rows[0]) if rows else None
 
     def receipts(self, event_id: str) -> list[EventRecord]:
-        eid = _event_id_blob(event_id)
+        eid = event_id_blob(event_id)
         if eid is None:
             return []
         rows = self.db.read(
@@ -430,7 +374,7 @@ class LocalStore:
         descending: bool = False,
     ) -> Page[EventRecord]:
         try:
-            window = [_to_ms(start), _to_ms(end)]
+            window = [to_ms(start), to_ms(end)]
         except (ValueError, OverflowError):
             raise InvalidRequest(f"window [{start!r}, {end!r}) is not a pair of ISO date-times") from None
         where = [
@@ -448,7 +392,7 @@ class LocalStore:
             params,
             ["e.event_ms", "e.event_id", "e.receipt"],
             lambda r: [r[6], r[1].hex(), r[2]],
-            lambda key: [int(key[0]), _cursor_event_id(key[1]), int(key[2])],
+            lambda key: [int(key[0]), cursor_event_id(key[1]), int(key[2])],
             limit,
             after,
             descending,
@@ -515,7 +459,7 @@ class LocalStore:
             params,
             ["received_at", "id"],
             lambda r: [r[1], r[0]],
-            lambda key: [_cursor_text(key[0]), int(key[1])],
+            lambda key: [cursor_text(key[0]), int(key[1])],
             limit,
             after,
             descending,
@@ -545,7 +489,7 @@ class LocalStore:
             duplicate=sum(p.duplicate for p in partitions),
             rejected=rejected,
             entities=entities,
-            first_event_time=None if first is None else _from_ms(first),
-            last_event_time=None if last is None else _from_ms(last),
+            first_event_time=None if first is None else from_ms(first),
+            last_event_time=None if last is None else from_ms(last),
             partitions=partitions,
         )
