@@ -21,11 +21,12 @@ from backend.adapters.local.encoding import (
     stored_ms,
     to_ms,
 )
+from backend.adapters.local.raw import LocalRaw
 from backend.errors import InvalidRequest
 from backend.identity import raw_key
 from backend.model import EventRecord, IngestStatus, Page, Rejection
-from backend.ports import Claim, IndexStats, PartitionCount, RawObject, RawPut, RawPutStatus, Recorded
-from backend.times import Clock, fmt
+from backend.ports import Claim, IndexStats, PartitionCount, RawObject, RawPut, Recorded
+from backend.times import Clock
 
 __all__ = ["DB_NAME", "LocalStore"]
 
@@ -75,7 +76,7 @@ class LocalStore:
         self.location = str(self.path)
         self.db_path = self.db.db_path
         self.schema_version = self.db.schema_version
-        self._clock = clock or Clock()
+        self.raw = LocalRaw(self.db, clock or Clock())
         # Entity and partition numbers never change once committed, so they are cached per store.
         self._entity_ids: dict[str, int] = {}
         self._part_ids: dict[tuple[str, str, str], int] = {}
@@ -96,43 +97,16 @@ class LocalStore:
                 (key, value, value),
             )
 
-    # -- RawStore --------------------------------------------------------------------------------------
+    # -- RawStore: see LocalRaw -----------------------------------------------------------------------
 
     def put_new(self, objects: Sequence[RawObject]) -> list[RawPut]:
-        if not objects:
-            return []
-        stored_at = fmt(self._clock.now())
-        rows = [(o.key, bytes.fromhex(o.sha256), len(o.data), stored_at, o.data) for o in objects]
-        with self.db.write("store raw events") as conn:
-            # The schema's insert guard skips a taken key (nothing overwritten, no error). Rows are appended
-            # in rowid order and nobody else writes while we hold the lock, so the rows above the old
-            # maximum are exactly the ones this call created. (Cheaper than INSERT ... RETURNING.)
-            before = conn.execute("SELECT coalesce(max(id), 0) FROM raw").fetchone()[0]
-            conn.executemany("INSERT INTO raw (key, sha256, size, stored_at, data) VALUES (?,?,?,?,?)", rows)
-            created = {k for (k,) in conn.execute("SELECT key FROM raw WHERE id > ?", (before,))}
-            taken = list({o.key for o in objects if o.key not in created})
-            stored: dict[str, str] = {}
-            for part in chunks(taken):
-                marks = ",".join("?" * len(part))
-                for key, sha in conn.execute(f"SELECT key, sha256 FROM raw WHERE key IN ({marks})", part):
-                    stored[key] = sha.hex()
-        results: list[RawPut] = []
-        for obj in objects:
-            if obj.key in created:
-                created.discard(obj.key)  # a later object with the same key in this call found it taken
-                results.append(RawPut(obj.key, RawPutStatus.CREATED, obj.sha256))
-                stored[obj.key] = obj.sha256
-            else:
-                results.append(RawPut(obj.key, RawPutStatus.EXISTS, stored[obj.key]))
-        return results
+        return self.raw.put_new(objects)
 
     def get(self, key: str) -> bytes | None:
-        rows = self.db.read("SELECT data FROM raw WHERE key = ?", (key,))
-        return bytes(rows[0][0]) if rows else None
+        return self.raw.get(key)
 
     def sha256(self, key: str) -> str | None:
-        rows = self.db.read("SELECT sha256 FROM raw WHERE key = ?", (key,))
-        return bytes(rows[0][0]).hex() if rows else None
+        return self.raw.sha256(key)
 
     # -- EventIndex: writes ----------------------------------------------------------------------------
 
