@@ -302,7 +302,7 @@ def adapter_pragmas() -> list[str]:
     workspace = fresh(OUT / "ws" / "pragmas")
     store = local_store.LocalStore(workspace)
     try:
-        conn = store._conn()
+        conn = store.db.connection()
         values = {name: conn.execute(f"PRAGMA {name}").fetchone()[0] for name in PRAGMA_NAMES}
     finally:
         store.close()

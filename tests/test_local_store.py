@@ -503,9 +503,9 @@ def test_a_damaged_cursor_of_the_right_kind_is_an_invalid_request(ws: Path, list
 )
 @settings(max_examples=200, deadline=None)
 def test_stored_times_round_trip_through_integer_milliseconds(value: datetime) -> None:
-    """The ingest fast path (_stored_ms) and the general parser agree, and reading back gives fmt()."""
-    from backend.adapters.local.store import _from_ms, _stored_ms, _to_ms
+    """The ingest fast path (stored_ms) and the general parser agree, and reading back gives fmt()."""
+    from backend.adapters.local.encoding import from_ms, stored_ms, to_ms
 
     text = fmt(value)
-    assert _stored_ms(text) == _to_ms(text)
-    assert _from_ms(_stored_ms(text)) == text
+    assert stored_ms(text) == to_ms(text)
+    assert from_ms(stored_ms(text)) == text

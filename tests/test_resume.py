@@ -36,12 +36,12 @@ def feed(bodies: list[bytes], origin: str = "file:events.jsonl") -> list[Receive
 
 def receipts(store: LocalStore) -> list[tuple[object, ...]]:
     """What a run leaves, less the ingest times (which differ between any two runs)."""
-    events = store._read(
+    events = store.db.read(
         "SELECT hex(event_id), receipt, coalesce(s3_key, ''), hex(raw_sha), origin, line "
         "FROM events ORDER BY 1, 2"
     )
-    rejected = store._read("SELECT reason, origin, line, sha256, data FROM rejections ORDER BY line")
-    raw = store._read("SELECT key, hex(sha256) FROM raw ORDER BY key")
+    rejected = store.db.read("SELECT reason, origin, line, sha256, data FROM rejections ORDER BY line")
+    raw = store.db.read("SELECT key, hex(sha256) FROM raw ORDER BY key")
     return (
         [("event", *r) for r in events] + [("rejection", *r) for r in rejected] + [("raw", *r) for r in raw]
     )

@@ -281,8 +281,8 @@ class FlakyCommits:
 def flaky_commits(store: Any, *args: Any, **kwargs: Any) -> FlakyCommits:
     """Put a :class:`FlakyCommits` in front of ``store``'s connection on this thread (a LocalStore keeps
     one connection per thread)."""
-    proxy = FlakyCommits(store._conn(), *args, **kwargs)
-    store._local.conn = proxy
+    proxy = FlakyCommits(store.db.connection(), *args, **kwargs)
+    store.db._local.conn = proxy
     return proxy
 
 

@@ -13,7 +13,9 @@ import zlib
 from collections.abc import Sequence
 from typing import Any
 
-from backend.adapters.local.store import LocalStore, _chunks, _cursor_text, _to_ms
+from backend.adapters.local.database import chunks
+from backend.adapters.local.encoding import cursor_text, to_ms
+from backend.adapters.local.store import LocalStore
 from backend.errors import InvalidRequest
 from backend.model import AggregateVersion, Page
 from backend.ports import ManifestEntry
@@ -37,10 +39,10 @@ def decode_manifest(data: bytes) -> list[ManifestEntry]:
 
 class LocalAggregates:
     def __init__(self, store: LocalStore) -> None:
-        self._store = store
+        self._db = store.db
 
     def latest(self, entity_id: str, day: str, metric: str) -> AggregateVersion | None:
-        rows = self._store._read(
+        rows = self._db.read(
             f"SELECT {_VERSION_COLUMNS} FROM aggregate_versions "
             "WHERE entity_id = ? AND day = ? AND metric = ? ORDER BY version DESC LIMIT 1",
             (entity_id, day, metric),
@@ -48,7 +50,7 @@ class LocalAggregates:
         return _version(rows[0]) if rows else None
 
     def get(self, entity_id: str, day: str, metric: str, version: int) -> AggregateVersion | None:
-        rows = self._store._read(
+        rows = self._db.read(
             f"SELECT {_VERSION_COLUMNS} FROM aggregate_versions "
             "WHERE entity_id = ? AND day = ? AND metric = ? AND version = ?",
             (entity_id, day, metric, version),
@@ -69,14 +71,14 @@ class LocalAggregates:
         if metric is not None:
             where.append("metric = ?")
             params.append(metric)
-        page: Page[AggregateVersion] = self._store._page(
+        page: Page[AggregateVersion] = self._db.page(
             "aggregate-versions",
             f"SELECT {_VERSION_COLUMNS} FROM aggregate_versions",
             where,
             params,
             ["metric", "version"],
             lambda r: [r[2], r[3]],
-            lambda key: [_cursor_text(key[0]), int(key[1])],
+            lambda key: [cursor_text(key[0]), int(key[1])],
             limit,
             after,
             False,
@@ -87,12 +89,12 @@ class LocalAggregates:
     def append(self, version: AggregateVersion, manifest: Sequence[ManifestEntry]) -> bool:
         # Metrics over the same inputs share one manifest: encode it only if it is not stored yet (outside
         # the write lock; two processors encoding the same manifest at once is harmless).
-        stored = self._store._read(
+        stored = self._db.read(
             "SELECT 1 FROM aggregate_manifests WHERE inputs_hash = ?", (version.inputs_hash,)
         )
         data = None if stored else encode_manifest(manifest)
         key = (version.entity_id, version.day, version.metric)
-        with self._store._write("write an aggregate version") as conn:
+        with self._db.write("write an aggregate version") as conn:
             if data is not None:
                 conn.execute(
                     "INSERT INTO aggregate_manifests (inputs_hash, entries, data) VALUES (?,?,?) "
@@ -118,23 +120,23 @@ class LocalAggregates:
                     *key,
                     version.version,
                     version.inputs_hash,
-                    _to_ms(version.computed_at),
+                    to_ms(version.computed_at),
                     version.model_dump_json(),
                 ),
             )
         return True
 
     def manifest(self, inputs_hash: str) -> list[ManifestEntry] | None:
-        rows = self._store._read("SELECT data FROM aggregate_manifests WHERE inputs_hash = ?", (inputs_hash,))
+        rows = self._db.read("SELECT data FROM aggregate_manifests WHERE inputs_hash = ?", (inputs_hash,))
         return decode_manifest(bytes(rows[0][0])) if rows else None
 
     def windows_with_versions(self, windows: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
         found: set[tuple[str, str]] = set()
-        for part in _chunks(list(dict.fromkeys(windows)), 200):
+        for part in chunks(list(dict.fromkeys(windows)), 200):
             match = " OR ".join(["(entity_id = ? AND day = ?)"] * len(part))
             found.update(
                 (e, d)
-                for e, d in self._store._read(
+                for e, d in self._db.read(
                     f"SELECT DISTINCT entity_id, day FROM aggregate_versions WHERE {match}",
                     [v for w in part for v in w],
                 )

@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from backend.adapters.local.store import LocalStore, _cursor_text, _to_ms
+from backend.adapters.local.encoding import cursor_text, to_ms
+from backend.adapters.local.store import LocalStore
 from backend.errors import InvalidRequest
 from backend.model import Page, ReplayAudit, ReplayOutcome
 
@@ -20,11 +21,11 @@ def _record(row: Sequence[Any]) -> ReplayAudit:
 
 class LocalAudit:
     def __init__(self, store: LocalStore) -> None:
-        self._store = store
+        self._db = store.db
 
     def begin(self, record: ReplayAudit) -> None:
-        started = _to_ms(record.started_at)
-        with self._store._write("write the replay audit record") as conn:
+        started = to_ms(record.started_at)
+        with self._db.write("write the replay audit record") as conn:
             taken = conn.execute(
                 "SELECT 1 FROM replay_audit WHERE replay_id = ?", (record.replay_id,)
             ).fetchone()
@@ -38,7 +39,7 @@ class LocalAudit:
     def finish(self, record: ReplayAudit) -> None:
         if record.outcome is ReplayOutcome.RUNNING:
             raise InvalidRequest("a replay is finished with its final outcome, not RUNNING")
-        with self._store._write("finish the replay audit record") as conn:
+        with self._db.write("finish the replay audit record") as conn:
             cur = conn.execute(
                 "UPDATE replay_audit SET outcome = ?, record = ? WHERE replay_id = ? AND outcome = ?",
                 (
@@ -52,20 +53,20 @@ class LocalAudit:
                 raise InvalidRequest(f"replay {record.replay_id!r} is not running: its record is final")
 
     def get(self, replay_id: str) -> ReplayAudit | None:
-        rows = self._store._read(
+        rows = self._db.read(
             "SELECT replay_id, started_ms, record FROM replay_audit WHERE replay_id = ?", (replay_id,)
         )
         return _record(rows[0]) if rows else None
 
     def query(self, *, limit: int = 50, after: str | None = None) -> Page[ReplayAudit]:
-        page: Page[ReplayAudit] = self._store._page(
+        page: Page[ReplayAudit] = self._db.page(
             "replay-audit",
             "SELECT replay_id, started_ms, record FROM replay_audit",
             ["1 = 1"],
             [],
             ["started_ms", "replay_id"],
             lambda r: [r[1], r[0]],
-            lambda key: [int(key[0]), _cursor_text(key[1])],
+            lambda key: [int(key[0]), cursor_text(key[1])],
             limit,
             after,
             True,

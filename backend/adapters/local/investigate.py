@@ -13,7 +13,8 @@ from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from backend.adapters.local.store import LocalStore, _cursor_event_id, _to_ms
+from backend.adapters.local.encoding import cursor_event_id, to_ms
+from backend.adapters.local.store import LocalStore
 from backend.errors import InvalidRequest
 from backend.identity import raw_key
 from backend.model import Page
@@ -123,7 +124,7 @@ class LocalInvestigation:
     """:class:`backend.ports.InvestigationIndex` over a :class:`LocalStore`'s database."""
 
     def __init__(self, store: LocalStore) -> None:
-        self._store = store
+        self._db = store.db
 
     def scan_entity(
         self,
@@ -136,7 +137,7 @@ class LocalInvestigation:
         after: str | None = None,
     ) -> Page[Receipt]:
         try:
-            window = [_to_ms(start), _to_ms(end)]
+            window = [to_ms(start), to_ms(end)]
         except (ValueError, OverflowError):
             raise InvalidRequest(f"window [{start!r}, {end!r}) is not a pair of ISO date-times") from None
         where = [
@@ -146,14 +147,14 @@ class LocalInvestigation:
         ]
         if accepted_only:
             where.append("e.receipt = 0")
-        page: Page[Any] = self._store._page(
+        page: Page[Any] = self._db.page(
             "scan-entity",
             f"SELECT {_SCAN_COLUMNS.format(entity='?')} FROM {_SCAN_FROM}",
             where,
             [entity_id, entity_id, *window],
             ["e.event_ms", "e.event_id", "e.receipt"],
             lambda r: [r[6], r[1].hex(), r[2]],
-            lambda key: [int(key[0]), _cursor_event_id(key[1]), int(key[2])],
+            lambda key: [int(key[0]), cursor_event_id(key[1]), int(key[2])],
             limit,
             after,
             False,
@@ -174,7 +175,7 @@ class LocalInvestigation:
         where = ["e.part = (SELECT id FROM partitions WHERE source = ? AND event_type = ? AND day = ?)"]
         if accepted_only:
             where.append("e.receipt = 0")
-        page: Page[Any] = self._store._page(
+        page: Page[Any] = self._db.page(
             "scan-partition",
             f"SELECT {_SCAN_COLUMNS.format(entity='n.entity_id')} FROM {_SCAN_FROM} "
             "JOIN entities n ON n.id = e.entity",
@@ -196,7 +197,7 @@ class LocalInvestigation:
         start, end = _day_ms(first_day, "first day"), _day_ms(end_day, "end day")
         grace = _grace(grace_ms)
         # A receipt is late when it arrived at or after the end of its event day plus the grace.
-        rows = self._store._read(
+        rows = self._db.read(
             "SELECT e.event_ms / 86400000 AS d, "
             "sum(e.receipt = 0), "
             "sum(e.receipt = 0 AND e.ingest_ms >= (e.event_ms / 86400000 + 1) * 86400000 + ?), "
@@ -217,7 +218,7 @@ class LocalInvestigation:
         _day_ms(first_day, "first day")
         _day_ms(end_day, "end day")
         grace = _grace(grace_ms)
-        days = self._store._read(
+        days = self._db.read(
             "SELECT id, day FROM partitions WHERE source = ? AND event_type = ? AND day >= ? AND day < ? "
             "ORDER BY day",
             (source, event_type, first_day, end_day),
@@ -225,7 +226,7 @@ class LocalInvestigation:
         out: list[DayCount] = []
         for part, day in days:
             boundary = _day_ms(day, "day") + _DAY_MS + grace
-            [row] = self._store._read(
+            [row] = self._db.read(
                 "SELECT sum(receipt = 0), sum(receipt = 0 AND ingest_ms >= ?), sum(receipt > 0), "
                 "min(CASE WHEN receipt = 0 AND ingest_ms >= ? THEN ingest_ms END), "
                 "max(CASE WHEN receipt = 0 AND ingest_ms >= ? THEN ingest_ms END) "

@@ -13,8 +13,9 @@ import secrets
 from collections.abc import Sequence
 from typing import Any
 
+from backend.adapters.local.database import chunks
 from backend.adapters.local.investigate import iso_ms
-from backend.adapters.local.store import LocalStore, _chunks
+from backend.adapters.local.store import LocalStore
 from backend.errors import InvalidRequest
 from backend.model import Page
 from backend.ports import QUEUE_BATCH, DeadLetter, QueueDepth, QueueMessage, SendFailure
@@ -37,7 +38,7 @@ class LocalQueue:
     def __init__(self, store: LocalStore, *, max_receives: int = 5, clock: Clock | None = None) -> None:
         if max_receives < 1:
             raise ValueError("max_receives must be at least 1")
-        self._store = store
+        self._db = store.db
         self.max_receives = max_receives
         self._clock = clock or Clock()
 
@@ -59,7 +60,7 @@ class LocalQueue:
             else:
                 rows.append((secrets.token_hex(16), body, now, now))
         if rows:
-            with self._store._write("send replay messages") as conn:
+            with self._db.write("send replay messages") as conn:
                 conn.executemany(
                     "INSERT INTO queue_messages (message_id, body, sent_ms, visible_ms) VALUES (?,?,?,?)",
                     rows,
@@ -73,7 +74,7 @@ class LocalQueue:
             raise InvalidRequest(f"the visibility timeout must be 0 to {MAX_VISIBILITY_S} seconds")
         now = _now_ms(self._clock)
         out: list[QueueMessage] = []
-        with self._store._write("receive replay messages") as conn:
+        with self._db.write("receive replay messages") as conn:
             # Received max_receives times and visible again: dead, not delivered (SQS's redrive policy).
             dead = conn.execute(
                 "SELECT id, message_id, body, sent_ms, receive_count FROM queue_messages "
@@ -107,8 +108,8 @@ class LocalQueue:
         handles = [h for h in receipt_handles if h]
         if not handles:
             return
-        with self._store._write("delete replay messages") as conn:
-            for part in _chunks(handles):
+        with self._db.write("delete replay messages") as conn:
+            for part in chunks(handles):
                 marks = ",".join("?" * len(part))
                 conn.execute(f"DELETE FROM queue_messages WHERE receipt_handle IN ({marks})", part)
 
@@ -117,8 +118,8 @@ class LocalQueue:
         if not handles:
             return
         now = _now_ms(self._clock)
-        with self._store._write("release replay messages") as conn:
-            for part in _chunks(handles):
+        with self._db.write("release replay messages") as conn:
+            for part in chunks(handles):
                 marks = ",".join("?" * len(part))
                 conn.execute(
                     f"UPDATE queue_messages SET visible_ms = ? WHERE receipt_handle IN ({marks})",
@@ -127,15 +128,15 @@ class LocalQueue:
 
     def depth(self) -> QueueDepth:
         now = _now_ms(self._clock)
-        visible, in_flight = self._store._read(
+        visible, in_flight = self._db.read(
             "SELECT coalesce(sum(visible_ms <= ?), 0), coalesce(sum(visible_ms > ?), 0) FROM queue_messages",
             (now, now),
         )[0]
-        dead = self._store._read("SELECT count(*) FROM dead_letters")[0][0]
+        dead = self._db.read("SELECT count(*) FROM dead_letters")[0][0]
         return QueueDepth(visible=int(visible), in_flight=int(in_flight), dead=int(dead))
 
     def dead_letters(self, *, limit: int = 100, after: str | None = None) -> Page[DeadLetter]:
-        page: Page[DeadLetter] = self._store._page(
+        page: Page[DeadLetter] = self._db.page(
             "dead-letters",
             "SELECT id, message_id, body, sent_ms, receive_count, dead_ms FROM dead_letters",
             ["1 = 1"],

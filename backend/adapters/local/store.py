@@ -1,134 +1,35 @@
 """The embedded default store: one SQLite database (WAL) in a workspace folder.
 
-It implements :class:`backend.ports.RawStore` and :class:`backend.ports.EventIndex`. It is not a mock: it is
-persistent, safe for several processes at once (every write takes the database's write lock with
-``BEGIN IMMEDIATE``), and each batch is one durable transaction (``synchronous=FULL``).
+:class:`LocalStore` implements :class:`backend.ports.RawStore`, :class:`backend.ports.EventIndex` and
+:class:`backend.ports.IngestLedger` for one workspace. It is not a mock: it is persistent, safe for several
+processes at once (every write takes the database's write lock with ``BEGIN IMMEDIATE``), and each batch is
+one durable transaction (``synchronous=FULL``). It composes three pieces, each in a module of its own:
+:mod:`~backend.adapters.local.database` (the file, its connections and transactions),
+:mod:`~backend.adapters.local.raw` (the raw bytes) and :mod:`~backend.adapters.local.index` (the event
+index and the quarantine). The other local ports reach the same database through :attr:`LocalStore.db`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import os
-import sqlite3
-import threading
-import time
-from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from typing import Any
+from collections.abc import Sequence
 
-from backend.adapters.local.schema import inspect, migrate
-from backend.errors import InvalidRequest, StoreError, WorkspaceError
-from backend.identity import raw_key
+from backend.adapters.local.database import DB_NAME, Database
+from backend.adapters.local.index import LocalIndex
+from backend.adapters.local.raw import LocalRaw
 from backend.model import EventRecord, IngestStatus, Page, Rejection
-from backend.paging import decode_cursor, encode_cursor
-from backend.ports import Claim, IndexStats, PartitionCount, RawObject, RawPut, RawPutStatus, Recorded
-from backend.times import Clock, fmt, parse_iso
+from backend.ports import Claim, IndexStats, RawObject, RawPut, Recorded
+from backend.times import Clock
 
-DB_NAME = "pik.sqlite3"
-# Stay well below SQLite's bound-parameter limit in IN (...) lists.
-_CHUNK = 400
-
-_EVENT_COLUMNS = (
-    "e.seq, e.event_id, e.receipt, p.source, p.event_type, n.entity_id, e.event_ms, e.ingest_ms, "
-    "e.ingest_lag_ms, e.clock_skew, e.payload_sha, p.day, e.s3_key, e.raw_sha, e.raw_size, "
-    "e.idempotency_key, e.origin, e.line"
-)
-_EVENT_FROM = "events e JOIN entities n ON n.id = e.entity JOIN partitions p ON p.id = e.part"
-_EVENT_TARGET = (
-    "events (event_id, receipt, entity, part, event_ms, ingest_ms, ingest_lag_ms, clock_skew, payload_sha, "
-    "s3_key, raw_sha, raw_size, idempotency_key, origin, line)"
-)
-_EVENT_ARITY = 15
-_INSERT_EVENT = f"INSERT INTO {_EVENT_TARGET} VALUES ({','.join('?' * _EVENT_ARITY)})"
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MS = timedelta(milliseconds=1)
-_STATUS_SQL = {IngestStatus.ACCEPTED: "e.receipt = 0", IngestStatus.DUPLICATE: "e.receipt > 0"}
-
-
-@functools.lru_cache(maxsize=4096)
-def _day_ms(day: str) -> int:
-    return (datetime.fromisoformat(day).replace(tzinfo=UTC) - _EPOCH) // _MS
-
-
-def _stored_ms(stored: str) -> int:
-    """A time the ingest service formatted (``fmt``), as integer milliseconds since the epoch."""
-    if len(stored) == 24 and stored[10] == "T" and stored[23] == "Z" and stored[19] == ".":
-        # The fixed stored form, YYYY-MM-DDTHH:MM:SS.mmmZ: arithmetic, no parsing (a hot path of ingest).
-        try:
-            return (
-                _day_ms(stored[:10])
-                + int(stored[11:13]) * 3_600_000
-                + int(stored[14:16]) * 60_000
-                + int(stored[17:19]) * 1000
-                + int(stored[20:23])
-            )
-        except ValueError:
-            pass
-    return _to_ms(stored)
-
-
-def _to_ms(stored: str) -> int:
-    """Any ISO date-time (a stored-time string, a window bound) as integer milliseconds since the epoch."""
-    try:
-        value = datetime.fromisoformat(stored)
-    except ValueError:
-        value = parse_iso(stored)
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return (value - _EPOCH) // _MS
-
-
-def _from_ms(ms: int) -> str:
-    return fmt(_EPOCH + timedelta(milliseconds=ms))
-
-
-def _status_sql(status: IngestStatus | str) -> str:
-    try:
-        sql = _STATUS_SQL.get(IngestStatus(status))
-    except ValueError:
-        raise InvalidRequest(f"unknown status {status!r} (ACCEPTED, DUPLICATE or REJECTED)") from None
-    if sql is None:
-        raise InvalidRequest("rejected requests are not in the event index: list them with query_rejections")
-    return sql
-
-
-_REJECTION_COLUMNS = (
-    "id, received_at, reason, origin, line, size, sha256, data, truncated, source, event_type, entity_id"
-)
-
-
-def _event_id_blob(event_id: str) -> bytes | None:
-    """An event id as stored (32 bytes), or None if it cannot be an event id at all."""
-    if len(event_id) != 64:
-        return None
-    try:
-        return bytes.fromhex(event_id)
-    except ValueError:
-        return None
-
-
-def _cursor_event_id(value: Any) -> bytes:
-    blob = _event_id_blob(value) if isinstance(value, str) else None
-    if blob is None:
-        raise ValueError("not an event id")
-    return blob
-
-
-def _cursor_text(value: Any) -> str:
-    if not isinstance(value, str):
-        raise ValueError("not a time")
-    return value
-
-
-def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
+__all__ = ["DB_NAME", "LocalStore"]
 
 
 class LocalStore:
-    """A workspace folder holding ``pik.sqlite3``. Thread-safe: one connection per thread."""
+    """A workspace folder holding ``pik.sqlite3``. Thread-safe: one connection per thread.
+
+    ``create``: make the folder and the database if there are none (else WorkspaceError). ``upgrade``: bring
+    an older schema up to date; without it (read-only) nothing is written, and an older schema is refused.
+    ``clock``: when raw objects are stored."""
 
     def __init__(
         self,
@@ -138,444 +39,57 @@ class LocalStore:
         clock: Clock | None = None,
         upgrade: bool = True,
     ):
-        self.path = Path(workspace).expanduser().resolve()
+        self.db = Database(workspace, create=create, upgrade=upgrade)
+        self.path = self.db.path
         self.location = str(self.path)
-        self.db_path = self.path / DB_NAME
-        self._clock = clock or Clock()
-        self._local = threading.local()
-        self._connections: list[sqlite3.Connection] = []
-        self._lock = threading.Lock()
-        # Entity and partition numbers never change once committed, so they are cached per store.
-        self._entity_ids: dict[str, int] = {}
-        self._part_ids: dict[tuple[str, str, str], int] = {}
-        self._upgrade = upgrade
-        if self.path.exists() and not self.path.is_dir():
-            raise WorkspaceError(f"workspace {self.path} is not a folder")
-        if not self.db_path.exists():
-            if not create:
-                raise WorkspaceError(
-                    f"no workspace at {self.path} (create one with `pik ingest` or `pik demo`, "
-                    "or point --workspace / PIK_WORKSPACE at an existing one)"
-                )
-            try:
-                self.path.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise WorkspaceError(f"cannot create workspace {self.path}: {exc.strerror or exc}") from None
-        conn = self._conn()
-        try:
-            self.schema_version = migrate(conn, upgrade=upgrade)
-        except sqlite3.Error as exc:
-            raise self._error("open", exc) from None
-
-    # -- connections ---------------------------------------------------------------------------------
-
-    def _conn(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is not None:
-            return conn
-        try:
-            conn = sqlite3.connect(self.db_path, isolation_level=None, timeout=60.0, check_same_thread=False)
-            conn.execute("PRAGMA busy_timeout = 60000")
-            # Look before changing anything: a foreign database is refused untouched (no switch to WAL).
-            if inspect(conn) == "foreign":
-                conn.close()
-                raise WorkspaceError(f"{self.db_path} is not a Pipeline Investigation Kit workspace")
-            if self._upgrade:  # switching the journal mode writes the file's header: not when read-only
-                self._enable_wal(conn)
-            # FULL: a committed batch survives power loss, not only a crash (durable before acknowledged).
-            conn.execute("PRAGMA synchronous = FULL")
-            # Without this, INSERT OR REPLACE deletes rows without firing the immutability triggers (the
-            # insert guards in the schema refuse it anyway; this is the second line).
-            conn.execute("PRAGMA recursive_triggers = ON")
-            # Index pages stay cached across batches (the default 2 MB thrashes from ~50k events on), and
-            # fewer, larger checkpoints: ingest speed roughly doubles. Both are per connection, not stored.
-            conn.execute("PRAGMA cache_size = -131072")
-            conn.execute("PRAGMA wal_autocheckpoint = 8192")
-        except sqlite3.Error as exc:
-            raise self._error("open", exc) from None
-        self._local.conn = conn
-        with self._lock:
-            self._connections.append(conn)
-        return conn
-
-    def _enable_wal(self, conn: sqlite3.Connection) -> None:
-        # Switching a new file to WAL does not wait on the busy handler when another connection holds a
-        # write lock (several processes opening one new workspace): retry for as long as the busy timeout.
-        deadline = time.monotonic() + 60.0
-        delay = 0.005
-        while True:
-            try:
-                mode = str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
-                break
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) and "busy" not in str(exc):
-                    raise
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(delay)
-                delay = min(delay * 2, 0.25)
-        if mode.lower() != "wal":
-            raise WorkspaceError(f"workspace {self.path}: cannot switch the database to WAL mode")
+        self.db_path = self.db.db_path
+        self.schema_version = self.db.schema_version
+        self.raw = LocalRaw(self.db, clock or Clock())
+        self.index = LocalIndex(self.db)
 
     def close(self) -> None:
-        with self._lock:
-            for conn in self._connections:
-                with contextlib.suppress(sqlite3.Error):
-                    conn.close()
-            self._connections.clear()
-        self._local = threading.local()
-
-    def _error(self, action: str, exc: sqlite3.Error) -> StoreError:
-        text = str(exc)
-        if isinstance(exc, sqlite3.DatabaseError) and "not a database" in text:
-            return WorkspaceError(f"{self.db_path} is not a Pipeline Investigation Kit workspace ({text})")
-        if "unable to open" in text or "readonly" in text or "read-only" in text:
-            return WorkspaceError(f"cannot {action} workspace {self.path}: {text}")
-        return StoreError(f"workspace {self.path}: {action} failed: {text}")
-
-    @contextlib.contextmanager
-    def _write(self, action: str) -> Iterator[sqlite3.Connection]:
-        """One transaction holding the database's write lock; rolled back whole on any failure. Called
-        inside another on the same thread, it joins that one."""
-        conn = self._conn()
-        if conn.in_transaction:
-            yield conn
-            return
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            raise self._error(action, exc) from None
-        try:
-            yield conn
-            conn.execute("COMMIT")
-        except BaseException as exc:
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-            if isinstance(exc, sqlite3.Error):
-                raise self._error(action, exc) from None
-            raise
-
-    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-        try:
-            return self._conn().execute(sql, params).fetchall()
-        except sqlite3.Error as exc:
-            raise self._error("read", exc) from None
+        self.db.close()
 
     # -- workspace metadata (local only) -------------------------------------------------------------
 
     def meta_get(self, key: str) -> str | None:
-        rows = self._read("SELECT value FROM meta WHERE key = ?", (key,))
+        rows = self.db.read("SELECT value FROM meta WHERE key = ?", (key,))
         return str(rows[0][0]) if rows else None
 
     def meta_put(self, key: str, value: str) -> None:
-        with self._write("write workspace metadata") as conn:
+        with self.db.write("write workspace metadata") as conn:
             conn.execute(
                 "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = ?",
                 (key, value, value),
             )
 
-    # -- RawStore --------------------------------------------------------------------------------------
+    # -- RawStore: see LocalRaw -----------------------------------------------------------------------
 
     def put_new(self, objects: Sequence[RawObject]) -> list[RawPut]:
-        if not objects:
-            return []
-        stored_at = fmt(self._clock.now())
-        rows = [(o.key, bytes.fromhex(o.sha256), len(o.data), stored_at, o.data) for o in objects]
-        with self._write("store raw events") as conn:
-            # The schema's insert guard skips a taken key (nothing overwritten, no error). Rows are appended
-            # in rowid order and nobody else writes while we hold the lock, so the rows above the old
-            # maximum are exactly the ones this call created. (Cheaper than INSERT ... RETURNING.)
-            before = conn.execute("SELECT coalesce(max(id), 0) FROM raw").fetchone()[0]
-            conn.executemany("INSERT INTO raw (key, sha256, size, stored_at, data) VALUES (?,?,?,?,?)", rows)
-            created = {k for (k,) in conn.execute("SELECT key FROM raw WHERE id > ?", (before,))}
-            taken = list({o.key for o in objects if o.key not in created})
-            stored: dict[str, str] = {}
-            for part in _chunks(taken):
-                marks = ",".join("?" * len(part))
-                for key, sha in conn.execute(f"SELECT key, sha256 FROM raw WHERE key IN ({marks})", part):
-                    stored[key] = sha.hex()
-        results: list[RawPut] = []
-        for obj in objects:
-            if obj.key in created:
-                created.discard(obj.key)  # a later object with the same key in this call found it taken
-                results.append(RawPut(obj.key, RawPutStatus.CREATED, obj.sha256))
-                stored[obj.key] = obj.sha256
-            else:
-                results.append(RawPut(obj.key, RawPutStatus.EXISTS, stored[obj.key]))
-        return results
+        return self.raw.put_new(objects)
 
     def get(self, key: str) -> bytes | None:
-        rows = self._read("SELECT data FROM raw WHERE key = ?", (key,))
-        return bytes(rows[0][0]) if rows else None
+        return self.raw.get(key)
 
     def sha256(self, key: str) -> str | None:
-        rows = self._read("SELECT sha256 FROM raw WHERE key = ?", (key,))
-        return bytes(rows[0][0]).hex() if rows else None
+        return self.raw.sha256(key)
 
-    # -- EventIndex: writes ----------------------------------------------------------------------------
+    # -- EventIndex and IngestLedger: see LocalIndex --------------------------------------------------
 
     def record(self, records: Sequence[EventRecord], claims: Sequence[Claim] | None = None) -> list[Recorded]:
-        if not records:
-            return []
-        if claims is not None and len(claims) != len(records):
-            raise ValueError("record: one claim per record")
-        unverified = [i for i, c in enumerate(claims or ()) if c is Claim.UNVERIFIED]
-        if not unverified:
-            return self._record(records)
-        # UNVERIFIED receipts are decided against what is stored once the others are in (one transaction).
-        statuses: list[Recorded] = [Recorded.DUPLICATE] * len(records)
-        with self._write("record events"):
-            rest = [i for i in range(len(records)) if i not in set(unverified)]
-            for i, status in zip(rest, self._record([records[i] for i in rest]), strict=True):
-                statuses[i] = status
-            keep: list[int] = []
-            for i in unverified:
-                r = records[i]
-                accepted = self._read(
-                    "SELECT e.s3_key, e.raw_sha, p.source, p.event_type, p.day FROM events e "
-                    "JOIN partitions p ON p.id = e.part WHERE e.event_id = ? AND e.receipt = 0",
-                    (bytes.fromhex(r.event_id),),
-                )
-                if not accepted and not any(records[j].event_id == r.event_id for j in keep):
-                    statuses[i] = Recorded.UNSEEN
-                    continue
-                if accepted:
-                    key, sha, source, event_type, day = accepted[0]
-                    key = key or raw_key(source, event_type, day, r.event_id)
-                    if key != r.s3_key:
-                        statuses[i] = Recorded.UNSEEN
-                        continue
-                    if bytes(sha).hex() != r.raw_sha:
-                        statuses[i] = Recorded.MISPLACED
-                        continue
-                keep.append(i)
-            for i, status in zip(keep, self._record([records[i] for i in keep]), strict=True):
-                statuses[i] = status
-        return statuses
-
-    def _record(self, records: Sequence[EventRecord]) -> list[Recorded]:
-        if not records:
-            return []
-        statuses = [Recorded.DUPLICATE] * len(records)
-        with self._write("record events") as conn:
-            entity_ids = self._intern(
-                conn, self._entity_ids, {r.entity_id for r in records}, "entities", ("entity_id",)
-            )
-            part_ids = self._intern(
-                conn, self._part_ids, {(r.source, r.event_type, r.day) for r in records}, "partitions",
-                ("source", "event_type", "day"),
-            )  # fmt: skip
-            rows = [self._event_row(r, entity_ids, part_ids) for r in records]
-            # Try every event id's first appearance in the batch as receipt 0 (the acceptance). The insert
-            # guard skips it if the id was accepted before; the rows above the old maximum seq are the
-            # winners (we hold the write lock, and seq only grows).
-            first: dict[bytes, int] = {}
-            for i, row in enumerate(rows):
-                first.setdefault(row[0], i)
-            before = conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
-            conn.executemany(_INSERT_EVENT, [rows[i] for i in first.values()])
-            accepted = {e for (e,) in conn.execute("SELECT event_id FROM events WHERE seq > ?", (before,))}
-            dups: list[int] = []
-            for i, row in enumerate(rows):
-                if first[row[0]] == i and row[0] in accepted:
-                    statuses[i] = Recorded.ACCEPTED
-                else:
-                    dups.append(i)
-            if dups:
-                # Duplicate receipts take the next numbers; we hold the write lock, nobody interleaves.
-                next_receipt: dict[bytes, int] = {}
-                ids = list({rows[i][0] for i in dups})
-                for part in _chunks(ids):
-                    marks = ",".join("?" * len(part))
-                    for eid, top in conn.execute(
-                        "SELECT event_id, max(receipt) FROM events "
-                        f"WHERE event_id IN ({marks}) GROUP BY event_id",
-                        part,
-                    ):
-                        next_receipt[eid] = top + 1
-                dup_rows = []
-                for i in dups:
-                    eid = rows[i][0]
-                    n = next_receipt[eid]
-                    next_receipt[eid] = n + 1
-                    dup_rows.append((eid, n, *rows[i][2:]))
-                conn.executemany(_INSERT_EVENT, dup_rows)
-        # Only now are the new numbers committed, and safe to cache.
-        self._entity_ids.update(entity_ids)
-        self._part_ids.update(part_ids)
-        return statuses
-
-    @staticmethod
-    def _intern(
-        conn: sqlite3.Connection, cache: dict[Any, int], names: set[Any], table: str, columns: tuple[str, ...]
-    ) -> dict[Any, int]:
-        """Numbers for ``names`` in ``table``, adding the new ones; the cache is left to the caller."""
-        found = {name: cache[name] for name in names if name in cache}
-        missing = [name for name in names if name not in found]
-        if not missing:
-            return found
-        keyed = [name if isinstance(name, tuple) else (name,) for name in missing]
-        cols = ", ".join(columns)
-        for part in _chunks(keyed, 200):
-            one = "(" + ",".join("?" * len(columns)) + ")"
-            conn.execute(
-                f"INSERT INTO {table} ({cols}) VALUES {','.join([one] * len(part))} ON CONFLICT DO NOTHING",
-                [v for key in part for v in key],
-            )
-            match = " OR ".join([f"({' AND '.join(c + ' = ?' for c in columns)})"] * len(part))
-            for row in conn.execute(
-                f"SELECT id, {cols} FROM {table} WHERE {match}", [v for k in part for v in k]
-            ):
-                key = row[1] if len(columns) == 1 else tuple(row[1:])
-                found[key] = row[0]
-        return found
-
-    @staticmethod
-    def _event_row(
-        r: EventRecord, entity_ids: dict[str, int], part_ids: dict[tuple[str, str, str], int]
-    ) -> tuple[Any, ...]:
-        s3_key = None if r.s3_key == raw_key(r.source, r.event_type, r.day, r.event_id) else r.s3_key
-        return (
-            bytes.fromhex(r.event_id), 0, entity_ids[r.entity_id], part_ids[(r.source, r.event_type, r.day)],
-            _stored_ms(r.event_time), _stored_ms(r.ingest_time), r.ingest_lag_ms, int(r.clock_skew),
-            bytes.fromhex(r.payload_sha), s3_key, bytes.fromhex(r.raw_sha or ""), r.raw_size,
-            r.idempotency_key, r.origin, r.line,
-        )  # fmt: skip
+        return self.index.record(records, claims)
 
     def quarantine(self, rejections: Sequence[Rejection]) -> list[str]:
-        if not rejections:
-            return []
-        ids: list[str] = []
-        with self._write("quarantine rejected events") as conn:
-            for r in rejections:
-                cur = conn.execute(
-                    "INSERT INTO rejections (received_at, reason, origin, line, size, sha256, data, "
-                    "truncated, source, event_type, entity_id) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                    (
-                        r.received_at, r.reason, r.origin, r.line, r.size, r.sha256, r.data,
-                        int(r.truncated), r.source, r.event_type, r.entity_id,
-                    ),
-                )  # fmt: skip
-                ids.append(str(cur.lastrowid))
-        return ids
-
-    # -- IngestLedger -----------------------------------------------------------------------------------
+        return self.index.quarantine(rejections)
 
     def delivered(self, origin: str, first_line: int, last_line: int) -> dict[int, set[str]]:
-        found: dict[int, set[str]] = {}
-        rows = self._read(
-            "SELECT line, raw_sha FROM events WHERE origin = ? AND line BETWEEN ? AND ?",
-            (origin, first_line, last_line),
-        )
-        for line, sha in rows:
-            found.setdefault(int(line), set()).add(bytes(sha).hex())
-        rows = self._read(
-            "SELECT line, sha256 FROM rejections WHERE origin = ? AND line BETWEEN ? AND ?",
-            (origin, first_line, last_line),
-        )
-        for line, sha in rows:
-            found.setdefault(int(line), set()).add(str(sha))
-        return found
-
-    # -- EventIndex: reads -----------------------------------------------------------------------------
-
-    @staticmethod
-    def _event(row: Sequence[Any]) -> EventRecord:
-        event_id = row[1].hex()
-        event_time = _from_ms(row[6])
-        return EventRecord(
-            receipt=str(row[2]),
-            event_id=event_id,
-            status=IngestStatus.DUPLICATE if row[2] else IngestStatus.ACCEPTED,
-            source=row[3],
-            event_type=row[4],
-            entity_id=row[5],
-            event_time=event_time,
-            ingest_time=_from_ms(row[7]),
-            ingest_lag_ms=row[8],
-            clock_skew=bool(row[9]),
-            payload_sha=row[10].hex(),
-            day=row[11],
-            hour=event_time[11:13],
-            s3_key=row[12] if row[12] is not None else raw_key(row[3], row[4], row[11], event_id),
-            raw_sha=row[13].hex(),
-            raw_size=row[14],
-            idempotency_key=row[15],
-            origin=row[16],
-            line=row[17],
-        )
-
-    @staticmethod
-    def _rejection(row: Sequence[Any]) -> Rejection:
-        return Rejection(
-            rejection_id=str(row[0]),
-            received_at=row[1],
-            reason=row[2],
-            origin=row[3],
-            line=row[4],
-            size=row[5],
-            sha256=row[6],
-            data=bytes(row[7]),
-            truncated=bool(row[8]),
-            source=row[9],
-            event_type=row[10],
-            entity_id=row[11],
-        )
+        return self.index.delivered(origin, first_line, last_line)
 
     def get_accepted(self, event_id: str) -> EventRecord | None:
-        eid = _event_id_blob(event_id)
-        if eid is None:
-            return None
-        rows = self._read(
-            f"SELECT {_EVENT_COLUMNS} FROM {_EVENT_FROM} WHERE e.event_id = ? AND e.receipt = 0", (eid,)
-        )
-        return self._event(rows[0]) if rows else None
+        return self.index.get_accepted(event_id)
 
     def receipts(self, event_id: str) -> list[EventRecord]:
-        eid = _event_id_blob(event_id)
-        if eid is None:
-            return []
-        rows = self._read(
-            f"SELECT {_EVENT_COLUMNS} FROM {_EVENT_FROM} WHERE e.event_id = ? ORDER BY e.receipt", (eid,)
-        )
-        return [self._event(r) for r in rows]
-
-    def _page(
-        self,
-        kind: str,
-        select: str,
-        where: list[str],
-        params: list[Any],
-        order: list[str],
-        key_of: Any,
-        key_to_sql: Any,
-        limit: int,
-        after: str | None,
-        descending: bool,
-        convert: Any,
-    ) -> Page[Any]:
-        if not isinstance(limit, int) or limit < 1:
-            raise InvalidRequest(f"limit must be a whole number of at least 1, got {limit!r}")
-        # The direction is part of the cursor's kind, so a cursor cannot be replayed the other way.
-        kind = f"{kind}:{'desc' if descending else 'asc'}"
-        if after is not None:
-            key = decode_cursor(kind, after, len(order))
-            op = "<" if descending else ">"
-            where = [*where, f"({', '.join(order)}) {op} ({', '.join('?' * len(order))})"]
-            try:
-                params = [*params, *key_to_sql(key)]
-            except (ValueError, TypeError, OverflowError):
-                raise InvalidRequest("the cursor is damaged: use the next_cursor of the same query") from None
-        direction = " DESC" if descending else ""
-        sql = (
-            f"{select} WHERE {' AND '.join(where)} "
-            f"ORDER BY {', '.join(col + direction for col in order)} LIMIT ?"
-        )
-        rows = self._read(sql, [*params, limit + 1])
-        more = len(rows) > limit
-        rows = rows[:limit]
-        cursor = encode_cursor(kind, key_of(rows[-1])) if more and rows else None
-        return Page(items=[convert(r) for r in rows], next_cursor=cursor)
+        return self.index.receipts(event_id)
 
     def query_entity(
         self,
@@ -588,30 +102,8 @@ class LocalStore:
         after: str | None = None,
         descending: bool = False,
     ) -> Page[EventRecord]:
-        try:
-            window = [_to_ms(start), _to_ms(end)]
-        except (ValueError, OverflowError):
-            raise InvalidRequest(f"window [{start!r}, {end!r}) is not a pair of ISO date-times") from None
-        where = [
-            "e.entity = (SELECT id FROM entities WHERE entity_id = ?)",
-            "e.event_ms >= ?",
-            "e.event_ms < ?",
-        ]
-        params: list[Any] = [entity_id, *window]
-        if status is not None:
-            where.append(_status_sql(status))
-        return self._page(
-            "entity",
-            f"SELECT {_EVENT_COLUMNS} FROM {_EVENT_FROM}",
-            where,
-            params,
-            ["e.event_ms", "e.event_id", "e.receipt"],
-            lambda r: [r[6], r[1].hex(), r[2]],
-            lambda key: [int(key[0]), _cursor_event_id(key[1]), int(key[2])],
-            limit,
-            after,
-            descending,
-            self._event,
+        return self.index.query_entity(
+            entity_id, start, end, status=status, limit=limit, after=after, descending=descending
         )
 
     def query_partition(
@@ -625,22 +117,8 @@ class LocalStore:
         after: str | None = None,
         descending: bool = False,
     ) -> Page[EventRecord]:
-        where = ["e.part = (SELECT id FROM partitions WHERE source = ? AND event_type = ? AND day = ?)"]
-        params: list[Any] = [source, event_type, day]
-        if status is not None:
-            where.append(_status_sql(status))
-        return self._page(
-            "partition",
-            f"SELECT {_EVENT_COLUMNS} FROM {_EVENT_FROM}",
-            where,
-            params,
-            ["e.ingest_lag_ms", "e.seq"],
-            lambda r: [r[8], r[0]],
-            lambda key: [int(key[0]), int(key[1])],
-            limit,
-            after,
-            descending,
-            self._event,
+        return self.index.query_partition(
+            source, event_type, day, status=status, limit=limit, after=after, descending=descending
         )
 
     def query_rejections(
@@ -655,56 +133,19 @@ class LocalStore:
         after: str | None = None,
         descending: bool = False,
     ) -> Page[Rejection]:
-        where = ["1 = 1"]
-        params: list[Any] = []
-        for column, value in (("entity_id", entity_id), ("source", source), ("event_type", event_type)):
-            if value is not None:
-                where.append(f"{column} = ?")
-                params.append(value)
-        if start is not None:
-            where.append("received_at >= ?")
-            params.append(start)
-        if end is not None:
-            where.append("received_at < ?")
-            params.append(end)
-        return self._page(
-            "rejections",
-            f"SELECT {_REJECTION_COLUMNS} FROM rejections",
-            where,
-            params,
-            ["received_at", "id"],
-            lambda r: [r[1], r[0]],
-            lambda key: [_cursor_text(key[0]), int(key[1])],
-            limit,
-            after,
-            descending,
-            self._rejection,
+        return self.index.query_rejections(
+            entity_id=entity_id,
+            source=source,
+            event_type=event_type,
+            start=start,
+            end=end,
+            limit=limit,
+            after=after,
+            descending=descending,
         )
 
     def get_rejection(self, rejection_id: str) -> Rejection | None:
-        if not rejection_id.isdigit():
-            return None
-        rows = self._read(f"SELECT {_REJECTION_COLUMNS} FROM rejections WHERE id = ?", (int(rejection_id),))
-        return self._rejection(rows[0]) if rows else None
+        return self.index.get_rejection(rejection_id)
 
     def stats(self) -> IndexStats:
-        partitions = [
-            PartitionCount(source=s, event_type=t, accepted=a, duplicate=d)
-            for s, t, a, d in self._read(
-                "SELECT p.source, p.event_type, sum(e.receipt = 0), sum(e.receipt > 0) "
-                "FROM events e JOIN partitions p ON p.id = e.part "
-                "GROUP BY p.source, p.event_type ORDER BY p.source, p.event_type"
-            )
-        ]
-        entities = self._read("SELECT count(DISTINCT entity) FROM events")[0][0]
-        first, last = self._read("SELECT min(event_ms), max(event_ms) FROM events")[0]
-        rejected = self._read("SELECT count(*) FROM rejections")[0][0]
-        return IndexStats(
-            accepted=sum(p.accepted for p in partitions),
-            duplicate=sum(p.duplicate for p in partitions),
-            rejected=rejected,
-            entities=entities,
-            first_event_time=None if first is None else _from_ms(first),
-            last_event_time=None if last is None else _from_ms(last),
-            partitions=partitions,
-        )
+        return self.index.stats()
