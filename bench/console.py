@@ -150,13 +150,14 @@ async def key_to_screen(app: Any, key: str, done: Any) -> float:
 def child(ws: str, spawned: float) -> dict[str, Any]:
     """Runs in a fresh interpreter: what a user of ``pik console`` waits for, measured from ``spawned``."""
     imports_started = time.time()
-    from pik_console import cli
+    from pik_console.cli.common import open_backend
+    from pik_console.cli.main import build_parser
     from pik_console.console.app import PikConsole
     from pik_console.console.context import Context
     from pik_console.console.event_list import EventList
 
-    args = cli.build_parser().parse_args(["console", "--workspace", ws, "--read-only"])
-    backend = cli.open_backend(args, create=False)
+    args = build_parser().parse_args(["console", "--workspace", ws, "--read-only"])
+    backend = open_backend(args, create=False)
     imported = time.time()
     end = (START + timedelta(days=DAYS)).date().isoformat()
     context = Context(entity=ENTITY, start=f"{START.date()}T00:00:00.000Z", end=f"{end}T00:00:00.000Z")

@@ -510,7 +510,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--command",
         choices=("auto", "pik", "standin"),
         default="auto",
-        help="what to time: the real `pik ingest` (auto: when pik_console/cli.py exists) or the stand-in",
+        help="what to time: the real `pik ingest` (auto: when the pik_console/cli package exists) or the stand-in",
     )
     parser.add_argument(
         "--profile", action="store_true", help="also profile one single-threaded ingest with cProfile"
@@ -521,7 +521,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     main_lines, big_lines = (20_000, 100_000) if args.quick else (200_000, 1_000_000)
     kind = args.command
     if kind == "auto":
-        have_pik = (ROOT / "pik_console" / "cli.py").exists() and (
+        have_pik = (ROOT / "pik_console" / "cli" / "__init__.py").exists() and (
             Path(sys.executable).parent / "pik"
         ).exists()
         kind = "pik" if have_pik else "standin"

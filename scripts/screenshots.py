@@ -26,8 +26,8 @@ sys.path.insert(0, str(ROOT))
 import backend.services.replay as replay_module  # noqa: E402
 from backend.adapters.local.store import LocalStore  # noqa: E402
 from backend.demo import build_demo  # noqa: E402
-from backend.model import IngestStatus  # noqa: E402
 from backend.kit import open_local  # noqa: E402
+from backend.model import IngestStatus  # noqa: E402
 from pik_console.console.app import PikConsole  # noqa: E402
 from pik_console.console.context import Context  # noqa: E402
 from pik_console.console.listings import EventFilter  # noqa: E402

@@ -52,17 +52,25 @@ def cmd_events(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     partition = [args.source, args.type, args.day]
     if status is not IngestStatus.REJECTED:
         if args.entity is None and not all(partition):
-            raise usage("choose a scope: --entity E [--start T --end T], or --source S --type T --day D")
-        if args.entity is not None and any(partition):
-            raise usage("--entity cannot be combined with --source/--type/--day; choose one scope")
+            raise usage(
+                "choose a scope: --entity E [--day D | --start T --end T], or --source S --type T --day D"
+            )
+        if args.entity is not None and (args.source or args.type):
+            raise usage("--entity cannot be combined with --source/--type; choose one scope")
         if args.entity is None and (args.start or args.end):
             raise usage("--start/--end go with --entity (a partition is one --day)")
+        if args.entity is not None and args.day and (args.start or args.end):
+            raise usage("--day cannot be combined with --start/--end (--day D is [D, D+1))")
     try:
         start = fmt(parse_bound(args.start, what="--start")) if args.start else None
         end = fmt(parse_bound(args.end, what="--end")) if args.end else None
         day = parse_day(args.day, what="--day") if args.day else None
     except TimeFormatError as exc:
         raise usage(str(exc)) from None
+    if args.entity is not None and day is not None and status is not IngestStatus.REJECTED:
+        # An entity's day, as `pik replay`, `aggregates` and `diff` take it: the window [D, D+1).
+        first = parse_bound(day, what="--day")
+        start, end = fmt(first), fmt(first + timedelta(days=1))
     if start and end and start >= end:
         raise usage(f"--start {args.start} is not before --end {args.end} (the window is [start, end))")
     backend = open_backend(args, create=False)

@@ -67,7 +67,7 @@ class PikConsole(App[None]):
         Binding(
             "5",
             "pane('aggregates')",
-            "Versions",
+            "Aggregates",
             tooltip="Aggregate versions and diffs",
             id="app.pane.aggregates",
         ),

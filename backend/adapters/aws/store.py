@@ -26,8 +26,8 @@ from backend.adapters.aws.errors import store_error
 from backend.adapters.aws.index_reads import EventIndexReads
 from backend.adapters.aws.index_writes import EventIndexWrites
 from backend.adapters.aws.s3raw import S3RawStore
-from backend.settings import AwsSettings
 from backend.errors import StoreError
+from backend.settings import AwsSettings
 
 
 class AwsStore(S3RawStore, EventIndexWrites, EventIndexReads):
