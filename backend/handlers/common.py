@@ -14,11 +14,13 @@ import binascii
 import dataclasses
 import json
 import logging
+import os
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent, APIGatewayProxyEventV2
 
 from backend.kit import Kit, open_kit
@@ -76,6 +78,17 @@ def log_level(name: str | None) -> str:
     """``LOG_LEVEL`` as a level name Python knows; INFO for anything else."""
     level = (name or "INFO").upper()
     return level if isinstance(logging.getLevelName(level), int) else "INFO"
+
+
+def make_logger() -> Logger:
+    """The handlers' Powertools Logger (JSON lines): the service name from ``POWERTOOLS_SERVICE_NAME``
+    (the template sets it), else the kit's; the level from ``LOG_LEVEL``. A logger is made when its module
+    is imported, before any invocation can answer, so an unknown level logs at INFO here (the settings tree
+    reports it as invalid at the first invocation) rather than failing the function's start."""
+    return Logger(
+        service=os.environ.get("POWERTOOLS_SERVICE_NAME") or SERVICE,
+        level=log_level(os.environ.get("LOG_LEVEL")),
+    )
 
 
 # -- requests ---------------------------------------------------------------------------------------------

@@ -20,11 +20,9 @@ added: ``DryRunCount`` and ``IngestErrorCount`` (by ``Error``).
 
 from __future__ import annotations
 
-import logging
-import os
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools import Metrics
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -38,6 +36,7 @@ from backend.handlers.common import (
     error_response,
     get_kit,
     json_response,
+    make_logger,
     runtime_settings,
 )
 from backend.identity import sha256_hex
@@ -50,16 +49,8 @@ ORIGIN = "api"
 FUNCTION = "ingest"
 
 
-def _log_level(name: str | None) -> str:
-    level = (name or "INFO").upper()
-    return level if isinstance(logging.getLevelName(level), int) else "INFO"
-
-
 # The service name is Powertools' own setting (the template sets it); each line also names the function.
-logger = Logger(
-    service=os.environ.get("POWERTOOLS_SERVICE_NAME") or "pipeline-investigation-kit",
-    level=_log_level(os.environ.get("LOG_LEVEL")),
-)
+logger = make_logger()
 metrics = Metrics(namespace=NAMESPACE)
 
 

@@ -21,11 +21,10 @@ received) and ``ProcessorErrorCount`` (failed), the original kit's; added: ``Agg
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools import Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
@@ -34,9 +33,8 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from backend.errors import InvalidRequest, KitError, StoreError
 from backend.handlers.common import (
     NAMESPACE,
-    SERVICE,
     get_kit,
-    log_level,
+    make_logger,
     runtime_settings,
 )
 from backend.kit import Kit
@@ -46,10 +44,7 @@ from backend.settings import Settings, SettingsError
 FUNCTION = "processor"
 MAX_LOGGED_FAILURES = 20
 
-logger = Logger(
-    service=os.environ.get("POWERTOOLS_SERVICE_NAME") or SERVICE,
-    level=log_level(os.environ.get("LOG_LEVEL")),
-)
+logger = make_logger()
 metrics = Metrics(namespace=NAMESPACE)
 # Not raising when the whole batch fails: a batch of one malformed message is still answered with its id.
 batch = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)

@@ -22,11 +22,10 @@ Logs are JSON lines with the replay id, counts and outcome, never a payload. Met
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools import Metrics
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -34,13 +33,12 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from backend.errors import StoreError
 from backend.handlers.common import (
     NAMESPACE,
-    SERVICE,
     BadEvent,
     api_request,
     error_response,
     get_kit,
     json_response,
-    log_level,
+    make_logger,
     runtime_settings,
 )
 from backend.kit import Kit
@@ -52,10 +50,7 @@ ANONYMOUS = "api"
 """The actor of a request that carries no caller identity (``pik serve``, an API without IAM auth)."""
 MAX_ACTOR = 256
 
-logger = Logger(
-    service=os.environ.get("POWERTOOLS_SERVICE_NAME") or SERVICE,
-    level=log_level(os.environ.get("LOG_LEVEL")),
-)
+logger = make_logger()
 metrics = Metrics(namespace=NAMESPACE)
 
 
