@@ -10,9 +10,9 @@ from typing import IO, Any
 
 from backend.errors import InvalidRequest, ReadOnlyError
 from backend.model import AggregateVersion
-from backend.services.investigate import AggregateInspector, VersionDiff, human_ms, value_text
 from backend.services.processor import ProcessorService, metrics_with_default
-from backend.times import TimeFormatError, parse_day
+from backend.services.versions import VersionDiff, VersionService, value_text
+from backend.times import TimeFormatError, human_ms, parse_day
 from pik_console import cli
 from pik_console.investigate_cmd import backend_port, workspace_settings
 from pik_console.text import safe
@@ -185,8 +185,8 @@ def _print_process(r: dict[str, Any], out: IO[str]) -> None:
 # -- pik aggregates ------------------------------------------------------------------------------------------
 
 
-def _inspector(backend: Any, command: str) -> AggregateInspector:
-    return AggregateInspector(
+def _version_service(backend: Any, command: str) -> VersionService:
+    return VersionService(
         backend_port(backend, "aggregates", command),
         backend_port(backend, "investigate", command),
         backend_port(backend, "audit", command),
@@ -201,7 +201,7 @@ def cmd_aggregates(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     day = _day(args.day)
     backend = cli.open_backend(args, create=False)
     try:
-        versions = _inspector(backend, "aggregates").versions(args.entity, day, args.metric)
+        versions = _version_service(backend, "aggregates").versions(args.entity, day, args.metric)
     except InvalidRequest as exc:
         raise cli._usage(str(exc)) from None
     finally:
@@ -260,16 +260,16 @@ def cmd_diff(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     diffs: list[VersionDiff] = []
     skipped: list[str] = []
     try:
-        inspector = _inspector(backend, "diff")
+        service = _version_service(backend, "diff")
         if args.metric:
-            diffs.append(inspector.diff(args.entity, day, args.metric, args.from_version, args.to_version))
+            diffs.append(service.diff(args.entity, day, args.metric, args.from_version, args.to_version))
         else:
-            names = sorted({v.metric for v in inspector.versions(args.entity, day)})
+            names = sorted({v.metric for v in service.versions(args.entity, day)})
             if not names:
                 raise cli.Failure(f"no aggregate versions for {safe(args.entity)} on {day}")
             for name in names:
                 try:
-                    diffs.append(inspector.diff(args.entity, day, name))
+                    diffs.append(service.diff(args.entity, day, name))
                 except InvalidRequest as exc:
                     skipped.append(str(exc))
     except InvalidRequest as exc:

@@ -8,15 +8,9 @@ from datetime import date, timedelta
 from typing import IO, Any
 
 from backend.errors import InvalidRequest
-from backend.services.investigate import (
-    DayStatus,
-    GapReport,
-    Investigator,
-    LagReport,
-    human_ms,
-    parse_duration,
-)
-from backend.times import TimeFormatError, parse_day
+from backend.services.gaps import DayStatus, GapReport, GapService
+from backend.services.lag import LagReport, LagService
+from backend.times import TimeFormatError, human_ms, parse_day, parse_duration
 from pik_console import cli
 from pik_console.text import safe
 
@@ -72,7 +66,7 @@ def cmd_lag(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
         raise cli._usage("--top must be between 0 and 1000")
     backend = cli.open_backend(args, create=False)
     try:
-        service = Investigator(backend.index, backend_port(backend, "investigate", "lag"))
+        service = LagService(backend.index, backend_port(backend, "investigate", "lag"))
         report = service.lag(args.source, args.type, day, late_ms=late_ms, top=args.top)
     except InvalidRequest as exc:
         raise cli._usage(str(exc)) from None
@@ -141,7 +135,7 @@ def cmd_gaps(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     grace = _duration(args.grace, "--grace")
     backend = cli.open_backend(args, create=False)
     try:
-        service = Investigator(backend.index, backend_port(backend, "investigate", "gaps"))
+        service = GapService(backend.index, backend_port(backend, "investigate", "gaps"))
         report = service.gaps(
             first,
             end,

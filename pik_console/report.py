@@ -22,10 +22,10 @@ from typing import IO, Any
 from backend.errors import InvalidRequest
 from backend.model import ReplayAudit, ReplayOutcome
 from backend.ports import ManifestEntry, Receipt
-from backend.services.investigate import human_ms, value_text
 from backend.services.processor import inputs_hash
 from backend.services.replay import describe_scope
-from backend.times import TimeFormatError, parse_day
+from backend.services.versions import value_text
+from backend.times import TimeFormatError, human_ms, parse_day
 from pik_console.console.context import add_days, day_start, next_day
 from pik_console.console.services import ConsoleServices, build_services
 from pik_console.text import safe
@@ -208,7 +208,6 @@ def build_report(services: ConsoleServices, entity: str, day: str, *, now: datet
             )
     add("")
 
-    investigator = services.investigator()
     add("## Lag of the day's partitions")
     add("")
     if partitions:
@@ -217,7 +216,7 @@ def build_report(services: ConsoleServices, entity: str, day: str, *, now: datet
         add("| source/type | events | p50 | p90 | p99 | max | late (≥ 1h) |")
         add("|---|---:|---:|---:|---:|---:|---:|")
         for source, event_type in sorted(partitions):
-            lag = investigator.lag(source, event_type, day, late_ms=LATE_MS, top=0)
+            lag = services.lag_service().lag(source, event_type, day, late_ms=LATE_MS, top=0)
             share = f"{lag.late:,} ({100 * lag.late / lag.count:.0f}%)" if lag.count else "0"
 
             def ms(v: int | None) -> str:
@@ -231,11 +230,12 @@ def build_report(services: ConsoleServices, entity: str, day: str, *, now: datet
 
     add("## Gaps around the day")
     add("")
-    gaps = investigator.gaps(add_days(day, -7), add_days(day, 8), entity_id=entity, grace_ms=LATE_MS)
+    gap_service = services.gap_service()
+    gaps = gap_service.gaps(add_days(day, -7), add_days(day, 8), entity_id=entity, grace_ms=LATE_MS)
     last = max((g.day for g in gaps.days if g.events), default=day)
     if last < gaps.days[-1].day:
         # Days after the last one with events hold nothing yet: not gaps, and not part of the median.
-        gaps = investigator.gaps(
+        gaps = gap_service.gaps(
             add_days(day, -7), next_day(max(last, day)), entity_id=entity, grace_ms=LATE_MS
         )
     add(
@@ -284,7 +284,7 @@ def build_report(services: ConsoleServices, entity: str, day: str, *, now: datet
     explained: list[tuple[str, list[str]]] = []
     inspector = None
     if services.aggregates is not None:
-        inspector = services.inspector()
+        inspector = services.version_service()
         versions = inspector.versions(entity, day)
     if not versions:
         add("No aggregate versions for this window.")

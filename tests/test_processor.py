@@ -17,8 +17,8 @@ from backend.adapters.local.workspace import LocalPorts, local_ports
 from backend.errors import InvalidRequest, StoreError
 from backend.model import MetricKind, MetricSpec
 from backend.services.ingest import IngestService, Received
-from backend.services.investigate import AggregateInspector
 from backend.services.processor import ProcessorService, compute, metrics_with_default, parse_message
+from backend.services.versions import VersionService
 from backend.times import FixedClock, fmt
 from pik_console.cli import main
 from tests.conftest import make_event
@@ -271,7 +271,7 @@ def test_the_diff_explains_late_arrivals_duplicates_and_the_replay(env: Env) -> 
     env.add(minute=0)  # a duplicate receipt of an input
     second = replays.execute(ReplayRequest(**request), actor="bob")
     processor.process([m.body for m in env.ports.queue.receive(10, 60)])
-    inspector = AggregateInspector(env.ports.aggregates, env.ports.investigate, env.ports.audit)
+    inspector = VersionService(env.ports.aggregates, env.ports.investigate, env.ports.audit)
     diff = inspector.diff("user_1", "2025-12-28", "daily_event_count")
     assert (diff.older.version, diff.newer.version, diff.delta) == (1, 2, 2)
     assert (diff.added, diff.removed, diff.added_after_older, diff.added_before_older) == (2, 0, 2, 0)

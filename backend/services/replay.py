@@ -42,9 +42,8 @@ from backend.model import (
     ReplaySkips,
 )
 from backend.ports import QUEUE_BATCH, AuditLog, InvestigationIndex, RawCatalog, Receipt, ReplayQueue
-from backend.services.investigate import day_range
 from backend.strictjson import DuplicateKey, unique_keys
-from backend.times import Clock, TimeFormatError, fmt, parse_bound
+from backend.times import Clock, TimeFormatError, day_range, fmt, parse_bound
 
 # A replay of more messages than this needs force (the console asks for a typed confirmation instead).
 DEFAULT_CONFIRM_ABOVE = 1000

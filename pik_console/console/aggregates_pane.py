@@ -17,8 +17,8 @@ from textual.message import Message
 from textual.widgets import DataTable, Input, Select, Static
 
 from backend.model import AggregateVersion
-from backend.services.investigate import VersionDiff, human_ms, value_text
-from backend.times import TimeFormatError, parse_day
+from backend.services.versions import VersionDiff, value_text
+from backend.times import TimeFormatError, human_ms, parse_day
 from pik_console.console.context import Context
 from pik_console.console.render import t, title
 
@@ -183,7 +183,7 @@ class AggregatesPane(Vertical):
     @work(thread=True, exclusive=True, group="agg-versions", exit_on_error=False)
     def _read_versions(self, entity: str, day: str) -> None:
         try:
-            versions = cast(Any, self.app).services.inspector().versions(entity, day)
+            versions = cast(Any, self.app).services.version_service().versions(entity, day)
             self.post_message(self.VersionsRead((entity, day), versions, None))
         except Exception as exc:
             self.post_message(self.VersionsRead((entity, day), None, str(exc)))
@@ -281,7 +281,7 @@ class AggregatesPane(Vertical):
     @work(thread=True, exclusive=True, group="agg-diff", exit_on_error=False)
     def _read_diff(self, entity: str, day: str, metric: str, older: int, newer: int) -> None:
         try:
-            diff = cast(Any, self.app).services.inspector().diff(entity, day, metric, older, newer)
+            diff = cast(Any, self.app).services.version_service().diff(entity, day, metric, older, newer)
             self.post_message(self.DiffRead(diff, None))
         except Exception as exc:
             self.post_message(self.DiffRead(None, str(exc)))

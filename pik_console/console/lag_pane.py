@@ -17,8 +17,8 @@ from textual.message import Message
 from textual.widgets import DataTable, Input, Static
 
 from backend.errors import InvalidRequest
-from backend.services.investigate import LagReport, human_ms, parse_duration
-from backend.times import TimeFormatError, parse_day
+from backend.services.lag import LagReport
+from backend.times import TimeFormatError, human_ms, parse_day, parse_duration
 from pik_console.console.context import Context, day_start, next_day
 from pik_console.console.render import num, t, title
 
@@ -241,7 +241,7 @@ class LagPane(Vertical):
     def _read_lag(self, source: str, event_type: str, day: str, late_ms: int) -> None:
         services = cast(Any, self.app).services
         try:
-            report = services.investigator().lag(source, event_type, day, late_ms=late_ms, top=20)
+            report = services.lag_service().lag(source, event_type, day, late_ms=late_ms, top=20)
             self.post_message(self.LagRead(report, None))
         except Exception as exc:
             self.post_message(self.LagRead(None, str(exc)))

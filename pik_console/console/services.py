@@ -13,9 +13,11 @@ from typing import Any
 from backend.errors import InvalidRequest, ReadOnlyError
 from backend.model import MetricSpec
 from backend.ports import EventIndex, RawStore
-from backend.services.investigate import AggregateInspector, Investigator
+from backend.services.gaps import GapService
+from backend.services.lag import LagService
 from backend.services.processor import ProcessorService, metrics_with_default
 from backend.services.replay import DEFAULT_CONFIRM_ABOVE, ReplayService
+from backend.services.versions import VersionService
 
 PORTS = ("investigate", "catalog", "queue", "audit", "aggregates")
 
@@ -57,15 +59,20 @@ class ConsoleServices:
     def kind(self) -> str:
         return str(self.backend.name)
 
-    def investigator(self) -> Investigator:
+    def lag_service(self) -> LagService:
         if self.investigate is None:
             raise InvalidRequest(f"lag and gaps are not available on the {self.kind} backend yet")
-        return Investigator(self.index, self.investigate)
+        return LagService(self.index, self.investigate)
 
-    def inspector(self) -> AggregateInspector:
+    def gap_service(self) -> GapService:
+        if self.investigate is None:
+            raise InvalidRequest(f"lag and gaps are not available on the {self.kind} backend yet")
+        return GapService(self.index, self.investigate)
+
+    def version_service(self) -> VersionService:
         if self.aggregates is None or self.investigate is None:
             raise InvalidRequest(f"aggregate versions are not available on the {self.kind} backend yet")
-        return AggregateInspector(self.aggregates, self.investigate, self.audit)
+        return VersionService(self.aggregates, self.investigate, self.audit)
 
     def _replay(self, *, read_only: bool) -> ReplayService:
         if self.investigate is None or self.catalog is None or self.audit is None:

@@ -42,10 +42,12 @@ from markdown_it import MarkdownIt
 from pydantic import BaseModel
 
 import backend.ports as ports_module
+import backend.services.gaps as gaps_module
 import backend.services.ingest as ingest_module
-import backend.services.investigate as investigate_module
+import backend.services.lag as lag_module
 import backend.services.processor as processor_module
 import backend.services.replay as replay_module
+import backend.services.versions as versions_module
 from backend.adapters.local.store import LocalStore
 from backend.adapters.local.workspace import local_ports
 from backend.config import RuntimeSettings
@@ -56,10 +58,12 @@ from backend.handlers import processor as processor_handler
 from backend.handlers import replay as replay_handler
 from backend.model import ReplayOutcome, ReplayRequest
 from backend.runtime import open_local
+from backend.services.gaps import GapService
 from backend.services.ingest import IngestService, Received, prepare
-from backend.services.investigate import AggregateInspector, Investigator
+from backend.services.lag import LagService
 from backend.services.processor import ProcessorService
 from backend.services.replay import ReplayService, api_reply, describe_scope, normalize
+from backend.services.versions import VersionService
 from backend.times import FixedClock
 from pik_console.aggregates_cmd import drain
 from pik_console.cli import main
@@ -751,15 +755,15 @@ RECIPES: dict[str, Recipe] = {
     ),
     "ProcessorService.process": lambda s, c, ro: _processor(s, c, read_only=ro).process([MESSAGE]),
     "ProcessorService.recompute": lambda s, c, ro: _processor(s, c, read_only=ro).recompute("u4", DAY),
-    "Investigator.lag": lambda s, c, ro: Investigator(s.index, s.investigate).lag("web", "click", DAY),
-    "Investigator.gaps": lambda s, c, ro: (
-        Investigator(s.index, s.investigate).gaps("2025-11-28", "2025-12-03", entity_id="u1")
+    "LagService.lag": lambda s, c, ro: LagService(s.index, s.investigate).lag("web", "click", DAY),
+    "GapService.gaps": lambda s, c, ro: (
+        GapService(s.index, s.investigate).gaps("2025-11-28", "2025-12-03", entity_id="u1")
     ),
-    "AggregateInspector.versions": lambda s, c, ro: (
-        AggregateInspector(s.aggregates, s.investigate, s.audit).versions("u1", DAY)
+    "VersionService.versions": lambda s, c, ro: (
+        VersionService(s.aggregates, s.investigate, s.audit).versions("u1", DAY)
     ),
-    "AggregateInspector.diff": lambda s, c, ro: (
-        AggregateInspector(s.aggregates, s.investigate, s.audit).diff("u1", DAY, "daily_event_count")
+    "VersionService.diff": lambda s, c, ro: (
+        VersionService(s.aggregates, s.investigate, s.audit).diff("u1", DAY, "daily_event_count")
     ),
 }  # fmt: skip
 # Writes in normal mode, writes nothing (and is allowed) in read-only mode: a dry run.
@@ -777,7 +781,7 @@ def _refused(name: str, recipe: Recipe, stores: Stores, clock: FixedClock) -> bo
     return name in REFUSAL_ANSWERS and REFUSAL_ANSWERS[name](answer)
 
 
-SERVICE_MODULES = (ingest_module, investigate_module, processor_module, replay_module)
+SERVICE_MODULES = (ingest_module, lag_module, gaps_module, versions_module, processor_module, replay_module)
 
 
 def _is_service(cls: type) -> bool:
@@ -903,7 +907,7 @@ def test_read_only_services_write_nothing_on_either_adapter(name: str, tmp_path:
         before = _contents(a)
         assert before["queue"].visible == 4 and len(before["audit"]) == 1
         refused = sum(_refused(recipe_name, recipe, stores, clock) for recipe_name, recipe in RECIPES.items())
-        # All but the dry run (plan) and the four reads of Investigator and AggregateInspector.
+        # All but the dry run (plan) and the four reads of LagService, GapService and VersionService.
         assert refused == len(RECIPES) - len(ALLOWED_IN_READ_ONLY) - 4
         # pik process: even a dry run would receive (and count receives toward the dead-letter queue).
         with pytest.raises(ReadOnlyError, match="read-only"):
