@@ -13,10 +13,10 @@ from backend.services.replay import (
     MAX_LIMIT,
     ReplayRefused,
     ReplayService,
-    describe_scope,
     plan_response,
     result_response,
 )
+from backend.services.scope import describe_scope
 from backend.times import TimeFormatError, parse_day
 from pik_console import cli
 from pik_console.investigate_cmd import backend_port, workspace_settings

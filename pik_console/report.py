@@ -23,7 +23,7 @@ from backend.errors import InvalidRequest
 from backend.model import ReplayAudit, ReplayOutcome
 from backend.ports import ManifestEntry, Receipt
 from backend.services.processor import inputs_hash
-from backend.services.replay import describe_scope
+from backend.services.scope import describe_scope
 from backend.services.versions import value_text
 from backend.times import TimeFormatError, human_ms, parse_day
 from pik_console.console.context import add_days, day_start, next_day

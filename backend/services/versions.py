@@ -16,6 +16,7 @@ from backend.errors import InvalidRequest, StoreError
 from backend.model import AggregateVersion, ReplayAudit
 from backend.ports import AggregateStore, InvestigationIndex, ManifestEntry
 from backend.services.lag import percentile
+from backend.services.scope import describe_scope
 from backend.times import human_ms
 
 # Scans read this many receipts per call.
@@ -225,8 +226,6 @@ class VersionService:
         record = self.audit.get(replay_id) if self.audit is not None else None
         if record is None:
             return ReplaySummary(replay_id=replay_id, known=False)
-        from backend.services.replay import describe_scope
-
         return ReplaySummary(
             replay_id=replay_id,
             known=True,

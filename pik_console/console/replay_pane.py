@@ -20,7 +20,8 @@ from textual.widgets import Button, Checkbox, DataTable, Input, ProgressBar, Sel
 
 from backend.errors import InvalidRequest
 from backend.model import IngestStatus, ReplayAudit, ReplayOutcome, ReplayPlan, ReplayRequest
-from backend.services.replay import ReplayRefused, describe_scope
+from backend.services.replay import ReplayRefused
+from backend.services.scope import describe_scope
 from backend.times import TimeFormatError, fmt, parse_bound
 from pik_console.console.context import Context, day_start, next_day
 from pik_console.console.render import bar, fields, num, t, title

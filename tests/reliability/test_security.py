@@ -47,6 +47,7 @@ import backend.services.ingest as ingest_module
 import backend.services.lag as lag_module
 import backend.services.processor as processor_module
 import backend.services.replay as replay_module
+import backend.services.scope as scope_module
 import backend.services.versions as versions_module
 from backend.adapters.local.store import LocalStore
 from backend.adapters.local.workspace import local_ports
@@ -62,7 +63,8 @@ from backend.services.gaps import GapService
 from backend.services.ingest import IngestService, Received, prepare
 from backend.services.lag import LagService
 from backend.services.processor import ProcessorService
-from backend.services.replay import ReplayService, api_reply, describe_scope, normalize
+from backend.services.replay import ReplayService, api_reply
+from backend.services.scope import describe_scope, normalize
 from backend.services.versions import VersionService
 from backend.times import FixedClock
 from pik_console.aggregates_cmd import drain
@@ -781,7 +783,15 @@ def _refused(name: str, recipe: Recipe, stores: Stores, clock: FixedClock) -> bo
     return name in REFUSAL_ANSWERS and REFUSAL_ANSWERS[name](answer)
 
 
-SERVICE_MODULES = (ingest_module, lag_module, gaps_module, versions_module, processor_module, replay_module)
+SERVICE_MODULES = (
+    ingest_module,
+    lag_module,
+    gaps_module,
+    versions_module,
+    processor_module,
+    scope_module,
+    replay_module,
+)
 
 
 def _is_service(cls: type) -> bool:
