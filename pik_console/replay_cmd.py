@@ -13,9 +13,8 @@ from backend.services.replay import (
     MAX_LIMIT,
     ReplayRefused,
     ReplayService,
-    plan_response,
-    result_response,
 )
+from backend.services.replay_json import plan_response, result_response
 from backend.services.scope import describe_scope
 from backend.times import TimeFormatError, parse_day
 from pik_console import cli

@@ -57,13 +57,14 @@ from backend.handlers import common
 from backend.handlers import ingest as ingest_handler
 from backend.handlers import processor as processor_handler
 from backend.handlers import replay as replay_handler
+from backend.handlers.replay import api_reply
 from backend.model import ReplayOutcome, ReplayRequest
 from backend.runtime import open_local
 from backend.services.gaps import GapService
 from backend.services.ingest import IngestService, Received, prepare
 from backend.services.lag import LagService
 from backend.services.processor import ProcessorService
-from backend.services.replay import ReplayService, api_reply
+from backend.services.replay import ReplayService
 from backend.services.scope import describe_scope, normalize
 from backend.services.versions import VersionService
 from backend.times import FixedClock
@@ -791,6 +792,7 @@ SERVICE_MODULES = (
     processor_module,
     scope_module,
     replay_module,
+    replay_handler,  # api_reply, which answers a replay request with the service's outcome as an HTTP status
 )
 
 
@@ -806,7 +808,7 @@ def _is_service(cls: type) -> bool:
 
 def _entry_points() -> set[str]:
     """Every public method of every service class, and every public function that takes a service or a
-    store, in backend/services."""
+    store, in backend/services (and the replay handler, whose api_reply takes the replay service)."""
     classes = {
         cls
         for module in SERVICE_MODULES
@@ -829,6 +831,7 @@ def _entry_points() -> set[str]:
             if fn.__module__ != module.__name__ or name.startswith("_"):
                 continue
             hints = typing.get_type_hints(fn)
+            hints.pop("return", None)  # takes: a factory that returns a service is not an entry point
             if any(isinstance(h, type) and (h in classes or h in stores) for h in hints.values()):
                 found.add(f"{module.__name__.rsplit('.', 1)[-1]}.{name}")
     return found
