@@ -16,6 +16,7 @@ from backend.adapters.local.store import LocalStore
 from backend.adapters.local.workspace import LocalPorts, local_ports
 from backend.errors import InvalidRequest, StoreError
 from backend.model import MetricKind, MetricSpec
+from backend.services.drain import DrainService
 from backend.services.ingest import IngestService, Received
 from backend.services.processor import ProcessorService, compute, metrics_with_default, parse_message
 from backend.services.versions import VersionService
@@ -464,3 +465,19 @@ def test_pik_process_recomputes_a_window_once_per_chunk(env: Env) -> None:
     env.ports.queue.send_batch([env.message()] * 10)
     code, out, _ = call("process", "--max-messages", "4", "--json", "--workspace", ws)
     assert json.loads(out)["received"] == 4 and env.ports.queue.depth().visible == 6
+
+
+def test_the_drain_service_reports_progress_and_stops_when_asked(env: Env) -> None:
+    env.add(minute=0)
+    for _ in range(12):  # 120 messages: three chunks of at most 50
+        env.ports.queue.send_batch([env.message()] * 10)
+    progress: list[tuple[int, int]] = []
+    drainer = DrainService(env.ports.queue, env.processor())
+    result = drainer.run(on_progress=lambda received, written: progress.append((received, written)),
+                         should_stop=lambda: len(progress) == 2)  # fmt: skip
+    assert progress == [(50, 1), (100, 1)]
+    assert (result.received, result.versions_written, result.recomputes) == (100, 1, 2)
+    assert env.ports.queue.depth().visible == 20
+    rest = drainer.run(max_messages=15)
+    assert (rest.received, rest.versions_written, rest.unchanged) == (15, 0, 1)
+    assert env.ports.queue.depth().visible == 5

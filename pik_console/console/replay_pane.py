@@ -4,7 +4,6 @@ guard asks for the scope to be typed), progress and result, the processor, and t
 
 from __future__ import annotations
 
-import io
 from typing import Any, ClassVar, cast
 
 from rich.console import Group
@@ -20,6 +19,7 @@ from textual.widgets import Button, Checkbox, DataTable, Input, ProgressBar, Sel
 
 from backend.errors import InvalidRequest
 from backend.model import IngestStatus, ReplayAudit, ReplayOutcome, ReplayPlan, ReplayRequest
+from backend.services.drain import DrainResult, DrainService
 from backend.services.replay import ReplayRefused
 from backend.services.scope import describe_scope
 from backend.times import TimeFormatError, fmt, parse_bound
@@ -135,7 +135,7 @@ class ReplayPane(Vertical):
             self.error = error
 
     class Processed(Message):
-        def __init__(self, report: dict[str, Any] | None, error: str | None) -> None:
+        def __init__(self, report: DrainResult | None, error: str | None) -> None:
             super().__init__()
             self.report = report
             self.error = error
@@ -421,16 +421,14 @@ class ReplayPane(Vertical):
 
     @work(thread=True, exclusive=True, group="replay-process", exit_on_error=False)
     def _process(self) -> None:
-        from pik_console.aggregates_cmd import drain
-
         services = self.services
         try:
             if services.queue is None:
                 raise InvalidRequest(f"no replay queue on the {services.kind} backend")
-            report = drain(
-                services.queue, services.processor(), services.visibility_timeout_s, None, io.StringIO(), True
+            drainer = DrainService(
+                services.queue, services.processor(), visibility_timeout_s=services.visibility_timeout_s
             )
-            self.post_message(self.Processed(report, None))
+            self.post_message(self.Processed(drainer.run(), None))
         except Exception as exc:
             self.post_message(self.Processed(None, str(exc)))
 
@@ -444,16 +442,14 @@ class ReplayPane(Vertical):
             result.update(t(message.error, "red"))
             return
         r = message.report
-        text = Text(f"Processor: {r['received']:,} messages, {r['windows']:,} windows, ", style="bold")
-        text.append(f"{r['versions_written']:,} new versions", style="bold green")
-        text.append(f", {r['unchanged']:,} unchanged")
-        if r["failed_messages"]:
-            text.append(
-                f", {r['failed_messages']:,} failing ({r['dead_lettered']:,} dead-lettered)", style="red"
-            )
+        text = Text(f"Processor: {r.received:,} messages, {r.windows:,} windows, ", style="bold")
+        text.append(f"{r.versions_written:,} new versions", style="bold green")
+        text.append(f", {r.unchanged:,} unchanged")
+        if r.failed_messages:
+            text.append(f", {r.failed_messages:,} failing ({r.dead_lettered:,} dead-lettered)", style="red")
         text.append("\nCompare the versions in the Aggregates pane (5).")
         result.update(text)
-        self.notify(f"{r['versions_written']:,} new aggregate versions", title="Processor", markup=False)
+        self.notify(f"{r.versions_written:,} new aggregate versions", title="Processor", markup=False)
         cast(Any, self.app).versions_changed()
 
     # -- the audit trail ------------------------------------------------------------------------------

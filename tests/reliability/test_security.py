@@ -42,6 +42,7 @@ from markdown_it import MarkdownIt
 from pydantic import BaseModel
 
 import backend.ports as ports_module
+import backend.services.drain as drain_module
 import backend.services.gaps as gaps_module
 import backend.services.ingest as ingest_module
 import backend.services.lag as lag_module
@@ -60,6 +61,7 @@ from backend.handlers import replay as replay_handler
 from backend.handlers.replay import api_reply
 from backend.model import ReplayOutcome, ReplayRequest
 from backend.runtime import open_local
+from backend.services.drain import DrainService
 from backend.services.gaps import GapService
 from backend.services.ingest import IngestService, Received, prepare
 from backend.services.lag import LagService
@@ -758,6 +760,7 @@ RECIPES: dict[str, Recipe] = {
     ),
     "ProcessorService.process": lambda s, c, ro: _processor(s, c, read_only=ro).process([MESSAGE]),
     "ProcessorService.recompute": lambda s, c, ro: _processor(s, c, read_only=ro).recompute("u4", DAY),
+    "DrainService.run": lambda s, c, ro: DrainService(s.queue, _processor(s, c, read_only=ro)).run(),
     "LagService.lag": lambda s, c, ro: LagService(s.index, s.investigate).lag("web", "click", DAY),
     "GapService.gaps": lambda s, c, ro: (
         GapService(s.index, s.investigate).gaps("2025-11-28", "2025-12-03", entity_id="u1")
@@ -792,6 +795,7 @@ SERVICE_MODULES = (
     processor_module,
     scope_module,
     replay_module,
+    drain_module,
     replay_handler,  # api_reply, which answers a replay request with the service's outcome as an HTTP status
 )
 
@@ -883,6 +887,7 @@ def test_every_service_entry_point_writes_nothing_in_read_only_mode(tmp_path: Pa
         "replay.api_reply",
         "ProcessorService.process",
         "ProcessorService.recompute",
+        "DrainService.run",
     }
     figures(
         "read-only: service entry points (introspected)",
