@@ -48,6 +48,7 @@ import backend.services.ingest as ingest_module
 import backend.services.lag as lag_module
 import backend.services.processor as processor_module
 import backend.services.replay as replay_module
+import backend.services.report as report_module
 import backend.services.scope as scope_module
 import backend.services.versions as versions_module
 from backend.adapters.local.store import LocalStore
@@ -67,6 +68,7 @@ from backend.services.ingest import IngestService, Received, prepare
 from backend.services.lag import LagService
 from backend.services.processor import ProcessorService
 from backend.services.replay import ReplayService
+from backend.services.report import ReportService
 from backend.services.scope import describe_scope, normalize
 from backend.services.versions import VersionService
 from backend.times import FixedClock
@@ -771,6 +773,10 @@ RECIPES: dict[str, Recipe] = {
     "VersionService.diff": lambda s, c, ro: (
         VersionService(s.aggregates, s.investigate, s.audit).diff("u1", DAY, "daily_event_count")
     ),
+    "ReportService.gather": lambda s, c, ro: (
+        ReportService(s.index, s.investigate, s.audit, s.aggregates, catalog=s.catalog, queue=s.queue)
+        .gather("u1", DAY)
+    ),
 }  # fmt: skip
 # Writes in normal mode, writes nothing (and is allowed) in read-only mode: a dry run.
 ALLOWED_IN_READ_ONLY = {"ReplayService.plan"}
@@ -796,6 +802,7 @@ SERVICE_MODULES = (
     scope_module,
     replay_module,
     drain_module,
+    report_module,
     replay_handler,  # api_reply, which answers a replay request with the service's outcome as an HTTP status
 )
 
@@ -925,8 +932,9 @@ def test_read_only_services_write_nothing_on_either_adapter(name: str, tmp_path:
         before = _contents(a)
         assert before["queue"].visible == 4 and len(before["audit"]) == 1
         refused = sum(_refused(recipe_name, recipe, stores, clock) for recipe_name, recipe in RECIPES.items())
-        # All but the dry run (plan) and the four reads of LagService, GapService and VersionService.
-        assert refused == len(RECIPES) - len(ALLOWED_IN_READ_ONLY) - 4
+        # All but the dry run (plan) and the five reads of LagService, GapService, VersionService and
+        # ReportService.
+        assert refused == len(RECIPES) - len(ALLOWED_IN_READ_ONLY) - 5
         # pik process: even a dry run would receive (and count receives toward the dead-letter queue).
         with pytest.raises(ReadOnlyError, match="read-only"):
             drain(
