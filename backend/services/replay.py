@@ -302,17 +302,7 @@ class ReplayService:
         if expected is not None and len(expected) < 12:
             raise InvalidRequest("an expected fingerprint needs at least its first 12 characters")
         plan, items = self._plan(request)
-        reason = None
-        if expected is not None and not plan.fingerprint.startswith(expected):
-            reason = (
-                "the replay's scope changed since its preview (events arrived or the filters differ): "
-                "preview it again"
-            )
-        elif plan.needs_force and not force:
-            reason = (
-                f"{plan.would_send:,} messages is above the size guard of {self.confirm_above:,}; "
-                "confirm with force to send them"
-            )
+        reason = self._refusal(plan, expected, force)
         if reason is not None:
             refused = self._audit(plan, actor, ReplayOutcome.REFUSED, finished=fmt(self.clock.now()))
             refused = refused.model_copy(update={"error": reason})
@@ -338,32 +328,49 @@ class ReplayService:
             with contextlib.suppress(StoreError):
                 self._audit_write(self.audit.finish, interrupted)
             raise
-        sent, failed = progress.sent, progress.failed
-        if failed == 0:
-            outcome = ReplayOutcome.SENT
-        elif sent == 0:
-            outcome = ReplayOutcome.FAILED
-        else:
-            outcome = ReplayOutcome.PARTIAL
-        final = record.model_copy(
-            update={
-                "outcome": outcome,
-                "finished_at": fmt(self.clock.now()),
-                "sent": sent,
-                "failed": failed,
-                "unconfirmed": progress.unconfirmed,
-                "error": error,
-            }
-        )
+        final = self._finished(record, progress, error)
         try:
             self._audit_write(self.audit.finish, final)
         except StoreError as exc:
             raise AuditNotFinished(
-                f"replay {plan.replay_id} {outcome.value}: {sent:,} of {plan.would_send:,} messages sent, "
-                f"but its audit record could not be finished and still reads RUNNING ({exc})",
+                f"replay {plan.replay_id} {final.outcome.value}: {final.sent:,} of {plan.would_send:,} "
+                f"messages sent, but its audit record could not be finished and still reads RUNNING ({exc})",
                 final,
             ) from None
         return final
+
+    def _refusal(self, plan: ReplayPlan, expected: str | None, force: bool) -> str | None:
+        """Why ``plan`` must not be sent (None: it may): not the previewed plan, or over the size guard."""
+        if expected is not None and not plan.fingerprint.startswith(expected):
+            return (
+                "the replay's scope changed since its preview (events arrived or the filters differ): "
+                "preview it again"
+            )
+        if plan.needs_force and not force:
+            return (
+                f"{plan.would_send:,} messages is above the size guard of {self.confirm_above:,}; "
+                "confirm with force to send them"
+            )
+        return None
+
+    def _finished(self, record: ReplayAudit, progress: _Progress, error: str | None) -> ReplayAudit:
+        """The RUNNING ``record`` finished with the counts of ``progress`` and the outcome they make."""
+        if progress.failed == 0:
+            outcome = ReplayOutcome.SENT
+        elif progress.sent == 0:
+            outcome = ReplayOutcome.FAILED
+        else:
+            outcome = ReplayOutcome.PARTIAL
+        return record.model_copy(
+            update={
+                "outcome": outcome,
+                "finished_at": fmt(self.clock.now()),
+                "sent": progress.sent,
+                "failed": progress.failed,
+                "unconfirmed": progress.unconfirmed,
+                "error": error,
+            }
+        )
 
     def _audit_write(self, write: Callable[[ReplayAudit], None], record: ReplayAudit) -> None:
         """``write(record)`` (the audit's begin or finish), retried as the sends are: a replay that was

@@ -45,6 +45,7 @@ import backend.ports as ports_module
 import backend.services.drain as drain_module
 import backend.services.gaps as gaps_module
 import backend.services.ingest as ingest_module
+import backend.services.ingest_validation as ingest_validation_module
 import backend.services.lag as lag_module
 import backend.services.processor as processor_module
 import backend.services.replay as replay_module
@@ -795,6 +796,7 @@ def _refused(name: str, recipe: Recipe, stores: Stores, clock: FixedClock) -> bo
 
 SERVICE_MODULES = (
     ingest_module,
+    ingest_validation_module,
     lag_module,
     gaps_module,
     versions_module,
