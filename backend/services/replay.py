@@ -19,7 +19,7 @@ repeated message costs a recompute, never a wrong number.
 
 Beside this module: the scope checks (:mod:`backend.services.scope`), the messages and the fingerprint
 (:mod:`backend.services.replay_messages`), and the JSON shape of a plan or a result
-(:mod:`backend.services.replay_json`). The HTTP answer of a replay request is the handler's
+(:mod:`backend.services.replay_json`). Answering an API request is the handler's
 (:func:`backend.handlers.replay.api_reply`).
 """
 
