@@ -32,12 +32,14 @@ from backend.ports import (
     RawStore,
     ReplayQueue,
 )
+from backend.services.drain import DrainService
+from backend.services.gaps import GapService
 from backend.services.ingest import IngestService
-from backend.services.investigate import AggregateInspector as VersionService
-from backend.services.investigate import Investigator as GapService
-from backend.services.investigate import Investigator as LagService
+from backend.services.lag import LagService
 from backend.services.processor import ProcessorService, metrics_with_default
 from backend.services.replay import ReplayService
+from backend.services.report import ReportService
+from backend.services.versions import VersionService
 from backend.settings import AwsSettings, Settings, WorkspaceSettings, load_settings
 
 BackendName = Literal["local", "aws"]
@@ -144,6 +146,15 @@ class Kit:
             read_only=self.read_only,
         )
 
+    def drain(self, *, dry_run: bool = False) -> DrainService:
+        """Drains the replay queue through the processor (``pik process``, the console's ``p``);
+        ReadOnlyError in read-only mode, NotConfigured without a queue or an aggregate store."""
+        processor = self.processor(dry_run=dry_run)
+        self.need("queue")
+        assert self.queue is not None
+        visibility = self.workspace_settings().queue.visibility_timeout_s
+        return DrainService(self.queue, processor, visibility_timeout_s=visibility)
+
     def lag(self) -> LagService:
         return LagService(self.index, self.investigate)
 
@@ -154,6 +165,19 @@ class Kit:
         self.need("aggregates")
         assert self.aggregates is not None
         return VersionService(self.aggregates, self.investigate, self.audit)
+
+    def report(self) -> ReportService:
+        """Gathers the facts of an incident report of one (entity, day); reads only."""
+        return ReportService(
+            self.index,
+            self.investigate,
+            self.audit,
+            self.aggregates,
+            catalog=self.catalog,
+            queue=self.queue,
+            backend=self.name,
+            location=self.location,
+        )
 
     def audit_log(self) -> AuditLog:
         """The audit trail of replays; NotConfigured on a stack without one (the original kit had none)."""

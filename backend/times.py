@@ -1,7 +1,9 @@
-"""Time rules of the kit (DESIGN invariant 7).
+"""Time rules of the kit (DESIGN invariant 7), and the durations and day ranges users type and read.
 
 Stored times are UTC strings with fixed millisecond precision, ``2025-12-28T23:59:59.000Z``, so that string
 order is time order. Windows are half-open ``[start, end)``. Naive input is UTC; offsets are converted.
+Durations are read with :func:`parse_duration` (``90s``, ``1h30m``) and shown with :func:`human_ms`;
+:func:`day_range` lists the days of a half-open range of days.
 """
 
 from __future__ import annotations
@@ -9,12 +11,19 @@ from __future__ import annotations
 import re
 from datetime import UTC, date, datetime, timedelta
 
+from backend.errors import InvalidRequest
+
 # Event times outside this range are rejected: they are almost always a unit or clock bug (epoch seconds read
 # as milliseconds, a zeroed struct), and bounding them keeps every stored time a 4-digit year.
 EVENT_TIME_MIN = datetime(1970, 1, 1, tzinfo=UTC)
 EVENT_TIME_MAX = datetime(2100, 1, 1, tzinfo=UTC)
 
+# Longest range of days a query (gaps, a source/type replay) covers in one call.
+MAX_GAP_DAYS = 3660
+
 _HAS_CLOCK_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}")
+_UNITS_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 
 
 class TimeFormatError(ValueError):
@@ -111,6 +120,49 @@ def parse_day(text: str, *, what: str = "day") -> str:
     except ValueError as exc:
         raise TimeFormatError(f"{what} {text!r} is not a day ({exc})") from None
     return text
+
+
+def day_range(first_day: str, end_day: str) -> list[str]:
+    """The days of ``[first_day, end_day)``; InvalidRequest for malformed, reversed or too long ranges."""
+    try:
+        first = date.fromisoformat(parse_day(first_day, what="first day"))
+        end = date.fromisoformat(parse_day(end_day, what="end day"))
+    except TimeFormatError as exc:
+        raise InvalidRequest(str(exc)) from None
+    if end <= first:
+        raise InvalidRequest(f"the range [{first_day}, {end_day}) holds no day: the end day is exclusive")
+    if (end - first).days > MAX_GAP_DAYS:
+        raise InvalidRequest(f"the range [{first_day}, {end_day}) is longer than {MAX_GAP_DAYS} days")
+    return [(first + timedelta(days=i)).isoformat() for i in range((end - first).days)]
+
+
+def parse_duration(text: str, *, what: str = "duration") -> int:
+    """``90s``, ``15m``, ``1h30m``, ``2d``, ``250ms`` or a bare number of seconds, as milliseconds.
+
+    Raises InvalidRequest (not TimeFormatError: a duration is a query parameter) naming ``what``."""
+    cleaned = text.strip().lower().replace(" ", "")
+    if re.fullmatch(r"\d+", cleaned):
+        return int(cleaned) * 1000
+    if not cleaned or _DURATION.sub("", cleaned):
+        raise InvalidRequest(f"{what} {text!r} is not a duration (e.g. 90s, 15m, 1h30m, 2d)")
+    return int(sum(float(n) * _UNITS_MS[unit] for n, unit in _DURATION.findall(cleaned)))
+
+
+def human_ms(ms: int) -> str:
+    """A duration for people: ``850 ms``, ``42 s``, ``3m 05s``, ``2h 14m``, ``2d 03h``."""
+    if ms < 1000:
+        return f"{ms} ms"
+    seconds = ms // 1000
+    if seconds < 60:
+        return f"{ms / 1000:.1f} s" if ms < 10_000 else f"{seconds} s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m {seconds:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours}h {minutes:02d}m"
+    days, hours = divmod(hours, 24)
+    return f"{days}d {hours:02d}h"
 
 
 class Clock:

@@ -510,7 +510,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--command",
         choices=("auto", "pik", "standin"),
         default="auto",
-        help="what to time: the real `pik ingest` (auto: when the pik_console/cli package exists) or the stand-in",
+        help="what to time: the real `pik ingest` (auto: when pik_console/cli exists) or the stand-in",
     )
     parser.add_argument(
         "--profile", action="store_true", help="also profile one single-threaded ingest with cProfile"

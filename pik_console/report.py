@@ -3,6 +3,9 @@ arrived late or twice, the day's lag and the entity's gaps, the replays that cov
 versions with the explanation of every change, and the seed's "before closing an incident" checklist
 with what the tool can check ticked (and why), the rest left to the person closing it.
 
+The facts are gathered by :class:`backend.services.report.ReportService`; this module renders them
+(:func:`render_report`, a function per section), and :func:`build_report` does both.
+
 Data goes into the Markdown as text, never as structure: control characters are escaped (no newline can
 start a block), identifiers are code spans fenced longer than any backtick run they hold, and other text has
 every character Markdown could read as a link, an image, an HTML tag, emphasis, a table cell or a heading
@@ -13,25 +16,17 @@ still turns a URL in the data into a link to that same URL).
 from __future__ import annotations
 
 import re
-from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from backend.errors import InvalidRequest
 from backend.kit import Kit
-from backend.model import ReplayAudit, ReplayOutcome
-from backend.ports import ManifestEntry, Receipt
-from backend.services.investigate import human_ms, value_text
-from backend.services.processor import inputs_hash
-from backend.services.replay import describe_scope
-from backend.times import TimeFormatError, parse_day
-from pik_console.console.context import add_days, day_start, next_day
+from backend.model import ReplayOutcome
+from backend.services.report import IncidentReport
+from backend.services.scope import describe_scope
+from backend.services.versions import value_text
+from backend.times import human_ms
 from pik_console.text import safe
-
-LATE_MS = 3_600_000
-SCAN_PAGE = 5000
-
 
 # What Markdown (CommonMark and GitHub's tables and strikethrough) may read as structure anywhere in a line.
 _MD_SPECIAL = frozenset("\\`*[]<>!|~&#")
@@ -89,298 +84,189 @@ def report_path(entity: str, day: str, folder: Path | None = None) -> Path:
     return (folder or Path.cwd()) / f"pik-report-{slug}-{day}.md"
 
 
-def _window(services: Kit, entity: str, day: str) -> list[Receipt]:
-    out: list[Receipt] = []
-    after: str | None = None
-    while True:
-        page = services.investigate.scan_entity(
-            entity, day_start(day), day_start(next_day(day)), limit=SCAN_PAGE, after=after
-        )
-        out.extend(page.items)
-        if page.next_cursor is None:
-            return out
-        after = page.next_cursor
+def build_report(kit: Kit, entity: str, day: str, *, now: datetime | None = None) -> str:
+    """The Markdown report of ``entity`` on ``day``: :meth:`ReportService.gather
+    <backend.services.report.ReportService.gather>` then :func:`render_report`. Reads only; InvalidRequest
+    for a bad entity or day."""
+    return render_report(kit.report().gather(entity, day), now=now)
 
 
-def _covers(a: ReplayAudit, entity: str, day: str, partitions: set[tuple[str, str]]) -> bool:
-    r = a.request
-    if r.entity_id is not None:
-        return (
-            r.entity_id == entity
-            and (r.start_time or "") < day_start(next_day(day))
-            and (r.end_time or "") > day_start(day)
-        )
-    if (r.source, r.event_type) not in partitions:
-        return False
-    return (r.start_day or "") <= day < (r.end_day or "")
+def render_report(facts: IncidentReport, *, now: datetime | None = None) -> str:
+    """The facts as Markdown: a section each, data escaped as the module says; ``now`` (default: the
+    clock) is when it says it was written."""
+    lines = _head(facts, now or datetime.now(UTC))
+    for section in (_events, _lag, _gaps, _replays, _versions, _checklist):
+        lines += section(facts)
+    return "\n".join(lines)
 
 
-def _replays(services: Kit, entity: str, day: str, partitions: set[tuple[str, str]]) -> list[ReplayAudit]:
-    if services.audit is None:
-        return []
-    found: list[ReplayAudit] = []
-    after: str | None = None
-    for _ in range(100):  # the newest 10,000 records at most
-        page = services.audit.query(limit=100, after=after)
-        found += [a for a in page.items if _covers(a, entity, day, partitions)]
-        if page.next_cursor is None:
-            break
-        after = page.next_cursor
-    return sorted(found, key=lambda a: (a.started_at, a.replay_id))
+def _head(f: IncidentReport, now: datetime) -> list[str]:
+    return [
+        f"# Incident report: {code(f.entity_id)} on {f.day}",
+        "",
+        f"Written {now:%Y-%m-%d %H:%M} UTC by `pik report` from {md(f.backend)} backend {code(f.location)}.",
+        "",
+        "## Scope",
+        "",
+        f"- Entity: {code(f.entity_id)}",
+        f"- Day: {f.day} (UTC), the window [{f.window_start}, {f.window_end})",
+        f"- In the index: {f.events:,} events, {f.duplicates:,} duplicate receipts",
+        "",
+    ]
 
 
-def build_report(services: Kit, entity: str, day: str, *, now: datetime | None = None) -> str:
-    """The Markdown report of ``entity`` on ``day``. Reads only; InvalidRequest for a bad day."""
-    try:
-        parse_day(day)
-    except TimeFormatError as exc:
-        raise InvalidRequest(str(exc)) from None
-    if services.investigate is None:
-        raise InvalidRequest(
-            f"reports need the investigation queries, not available on the {services.name} backend"
-        )
-    now = now or datetime.now(UTC)
-    lines: list[str] = []
+def _events(f: IncidentReport) -> list[str]:
+    lines = ["## Events of the window", ""]
     add = lines.append
-    receipts = _window(services, entity, day)
-    accepted = [r for r in receipts if r.accepted]
-    dups = [r for r in receipts if not r.accepted]
-    partitions = {(r.source, r.event_type) for r in receipts}
-
-    add(f"# Incident report: {code(entity)} on {day}")
-    add("")
-    add(
-        f"Written {now:%Y-%m-%d %H:%M} UTC by `pik report` from {md(services.name)} backend "
-        f"{code(services.location)}."
-    )
-    add("")
-    add("## Scope")
-    add("")
-    add(f"- Entity: {code(entity)}")
-    add(f"- Day: {day} (UTC), the window [{day_start(day)}, {day_start(next_day(day))})")
-    add(f"- In the index: {len(accepted):,} events, {len(dups):,} duplicate receipts")
-    add("")
-
-    add("## Events of the window")
-    add("")
-    if not receipts:
+    if not f.events + f.duplicates:
         add("Nothing is indexed for this entity on this day: check the entity id and the day (UTC).")
-    else:
-        add("| source/type | events | duplicate receipts | late (lag ≥ 1h) | clock skew | max lag |")
-        add("|---|---:|---:|---:|---:|---:|")
-        for source, event_type in sorted(partitions):
-            mine = [r for r in accepted if (r.source, r.event_type) == (source, event_type)]
-            mine_dups = sum(1 for r in dups if (r.source, r.event_type) == (source, event_type))
-            late = sum(1 for r in mine if r.ingest_lag_ms >= LATE_MS)
-            skew = sum(1 for r in mine if r.clock_skew)
-            top = max((r.ingest_lag_ms for r in mine), default=0)
-            add(
-                row(
-                    f"{md(source)}/{md(event_type)}",
-                    f"{len(mine):,}",
-                    f"{mine_dups:,}",
-                    f"{late:,}",
-                    f"{skew:,}",
-                    human_ms(top),
-                )
-            )
-        late_events = sorted(
-            (r for r in accepted if r.ingest_lag_ms >= LATE_MS), key=lambda r: -r.ingest_lag_ms
-        )
-        if late_events:
-            add("")
-            add(f"Late arrivals ({len(late_events):,}), largest lag first:")
-            add("")
-            for r in late_events[:10]:
-                add(
-                    f"- {code(r.event_id[:16])} {md(r.source)}/{md(r.event_type)} at {r.event_time}, "
-                    f"ingested {r.ingest_time} ({human_ms(r.ingest_lag_ms)} late)"
-                )
-        if dups:
-            counts = Counter(r.event_id for r in dups)
-            add("")
-            add(
-                f"Duplicate receipts: {len(dups):,} for {len(counts):,} events (each event counts once; the "
-                f"most repeated one {max(counts.values()) + 1} times)."
-            )
-    add("")
-
-    investigator = services.gaps()
-    add("## Lag of the day's partitions")
-    add("")
-    if partitions:
-        add("All entities, the accepted events of each partition the entity has events in:")
         add("")
-        add("| source/type | events | p50 | p90 | p99 | max | late (≥ 1h) |")
-        add("|---|---:|---:|---:|---:|---:|---:|")
-        for source, event_type in sorted(partitions):
-            lag = investigator.lag(source, event_type, day, late_ms=LATE_MS, top=0)
-            share = f"{lag.late:,} ({100 * lag.late / lag.count:.0f}%)" if lag.count else "0"
-
-            def ms(v: int | None) -> str:
-                return "-" if v is None else human_ms(v)
-
-            add(f"| {md(source)}/{md(event_type)} | {lag.count:,} | {ms(lag.p50_ms)} | {ms(lag.p90_ms)} | "
-                f"{ms(lag.p99_ms)} | {ms(lag.max_ms)} | {share} |")  # fmt: skip
-    else:
-        add("No partition to report on.")
-    add("")
-
-    add("## Gaps around the day")
-    add("")
-    gaps = investigator.gaps(add_days(day, -7), add_days(day, 8), entity_id=entity, grace_ms=LATE_MS)
-    last = max((g.day for g in gaps.days if g.events), default=day)
-    if last < gaps.days[-1].day:
-        # Days after the last one with events hold nothing yet: not gaps, and not part of the median.
-        gaps = investigator.gaps(
-            add_days(day, -7), next_day(max(last, day)), entity_id=entity, grace_ms=LATE_MS
-        )
-    add(
-        f"Events per day of {code(entity)}, expected ~{gaps.expected:,.0f}/day (median); "
-        "late = after the day + 1h."
-    )
-    add("")
-    add("| day | events | on time | late | duplicates | status |")
-    add("|---|---:|---:|---:|---:|---|")
-    for g in gaps.days:
-        mark = "**" if g.day == day else ""
+        return lines
+    add("| source/type | events | duplicate receipts | late (lag ≥ 1h) | clock skew | max lag |")
+    add("|---|---:|---:|---:|---:|---:|")
+    for p in f.partitions:
+        add(row(f"{md(p.source)}/{md(p.event_type)}", f"{p.events:,}", f"{p.duplicates:,}", f"{p.late:,}",
+                f"{p.clock_skew:,}", human_ms(p.max_lag_ms)))  # fmt: skip
+    if f.late_arrivals:
+        add("")
+        add(f"Late arrivals ({f.late_arrivals:,}), largest lag first:")
+        add("")
+        for r in f.largest_late:
+            add(
+                f"- {code(r.event_id[:16])} {md(r.source)}/{md(r.event_type)} at {r.event_time}, "
+                f"ingested {r.ingest_time} ({human_ms(r.ingest_lag_ms)} late)"
+            )
+    if f.duplicates:
+        add("")
         add(
-            row(
-                f"{mark}{g.day}{mark}",
-                f"{g.events:,}",
-                f"{g.on_time:,}",
-                f"{g.late:,}",
-                f"{g.duplicates:,}",
-                g.status.value,
-            )
+            f"Duplicate receipts: {f.duplicates:,} for {f.duplicated_events:,} events (each event counts "
+            f"once; the most repeated one {f.most_receipts} times)."
         )
+    add("")
+    return lines
+
+
+def _ms(value: int | None) -> str:
+    return "-" if value is None else human_ms(value)
+
+
+def _lag(f: IncidentReport) -> list[str]:
+    lines = ["## Lag of the day's partitions", ""]
+    if not f.lag:
+        return [*lines, "No partition to report on.", ""]
+    lines += [
+        "All entities, the accepted events of each partition the entity has events in:",
+        "",
+        "| source/type | events | p50 | p90 | p99 | max | late (≥ 1h) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for lag in f.lag:
+        share = f"{lag.late:,} ({100 * lag.late / lag.count:.0f}%)" if lag.count else "0"
+        lines.append(
+            f"| {md(lag.source)}/{md(lag.event_type)} | {lag.count:,} | {_ms(lag.p50_ms)} | "
+            f"{_ms(lag.p90_ms)} | {_ms(lag.p99_ms)} | {_ms(lag.max_ms)} | {share} |"
+        )
+    return [*lines, ""]
+
+
+def _gaps(f: IncidentReport) -> list[str]:
+    gaps = f.gaps
+    lines = [
+        "## Gaps around the day",
+        "",
+        f"Events per day of {code(f.entity_id)}, expected ~{gaps.expected:,.0f}/day (median); "
+        "late = after the day + 1h.",
+        "",
+        "| day | events | on time | late | duplicates | status |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
+    for g in gaps.days:
+        mark = "**" if g.day == f.day else ""
+        lines.append(row(f"{mark}{g.day}{mark}", f"{g.events:,}", f"{g.on_time:,}", f"{g.late:,}",
+                         f"{g.duplicates:,}", g.status.value))  # fmt: skip
     if gaps.never_arrived or gaps.arrived_late:
-        add("")
+        lines.append("")
         if gaps.never_arrived:
-            add(f"- Never arrived: {', '.join(gaps.never_arrived)}")
+            lines.append(f"- Never arrived: {', '.join(gaps.never_arrived)}")
         if gaps.arrived_late:
-            add(f"- Arrived late: {', '.join(gaps.arrived_late)}")
-    add("")
+            lines.append(f"- Arrived late: {', '.join(gaps.arrived_late)}")
+    return [*lines, ""]
 
-    replays = _replays(services, entity, day, partitions)
-    add("## Replays that covered the window")
-    add("")
-    if not replays:
-        add("None in the audit trail.")
-    else:
-        add("| started | replay | outcome | by | sent / planned | scope |")
-        add("|---|---|---|---|---:|---|")
-        for a in replays:
-            add(f"| {a.started_at} | {code(a.replay_id, cell=True)} | {a.outcome.value} | {md(a.actor)} | "
-                f"{a.sent:,} / {a.would_send:,} | {md(describe_scope(a.request))} |")  # fmt: skip
-    add("")
 
-    add("## Aggregate versions")
-    add("")
-    versions = []
-    explained: list[tuple[str, list[str]]] = []
-    inspector = None
-    if services.aggregates is not None:
-        inspector = services.versions()
-        versions = inspector.versions(entity, day)
-    if not versions:
-        add("No aggregate versions for this window.")
-    else:
-        add("| metric | version | value | inputs | computed | caused by |")
-        add("|---|---:|---:|---:|---|---|")
-        for v in versions:
-            cause = (
-                ", ".join(code(r, cell=True) for r in v.replay_ids) if v.replay_ids else "direct recompute"
-            )
-            add(
-                row(
-                    md(v.metric),
-                    str(v.version),
-                    value_text(v.value),
-                    f"{v.input_count:,}",
-                    v.computed_at,
-                    cause,
-                )
-            )
-        assert inspector is not None
-        for metric in sorted({v.metric for v in versions}):
-            numbers = [v.version for v in versions if v.metric == metric]
-            for newer in numbers[1:]:
-                diff = inspector.diff(entity, day, metric, newer - 1, newer)
-                explained.append((f"{metric}: version {newer - 1} → {newer}", diff.explanation))
-        for heading, explanation in explained:
-            add("")
-            add(f"### {md(heading)}")
-            add("")
-            for line in explanation:
-                add("- " + md(line[2:]) if line.startswith("- ") else md(line))
-    add("")
+def _replays(f: IncidentReport) -> list[str]:
+    lines = ["## Replays that covered the window", ""]
+    if not f.replays:
+        return [*lines, "None in the audit trail.", ""]
+    lines += ["| started | replay | outcome | by | sent / planned | scope |", "|---|---|---|---|---:|---|"]
+    for a in f.replays:
+        lines.append(
+            f"| {a.started_at} | {code(a.replay_id, cell=True)} | {a.outcome.value} | {md(a.actor)} | "
+            f"{a.sent:,} / {a.would_send:,} | {md(describe_scope(a.request))} |"
+        )
+    return [*lines, ""]
 
-    add("## Before closing the incident")
-    add("")
-    add("The seed's checklist; the tool ticks what it can check and says why, the rest is yours.")
-    add("")
-    missing = (
-        services.catalog.missing([r.s3_key for r in receipts]) if services.catalog and receipts else set()
-    )
-    raw_ok = bool(receipts) and not missing
+
+def _versions(f: IncidentReport) -> list[str]:
+    lines = ["## Aggregate versions", ""]
+    if not f.versions:
+        return [*lines, "No aggregate versions for this window.", ""]
+    lines += ["| metric | version | value | inputs | computed | caused by |", "|---|---:|---:|---:|---|---|"]
+    for v in f.versions:
+        cause = ", ".join(code(r, cell=True) for r in v.replay_ids) if v.replay_ids else "direct recompute"
+        lines.append(row(md(v.metric), str(v.version), value_text(v.value), f"{v.input_count:,}",
+                         v.computed_at, cause))  # fmt: skip
+    for change in f.changes:
+        heading = f"{change.metric}: version {change.newer - 1} → {change.newer}"
+        lines += ["", f"### {md(heading)}", ""]
+        for line in change.explanation:
+            lines.append("- " + md(line[2:]) if line.startswith("- ") else md(line))
+    return [*lines, ""]
+
+
+def _checklist(f: IncidentReport) -> list[str]:
+    lines = [
+        "## Before closing the incident",
+        "",
+        "The seed's checklist; the tool ticks what it can check and says why, the rest is yours.",
+        "",
+    ]
+    receipts = f.events + f.duplicates
+    raw_ok = bool(receipts) and not f.raw_missing
     if raw_ok:
-        why = f"all {len(receipts):,} receipts of the window have their raw bytes"
+        why = f"all {receipts:,} receipts of the window have their raw bytes"
     else:
-        why = f"{len(missing):,} receipts have no raw bytes" if missing else "no receipts in the window"
-    add(_check(raw_ok, "Raw events verified", why))
-    sent = [a for a in replays if a.outcome is ReplayOutcome.SENT]
+        why = (
+            f"{f.raw_missing:,} receipts have no raw bytes" if f.raw_missing else "no receipts in the window"
+        )
+    lines.append(_check(raw_ok, "Raw events verified", why))
+    sent = [a for a in f.replays if a.outcome is ReplayOutcome.SENT]
     why = (
         f"{len(sent)} replay(s) covering the window were sent in full: "
         + ", ".join(code(a.replay_id) for a in sent)
         if sent
         else "no replay covering the window was sent"
     )
-    add(_check(bool(sent), "Replay scoped correctly", why))
-    caused = {r for v in versions for r in v.replay_ids}
+    lines.append(_check(bool(sent), "Replay scoped correctly", why))
+    caused = {r for v in f.versions for r in v.replay_ids}
     observed = [a.replay_id for a in sent if a.replay_id in caused]
-    dead = services.queue.depth().dead if services.queue is not None else 0
     why = (
         f"versions were computed from replay {', '.join(code(r) for r in observed)}"
         if observed
         else "no version was computed from a replay of this window"
     )
-    why += f"; {dead:,} messages in the dead-letter queue" if dead else "; no dead letters"
-    add(_check(bool(observed) and dead == 0, "Processor behavior observed", why))
-    drift = _drift(versions, accepted)
-    valid = bool(versions) and not drift
+    why += (
+        f"; {f.dead_letters:,} messages in the dead-letter queue" if f.dead_letters else "; no dead letters"
+    )
+    lines.append(_check(bool(observed) and f.dead_letters == 0, "Processor behavior observed", why))
+    valid = bool(f.versions) and not f.drift
     if valid:
         why = "the latest version of every metric has exactly the inputs the index holds now"
-    elif drift:
-        why = f"{', '.join(drift)}: the index now holds other inputs than the latest version"
+    elif f.drift:
+        why = f"{', '.join(f.drift)}: the index now holds other inputs than the latest version"
     else:
         why = "no versions"
-    add(_check(valid, "Aggregate version validated", why + " (a person confirms the numbers)"))
-    add("- [ ] Root cause documented — yours to write: what broke, why, and what was done.")
-    add("")
-    return "\n".join(lines)
-
-
-def _drift(versions: list[Any], accepted: list[Receipt]) -> list[str]:
-    """The metrics whose latest version's inputs are not the window's accepted events now (by hash)."""
-    latest: dict[str, Any] = {}
-    for v in versions:
-        latest[v.metric] = v
-    out = []
-    for metric, v in sorted(latest.items()):
-        spec = v.definition
-        chosen = sorted(
-            (
-                r
-                for r in accepted
-                if (spec.event_type in (None, r.event_type)) and (spec.source in (None, r.source))
-            ),
-            key=lambda r: r.event_id,
-        )
-        manifest = [ManifestEntry(r.event_id, r.payload_sha, r.ingest_time, r.ingest_lag_ms) for r in chosen]
-        if inputs_hash(manifest) != v.inputs_hash:
-            out.append(metric)
-    return out
+    lines.append(_check(valid, "Aggregate version validated", why + " (a person confirms the numbers)"))
+    return [*lines, "- [ ] Root cause documented — yours to write: what broke, why, and what was done.", ""]
 
 
 def _check(ok: bool, label: str, why: str) -> str:

@@ -23,7 +23,7 @@ from unittest import mock
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import backend.services.replay as replay_module  # noqa: E402
+import backend.services.replay_messages as replay_module  # noqa: E402
 from backend.adapters.local.store import LocalStore  # noqa: E402
 from backend.demo import build_demo  # noqa: E402
 from backend.kit import open_local  # noqa: E402

@@ -1,4 +1,5 @@
-"""Investigation queries (`backend/services/investigate.py`) and `pik lag` / `pik gaps` end to end."""
+"""Investigation queries (`backend/services/lag.py`, `gaps.py`, the duration and day helpers of
+`backend/times.py`) and `pik lag` / `pik gaps` end to end."""
 
 from __future__ import annotations
 
@@ -13,16 +14,10 @@ import pytest
 from backend.adapters.local.investigate import LocalInvestigation, iso_ms
 from backend.adapters.local.store import LocalStore
 from backend.errors import InvalidRequest
+from backend.services.gaps import DayStatus, GapService
 from backend.services.ingest import IngestService, Received
-from backend.services.investigate import (
-    DayStatus,
-    Investigator,
-    day_range,
-    human_ms,
-    parse_duration,
-    percentile,
-)
-from backend.times import fmt
+from backend.services.lag import LagService, percentile
+from backend.times import day_range, fmt, human_ms, parse_duration
 from pik_console.cli import main
 from tests.conftest import make_event
 from tests.contract.test_event_index import rec
@@ -106,7 +101,7 @@ def test_lag_report(store: LocalStore) -> None:
     records.append(rec(event_time="2025-12-28T01:00:00.000Z", lag=99 * H, tag="dup"))  # duplicate receipt
     records.append(rec(event_time="2025-12-28T06:00:00.000Z", lag=0, clock_skew=True, tag="skew"))
     store.record(records)
-    report = Investigator(store, LocalInvestigation(store)).lag("demo", "heartbeat", "2025-12-28", top=2)
+    report = LagService(store, LocalInvestigation(store)).lag("demo", "heartbeat", "2025-12-28", top=2)
     assert report.count == 6 and report.duplicates == 1 and report.clock_skew == 1
     assert (report.p50_ms, report.p90_ms, report.p99_ms, report.max_ms) == (2000, 5 * H, 5 * H, 5 * H)
     assert report.late == 2  # lag >= 1 h
@@ -115,7 +110,7 @@ def test_lag_report(store: LocalStore) -> None:
     ]  # fmt: skip
     assert [e.ingest_lag_ms for e in report.largest] == [5 * H, 2 * H]
     assert all(e.status.value == "ACCEPTED" for e in report.largest)
-    empty = Investigator(store, LocalInvestigation(store)).lag("demo", "heartbeat", "2025-12-01")
+    empty = LagService(store, LocalInvestigation(store)).lag("demo", "heartbeat", "2025-12-01")
     assert empty.count == 0 and empty.p50_ms is None and empty.largest == []
 
 
@@ -153,7 +148,7 @@ def test_gaps_classify_short_days(store: LocalStore) -> None:
             "2025-12-07": (9, 1),
         },
     )
-    service = Investigator(store, LocalInvestigation(store))
+    service = GapService(store, LocalInvestigation(store))
     report = service.gaps("2025-12-01", "2025-12-08", entity_id="user_1")
     assert report.expected == 10
     by_day = {g.day: g for g in report.days}
@@ -176,7 +171,7 @@ def test_gaps_classify_short_days(store: LocalStore) -> None:
 
 
 def test_gaps_need_one_scope(store: LocalStore) -> None:
-    service = Investigator(store, LocalInvestigation(store))
+    service = GapService(store, LocalInvestigation(store))
     with pytest.raises(InvalidRequest):
         service.gaps("2025-12-01", "2025-12-08")
     with pytest.raises(InvalidRequest):

@@ -16,9 +16,10 @@ from backend.adapters.local.store import LocalStore
 from backend.adapters.local.workspace import LocalPorts, local_ports
 from backend.errors import InvalidRequest, StoreError
 from backend.model import MetricKind, MetricSpec
+from backend.services.drain import DrainService
 from backend.services.ingest import IngestService, Received
-from backend.services.investigate import AggregateInspector
 from backend.services.processor import ProcessorService, compute, metrics_with_default, parse_message
+from backend.services.versions import VersionService
 from backend.times import FixedClock, fmt
 from pik_console.cli import main
 from tests.conftest import make_event
@@ -271,7 +272,7 @@ def test_the_diff_explains_late_arrivals_duplicates_and_the_replay(env: Env) -> 
     env.add(minute=0)  # a duplicate receipt of an input
     second = replays.execute(ReplayRequest(**request), actor="bob")
     processor.process([m.body for m in env.ports.queue.receive(10, 60)])
-    inspector = AggregateInspector(env.ports.aggregates, env.ports.investigate, env.ports.audit)
+    inspector = VersionService(env.ports.aggregates, env.ports.investigate, env.ports.audit)
     diff = inspector.diff("user_1", "2025-12-28", "daily_event_count")
     assert (diff.older.version, diff.newer.version, diff.delta) == (1, 2, 2)
     assert (diff.added, diff.removed, diff.added_after_older, diff.added_before_older) == (2, 0, 2, 0)
@@ -464,3 +465,19 @@ def test_pik_process_recomputes_a_window_once_per_chunk(env: Env) -> None:
     env.ports.queue.send_batch([env.message()] * 10)
     code, out, _ = call("process", "--max-messages", "4", "--json", "--workspace", ws)
     assert json.loads(out)["received"] == 4 and env.ports.queue.depth().visible == 6
+
+
+def test_the_drain_service_reports_progress_and_stops_when_asked(env: Env) -> None:
+    env.add(minute=0)
+    for _ in range(12):  # 120 messages: three chunks of at most 50
+        env.ports.queue.send_batch([env.message()] * 10)
+    progress: list[tuple[int, int]] = []
+    drainer = DrainService(env.ports.queue, env.processor())
+    result = drainer.run(on_progress=lambda received, written: progress.append((received, written)),
+                         should_stop=lambda: len(progress) == 2)  # fmt: skip
+    assert progress == [(50, 1), (100, 1)]
+    assert (result.received, result.versions_written, result.recomputes) == (100, 1, 2)
+    assert env.ports.queue.depth().visible == 20
+    rest = drainer.run(max_messages=15)
+    assert (rest.received, rest.versions_written, rest.unchanged) == (15, 0, 1)
+    assert env.ports.queue.depth().visible == 5

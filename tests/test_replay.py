@@ -17,10 +17,11 @@ from backend.adapters.local.queue import LocalQueue
 from backend.adapters.local.store import LocalStore
 from backend.adapters.local.workspace import LocalPorts, local_ports
 from backend.errors import InvalidRequest, ReadOnlyError, StoreError
+from backend.handlers.replay import api_reply
 from backend.model import IngestStatus, ReplayOutcome, ReplayRequest
 from backend.ports import SendFailure
 from backend.services.ingest import IngestService, Received
-from backend.services.replay import ReplayRefused, ReplayService, api_reply
+from backend.services.replay import ReplayRefused, ReplayService
 from backend.times import FixedClock, fmt
 from pik_console.cli import main
 from tests.conftest import make_event

@@ -1,6 +1,7 @@
 """The replay Lambda: ``POST /replay`` behind API Gateway (REST v1 or HTTP API v2), and behind ``pik serve``.
 
-Thin on purpose: read the event, hand the body to :func:`backend.services.replay.api_reply`, shape the answer.
+Thin on purpose: read the event, answer the body with :func:`api_reply` (the replay service's outcomes as HTTP
+statuses), shape the answer.
 
 * The request is the seed's (``entity_id``, ``start_time``, ``end_time``, ``limit``, ``include_duplicates``)
   or a source/type scope (see :class:`backend.model.ReplayRequest`), plus optional ``dry_run`` (preview
@@ -22,6 +23,7 @@ Logs are JSON lines with the replay id, counts and outcome, never a payload. Met
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -29,8 +31,9 @@ from aws_lambda_powertools import Metrics
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from pydantic import ValidationError
 
-from backend.errors import StoreError
+from backend.errors import InvalidRequest, NotConfigured, ReadOnlyError, StoreError
 from backend.handlers.common import (
     NAMESPACE,
     BadEvent,
@@ -42,8 +45,11 @@ from backend.handlers.common import (
     runtime_settings,
 )
 from backend.kit import Kit
-from backend.services.replay import ReplayService, api_reply
+from backend.model import ReplayRequest
+from backend.services.replay import AuditNotFinished, ReplayRefused, ReplayService
+from backend.services.replay_json import plan_response, result_response
 from backend.settings import SettingsError
+from backend.strictjson import DuplicateKey, unique_keys
 
 FUNCTION = "replay"
 ANONYMOUS = "api"
@@ -89,6 +95,86 @@ def replay_service(kit: Kit) -> ReplayService:
     """The replay service over ``kit``'s ports; NotConfigured (a StoreError) if it lacks one a replay needs
     (the queue only to send: the service says so then)."""
     return kit.replay()
+
+
+def _shown(value: Any) -> str:
+    """A short description of a JSON value for an error message (a nested one is not printed: it can be
+    deep enough that printing it fails)."""
+    if isinstance(value, dict | list):
+        return "an object" if isinstance(value, dict) else "an array"
+    return f"{value!r:.40}"
+
+
+def api_reply(
+    service: ReplayService, body: Any, *, actor: str, dry_run: bool = False
+) -> tuple[int, dict[str, Any]]:
+    """Answer a replay API request (a JSON object): ``(HTTP status, body)``.
+
+    The request is the seed's, plus optional ``force`` (over the size guard) and ``expected_fingerprint``; a
+    body that names a key twice is refused (which of the two counts is a guess).
+    A dry run when ``dry_run`` (the DRY_RUN setting) or the request's own ``dry_run`` is true. 200 with the
+    plan or the result; 400 for an invalid request; 409 when refused (nothing sent); 403 read-only;
+    503 when a store failed.
+    """
+    if isinstance(body, bytes | str):
+        try:
+            body = json.loads(body or "{}", object_pairs_hook=unique_keys)
+        except DuplicateKey as exc:
+            # Parsers disagree on which of two values counts: "force": false, "force": true must not send.
+            return 400, {"error": f"the request body has the key {exc.key!r:.60} more than once"}
+        except ValueError as exc:
+            return 400, {"error": f"the request body is not JSON: {exc}"}
+        except RecursionError:  # arrays in arrays, thousands deep: no replay request looks like that
+            return 400, {"error": "the request body is not a replay request: it is nested too deeply"}
+    if not isinstance(body, dict):
+        return 400, {"error": "the request body must be a JSON object"}
+    fields = dict(body)
+    for flag in ("force", "dry_run"):
+        # A flag that is not a JSON boolean ("true", 1) is refused: guessing could send a replay that was
+        # meant as a preview, or force one past the size guard.
+        if flag in fields and not isinstance(fields[flag], bool):
+            return 400, {
+                "error": f"{flag}: must be true or false (a JSON boolean), got {_shown(fields[flag])}"
+            }
+    force = fields.pop("force", False)
+    expected = fields.pop("expected_fingerprint", None)
+    if expected is not None and not isinstance(expected, str):
+        return 400, {"error": "expected_fingerprint: must be a string (the fingerprint of a preview)"}
+    wants_dry_run = fields.pop("dry_run", False)
+    try:
+        request = ReplayRequest.model_validate(fields)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'request'}: {e['msg']}"
+            for e in exc.errors(include_url=False)
+        )
+        return 400, {"error": problems}
+    try:
+        if dry_run or wants_dry_run:
+            return 200, plan_response(service.plan(request, actor=actor))
+        return 200, result_response(
+            service.execute(
+                request,
+                actor=actor,
+                force=force,
+                expected_fingerprint=expected,
+            )
+        )
+    except AuditNotFinished as exc:
+        # Sent: the caller must not be told otherwise (a retry would send it all again).
+        return 200, {**result_response(exc.audit), "warning": str(exc)}
+    except ReplayRefused as exc:
+        return 409, {"error": str(exc), **plan_response(exc.plan), "dry_run": False}
+    except InvalidRequest as exc:
+        return 400, {"error": str(exc)}
+    except ReadOnlyError as exc:
+        return 403, {"error": str(exc)}
+    except NotConfigured as exc:  # names the missing setting, for whoever deployed it
+        return 503, {"error": str(exc)}
+    except StoreError:
+        # The store's own message names tables and buckets: it goes to the log (the caller logs it), not
+        # to the API caller.
+        return 503, {"error": "a store is unavailable; nothing more was sent (see the audit trail)"}
 
 
 def caller_identity(event: Any) -> str:

@@ -16,39 +16,38 @@ Delivery is at least once: a batch call that fails as a whole may have delivered
 retry sends them again. The audit record counts such sends as ``unconfirmed``: the queue holds between
 ``sent`` and ``sent + unconfirmed`` messages of the replay. The processor recomputes whole windows, so a
 repeated message costs a recompute, never a wrong number.
+
+Beside this module: the scope checks (:mod:`backend.services.scope`), the messages and the fingerprint
+(:mod:`backend.services.replay_messages`), and the JSON shape of a plan or a result
+(:mod:`backend.services.replay_json`). Answering an API request is the handler's
+(:func:`backend.handlers.replay.api_reply`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
-import secrets
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
-
-from pydantic import ValidationError
+from typing import Protocol
 
 from backend.errors import InvalidRequest, KitError, NotConfigured, ReadOnlyError, StoreError
 from backend.model import (
     IngestStatus,
     ReplayAudit,
-    ReplayMessage,
     ReplayOutcome,
     ReplayPlan,
     ReplayRequest,
     ReplaySkips,
 )
 from backend.ports import QUEUE_BATCH, AuditLog, InvestigationIndex, RawCatalog, Receipt, ReplayQueue
-from backend.services.investigate import day_range
-from backend.strictjson import DuplicateKey, unique_keys
-from backend.times import Clock, TimeFormatError, fmt, parse_bound
+from backend.services.replay_messages import fingerprint, message_body, new_replay_id, replay_message
+from backend.services.scope import MAX_LIMIT as MAX_LIMIT  # re-exported: callers check --limit against it
+from backend.services.scope import normalize
+from backend.times import Clock, day_range, fmt
 
 # A replay of more messages than this needs force (the console asks for a typed confirmation instead).
 DEFAULT_CONFIRM_ABOVE = 1000
-MAX_LIMIT = 1_000_000
 SAMPLE_SIZE = 10
 SCAN_PAGE = 5000
 RAW_CHECK_CHUNK = 1000
@@ -85,55 +84,6 @@ class VersionedWindows(Protocol):
     """What the replay needs of the aggregate store: which windows already have versions."""
 
     def windows_with_versions(self, windows: Sequence[tuple[str, str]]) -> set[tuple[str, str]]: ...
-
-
-def new_replay_id(clock: Clock) -> str:
-    """``rp-YYYYMMDDTHHMMSS-<8 hex>``: sortable by time, unique without coordination."""
-    return f"rp-{clock.now():%Y%m%dT%H%M%S}-{secrets.token_hex(4)}"
-
-
-def message_body(r: Receipt, replay_id: str, bucket: str | None) -> str:
-    """The message for one receipt: the seed's shape plus ``replay_id`` (and ``receipt`` for a duplicate)."""
-    body: dict[str, Any] = {
-        "event_id": r.event_id,
-        "entity_id": r.entity_id,
-        "event_time": r.event_time,
-        "s3_bucket": r.s3_bucket or bucket,
-        "s3_key": r.s3_key,
-        "replay_id": replay_id,
-    }
-    if not r.accepted:
-        body["receipt"] = r.receipt
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
-
-
-def _message(r: Receipt, replay_id: str, bucket: str | None) -> ReplayMessage:
-    return ReplayMessage.model_validate_json(message_body(r, replay_id, bucket))
-
-
-def _fingerprint(items: Sequence[Receipt]) -> str:
-    digest = hashlib.sha256()
-    for r in items:
-        digest.update(f"{r.event_id}:{r.receipt or ''}\n".encode())
-    return digest.hexdigest()
-
-
-def describe_scope(request: ReplayRequest) -> str:
-    """The scope in one line, for people: ``entity user_1, [start, end)`` or ``web/click, days [a, b)``."""
-    filters = []
-    if request.entity_id is not None:
-        scope = f"entity {request.entity_id!r}, [{request.start_time}, {request.end_time})"
-        if request.source:
-            filters.append(f"source={request.source}")
-        if request.event_type:
-            filters.append(f"event_type={request.event_type}")
-    else:
-        scope = f"{request.source}/{request.event_type}, event days [{request.start_day}, {request.end_day})"
-    if request.status:
-        filters.append(f"status={request.status.value}")
-    extra = f" ({', '.join(filters)})" if filters else ""
-    dup = "one message per receipt" if request.include_duplicates else "duplicates excluded"
-    return f"{scope}{extra}, limit {request.limit:,}, {dup}"
 
 
 class ReplayService:
@@ -243,8 +193,8 @@ class ReplayService:
             windows_with_versions=with_versions,
             first_event_time=min(times) if times else None,
             last_event_time=max(times) if times else None,
-            sample=[_message(r, replay_id, self.bucket) for r in planned[:SAMPLE_SIZE]],
-            fingerprint=_fingerprint(planned),
+            sample=[replay_message(r, replay_id, self.bucket) for r in planned[:SAMPLE_SIZE]],
+            fingerprint=fingerprint(planned),
             needs_force=len(planned) > self.confirm_above,
             why=[],
         )
@@ -352,17 +302,7 @@ class ReplayService:
         if expected is not None and len(expected) < 12:
             raise InvalidRequest("an expected fingerprint needs at least its first 12 characters")
         plan, items = self._plan(request)
-        reason = None
-        if expected is not None and not plan.fingerprint.startswith(expected):
-            reason = (
-                "the replay's scope changed since its preview (events arrived or the filters differ): "
-                "preview it again"
-            )
-        elif plan.needs_force and not force:
-            reason = (
-                f"{plan.would_send:,} messages is above the size guard of {self.confirm_above:,}; "
-                "confirm with force to send them"
-            )
+        reason = self._refusal(plan, expected, force)
         if reason is not None:
             refused = self._audit(plan, actor, ReplayOutcome.REFUSED, finished=fmt(self.clock.now()))
             refused = refused.model_copy(update={"error": reason})
@@ -388,32 +328,49 @@ class ReplayService:
             with contextlib.suppress(StoreError):
                 self._audit_write(self.audit.finish, interrupted)
             raise
-        sent, failed = progress.sent, progress.failed
-        if failed == 0:
-            outcome = ReplayOutcome.SENT
-        elif sent == 0:
-            outcome = ReplayOutcome.FAILED
-        else:
-            outcome = ReplayOutcome.PARTIAL
-        final = record.model_copy(
-            update={
-                "outcome": outcome,
-                "finished_at": fmt(self.clock.now()),
-                "sent": sent,
-                "failed": failed,
-                "unconfirmed": progress.unconfirmed,
-                "error": error,
-            }
-        )
+        final = self._finished(record, progress, error)
         try:
             self._audit_write(self.audit.finish, final)
         except StoreError as exc:
             raise AuditNotFinished(
-                f"replay {plan.replay_id} {outcome.value}: {sent:,} of {plan.would_send:,} messages sent, "
-                f"but its audit record could not be finished and still reads RUNNING ({exc})",
+                f"replay {plan.replay_id} {final.outcome.value}: {final.sent:,} of {plan.would_send:,} "
+                f"messages sent, but its audit record could not be finished and still reads RUNNING ({exc})",
                 final,
             ) from None
         return final
+
+    def _refusal(self, plan: ReplayPlan, expected: str | None, force: bool) -> str | None:
+        """Why ``plan`` must not be sent (None: it may): not the previewed plan, or over the size guard."""
+        if expected is not None and not plan.fingerprint.startswith(expected):
+            return (
+                "the replay's scope changed since its preview (events arrived or the filters differ): "
+                "preview it again"
+            )
+        if plan.needs_force and not force:
+            return (
+                f"{plan.would_send:,} messages is above the size guard of {self.confirm_above:,}; "
+                "confirm with force to send them"
+            )
+        return None
+
+    def _finished(self, record: ReplayAudit, progress: _Progress, error: str | None) -> ReplayAudit:
+        """The RUNNING ``record`` finished with the counts of ``progress`` and the outcome they make."""
+        if progress.failed == 0:
+            outcome = ReplayOutcome.SENT
+        elif progress.sent == 0:
+            outcome = ReplayOutcome.FAILED
+        else:
+            outcome = ReplayOutcome.PARTIAL
+        return record.model_copy(
+            update={
+                "outcome": outcome,
+                "finished_at": fmt(self.clock.now()),
+                "sent": progress.sent,
+                "failed": progress.failed,
+                "unconfirmed": progress.unconfirmed,
+                "error": error,
+            }
+        )
 
     def _audit_write(self, write: Callable[[ReplayAudit], None], record: ReplayAudit) -> None:
         """``write(record)`` (the audit's begin or finish), retried as the sends are: a replay that was
@@ -535,139 +492,3 @@ def _passes(r: Receipt, request: ReplayRequest) -> bool:
         if request.event_type is not None and r.event_type != request.event_type:
             return False
     return True
-
-
-def normalize(request: ReplayRequest) -> ReplayRequest:
-    """Check a request's scope and put its times in the stored form; InvalidRequest says what is wrong."""
-    if request.limit > MAX_LIMIT:
-        raise InvalidRequest(f"limit is at most {MAX_LIMIT:,}")
-    if request.status is IngestStatus.REJECTED:
-        raise InvalidRequest("rejected requests are not in the index and cannot be replayed")
-    if request.entity_id is not None:
-        if request.start_day is not None or request.end_day is not None:
-            raise InvalidRequest("an entity replay takes start_time/end_time, not start_day/end_day")
-        if request.start_time is None or request.end_time is None:
-            raise InvalidRequest("an entity replay needs start_time and end_time (the window [start, end))")
-        try:
-            start = parse_bound(request.start_time, what="start_time")
-            end = parse_bound(request.end_time, what="end_time")
-        except TimeFormatError as exc:
-            raise InvalidRequest(str(exc)) from None
-        if start >= end:
-            raise InvalidRequest("start_time must be before end_time (the window is [start, end))")
-        return request.model_copy(update={"start_time": fmt(start), "end_time": fmt(end)})
-    if request.source is None or request.event_type is None:
-        raise InvalidRequest(
-            "choose a scope: entity_id with start_time/end_time, or source and event_type with "
-            "start_day/end_day"
-        )
-    if request.start_time is not None or request.end_time is not None:
-        raise InvalidRequest("a source/type replay takes start_day/end_day (event days), not times")
-    if request.start_day is None or request.end_day is None:
-        raise InvalidRequest("a source/type replay needs start_day and end_day (the days [start, end))")
-    day_range(request.start_day, request.end_day)  # checks them
-    return request
-
-
-# -- API callers (the Lambda handler, pik serve) ----------------------------------------------------------
-
-
-def plan_response(plan: ReplayPlan) -> dict[str, Any]:
-    """A dry run's answer in the seed's terms (``entity_id``, ``scanned``, ``sent``) plus the plan."""
-    return {
-        "entity_id": plan.request.entity_id,
-        "scanned": plan.scanned,
-        "sent": 0,
-        "dry_run": True,
-        **plan.model_dump(mode="json"),
-    }
-
-
-def result_response(audit: ReplayAudit) -> dict[str, Any]:
-    """An execution's answer in the seed's terms plus its audit record."""
-    return {
-        "entity_id": audit.request.entity_id,
-        "scanned": audit.scanned,
-        "sent": audit.sent,
-        **audit.model_dump(mode="json"),
-    }
-
-
-def _shown(value: Any) -> str:
-    """A short description of a JSON value for an error message (a nested one is not printed: it can be
-    deep enough that printing it fails)."""
-    if isinstance(value, dict | list):
-        return "an object" if isinstance(value, dict) else "an array"
-    return f"{value!r:.40}"
-
-
-def api_reply(
-    service: ReplayService, body: Any, *, actor: str, dry_run: bool = False
-) -> tuple[int, dict[str, Any]]:
-    """Answer a replay API request (a JSON object): ``(HTTP status, body)``.
-
-    The request is the seed's, plus optional ``force`` (over the size guard) and ``expected_fingerprint``; a
-    body that names a key twice is refused (which of the two counts is a guess).
-    A dry run when ``dry_run`` (the DRY_RUN setting) or the request's own ``dry_run`` is true. 200 with the
-    plan or the result; 400 for an invalid request; 409 when refused (nothing sent); 403 read-only;
-    503 when a store failed.
-    """
-    if isinstance(body, bytes | str):
-        try:
-            body = json.loads(body or "{}", object_pairs_hook=unique_keys)
-        except DuplicateKey as exc:
-            # Parsers disagree on which of two values counts: "force": false, "force": true must not send.
-            return 400, {"error": f"the request body has the key {exc.key!r:.60} more than once"}
-        except ValueError as exc:
-            return 400, {"error": f"the request body is not JSON: {exc}"}
-        except RecursionError:  # arrays in arrays, thousands deep: no replay request looks like that
-            return 400, {"error": "the request body is not a replay request: it is nested too deeply"}
-    if not isinstance(body, dict):
-        return 400, {"error": "the request body must be a JSON object"}
-    fields = dict(body)
-    for flag in ("force", "dry_run"):
-        # A flag that is not a JSON boolean ("true", 1) is refused: guessing could send a replay that was
-        # meant as a preview, or force one past the size guard.
-        if flag in fields and not isinstance(fields[flag], bool):
-            return 400, {
-                "error": f"{flag}: must be true or false (a JSON boolean), got {_shown(fields[flag])}"
-            }
-    force = fields.pop("force", False)
-    expected = fields.pop("expected_fingerprint", None)
-    if expected is not None and not isinstance(expected, str):
-        return 400, {"error": "expected_fingerprint: must be a string (the fingerprint of a preview)"}
-    wants_dry_run = fields.pop("dry_run", False)
-    try:
-        request = ReplayRequest.model_validate(fields)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'request'}: {e['msg']}"
-            for e in exc.errors(include_url=False)
-        )
-        return 400, {"error": problems}
-    try:
-        if dry_run or wants_dry_run:
-            return 200, plan_response(service.plan(request, actor=actor))
-        return 200, result_response(
-            service.execute(
-                request,
-                actor=actor,
-                force=force,
-                expected_fingerprint=expected,
-            )
-        )
-    except AuditNotFinished as exc:
-        # Sent: the caller must not be told otherwise (a retry would send it all again).
-        return 200, {**result_response(exc.audit), "warning": str(exc)}
-    except ReplayRefused as exc:
-        return 409, {"error": str(exc), **plan_response(exc.plan), "dry_run": False}
-    except InvalidRequest as exc:
-        return 400, {"error": str(exc)}
-    except ReadOnlyError as exc:
-        return 403, {"error": str(exc)}
-    except NotConfigured as exc:  # names the missing setting, for whoever deployed it
-        return 503, {"error": str(exc)}
-    except StoreError:
-        # The store's own message names tables and buckets: it goes to the log (the caller logs it), not
-        # to the API caller.
-        return 503, {"error": "a store is unavailable; nothing more was sent (see the audit trail)"}

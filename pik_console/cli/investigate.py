@@ -8,14 +8,9 @@ from datetime import date, timedelta
 from typing import IO, Any
 
 from backend.errors import InvalidRequest
-from backend.services.investigate import (
-    DayStatus,
-    GapReport,
-    LagReport,
-    human_ms,
-    parse_duration,
-)
-from backend.times import TimeFormatError, parse_day
+from backend.services.gaps import DayStatus, GapReport
+from backend.services.lag import LagReport
+from backend.times import TimeFormatError, human_ms, parse_day, parse_duration
 from pik_console.cli.common import count, open_backend, print_json, table, usage
 from pik_console.text import safe
 

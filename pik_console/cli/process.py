@@ -4,10 +4,11 @@ processor Lambda consumes the queue instead."""
 from __future__ import annotations
 
 import argparse
-import time
 from typing import IO, Any
 
-from backend.errors import InvalidRequest, ReadOnlyError
+from backend.errors import InvalidRequest
+from backend.ports import ReplayQueue
+from backend.services.drain import DrainService
 from backend.services.processor import ProcessorService
 from pik_console.cli.common import (
     READ_ONLY_HELP,
@@ -38,32 +39,19 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.set_defaults(func=cmd_process)
 
 
-# Messages per receive: SQS's maximum.
-RECEIVE_BATCH = 10
-# Messages processed together (several receives); keep it well within a visibility timeout's work.
-PROCESS_CHUNK = 50
-
-
-# -- pik process ---------------------------------------------------------------------------------------------
-
-
 def cmd_process(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     settings = settings_from(args)
     if settings.backend == "aws":
         raise usage("pik process drains the local replay queue; on AWS the processor Lambda consumes it")
-    dry_run = args.dry_run or settings.dry_run
     backend = open_backend(args, create=False)
     try:
         try:
             metrics = backend.metrics()
-            service = backend.processor(dry_run=dry_run)
+            drainer = backend.drain(dry_run=args.dry_run or settings.dry_run)
         except InvalidRequest as exc:
             raise Failure(f"settings.toml: {exc}") from None
-        backend.need("queue")
-        queue: Any = backend.queue
-        visibility = backend.workspace_settings().queue.visibility_timeout_s
-        report = drain(queue, service, visibility, args.max_messages, err, args.json)
-        depth = queue.depth()
+        report = run_drain(drainer, args.max_messages, err, args.json)
+        depth = drainer.queue.depth()
     finally:
         backend.close()
     report["queue"] = {"visible": depth.visible, "in_flight": depth.in_flight, "dead": depth.dead}
@@ -75,94 +63,37 @@ def cmd_process(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     return 1 if report["failed_messages"] else 0
 
 
+def run_drain(drainer: DrainService, max_messages: int | None, err: IO[str], quiet: bool) -> dict[str, Any]:
+    """:meth:`DrainService.run` with its progress on ``err`` when that is a terminal and not ``quiet``; the
+    result as ``pik process --json`` prints it (before the queue depth and the metric names are added)."""
+    if not (err.isatty() and not quiet):
+        return drainer.run(max_messages=max_messages).model_dump()
+
+    def progress(received: int, written: int) -> None:
+        err.write(f"\r  {received:,} messages received, {written:,} versions written…")
+        err.flush()
+
+    try:
+        result = drainer.run(max_messages=max_messages, on_progress=progress)
+    finally:
+        err.write("\r\x1b[K")
+    return result.model_dump()
+
+
 def drain(
-    queue: Any,
+    queue: ReplayQueue,
     service: ProcessorService,
     visibility_s: int,
     max_messages: int | None,
     err: IO[str],
     quiet: bool,
 ) -> dict[str, Any]:
-    """Receive, process, delete (or release the failed ones) until the queue has nothing visible.
-
-    A failed message is released at once, so it is retried in this same run until the queue dead-letters
-    it after its maximum receives. In a dry run every message is released at the end, untouched.
-
-    ``dead_lettered`` counts the messages whose last allowed receive this run failed: the queue
-    dead-letters them at the next receive, whichever processor makes it. (The growth of the dead-letter
-    queue during the run would also count what processors running beside this one dead-lettered.)
-
-    Refused (ReadOnlyError, nothing received) with a read-only ``service``, even for a dry run: every receive
-    counts toward the queue's dead-letter limit, so receiving is a write."""
-    if service.read_only:
-        raise ReadOnlyError(
-            "pik process receives replay messages, and every receive counts toward the queue's dead-letter "
-            "limit: refused in read-only mode, even as a dry run"
-        )
-    started = time.perf_counter()
-    processed = attempts_failed = received = written = unchanged = recomputes = dead = 0
-    windows: set[tuple[str, str]] = set()
-    failed_ids: dict[str, str] = {}
-    held: list[str] = []  # dry run: handles released at the end
-    show = err.isatty() and not quiet
-    visibility = visibility_s if not service.dry_run else max(visibility_s, 3600)
-    try:
-        while max_messages is None or received < max_messages:
-            # Up to PROCESS_CHUNK messages at a time: the messages of one window are recomputed once.
-            batch: list[Any] = []
-            while len(batch) < PROCESS_CHUNK:
-                room = PROCESS_CHUNK - len(batch)
-                if max_messages is not None:
-                    room = min(room, max_messages - received - len(batch))
-                got = queue.receive(min(RECEIVE_BATCH, room), visibility) if room > 0 else []
-                if not got:
-                    break
-                batch += got
-            if not batch:
-                break
-            received += len(batch)
-            result = service.process([m.body for m in batch])
-            processed += result.processed
-            written += result.written
-            unchanged += result.unchanged
-            recomputes += len(result.windows)
-            windows.update((w.entity_id, w.day) for w in result.windows)
-            ok = [m.receipt_handle for i, m in enumerate(batch) if i not in result.failed]
-            bad = [batch[i] for i in sorted(result.failed)]
-            attempts_failed += len(bad)
-            for i, m in enumerate(batch):  # a message is failing if its latest attempt failed
-                if i in result.failed:
-                    failed_ids[m.message_id] = result.failed[i]
-                    dead += m.receive_count >= queue.max_receives
-                else:
-                    failed_ids.pop(m.message_id, None)
-            if service.dry_run:
-                held += [m.receipt_handle for m in batch]
-            else:
-                queue.delete(ok)
-                queue.release([m.receipt_handle for m in bad])
-            if show:
-                err.write(f"\r  {received:,} messages received, {written:,} versions written…")
-                err.flush()
-    finally:
-        if held:
-            queue.release(held)
-        if show:
-            err.write("\r\x1b[K")
-    return {
-        "dry_run": service.dry_run,
-        "received": received,
-        "processed": processed,
-        "failed_attempts": attempts_failed,
-        "failed_messages": len(failed_ids),
-        "dead_lettered": dead,
-        "windows": len(windows),
-        "recomputes": recomputes,
-        "versions_written": written,
-        "unchanged": unchanged,
-        "failures": [{"message_id": k, "reason": v} for k, v in list(failed_ids.items())[:20]],
-        "seconds": round(time.perf_counter() - started, 3),
-    }
+    """:func:`run_drain` over ``queue`` and ``service`` as given (the tests' and benchmarks' entry point: a
+    processor built on stores they wrap). Refused (ReadOnlyError, nothing received) with a read-only
+    ``service``, even for a dry run."""
+    return run_drain(
+        DrainService(queue, service, visibility_timeout_s=visibility_s), max_messages, err, quiet
+    )
 
 
 def _print_process(r: dict[str, Any], out: IO[str]) -> None:

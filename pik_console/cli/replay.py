@@ -8,13 +8,9 @@ from typing import IO, Any
 
 from backend.errors import InvalidRequest
 from backend.model import IngestStatus, ReplayAudit, ReplayOutcome, ReplayPlan, ReplayRequest
-from backend.services.replay import (
-    MAX_LIMIT,
-    ReplayRefused,
-    describe_scope,
-    plan_response,
-    result_response,
-)
+from backend.services.replay import MAX_LIMIT, ReplayRefused
+from backend.services.replay_json import plan_response, result_response
+from backend.services.scope import describe_scope
 from backend.times import TimeFormatError, parse_day
 from pik_console.cli.common import (
     READ_ONLY_HELP,

@@ -17,8 +17,8 @@ from textual.message import Message
 from textual.widgets import DataTable, Input, Select, Static
 
 from backend.model import AggregateVersion
-from backend.services.investigate import VersionDiff, human_ms, value_text
-from backend.times import TimeFormatError, parse_day
+from backend.services.versions import VersionDiff, value_text
+from backend.times import TimeFormatError, human_ms, parse_day
 from pik_console.console.context import Context
 from pik_console.console.render import t, title
 

@@ -24,7 +24,7 @@ from textual.strip import Strip
 
 from backend.model import EventRecord, IngestStatus, Page, Rejection
 from backend.ports import EventIndex
-from backend.services.investigate import human_ms
+from backend.times import human_ms
 from pik_console.console.listings import ANCHOR_END, ANCHOR_START, Listing
 from pik_console.console.paging import Chain, PagedRows, PageRequest
 from pik_console.text import safe

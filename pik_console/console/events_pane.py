@@ -18,8 +18,7 @@ from textual.timer import Timer
 from textual.widgets import Input, Select, Static
 
 from backend.model import EventRecord, IngestStatus, Rejection
-from backend.services.investigate import human_ms
-from backend.times import TimeFormatError, fmt, parse_bound, parse_day
+from backend.times import TimeFormatError, fmt, human_ms, parse_bound, parse_day
 from pik_console.console.context import Context, day_start, next_day
 from pik_console.console.event_list import EventList, column_header
 from pik_console.console.listings import ANCHOR_START, EventFilter, Listing

@@ -13,8 +13,8 @@ from textual.message import Message
 from textual.widgets import DataTable, Input, Static
 
 from backend.errors import InvalidRequest
-from backend.services.investigate import DayStatus, GapReport, human_ms, parse_duration
-from backend.times import EVENT_TIME_MAX, EVENT_TIME_MIN, fmt
+from backend.services.gaps import DayStatus, GapReport
+from backend.times import EVENT_TIME_MAX, EVENT_TIME_MIN, fmt, human_ms, parse_duration
 from pik_console.console.context import Context, add_days
 from pik_console.console.render import num, stacked_bar, t
 
@@ -160,14 +160,14 @@ class GapsPane(Vertical):
         grace_ms: int,
     ) -> None:
         try:
-            investigator = cast(Any, self.app).kit.gaps()
+            service = cast(Any, self.app).kit.gaps()
             if first is None or end is None:
                 first, end = self._range(entity, source, event_type)
 
             def gaps(a: str, b: str) -> GapReport:
                 return cast(
                     GapReport,
-                    investigator.gaps(
+                    service.gaps(
                         a, b, entity_id=entity, source=source, event_type=event_type, grace_ms=grace_ms
                     ),
                 )

@@ -17,8 +17,8 @@ from textual.message import Message
 from textual.widgets import DataTable, Input, Static
 
 from backend.errors import InvalidRequest
-from backend.services.investigate import LagReport, human_ms, parse_duration
-from backend.times import TimeFormatError, parse_day
+from backend.services.lag import LagReport
+from backend.times import TimeFormatError, human_ms, parse_day, parse_duration
 from pik_console.console.context import Context, day_start, next_day
 from pik_console.console.render import num, t, title
 

@@ -4,7 +4,6 @@ guard asks for the scope to be typed), progress and result, the processor, and t
 
 from __future__ import annotations
 
-import io
 from typing import Any, ClassVar, cast
 
 from rich.console import Group
@@ -21,7 +20,9 @@ from textual.widgets import Button, Checkbox, DataTable, Input, ProgressBar, Sel
 from backend.errors import InvalidRequest
 from backend.kit import current_user as actor
 from backend.model import IngestStatus, ReplayAudit, ReplayOutcome, ReplayPlan, ReplayRequest
-from backend.services.replay import ReplayRefused, describe_scope
+from backend.services.drain import DrainResult
+from backend.services.replay import ReplayRefused
+from backend.services.scope import describe_scope
 from backend.times import TimeFormatError, fmt, parse_bound
 from pik_console.console.context import Context, day_start, next_day
 from pik_console.console.render import bar, fields, num, t, title
@@ -134,7 +135,7 @@ class ReplayPane(Vertical):
             self.error = error
 
     class Processed(Message):
-        def __init__(self, report: dict[str, Any] | None, error: str | None) -> None:
+        def __init__(self, report: DrainResult | None, error: str | None) -> None:
             super().__init__()
             self.report = report
             self.error = error
@@ -422,15 +423,8 @@ class ReplayPane(Vertical):
 
     @work(thread=True, exclusive=True, group="replay-process", exit_on_error=False)
     def _process(self) -> None:
-        from pik_console.cli.process import drain  # FIXME(merge): the drain service
-
-        kit = self.kit
         try:
-            if kit.queue is None:
-                raise InvalidRequest(f"no replay queue on the {kit.name} backend")
-            visibility = kit.workspace_settings().queue.visibility_timeout_s
-            report = drain(kit.queue, kit.processor(), visibility, None, io.StringIO(), True)
-            self.post_message(self.Processed(report, None))
+            self.post_message(self.Processed(self.kit.drain().run(), None))
         except Exception as exc:
             self.post_message(self.Processed(None, str(exc)))
 
@@ -444,16 +438,14 @@ class ReplayPane(Vertical):
             result.update(t(message.error, "red"))
             return
         r = message.report
-        text = Text(f"Processor: {r['received']:,} messages, {r['windows']:,} windows, ", style="bold")
-        text.append(f"{r['versions_written']:,} new versions", style="bold green")
-        text.append(f", {r['unchanged']:,} unchanged")
-        if r["failed_messages"]:
-            text.append(
-                f", {r['failed_messages']:,} failing ({r['dead_lettered']:,} dead-lettered)", style="red"
-            )
+        text = Text(f"Processor: {r.received:,} messages, {r.windows:,} windows, ", style="bold")
+        text.append(f"{r.versions_written:,} new versions", style="bold green")
+        text.append(f", {r.unchanged:,} unchanged")
+        if r.failed_messages:
+            text.append(f", {r.failed_messages:,} failing ({r.dead_lettered:,} dead-lettered)", style="red")
         text.append("\nCompare the versions in the Aggregates pane (5).")
         result.update(text)
-        self.notify(f"{r['versions_written']:,} new aggregate versions", title="Processor", markup=False)
+        self.notify(f"{r.versions_written:,} new aggregate versions", title="Processor", markup=False)
         cast(Any, self.app).versions_changed()
 
     # -- the audit trail ------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from rich.console import Console, RenderableType
 from textual.app import App
 from textual.pilot import Pilot
 
-import backend.services.replay as replay_module
+import backend.services.replay_messages as replay_module
 from backend.adapters.local.store import LocalStore
 from backend.demo import build_demo
 from backend.services.ingest import IngestService, Received

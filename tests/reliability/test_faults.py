@@ -607,8 +607,9 @@ def test_a_failed_audit_write_neither_hides_a_sent_replay_nor_fails_it(
 def test_a_replay_whose_audit_cannot_be_finished_is_answered_as_sent(tmp_path: Path) -> None:
     """Regression: the API answered 503 "nothing more was sent" for a replay that had been sent when its
     audit record could not be finished; a client retrying on that 503 sends it all again."""
+    from backend.handlers.replay import api_reply
     from backend.model import ReplayOutcome, ReplayRequest
-    from backend.services.replay import AuditNotFinished, api_reply
+    from backend.services.replay import AuditNotFinished
 
     stack = open_stack("local", tmp_path)
     try:

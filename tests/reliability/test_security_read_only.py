@@ -23,10 +23,16 @@ import pytest
 from pydantic import BaseModel
 
 import backend.ports as ports_module
+import backend.services.drain as drain_module
+import backend.services.gaps as gaps_module
 import backend.services.ingest as ingest_module
-import backend.services.investigate as investigate_module
+import backend.services.ingest_validation as ingest_validation_module
+import backend.services.lag as lag_module
 import backend.services.processor as processor_module
 import backend.services.replay as replay_module
+import backend.services.report as report_module
+import backend.services.scope as scope_module
+import backend.services.versions as versions_module
 from backend.adapters.local.store import LocalStore
 from backend.adapters.local.workspace import local_ports
 from backend.errors import ReadOnlyError
@@ -34,11 +40,16 @@ from backend.handlers import common
 from backend.handlers import ingest as ingest_handler
 from backend.handlers import processor as processor_handler
 from backend.handlers import replay as replay_handler
+from backend.handlers.replay import api_reply
 from backend.model import ReplayRequest
+from backend.services.drain import DrainService
+from backend.services.gaps import GapService
 from backend.services.ingest import IngestService, Received, prepare
-from backend.services.investigate import AggregateInspector, Investigator
+from backend.services.lag import LagService
 from backend.services.processor import ProcessorService
-from backend.services.replay import ReplayService, api_reply
+from backend.services.replay import ReplayService
+from backend.services.report import ReportService
+from backend.services.versions import VersionService
 from backend.times import FixedClock
 from pik_console.cli.process import drain
 from tests.conftest import Adapter, open_adapter
@@ -189,15 +200,20 @@ RECIPES: dict[str, Recipe] = {
     ),
     "ProcessorService.process": lambda s, c, ro: _processor(s, c, read_only=ro).process([MESSAGE]),
     "ProcessorService.recompute": lambda s, c, ro: _processor(s, c, read_only=ro).recompute("u4", DAY),
-    "Investigator.lag": lambda s, c, ro: Investigator(s.index, s.investigate).lag("web", "click", DAY),
-    "Investigator.gaps": lambda s, c, ro: (
-        Investigator(s.index, s.investigate).gaps("2025-11-28", "2025-12-03", entity_id="u1")
+    "DrainService.run": lambda s, c, ro: DrainService(s.queue, _processor(s, c, read_only=ro)).run(),
+    "LagService.lag": lambda s, c, ro: LagService(s.index, s.investigate).lag("web", "click", DAY),
+    "GapService.gaps": lambda s, c, ro: (
+        GapService(s.index, s.investigate).gaps("2025-11-28", "2025-12-03", entity_id="u1")
     ),
-    "AggregateInspector.versions": lambda s, c, ro: (
-        AggregateInspector(s.aggregates, s.investigate, s.audit).versions("u1", DAY)
+    "VersionService.versions": lambda s, c, ro: (
+        VersionService(s.aggregates, s.investigate, s.audit).versions("u1", DAY)
     ),
-    "AggregateInspector.diff": lambda s, c, ro: (
-        AggregateInspector(s.aggregates, s.investigate, s.audit).diff("u1", DAY, "daily_event_count")
+    "VersionService.diff": lambda s, c, ro: (
+        VersionService(s.aggregates, s.investigate, s.audit).diff("u1", DAY, "daily_event_count")
+    ),
+    "ReportService.gather": lambda s, c, ro: (
+        ReportService(s.index, s.investigate, s.audit, s.aggregates, catalog=s.catalog, queue=s.queue)
+        .gather("u1", DAY)
     ),
 }  # fmt: skip
 # Writes in normal mode, writes nothing (and is allowed) in read-only mode: a dry run.
@@ -215,7 +231,19 @@ def _refused(name: str, recipe: Recipe, stores: Stores, clock: FixedClock) -> bo
     return name in REFUSAL_ANSWERS and REFUSAL_ANSWERS[name](answer)
 
 
-SERVICE_MODULES = (ingest_module, investigate_module, processor_module, replay_module)
+SERVICE_MODULES = (
+    ingest_module,
+    ingest_validation_module,
+    lag_module,
+    gaps_module,
+    versions_module,
+    processor_module,
+    scope_module,
+    replay_module,
+    drain_module,
+    report_module,
+    replay_handler,  # api_reply, which answers a replay request with the service's outcome as an HTTP status
+)
 
 
 def _is_service(cls: type) -> bool:
@@ -230,7 +258,7 @@ def _is_service(cls: type) -> bool:
 
 def _entry_points() -> set[str]:
     """Every public method of every service class, and every public function that takes a service or a
-    store, in backend/services."""
+    store, in backend/services (and the replay handler, whose api_reply takes the replay service)."""
     classes = {
         cls
         for module in SERVICE_MODULES
@@ -253,6 +281,7 @@ def _entry_points() -> set[str]:
             if fn.__module__ != module.__name__ or name.startswith("_"):
                 continue
             hints = typing.get_type_hints(fn)
+            hints.pop("return", None)  # takes: a factory that returns a service is not an entry point
             if any(isinstance(h, type) and (h in classes or h in stores) for h in hints.values()):
                 found.add(f"{module.__name__.rsplit('.', 1)[-1]}.{name}")
     return found
@@ -304,6 +333,7 @@ def test_every_service_entry_point_writes_nothing_in_read_only_mode(tmp_path: Pa
         "replay.api_reply",
         "ProcessorService.process",
         "ProcessorService.recompute",
+        "DrainService.run",
     }
     figures(
         "read-only: service entry points (introspected)",
@@ -341,8 +371,9 @@ def test_read_only_services_write_nothing_on_either_adapter(name: str, tmp_path:
         before = _contents(a)
         assert before["queue"].visible == 4 and len(before["audit"]) == 1
         refused = sum(_refused(recipe_name, recipe, stores, clock) for recipe_name, recipe in RECIPES.items())
-        # All but the dry run (plan) and the four reads of Investigator and AggregateInspector.
-        assert refused == len(RECIPES) - len(ALLOWED_IN_READ_ONLY) - 4
+        # All but the dry run (plan) and the five reads of LagService, GapService, VersionService and
+        # ReportService.
+        assert refused == len(RECIPES) - len(ALLOWED_IN_READ_ONLY) - 5
         # pik process: even a dry run would receive (and count receives toward the dead-letter queue).
         with pytest.raises(ReadOnlyError, match="read-only"):
             drain(

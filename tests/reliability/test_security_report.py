@@ -23,7 +23,8 @@ from backend.kit import open_local
 from backend.model import ReplayRequest
 from backend.services.ingest import IngestService, Received
 from backend.services.processor import ProcessorService
-from backend.services.replay import ReplayService, describe_scope, normalize
+from backend.services.replay import ReplayService
+from backend.services.scope import describe_scope, normalize
 from backend.times import FixedClock
 from pik_console.report import build_report, code, md
 from pik_console.text import safe
