@@ -8,8 +8,8 @@ from typing import IO, Any
 
 from backend.errors import InvalidRequest
 from backend.model import AggregateVersion
-from backend.services.investigate import VersionDiff, human_ms, value_text
-from backend.times import TimeFormatError, parse_day
+from backend.services.versions import VersionDiff, value_text
+from backend.times import TimeFormatError, human_ms, parse_day
 from pik_console.cli.common import Failure, count, open_backend, print_json, table, usage
 from pik_console.text import safe
 

@@ -53,9 +53,6 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def cmd_init(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
-    import boto3
-    from botocore.exceptions import BotoCoreError
-
     from backend.errors import InvalidRequest
     from backend.kit import provision_aws, validate_aws_prefix
 
@@ -82,18 +79,7 @@ def cmd_init(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     if settings_from(args).read_only:
         raise Failure("pik aws init creates resources: refused in read-only mode (PIK_READ_ONLY)")
 
-    try:
-        session = boto3.session.Session(profile_name=settings.profile, region_name=settings.region)
-        region = session.region_name or DEFAULT_ENDPOINT_REGION
-        # An endpoint such as moto takes any credentials; give it some rather than fail when none are set
-        # (never with a named profile: then the profile's own credentials are the ones meant).
-        fake_credentials = not settings.profile and session.get_credentials() is None
-        if fake_credentials:
-            session = boto3.session.Session(
-                aws_access_key_id=FAKE_KEY, aws_secret_access_key=FAKE_KEY, region_name=region
-            )
-    except BotoCoreError as exc:  # an unknown profile, a broken config file
-        raise Failure(" ".join(str(exc).split())) from None
+    session, region, fake_credentials = _session(settings.profile, settings.region)
     settings = settings.model_copy(update={"region": region})
 
     steps: list[Any] = []
@@ -133,6 +119,40 @@ def cmd_init(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
         )
         return 0
 
+    _print_exports(args.prefix, url, region, steps, values, fake_credentials, out)
+    return 0
+
+
+def _session(profile: str | None, region: str | None) -> tuple[Any, str, bool]:
+    """A boto3 session for the endpoint, its region, and whether placeholder credentials were given."""
+    import boto3
+    from botocore.exceptions import BotoCoreError
+
+    try:
+        session = boto3.session.Session(profile_name=profile, region_name=region)
+        region = session.region_name or DEFAULT_ENDPOINT_REGION
+        # An endpoint such as moto takes any credentials; give it some rather than fail when none are set
+        # (never with a named profile: then the profile's own credentials are the ones meant).
+        fake_credentials = not profile and session.get_credentials() is None
+        if fake_credentials:
+            session = boto3.session.Session(
+                aws_access_key_id=FAKE_KEY, aws_secret_access_key=FAKE_KEY, region_name=region
+            )
+    except BotoCoreError as exc:  # an unknown profile, a broken config file
+        raise Failure(" ".join(str(exc).split())) from None
+    return session, region, fake_credentials
+
+
+def _print_exports(
+    prefix: str,
+    url: str,
+    region: str,
+    steps: list[Any],
+    values: dict[str, str],
+    fake_credentials: bool,
+    out: IO[str],
+) -> None:
+    """What was created, the export lines, and how to use them."""
     created = sum(s.created for s in steps)
     if created == 0:
         out.write("# Every resource existed already: reused them, created nothing.\n")
@@ -150,8 +170,8 @@ def cmd_init(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
         out.write(f"export AWS_ACCESS_KEY_ID={FAKE_KEY}\nexport AWS_SECRET_ACCESS_KEY={FAKE_KEY}\n")
     prog = program_name()
     again = f"{prog} aws init --endpoint-url {shlex.quote(url)} --region {region}"
-    if args.prefix != "pik":
-        again += f" --prefix {args.prefix}"
+    if prefix != "pik":
+        again += f" --prefix {prefix}"
     target = f"--backend aws --endpoint-url {shlex.quote(url)} --region {region}"
     out.write(
         "\n# To use them, run the export lines in your shell, or all of this output at once:\n"
@@ -160,4 +180,3 @@ def cmd_init(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
         f"#   {prog} ingest events.jsonl {target}\n"
         f"#   {prog} events {target} --entity user_123 --start 2025-12-28 --end 2025-12-29\n"
     )
-    return 0

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from backend.kit import open_local, workspace_exists
+from backend.ports import IndexStats
 from pik_console.cli.common import Failure, print_json, program_name, settings_from, table
 
 DEFAULT_DEMO_WORKSPACE = ".pik-demo"
@@ -70,35 +71,46 @@ def cmd_demo(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     finally:
         kit.close()
     if args.json:
-        print_json(
-            {
-                "workspace": str(store.path),
-                "built_seconds": None if built is None else round(built, 2),
-                "accepted": stats.accepted,
-                "duplicate": stats.duplicate,
-                "rejected": stats.rejected,
-                "entities": stats.entities,
-                "first_event_time": stats.first_event_time,
-                "last_event_time": stats.last_event_time,
-                "partitions": [
-                    {
-                        "source": p.source,
-                        "event_type": p.event_type,
-                        "accepted": p.accepted,
-                        "duplicate": p.duplicate,
-                    }
-                    for p in stats.partitions
-                ],
-            },
-            out,
-        )
+        print_json(_stats_json(store.path, built, stats), out)
         return 0
+    _print_stats(store.path, built, stats, out)
     from backend.demo import STORY
 
+    ws = f" --workspace {store.path}"
+    story = STORY.format(ws=ws)
+    prog = program_name()
+    if prog != "pik":
+        story = story.replace("pik ", f"{prog} ")
+    out.write("\n" + story + "\n")
+    if not args.no_console:
+        from pik_console.cli.console import open_demo_console
+
+        open_demo_console(store.path, out, read_only=read_only)
+    return 0
+
+
+def _stats_json(path: Path, built: float | None, stats: IndexStats) -> dict[str, Any]:
+    return {
+        "workspace": str(path),
+        "built_seconds": None if built is None else round(built, 2),
+        "accepted": stats.accepted,
+        "duplicate": stats.duplicate,
+        "rejected": stats.rejected,
+        "entities": stats.entities,
+        "first_event_time": stats.first_event_time,
+        "last_event_time": stats.last_event_time,
+        "partitions": [
+            {"source": p.source, "event_type": p.event_type, "accepted": p.accepted, "duplicate": p.duplicate}
+            for p in stats.partitions
+        ],
+    }
+
+
+def _print_stats(path: Path, built: float | None, stats: IndexStats, out: IO[str]) -> None:
     if built is not None:
         out.write(f"Built in {built:.1f} s through the real ingest path.\n")
     else:
-        out.write(f"Reusing the demo workspace in {store.path}.\n")
+        out.write(f"Reusing the demo workspace in {path}.\n")
     out.write(
         f"\nThe workspace holds {stats.accepted:,} accepted events, "
         f"{stats.duplicate:,} duplicate receipts and "
@@ -111,14 +123,3 @@ def cmd_demo(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
         out,
         right=["ACCEPTED", "DUPLICATE"],
     )
-    ws = f" --workspace {store.path}"
-    story = STORY.format(ws=ws)
-    prog = program_name()
-    if prog != "pik":
-        story = story.replace("pik ", f"{prog} ")
-    out.write("\n" + story + "\n")
-    if not args.no_console:
-        from pik_console.cli.console import open_demo_console
-
-        open_demo_console(store.path, out, read_only=read_only)
-    return 0

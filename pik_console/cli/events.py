@@ -9,6 +9,7 @@ from typing import IO, Any
 
 from backend.errors import InvalidRequest
 from backend.model import EventRecord, IngestStatus, Rejection
+from backend.ports import EventIndex
 from backend.times import EVENT_TIME_MAX, EVENT_TIME_MIN, TimeFormatError, fmt, parse_bound, parse_day
 from pik_console.cli.common import count, open_backend, print_json, table, usage
 from pik_console.text import preview, safe
@@ -49,6 +50,31 @@ def _rejection_json(rej: Rejection) -> dict[str, Any]:
 
 def cmd_events(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     status = IngestStatus(args.status) if args.status else None
+    start, end, day = _window(args, status)
+    backend = open_backend(args, create=False)
+    try:
+        if status is IngestStatus.REJECTED:
+            shown, cursor = _rejections(backend.index, args, start, end, day, out)
+        else:
+            shown, cursor = _receipts(backend.index, args, status, start, end, day, out)
+    except InvalidRequest as exc:
+        raise usage(str(exc)) from None
+    finally:
+        backend.close()
+    if args.json:
+        return 0
+    if not shown:
+        out.write("(no matching records)\n")
+    if cursor:
+        out.write(f"more: add --after {cursor}\n")
+    return 0
+
+
+def _window(
+    args: argparse.Namespace, status: IngestStatus | None
+) -> tuple[str | None, str | None, str | None]:
+    """``(start, end, day)`` of the scope the options name, as stored strings; usage errors for a scope
+    that is missing, mixed or empty."""
     partition = [args.source, args.type, args.day]
     if status is not IngestStatus.REJECTED:
         if args.entity is None and not all(partition):
@@ -67,95 +93,96 @@ def cmd_events(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
         day = parse_day(args.day, what="--day") if args.day else None
     except TimeFormatError as exc:
         raise usage(str(exc)) from None
-    if args.entity is not None and day is not None and status is not IngestStatus.REJECTED:
-        # An entity's day, as `pik replay`, `aggregates` and `diff` take it: the window [D, D+1).
-        first = parse_bound(day, what="--day")
-        start, end = fmt(first), fmt(first + timedelta(days=1))
     if start and end and start >= end:
         raise usage(f"--start {args.start} is not before --end {args.end} (the window is [start, end))")
-    backend = open_backend(args, create=False)
-    store = backend.index
-    try:
-        if status is IngestStatus.REJECTED:
-            if day is not None:  # the rejections received that day
-                first = parse_bound(day, what="--day")
-                start = start or fmt(first)
-                end = end or fmt(first + timedelta(days=1))
-            rpage = store.query_rejections(
-                entity_id=args.entity,
-                source=args.source,
-                event_type=args.type,
-                start=start,
-                end=end,
-                limit=args.limit,
-                after=args.after,
-                descending=args.desc,
-            )
-            if args.json:
-                print_json(
-                    {"items": [_rejection_json(r) for r in rpage.items], "next_cursor": rpage.next_cursor},
-                    out,
-                )
-                return 0
-            rows = [
-                [
-                    r.received_at,
-                    r.rejection_id or "",
-                    safe(f"{r.origin}:{r.line}" if r.line is not None else r.origin, 40),
-                    f"{r.size:,}",
-                    safe(r.reason, 120),
-                ]
-                for r in rpage.items
-            ]
-            table(rows, ["RECEIVED", "ID", "ORIGIN", "BYTES", "REASON"], out, right=["ID", "BYTES"])
-            cursor = rpage.next_cursor
+    if day is not None and (args.entity is not None or status is IngestStatus.REJECTED):
+        # An entity's day, as `pik replay`, `aggregates` and `diff` take it: the window [D, D+1); for the
+        # quarantine, the rejections received that day.
+        first = parse_bound(day, what="--day")
+        if args.entity is not None and status is not IngestStatus.REJECTED:
+            start, end = fmt(first), fmt(first + timedelta(days=1))
         else:
-            if args.entity is not None:
-                page = store.query_entity(
-                    args.entity,
-                    start or fmt(EVENT_TIME_MIN),
-                    end or fmt(EVENT_TIME_MAX),
-                    status=status,
-                    limit=args.limit,
-                    after=args.after,
-                    descending=args.desc,
-                )
-            else:
-                page = store.query_partition(
-                    args.source,
-                    args.type,
-                    day,
-                    status=status,
-                    limit=args.limit,
-                    after=args.after,
-                    descending=args.desc,
-                )
-            if args.json:
-                print_json(
-                    {"items": [_record_json(r) for r in page.items], "next_cursor": page.next_cursor}, out
-                )
-                return 0
-            rows = [
-                [
-                    r.event_time,
-                    r.status.value + (f" #{r.receipt}" if r.status is IngestStatus.DUPLICATE else ""),
-                    safe(r.entity_id, 32),
-                    f"{r.source}/{r.event_type}",
-                    f"{r.ingest_lag_ms:,}" + (" (skew)" if r.clock_skew else ""),
-                    r.ingest_time,
-                    r.event_id[:16],
-                ]
-                for r in page.items
-            ]
-            headers = ["EVENT TIME", "STATUS", "ENTITY", "SOURCE/TYPE", "LAG MS", "INGESTED", "EVENT ID"]
-            table(rows, headers, out, right=["LAG MS"])
-            cursor = page.next_cursor
-    except InvalidRequest as exc:
-        raise usage(str(exc)) from None
-    finally:
-        backend.close()
-    if not rows:
-        out.write("(no matching records)\n")
-    if cursor:
-        out.write(f"more: add --after {cursor}\n")
-    return 0
+            start, end = start or fmt(first), end or fmt(first + timedelta(days=1))
+    return start, end, day
+
+
+def _rejections(
+    index: EventIndex,
+    args: argparse.Namespace,
+    start: str | None,
+    end: str | None,
+    day: str | None,
+    out: IO[str],
+) -> tuple[int, str | None]:
+    """One page of the quarantine, printed; how many rows and the next cursor."""
+    page = index.query_rejections(
+        entity_id=args.entity,
+        source=args.source,
+        event_type=args.type,
+        start=start,
+        end=end,
+        limit=args.limit,
+        after=args.after,
+        descending=args.desc,
+    )
+    if args.json:
+        print_json({"items": [_rejection_json(r) for r in page.items], "next_cursor": page.next_cursor}, out)
+        return len(page.items), page.next_cursor
+    rows = [
+        [
+            r.received_at,
+            r.rejection_id or "",
+            safe(f"{r.origin}:{r.line}" if r.line is not None else r.origin, 40),
+            f"{r.size:,}",
+            safe(r.reason, 120),
+        ]
+        for r in page.items
+    ]
+    table(rows, ["RECEIVED", "ID", "ORIGIN", "BYTES", "REASON"], out, right=["ID", "BYTES"])
+    return len(rows), page.next_cursor
+
+
+def _receipts(
+    index: EventIndex,
+    args: argparse.Namespace,
+    status: IngestStatus | None,
+    start: str | None,
+    end: str | None,
+    day: str | None,
+    out: IO[str],
+) -> tuple[int, str | None]:
+    """One page of an entity window (time order) or a partition (lag order), printed; how many rows and
+    the next cursor."""
+    if args.entity is not None:
+        page = index.query_entity(
+            args.entity,
+            start or fmt(EVENT_TIME_MIN),
+            end or fmt(EVENT_TIME_MAX),
+            status=status,
+            limit=args.limit,
+            after=args.after,
+            descending=args.desc,
+        )
+    else:
+        page = index.query_partition(
+            args.source, args.type, day or "", status=status, limit=args.limit, after=args.after,
+            descending=args.desc,
+        )  # fmt: skip
+    if args.json:
+        print_json({"items": [_record_json(r) for r in page.items], "next_cursor": page.next_cursor}, out)
+        return len(page.items), page.next_cursor
+    rows = [
+        [
+            r.event_time,
+            r.status.value + (f" #{r.receipt}" if r.status is IngestStatus.DUPLICATE else ""),
+            safe(r.entity_id, 32),
+            f"{r.source}/{r.event_type}",
+            f"{r.ingest_lag_ms:,}" + (" (skew)" if r.clock_skew else ""),
+            r.ingest_time,
+            r.event_id[:16],
+        ]
+        for r in page.items
+    ]
+    headers = ["EVENT TIME", "STATUS", "ENTITY", "SOURCE/TYPE", "LAG MS", "INGESTED", "EVENT ID"]
+    table(rows, headers, out, right=["LAG MS"])
+    return len(rows), page.next_cursor

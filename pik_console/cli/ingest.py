@@ -98,20 +98,22 @@ def _bulk_gc() -> Iterator[None]:
         gc.unfreeze()
 
 
+def open_input(source_name: str) -> tuple[IO[bytes], str]:
+    """The byte stream of ``FILE`` (or stdin for ``-``) and its origin as receipts record it."""
+    if source_name == "-":
+        return sys.stdin.buffer, "stdin"
+    path = Path(source_name)
+    if path.is_dir():
+        raise Failure(f"cannot read {source_name}: it is a folder, not a JSON Lines file")
+    try:
+        return path.open("rb"), f"file:{path.name}"
+    except OSError as exc:
+        raise Failure(f"cannot read {source_name}: {exc.strerror or exc}") from None
+
+
 def cmd_ingest(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     source_name = args.file
-    if source_name == "-":
-        stream: IO[bytes] = sys.stdin.buffer
-        origin = "stdin"
-    else:
-        path = Path(source_name)
-        if path.is_dir():
-            raise Failure(f"cannot read {source_name}: it is a folder, not a JSON Lines file")
-        try:
-            stream = path.open("rb")
-        except OSError as exc:
-            raise Failure(f"cannot read {source_name}: {exc.strerror or exc}") from None
-        origin = f"file:{path.name}"
+    stream, origin = open_input(source_name)
     backend = open_backend(args, create=True)
     service = backend.ingest()
     # A file is resumed: lines an earlier run of it stored are skipped. stdin is not (two pipes are two
@@ -183,10 +185,18 @@ def cmd_ingest(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     }
     if args.json:
         print_json(summary, out)
-        return 0
+    else:
+        print_summary(summary, backend.location, out)
+    return 0
+
+
+def print_summary(summary: dict[str, Any], location: str, out: IO[str]) -> None:
+    """The summary of one ``pik ingest`` as text: counts, resumed lines, clock skew, the first rejections."""
+    lines, seconds, skipped = summary["lines"], summary["seconds"], summary["already_ingested"]
+    skewed, rejections = summary["clock_skew"], summary["rejections"]
     rate = f" ({summary['lines_per_second']:,} lines/s)" if summary["lines_per_second"] else ""
     out.write(
-        f"Read {lines:,} lines from {safe(source_name)} into {backend.location} in {seconds:.1f} s{rate}\n"
+        f"Read {lines:,} lines from {safe(summary['input'])} into {location} in {seconds:.1f} s{rate}\n"
     )
     out.write(f"  accepted   {summary['accepted']:>12,}\n")
     out.write(f"  duplicate  {summary['duplicate']:>12,}\n")
@@ -209,4 +219,3 @@ def cmd_ingest(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
         )
         for item in shown:
             out.write(f"  line {item['line']}: {safe(item['reason'], 200)}\n")
-    return 0
