@@ -48,8 +48,10 @@ def test_the_scan_sees_imports_at_all() -> None:
 
 
 def test_importing_the_backend_does_not_load_the_ui() -> None:
+    # What a Lambda function imports (the composition root and the handlers) must not need the console.
     code = (
-        "import sys, backend.model, backend.services.ingest, backend.adapters.local.store;"
+        "import sys, backend.model, backend.services.ingest, backend.adapters.local.store, backend.kit,"
+        " backend.handlers.ingest, backend.handlers.replay, backend.handlers.processor;"
         "bad = [m for m in ('textual', 'pik_console', 'rich') if m in sys.modules];"
         "print(bad); sys.exit(1 if bad else 0)"
     )

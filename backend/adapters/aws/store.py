@@ -1,6 +1,6 @@
 """The AWS adapter's event store: raw bytes in S3, receipts, rejections and the lag index in DynamoDB.
 
-:class:`AwsStore` is the one object the composition root (``backend.runtime``) opens for a stack: the S3
+:class:`AwsStore` is the one object the composition root (``backend.kit``) opens for a stack: the S3
 raw store (``s3raw``) and the DynamoDB event index (``index_writes``, ``index_reads``) on one shared
 connection (``connection``). The keys and items are described in ``event_items``; reading a stack the
 original kit populated, in ``legacy``.
