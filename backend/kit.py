@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from backend.errors import NotConfigured, ReadOnlyError, StoreError
 from backend.model import MetricSpec
@@ -41,6 +41,9 @@ from backend.services.replay import ReplayService
 from backend.services.report import ReportService
 from backend.services.versions import VersionService
 from backend.settings import AwsSettings, Settings, WorkspaceSettings, load_settings
+
+if TYPE_CHECKING:
+    from backend.adapters.aws.store import AwsStore
 
 BackendName = Literal["local", "aws"]
 
@@ -227,21 +230,7 @@ def open_local(
     except BaseException:
         store.close()
         raise
-    return Kit(
-        name="local",
-        location=str(path),
-        raw=store,
-        index=store,
-        investigate=ports.investigate,
-        catalog=ports.catalog,
-        queue=ports.queue,
-        audit=ports.audit,
-        aggregates=ports.aggregates,
-        ledger=store,
-        settings=settings,
-        read_only=read_only,
-        _close=store.close,
-    )
+    return _kit("local", str(path), store, ports, store, settings, read_only, store.close)
 
 
 def workspace_exists(path: str | Path) -> bool:
@@ -253,18 +242,65 @@ def workspace_exists(path: str | Path) -> bool:
 
 def open_aws(aws: AwsSettings, *, read_only: bool = False, settings: Settings | None = None) -> Kit:
     """An AWS stack by its resource names. The queue's dead-letter limit is read from its redrive policy."""
-    from backend.adapters.aws.ports import aws_ports
     from backend.adapters.aws.store import AwsStore
 
-    settings = settings or load_settings({"backend": "aws"}, default_backend="aws")
     store = AwsStore.from_settings(aws)
+    return aws_kit(store, aws, read_only=read_only, settings=settings, close=store.close)
+
+
+def aws_kit(
+    store: AwsStore,
+    aws: AwsSettings,
+    *,
+    read_only: bool = False,
+    settings: Settings | None = None,
+    close: Callable[[], None] | None = None,
+) -> Kit:
+    """The kit over an opened AWS store (its other ports share the store's clients); closing the kit calls
+    ``close`` (default: nothing, the caller keeps the store)."""
+    from backend.adapters.aws.ports import aws_ports
+
+    settings = settings or load_settings({"backend": "aws"}, default_backend="aws")
     where = aws.region or store.region
     location = f"{where} · stack {aws.stack}" if aws.stack else f"{where} · {aws.events_table}"
     if aws.endpoint_url:
         location += f" · {aws.endpoint_url}"
     ports = aws_ports(store, aws)
+    return _kit("aws", location, store, ports, None, settings, read_only, close or (lambda: None))
+
+
+class _RawAndIndex(RawStore, EventIndex, Protocol):
+    """A store that is both the raw store and the event index (each adapter's main store is)."""
+
+
+class _PortSet(Protocol):
+    """The other ports of one backend, as each adapter hands them out together."""
+
+    @property
+    def investigate(self) -> InvestigationIndex: ...
+    @property
+    def catalog(self) -> RawCatalog: ...
+    @property
+    def queue(self) -> ReplayQueue | None: ...
+    @property
+    def audit(self) -> AuditLog | None: ...
+    @property
+    def aggregates(self) -> AggregateStore | None: ...
+
+
+def _kit(
+    name: BackendName,
+    location: str,
+    store: _RawAndIndex,
+    ports: _PortSet,
+    ledger: IngestLedger | None,
+    settings: Settings,
+    read_only: bool,
+    close: Callable[[], None],
+) -> Kit:
+    """A kit whose raw store and index are ``store`` and whose other ports are ``ports``'s."""
     return Kit(
-        name="aws",
+        name=name,
         location=location,
         raw=store,
         index=store,
@@ -273,10 +309,10 @@ def open_aws(aws: AwsSettings, *, read_only: bool = False, settings: Settings | 
         queue=ports.queue,
         audit=ports.audit,
         aggregates=ports.aggregates,
-        ledger=None,
+        ledger=ledger,
         settings=settings,
         read_only=read_only or settings.read_only,
-        _close=store.close,
+        _close=close,
     )
 
 

@@ -26,7 +26,7 @@ from backend.adapters.aws.resources import (
     TableSpec,
 )
 from backend.adapters.aws.store import AwsStore
-from backend.kit import Kit
+from backend.kit import Kit, aws_kit
 from backend.settings import AwsSettings, Settings
 
 REGION = "us-east-1"
@@ -154,20 +154,4 @@ def moto_backend(
 
 def moto_kit(store: AwsStore, settings: AwsSettings, close: Callable[[], None]) -> Kit:
     """The kit over a :func:`moto_backend` (its ports share the store's clients); closing calls ``close``."""
-    from backend.adapters.aws.ports import aws_ports
-
-    ports = aws_ports(store, settings)
-    return Kit(
-        name="aws",
-        location=settings.raw_bucket or "moto",
-        raw=store,
-        index=store,
-        investigate=ports.investigate,
-        catalog=ports.catalog,
-        queue=ports.queue,
-        audit=ports.audit,
-        aggregates=ports.aggregates,
-        ledger=None,
-        settings=Settings(backend="aws"),
-        _close=close,
-    )
+    return aws_kit(store, settings, settings=Settings(backend="aws"), close=close)

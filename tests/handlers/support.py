@@ -18,7 +18,7 @@ from backend.adapters.local.workspace import LocalPorts, local_ports
 from backend.handlers import common
 from backend.kit import Kit, open_local
 from backend.services.ingest import IngestService, Received
-from backend.settings import Settings
+from backend.settings import ENV_NAMES, Settings
 from backend.times import fmt
 from tests.conftest import make_event
 from tests.handlers.test_ingest_handler import http_v2_event, rest_v1_event
@@ -162,16 +162,6 @@ def message(entity: str, event_time: str, *, replay_id: str = "rp-test", event_i
 
 
 # -- on AWS (moto, in-process) ----------------------------------------------------------------------------
-
-ENV_NAMES = {
-    "raw_bucket": "RAW_BUCKET",
-    "events_table": "EVENTS_TABLE",
-    "dedupe_table": "DEDUPE_TABLE",
-    "agg_table": "AGG_TABLE",
-    "audit_table": "AUDIT_TABLE",
-    "replay_queue_url": "REPLAY_QUEUE_URL",
-    "replay_dlq_url": "REPLAY_DLQ_URL",
-}
 
 
 def missing_aws_ports(store: Any, settings: Any, *names: str) -> list[str]:
