@@ -101,7 +101,16 @@ def _ingest(received: Received, request_id: str | None) -> dict[str, Any]:
         logger.warning("ingest refused: read-only")
         _count_error("read_only")
         return error_response(403, str(exc), request_id=request_id)
-    except (StoreError, SettingsError) as exc:
+    except SettingsError as exc:
+        # The operator's to fix (the log names the variable); nothing was read or written.
+        logger.error("the function's settings are invalid; nothing acknowledged", extra={"error": str(exc)})
+        _count_error("settings")
+        return error_response(
+            500,
+            "the function is misconfigured (its log says which setting); nothing was acknowledged",
+            request_id=request_id,
+        )
+    except StoreError as exc:
         # The message names the store and what failed (no payload); the caller learns only what to do.
         logger.error("store failed; nothing acknowledged", extra={"error": str(exc)})
         _count_error("store")

@@ -79,7 +79,15 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         dry_run = settings.dry_run
         service = replay_service(get_kit())
         status, body = api_reply(service, request.body, actor=actor, dry_run=dry_run)
-    except (StoreError, SettingsError) as exc:  # the backend, its settings or a port could not be opened
+    except SettingsError as exc:  # the operator's to fix; the log names the variable
+        logger.error("the function's settings are invalid; nothing sent", extra={"error": str(exc)})
+        _count("ReplayErrorCount")
+        return error_response(
+            500,
+            "the function is misconfigured (its log says which setting); nothing was sent",
+            request_id=request.request_id,
+        )
+    except StoreError as exc:  # the backend or a port could not be opened
         status, body = 503, {"error": str(exc)}
     except Exception:
         logger.exception("replay failed unexpectedly", extra={"actor": actor})
