@@ -170,26 +170,26 @@ def test_a_stack_without_an_audit_table_names_the_setting_it_lacks(ws: Path) -> 
 
 
 def test_a_function_with_an_invalid_setting_answers_500_and_logs_which(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from backend.handlers import common
     from backend.handlers import ingest as ingest_handler
     from backend.handlers import replay as replay_handler
-    from tests.handlers.support import SEED_REPLAY_BODY, replay_v1
+    from tests.handlers.support import SEED_REPLAY_BODY, captured_logs, replay_v1
     from tests.handlers.test_ingest_handler import SEED_BODY, FakeLambdaContext, rest_v1_event
 
     monkeypatch.setenv("PIK_BACKEND", "bogus")
     common.configure(None)  # the settings from the environment, as in Lambda
     try:
-        for handler, event in (
-            (ingest_handler.handler, rest_v1_event(SEED_BODY)),
-            (replay_handler.handler, replay_v1(SEED_REPLAY_BODY)),
+        for module, event in (
+            (ingest_handler, rest_v1_event(SEED_BODY)),
+            (replay_handler, replay_v1(SEED_REPLAY_BODY)),
         ):
-            response = handler(event, FakeLambdaContext())
+            with captured_logs(module.logger) as logged:
+                response = module.handler(event, FakeLambdaContext())
             body = json.loads(response["body"])
             assert response["statusCode"] == 500 and "misconfigured" in body["error"]
             assert "bogus" not in body["error"] and "Traceback" not in response["body"]
+            assert "PIK_BACKEND must be local or aws, got 'bogus'" in logged.getvalue()
     finally:
         common.configure(None)
-    logged = capsys.readouterr()
-    assert logged.out.count("PIK_BACKEND must be local or aws, got 'bogus'") == 2
