@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from aws_lambda_powertools import Logger
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent, APIGatewayProxyEventV2
 
 from backend.kit import Kit, open_kit
@@ -29,7 +29,8 @@ from backend.settings import Settings, load_settings
 NAMESPACE = "PipelineInvestigationKit"
 """CloudWatch namespace of every metric the kit emits (the original kit's)."""
 SERVICE = "pipeline-investigation-kit"
-"""Powertools' service name when ``POWERTOOLS_SERVICE_NAME`` is not set (the template sets it)."""
+"""The Logger's service name when ``POWERTOOLS_SERVICE_NAME`` is not set (the template sets it). Log lines
+only: metrics carry no service dimension (see :func:`make_metrics`)."""
 
 _lock = threading.Lock()
 _kit: Kit | None = None
@@ -89,6 +90,19 @@ def make_logger() -> Logger:
         service=os.environ.get("POWERTOOLS_SERVICE_NAME") or SERVICE,
         level=log_level(os.environ.get("LOG_LEVEL")),
     )
+
+
+def make_metrics() -> Metrics:
+    """The handlers' Powertools Metrics: EMF in :data:`NAMESPACE`, dimensioned only by what a handler adds
+    (``Function``; ``Source`` and ``Type`` on ingest's counts), whatever the environment says.
+
+    Powertools adds a ``service`` dimension to every metric when it knows a service name, and it reads one
+    from ``POWERTOOLS_SERVICE_NAME``, which the template sets for the Logger. CloudWatch keys a metric by its
+    whole dimension set, so alarms and dashboards on the original kit's ``[Function, Source, Type]`` and
+    ``[Function]`` (the template's own alarm on ``ProcessorErrorCount`` among them) would match nothing. An
+    explicit empty service wins over the environment and turns that dimension off. The namespace is explicit
+    for the same reason: ``POWERTOOLS_METRICS_NAMESPACE`` cannot move the metrics elsewhere."""
+    return Metrics(namespace=NAMESPACE, service="")
 
 
 # -- requests ---------------------------------------------------------------------------------------------

@@ -22,14 +22,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools import Metrics
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from backend.errors import ReadOnlyError, StoreError
 from backend.handlers.common import (
-    NAMESPACE,
     BadEvent,
     StreamedBody,
     api_request,
@@ -37,6 +35,7 @@ from backend.handlers.common import (
     get_kit,
     json_response,
     make_logger,
+    make_metrics,
     runtime_settings,
 )
 from backend.identity import sha256_hex
@@ -49,9 +48,10 @@ ORIGIN = "api"
 FUNCTION = "ingest"
 
 
-# The service name is Powertools' own setting (the template sets it); each line also names the function.
+# The log lines' service name is Powertools' own setting (the template sets it); each line also names the
+# function. The metrics carry no service dimension (common.make_metrics).
 logger = make_logger()
-metrics = Metrics(namespace=NAMESPACE)
+metrics = make_metrics()
 
 
 @logger.inject_lambda_context(log_event=False, correlation_id_path=correlation_paths.API_GATEWAY_REST)

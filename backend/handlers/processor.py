@@ -24,7 +24,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from aws_lambda_powertools import Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
@@ -32,9 +31,9 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from backend.errors import InvalidRequest, KitError, StoreError
 from backend.handlers.common import (
-    NAMESPACE,
     get_kit,
     make_logger,
+    make_metrics,
     runtime_settings,
 )
 from backend.kit import Kit
@@ -45,7 +44,7 @@ FUNCTION = "processor"
 MAX_LOGGED_FAILURES = 20
 
 logger = make_logger()
-metrics = Metrics(namespace=NAMESPACE)
+metrics = make_metrics()
 # Not raising when the whole batch fails: a batch of one malformed message is still answered with its id.
 batch = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 

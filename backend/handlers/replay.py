@@ -27,7 +27,6 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from aws_lambda_powertools import Metrics
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -35,13 +34,13 @@ from pydantic import ValidationError
 
 from backend.errors import InvalidRequest, NotConfigured, ReadOnlyError, StoreError
 from backend.handlers.common import (
-    NAMESPACE,
     BadEvent,
     api_request,
     error_response,
     get_kit,
     json_response,
     make_logger,
+    make_metrics,
     runtime_settings,
 )
 from backend.kit import Kit
@@ -57,7 +56,7 @@ ANONYMOUS = "api"
 MAX_ACTOR = 256
 
 logger = make_logger()
-metrics = Metrics(namespace=NAMESPACE)
+metrics = make_metrics()
 
 
 @logger.inject_lambda_context(log_event=False, correlation_id_path=correlation_paths.API_GATEWAY_REST)

@@ -40,6 +40,8 @@ FUNCTIONS = {
     "ProcessorFunction": "backend.handlers.processor.handler",
 }
 ROUTES = {("POST", "/ingest"): "IngestFunction", ("POST", "/replay"): "ReplayFunction"}
+# Outputs for the operator (alarms, the access log), beside the ones `pik --stack NAME` reads.
+OPERATIONS_OUTPUTS = {"ApiAccessLogGroupName", "ReplayDeadLetterQueueAlarmName", "ProcessorErrorAlarmName"}
 
 
 class _NoManagedPolicies:
@@ -167,7 +169,7 @@ def test_parameters(sam: dict[str, Any]) -> None:
 
 def test_outputs_are_named_as_resources_py_says(sam: dict[str, Any]) -> None:
     outputs = sam["Outputs"]
-    assert set(outputs) == {*res.OUTPUT_TO_SETTING, "ApiUrl"}
+    assert set(outputs) == {*res.OUTPUT_TO_SETTING, "ApiUrl", *OPERATIONS_OUTPUTS}
     named = [res.RAW_BUCKET, *res.TABLES, res.REPLAY_QUEUE, res.REPLAY_DLQ]
     for resource in named:
         assert outputs[resource.output]["Value"] == {"Ref": resource.logical_id}
@@ -336,6 +338,8 @@ def _create_stack(name: str, body: dict[str, Any], **parameters: str) -> dict[st
     with warnings.catch_warnings():
         # moto has no CloudFormation support for bucket policies; the static test checks ours.
         warnings.filterwarnings("ignore", message=".*AWS::S3::BucketPolicy.*")
+        # Nor for alarms; the static tests check them (and the outputs that name them are left out).
+        warnings.filterwarnings("ignore", message=".*AWS::CloudWatch::Alarm.*")
         cfn.create_stack(
             StackName=name,
             TemplateBody=json.dumps(body),
@@ -359,7 +363,8 @@ def _upload_code() -> None:
 def test_stack_on_moto_creates_exactly_the_resources(aws: None, cfn: dict[str, Any]) -> None:
     _upload_code()
     outputs = _create_stack("pik", _without_api(cfn))
-    assert set(outputs) == set(res.OUTPUT_TO_SETTING)
+    assert set(outputs) - OPERATIONS_OUTPUTS == set(res.OUTPUT_TO_SETTING)
+    assert "ApiAccessLogGroupName" not in outputs  # ApiAccessLogs defaults to false
     settings = {res.OUTPUT_TO_SETTING[k]: v for k, v in outputs.items()}
 
     ddb = boto3.client("dynamodb", region_name=REGION)
@@ -463,3 +468,169 @@ def test_the_cli_finds_every_resource_by_stack_name(aws: None, cfn: dict[str, An
     argv = ["events", "--entity", "x", "--start", "2025-12-28", "--end", "2025-12-29", *unknown]
     assert main(argv, io.StringIO(), err) == 1
     assert err.getvalue().count("\n") == 1 and "nope" in err.getvalue()
+
+
+# -- operations: alarms, API throttling and access logs -----------------------------------------------------
+
+NO_ACTIONS_WITHOUT_A_TOPIC = {
+    "Fn::If": ["HasAlarmTopic", [{"Ref": "AlarmTopicArn"}], {"Ref": "AWS::NoValue"}]
+}
+# Alarm -> (namespace, metric, dimensions, statistic), except the throttle alarms (metric math, below).
+ALARMS: dict[str, tuple[str, str, list[dict[str, Any]], str]] = {
+    "ReplayDeadLetterQueueAlarm": (
+        "AWS/SQS",
+        "ApproximateNumberOfMessagesVisible",
+        [{"Name": "QueueName", "Value": {"Fn::GetAtt": [res.REPLAY_DLQ.logical_id, "QueueName"]}}],
+        "Maximum",
+    ),
+    "ProcessorErrorAlarm": (
+        "PipelineInvestigationKit",
+        "ProcessorErrorCount",
+        [{"Name": "Function", "Value": "processor"}],
+        "Sum",
+    ),
+    **{
+        f"{name}ErrorAlarm": (
+            "AWS/Lambda",
+            "Errors",
+            [{"Name": "FunctionName", "Value": {"Ref": name}}],
+            "Sum",
+        )
+        for name in FUNCTIONS
+    },
+    "Api5xxAlarm": (
+        "AWS/ApiGateway",
+        "5XXError",
+        [
+            {"Name": "ApiName", "Value": {"Fn::Sub": "${AWS::StackName}-api"}},
+            {"Name": "Stage", "Value": "v1"},
+        ],
+        "Sum",
+    ),
+}
+THROTTLE_ALARMS = {f"{t.logical_id}ThrottleAlarm": t for t in res.TABLES}
+
+
+def _alarm_props(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {k: v["Properties"] for k, v in _resources(template, "AWS::CloudWatch::Alarm").items()}
+
+
+@pytest.mark.parametrize("which", ["sam", "translated"])
+def test_each_alarm_watches_its_metric_and_notifies_the_optional_topic(
+    sam: dict[str, Any], cfn: dict[str, Any], which: str
+) -> None:
+    alarms = _alarm_props(sam if which == "sam" else cfn)
+    assert set(alarms) == {*ALARMS, *THROTTLE_ALARMS}
+    for name, props in alarms.items():
+        # Anything at all is worth a look: each of these counts something that should not happen.
+        assert (props["Threshold"], props["ComparisonOperator"]) == (0, "GreaterThanThreshold"), name
+        assert props["EvaluationPeriods"] == 1, name
+        assert props["TreatMissingData"] == "notBreaching", name  # no traffic is not an incident
+        assert props["AlarmActions"] == NO_ACTIONS_WITHOUT_A_TOPIC, name
+        assert props["OKActions"] == NO_ACTIONS_WITHOUT_A_TOPIC, name
+        assert props["AlarmDescription"].strip(), name
+    for name, (namespace, metric, dimensions, statistic) in ALARMS.items():
+        props = alarms[name]
+        assert (props["Namespace"], props["MetricName"]) == (namespace, metric), name
+        assert props["Dimensions"] == dimensions, name
+        assert (props["Statistic"], props["Period"]) == (statistic, 300), name
+
+
+def test_the_5xx_alarm_names_the_templates_api_and_stage(sam: dict[str, Any]) -> None:
+    api = sam["Resources"]["Api"]["Properties"]
+    dims = {d["Name"]: d["Value"] for d in _alarm_props(sam)["Api5xxAlarm"]["Dimensions"]}
+    assert dims == {"ApiName": api["Name"], "Stage": api["StageName"]}
+
+
+def test_throttle_alarms_sum_reads_and_writes_of_each_table_and_its_indexes(sam: dict[str, Any]) -> None:
+    alarms = _alarm_props(sam)
+    for name, spec in THROTTLE_ALARMS.items():
+        queries = alarms[name]["Metrics"]
+        (expression,) = [q for q in queries if "Expression" in q]
+        stats = [q for q in queries if "MetricStat" in q]
+        assert expression["ReturnData"] is True and all(q["ReturnData"] is False for q in stats)
+        indexes = [
+            g["IndexName"] for g in spec.create_table_kwargs("unused").get("GlobalSecondaryIndexes", [])
+        ]
+        watched = set()
+        for query in stats:
+            metric = query["MetricStat"]["Metric"]
+            assert metric["Namespace"] == "AWS/DynamoDB"
+            assert query["MetricStat"]["Stat"] == "Sum" and query["MetricStat"]["Period"] == 300
+            dims = {d["Name"]: d["Value"] for d in metric["Dimensions"]}
+            assert dims.pop("TableName") == {"Ref": spec.logical_id}, name
+            watched.add((metric["MetricName"], dims.pop("GlobalSecondaryIndexName", None)))
+            assert not dims
+            assert f"FILL({query['Id']}, 0)" in expression["Expression"]  # every query is in the sum
+        assert watched == {
+            (metric, index)
+            for metric in ("ReadThrottleEvents", "WriteThrottleEvents")
+            for index in (None, *indexes)
+        }, name
+
+
+def test_the_processor_alarm_matches_the_metric_the_handler_emits(
+    sam: dict[str, Any], tmp_path: Path
+) -> None:
+    # The processor runs with the template's environment and prints its EMF: the alarm must name exactly
+    # that namespace, metric and dimension set, or it watches a metric nobody writes.
+    from tests.handlers.emf_probe import dimension_sets, emf_by_function, run_handlers
+
+    (doc,) = emf_by_function(run_handlers(tmp_path))["processor"]
+    (directive,) = doc["_aws"]["CloudWatchMetrics"]
+    (dimension_set,) = dimension_sets(doc)
+    alarm = _alarm_props(sam)["ProcessorErrorAlarm"]
+    assert alarm["Namespace"] == directive["Namespace"]
+    assert alarm["MetricName"] in {m["Name"] for m in directive["Metrics"]}
+    assert alarm["Dimensions"] == [{"Name": name, "Value": doc[name]} for name in dimension_set]
+
+
+def test_operations_parameters_default_to_a_working_stack(sam: dict[str, Any]) -> None:
+    params = sam["Parameters"]
+    # No topic: alarms without actions. No access log: it needs an account-wide role the stack cannot assume.
+    assert params["AlarmTopicArn"]["Default"] == ""
+    assert sam["Conditions"]["HasAlarmTopic"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "AlarmTopicArn"}, ""]}]}
+    assert params["ApiAccessLogs"]["Default"] == "false"
+    assert sam["Conditions"]["ApiAccessLogsEnabled"] == {"Fn::Equals": [{"Ref": "ApiAccessLogs"}, "true"]}
+    assert (params["ApiThrottlingBurstLimit"]["Default"], params["ApiThrottlingRateLimit"]["Default"]) == (
+        200,
+        100,
+    )
+    assert params["LogRetentionDays"]["Default"] == 90
+    assert 90 in params["LogRetentionDays"]["AllowedValues"]
+
+
+def test_api_stage_is_throttled_and_logs_access_as_json(sam: dict[str, Any], cfn: dict[str, Any]) -> None:
+    (stage,) = _resources(cfn, "AWS::ApiGateway::Stage").values()
+    props = stage["Properties"]
+    assert props["MethodSettings"] == [
+        {
+            "ResourcePath": "/*",
+            "HttpMethod": "*",
+            "ThrottlingBurstLimit": {"Ref": "ApiThrottlingBurstLimit"},
+            "ThrottlingRateLimit": {"Ref": "ApiThrottlingRateLimit"},
+        }
+    ]
+    condition, access, absent = props["AccessLogSetting"]["Fn::If"]
+    assert condition == "ApiAccessLogsEnabled" and absent == {"Ref": "AWS::NoValue"}
+    assert access["DestinationArn"] == {"Fn::GetAtt": ["ApiAccessLogGroup", "Arn"]}
+    line = json.loads(access["Format"])  # one JSON object a line
+    assert line["requestId"] == "$context.requestId" and line["status"] == "$context.status"
+    assert line["responseLatency"] == "$context.responseLatency"
+    assert all(isinstance(v, str) for v in line.values())
+    group = sam["Resources"]["ApiAccessLogGroup"]
+    assert group["Condition"] == "ApiAccessLogsEnabled"
+    assert group["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionDays"}
+    for name, log_group in _resources(sam, "AWS::Logs::LogGroup").items():
+        assert log_group["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionDays"}, name
+
+
+def test_access_log_and_topic_parameters_deploy(aws: None, cfn: dict[str, Any]) -> None:
+    _upload_code()
+    topic = boto3.client("sns", region_name=REGION).create_topic(Name="pik-alarms")["TopicArn"]
+    outputs = _create_stack(
+        "pik-ops", _without_api(cfn), ApiAccessLogs="true", AlarmTopicArn=topic, LogRetentionDays="30"
+    )
+    logs = boto3.client("logs", region_name=REGION)
+    (group,) = logs.describe_log_groups(logGroupNamePrefix=outputs["ApiAccessLogGroupName"])["logGroups"]
+    assert group["retentionInDays"] == 30
