@@ -191,6 +191,7 @@ def _run_from_artifact(
     done = subprocess.run(
         [
             sys.executable,
+            "-B",  # no bytecode written into the artifact
             "-I",
             "-S",
             "-c",
