@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench bench-quick clean screenshots reliability soak
+.PHONY: demo test lint bench bench-quick clean screenshots reliability soak deploy-build
 
 # The virtual environment, rebuilt whenever pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -50,5 +50,13 @@ soak: $(STAMP)
 screenshots: $(STAMP)
 	$(BIN)/python scripts/screenshots.py
 
+## What `sam deploy --template-file backend/template.yaml` uploads (docs/aws.md): build/lambda/code, the
+## backend package alone, and build/lambda/layer, its dependencies for the template's runtime and
+## architecture (pip --platform; no container, any local Python 3.11+). No virtual environment needed.
+## LAMBDA_BOTO3=runtime leaves boto3 to the Lambda runtime's copy instead of bundling it.
+LAMBDA_BOTO3 ?= bundle
+deploy-build:
+	$(PYTHON) scripts/build_lambda.py --boto3 $(LAMBDA_BOTO3)
+
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .hypothesis build/lambda build/lambda-test .aws-sam
