@@ -247,6 +247,11 @@ def _as_list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else [value]
 
 
+# The only actions granted on every resource: X-Ray's writes take no resource ARN. They are granted only
+# under the TracingEnabled condition (EnableTracing=true).
+UNSCOPED_ACTIONS = {"xray:PutTraceSegments", "xray:PutTelemetryRecords"}
+
+
 @pytest.mark.parametrize("which", ["sam", "translated"])
 def test_least_privilege(sam: dict[str, Any], cfn: dict[str, Any], which: str) -> None:
     template = sam if which == "sam" else cfn
@@ -259,6 +264,11 @@ def test_least_privilege(sam: dict[str, Any], cfn: dict[str, Any], which: str) -
             assert "*" not in action, f"{where}: wildcard action {action!r}"
         if statement.get("Principal") == {"Service": "lambda.amazonaws.com"}:
             continue  # a trust policy names who may assume the role, not what it may touch
+        if set(_as_list(statement["Action"])) <= UNSCOPED_ACTIONS:
+            resource_id = where.split("/")[1]
+            assert template["Resources"][resource_id].get("Condition") == "TracingEnabled", where
+            assert statement["Resource"] == "*", where
+            continue
         for resource in _as_list(statement["Resource"]):
             assert resource != "*", f"{where}: statement on every resource"
     # No managed policies either: AWS's execution-role policies grant logs and SQS on every resource.
@@ -610,6 +620,26 @@ def test_operations_parameters_default_to_a_working_stack(sam: dict[str, Any]) -
     assert 90 in params["LogRetentionDays"]["AllowedValues"]
 
 
+def test_tracing_is_a_parameter_of_the_functions_the_api_and_the_roles(
+    sam: dict[str, Any], cfn: dict[str, Any]
+) -> None:
+    assert sam["Parameters"]["EnableTracing"]["Default"] == "false"
+    assert sam["Conditions"]["TracingEnabled"] == {"Fn::Equals": [{"Ref": "EnableTracing"}, "true"]}
+    functions = _resources(cfn, "AWS::Lambda::Function")
+    assert len(functions) == 3
+    for name, function in functions.items():
+        mode = function["Properties"]["TracingConfig"]["Mode"]
+        assert mode == {"Fn::If": ["TracingEnabled", "Active", "PassThrough"]}, name
+    (stage,) = _resources(cfn, "AWS::ApiGateway::Stage").values()
+    assert stage["Properties"]["TracingEnabled"] == {"Fn::If": ["TracingEnabled", True, False]}
+    # The grant X-Ray needs exists only with the condition, and goes to the three functions' roles.
+    (policy,) = _resources(sam, "AWS::IAM::Policy").values()
+    assert policy["Condition"] == "TracingEnabled"
+    assert {r["Ref"] for r in policy["Properties"]["Roles"]} == set(_resources(sam, "AWS::IAM::Role"))
+    (statement,) = policy["Properties"]["PolicyDocument"]["Statement"]
+    assert set(statement["Action"]) == UNSCOPED_ACTIONS and statement["Resource"] == "*"
+
+
 def test_api_stage_is_throttled_and_logs_access_as_json(sam: dict[str, Any], cfn: dict[str, Any]) -> None:
     (stage,) = _resources(cfn, "AWS::ApiGateway::Stage").values()
     props = stage["Properties"]
@@ -639,8 +669,18 @@ def test_access_log_and_topic_parameters_deploy(aws: None, cfn: dict[str, Any]) 
     _upload_code()
     topic = boto3.client("sns", region_name=REGION).create_topic(Name="pik-alarms")["TopicArn"]
     outputs = _create_stack(
-        "pik-ops", _without_api(cfn), ApiAccessLogs="true", AlarmTopicArn=topic, LogRetentionDays="30"
+        "pik-ops",
+        _without_api(cfn),
+        ApiAccessLogs="true",
+        AlarmTopicArn=topic,
+        LogRetentionDays="30",
+        EnableTracing="true",
     )
+    # With tracing, the stack holds the X-Ray grant (moto checks it creates; AWS checks what it grants).
+    cfn_client = boto3.client("cloudformation", region_name=REGION)
+    summaries = cfn_client.list_stack_resources(StackName="pik-ops")["StackResourceSummaries"]
+    made = {r.get("LogicalResourceId") for r in summaries}
+    assert "TracingPolicy" in made, sorted(str(m) for m in made)
     logs = boto3.client("logs", region_name=REGION)
     (group,) = logs.describe_log_groups(logGroupNamePrefix=outputs["ApiAccessLogGroupName"])["logGroups"]
     assert group["retentionInDays"] == 30
