@@ -18,8 +18,8 @@ from backend.adapters.aws.clients import make_clients
 from backend.adapters.aws.resources import AGGREGATES, DEDUPE, EVENTS, LAG_INDEX
 from backend.adapters.aws.store import AwsStore
 from backend.model import IngestStatus
-from pik_console.cli import main
 from backend.settings import AwsSettings
+from pik_console.cli import main
 from tests.aws_env import REGION, create_resources, fake_credentials, session
 from tests.contract.test_event_index import collect
 
@@ -364,3 +364,64 @@ def test_a_replay_dry_run_skips_duplicate_rows_as_duplicates(
     code, out, err = _cli(env, monkeypatch, "replay", "--entity", "user_123", "--day", DAY, "--execute")
     assert code == 1
     assert "AUDIT_TABLE is not set" in err and "create-table" in err
+
+
+def legacy_aggregate(seconds: int, event_ids: list[str], entity: str = "user_123") -> dict[str, Any]:
+    """An aggregates-table item exactly as the original kit's processor wrote it: keyed by unix seconds, a
+    count of the day's events, no manifest (``sample_event_ids`` holds the first 10 ids only)."""
+    inputs_hash = hashlib.sha256(json.dumps(sorted(event_ids)).encode()).hexdigest()
+    return {
+        "PK": f"ENTITY#{entity}",
+        "SK": f"DAY#{DAY}#VER#{seconds}",
+        "entity_id": entity,
+        "day": DAY,
+        "metric_name": "daily_event_count",
+        "value": len(event_ids),
+        "inputs_hash": inputs_hash,
+        "computed_at": f"2025-12-2{9 if seconds > 1767000000 else 8}T0{seconds % 10}:00:00.123456Z",
+        "window_start": f"{DAY}T00:00:00Z",
+        "window_end": f"{DAY}T23:59:59Z",
+        "input_count": len(event_ids),
+        "sample_event_ids": event_ids[:10],
+    }
+
+
+def write_original_kit_aggregates(settings: AwsSettings, endpoint_url: str | None = None) -> None:
+    """Two versions of user_123's 2025-12-28 count: 5 events, then 7 (events 6 and 7 came in later)."""
+    table = session().resource("dynamodb", endpoint_url=endpoint_url).Table(settings.agg_table or "")
+    first = [eid(n) for n in (4, 2, 1, 3, 8)]
+    table.put_item(Item=legacy_aggregate(1766900001, first))
+    table.put_item(Item=legacy_aggregate(1767000002, [*first, eid(6), eid(7)]))
+
+
+def test_pik_aggregates_and_diff_without_an_audit_table_or_manifests(
+    legacy: tuple[AwsStore, dict[str, str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, env = legacy
+    settings = AwsSettings(agg_table=env["AGG_TABLE"], region=REGION)
+    write_original_kit_aggregates(settings)
+    code, out, err = _cli(env, monkeypatch, "aggregates", "--entity", "user_123", "--day", DAY, "--json")
+    assert code == 0, err
+    versions = json.loads(out)
+    assert [(v["version"], v["value"]) for v in versions["items"]] == [(1, 5), (2, 7)]
+    code, out, err = _cli(
+        env,
+        monkeypatch,
+        "diff",
+        "--entity",
+        "user_123",
+        "--day",
+        DAY,
+        "--metric",
+        "daily_event_count",
+        "--json",
+    )
+    assert code == 0, err
+    d = json.loads(out)["diffs"][0]
+    assert (d["delta"], d["manifests"], d["inputs_hash_changed"]) == (2, False, True)
+    text = " ".join(d["explanation"])
+    assert "no input manifest" in text and "inputs hash changed" in text
+    assert eid(6)[:12] in text and eid(7)[:12] in text  # the sample ids that appeared
+    code, out, err = _cli(env, monkeypatch, "diff", "--entity", "user_123", "--day", DAY)
+    assert code == 0, err
+    assert "went from 5 to 7" in out and "no input manifest" in out, out

@@ -31,8 +31,8 @@ from backend.adapters.aws.legacy import (
     LegacyKind,
     LegacyRows,
     first_seen_from,
-    is_legacy,
     has_legacy_lag_keys,
+    is_legacy,
     legacy_partition,
 )
 from backend.adapters.aws.resources import LAG_INDEX, RECEIPTS_INDEX

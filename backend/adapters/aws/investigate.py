@@ -85,8 +85,6 @@ class _Tally:
         return DayCount(day, self.accepted, self.late, self.duplicate, self.first_late, self.last_late)
 
 
-
-
 def _always(day: str) -> Callable[[dict[str, Any]], str | None]:
     """A ``day_of`` for items that all belong to ``day`` (one partition)."""
     return lambda _item: day
