@@ -333,7 +333,10 @@ def explain_without_manifest(d: VersionDiff, missing: list[int]) -> list[str]:
         lines.append("- The sample event ids are the same in both versions.")
     if d.definition_changed:
         lines.append("- The two versions were computed by different processors (definitions differ).")
-    lines += _replay_lines(d)
+    if n.replay_ids:
+        lines += _replay_lines(d)
+    else:  # the original kit recorded no replay: not knowing is not "no replay"
+        lines.append(f"- No replay is recorded for version {n.version} (the original kit recorded none).")
     return lines
 
 

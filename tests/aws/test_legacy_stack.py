@@ -421,6 +421,7 @@ def test_pik_aggregates_and_diff_without_an_audit_table_or_manifests(
     assert (d["delta"], d["manifests"], d["inputs_hash_changed"]) == (2, False, True)
     text = " ".join(d["explanation"])
     assert "no input manifest" in text and "inputs hash changed" in text
+    assert "No replay is recorded for version 2" in text
     assert eid(6)[:12] in text and eid(7)[:12] in text  # the sample ids that appeared
     code, out, err = _cli(env, monkeypatch, "diff", "--entity", "user_123", "--day", DAY)
     assert code == 0, err
