@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
 
 from backend.errors import NotConfigured, ReadOnlyError, StoreError
 from backend.model import MetricSpec
@@ -49,6 +49,15 @@ BackendName = Literal["local", "aws"]
 
 # The environment name that configures each optional AWS port, for the message when one is missing.
 _AWS_SETTING = {"queue": "REPLAY_QUEUE_URL", "audit": "AUDIT_TABLE", "aggregates": "AGG_TABLE"}
+# How to add what a stack lacks (the original kit's stacks have no audit table; docs/aws.md).
+_HOW_TO_ADD = {
+    "audit": (
+        ": add one with `aws dynamodb create-table --table-name NAME --billing-mode PAY_PER_REQUEST "
+        "--attribute-definitions AttributeName=PK,AttributeType=S AttributeName=SK,AttributeType=S "
+        "--key-schema AttributeName=PK,KeyType=HASH AttributeName=SK,KeyType=RANGE` and set AUDIT_TABLE=NAME "
+        "(docs/aws.md, 'Adding an audit table')"
+    ),
+}
 
 
 @dataclass
@@ -108,7 +117,8 @@ class Kit:
         for port in ports:
             if getattr(self, port) is None:
                 where = f" ({_AWS_SETTING[port]} is not set)" if self.name == "aws" else ""
-                raise NotConfigured(f"the {self.name} backend has no {port} store{where}")
+                how = _HOW_TO_ADD.get(port, "") if self.name == "aws" else ""
+                raise NotConfigured(f"the {self.name} backend has no {port} store{where}{how}")
 
     # -- services -------------------------------------------------------------------------------------------
 
@@ -118,10 +128,12 @@ class Kit:
     def replay(self, *, preview: bool = False) -> ReplayService:
         """Plans and executes replays. ``preview``: a read-only service (plans without an audit record of
         a dry run, for a live preview); executing is then refused."""
+        # A preview writes no audit record, so a stack without an audit table can still preview.
+        audit = self.audit if preview and self.audit is not None else None
         return ReplayService(
             self.investigate,
             self.catalog,
-            self.audit_log(),
+            audit or (cast("AuditLog", _NoAudit(self)) if preview else self.audit_log()),
             queue=self.queue,
             aggregates=self.aggregates,
             bucket=self.raw.location,
@@ -187,6 +199,18 @@ class Kit:
         self.need("audit")
         assert self.audit is not None
         return self.audit
+
+
+class _NoAudit:
+    """The audit port of a stack without an audit table, for a replay preview (which writes none): every
+    call raises NotConfigured naming the setting."""
+
+    def __init__(self, kit: Kit) -> None:
+        self._kit = kit
+
+    def __getattr__(self, name: str) -> Any:
+        self._kit.need("audit")
+        raise AttributeError(name)
 
 
 def current_user() -> str:

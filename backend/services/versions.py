@@ -12,7 +12,7 @@ from typing import Protocol
 
 from pydantic import BaseModel
 
-from backend.errors import InvalidRequest, StoreError
+from backend.errors import InvalidRequest
 from backend.model import AggregateVersion, ReplayAudit
 from backend.ports import AggregateStore, InvestigationIndex, ManifestEntry
 from backend.services.lag import percentile
@@ -70,6 +70,12 @@ class VersionDiff(BaseModel):
     added_sample: list[InputChange]
     removed_sample: list[InputChange]
     explanation: list[str]
+    # False when a version has no input manifest (the original kit's): added/removed/changed are then 0
+    # and unknown, and what can be said comes from the inputs hashes and the sample event ids.
+    manifests: bool = True
+    inputs_hash_changed: bool | None = None
+    sample_ids_added: list[str] = []
+    sample_ids_removed: list[str] = []
 
     @property
     def text(self) -> str:
@@ -123,8 +129,12 @@ class VersionService:
     ) -> VersionDiff:
         """The difference between two versions (by default the last two) and its explanation."""
         older, newer = self._pair(entity_id, day, metric, from_version, to_version)
-        old_ids = {e.event_id: e for e in self._manifest(older)}
-        new_ids = {e.event_id: e for e in self._manifest(newer)}
+        old_manifest = self.aggregates.manifest(older.inputs_hash)
+        new_manifest = self.aggregates.manifest(newer.inputs_hash)
+        if old_manifest is None or new_manifest is None:
+            return self._diff_without_manifest(older, newer, old_manifest is None, new_manifest is None)
+        old_ids = {e.event_id: e for e in old_manifest}
+        new_ids = {e.event_id: e for e in new_manifest}
         cutoff = older.computed_at
 
         def change(e: ManifestEntry) -> InputChange:
@@ -214,13 +224,43 @@ class VersionService:
                 return dups, dups_after
             after = page.next_cursor
 
-    def _manifest(self, version: AggregateVersion) -> list[ManifestEntry]:
-        entries = self.aggregates.manifest(version.inputs_hash)
-        if entries is None:
-            raise StoreError(
-                f"the input manifest of version {version.version} ({version.inputs_hash[:16]}) is missing"
-            )
-        return entries
+    def _diff_without_manifest(
+        self, older: AggregateVersion, newer: AggregateVersion, old_missing: bool, new_missing: bool
+    ) -> VersionDiff:
+        """What can be said of two versions when one has no input manifest (the original kit kept none):
+        the values, the input counts, whether the inputs hash changed, and the sample event ids."""
+        delta: int | float | None = None
+        if isinstance(older.value, int | float) and isinstance(newer.value, int | float):
+            delta = newer.value - older.value
+        old_sample, new_sample = older.sample_event_ids, newer.sample_event_ids
+        diff = VersionDiff(
+            entity_id=older.entity_id,
+            day=older.day,
+            metric=older.metric,
+            older=older,
+            newer=newer,
+            delta=delta,
+            added=0,
+            removed=0,
+            changed=0,
+            added_after_older=0,
+            added_before_older=0,
+            late_lag=None,
+            duplicates_excluded=0,
+            duplicates_after_older=0,
+            definition_changed=older.definition_hash != newer.definition_hash,
+            replays=[self._replay(r) for r in newer.replay_ids],
+            added_sample=[],
+            removed_sample=[],
+            explanation=[],
+            manifests=False,
+            inputs_hash_changed=older.inputs_hash != newer.inputs_hash,
+            sample_ids_added=[i for i in new_sample if i not in set(old_sample)],
+            sample_ids_removed=[i for i in old_sample if i not in set(new_sample)],
+        )
+        missing = [v.version for v, gone in ((older, old_missing), (newer, new_missing)) if gone]
+        diff.explanation.extend(explain_without_manifest(diff, missing))
+        return diff
 
     def _replay(self, replay_id: str) -> ReplaySummary:
         record = self.audit.get(replay_id) if self.audit is not None else None
@@ -264,6 +304,39 @@ def explain(d: VersionDiff) -> list[str]:
         )
     else:
         lines.append("- No duplicate receipts: every input was received once.")
+    return lines
+
+
+def explain_without_manifest(d: VersionDiff, missing: list[int]) -> list[str]:
+    """The diff in sentences when a version has no input manifest: what the versions themselves hold."""
+    o, n = d.older, d.newer
+    which = " and ".join(f"version {v}" for v in missing)
+    lines = [
+        _headline(d),
+        f"- Version {o.version} was computed at {o.computed_at} from {_plural(o.input_count, 'event')}; "
+        f"version {n.version} at {n.computed_at} from {_plural(n.input_count, 'event')} "
+        f"({n.input_count - o.input_count:+,}).",
+        f"- There is no input manifest for {which} (the original kit's processor kept only up to 10 "
+        "sample event ids), so the events added or removed cannot all be listed.",
+        "- The inputs hash changed: the input set (or a payload) is different."
+        if d.inputs_hash_changed
+        else "- The inputs hash is the same: the same events, with the same payloads.",
+    ]
+    if d.sample_ids_added or d.sample_ids_removed:
+        parts = []
+        if d.sample_ids_added:
+            parts.append(f"new in version {n.version}: " + ", ".join(i[:12] for i in d.sample_ids_added))
+        if d.sample_ids_removed:
+            parts.append("gone: " + ", ".join(i[:12] for i in d.sample_ids_removed))
+        lines.append("- Among the sample event ids, " + "; ".join(parts) + ".")
+    elif o.sample_event_ids or n.sample_event_ids:
+        lines.append("- The sample event ids are the same in both versions.")
+    if d.definition_changed:
+        lines.append("- The two versions were computed by different processors (definitions differ).")
+    if n.replay_ids:
+        lines += _replay_lines(d)
+    else:  # the original kit recorded no replay: not knowing is not "no replay"
+        lines.append(f"- No replay is recorded for version {n.version} (the original kit recorded none).")
     return lines
 
 

@@ -87,7 +87,9 @@ def cmd_replay(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     request = request_from_args(args)
     backend = open_backend(args, create=False)
     try:
-        service = backend.replay()
+        # Without an audit table (the original kit's stacks) a dry run is a preview: no audit record.
+        unaudited = not args.execute and backend.audit is None
+        service = backend.replay(preview=unaudited)
         who = actor()
         if not args.execute:
             plan = service.plan(request, actor=who)
@@ -95,6 +97,11 @@ def cmd_replay(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
                 print_json(plan_response(plan), out)
             else:
                 _print_plan(plan, out, dry_run=True)
+            if unaudited:
+                err.write(
+                    "note: this dry run has no audit record: the stack has no audit table (AUDIT_TABLE is "
+                    "not set); --execute needs one (docs/aws.md, 'Adding an audit table')\n"
+                )
             return 0
         show_progress = err.isatty() and not args.json
 

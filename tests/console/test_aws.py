@@ -61,3 +61,49 @@ async def test_the_console_reads_a_stack(aws_backend: Any) -> None:
         pane = app.query_one("#replay-pane")
         assert pane.plan is not None and pane.plan.would_send == 12
         assert app.query_one("#replay-execute", Button).disabled
+
+
+@pytest.fixture
+def original_kit_stack() -> Iterator[Any]:
+    """A stack the original kit populated (no GSI2, no audit table; duplicate and overwritten rows)."""
+    from moto import mock_aws
+
+    from tests.aws.test_legacy_stack import original_kit_stack as populate
+    from tests.aws_env import fake_credentials
+
+    restore = fake_credentials()
+    with mock_aws():
+        backend = open_aws(populate(), read_only=True)
+        try:
+            yield backend
+        finally:
+            backend.close()
+    restore()
+
+
+async def test_the_lag_and_events_panes_read_an_original_kit_stack(original_kit_stack: Any) -> None:
+    from textual.widgets import DataTable
+
+    from tests.aws.test_legacy_stack import eid
+
+    ctx = Context(entity="user_123", day="2025-12-28", source="demo", event_type="heartbeat")
+    app = PikConsole(original_kit_stack, context=ctx)
+    async with app.run_test(size=(130, 34)) as pilot:
+        await settle(pilot)
+        lst = app.query_one(EventList)
+        assert lst.rows.total == 9 and lst.rows.complete  # 8 rows: event 6's holds two receipts
+        lst.focus()
+        for _ in range(5):  # to event 6's duplicate receipt (the row a duplicate overwrote)
+            await pilot.press("down")
+        await settle(pilot)
+        await pilot.pause(0.3)
+        await settle(pilot)
+        assert lst.item is not None and (lst.item.event_id, lst.item.status.value) == (eid(6), "DUPLICATE")
+        detail = plain(app.query_one("#event-detail", Static).content)
+        assert "failed" not in detail and "Invalid index" not in detail, detail
+        assert '"legacy": 6' in detail and "no bytes stored" not in detail, detail
+        assert "Receipts (2)" in detail
+        await pilot.press("2")
+        await settle(pilot)
+        largest = app.query_one("#lag-largest", DataTable)
+        assert largest.row_count == 7  # each event once: no DuplicateKey

@@ -13,9 +13,11 @@ import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from backend.adapters.aws.connection import AwsConnection
 from backend.adapters.aws.dynamo import query, str_attr, value_of
-from backend.adapters.aws.errors import aws
+from backend.adapters.aws.errors import aws, error_code, store_error
 from backend.adapters.aws.event_items import (
     ACCEPTED_RECEIPT,
     PADDED_LAG_RANGE,
@@ -25,7 +27,14 @@ from backend.adapters.aws.event_items import (
     status_matches,
     stored_time,
 )
-from backend.adapters.aws.legacy import has_legacy_lag_keys, legacy_partition
+from backend.adapters.aws.legacy import (
+    LegacyKind,
+    LegacyRows,
+    first_seen_from,
+    has_legacy_lag_keys,
+    is_legacy,
+    legacy_partition,
+)
 from backend.adapters.aws.resources import LAG_INDEX, RECEIPTS_INDEX
 from backend.errors import InvalidRequest
 from backend.model import EventRecord, IngestStatus, Page, Rejection
@@ -71,24 +80,79 @@ class EventIndexReads(AwsConnection):
             ).get("Item")
         if not item:
             return None
-        record = record_from(item)
+        first = first_seen_from(seen)
+        resolution = self.legacy_rows.resolve([])
+        if first is not None:
+            resolution.seen[event_id] = first
+        record = resolution.records(item)[0]  # the original kit's row: its acceptance first
         return record.model_copy(update={"status": IngestStatus.ACCEPTED, "receipt": ACCEPTED_RECEIPT})
+
+    @property
+    def legacy_rows(self) -> LegacyRows:
+        """Resolves the rows the original kit wrote (:mod:`backend.adapters.aws.legacy`)."""
+        return LegacyRows(self.ddb, self.t.dedupe)
+
+    def records(self, items: list[dict[str, Any]], status: IngestStatus | None = None) -> list[EventRecord]:
+        """The receipts ``items`` hold (a row the original kit wrote may hold two), of ``status`` if given."""
+        resolution = self.legacy_rows.resolve(items)
+        return [r for i in items for r in resolution.records(i) if status is None or r.status is status]
 
     def receipts(self, event_id: str) -> list[EventRecord]:
         if not _EVENT_ID.match(event_id):
             return []
+        request: dict[str, Any] = {
+            "TableName": self.t.events,
+            "IndexName": RECEIPTS_INDEX.name,
+            "KeyConditionExpression": "GSI2PK = :pk",
+            "ExpressionAttributeValues": {":pk": str_attr(f"EID#{event_id}")},
+        }
+        action = f"read the receipts of event {event_id}"
+        try:
+            first = self.ddb.query(**request)
+        except ClientError as exc:
+            # The original kit's events table has no receipts index: AWS answers ValidationException
+            # ("does not have the specified index"), moto ResourceNotFoundException ("Invalid index").
+            missing = error_code(exc) in ("ValidationException", "ResourceNotFoundException")
+            if not missing or "index" not in str(exc).lower():
+                raise store_error(action, exc) from None
+            return self._legacy_receipts(event_id)
+        except BotoCoreError as exc:
+            raise store_error(action, exc) from None
+        items = list(first.get("Items", []))
+        if first.get("LastEvaluatedKey"):
+            request["ExclusiveStartKey"] = first["LastEvaluatedKey"]
+            items += list(query(self.ddb, action, **request))
+        if items:
+            return [record_from(i) for i in items]
+        return self._legacy_receipts(event_id)
+
+    def _legacy_receipts(self, event_id: str) -> list[EventRecord]:
+        """The receipts of an event the original kit wrote: its rows are in its entity's partition, under
+        any event time (one Query of the partition, filtered by id). Its dedupe item names the entity;
+        without one (expired) nothing is found."""
+        with aws(f"read event {event_id}"):
+            seen = self.ddb.get_item(
+                TableName=self.t.dedupe, Key={"event_id": str_attr(event_id)}, ConsistentRead=True
+            ).get("Item")
+        if not seen or not value_of(seen, "entity_id"):
+            return []
         items = list(
             self.query_items(
                 f"read the receipts of event {event_id}",
-                IndexName=RECEIPTS_INDEX.name,
-                KeyConditionExpression="GSI2PK = :pk",
-                ExpressionAttributeValues={":pk": str_attr(f"EID#{event_id}")},
+                KeyConditionExpression="PK = :pk",
+                FilterExpression="event_id = :id",
+                ExpressionAttributeValues={
+                    ":pk": str_attr(f"ENTITY#{value_of(seen, 'entity_id')}"),
+                    ":id": str_attr(event_id),
+                },
             )
         )
-        if not items:  # written by the original kit: no receipts index, one row per event
-            accepted = self.get_accepted(event_id)
-            return [accepted] if accepted else []
-        return [record_from(i) for i in items]
+        resolution = self.legacy_rows.resolve(items)
+        first = first_seen_from(seen)
+        if first is not None:
+            resolution.seen[event_id] = first
+        records = [r for i in items for r in resolution.records(i)]
+        return sorted(records, key=lambda r: (r.receipt != ACCEPTED_RECEIPT, r.ingest_time))
 
     def query_items(self, action: str, **kwargs: Any) -> Iterator[dict[str, Any]]:
         """Every item of a query on the events table, page by page (each page fetched only when needed)."""
@@ -104,6 +168,8 @@ class EventIndexReads(AwsConnection):
         start_key: Callable[[list[Any]], dict[str, Any]],
         key_of: Callable[[dict[str, Any]], list[Any]],
         keep: Callable[[dict[str, Any]], bool],
+        *,
+        both: bool = False,
         **request: Any,
     ) -> tuple[list[dict[str, Any]], str | None]:
         """One page of a keyset-paged query: up to ``limit`` kept items after the cursor, and the cursor
@@ -119,14 +185,19 @@ class EventIndexReads(AwsConnection):
                 request["ExclusiveStartKey"] = start_key(key)
             except (TypeError, ValueError, KeyError):
                 raise InvalidRequest(f"cursor {after[:40]!r} is not a cursor of this listing") from None
+        # A DUPLICATE row the original kit wrote may stand for two receipts: it counts twice toward the
+        # limit when both may be listed (the first item of a page is always taken, so paging progresses).
         items: list[dict[str, Any]] = []
+        size = 0
+        more = False
         for item in self.query_items(action, **request):
             if keep(item):
-                items.append(item)
-                if len(items) > limit:
+                weight = 2 if both and is_legacy(item) and value_of(item, "status") == "DUPLICATE" else 1
+                if items and size + weight > limit:
+                    more = True
                     break
-        more = len(items) > limit
-        items = items[:limit]
+                items.append(item)
+                size += weight
         cursor = encode_cursor(kind, key_of(items[-1])) if more else None
         return items, cursor
 
@@ -163,6 +234,7 @@ class EventIndexReads(AwsConnection):
             start_key,
             lambda item: [value_of(item, "SK")],
             lambda item: status_matches(item, status) and lo <= stored_time(item) < hi,
+            both=status is None,
             KeyConditionExpression="PK = :pk AND SK BETWEEN :lo AND :hi",
             ExpressionAttributeValues={
                 ":pk": str_attr(pk),
@@ -170,7 +242,7 @@ class EventIndexReads(AwsConnection):
                 ":hi": str_attr(f"TS#{hi}"),
             },
         )
-        return Page[EventRecord](items=[record_from(i) for i in items], next_cursor=cursor)
+        return Page[EventRecord](items=self.records(items, status), next_cursor=cursor)
 
     def query_partition(
         self,
@@ -186,7 +258,9 @@ class EventIndexReads(AwsConnection):
         pk = f"SRC#{source}#TYPE#{event_type}#DAY#{day}"
         action = f"read partition {source}/{event_type}/{day}"
         if has_legacy_lag_keys(self.ddb, self.t.events, pk, action):
-            return legacy_partition(self.ddb, self.t.events, pk, action, status, limit, after, descending)
+            return legacy_partition(
+                self.ddb, self.t.events, pk, action, self.legacy_rows, status, limit, after, descending
+            )
 
         def start_key(key: list[Any]) -> dict[str, Any]:
             entity_pk, sk, gsk = key
@@ -278,9 +352,10 @@ class EventIndexReads(AwsConnection):
         first: str | None = None
         last: str | None = None
         parts: dict[tuple[str, str], list[int]] = {}
+        legacy_dups: list[dict[str, Any]] = []
         kwargs: dict[str, Any] = {
             "TableName": self.t.events,
-            "ProjectionExpression": "PK, #s, #r, #src, #typ, #ent, #t",
+            "ProjectionExpression": "PK, #s, #r, #src, #typ, #ent, #t, event_id",
             "ExpressionAttributeNames": {
                 "#s": "status",
                 "#r": "receipt",
@@ -301,13 +376,14 @@ class EventIndexReads(AwsConnection):
                 if not str(pk).startswith("ENTITY#"):
                     continue
                 receipt = value_of(item, "receipt")
-                is_dup = receipt != ACCEPTED_RECEIPT if receipt is not None else False
                 counts = parts.setdefault((value_of(item, "source"), value_of(item, "event_type")), [0, 0])
-                counts[is_dup] += 1
-                if is_dup:
-                    duplicate += 1
+                if receipt is None and value_of(item, "status") == "DUPLICATE":
+                    legacy_dups.append(item)  # the original kit's: resolved below
                 else:
-                    accepted += 1
+                    is_dup = receipt is not None and receipt != ACCEPTED_RECEIPT
+                    counts[is_dup] += 1
+                    duplicate += is_dup
+                    accepted += not is_dup
                 entities.add(value_of(item, "entity_id"))
                 t = fmt(parse_iso(value_of(item, "event_time")))
                 first = t if first is None or t < first else first
@@ -315,6 +391,15 @@ class EventIndexReads(AwsConnection):
             if not page.get("LastEvaluatedKey"):
                 break
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        # Without the accepted rows at hand, an expired dedupe item leaves such a row an acceptance.
+        resolution = self.legacy_rows.resolve(legacy_dups)
+        for item in legacy_dups:
+            counts = parts[(value_of(item, "source"), value_of(item, "event_type"))]
+            duplicate += 1
+            counts[1] += 1
+            if resolution.kind(item) is LegacyKind.OVERWRITTEN:
+                accepted += 1
+                counts[0] += 1
         return IndexStats(
             accepted=accepted,
             duplicate=duplicate,

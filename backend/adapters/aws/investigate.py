@@ -9,7 +9,7 @@ keys share it (one ListObjectsV2 call per 1,000 keys) and by HEAD requests other
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
@@ -18,6 +18,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from backend.adapters.aws.dynamo import str_attr, value_of
 from backend.adapters.aws.errors import NOT_FOUND_CODES, aws, error_code, store_error
 from backend.adapters.aws.event_items import ACCEPTED_RECEIPT
+from backend.adapters.aws.legacy import LegacyKind
 from backend.adapters.aws.resources import LAG_INDEX
 from backend.adapters.aws.store import AwsStore
 from backend.errors import InvalidRequest
@@ -84,11 +85,9 @@ class _Tally:
         return DayCount(day, self.accepted, self.late, self.duplicate, self.first_late, self.last_late)
 
 
-def _is_accepted(item: dict[str, Any]) -> bool:
-    receipt = value_of(item, "receipt")
-    if receipt is not None:
-        return bool(receipt == ACCEPTED_RECEIPT)
-    return True  # the original kit's row: its event's only record, whatever status it was left with
+def _always(day: str) -> Callable[[dict[str, Any]], str | None]:
+    """A ``day_of`` for items that all belong to ``day`` (one partition)."""
+    return lambda _item: day
 
 
 def _late_from(day: str, grace_ms: int) -> str:
@@ -99,11 +98,46 @@ def _late_from(day: str, grace_ms: int) -> str:
 class AwsInvestigation:
     """:class:`backend.ports.InvestigationIndex` on the events table."""
 
-    _PROJECTION = "#r, #s, event_time, ingest_time"
+    _PROJECTION = "#r, #s, event_id, event_time, ingest_time"
     _NAMES: ClassVar[dict[str, str]] = {"#r": "receipt", "#s": "status"}
 
     def __init__(self, store: AwsStore) -> None:
         self._store = store
+
+    def _tally(
+        self,
+        items: Iterable[dict[str, Any]],
+        day_of: Callable[[dict[str, Any]], str | None],
+        tallies: dict[str, _Tally],
+        grace: int,
+    ) -> None:
+        """Add ``items`` (projected) to the tallies of their days (``day_of``; None: not counted). The
+        original kit's DUPLICATE rows are held back and resolved at the end (one dedupe read for them): an
+        overwritten acceptance counts as an accepted event and a duplicate."""
+        held: list[tuple[str, dict[str, Any]]] = []
+        accepted_ids: set[str] = set()
+        for item in items:
+            day = day_of(item)
+            if day is None:
+                continue
+            receipt = value_of(item, "receipt")
+            if receipt is None:
+                if value_of(item, "status") == "DUPLICATE":
+                    held.append((day, item))
+                    continue
+                accepted_ids.add(str(value_of(item, "event_id")))
+            tally = tallies.setdefault(day, _Tally())
+            accepted = receipt is None or receipt == ACCEPTED_RECEIPT
+            tally.add(accepted, fmt(parse_iso(value_of(item, "ingest_time"))), _late_from(day, grace))
+        if not held:
+            return
+        resolution = self._store.legacy_rows.resolve([i for _, i in held])
+        resolution.accepted_ids |= accepted_ids
+        for day, item in held:
+            tally = tallies.setdefault(day, _Tally())
+            if resolution.kind(item) is LegacyKind.OVERWRITTEN:
+                tally.add(True, resolution.first_ingest(item), _late_from(day, grace))
+            tally.add(False, fmt(parse_iso(value_of(item, "ingest_time"))), _late_from(day, grace))
 
     def scan_entity(
         self,
@@ -141,7 +175,7 @@ class AwsInvestigation:
         tallies: dict[str, _Tally] = {}
         if lo >= hi:
             return []
-        for item in self._store.query_items(
+        items = self._store.query_items(
             f"count the events of entity {entity_id!r}",
             KeyConditionExpression="PK = :pk AND SK BETWEEN :lo AND :hi",
             ExpressionAttributeValues={
@@ -151,15 +185,13 @@ class AwsInvestigation:
             },
             ProjectionExpression=self._PROJECTION,
             ExpressionAttributeNames=self._NAMES,
-        ):
+        )
+
+        def day_of(item: dict[str, Any]) -> str | None:
             event_time = fmt(parse_iso(value_of(item, "event_time")))
-            if not lo <= event_time < hi:
-                continue
-            day = event_time[:10]
-            tally = tallies.setdefault(day, _Tally())
-            tally.add(
-                _is_accepted(item), fmt(parse_iso(value_of(item, "ingest_time"))), _late_from(day, grace)
-            )
+            return event_time[:10] if lo <= event_time < hi else None
+
+        self._tally(items, day_of, tallies, grace)
         return [tallies[d].count(d) for d in sorted(tallies)]
 
     def day_counts_partition(
@@ -170,17 +202,17 @@ class AwsInvestigation:
         out: list[DayCount] = []
         while day < end:
             text = day.date().isoformat()
-            tally = _Tally()
-            late_from = _late_from(text, grace)
-            for item in self._store.query_items(
+            items = self._store.query_items(
                 f"count partition {source}/{event_type}/{text}",
                 IndexName=LAG_INDEX.name,
                 KeyConditionExpression="GSI1PK = :pk",
                 ExpressionAttributeValues={":pk": str_attr(f"SRC#{source}#TYPE#{event_type}#DAY#{text}")},
                 ProjectionExpression=self._PROJECTION,
                 ExpressionAttributeNames=self._NAMES,
-            ):
-                tally.add(_is_accepted(item), fmt(parse_iso(value_of(item, "ingest_time"))), late_from)
+            )
+            tallies: dict[str, _Tally] = {}
+            self._tally(items, _always(text), tallies, grace)
+            tally = tallies.get(text, _Tally())
             if tally.accepted or tally.duplicate:
                 out.append(tally.count(text))
             day += timedelta(days=1)
@@ -202,6 +234,41 @@ class AwsCatalog:
 
     def __init__(self, store: AwsStore) -> None:
         self._store = store
+
+    def _tally(
+        self,
+        items: Iterable[dict[str, Any]],
+        day_of: Callable[[dict[str, Any]], str | None],
+        tallies: dict[str, _Tally],
+        grace: int,
+    ) -> None:
+        """Add ``items`` (projected) to the tallies of their days (``day_of``; None: not counted). The
+        original kit's DUPLICATE rows are held back and resolved at the end (one dedupe read for them): an
+        overwritten acceptance counts as an accepted event and a duplicate."""
+        held: list[tuple[str, dict[str, Any]]] = []
+        accepted_ids: set[str] = set()
+        for item in items:
+            day = day_of(item)
+            if day is None:
+                continue
+            receipt = value_of(item, "receipt")
+            if receipt is None:
+                if value_of(item, "status") == "DUPLICATE":
+                    held.append((day, item))
+                    continue
+                accepted_ids.add(str(value_of(item, "event_id")))
+            tally = tallies.setdefault(day, _Tally())
+            accepted = receipt is None or receipt == ACCEPTED_RECEIPT
+            tally.add(accepted, fmt(parse_iso(value_of(item, "ingest_time"))), _late_from(day, grace))
+        if not held:
+            return
+        resolution = self._store.legacy_rows.resolve([i for _, i in held])
+        resolution.accepted_ids |= accepted_ids
+        for day, item in held:
+            tally = tallies.setdefault(day, _Tally())
+            if resolution.kind(item) is LegacyKind.OVERWRITTEN:
+                tally.add(True, resolution.first_ingest(item), _late_from(day, grace))
+            tally.add(False, fmt(parse_iso(value_of(item, "ingest_time"))), _late_from(day, grace))
 
     def missing(self, keys: Sequence[str]) -> set[str]:
         wanted = sorted(set(keys))
