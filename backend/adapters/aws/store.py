@@ -25,13 +25,15 @@ from backend.adapters.aws.clients import make_clients
 from backend.adapters.aws.errors import store_error
 from backend.adapters.aws.index_reads import EventIndexReads
 from backend.adapters.aws.index_writes import EventIndexWrites
+from backend.adapters.aws.ledger import IngestLedgerReads
 from backend.adapters.aws.s3raw import S3RawStore
 from backend.errors import StoreError
 from backend.settings import AwsSettings
 
 
-class AwsStore(S3RawStore, EventIndexWrites, EventIndexReads):
-    """:class:`backend.ports.RawStore` and :class:`backend.ports.EventIndex` on S3 and DynamoDB.
+class AwsStore(S3RawStore, EventIndexWrites, EventIndexReads, IngestLedgerReads):
+    """:class:`backend.ports.RawStore`, :class:`backend.ports.EventIndex` and
+    :class:`backend.ports.IngestLedger` on S3 and DynamoDB.
 
     Built as ``AwsStore(clients, bucket, events_table, dedupe_table, workers=16)`` or from settings; one
     set of clients and one worker pool serve both stores (``close`` stops the pool)."""
