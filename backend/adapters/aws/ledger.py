@@ -41,7 +41,7 @@ class IngestLedgerReads(AwsConnection):
         request: dict[str, Any] = {self.t.dedupe: {"Keys": keys, "ConsistentRead": True}}
         with aws("read the ingest ledger (which lines of the input are stored)"):
             while request:
-                answer = self.ddb.batch_get_item(RequestItems=request)
+                answer = self.retrying(lambda: self.ddb.batch_get_item(RequestItems=request))
                 found += answer.get("Responses", {}).get(self.t.dedupe, [])
                 request = answer.get("UnprocessedKeys") or {}
         return found
