@@ -152,7 +152,7 @@ def test_duplicates_read_as_small_ordinals(aws: tuple[Kit, Any]) -> None:
     assert sorted(ordinals.values()) == [0, 1, 2, 3]
 
 
-# -- through a moto server, as `pik` runs ----------------------------------------------------------------------
+# -- through a moto server, as `pik` runs ------------------------------------------------------------------
 
 
 def call(*argv: str) -> tuple[int, str, str]:

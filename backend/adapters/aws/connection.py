@@ -165,8 +165,10 @@ class AwsConnection:
         Returns or raises only once no call of it is running: on the first failure (or an interrupt) the
         groups not started yet are cancelled and the running ones finish, so that whoever reports what is
         stored afterwards sees the final state."""
-        if len(groups) <= 1 or self._workers <= 1:
-            return [fn(g) for g in groups]
+        if not groups:
+            return []
+        # Even one group runs on the pool: an interrupt (Ctrl-C) then lands here, between calls, and the
+        # call in flight is waited for, instead of abandoning a request the server may still carry out.
         with self._pool_lock:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="pik-aws")

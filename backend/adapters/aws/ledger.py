@@ -11,6 +11,7 @@ consistent); a line is its own partition key, so writing them never makes a hot 
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from backend.adapters.aws.connection import AwsConnection
@@ -41,7 +42,7 @@ class IngestLedgerReads(AwsConnection):
         request: dict[str, Any] = {self.t.dedupe: {"Keys": keys, "ConsistentRead": True}}
         with aws("read the ingest ledger (which lines of the input are stored)"):
             while request:
-                answer = self.retrying(lambda: self.ddb.batch_get_item(RequestItems=request))
+                answer: Any = self.retrying(functools.partial(self.ddb.batch_get_item, RequestItems=request))
                 found += answer.get("Responses", {}).get(self.t.dedupe, [])
                 request = answer.get("UnprocessedKeys") or {}
         return found

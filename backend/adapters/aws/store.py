@@ -30,7 +30,6 @@ from backend.adapters.aws.s3raw import S3RawStore
 from backend.errors import StoreError
 from backend.settings import AwsSettings
 
-
 AWS_WRITERS = 16
 ENDPOINT_WRITERS = 1
 
