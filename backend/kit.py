@@ -79,7 +79,7 @@ class Kit:
     audit: AuditLog | None
     aggregates: AggregateStore | None
     ledger: IngestLedger | None
-    """Where an interrupted bulk ingest resumes from: the local index; None on AWS."""
+    """Where an interrupted bulk ingest resumes from: the index itself (on AWS, its line items)."""
     settings: Settings
     read_only: bool = False
     _close: Callable[[], None] = field(default=lambda: None, repr=False)
@@ -290,7 +290,7 @@ def aws_kit(
     if aws.endpoint_url:
         location += f" · {aws.endpoint_url}"
     ports = aws_ports(store, aws)
-    return _kit("aws", location, store, ports, None, settings, read_only, close or (lambda: None))
+    return _kit("aws", location, store, ports, store, settings, read_only, close or (lambda: None))
 
 
 class _RawAndIndex(RawStore, EventIndex, Protocol):

@@ -88,6 +88,10 @@ class EventRecord(BaseModel):
     line: int | None = None
     # Assigned by the store on write: orders the receipts of one event, unique within the index.
     receipt: str | None = None
+    # The identity of the delivery this receipt records (sha256 hex; set by ingest, not by the original
+    # kit): a store that retries a write after an ambiguous failure recognises its own earlier receipt by
+    # it instead of adding another one.
+    delivery: str | None = None
 
 
 class Rejection(BaseModel):

@@ -354,8 +354,9 @@ def test_ctrl_c_during_ingest_says_what_is_stored_and_exits_130(tmp_path: Path, 
     if proc.returncode == 0:
         pytest.skip("the ingest finished before the interrupt arrived")
     assert proc.returncode == 130, err
-    assert "interrupted; the first" in err and "Traceback" not in err
-    stored = int(err.split("the first ")[1].split(" lines")[0].replace(",", ""))
+    assert "interrupted; " in err and "lines read are stored" in err and "Traceback" not in err
+    assert "resumes: it skips every stored line and adds no duplicate receipts" in err
+    stored = int(err.split("interrupted; ")[1].split(" of the")[0].replace(",", ""))
     code, out, _ = call("events", "--entity", "u0", "--workspace", ws, "--json")
     assert code == 0 and json.loads(out)["items"]  # the workspace is intact and readable
     done = run("ingest", str(src), "--workspace", ws, "--json")  # running it again resumes

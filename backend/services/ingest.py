@@ -11,6 +11,7 @@ Holds :class:`IngestService` and what it reads and answers (:class:`Received`, :
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -92,15 +93,27 @@ class IngestService:
 
     ``clock`` sets the ingest time (inject one for demos and backfills). With ``read_only`` every call is
     refused with :class:`ReadOnlyError` before anything is read or written.
+
+    Each request read is one *delivery*, with an identity (``EventRecord.delivery``): for a numbered line,
+    sha256 of this service's ``run_id``, the origin, the line and the bytes' sha256; for a request without a
+    line, a random one. A store that retries a write after an ambiguous failure (the write may or may not
+    have happened) recognises its own earlier receipt by it, so a retry never adds a receipt.
     """
 
     def __init__(
-        self, raw: RawStore, index: EventIndex, clock: Clock | None = None, *, read_only: bool = False
+        self,
+        raw: RawStore,
+        index: EventIndex,
+        clock: Clock | None = None,
+        *,
+        read_only: bool = False,
+        run_id: str | None = None,
     ) -> None:
         self.raw = raw
         self.index = index
         self.clock = clock or Clock()
         self.read_only = read_only
+        self.run_id = run_id or uuid.uuid4().hex
 
     def ingest(self, body: bytes, origin: str = "api") -> IngestResult:
         """Ingest one request body."""
@@ -153,7 +166,7 @@ class IngestService:
         per request, in order."""
         if self.read_only:
             raise ReadOnlyError("ingest refused: the kit is in read-only mode")
-        return prepare_requests(batch, self.clock)
+        return prepare_requests(batch, self.clock, self.run_id)
 
     def commit(self, prepared: PreparedBatch) -> list[IngestResult]:
         """Store a prepared batch: quarantine, then raw bytes, then the index. Raises StoreError."""
@@ -253,8 +266,10 @@ def _sha(record: EventRecord) -> str:
     return record.raw_sha
 
 
-def prepare_requests(batch: Sequence[Received], clock: Clock) -> PreparedBatch:
-    """Validate a batch and build its index records; ``clock`` is read once per request, in order."""
+def prepare_requests(batch: Sequence[Received], clock: Clock, run_id: str | None = None) -> PreparedBatch:
+    """Validate a batch and build its index records; ``clock`` is read once per request, in order.
+    ``run_id`` names the run for the deliveries' identities (a random one if None)."""
+    run = run_id or uuid.uuid4().hex
     prepared = PreparedBatch(lines=[item.line for item in batch])
     for i, item in enumerate(batch):
         now = clock.now()
@@ -268,11 +283,20 @@ def prepare_requests(batch: Sequence[Received], clock: Clock) -> PreparedBatch:
             prepared.rejected.append((i, _rejection(item, bad, now)))
             prepared.summaries[i] = bad.summary
             continue
-        prepared.valid.append((i, item.body, _record(p, now, item)))
+        prepared.valid.append((i, item.body, _record(p, now, item, delivery_id(run, item, p.raw_sha))))
     return prepared
 
 
-def _record(p: Prepared, now: datetime, item: Received) -> EventRecord:
+def delivery_id(run_id: str, item: Received, raw_sha: str) -> str:
+    """The identity of one delivery: for a numbered line, sha256 over the run, the origin, the line and the
+    bytes' sha256 (the same line read again by the same run is the same delivery); without a line number,
+    random (two identical API requests are two deliveries)."""
+    if item.line is None:
+        return uuid.uuid4().hex + uuid.uuid4().hex
+    return sha256_hex(f"{run_id}|{item.origin}|{item.line}|{raw_sha}".encode())
+
+
+def _record(p: Prepared, now: datetime, item: Received, delivery: str) -> EventRecord:
     lag = lag_ms(now, p.event_dt)
     return EventRecord(
         event_id=p.event_id,
@@ -294,6 +318,7 @@ def _record(p: Prepared, now: datetime, item: Received) -> EventRecord:
         idempotency_key=p.idempotency_key,
         origin=item.origin,
         line=item.line,
+        delivery=delivery,
     )
 
 

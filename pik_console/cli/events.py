@@ -10,6 +10,7 @@ from typing import IO, Any
 from backend.errors import InvalidRequest
 from backend.model import EventRecord, IngestStatus, Rejection
 from backend.ports import EventIndex
+from backend.services.receipts import receipt_label, receipt_ordinals
 from backend.times import EVENT_TIME_MAX, EVENT_TIME_MIN, TimeFormatError, fmt, parse_bound, parse_day
 from pik_console.cli.common import count, open_backend, print_json, table, usage
 from pik_console.text import preview, safe
@@ -38,8 +39,13 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.set_defaults(func=cmd_events)
 
 
-def _record_json(record: EventRecord) -> dict[str, Any]:
-    return record.model_dump(mode="json")
+def _record_json(record: EventRecord, ordinals: dict[tuple[str, str], int]) -> dict[str, Any]:
+    """A receipt as JSON, with its ordinal among its event's receipts (0 = accepted, 1 = first duplicate)
+    beside the stored ``receipt`` id (on AWS a long arrival-order key)."""
+    data = record.model_dump(mode="json", exclude={"delivery"})
+    if record.receipt is not None:
+        data["receipt_ordinal"] = ordinals.get((record.event_id, record.receipt))
+    return data
 
 
 def _rejection_json(rej: Rejection) -> dict[str, Any]:
@@ -168,13 +174,15 @@ def _receipts(
             args.source, args.type, day or "", status=status, limit=args.limit, after=args.after,
             descending=args.desc,
         )  # fmt: skip
+    ordinals = receipt_ordinals(index, page.items)
     if args.json:
-        print_json({"items": [_record_json(r) for r in page.items], "next_cursor": page.next_cursor}, out)
+        items = [_record_json(r, ordinals) for r in page.items]
+        print_json({"items": items, "next_cursor": page.next_cursor}, out)
         return len(page.items), page.next_cursor
     rows = [
         [
             r.event_time,
-            r.status.value + (f" #{r.receipt}" if r.status is IngestStatus.DUPLICATE else ""),
+            r.status.value + (f" {receipt_label(r, ordinals)}" if r.status is IngestStatus.DUPLICATE else ""),
             safe(r.entity_id, 32),
             f"{r.source}/{r.event_type}",
             f"{r.ingest_lag_ms:,}" + (" (skew)" if r.clock_skew else ""),

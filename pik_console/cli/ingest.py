@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import IO, Any
 
 from backend.errors import KitError, ReadOnlyError
+from backend.identity import sha256_hex
 from backend.model import MAX_BODY_BYTES, IngestStatus
+from backend.ports import IngestLedger
 from backend.services.ingest import QUARANTINE_MAX_BYTES, Received, Resumed
 from pik_console.cli.common import READ_ONLY_HELP, Failure, count, open_backend, print_json
 from pik_console.text import safe
@@ -111,6 +113,68 @@ def open_input(source_name: str) -> tuple[IO[bytes], str]:
         raise Failure(f"cannot read {source_name}: {exc.strerror or exc}") from None
 
 
+class _Reading:
+    """The requests read from the input and not yet in a finished batch (at most one batch of them): after a
+    failure, which of them are stored is asked of the ledger."""
+
+    def __init__(self, requests: Iterator[Received]) -> None:
+        self._requests = requests
+        self.pending: dict[int, Received] = {}
+
+    def __iter__(self) -> Iterator[Received]:
+        for item in self._requests:
+            if item.line is not None:
+                self.pending[item.line] = item
+            yield item
+
+    def finished(self, through_line: int) -> None:
+        for line in [n for n in self.pending if n <= through_line]:
+            del self.pending[line]
+
+
+def _stored_of_pending(ledger: IngestLedger | None, origin: str, reading: _Reading) -> int | None:
+    """How many of the requests of the unfinished batch are stored, as the index says (None: unknown)."""
+    if not reading.pending:
+        return 0
+    if ledger is None:
+        return None
+    lines = sorted(reading.pending)
+    try:
+        known = ledger.delivered(origin, lines[0], lines[-1])
+    except KitError:
+        return None
+    stored = 0
+    for line in lines:
+        item = reading.pending[line]
+        stored += (item.sha256 or sha256_hex(item.body)) in known.get(line, ())
+    return stored
+
+
+def _what_is_stored(
+    backend: Any, ledger: IngestLedger | None, origin: str, reading: _Reading, done: int, skipped: int
+) -> str:
+    """What a failed or interrupted run leaves, exactly, and what running it again does."""
+    read = done + len(reading.pending)
+    pending = _stored_of_pending(ledger, origin, reading)
+    if pending is None and backend.name == "local":
+        pending = 0  # a local batch is one transaction: the unfinished one left nothing
+    if pending is None:
+        stored = (
+            f"{done:,} of the {read:,} lines read are stored, and some of the last {len(reading.pending):,} "
+            "may be too (on AWS a batch is not atomic)"
+        )
+    else:
+        stored = f"{done + pending:,} of the {read:,} lines read are stored"
+        if skipped:
+            stored += f" ({skipped:,} of them by an earlier run)"
+    if ledger is not None:
+        return (
+            f"{stored}; running the same command again resumes: it skips every stored line and adds no "
+            "duplicate receipts"
+        )
+    return f"{stored}; running the same command again ingests every line again (stored ones as DUPLICATE)"
+
+
 def cmd_ingest(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     source_name = args.file
     stream, origin = open_input(source_name)
@@ -126,14 +190,10 @@ def cmd_ingest(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     skipped = 0
     started = time.perf_counter()
     show_progress = err.isatty() and not args.json
-    rerun = (
-        "running the same command again resumes after the last stored line"
-        if ledger is not None
-        else "running the same command again is safe (stored events come back as DUPLICATE receipts)"
-    )
+    reading = _Reading(read_lines(stream, origin))
     try:
         with stream, _bulk_gc():
-            requests = read_lines(stream, origin)
+            requests: Iterator[Received] = iter(reading)
             if ledger is not None:
                 batches: Iterator[Resumed] = service.resume_stream(requests, ledger, args.batch_size)
             else:
@@ -146,23 +206,22 @@ def cmd_ingest(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
                     skewed += result.clock_skew
                 lines += len(batch.results) + batch.skipped
                 skipped += batch.skipped
+                reading.finished(lines)
                 if show_progress:
                     err.write(f"\r  {lines:,} lines ingested…")
                     err.flush()
     except ReadOnlyError:
         raise  # nothing was stored: no advice about re-running
     except OSError as exc:
-        raise Failure(
-            f"reading {source_name} failed after line {lines:,}: {exc.strerror or exc}; the first {lines:,} "
-            f"lines are stored, and {rerun}"
-        ) from None
+        stored = _what_is_stored(backend, ledger, origin, reading, lines, skipped)
+        raise Failure(f"reading {source_name} failed: {exc.strerror or exc}; {stored}") from None
     except KitError as exc:
-        raise Failure(f"{exc} — the first {lines:,} lines are stored; {rerun}") from None
+        raise Failure(
+            f"{exc} — {_what_is_stored(backend, ledger, origin, reading, lines, skipped)}"
+        ) from None
     except KeyboardInterrupt:
-        err.write(
-            f"\npik ingest: interrupted; the first {lines:,} lines are stored (the batch in progress was "
-            f"not), and {rerun}\n"
-        )
+        stored = _what_is_stored(backend, ledger, origin, reading, lines, skipped)
+        err.write(f"\npik ingest: interrupted; {stored}\n")
         raise
     finally:
         backend.close()

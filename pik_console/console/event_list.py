@@ -24,6 +24,7 @@ from textual.strip import Strip
 
 from backend.model import EventRecord, IngestStatus, Page, Rejection
 from backend.ports import EventIndex
+from backend.services.receipts import receipt_label, receipt_ordinals
 from backend.times import human_ms
 from pik_console.console.listings import ANCHOR_END, ANCHOR_START, Listing
 from pik_console.console.paging import Chain, PagedRows, PageRequest
@@ -57,13 +58,13 @@ def _cell(value: str, width: int, *, right: bool = False) -> str:
     return (value.rjust(width - 1) + " ") if right else value.ljust(width)
 
 
-def event_row(r: EventRecord) -> Text:
+def event_row(r: EventRecord, ordinals: dict[tuple[str, str], int] | None = None) -> Text:
     """One event as a line of text. Every field is data: appended as plain text, control characters
-    escaped, never parsed as markup (invariant 10)."""
+    escaped, never parsed as markup (invariant 10). A duplicate shows its ordinal (``DUP #2``)."""
     text = Text(" ")
     text.append(_cell(r.event_time, 25))
     if r.status is IngestStatus.DUPLICATE:
-        text.append(_cell(f"DUP #{r.receipt}", 10), style="yellow")
+        text.append(_cell(f"DUP {receipt_label(r, ordinals or {})}", 10), style="yellow")
     else:
         text.append(_cell("ACCEPTED", 10), style="green")
     text.append(_cell(safe(f"{r.source}/{r.event_type}"), 22))
@@ -146,17 +147,26 @@ class EventList(ScrollView, can_focus=True):
             self.event_list = event_list
 
     class _PageRead(Message):
-        def __init__(self, request: PageRequest, page: Page[Any] | None, error: str | None, ms: float):
+        def __init__(
+            self,
+            request: PageRequest,
+            page: Page[Any] | None,
+            error: str | None,
+            ms: float,
+            ordinals: dict[tuple[str, str], int] | None = None,
+        ):
             super().__init__()
             self.request = request
             self.page = page
             self.error = error
             self.ms = ms
+            self.ordinals = ordinals or {}
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.index: EventIndex | None = None
         self.listing: Listing | None = None
+        self._ordinals: dict[tuple[str, str], int] = {}
         self.rows = PagedRows(generation=0, forward=False)
         self._generation = 0
         self._inflight: PageRequest | None = None
@@ -229,12 +239,18 @@ class EventList(ScrollView, can_focus=True):
     @work(thread=True, exclusive=True, group="event-pages", exit_on_error=False)
     def _read(self, listing: Listing, index: EventIndex, request: PageRequest) -> None:
         started = time.perf_counter()
+        ordinals: dict[tuple[str, str], int] = {}
         try:
             page: Page[Any] | None = listing.read(index, request.chain, request.cursor)
             error = None
+            if page is not None:
+                # Duplicates show as #1, #2 on every store (AWS receipt ids are long arrival-order keys).
+                records = [r for r in page.items if isinstance(r, EventRecord)]
+                ordinals = receipt_ordinals(index, records)
         except Exception as exc:  # shown to the user; the console carries on
             page, error = None, str(exc) or type(exc).__name__
-        self.post_message(self._PageRead(request, page, error, (time.perf_counter() - started) * 1000))
+        ms = (time.perf_counter() - started) * 1000
+        self.post_message(self._PageRead(request, page, error, ms, ordinals))
 
     def on_event_list__page_read(self, message: EventList._PageRead) -> None:
         message.stop()
@@ -250,6 +266,7 @@ class EventList(ScrollView, can_focus=True):
             self.post_message(self.Progress(self))
             return
         before = self.rows.total
+        self._ordinals.update(message.ordinals)
         shift = self.rows.add(request, message.page.items, message.page.next_cursor)
         if self.first_page_ms is None:
             self.first_page_ms = (time.perf_counter() - self._opened_at) * 1000
@@ -379,7 +396,7 @@ class EventList(ScrollView, can_focus=True):
         elif isinstance(item, Rejection):
             text = rejection_row(item)
         else:
-            text = event_row(item)
+            text = event_row(item, self._ordinals)
         text.truncate(width, overflow="ellipsis")
         style = base
         if row == self.cursor:

@@ -18,6 +18,7 @@ from textual.timer import Timer
 from textual.widgets import Input, Select, Static
 
 from backend.model import EventRecord, IngestStatus, Rejection
+from backend.services.receipts import ordinal_of, ordinals_among
 from backend.times import TimeFormatError, fmt, human_ms, parse_bound, parse_day
 from pik_console.console.context import Context, day_start, next_day
 from pik_console.console.event_list import EventList, column_header
@@ -315,8 +316,10 @@ def event_detail(
     r: EventRecord, raw: bytes | None, receipts: list[EventRecord] | None, *, loading: bool = False
 ) -> Any:
     status = Text(r.status.value, style="green" if r.status is IngestStatus.ACCEPTED else "yellow")
+    ordinals = ordinals_among(receipts or [])
     if r.status is IngestStatus.DUPLICATE:
-        status.append(f" (receipt #{r.receipt}; the event counts once)")
+        n = ordinals.get(r.receipt or "", ordinal_of(r.receipt))
+        status.append(f" (receipt #{n if n is not None else r.receipt}; the event counts once)")
     lag = Text(f"{human_ms(r.ingest_lag_ms)} ({r.ingest_lag_ms:,} ms)")
     if r.clock_skew:
         lag.append("  clock skew: the event claims a time after its arrival", style="magenta")
@@ -350,7 +353,7 @@ def event_detail(
                 rc.ingest_time[11:23] if rc.ingest_time[:10] == r.ingest_time[:10] else rc.ingest_time[:16]
             )
             table.add_row(
-                t(rc.receipt),
+                t(str(ordinals.get(rc.receipt or "", rc.receipt))),
                 Text("accepted" if accepted else "duplicate", "green" if accepted else "yellow"),
                 t(ingested),
                 t(human_ms(rc.ingest_lag_ms)),

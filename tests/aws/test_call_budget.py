@@ -113,3 +113,18 @@ def test_rejections_cost_one_transaction_per_100(aws: tuple[IngestService, AwsSt
     service, _, calls = aws
     service.ingest_batch([Received(b"not json %d" % i) for i in range(30)])
     assert calls.take() == {"TransactWriteItems": 1}
+
+
+def test_a_file_run_costs_two_calls_per_event_and_one_ledger_read_per_100_lines(
+    aws: tuple[IngestService, AwsStore, Calls],
+) -> None:
+    """Resuming a file reads the ingest ledger (BatchGetItem, 100 lines a call) once per batch; each line's
+    ledger item rides in the receipt's transaction (no extra call)."""
+    service, store, calls = aws
+    lines = [Received(make_event(entity_id=f"user_{i}"), "file:in.jsonl", i + 1) for i in range(150)]
+    results = [r for b in service.resume_stream(lines, store, batch_size=150) for r in b.results]
+    assert [r.status for r in results] == ["ACCEPTED"] * 150
+    assert calls.take() == {"PutObject": 150, "TransactWriteItems": 150, "BatchGetItem": 2}
+    # Run again: everything is skipped, only the ledger is read.
+    assert sum(b.skipped for b in service.resume_stream(lines, store, batch_size=150)) == 150
+    assert calls.take() == {"BatchGetItem": 2}

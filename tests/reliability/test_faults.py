@@ -171,14 +171,32 @@ class IngestLedger:
     # Bodies of receipts / rejections written by an attempt that was answered with an error.
     lost_receipts: dict[str, list[bytes]] = field(default_factory=lambda: defaultdict(list))
     lost_rejections: list[bytes] = field(default_factory=list)
+    # Writes of the current attempt whose answer the kit never heard (it may have retried them itself).
+    lost_now: set[str] = field(default_factory=set)
+    absorbed: int = 0  # such writes of attempts answered 200/400: the kit's own retry recognised them
 
     def lost_receipt(self) -> None:
         assert self.current is not None and self.current.event_id is not None
-        self.lost_receipts[self.current.event_id].append(self.current.body)
+        self.lost_now.add("receipt")
 
     def lost_rejection(self) -> None:
         assert self.current is not None and self.current.event_id is None
-        self.lost_rejections.append(self.current.body)
+        self.lost_now.add("rejection")
+
+    def attempt_done(self, failed: bool) -> None:
+        """An attempt is one delivery, however often the kit retried its writes: it left at most one receipt
+        (or rejection). If it was answered with an error, the producer's resend is another delivery, so a
+        write of it that happened counts as a delivery of its own."""
+        assert self.current is not None
+        if failed:
+            if "receipt" in self.lost_now:
+                assert self.current.event_id is not None
+                self.lost_receipts[self.current.event_id].append(self.current.body)
+            if "rejection" in self.lost_now:
+                self.lost_rejections.append(self.current.body)
+        else:
+            self.absorbed += len(self.lost_now)
+        self.lost_now = set()
 
 
 def inject_ingest_faults(stack: Stack, faults: Faults, ledger: IngestLedger) -> None:
@@ -236,8 +254,9 @@ def produce(requests: Sequence[Request], rng: random.Random, ledger: IngestLedge
         ledger.attempts += 1
         event = rest_v1_event(base64.b64encode(request.body).decode("ascii"), base64_encoded=True)
         response = ingest_handler.handler(event, context)
-        ledger.current = None
         status = response["statusCode"]
+        ledger.attempt_done(failed=status >= 500)
+        ledger.current = None
         ledger.statuses[status] += 1
         if status in (500, 502, 503, 504):
             ledger.retries += 1
@@ -261,7 +280,9 @@ def test_ingest_under_store_faults_loses_nothing_and_accepts_once(
 
     * exactly one ACCEPTED receipt (DESIGN invariant 1: the retry ends with the event accepted once; the
       retry itself is answered DUPLICATE when its first attempt was the one accepted);
-    * receipts == delivered, so duplicate receipts == delivered - 1 (none lost, none invented);
+    * receipts == delivered, so duplicate receipts == delivered - 1 (none lost, none invented). A write
+      that the kit itself tried again after losing its answer (on AWS) is one delivery: the retry finds its
+      own earlier receipt and adds none (``writes_recognised_by_kit_retry`` in the figures);
     * the raw bytes behind the receipts are, as a multiset, exactly the bodies delivered, byte for byte;
     * at most one client was ever answered ACCEPTED for it.
 
@@ -321,13 +342,15 @@ def test_ingest_under_store_faults_loses_nothing_and_accepts_once(
         **{f"faults_{k}": v for k, v in faults.by_kind().items()},
         writes_with_lost_answer=sum(len(b) for b in ledger.lost_receipts.values())
         + len(ledger.lost_rejections),
+        writes_recognised_by_kit_retry=ledger.absorbed,
         lost=lost,
         accepted_twice=accepted_twice,
         inexact_duplicate_counts=inexact,
         unreadable_or_changed_raw=unreadable,
         quarantined=sum(quarantined.values()),
     )
-    assert faults.total("before") > 0 and faults.total("after") > 0 and ledger.lost_receipts
+    assert faults.total("before") > 0 and faults.total("after") > 0
+    assert ledger.lost_receipts or ledger.absorbed
     assert (lost, accepted_twice, inexact, unreadable) == (0, 0, 0, 0)
     assert quarantined == Counter(invalid + ledger.lost_rejections)
     assert stats.accepted == len(delivered)

@@ -1,7 +1,9 @@
 """boto3 clients, made once per process and reused (Lambda keeps them warm between invocations).
 
-Standard retry mode: throttling and transient errors are retried with backoff by botocore itself, so the
-adapter's own code only sees errors that outlived the retries.
+Adaptive retry mode: throttling and transient errors are retried with backoff by botocore itself, and a
+throttled client also slows its own request rate (a token bucket shared by the client's threads), so the
+adapter's own code only sees errors that outlived the retries. The worker pool backs off on 5xx too
+(``backend.adapters.aws.connection``).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ if TYPE_CHECKING:
     from mypy_boto3_sts import STSClient
 
 CLIENT_CONFIG = Config(
-    retries={"mode": "standard", "max_attempts": 5},
+    retries={"mode": "adaptive", "max_attempts": 5},
     connect_timeout=5,
     read_timeout=30,
     max_pool_connections=32,

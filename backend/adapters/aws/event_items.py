@@ -8,7 +8,13 @@ Keys (``backend.adapters.aws.resources``), in the original kit's shapes where it
   ``GSI1SK=LAG#<14-digit lag>#TS#<ingest_time>#EID#<id>#R#<receipt>`` (numeric order, ties by arrival);
 * receipts of one event ``GSI2``: ``GSI2PK=EID#<id>``, ``GSI2SK=R#<receipt>``;
 * rejections: ``PK=REJECTED``, ``SK=RJ#<received_at>#<n>`` (bytes bounded, in the item);
-* dedupe table: one item per accepted event id, with the accepted receipt's key and bytes' sha256.
+* dedupe table: one item per accepted event id, with the accepted receipt's key and bytes' sha256 (and
+  its delivery's identity); and the ingest ledger, one item per line of an input that was ever stored,
+  ``event_id=LINE#<origin>#<line>`` with the set of the sha256s stored from it (``shas``): an event id is
+  64 hex digits, so the two cannot meet.
+
+Every receipt and the dedupe item carry ``delivery``, the identity of the delivery that wrote them
+(``EventRecord.delivery``): a write tried again after an ambiguous failure recognises its own items by it.
 
 Items the original kit wrote (second-precision times, unpadded lag, no receipts) are read here as well as
 ours; they are never written (``backend.adapters.aws.legacy`` reads its partitions).
@@ -51,7 +57,34 @@ def dedupe_item(r: EventRecord) -> dict[str, Any]:
     }
     if r.raw_sha is not None:
         dedupe["raw_sha"] = str_attr(r.raw_sha)
+    if r.delivery is not None:
+        dedupe["delivery"] = str_attr(r.delivery)
     return dedupe
+
+
+LINE_PREFIX = "LINE#"
+
+
+def line_key(origin: str, line: int) -> dict[str, Any]:
+    """The dedupe-table key of the ledger's item for ``line`` of ``origin`` (the line is last, and has no
+    ``#``: no origin can forge another's key)."""
+    return {"event_id": str_attr(f"{LINE_PREFIX}{origin}#{line}")}
+
+
+def line_update(dedupe_table: str, origin: str, line: int, sha256: str) -> dict[str, Any]:
+    """The transaction item adding ``sha256`` to what the ledger holds for ``line`` of ``origin``."""
+    return {
+        "Update": {
+            "TableName": dedupe_table,
+            "Key": line_key(origin, line),
+            "UpdateExpression": "ADD shas :sha SET origin = :origin, line = :line",
+            "ExpressionAttributeValues": {
+                ":sha": {"SS": [sha256]},
+                ":origin": str_attr(origin),
+                ":line": num_attr(line),
+            },
+        }
+    }
 
 
 def event_item(r: EventRecord, receipt: str, bucket: str) -> dict[str, Any]:
@@ -92,6 +125,8 @@ def event_item(r: EventRecord, receipt: str, bucket: str) -> dict[str, Any]:
         item["origin"] = str_attr(r.origin)
     if r.line is not None:
         item["line"] = num_attr(r.line)
+    if r.delivery is not None:
+        item["delivery"] = str_attr(r.delivery)
     return item
 
 

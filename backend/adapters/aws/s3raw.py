@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from backend.adapters.aws.connection import AwsConnection
+from backend.adapters.aws.connection import AwsConnection, transient
 from backend.adapters.aws.errors import NOT_FOUND_CODES, error_code, store_error
 from backend.errors import StoreError
 from backend.identity import sha256_hex
@@ -60,8 +60,18 @@ class S3RawStore(AwsConnection):
                 if code == "ConditionalRequestConflict" and attempt < 4:  # a concurrent put of the key
                     time.sleep(0.05 * (attempt + 1))
                     continue
+                if transient(exc) and attempt < 4:
+                    # Tried again by the kit: if the failed put did store the bytes, this one is refused
+                    # (412) and the index settles whose bytes are there (Claim.UNVERIFIED).
+                    self.backoff.cut()
+                    self.retry_sleep(min(2.0, 0.05 * 2**attempt))
+                    continue
                 raise store_error(f"store raw event {obj.key}", exc) from None
             except BotoCoreError as exc:
+                if attempt < 4:
+                    self.backoff.cut()
+                    self.retry_sleep(min(2.0, 0.05 * 2**attempt))
+                    continue
                 raise store_error(f"store raw event {obj.key}", exc) from None
         raise StoreError(f"cannot store raw event {obj.key}: concurrent writes kept conflicting")
 

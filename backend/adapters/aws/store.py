@@ -25,13 +25,18 @@ from backend.adapters.aws.clients import make_clients
 from backend.adapters.aws.errors import store_error
 from backend.adapters.aws.index_reads import EventIndexReads
 from backend.adapters.aws.index_writes import EventIndexWrites
+from backend.adapters.aws.ledger import IngestLedgerReads
 from backend.adapters.aws.s3raw import S3RawStore
 from backend.errors import StoreError
 from backend.settings import AwsSettings
 
+AWS_WRITERS = 16
+ENDPOINT_WRITERS = 1
 
-class AwsStore(S3RawStore, EventIndexWrites, EventIndexReads):
-    """:class:`backend.ports.RawStore` and :class:`backend.ports.EventIndex` on S3 and DynamoDB.
+
+class AwsStore(S3RawStore, EventIndexWrites, EventIndexReads, IngestLedgerReads):
+    """:class:`backend.ports.RawStore`, :class:`backend.ports.EventIndex` and
+    :class:`backend.ports.IngestLedger` on S3 and DynamoDB.
 
     Built as ``AwsStore(clients, bucket, events_table, dedupe_table, workers=16)`` or from settings; one
     set of clients and one worker pool serve both stores (``close`` stops the pool)."""
@@ -46,4 +51,10 @@ class AwsStore(S3RawStore, EventIndexWrites, EventIndexReads):
             clients = make_clients(settings)
         except (BotoCoreError, ClientError) as exc:
             raise store_error("connect to AWS", exc) from None
-        return cls(clients, settings.raw_bucket, settings.events_table, settings.dedupe_table)
+        # On AWS, 16 writers (backing off when the service does). On another endpoint, one: moto's
+        # DynamoDB transactions are not thread-safe (a cancelled one restores a snapshot of every table,
+        # undoing writes other threads made meanwhile, and a snapshot taken during a write fails with 500).
+        workers = AWS_WRITERS if settings.endpoint_url is None else ENDPOINT_WRITERS
+        return cls(
+            clients, settings.raw_bucket, settings.events_table, settings.dedupe_table, workers=workers
+        )
