@@ -58,11 +58,19 @@ def diff_view(d: VersionDiff) -> Group:
     if d.delta is not None and d.delta != 0:
         sign = "+" if d.delta > 0 else "-"
         head.append(f"   {sign}{value_text(abs(d.delta))}", style="bold green" if d.delta > 0 else "bold red")
-    counts = Text(
-        f"added {d.added:,} ({d.added_after_older:,} late arrivals) · removed {d.removed:,} · "
-        f"changed payloads {d.changed:,} · duplicate receipts excluded {d.duplicates_excluded:,}",
-        style="dim",
-    )
+    if d.manifests:
+        counts = Text(
+            f"added {d.added:,} ({d.added_after_older:,} late arrivals) · removed {d.removed:,} · "
+            f"changed payloads {d.changed:,} · duplicate receipts excluded {d.duplicates_excluded:,}",
+            style="dim",
+        )
+    else:  # the original kit stored no input manifests: which events changed is unknown
+        hashes = "changed" if d.inputs_hash_changed else "unchanged"
+        counts = Text(
+            f"no input manifests (versions the original kit wrote): inputs {d.older.input_count:,} → "
+            f"{d.newer.input_count:,}, inputs hash {hashes}",
+            style="dim",
+        )
     why = [t(line) for line in d.explanation]
     return Group(head, side_by_side(d.older, d.newer), counts, Text(""), title("Why"), *why)
 
