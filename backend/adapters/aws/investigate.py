@@ -235,41 +235,6 @@ class AwsCatalog:
     def __init__(self, store: AwsStore) -> None:
         self._store = store
 
-    def _tally(
-        self,
-        items: Iterable[dict[str, Any]],
-        day_of: Callable[[dict[str, Any]], str | None],
-        tallies: dict[str, _Tally],
-        grace: int,
-    ) -> None:
-        """Add ``items`` (projected) to the tallies of their days (``day_of``; None: not counted). The
-        original kit's DUPLICATE rows are held back and resolved at the end (one dedupe read for them): an
-        overwritten acceptance counts as an accepted event and a duplicate."""
-        held: list[tuple[str, dict[str, Any]]] = []
-        accepted_ids: set[str] = set()
-        for item in items:
-            day = day_of(item)
-            if day is None:
-                continue
-            receipt = value_of(item, "receipt")
-            if receipt is None:
-                if value_of(item, "status") == "DUPLICATE":
-                    held.append((day, item))
-                    continue
-                accepted_ids.add(str(value_of(item, "event_id")))
-            tally = tallies.setdefault(day, _Tally())
-            accepted = receipt is None or receipt == ACCEPTED_RECEIPT
-            tally.add(accepted, fmt(parse_iso(value_of(item, "ingest_time"))), _late_from(day, grace))
-        if not held:
-            return
-        resolution = self._store.legacy_rows.resolve([i for _, i in held])
-        resolution.accepted_ids |= accepted_ids
-        for day, item in held:
-            tally = tallies.setdefault(day, _Tally())
-            if resolution.kind(item) is LegacyKind.OVERWRITTEN:
-                tally.add(True, resolution.first_ingest(item), _late_from(day, grace))
-            tally.add(False, fmt(parse_iso(value_of(item, "ingest_time"))), _late_from(day, grace))
-
     def missing(self, keys: Sequence[str]) -> set[str]:
         wanted = sorted(set(keys))
         groups: dict[str, list[str]] = {}
