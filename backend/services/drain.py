@@ -148,7 +148,12 @@ class DrainService:
                     break
                 batch = self._receive(visibility, tally.received, max_messages)
                 if not batch:
-                    break
+                    if not tally.held:
+                        break
+                    # Nothing more visible: recompute what is held, then look again (the messages of a
+                    # window that failed are visible again, to be retried in this run).
+                    self._flush(tally, on_progress)
+                    continue
                 self._hold(batch, tally)
                 if on_progress is not None:
                     on_progress(tally.received, tally.written)
