@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import NamedTuple, Protocol
+from typing import NamedTuple, Protocol, runtime_checkable
 
 from backend.model import AggregateVersion, EventRecord, IngestStatus, Page, Rejection, ReplayAudit
 
@@ -373,6 +373,21 @@ class ReplayQueue(Protocol):
     def dead_letters(self, *, limit: int = 100, after: str | None = None) -> Page[DeadLetter]:
         """The dead-letter queue, oldest first, keyset-paged; reading does not consume it."""
         ...
+
+
+@runtime_checkable
+class BulkReceiveQueue(Protocol):
+    """A replay queue that can also hand out many messages in one call (the local queue: one write
+    transaction instead of one per 10 messages). SQS has no such call; a drain uses it when it is there."""
+
+    def receive_many(self, max_messages: int, visibility_timeout_s: int = 30) -> list[QueueMessage]:
+        """Up to ``max_messages`` visible messages (at most :data:`BULK_RECEIVE`), each then hidden for
+        the visibility timeout, with the semantics of :meth:`ReplayQueue.receive` (receive counts,
+        dead-lettering past the maximum) except the order: not necessarily oldest first."""
+        ...
+
+
+BULK_RECEIVE = 1000
 
 
 # -- The replay audit trail ---------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from backend.adapters.local.store import LocalStore
 from backend.adapters.local.workspace import LocalPorts, local_ports
 from backend.errors import InvalidRequest, StoreError
 from backend.model import MetricKind, MetricSpec
+from backend.ports import QueueDepth
 from backend.services.drain import DrainService
 from backend.services.ingest import IngestService, Received
 from backend.services.processor import ProcessorService, compute, metrics_with_default, parse_message
@@ -450,7 +451,7 @@ def test_an_unchanged_window_is_confirmed_by_a_count_without_reading_it(env: Env
     assert other.process([env.message()]).written == 1 and scans.scans == 3
 
 
-def test_pik_process_recomputes_a_window_once_per_chunk(env: Env) -> None:
+def test_pik_process_recomputes_a_window_once_per_drain(env: Env) -> None:
     ws = env.store.location
     for minute in range(3):
         env.add(minute=minute)
@@ -458,8 +459,8 @@ def test_pik_process_recomputes_a_window_once_per_chunk(env: Env) -> None:
         env.ports.queue.send_batch([env.message()] * 10)
     code, out, _ = call("process", "--json", "--workspace", ws)
     report = json.loads(out)
-    assert code == 0 and (report["received"], report["windows"], report["recomputes"]) == (120, 1, 3)
-    assert (report["versions_written"], report["unchanged"]) == (1, 2)
+    assert code == 0 and (report["received"], report["windows"], report["recomputes"]) == (120, 1, 1)
+    assert (report["versions_written"], report["unchanged"]) == (1, 0)
     code, out, _ = call("process", "--max-messages", "5", "--workspace", ws)
     assert code == 0 and "no visible messages" in out
     env.ports.queue.send_batch([env.message()] * 10)
@@ -469,15 +470,18 @@ def test_pik_process_recomputes_a_window_once_per_chunk(env: Env) -> None:
 
 def test_the_drain_service_reports_progress_and_stops_when_asked(env: Env) -> None:
     env.add(minute=0)
-    for _ in range(12):  # 120 messages: three chunks of at most 50
-        env.ports.queue.send_batch([env.message()] * 10)
+    env.add(entity="user_2", minute=0)
+    for _ in range(12):  # 120 messages of two windows, received (and held) in one bulk receive
+        env.ports.queue.send_batch([env.message(), env.message("user_2")] * 5)
     progress: list[tuple[int, int]] = []
     drainer = DrainService(env.ports.queue, env.processor())
     result = drainer.run(on_progress=lambda received, written: progress.append((received, written)),
-                         should_stop=lambda: len(progress) == 2)  # fmt: skip
-    assert progress == [(50, 1), (100, 1)]
-    assert (result.received, result.versions_written, result.recomputes) == (100, 1, 2)
-    assert env.ports.queue.depth().visible == 20
-    rest = drainer.run(max_messages=15)
-    assert (rest.received, rest.versions_written, rest.unchanged) == (15, 0, 1)
-    assert env.ports.queue.depth().visible == 5
+                         should_stop=lambda: len(progress) >= 1)  # fmt: skip
+    # Stopped after the first receive: what it held was still recomputed (once per window) and deleted.
+    assert progress == [(120, 0), (120, 2)] and result.interrupted
+    assert (result.received, result.processed, result.versions_written, result.recomputes) == (120, 120, 2, 2)
+    assert env.ports.queue.depth() == QueueDepth(0, 0, 0)
+    env.ports.queue.send_batch([env.message()] * 10)
+    rest = drainer.run(max_messages=4)
+    assert (rest.received, rest.versions_written, rest.unchanged, rest.interrupted) == (4, 0, 1, False)
+    assert env.ports.queue.depth().visible == 6

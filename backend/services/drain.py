@@ -10,17 +10,22 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from pydantic import BaseModel
 
-from backend.errors import ReadOnlyError
-from backend.ports import QueueMessage, ReplayQueue
-from backend.services.processor import ProcessorService
+from backend.errors import InvalidRequest, ReadOnlyError
+from backend.ports import BULK_RECEIVE, BulkReceiveQueue, QueueMessage, ReplayQueue
+from backend.services.processor import ProcessorService, WindowResult, parse_message
 
-# Messages per receive: SQS's maximum.
+# Messages per receive: SQS's maximum (a queue with receive_many takes BULK_RECEIVE at a time).
 RECEIVE_BATCH = 10
-# Messages processed together (several receives); keep it well within a visibility timeout's work.
-PROCESS_CHUNK = 50
+# Messages held (received, not yet recomputed) before their windows are recomputed and they are deleted,
+# whatever the time left: bounds the memory of a drain (a held message costs a few hundred bytes).
+MAX_HELD = 250_000
+# Share of the visibility timeout that messages may be held before their windows are recomputed: the
+# rest is left for the recompute and the delete, so that no held message becomes visible again mid-drain.
+HOLD_SHARE = 1 / 3
 # Failing messages listed in a result (the count is always complete).
 MAX_FAILURES_LISTED = 20
 
@@ -48,6 +53,15 @@ class DrainResult(BaseModel):
     unchanged: int
     failures: list[DrainFailure]  # the first MAX_FAILURES_LISTED failing messages
     seconds: float
+    interrupted: bool = False  # should_stop() ended the run before the queue was empty
+
+
+class _Held(NamedTuple):
+    """A received message waiting for its window's recompute (its body is not kept)."""
+
+    message_id: str
+    receipt_handle: str
+    receive_count: int
 
 
 @dataclass
@@ -61,11 +75,29 @@ class _Tally:
     dead: int = 0
     windows: set[tuple[str, str]] = field(default_factory=set)
     failed_ids: dict[str, str] = field(default_factory=dict)  # message id -> reason of its latest failure
-    held: list[str] = field(default_factory=list)  # dry run: handles released at the end
+    # Received, window not yet recomputed: by window, with the replay ids that asked for it.
+    held: dict[tuple[str, str], list[_Held]] = field(default_factory=dict)
+    replays: dict[tuple[str, str], set[str]] = field(default_factory=dict)
+    held_count: int = 0
+    held_since: float = 0.0  # perf_counter of the receive that started the held set
+    dry_handles: list[str] = field(default_factory=list)  # dry run: handles released at the end
 
 
 class DrainService:
-    """Runs ``processor`` over the messages of ``queue``, each received for ``visibility_timeout_s``."""
+    """Runs ``processor`` over the messages of ``queue``, each received for ``visibility_timeout_s``.
+
+    Messages are coalesced by window: the drain receives and parses messages, holding each under its
+    (entity, day) window, and recomputes every held window **once** when the queue has nothing more
+    visible, when ``should_stop`` asks it to stop, or when the held set reaches a bound (MAX_HELD
+    messages, or a third of the visibility timeout since its first receive, leaving two thirds for the
+    recompute and the delete). Then the messages of each window that was stored are deleted, and those of
+    a window that failed are released. So a window with N messages costs one recompute per flush instead
+    of one per 50 messages, and a message is deleted only after its window's versions are written.
+
+    A held message that becomes visible again all the same (a recompute longer than two thirds of the
+    timeout) is not lost: it is received again, and its first handle's delete is ignored by the queue; it
+    costs one more receive toward its dead-letter limit, which is why the hold is bounded by time.
+    """
 
     def __init__(
         self, queue: ReplayQueue, processor: ProcessorService, *, visibility_timeout_s: int = 30
@@ -81,13 +113,15 @@ class DrainService:
         on_progress: Callable[[int, int], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
     ) -> DrainResult:
-        """Receive, process, delete (or release the failed ones) until the queue has nothing visible, or
-        ``max_messages`` were received, or ``should_stop()`` answers True (asked before every chunk).
+        """Receive, coalesce by window, recompute, delete (or release the failed ones) until the queue has
+        nothing visible, or ``max_messages`` were received, or ``should_stop()`` answers True (asked
+        before every receive; the messages held then are still recomputed and deleted, or released).
 
-        ``on_progress(received, versions_written)`` is called after every chunk of up to PROCESS_CHUNK
-        messages. A failed message is released at once, so it is retried in this same run until the queue
-        dead-letters it after its maximum receives. In a dry run every message is released at the end,
-        untouched.
+        ``on_progress(received, versions_written)`` is called after every receive and every recompute.
+        A failed message is released at the flush that failed it, so it is retried in this same run until
+        the queue dead-letters it after its maximum receives. A malformed message is released at once. In
+        a dry run every message is released at the end, untouched. If this raises (a store failure, a
+        KeyboardInterrupt), every message still held is released first: none stays hidden.
 
         ``dead_lettered`` counts the messages whose last allowed receive this run failed: the queue
         dead-letters them at the next receive, whichever processor makes it. (The growth of the dead-letter
@@ -105,19 +139,33 @@ class DrainService:
         visibility = self.visibility_timeout_s
         if self.processor.dry_run:
             visibility = max(visibility, 3600)
+        hold_s = visibility * HOLD_SHARE
+        interrupted = False
         try:
             while max_messages is None or tally.received < max_messages:
                 if should_stop is not None and should_stop():
+                    interrupted = True
                     break
                 batch = self._receive(visibility, tally.received, max_messages)
                 if not batch:
-                    break
-                self._process(batch, tally)
+                    if not tally.held:
+                        break
+                    # Nothing more visible: recompute what is held, then look again (the messages of a
+                    # window that failed are visible again, to be retried in this run).
+                    self._flush(tally, on_progress)
+                    continue
+                self._hold(batch, tally)
                 if on_progress is not None:
                     on_progress(tally.received, tally.written)
+                if tally.held_count >= MAX_HELD or time.perf_counter() - tally.held_since >= hold_s:
+                    self._flush(tally, on_progress)
+            self._flush(tally, on_progress)
         finally:
-            if tally.held:
-                self.queue.release(tally.held)
+            # Whatever stopped the run, nothing it received stays hidden: what is still held (an exception
+            # before or during a flush) and, in a dry run, everything, is released.
+            back = [h.receipt_handle for held in tally.held.values() for h in held]
+            if back or tally.dry_handles:
+                self.queue.release(back + tally.dry_handles)
         return DrainResult(
             dry_run=self.processor.dry_run,
             received=tally.received,
@@ -134,42 +182,84 @@ class DrainService:
                 for k, v in list(tally.failed_ids.items())[:MAX_FAILURES_LISTED]
             ],
             seconds=round(time.perf_counter() - started, 3),
+            interrupted=interrupted,
         )
 
     def _receive(self, visibility: int, received: int, max_messages: int | None) -> list[QueueMessage]:
-        """Up to PROCESS_CHUNK messages (several receives), so that the messages of one window are
-        recomputed once; empty when the queue has nothing visible."""
-        batch: list[QueueMessage] = []
-        while len(batch) < PROCESS_CHUNK:
-            room = PROCESS_CHUNK - len(batch)
-            if max_messages is not None:
-                room = min(room, max_messages - received - len(batch))
-            got = self.queue.receive(min(RECEIVE_BATCH, room), visibility) if room > 0 else []
-            if not got:
-                break
-            batch += got
-        return batch
+        """One receive (of up to BULK_RECEIVE messages when the queue can, RECEIVE_BATCH otherwise); empty
+        when the queue has nothing visible."""
+        bulk = isinstance(self.queue, BulkReceiveQueue)
+        room = BULK_RECEIVE if bulk else RECEIVE_BATCH
+        if max_messages is not None:
+            room = min(room, max_messages - received)
+        if room <= 0:
+            return []
+        if isinstance(self.queue, BulkReceiveQueue):
+            return self.queue.receive_many(room, visibility)
+        return self.queue.receive(room, visibility)
 
-    def _process(self, batch: list[QueueMessage], tally: _Tally) -> None:
-        """Process one chunk, count it into ``tally``, and delete or release its messages."""
+    def _hold(self, batch: list[QueueMessage], tally: _Tally) -> None:
+        """Parse ``batch`` and hold each message under its window; a malformed one fails at once."""
+        if not tally.held_count:
+            tally.held_since = time.perf_counter()
         tally.received += len(batch)
-        result = self.processor.process([m.body for m in batch])
-        tally.processed += result.processed
-        tally.written += result.written
-        tally.unchanged += result.unchanged
-        tally.recomputes += len(result.windows)
-        tally.windows.update((w.entity_id, w.day) for w in result.windows)
-        ok = [m.receipt_handle for i, m in enumerate(batch) if i not in result.failed]
-        bad = [batch[i] for i in sorted(result.failed)]
-        tally.attempts_failed += len(bad)
-        for i, m in enumerate(batch):  # a message is failing if its latest attempt failed
-            if i in result.failed:
-                tally.failed_ids[m.message_id] = result.failed[i]
-                tally.dead += m.receive_count >= self.queue.max_receives
+        bad: list[QueueMessage] = []
+        for m in batch:
+            try:
+                target = parse_message(m.body)
+            except InvalidRequest as exc:
+                bad.append(m)
+                self._failed(m.message_id, m.receive_count, f"malformed message: {exc}", tally)
+                continue
+            key = (target.entity_id, target.day)
+            tally.held.setdefault(key, []).append(_Held(m.message_id, m.receipt_handle, m.receive_count))
+            if target.replay_id:
+                tally.replays.setdefault(key, set()).add(target.replay_id)
+            tally.held_count += 1
+        if bad:
+            self._done([], [m.receipt_handle for m in bad], tally)
+
+    def _flush(self, tally: _Tally, on_progress: Callable[[int, int], None] | None) -> None:
+        """Recompute every held window once; delete the messages of the stored ones, release the rest."""
+        if not tally.held:
+            return
+        windows = {key: sorted(tally.replays.get(key, ())) for key in tally.held}
+        outcomes = self.processor.recompute_windows(windows)
+        ok: list[str] = []
+        bad: list[str] = []
+        for key, outcome in outcomes.items():
+            held = tally.held[key]
+            if isinstance(outcome, WindowResult):
+                tally.recomputes += 1
+                tally.windows.add(key)
+                tally.written += sum(m.written for m in outcome.metrics)
+                tally.unchanged += sum(not m.written for m in outcome.metrics)
+                tally.processed += len(held)
+                for h in held:
+                    tally.failed_ids.pop(h.message_id, None)
+                ok += [h.receipt_handle for h in held]
             else:
-                tally.failed_ids.pop(m.message_id, None)
+                for h in held:
+                    self._failed(h.message_id, h.receive_count, outcome, tally)
+                bad += [h.receipt_handle for h in held]
+        self._done(ok, bad, tally)
+        tally.held.clear()
+        tally.replays.clear()
+        tally.held_count = 0
+        if on_progress is not None:
+            on_progress(tally.received, tally.written)
+
+    def _failed(self, message_id: str, receive_count: int, reason: str, tally: _Tally) -> None:
+        tally.attempts_failed += 1
+        tally.failed_ids[message_id] = reason
+        tally.dead += receive_count >= self.queue.max_receives
+
+    def _done(self, ok: list[str], bad: list[str], tally: _Tally) -> None:
+        """Delete the messages done with and release the failed ones (a dry run keeps both until the end)."""
         if self.processor.dry_run:
-            tally.held += [m.receipt_handle for m in batch]
-        else:
+            tally.dry_handles += ok + bad
+            return
+        if ok:
             self.queue.delete(ok)
-            self.queue.release([m.receipt_handle for m in bad])
+        if bad:
+            self.queue.release(bad)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
@@ -178,13 +178,15 @@ class BatchResult:
 
 
 @dataclass(frozen=True, slots=True)
-class _Message:
+class MessageWindow:
+    """What a replay message asks for: its (entity, day) window, and the replay that sent it."""
+
     entity_id: str
     day: str
     replay_id: str | None
 
 
-def parse_message(body: str) -> _Message:
+def parse_message(body: str) -> MessageWindow:
     """A replay message's window; InvalidRequest says what is wrong with a malformed one."""
     try:
         data = json.loads(body)
@@ -203,7 +205,7 @@ def parse_message(body: str) -> _Message:
         raise InvalidRequest(str(exc)) from None
     if replay_id is not None and not isinstance(replay_id, str):
         raise InvalidRequest("the message's replay_id is not a string")
-    return _Message(entity, day, replay_id)
+    return MessageWindow(entity, day, replay_id)
 
 
 # -- the service ---------------------------------------------------------------------------------------------
@@ -260,16 +262,32 @@ class ProcessorService:
             windows.setdefault(key, []).append(i)
             if message.replay_id:
                 replays.setdefault(key, set()).add(message.replay_id)
-        for (entity_id, day), members in windows.items():
-            try:
-                result.windows.append(
-                    self.recompute(entity_id, day, sorted(replays.get((entity_id, day), ())))
-                )
-            except Exception as exc:  # one window's failure must not fail the others' messages
-                reason = f"recomputing {entity_id!r} on {day} failed: {type(exc).__name__}: {exc}"
-                for i in members:
-                    result.failed[i] = reason
+        outcomes = self.recompute_windows({key: sorted(replays.get(key, ())) for key in windows})
+        for key, outcome in outcomes.items():
+            if isinstance(outcome, WindowResult):
+                result.windows.append(outcome)
+            else:
+                for i in windows[key]:
+                    result.failed[i] = outcome
         return result
+
+    def recompute_windows(
+        self, windows: Mapping[tuple[str, str], Sequence[str]]
+    ) -> dict[tuple[str, str], WindowResult | str]:
+        """Recompute each (entity, day) window of ``windows`` once, with the replay ids given for it (in
+        that order), in the order given. Each window maps to its result, or to why it failed: one window's
+        failure does not fail the others. ReadOnlyError (nothing read or written) when read-only and not a
+        dry run."""
+        self._check_writable()
+        out: dict[tuple[str, str], WindowResult | str] = {}
+        for (entity_id, day), replay_ids in windows.items():
+            try:
+                out[(entity_id, day)] = self.recompute(entity_id, day, replay_ids)
+            except Exception as exc:  # one window's failure must not fail the others' messages
+                out[(entity_id, day)] = (
+                    f"recomputing {entity_id!r} on {day} failed: {type(exc).__name__}: {exc}"
+                )
+        return out
 
     def recompute(self, entity_id: str, day: str, replay_ids: Sequence[str] = ()) -> WindowResult:
         """Recompute every metric of one window and append the versions whose inputs changed.

@@ -4,7 +4,13 @@ processor Lambda consumes the queue instead."""
 from __future__ import annotations
 
 import argparse
+import signal
+import threading
+import time
 from typing import IO, Any
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from backend.errors import InvalidRequest
 from backend.ports import ReplayQueue
@@ -60,24 +66,79 @@ def cmd_process(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
         print_json(report, out)
     else:
         _print_process(report, out)
+    if report["interrupted"]:
+        return 130
     return 1 if report["failed_messages"] else 0
 
 
 def run_drain(drainer: DrainService, max_messages: int | None, err: IO[str], quiet: bool) -> dict[str, Any]:
-    """:meth:`DrainService.run` with its progress on ``err`` when that is a terminal and not ``quiet``; the
-    result as ``pik process --json`` prints it (before the queue depth and the metric names are added)."""
-    if not (err.isatty() and not quiet):
-        return drainer.run(max_messages=max_messages).model_dump()
+    """:meth:`DrainService.run` with a progress bar on ``err`` (messages received of the queue's visible
+    depth, rate, ETA) when that is a terminal and not ``quiet``; the result as ``pik process --json``
+    prints it (before the queue depth and the metric names are added).
 
-    def progress(received: int, written: int) -> None:
-        err.write(f"\r  {received:,} messages received, {written:,} versions written…")
-        err.flush()
+    The first Ctrl-C (SIGINT) stops receiving: the windows already held are recomputed and their
+    messages deleted, the result says ``interrupted``. A second one interrupts that too
+    (KeyboardInterrupt): the drain releases every message it still holds before it propagates."""
+    stop = _StopOnSigint(err)
+    with stop:
+        if not (err.isatty() and not quiet):
+            return drainer.run(max_messages=max_messages, should_stop=stop).model_dump()
+        visible = drainer.queue.depth().visible
+        total = visible if max_messages is None else min(visible, max_messages)
+        with Progress(
+            TextColumn("  processing"),
+            BarColumn(bar_width=20),
+            TextColumn("{task.fields[count]} messages {task.fields[rate]}"),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[note]}"),
+            console=Console(file=err),
+            transient=True,
+        ) as bar:
+            task = bar.add_task("drain", total=total or None, count=f"0/{total:,}", rate="", note="")
+            started = time.monotonic()
 
-    try:
-        result = drainer.run(max_messages=max_messages, on_progress=progress)
-    finally:
-        err.write("\r\x1b[K")
-    return result.model_dump()
+            def progress(received: int, written: int) -> None:
+                elapsed = time.monotonic() - started
+                rate = f"{received / elapsed:,.0f}/s" if elapsed > 0 else ""
+                note = f"{written:,} versions written" + (" · stopping" if stop.asked else "")
+                most = max(total, received)
+                count = f"{received:,}/{most:,}"
+                bar.update(task, completed=received, total=most or None, count=count, rate=rate, note=note)
+
+            result = drainer.run(max_messages=max_messages, on_progress=progress, should_stop=stop)
+        return result.model_dump()
+
+
+class _StopOnSigint:
+    """``should_stop`` for a drain: True once SIGINT arrived (the first one); the second raises
+    KeyboardInterrupt. Only in the main thread (elsewhere signals cannot be caught: a no-op)."""
+
+    def __init__(self, err: IO[str]) -> None:
+        self.err = err
+        self.asked = False
+        self._previous: Any = None
+
+    def __call__(self) -> bool:
+        return self.asked
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if self.asked:
+            raise KeyboardInterrupt
+        self.asked = True
+        self.err.write(
+            "\npik process: stopping: the windows received so far are being stored "
+            "(Ctrl-C again releases them to the queue instead)\n"
+        )
+        self.err.flush()
+
+    def __enter__(self) -> _StopOnSigint:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
 
 
 def drain(
@@ -105,6 +166,8 @@ def _print_process(r: dict[str, Any], out: IO[str]) -> None:
         )
         return
     mode = "DRY RUN (nothing written): " if r["dry_run"] else ""
+    if r["interrupted"]:
+        mode = "INTERRUPTED (the rest stays in the queue): " + mode
     verb = "would be written" if r["dry_run"] else "written"
     out.write(
         f"{mode}{r['received']:,} messages received in {r['seconds']:.1f} s: {r['processed']:,} processed, "

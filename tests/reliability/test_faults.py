@@ -705,7 +705,12 @@ class _SpyQueue:
         self._ids: dict[str, str] = {}
 
     def receive(self, *args: Any, **kwargs: Any) -> Any:
-        got = self._inner.receive(*args, **kwargs)
+        return self._note(self._inner.receive(*args, **kwargs))
+
+    def receive_many(self, *args: Any, **kwargs: Any) -> Any:
+        return self._note(self._inner.receive_many(*args, **kwargs))
+
+    def _note(self, got: Any) -> Any:
         for m in got:
             self._ids[m.receipt_handle] = m.message_id
             self._consumer.received.add(m.message_id)

@@ -72,8 +72,8 @@ class Stores:
 
 
 # Port methods that change a store: receiving a message counts toward its dead-letter limit, so it writes.
-WRITE_METHODS = {"put_new", "record", "quarantine", "send_batch", "receive", "delete", "release", "begin",
-                 "finish", "append"}  # fmt: skip
+WRITE_METHODS = {"put_new", "record", "quarantine", "send_batch", "receive", "receive_many", "delete",
+                 "release", "begin", "finish", "append"}  # fmt: skip
 
 
 def _protocol_methods() -> set[str]:
@@ -200,6 +200,9 @@ RECIPES: dict[str, Recipe] = {
     ),
     "ProcessorService.process": lambda s, c, ro: _processor(s, c, read_only=ro).process([MESSAGE]),
     "ProcessorService.recompute": lambda s, c, ro: _processor(s, c, read_only=ro).recompute("u4", DAY),
+    "ProcessorService.recompute_windows": lambda s, c, ro: (
+        _processor(s, c, read_only=ro).recompute_windows({("u4", DAY): []})
+    ),
     "DrainService.run": lambda s, c, ro: DrainService(s.queue, _processor(s, c, read_only=ro)).run(),
     "LagService.lag": lambda s, c, ro: LagService(s.index, s.investigate).lag("web", "click", DAY),
     "GapService.gaps": lambda s, c, ro: (
@@ -333,6 +336,7 @@ def test_every_service_entry_point_writes_nothing_in_read_only_mode(tmp_path: Pa
         "replay.api_reply",
         "ProcessorService.process",
         "ProcessorService.recompute",
+        "ProcessorService.recompute_windows",
         "DrainService.run",
     }
     figures(

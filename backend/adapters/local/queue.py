@@ -18,13 +18,33 @@ from backend.adapters.local.investigate import iso_ms
 from backend.adapters.local.store import LocalStore
 from backend.errors import InvalidRequest
 from backend.model import Page
-from backend.ports import QUEUE_BATCH, DeadLetter, QueueDepth, QueueMessage, SendFailure
+from backend.ports import BULK_RECEIVE, QUEUE_BATCH, DeadLetter, QueueDepth, QueueMessage, SendFailure
 from backend.times import Clock
 
 # SQS's limit on one message body.
 MAX_BODY_BYTES = 256 * 1024
 # SQS's limits on the visibility timeout.
 MAX_VISIBILITY_S = 12 * 3600
+
+
+def _handle(row_id: int) -> str:
+    # The row id in the handle lets delete and release find the row by its key, not by a scan of the
+    # table (receipt_handle has no index); the random part keeps an earlier receive's handle from
+    # matching. Handles stay opaque to callers.
+    return f"{row_id}.{secrets.token_hex(16)}"
+
+
+def _split(handles: Sequence[str]) -> tuple[list[tuple[int, str]], list[str]]:
+    """Handles with a row id (``(id, handle)``) and older ones without (found by a scan)."""
+    keyed: list[tuple[int, str]] = []
+    other: list[str] = []
+    for h in handles:
+        head, dot, _ = h.partition(".")
+        if dot and head.isdigit():
+            keyed.append((int(head), h))
+        else:
+            other.append(h)
+    return keyed, other
 
 
 def _now_ms(clock: Clock) -> int:
@@ -41,6 +61,7 @@ class LocalQueue:
         self._db = store.db
         self.max_receives = max_receives
         self._clock = clock or Clock()
+        self._bulk_after = 0  # where the next receive_many starts reading (a hint, see there)
 
     def send_batch(self, bodies: Sequence[str]) -> list[SendFailure]:
         if len(bodies) > QUEUE_BATCH:
@@ -95,7 +116,7 @@ class LocalQueue:
             ).fetchall()
             hidden_until = now + visibility_timeout_s * 1000
             for row_id, message_id, body, sent_ms, count in rows:
-                handle = secrets.token_hex(16)
+                handle = _handle(row_id)
                 conn.execute(
                     "UPDATE queue_messages SET visible_ms = ?, receive_count = ?, receipt_handle = ? "
                     "WHERE id = ?",
@@ -108,8 +129,10 @@ class LocalQueue:
         handles = [h for h in receipt_handles if h]
         if not handles:
             return
+        keyed, other = _split(handles)
         with self._db.write("delete replay messages") as conn:
-            for part in chunks(handles):
+            conn.executemany("DELETE FROM queue_messages WHERE id = ? AND receipt_handle = ?", keyed)
+            for part in chunks(other):
                 marks = ",".join("?" * len(part))
                 conn.execute(f"DELETE FROM queue_messages WHERE receipt_handle IN ({marks})", part)
 
@@ -118,13 +141,75 @@ class LocalQueue:
         if not handles:
             return
         now = _now_ms(self._clock)
+        keyed, other = _split(handles)
         with self._db.write("release replay messages") as conn:
-            for part in chunks(handles):
+            conn.executemany(
+                "UPDATE queue_messages SET visible_ms = ? WHERE id = ? AND receipt_handle = ?",
+                [(now, row_id, h) for row_id, h in keyed],
+            )
+            for part in chunks(other):
                 marks = ",".join("?" * len(part))
                 conn.execute(
                     f"UPDATE queue_messages SET visible_ms = ? WHERE receipt_handle IN ({marks})",
                     [now, *part],
                 )
+
+    def receive_many(self, max_messages: int, visibility_timeout_s: int = 30) -> list[QueueMessage]:
+        """Up to ``max_messages`` (1 to BULK_RECEIVE) visible messages in one write transaction (see
+        :class:`backend.ports.BulkReceiveQueue`). Rows are read by id from where this queue's previous
+        bulk receive stopped, then from the start: a drain that holds the messages it received does not
+        scan past them again at every call. A visible message already received ``max_receives`` times
+        that the scan meets is dead-lettered instead of delivered."""
+        if not 1 <= max_messages <= BULK_RECEIVE:
+            raise InvalidRequest(f"receive_many takes 1 to {BULK_RECEIVE} messages, got {max_messages}")
+        if not 0 <= visibility_timeout_s <= MAX_VISIBILITY_S:
+            raise InvalidRequest(f"the visibility timeout must be 0 to {MAX_VISIBILITY_S} seconds")
+        now = _now_ms(self._clock)
+        hidden_until = now + visibility_timeout_s * 1000
+        out: list[QueueMessage] = []
+        with self._db.write("receive replay messages") as conn:
+            for low, high in ((self._bulk_after, None), (0, self._bulk_after)):
+                after = low
+                while len(out) < max_messages:
+                    sql = (
+                        "SELECT id, message_id, body, sent_ms, receive_count FROM queue_messages "
+                        "WHERE id > ? AND visible_ms <= ?"
+                    )
+                    params: list[Any] = [after, now]
+                    if high is not None:
+                        sql += " AND id <= ?"
+                        params.append(high)
+                    rows = conn.execute(
+                        sql + " ORDER BY id LIMIT ?", [*params, max_messages - len(out)]
+                    ).fetchall()
+                    if not rows:
+                        break
+                    after = rows[-1][0]
+                    dead = [r for r in rows if r[4] >= self.max_receives]
+                    if dead:
+                        conn.executemany(
+                            "INSERT INTO dead_letters (message_id, body, sent_ms, receive_count, dead_ms) "
+                            "VALUES (?,?,?,?,?)",
+                            [(m, b, s, c, now) for _, m, b, s, c in dead],
+                        )
+                        conn.executemany("DELETE FROM queue_messages WHERE id = ?", [(r[0],) for r in dead])
+                    updates = []
+                    for row_id, message_id, body, sent_ms, count in rows:
+                        if count >= self.max_receives:
+                            continue
+                        handle = _handle(row_id)
+                        updates.append((hidden_until, count + 1, handle, row_id))
+                        out.append(QueueMessage(message_id, handle, body, count + 1, iso_ms(sent_ms)))
+                    conn.executemany(
+                        "UPDATE queue_messages SET visible_ms = ?, receive_count = ?, receipt_handle = ? "
+                        "WHERE id = ?",
+                        updates,
+                    )
+                if len(out) >= max_messages:
+                    break
+        if out:
+            self._bulk_after = max(int(m.receipt_handle.partition(".")[0]) for m in out)
+        return out
 
     def depth(self) -> QueueDepth:
         now = _now_ms(self._clock)
