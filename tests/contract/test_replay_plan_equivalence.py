@@ -189,9 +189,7 @@ RECORDED: dict[str, dict[int, str]] = {
     },
     "aws": {
         0: "158d6b754eb858bff8e4c756940cb1f9639ec0ccc9ef4a572bc262f6c5c10f86",
-        4: "dca1147904790ac84251b271252d43e2c9ba715cc90c817c06a76a70898c0b02",
         15: "5ad9053a9de7fe865bb3f74a16097532f7173b8fe02f96e2191ad3f8473f267c",
-        17: "3e8720302e2b181001371fe40b703ae2ffcfa9c7dca36b4032726694a9b9739e",
     },
 }
 
@@ -200,8 +198,10 @@ RECORDED: dict[str, dict[int, str]] = {
 def test_fingerprints_are_todays(adapter: Adapter, n: int) -> None:
     if adapter.investigate is None or adapter.catalog is None:
         pytest.skip(f"the {adapter.name} adapter has no replay ports yet")
-    if adapter.name not in RECORDED:
-        pytest.skip("nothing recorded for this adapter")
+    if n not in RECORDED.get(adapter.name, {}):
+        # On DynamoDB a duplicate receipt's id is assigned when it is written, so a fresh dataset's
+        # fingerprint with duplicates differs run to run (the reference comparison above covers it).
+        pytest.skip("no reproducible fingerprint recorded for this scope on this adapter")
     _fill(adapter)
     service = ReplayService(adapter.investigate, adapter.catalog, adapter.audit, read_only=True)
     assert service.plan(ReplayRequest(**SCOPES[n]), actor="t").fingerprint == RECORDED[adapter.name][n]
