@@ -330,8 +330,8 @@ class LocalInvestigation:
             marks = ",".join("?" * len(part))
             names.update(conn.execute(f"SELECT id, entity_id FROM entities WHERE id IN ({marks})", part))
         by_day: Counter[str] = Counter()
-        for (_, day), count in windows.items():
-            by_day[_day_text(day)] += count
+        for (_, day_number), count in windows.items():
+            by_day[_day_text(day_number)] += count
         return ReplaySelection(
             scanned=scanned,
             filtered=filtered,
