@@ -13,7 +13,15 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import NamedTuple, Protocol, runtime_checkable
 
-from backend.model import AggregateVersion, EventRecord, IngestStatus, Page, Rejection, ReplayAudit
+from backend.model import (
+    AggregateVersion,
+    EventRecord,
+    IngestStatus,
+    Page,
+    Rejection,
+    ReplayAudit,
+    ReplayRequest,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,6 +242,31 @@ class DayCount:
     last_late_ingest: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class ReplaySelection:
+    """What a replay of one scope would send, without the receipts themselves (a dry run's figures).
+
+    ``planned`` receipts are the eligible ones (past the filters, duplicates only when included) whose raw
+    bytes exist, in scan order, up to the limit: raw bytes are checked in order until the limit is filled,
+    so ``over_limit`` eligible receipts beyond that point are left unchecked. ``windows`` are the sorted
+    (entity, event day) pairs of the planned receipts; ``sample`` their first few; ``fingerprint`` is
+    :func:`backend.services.replay_messages.fingerprint` of the whole planned list."""
+
+    scanned: int
+    filtered: int
+    duplicate: int
+    missing_raw: int
+    over_limit: int
+    planned: int
+    by_day: dict[str, int]
+    windows: list[tuple[str, str]]
+    entities: int
+    first_event_time: str | None
+    last_event_time: str | None
+    sample: list[Receipt]
+    fingerprint: str
+
+
 class InvestigationIndex(Protocol):
     """Bulk reads over the event index for investigations. Scans are keyset-paged like the queries of
     :class:`EventIndex` (same order, same cursor rules); counts are per event day over a half-open range
@@ -278,6 +311,13 @@ class InvestigationIndex(Protocol):
         self, source: str, event_type: str, first_day: str, end_day: str, *, grace_ms: int = 0
     ) -> list[DayCount]:
         """As :meth:`day_counts_entity`, for the (source, event_type) partitions of each day."""
+        ...
+
+    def select_replay(self, request: ReplayRequest, *, sample: int) -> ReplaySelection:
+        """The selection of a replay of ``request`` (a normalized request; its raw keys checked in this
+        backend's raw store), with the first ``sample`` planned receipts: exactly what
+        :func:`backend.replay_selection.select_by_scans` answers over :meth:`scan_entity` /
+        :meth:`scan_partition` and :meth:`RawCatalog.missing`, at whatever cost the store allows."""
         ...
 
 

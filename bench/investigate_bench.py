@@ -79,19 +79,25 @@ def _ingest(store: LocalStore, bodies: Iterator[tuple[datetime, bytes]]) -> None
         pass
 
 
-def window_workspace() -> Path:
-    """One entity, 100,000 events over four days (25,000 a day), 10 % of them received twice."""
-    ws = OUT / f"ws-replay-{WINDOW_EVENTS}"
+def window_days(events: int) -> int:
+    """Days of a window of ``events`` events: 25,000 a day."""
+    return max(1, events // 25_000)
+
+
+def window_workspace(events: int = WINDOW_EVENTS) -> Path:
+    """One entity, ``events`` events over ``events / 25,000`` days (four for 100,000), 10 % of them
+    received twice."""
+    ws = OUT / f"ws-replay-{events}"
     marker = ws / "bench-window.json"
-    want = {"version": WINDOW_VERSION, "events": WINDOW_EVENTS}
+    want = {"version": WINDOW_VERSION, "events": events}
     if marker.exists() and json.loads(marker.read_text()) == want:
         return ws
     shutil.rmtree(ws, ignore_errors=True)
     store = LocalStore(ws)
-    step = timedelta(days=4) / WINDOW_EVENTS
+    step = timedelta(days=window_days(events)) / events
 
     def bodies() -> Iterator[tuple[datetime, bytes]]:
-        for i in range(WINDOW_EVENTS):
+        for i in range(events):
             when = START + i * step
             body = _body(ENTITY, when, i)
             yield when + timedelta(seconds=2), body

@@ -27,30 +27,38 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from backend.errors import InvalidRequest, KitError, NotConfigured, ReadOnlyError, StoreError
 from backend.model import (
-    IngestStatus,
     ReplayAudit,
     ReplayOutcome,
     ReplayPlan,
     ReplayRequest,
     ReplaySkips,
 )
-from backend.ports import QUEUE_BATCH, AuditLog, InvestigationIndex, RawCatalog, Receipt, ReplayQueue
-from backend.services.replay_messages import fingerprint, message_body, new_replay_id, replay_message
+from backend.ports import (
+    QUEUE_BATCH,
+    AuditLog,
+    InvestigationIndex,
+    RawCatalog,
+    Receipt,
+    ReplayQueue,
+    ReplaySelection,
+)
+from backend.replay_selection import RAW_CHECK_CHUNK as RAW_CHECK_CHUNK  # re-exported
+from backend.replay_selection import SCAN_PAGE as SCAN_PAGE  # re-exported
+from backend.replay_selection import select_by_scans
+from backend.services.replay_messages import message_body, new_replay_id, replay_message
 from backend.services.scope import MAX_LIMIT as MAX_LIMIT  # re-exported: callers check --limit against it
 from backend.services.scope import normalize
-from backend.times import Clock, day_range, fmt
+from backend.times import Clock, fmt
 
 # A replay of more messages than this needs force (the console asks for a typed confirmation instead).
 DEFAULT_CONFIRM_ABOVE = 1000
 SAMPLE_SIZE = 10
-SCAN_PAGE = 5000
-RAW_CHECK_CHUNK = 1000
 # Consecutive batch calls failing as a whole before the queue is taken to be down (the rest not sent).
 MAX_BATCH_ERRORS_IN_A_ROW = 3
 
@@ -126,8 +134,13 @@ class ReplayService:
     # -- the plan ---------------------------------------------------------------------------------------
 
     def plan(self, request: ReplayRequest, *, actor: str) -> ReplayPlan:
-        """The dry run: what a replay of ``request`` would send. Sends nothing; audits the preview."""
-        plan, _ = self._plan(request)
+        """The dry run: what a replay of ``request`` would send. Sends nothing; audits the preview.
+
+        The index answers the selection in one pass (:meth:`InvestigationIndex.select_replay`: in SQL on
+        the local backend, no receipt per row); :meth:`execute` lists the receipts themselves, and the
+        fingerprint is the same either way."""
+        request = normalize(request)
+        plan = self._plan_of(request, self.scans.select_replay(request, sample=SAMPLE_SIZE))
         if not self.read_only:
             self._audit_write(
                 self.audit.begin,
@@ -136,94 +149,41 @@ class ReplayService:
         return plan
 
     def _plan(self, request: ReplayRequest) -> tuple[ReplayPlan, list[Receipt]]:
+        """The plan of ``request`` and its receipts, receipt by receipt (what an execution sends)."""
         request = normalize(request)
+        selection, planned = select_by_scans(self.scans, self.catalog, request, sample=SAMPLE_SIZE)
+        return self._plan_of(request, selection), planned
+
+    def _plan_of(self, request: ReplayRequest, selection: ReplaySelection) -> ReplayPlan:
         replay_id = new_replay_id(self.clock)
         created_at = fmt(self.clock.now())
-        scanned = filtered = duplicate = missing_raw = 0
-        eligible: list[Receipt] = []
-        filters = request.status is not None or (
-            request.entity_id is not None and (request.source is not None or request.event_type is not None)
-        )
-        for r in self._scan(request):
-            scanned += 1
-            if filters and not _passes(r, request):
-                filtered += 1
-            elif not r.accepted and not request.include_duplicates:
-                duplicate += 1
-            else:
-                eligible.append(r)
-        # Only as many raw keys are checked as it takes to fill the limit.
-        planned: list[Receipt] = []
-        used = 0
-        while used < len(eligible) and len(planned) < request.limit:
-            chunk = eligible[used : used + min(RAW_CHECK_CHUNK, request.limit - len(planned))]
-            used += len(chunk)
-            missing = self.catalog.missing([r.s3_key for r in chunk])
-            for r in chunk:
-                if r.s3_key in missing:
-                    missing_raw += 1
-                else:
-                    planned.append(r)
-        skips = ReplaySkips(
-            duplicate=duplicate, missing_raw=missing_raw, over_limit=len(eligible) - used, filtered=filtered
-        )
-        by_day: dict[str, int] = {}
-        windows: set[tuple[str, str]] = set()
-        for r in planned:
-            day = r.event_time[:10]
-            by_day[day] = by_day.get(day, 0) + 1
-            windows.add((r.entity_id, day))
+        s = selection
         with_versions = (
-            len(self.aggregates.windows_with_versions(sorted(windows)))
-            if self.aggregates is not None
-            else None
+            len(self.aggregates.windows_with_versions(s.windows)) if self.aggregates is not None else None
         )
-        times = [r.event_time for r in planned]
         plan = ReplayPlan(
             replay_id=replay_id,
             request=request,
             created_at=created_at,
-            scanned=scanned,
-            matched=scanned - filtered,
-            would_send=len(planned),
-            skipped=skips,
-            by_day=dict(sorted(by_day.items())),
-            entities=len({r.entity_id for r in planned}),
-            windows=len(windows),
+            scanned=s.scanned,
+            matched=s.scanned - s.filtered,
+            would_send=s.planned,
+            skipped=ReplaySkips(
+                duplicate=s.duplicate, missing_raw=s.missing_raw, over_limit=s.over_limit, filtered=s.filtered
+            ),
+            by_day=s.by_day,
+            entities=s.entities,
+            windows=len(s.windows),
             windows_with_versions=with_versions,
-            first_event_time=min(times) if times else None,
-            last_event_time=max(times) if times else None,
-            sample=[replay_message(r, replay_id, self.bucket) for r in planned[:SAMPLE_SIZE]],
-            fingerprint=fingerprint(planned),
-            needs_force=len(planned) > self.confirm_above,
+            first_event_time=s.first_event_time,
+            last_event_time=s.last_event_time,
+            sample=[replay_message(r, replay_id, self.bucket) for r in s.sample],
+            fingerprint=s.fingerprint,
+            needs_force=s.planned > self.confirm_above,
             why=[],
         )
         plan.why.extend(self._why(plan))
-        return plan, planned
-
-    def _scan(self, request: ReplayRequest) -> Iterator[Receipt]:
-        after: str | None = None
-        if request.entity_id is not None:
-            assert request.start_time is not None and request.end_time is not None
-            while True:
-                page = self.scans.scan_entity(
-                    request.entity_id, request.start_time, request.end_time, limit=SCAN_PAGE, after=after
-                )
-                yield from page.items
-                if page.next_cursor is None:
-                    return
-                after = page.next_cursor
-        assert request.source and request.event_type and request.start_day and request.end_day
-        for day in day_range(request.start_day, request.end_day):
-            after = None
-            while True:
-                page = self.scans.scan_partition(
-                    request.source, request.event_type, day, limit=SCAN_PAGE, after=after
-                )
-                yield from page.items
-                if page.next_cursor is None:
-                    break
-                after = page.next_cursor
+        return plan
 
     def _why(self, plan: ReplayPlan) -> list[str]:
         """Sentences for the user: why nothing (or less than expected) would be sent, and what to know."""
@@ -479,16 +439,3 @@ class ReplayService:
             windows_with_versions=plan.windows_with_versions,
             fingerprint=plan.fingerprint,
         )
-
-
-def _passes(r: Receipt, request: ReplayRequest) -> bool:
-    if request.status is IngestStatus.ACCEPTED and not r.accepted:
-        return False
-    if request.status is IngestStatus.DUPLICATE and r.accepted:
-        return False
-    if request.entity_id is not None:
-        if request.source is not None and r.source != request.source:
-            return False
-        if request.event_type is not None and r.event_type != request.event_type:
-            return False
-    return True

@@ -7,14 +7,13 @@ would send, so that an execution can refuse a plan that is not the previewed one
 
 from __future__ import annotations
 
-import hashlib
 import json
 import secrets
-from collections.abc import Sequence
 from typing import Any
 
 from backend.model import ReplayMessage
 from backend.ports import Receipt
+from backend.replay_fingerprint import fingerprint as fingerprint  # re-exported
 from backend.times import Clock
 
 
@@ -41,11 +40,3 @@ def message_body(r: Receipt, replay_id: str, bucket: str | None) -> str:
 def replay_message(r: Receipt, replay_id: str, bucket: str | None) -> ReplayMessage:
     """:func:`message_body` as a model (the sample of a plan)."""
     return ReplayMessage.model_validate_json(message_body(r, replay_id, bucket))
-
-
-def fingerprint(items: Sequence[Receipt]) -> str:
-    """sha256 over the receipts in order (event id and receipt): equal lists, equal fingerprints."""
-    digest = hashlib.sha256()
-    for r in items:
-        digest.update(f"{r.event_id}:{r.receipt or ''}\n".encode())
-    return digest.hexdigest()

@@ -22,8 +22,9 @@ from backend.adapters.aws.legacy import LegacyKind
 from backend.adapters.aws.resources import LAG_INDEX
 from backend.adapters.aws.store import AwsStore
 from backend.errors import InvalidRequest
-from backend.model import EventRecord, IngestStatus, Page
-from backend.ports import DayCount, Receipt
+from backend.model import EventRecord, IngestStatus, Page, ReplayRequest
+from backend.ports import DayCount, Receipt, ReplaySelection
+from backend.replay_selection import select_by_scans
 from backend.times import TimeFormatError, fmt, parse_day, parse_iso
 
 # A prefix holding at least this many of the asked keys is listed (its key range) instead of HEAD per key.
@@ -194,6 +195,9 @@ class AwsInvestigation:
         self._tally(items, day_of, tallies, grace)
         return [tallies[d].count(d) for d in sorted(tallies)]
 
+    def select_replay(self, request: ReplayRequest, *, sample: int) -> ReplaySelection:
+        return _select_replay(self, request, sample)
+
     def day_counts_partition(
         self, source: str, event_type: str, first_day: str, end_day: str, *, grace_ms: int = 0
     ) -> list[DayCount]:
@@ -227,6 +231,12 @@ def _prefix(key: str) -> str:
         if end >= 0:
             return key[: end + 1]
     return key.rsplit("/", 1)[0] + "/"
+
+
+def _select_replay(scans: AwsInvestigation, request: ReplayRequest, sample: int) -> ReplaySelection:
+    """DynamoDB has no aggregate to ask: the selection is made receipt by receipt (the generic path),
+    its raw keys checked by prefix listings."""
+    return select_by_scans(scans, AwsCatalog(scans._store), request, sample=sample)[0]
 
 
 class AwsCatalog:

@@ -9,17 +9,22 @@ would cost several. Per-day counts are one ``GROUP BY`` in SQLite.
 from __future__ import annotations
 
 import functools
+import hashlib
+import sqlite3
+from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+from backend.adapters.local.database import chunks
 from backend.adapters.local.encoding import cursor_event_id, to_ms
 from backend.adapters.local.store import LocalStore
 from backend.errors import InvalidRequest
 from backend.identity import raw_key
-from backend.model import Page
-from backend.ports import DayCount, Receipt
-from backend.times import TimeFormatError, parse_day
+from backend.model import IngestStatus, Page, ReplayRequest
+from backend.paging import decode_cursor
+from backend.ports import DayCount, Receipt, ReplaySelection
+from backend.times import TimeFormatError, day_range, parse_day
 
 _DAY_MS = 86_400_000
 _EPOCH_DAY = date(1970, 1, 1)
@@ -30,6 +35,14 @@ _SCAN_COLUMNS = (
     "e.ingest_lag_ms, e.clock_skew, e.payload_sha, p.day, e.s3_key"
 )
 _SCAN_FROM = "events e JOIN partitions p ON p.id = e.part"
+# Whether a receipt's raw bytes exist: its key (stored, or derived as backend.identity.raw_key does) looked
+# up in the raw table's key index, inside the scan: no key list goes through Python.
+_RAW_PRESENT = (
+    "EXISTS (SELECT 1 FROM raw WHERE key = coalesce(e.s3_key, 'raw/source=' || p.source || "
+    "'/event_type=' || p.event_type || '/event_date=' || p.day || '/event_id=' || lower(hex(e.event_id)) "
+    "|| '.json'))"
+)
+_FETCH = 4096
 
 
 @functools.lru_cache(maxsize=16384)
@@ -147,6 +160,14 @@ class LocalInvestigation:
         ]
         if accepted_only:
             where.append("e.receipt = 0")
+        if after is not None:
+            # The row-value comparison of the cursor does not bound the index range by itself: without
+            # this, every page would start reading at the window's start (a 1M window, quadratic).
+            try:
+                where.append("e.event_ms >= ?")
+                window.append(int(decode_cursor("scan-entity:asc", after, 3)[0]))
+            except (InvalidRequest, ValueError, TypeError, IndexError):
+                raise InvalidRequest("the cursor is damaged: use the next_cursor of the same query") from None
         page: Page[Any] = self._db.page(
             "scan-entity",
             f"SELECT {_SCAN_COLUMNS.format(entity='?')} FROM {_SCAN_FROM}",
@@ -190,6 +211,154 @@ class LocalInvestigation:
             _row,
         )
         return _receipts(page)
+
+    def select_replay(self, request: ReplayRequest, *, sample: int) -> ReplaySelection:
+        """In SQL: the counts are one aggregate, the planned receipts one ordered scan that checks raw
+        keys as it goes and stops when the limit is filled; receipts are built for the sample only. One
+        read transaction, so the counts and the list see the same index."""
+        conn = self._db.connection()
+        own = not conn.in_transaction
+        try:
+            if own:
+                conn.execute("BEGIN")
+            try:
+                return self._select(conn, request, sample)
+            finally:
+                if own:
+                    conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise self._db.error("read", exc) from None
+
+    def _select(self, conn: sqlite3.Connection, request: ReplayRequest, sample: int) -> ReplaySelection:
+        passes: list[str] = []
+        passes_params: list[Any] = []
+        if request.status is IngestStatus.ACCEPTED:
+            passes.append("e.receipt = 0")
+        elif request.status is IngestStatus.DUPLICATE:
+            passes.append("e.receipt > 0")
+        # (scope, its parameters, its order)
+        scopes: list[tuple[str, list[Any], str]] = []
+        if request.entity_id is not None:
+            assert request.start_time is not None and request.end_time is not None
+            if request.source is not None:
+                passes.append("p.source = ?")
+                passes_params.append(request.source)
+            if request.event_type is not None:
+                passes.append("p.event_type = ?")
+                passes_params.append(request.event_type)
+            entity = conn.execute(
+                "SELECT id FROM entities WHERE entity_id = ?", (request.entity_id,)
+            ).fetchone()
+            if entity is not None:
+                scopes.append(
+                    (
+                        "e.entity = ? AND e.event_ms >= ? AND e.event_ms < ?",
+                        [entity[0], to_ms(request.start_time), to_ms(request.end_time)],
+                        "e.event_ms, e.event_id, e.receipt",
+                    )
+                )
+        else:
+            assert request.source and request.event_type and request.start_day and request.end_day
+            for day in day_range(request.start_day, request.end_day):
+                part = conn.execute(
+                    "SELECT id FROM partitions WHERE source = ? AND event_type = ? AND day = ?",
+                    (request.source, request.event_type, day),
+                ).fetchone()
+                if part is not None:
+                    scopes.append(("e.part = ?", [part[0]], "e.ingest_lag_ms, e.seq"))
+        passing = " AND ".join(passes) or "1"
+        eligible = passing if request.include_duplicates else f"{passing} AND e.receipt = 0"
+        scanned = filtered = duplicate = 0
+        for where, params, _ in scopes:
+            n, out, dup = conn.execute(
+                f"SELECT count(*), coalesce(sum(NOT ({passing})), 0), "
+                f"coalesce(sum(({passing}) AND e.receipt > 0), 0) "
+                f"FROM {_SCAN_FROM} WHERE {where}",
+                [*passes_params, *passes_params, *params],
+            ).fetchone()
+            scanned += n
+            filtered += out
+            duplicate += 0 if request.include_duplicates else dup
+        remaining = request.limit
+        used = missing = 0
+        digest = hashlib.sha256()
+        windows: Counter[tuple[int, int]] = Counter()
+        first: int | None = None
+        last: int | None = None
+        sample_keys: list[tuple[bytes, int]] = []
+        for where, params, order in scopes:
+            if remaining == 0:
+                break
+            cursor = conn.execute(
+                f"SELECT e.event_id, e.receipt, e.event_ms, e.entity, {_RAW_PRESENT} FROM {_SCAN_FROM} "
+                f"WHERE {where} AND {eligible} ORDER BY {order}",
+                [*params, *passes_params],
+            )
+            try:
+                while remaining:
+                    rows = cursor.fetchmany(_FETCH)
+                    if not rows:
+                        break
+                    present = [r for r in rows if r[4]]
+                    if len(present) >= remaining:
+                        # Raw keys are checked in order until the limit is filled: cut after the row
+                        # that fills it.
+                        seen = cut = 0
+                        for cut, r in enumerate(rows):  # noqa: B007
+                            seen += r[4]
+                            if seen == remaining:
+                                break
+                        rows = rows[: cut + 1]
+                        present = present[:remaining]
+                    used += len(rows)
+                    missing += len(rows) - len(present)
+                    remaining -= len(present)
+                    if not present:
+                        continue
+                    digest.update("".join([f"{r[0].hex()}:{r[1]}\n" for r in present]).encode())
+                    windows.update([(r[3], r[2] // _DAY_MS) for r in present])
+                    low = min([r[2] for r in present])
+                    high = max([r[2] for r in present])
+                    first = low if first is None else min(first, low)
+                    last = high if last is None else max(last, high)
+                    if len(sample_keys) < sample:
+                        sample_keys += [(r[0], r[1]) for r in present[: sample - len(sample_keys)]]
+            finally:
+                cursor.close()
+        names: dict[int, str] = {}
+        for part in chunks(sorted({e for e, _ in windows})):
+            marks = ",".join("?" * len(part))
+            names.update(conn.execute(f"SELECT id, entity_id FROM entities WHERE id IN ({marks})", part))
+        by_day: Counter[str] = Counter()
+        for (_, day_number), count in windows.items():
+            by_day[_day_text(day_number)] += count
+        return ReplaySelection(
+            scanned=scanned,
+            filtered=filtered,
+            duplicate=duplicate,
+            missing_raw=missing,
+            over_limit=scanned - filtered - duplicate - used,
+            planned=request.limit - remaining,
+            by_day=dict(sorted(by_day.items())),
+            windows=sorted((names[e], _day_text(d)) for e, d in windows),
+            entities=len(names),
+            first_event_time=None if first is None else iso_ms(first),
+            last_event_time=None if last is None else iso_ms(last),
+            sample=self._receipts_of(conn, sample_keys),
+            fingerprint=digest.hexdigest(),
+        )
+
+    def _receipts_of(self, conn: sqlite3.Connection, keys: list[tuple[bytes, int]]) -> list[Receipt]:
+        """The receipts of (event id, receipt number) pairs, in the order given."""
+        rows = [
+            conn.execute(
+                f"SELECT {_SCAN_COLUMNS.format(entity='n.entity_id')} FROM {_SCAN_FROM} "
+                "JOIN entities n ON n.id = e.entity WHERE e.event_id = ? AND e.receipt = ?",
+                key,
+            ).fetchone()
+            for key in keys
+        ]
+        return _receipts(Page(items=rows, next_cursor=None)).items
 
     def day_counts_entity(
         self, entity_id: str, first_day: str, end_day: str, *, grace_ms: int = 0
