@@ -88,8 +88,9 @@ def test_every_port_method_is_known_to_read_or_write() -> None:
     """The recorder below tells writes by name; a new port method must be classified here first."""
     reads = {"get", "sha256", "get_accepted", "receipts", "query_entity", "query_partition",
              "query_rejections", "get_rejection", "stats", "scan_entity", "scan_partition",
-             "day_counts_entity", "day_counts_partition", "select_replay", "missing", "get_many", "depth", "dead_letters",
-             "query", "latest", "versions", "manifest", "windows_with_versions", "delivered"}  # fmt: skip
+             "day_counts_entity", "day_counts_partition", "select_replay", "missing", "get_many", "depth",
+             "dead_letters", "query", "latest", "versions", "manifest", "windows_with_versions",
+             "delivered"}  # fmt: skip
     assert _protocol_methods() == reads | WRITE_METHODS
     assert not reads & WRITE_METHODS
 
