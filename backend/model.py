@@ -24,7 +24,8 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 SOURCE_PATTERN = r"^[A-Za-z0-9_.:\-]{1,128}$"
 # Cc (C0, DEL, C1) control characters are refused in identifiers; they would corrupt keys and terminals.
-_NO_CONTROL = r"^[^\x00-\x1f\x7f-\x9f]{1,256}$"
+ENTITY_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]{1,256}$"
+_NO_CONTROL = ENTITY_PATTERN
 IDEMPOTENCY_PATTERN = r"^[^\x00-\x1f\x7f-\x9f|]{1,256}$"
 
 MAX_BODY_BYTES = 1024 * 1024  # one request body / one JSON line

@@ -32,6 +32,7 @@ from backend.services.ingest_validation import MAX_REASON_CHARS as MAX_REASON_CH
 from backend.services.ingest_validation import Invalid as Invalid
 from backend.services.ingest_validation import Prepared as Prepared
 from backend.services.ingest_validation import prepare as prepare
+from backend.services.ingest_validation import prepare_fast
 from backend.times import Clock, fmt, lag_ms
 
 # How much of a rejected request is kept in quarantine (the full size and sha256 are always recorded).
@@ -278,7 +279,7 @@ def prepare_requests(batch: Sequence[Received], clock: Clock, run_id: str | None
                 raise Invalid(
                     f"request is {item.size:,} bytes; the limit is {MAX_BODY_BYTES:,} bytes (1 MiB)"
                 )
-            p = prepare(item.body)
+            p = prepare_fast(item.body) or prepare(item.body)
         except Invalid as bad:
             prepared.rejected.append((i, _rejection(item, bad, now)))
             prepared.summaries[i] = bad.summary

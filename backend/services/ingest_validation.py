@@ -8,14 +8,25 @@ writes no store; :mod:`backend.services.ingest` stores what this accepts.
 from __future__ import annotations
 
 import json
+import math
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import orjson
 from pydantic import ValidationError
 
 from backend.identity import canonical_json, event_id, raw_key, sha256_hex
-from backend.model import MAX_BODY_BYTES, MAX_NESTING, MAX_PAYLOAD_BYTES, EventIn
+from backend.model import (
+    ENTITY_PATTERN,
+    IDEMPOTENCY_PATTERN,
+    MAX_BODY_BYTES,
+    MAX_NESTING,
+    MAX_PAYLOAD_BYTES,
+    SOURCE_PATTERN,
+    EventIn,
+)
 from backend.strictjson import DuplicateKey, unique_keys
 from backend.times import TimeFormatError, fmt, parse_event_time
 
@@ -129,17 +140,34 @@ def prepare(body: bytes) -> Prepared:
         raise Invalid(explain(exc), _readable_fields(obj), explain(exc, values=False)) from None
     except RecursionError:
         raise Invalid("payload: nested too deeply", _readable_fields(obj)) from None
-    fields = {"source": event.source, "event_type": event.event_type, "entity_id": event.entity_id}
-    if not isinstance(event.payload, dict | list):
-        raise Invalid(
-            f"payload: must be a JSON object or array, got a JSON {_json_kind(event.payload)}", fields
-        )
+    return _identify(
+        event.source, event.event_type, event.entity_id, event.event_time, event.payload,
+        event.idempotency_key, body,
+    )  # fmt: skip
+
+
+def _identify(
+    source: str,
+    event_type: str,
+    entity_id: str,
+    event_time_text: str,
+    payload: Any,
+    idempotency_key: str | None,
+    body: bytes,
+    canonical: bytes | None = None,
+) -> Prepared:
+    """The checks after the model (payload kind, time, canonical payload) and the identity; both
+    :func:`prepare` and :func:`prepare_fast` end here, so an event has one identity whichever path read it."""
+    fields = {"source": source, "event_type": event_type, "entity_id": entity_id}
+    if not isinstance(payload, dict | list):
+        raise Invalid(f"payload: must be a JSON object or array, got a JSON {_json_kind(payload)}", fields)
     try:
-        event_dt = parse_event_time(event.event_time)
+        event_dt = parse_event_time(event_time_text)
     except TimeFormatError as exc:
         raise Invalid(str(exc), fields, "event_time: not a supported ISO-8601 date-time") from None
     try:
-        canonical = canonical_json(event.payload)
+        if canonical is None:
+            canonical = canonical_json(payload)
     except UnicodeEncodeError:  # before ValueError, which it is a kind of
         raise Invalid(
             "payload: contains an unpaired surrogate, which is not valid Unicode text", fields
@@ -155,26 +183,124 @@ def prepare(body: bytes) -> Prepared:
             fields,
         )
     payload_sha = sha256_hex(canonical)
-    eid = event_id(
-        event.source, event.event_type, event.entity_id, event_dt, payload_sha, event.idempotency_key
-    )
+    eid = event_id(source, event_type, entity_id, event_dt, payload_sha, idempotency_key)
     event_time = fmt(event_dt)
     day = event_time[:10]
     return Prepared(
         event_id=eid,
-        source=event.source,
-        event_type=event.event_type,
-        entity_id=event.entity_id,
+        source=source,
+        event_type=event_type,
+        entity_id=entity_id,
         event_dt=event_dt,
         event_time=event_time,
         day=day,
         hour=event_time[11:13],
         payload_sha=payload_sha,
         raw_sha=sha256_hex(body),
-        raw_key=raw_key(event.source, event.event_type, day, eid),
-        idempotency_key=event.idempotency_key,
+        raw_key=raw_key(source, event_type, day, eid),
+        idempotency_key=idempotency_key,
         body=body,
     )
+
+
+# -- the fast path: plain events, read with orjson ------------------------------------------------------
+
+# What the fast path reads at all; anything else (bigger, escaped strings, deeper, other fields or types)
+# goes through :func:`prepare`, which is the specification and writes every rejection's reason.
+FAST_MAX_BYTES = 16 * 1024
+FAST_MAX_DEPTH = 16
+_INT64 = float(2**63)
+_FIELDS = frozenset({"source", "event_type", "entity_id", "event_time", "payload", "idempotency_key"})
+# The model's patterns with \Z: Python's ``$`` also matches before a final newline, pydantic's does not.
+_NAME = re.compile(SOURCE_PATTERN[1:-1] + r"\Z").match
+_ENTITY = re.compile(ENTITY_PATTERN[1:-1] + r"\Z").match
+_IDEMPOTENCY = re.compile(IDEMPOTENCY_PATTERN[1:-1] + r"\Z").match
+
+
+def prepare_fast(body: bytes) -> Prepared | None:
+    """:func:`prepare` for the plain case, or None when the request is anything but plain.
+
+    Accept-only: a request it answers for is valid and gets exactly the :class:`Prepared` that
+    :func:`prepare` gives it (same bytes, same identity); anything unusual (not a plain object of the
+    event's fields with their types, a backslash anywhere, a duplicate key, a float that is not finite, a
+    time or name the rules refuse, more than ``FAST_MAX_BYTES``...) answers None and is left to
+    :func:`prepare`, which says why it is rejected, if it is.
+    """
+    if len(body) > FAST_MAX_BYTES or body[:1] != b"{" or b"\\" in body:
+        return None
+    try:
+        obj = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    if type(obj) is not dict or not _FIELDS.issuperset(obj):
+        return None
+    source = obj.get("source")
+    event_type = obj.get("event_type")
+    entity_id = obj.get("entity_id")
+    event_time = obj.get("event_time")
+    payload = obj.get("payload")
+    key = obj.get("idempotency_key")
+    if (
+        type(source) is not str
+        or type(event_type) is not str
+        or type(entity_id) is not str
+        or type(event_time) is not str
+        or type(payload) is not dict
+        or not _NAME(source)
+        or not _NAME(event_type)
+        or not _ENTITY(entity_id)
+        or (key is not None and (type(key) is not str or not _IDEMPOTENCY(key)))
+    ):
+        return None
+    # Without a backslash every '"' delimits a string, so the text holds count('"') / 2 strings. The
+    # object read holds as many unless a duplicate key was dropped (orjson keeps the last one silently).
+    strings, floats = _strings(payload, 1)
+    if strings < 0:
+        return None
+    strings += len(obj) + 4 + (key is not None)
+    if body.count(b'"') != 2 * strings:
+        return None
+    # Without floats (whose text orjson writes otherwise) and without anything to escape (no backslash in
+    # the body, so no control character, quote or backslash in any string) orjson's sorted compact output
+    # is byte for byte the canonical JSON.
+    try:
+        canonical = None if floats else orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)
+        return _identify(source, event_type, entity_id, event_time, payload, key, body, canonical)
+    except (Invalid, orjson.JSONEncodeError):
+        return None
+
+
+def _strings(value: Any, depth: int) -> tuple[int, bool]:
+    """How many strings (keys and values) ``value`` holds, and whether it holds a float; -1 if it holds
+    anything unusual (a float that is not finite or may have been an integer beyond 64 bits, nesting
+    deeper than ``FAST_MAX_DEPTH``)."""
+    if depth > FAST_MAX_DEPTH:
+        return -1, False
+    floats = False
+    if type(value) is dict:
+        n = len(value)
+        items: Any = value.values()
+    else:
+        n = 0
+        items = value
+    for item in items:
+        kind = type(item)
+        if kind is str:
+            n += 1
+        elif kind is dict or kind is list:
+            inner, inner_floats = _strings(item, depth + 1)
+            if inner < 0:
+                return -1, False
+            n += inner
+            floats = floats or inner_floats
+        elif kind is float:
+            # orjson reads an integer beyond 64 bits as a float, json as an int: leave those to prepare.
+            if not math.isfinite(item) or abs(item) >= _INT64:
+                return -1, False
+            floats = True
+        elif kind is not int and kind is not bool and item is not None:
+            return -1, False
+    return n, floats
 
 
 def _parse(body: bytes) -> dict[str, Any]:
