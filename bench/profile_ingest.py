@@ -20,7 +20,7 @@ from pathlib import Path
 
 from backend.adapters.local.store import LocalStore
 from backend.services.ingest import IngestService, Received
-from pik_console.cli import read_lines
+from pik_console.cli.ingest import read_lines
 
 
 def batched(items: Iterable[Received], size: int) -> Iterator[list[Received]]:
