@@ -19,6 +19,7 @@ from backend.model import MAX_BODY_BYTES, IngestStatus
 from backend.ports import IngestLedger
 from backend.services.ingest import QUARANTINE_MAX_BYTES, Received, Resumed
 from pik_console.cli.common import READ_ONLY_HELP, Failure, count, open_backend, print_json
+from pik_console.cli.ingest_progress import ingest_display, input_size
 from pik_console.text import safe
 
 REJECTIONS_IN_JSON = 1000
@@ -47,39 +48,66 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.set_defaults(func=cmd_ingest)
 
 
-def read_lines(stream: IO[bytes], origin: str, limit: int = MAX_BODY_BYTES) -> Iterator[Received]:
+UTF8_BOM = b"\xef\xbb\xbf"
+
+
+class LineReader:
     """JSON Lines from ``stream`` as requests, one at a time: memory stays bounded whatever the file size.
 
     A line longer than ``limit`` is not held: its prefix, size and sha256 are passed on so that it is
     rejected for its size and quarantined (bounded), and reading continues with the next line.
+
+    A request is the content of its line, without the line's framing: the ``\n`` (or ``\r\n``) that ends it
+    and, for line 1, a UTF-8 byte order mark that starts the input (editors on Windows write one). The BOM
+    marks the file's encoding, not the first event's: it is not stored with line 1's raw bytes, so line 1's
+    bytes, its event id and its resume check are the same with or without it. A BOM anywhere else is data,
+    and rejected as such. ``bytes_read`` counts every byte read, framing included.
     """
-    number = 0
-    while True:
-        line = stream.readline(limit + 2)
-        if not line:
-            return
-        number += 1
-        if line.endswith(b"\n") or len(line) <= limit:
-            body = line[:-1] if line.endswith(b"\n") else line
-            if body.endswith(b"\r"):
-                body = body[:-1]
-            if len(body) <= limit:
-                yield Received(body, origin, number)
-                continue
-        # Too long: stream the rest of the line through a hash, keep only the quarantine prefix.
-        digest = hashlib.sha256()
-        prefix = line[:QUARANTINE_MAX_BYTES]
-        size = 0
+
+    def __init__(self, stream: IO[bytes], origin: str, limit: int = MAX_BODY_BYTES) -> None:
+        self._stream = stream
+        self._origin = origin
+        self._limit = limit
+        self.bytes_read = 0
+
+    def __iter__(self) -> Iterator[Received]:
+        stream, origin, limit = self._stream, self._origin, self._limit
+        number = 0
         while True:
-            chunk = line[:-1] if line.endswith(b"\n") else line
-            digest.update(chunk)
-            size += len(chunk)
-            if line.endswith(b"\n"):
-                break
-            line = stream.readline(1 << 20)
+            line = stream.readline(limit + 2 + (len(UTF8_BOM) if number == 0 else 0))
             if not line:
-                break
-        yield Received(prefix, origin, number, size=size, sha256=digest.hexdigest())
+                return
+            self.bytes_read += len(line)
+            if number == 0 and line.startswith(UTF8_BOM):
+                line = line[len(UTF8_BOM) :]
+            number += 1
+            if line.endswith(b"\n") or len(line) <= limit:
+                body = line[:-1] if line.endswith(b"\n") else line
+                if body.endswith(b"\r"):
+                    body = body[:-1]
+                if len(body) <= limit:
+                    yield Received(body, origin, number)
+                    continue
+            # Too long: stream the rest of the line through a hash, keep only the quarantine prefix.
+            digest = hashlib.sha256()
+            prefix = line[:QUARANTINE_MAX_BYTES]
+            size = 0
+            while True:
+                chunk = line[:-1] if line.endswith(b"\n") else line
+                digest.update(chunk)
+                size += len(chunk)
+                if line.endswith(b"\n"):
+                    break
+                line = stream.readline(1 << 20)
+                self.bytes_read += len(line)
+                if not line:
+                    break
+            yield Received(prefix, origin, number, size=size, sha256=digest.hexdigest())
+
+
+def read_lines(stream: IO[bytes], origin: str, limit: int = MAX_BODY_BYTES) -> Iterator[Received]:
+    """The requests of :class:`LineReader` over ``stream``, for callers that need no byte count."""
+    return iter(LineReader(stream, origin, limit))
 
 
 @contextlib.contextmanager
@@ -189,10 +217,11 @@ def cmd_ingest(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     lines = 0
     skipped = 0
     started = time.perf_counter()
-    show_progress = err.isatty() and not args.json
-    reading = _Reading(read_lines(stream, origin))
+    reader = LineReader(stream, origin)
+    reading = _Reading(iter(reader))
+    display = ingest_display(err, err.isatty() and not args.json, input_size(stream))
     try:
-        with stream, _bulk_gc():
+        with stream, _bulk_gc(), display:
             requests: Iterator[Received] = iter(reading)
             if ledger is not None:
                 batches: Iterator[Resumed] = service.resume_stream(requests, ledger, args.batch_size)
@@ -207,9 +236,7 @@ def cmd_ingest(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
                 lines += len(batch.results) + batch.skipped
                 skipped += batch.skipped
                 reading.finished(lines)
-                if show_progress:
-                    err.write(f"\r  {lines:,} lines ingested…")
-                    err.flush()
+                display.update(lines, reader.bytes_read)
     except ReadOnlyError:
         raise  # nothing was stored: no advice about re-running
     except OSError as exc:
@@ -220,13 +247,12 @@ def cmd_ingest(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
             f"{exc} — {_what_is_stored(backend, ledger, origin, reading, lines, skipped)}"
         ) from None
     except KeyboardInterrupt:
+        # The bar is already erased (the display's exit): this is the one message an interrupted run prints.
         stored = _what_is_stored(backend, ledger, origin, reading, lines, skipped)
-        err.write(f"\npik ingest: interrupted; {stored}\n")
-        raise
+        err.write(f"pik ingest: interrupted; {stored}\n")
+        return 130
     finally:
         backend.close()
-        if show_progress:
-            err.write("\r\x1b[K")
     seconds = time.perf_counter() - started
     summary = {
         "accepted": counts[IngestStatus.ACCEPTED],
