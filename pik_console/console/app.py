@@ -8,7 +8,7 @@ notification. Keys are in the footer (each binding has an id and a tooltip), in 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
@@ -18,6 +18,7 @@ from textual import on, work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
+from textual.css.query import NoMatches
 from textual.lazy import Lazy
 from textual.message import Message
 from textual.reactive import reactive
@@ -48,6 +49,10 @@ class ConsoleHeader(Horizontal):
         self.query_one("#header-title", Static).update(title)
         self.query_one("#header-context", Static).update(Text(safe(context.describe(), 120)))
         self.query_one("#header-badge", Static).display = kit.read_only
+
+
+# Refreshes to wait for a Lazy pane to mount before giving up on focusing it (it mounts after one or two).
+PANE_MOUNT_TRIES = 50
 
 
 class PikConsole(App[None]):
@@ -182,13 +187,24 @@ class PikConsole(App[None]):
     def _tab(self, event: TabbedContent.TabActivated) -> None:
         name = event.pane.id or ""
         if name in PANES and name != "events":
-            self.pane(name).apply_context(self.context)
+            self.when_mounted(name, lambda pane: pane.apply_context(self.context))
 
     # -- actions -----------------------------------------------------------------------------------------
 
     def action_pane(self, name: str) -> None:
         self.query_one(TabbedContent).active = name
-        self.call_after_refresh(self.pane(name).focus_main)
+        self.call_after_refresh(self.when_mounted, name, lambda pane: pane.focus_main())
+
+    def when_mounted(self, name: str, then: Callable[[Any], None], tries: int = PANE_MOUNT_TRIES) -> None:
+        """``then(pane)`` as soon as pane ``name`` is mounted: the panes other than Events mount after the
+        first frame (Lazy), and a key pressed before that must wait for its pane, not crash the console."""
+        try:
+            pane = self.pane(name)
+        except NoMatches:
+            if tries > 0:
+                self.call_after_refresh(self.when_mounted, name, then, tries - 1)
+            return
+        then(pane)
 
     def action_filter(self) -> None:
         self.pane(self.active_pane).focus_filter()

@@ -235,3 +235,19 @@ async def test_help_and_the_palette_cover_every_action(demo_ws: Path) -> None:
         assert len({b.id for b in bindings}) == len(bindings)
         await app.run_actions("pane('aggregates');versions_step(-1)")
         assert app.active_pane == "aggregates"
+
+
+@pytest.mark.parametrize("key", ["2", "3", "4", "5"])
+async def test_a_pane_key_pressed_before_its_pane_is_mounted_switches_to_it(
+    demo_copy: Path, key: str
+) -> None:
+    """The panes other than Events mount after the first frame (Lazy); a key pressed before that must not
+    crash the console (it did: NoMatches for '#aggregates-pane')."""
+    app = _app(demo_copy)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press(key)  # at once: the Lazy panes are not mounted yet
+        await settle(pilot)
+        assert app.is_running
+        names = {"2": "lag", "3": "gaps", "4": "replay", "5": "aggregates"}
+        assert app.active_pane == names[key]
+        assert app.pane(names[key]).is_mounted
