@@ -129,6 +129,10 @@ class AggregatesPane(Vertical):
         self.metric: str | None = None
         self.to_version: int | None = None
         self.diff: VersionDiff | None = None
+        # Whose versions are listed, and whether the pane follows the newest pair as versions are written
+        # (until [ steps back; ] back to the newest follows again).
+        self._key: tuple[str, str] | None = None
+        self._following = True
 
     def compose(self) -> ComposeResult:
         with Horizontal(classes="filter-bar", id="agg-form"):
@@ -147,6 +151,7 @@ class AggregatesPane(Vertical):
                 yield DataTable(id="agg-added", cursor_type="row")
 
     def on_mount(self) -> None:
+        cast(Any, self.app).pane_mounted()  # mounted after the first frame: take the size's layout
         self.query_one("#agg-versions", DataTable).add_columns(
             "METRIC", "V", "VALUE", "INPUTS", "COMPUTED", "CAUSE"
         )
@@ -162,6 +167,8 @@ class AggregatesPane(Vertical):
         if ctx == self._applied:
             return
         self._applied = ctx
+        if ctx.metric:
+            self.metric = ctx.metric
         if ctx.entity:
             self.query_one("#agg-entity", Input).value = ctx.entity
         if ctx.day:
@@ -186,7 +193,18 @@ class AggregatesPane(Vertical):
 
     @on(Input.Submitted, "#agg-form Input")
     def _submitted(self) -> None:
+        entity = self.query_one("#agg-entity", Input).value.strip()
+        day = self.query_one("#agg-day", Input).value.strip()
         self.reload()
+        if entity and day:
+            try:
+                parse_day(day)
+            except TimeFormatError:
+                return
+            app = cast(Any, self.app)
+            if (app.context.entity, app.context.day) != (entity, day):
+                self._applied = app.share(entity=entity, day=day, start=None, end=None, compare=None)
+        self.focus_main()
 
     @work(thread=True, exclusive=True, group="agg-versions", exit_on_error=False)
     def _read_versions(self, entity: str, day: str) -> None:
@@ -205,6 +223,9 @@ class AggregatesPane(Vertical):
             return
         self.versions = message.versions
         entity, day = message.key
+        if message.key != self._key:
+            self._key = message.key
+            self._following = True
         if not self.versions:
             self.diff = None
             self.query_one("#agg-diff", Static).update(
@@ -233,7 +254,7 @@ class AggregatesPane(Vertical):
             select.value = self.metric
         assert self.metric is not None
         latest = self._latest(self.metric)
-        if self.to_version is None or self.to_version > latest:
+        if self.to_version is None or self.to_version > latest or self._following:
             self.to_version = latest
         self._show()
 
@@ -245,6 +266,7 @@ class AggregatesPane(Vertical):
         if isinstance(event.value, str):
             self.metric = event.value
             self.to_version = self._latest(event.value)
+            self._following = True
             self._show()
 
     @on(DataTable.RowSelected, "#agg-versions")
@@ -252,15 +274,34 @@ class AggregatesPane(Vertical):
         metric, version = str(event.row_key.value).split("\x00")
         self.metric = metric
         self.to_version = int(version)
+        self._following = self.to_version == self._latest(metric)
         with self.prevent(Select.Changed):
             self.query_one("#agg-metric", Select).value = metric
         self._show()
+
+    def refusal(self, key: str) -> str | None:
+        if self.metric is None or self.to_version is None:
+            return "No versions listed: choose an entity and a day (/) first"
+        if key == "left_square_bracket":
+            return f"Already at the oldest versions of {self.metric}"
+        if key == "right_square_bracket":
+            return f"Already at the newest versions of {self.metric} (v{self.to_version})"
+        return None
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "step" and self.metric is not None and self.to_version is not None:
+            step = cast(int, parameters[0]) if parameters else 0
+            target = self.to_version + step
+            if target < 1 or target > self._latest(self.metric):
+                return None  # dimmed; the key is refused with the reason
+        return True
 
     def action_step(self, step: int) -> None:
         if self.metric is None or self.to_version is None:
             return
         latest = self._latest(self.metric)
         target = max(min(self.to_version + step, latest), 1)
+        self._following = target == latest
         if target != self.to_version:
             self.to_version = target
             self._show()
@@ -268,6 +309,10 @@ class AggregatesPane(Vertical):
     def _show(self) -> None:
         if self.metric is None or self.to_version is None:
             return
+        pair = (self.to_version - 1, self.to_version) if self.to_version > 1 else None
+        app = cast(Any, self.app)
+        if (app.context.metric, app.context.compare) != (self.metric, pair):
+            self._applied = app.share(metric=self.metric, compare=pair)
         table = self.query_one("#agg-versions", DataTable)
         key = f"{self.metric}\x00{self.to_version}"
         for n, row in enumerate(table.ordered_rows):

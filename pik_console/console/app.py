@@ -42,14 +42,41 @@ class ConsoleHeader(Horizontal):
         yield Static("", id="header-context", markup=False)
         yield Static(Text(" READ-ONLY ", style="bold"), id="header-badge", markup=False)
 
-    def show(self, kit: Kit, context: Context) -> None:
-        title = Text(" pik console ", style="bold")
+    def show(self, kit: Kit, context: Context, width: int = 160) -> None:
+        narrow = width < NARROW
+        described = safe(context.describe(short=narrow), 120)
+        title = Text("" if narrow else " pik console ", style="bold")
         title.append(f" {kit.name} · ", style="dim")
-        title.append(safe(kit.location, 90))
+        # The location keeps its end (the folder's name, the stack) when the line is short.
+        room = width - (len(described) + 2) - len(title) - (11 if kit.read_only else 0) - 1
+        location = safe(kit.location, 200)
+        if len(location) > room:
+            location = "…" + location[-(room - 1) :] if room >= 8 else ""
+        title.append(location)
         self.query_one("#header-title", Static).update(title)
-        self.query_one("#header-context", Static).update(Text(safe(context.describe(), 120)))
+        self.query_one("#header-context", Static).update(Text(described))
         self.query_one("#header-badge", Static).display = kit.read_only
 
+
+# The pane keys, and the key each pane's command keys are refused with elsewhere (a refusal always says why).
+PANE_KEYS = {"events": "1", "lag": "2", "gaps": "3", "replay": "4", "aggregates": "5"}
+COMMAND_KEYS: dict[str, tuple[str, str]] = {
+    "x": ("replay", "execute a replay"),
+    "p": ("replay", "run the processor"),
+    "c": ("replay", "cancel the running work"),
+    "left_square_bracket": ("aggregates", "step to older versions"),
+    "right_square_bracket": ("aggregates", "step to newer versions"),
+    "o": ("aggregates", "open the added event"),
+    "plus": ("lag", "raise the late threshold"),
+    "minus": ("lag", "lower the late threshold"),
+    "colon": ("events", "jump to a time"),
+    "y": ("events", "copy the event"),
+}
+KEY_NAMES = {"left_square_bracket": "[", "right_square_bracket": "]", "plus": "+", "minus": "-", "colon": ":"}
+
+# Below this many columns the console is laid out for a small terminal (80x24): stacked panes, compact
+# forms, the event detail on enter instead of beside the list.
+NARROW = 110
 
 # Refreshes to wait for a Lazy pane to mount before giving up on focusing it (it mounts after one or two).
 PANE_MOUNT_TRIES = 50
@@ -61,18 +88,39 @@ class PikConsole(App[None]):
     CSS_PATH = Path(__file__).with_name("console.tcss")
     TITLE = "pik console"
     ENABLE_COMMAND_PALETTE = True
+    # The first focus is the event list, never a form field or the tab bar: keys typed in a burst as the
+    # console starts go to the list and the app's keys, not into a field or nowhere.
+    AUTO_FOCUS = "#event-list"
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("question_mark", "help", "Help", tooltip="Every key, pane by pane", id="app.help"),
         Binding("slash", "filter", "Filter", tooltip="Edit the filter or form of this pane", id="app.filter"),
-        Binding("1", "pane('events')", "Events", tooltip="Browse events by page", id="app.pane.events"),
-        Binding("2", "pane('lag')", "Lag", tooltip="Lag of a source/type/day", id="app.pane.lag"),
-        Binding("3", "pane('gaps')", "Gaps", tooltip="Events per day; missing days", id="app.pane.gaps"),
-        Binding("4", "pane('replay')", "Replay", tooltip="Preview and run a replay", id="app.pane.replay"),
+        # The tabs show the pane keys ("1 Events" …): the footer keeps its room for the pane's own keys.
+        Binding(
+            "1", "pane('events')", "Events", show=False, tooltip="Browse events by page", id="app.pane.events"
+        ),
+        Binding("2", "pane('lag')", "Lag", show=False, tooltip="Lag of a source/type/day", id="app.pane.lag"),
+        Binding(
+            "3",
+            "pane('gaps')",
+            "Gaps",
+            show=False,
+            tooltip="Events per day; missing days",
+            id="app.pane.gaps",
+        ),
+        Binding(
+            "4",
+            "pane('replay')",
+            "Replay",
+            show=False,
+            tooltip="Preview and run a replay",
+            id="app.pane.replay",
+        ),
         Binding(
             "5",
             "pane('aggregates')",
             "Aggregates",
+            show=False,
             tooltip="Aggregate versions and diffs",
             id="app.pane.aggregates",
         ),
@@ -84,7 +132,27 @@ class PikConsole(App[None]):
             tooltip="Write a Markdown incident report of the entity and day",
             id="app.report",
         ),
-        Binding("q", "quit", "Quit", tooltip="Leave the console", id="app.quit"),
+        Binding("q", "quit", "Quit", tooltip="Leave the console (stops running work first)", id="app.quit"),
+        Binding(
+            "escape",
+            "back",
+            "Back",
+            show=False,
+            tooltip="Leave the field: back to the pane's list",
+            id="app.back",
+        ),
+        # A pane's command key pressed where it means nothing (another pane, read-only, nothing to act on)
+        # reaches these last: they say why instead of doing nothing.
+        *(
+            Binding(
+                key,
+                f"refused('{key}')",
+                show=False,
+                tooltip=f"{what}: says why it cannot be done here",
+                id=f"app.refused.{key}",
+            )
+            for key, (_, what) in COMMAND_KEYS.items()
+        ),
     ]
 
     context: reactive[Context] = reactive(Context, init=False)
@@ -106,6 +174,7 @@ class PikConsole(App[None]):
         self._initial = context or Context()
         self.stats: IndexStats | None = None
         self.reports: list[str] = []
+        self._quitting = False
 
     # -- layout --------------------------------------------------------------------------------------
 
@@ -133,9 +202,8 @@ class PikConsole(App[None]):
 
     def on_mount(self) -> None:
         self.set_reactive(PikConsole.context, self._initial)
-        self._show_header()
+        self._fit()
         self.pane("events").apply_context(self.context)
-        self.call_after_refresh(self.query_one("#event-list").focus)
         ctx = self.context
         if self.kit.name == "local" and not (ctx.entity or (ctx.source and ctx.event_type and ctx.day)):
             # Nothing to open on: the workspace's totals choose (a whole-index scan, so only then).
@@ -153,8 +221,29 @@ class PikConsole(App[None]):
     def watch_context(self, context: Context) -> None:
         self._show_header()
 
+    def share(self, **changes: Any) -> Context:
+        """A pane sets part of the context (what its form or cursor now shows): the header follows at once,
+        and every other pane the next time it is shown. Returns the context, for the pane to mark applied."""
+        ctx = replace(self.context, **changes)
+        if ctx != self.context:
+            self.context = ctx
+        return ctx
+
     def _show_header(self) -> None:
-        self.query_one(ConsoleHeader).show(self.kit, self.context)
+        self.query_one(ConsoleHeader).show(self.kit, self.context, self.size.width)
+
+    def on_resize(self) -> None:
+        self._fit()
+
+    def _fit(self) -> None:
+        """The layout for the terminal's size: ``-narrow`` below NARROW columns (CSS stacks the panes), and
+        the forms' fields compact (one line, no border) so that each shows what is typed in it."""
+        narrow = self.size.width < NARROW
+        self.set_class(narrow, "-narrow")
+        for widget in self.query(".filter-bar > *"):
+            if hasattr(widget, "compact"):
+                widget.compact = narrow
+        self._show_header()
 
     @work(thread=True, exclusive=True, group="stats", exit_on_error=False)
     def _read_stats(self) -> None:
@@ -195,6 +284,10 @@ class PikConsole(App[None]):
         self.query_one(TabbedContent).active = name
         self.call_after_refresh(self.when_mounted, name, lambda pane: pane.focus_main())
 
+    def pane_mounted(self) -> None:
+        """A (lazy) pane mounted: its fields take the size's layout."""
+        self._fit()
+
     def when_mounted(self, name: str, then: Callable[[Any], None], tries: int = PANE_MOUNT_TRIES) -> None:
         """``then(pane)`` as soon as pane ``name`` is mounted: the panes other than Events mount after the
         first frame (Lazy), and a key pressed before that must wait for its pane, not crash the console."""
@@ -205,6 +298,62 @@ class PikConsole(App[None]):
                 self.call_after_refresh(self.when_mounted, name, then, tries - 1)
             return
         then(pane)
+
+    def action_back(self) -> None:
+        """Escape: out of any field, back to the pane's list (k9s, lazygit)."""
+        try:
+            pane = self.pane(self.active_pane)
+        except NoMatches:
+            return
+        pane.focus_main()
+
+    def action_refused(self, key: str) -> None:
+        name = KEY_NAMES.get(key, key)
+        owner, what = COMMAND_KEYS[key]
+        reason: str | None = None
+        if self.active_pane == owner:
+            try:
+                reason = self.pane(owner).refusal(key)
+            except (NoMatches, AttributeError):
+                reason = None
+            reason = reason or f"{name} ({what}) has nothing to act on here"
+        else:
+            reason = f"{name} ({what}) works in the {owner.title()} pane: press {PANE_KEYS[owner]} first"
+        self.notify(reason, severity="warning", markup=False)
+
+    def action_screenshot(self, filename: str | None = None, path: str | None = None) -> None:
+        """The palette's Screenshot: an SVG in the current directory, and where it went (or why not)."""
+        try:
+            saved = self.save_screenshot(filename, path or str(Path.cwd()))
+        except OSError as exc:
+            self.notify(f"The screenshot was not saved: {exc}", severity="error", markup=False)
+            return
+        self.notify(f"Screenshot saved to {saved}", title="Screenshot", markup=False)
+
+    async def action_quit(self) -> None:
+        """Quit; running work (a send, the processor) is asked to stop first and the console closes when
+        it has stopped, so the queue and the audit trail are left consistent."""
+        running = self._running_work()
+        if not running:
+            self.exit()
+            return
+        if self._quitting:
+            self.notify(f"Still stopping {running}…", markup=False)
+            return
+        self._quitting = True
+        self.notify(f"Stopping {running} cleanly, then quitting…", title="Quit", markup=False)
+        self.when_mounted("replay", lambda pane: pane.cancel_work())
+        self.set_interval(0.1, self._quit_when_idle)
+
+    def _running_work(self) -> str | None:
+        try:
+            return self.pane("replay").running_work()
+        except NoMatches:
+            return None
+
+    def _quit_when_idle(self) -> None:
+        if not any(w.is_running and w.group in ("replay-execute", "replay-process") for w in self.workers):
+            self.exit()
 
     def action_filter(self) -> None:
         self.pane(self.active_pane).focus_filter()
@@ -302,7 +451,15 @@ class PikConsole(App[None]):
         self.open_event(r.entity_id, r.event_time, r.event_id)
 
     def versions_changed(self) -> None:
-        self.pane("aggregates").invalidate()
+        """New aggregate versions were written: the Aggregates pane shows the newest pair when next shown
+        (at once if it is)."""
+
+        def follow(pane: Any) -> None:
+            pane.invalidate()
+            if self.active_pane == "aggregates":
+                pane.apply_context(self.context)
+
+        self.when_mounted("aggregates", follow)
 
     # -- pane actions by name (footer of the pane, palette, tests) ------------------------------------
 

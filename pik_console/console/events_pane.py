@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from rich.table import Table
 from rich.text import Text
-from textual import on, work
+from textual import events, on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
@@ -56,8 +56,14 @@ class EventsPane(Vertical):
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding(":", "jump", "Jump", tooltip="Jump to a time in the window (k9s-style)", id="events.jump"),
+        Binding("y", "copy", "Copy", tooltip="Copy the event id (y) or its JSON (Y)", id="events.copy"),
         Binding(
-            "escape", "focus_list", "List", show=False, id="events.focus_list", tooltip="Back to the list"
+            "Y",
+            "copy_json",
+            "Copy JSON",
+            show=False,
+            tooltip="Copy the event's raw JSON",
+            id="events.copy_json",
         ),
     ]
 
@@ -196,11 +202,60 @@ class EventsPane(Vertical):
 
         self.app.push_screen(JumpScreen(), done)
 
-    def action_focus_list(self) -> None:
-        self.query_one(EventList).focus()
+    # -- copy (OSC 52: the terminal's clipboard, over ssh too) ----------------------------------------
+
+    def action_copy(self) -> None:
+        item = self.query_one(EventList).item
+        if item is None:
+            self.notify("Nothing to copy: no event is selected", severity="warning")
+            return
+        if isinstance(item, Rejection):
+            self.app.copy_to_clipboard(item.sha256)
+            self.notify(
+                f"Copied the rejected input's sha256 {item.sha256[:16]}…", title="Copied", markup=False
+            )
+            return
+        self.app.copy_to_clipboard(item.event_id)
+        self.notify(f"Copied the event id {item.event_id}", title="Copied", markup=False)
+
+    def action_copy_json(self) -> None:
+        item = self.query_one(EventList).item
+        if item is None:
+            self.notify("Nothing to copy: no event is selected", severity="warning")
+            return
+        if isinstance(item, Rejection):
+            self._copied(item.data.decode("utf-8", "replace"), "the rejected bytes", None)
+            return
+        self._copy_raw(item)
+
+    @work(thread=True, exclusive=True, group="event-copy", exit_on_error=False)
+    def _copy_raw(self, item: EventRecord) -> None:
+        try:
+            raw = self.console_app.kit.raw.get(item.s3_key)
+            if raw is None:
+                raise LookupError(f"no raw bytes are stored under {item.s3_key}")
+            self.app.call_from_thread(self._copied, raw.decode("utf-8", "replace"), "the event's JSON", None)
+        except Exception as exc:
+            self.app.call_from_thread(self._copied, None, "the event's JSON", str(exc))
+
+    def _copied(self, text: str | None, what: str, error: str | None) -> None:
+        if text is None:
+            self.notify(f"Copying {what} failed: {error}", severity="error", markup=False)
+            return
+        self.app.copy_to_clipboard(text)
+        self.notify(f"Copied {what} ({len(text):,} characters)", title="Copied", markup=False)
+
+    def refusal(self, key: str) -> str | None:
+        if key == "colon":
+            return "Jump to a time needs an entity's window: pick an event or filter by entity (/)"
+        return None
 
     def focus_main(self) -> None:
         self.query_one(EventList).focus()
+
+    def on_descendant_focus(self, event: events.DescendantFocus) -> None:
+        # On a small terminal the detail takes the list's place while it has the focus (enter; escape).
+        self.set_class(event.widget.id == "events-detail-scroll", "-detail-open")
 
     def focus_filter(self) -> None:
         self.query_one("#f-entity", Input).focus()

@@ -74,6 +74,7 @@ class GapsPane(Vertical):
         yield DataTable(id="gaps-table", cursor_type="row", zebra_stripes=True)
 
     def on_mount(self) -> None:
+        cast(Any, self.app).pane_mounted()  # mounted after the first frame: take the size's layout
         self.query_one("#gaps-table", DataTable).add_columns(
             "DAY", "EVENTS", "ON TIME", "LATE", "DUP", "STATUS", "ON TIME ▮ LATE"
         )

@@ -133,6 +133,7 @@ class LagPane(Vertical):
                 yield DataTable(id="lag-largest", cursor_type="row")
 
     def on_mount(self) -> None:
+        cast(Any, self.app).pane_mounted()  # mounted after the first frame: take the size's layout
         # Fixed widths: an auto-sized column keeps the widest value it ever held, so the table's look
         # would depend on which read finished first (and the screenshots and snapshots would flicker).
         partitions = self.query_one("#lag-partitions", DataTable)
@@ -185,6 +186,10 @@ class LagPane(Vertical):
                 day, late_ms, entity, (source, event_type) if source and event_type else None
             )
         if source and event_type and day:
+            app = cast(Any, self.app)
+            ctx = app.context
+            if (ctx.source, ctx.event_type, ctx.day) != (source, event_type, day):
+                self._applied = app.share(source=source, event_type=event_type, day=day)
             self._read_lag(source, event_type, day, late_ms)
         else:
             self.query_one("#lag-summary", Static).update(

@@ -66,7 +66,7 @@ class EventFilter:
             status = f" · {self.status.value}" if self.status else ""
             return f"entity {self.entity} · [{short(self.start)}, {short(self.end)}){extra}{status}"
         status = f" · {self.status.value}" if self.status else ""
-        return f"{self.source}/{self.event_type} on {self.day} (lag order){status}"
+        return f"{self.source}/{self.event_type} on {self.day} (smallest lag first; End: the largest){status}"
 
     def _named(self) -> list[tuple[str, str | None]]:
         return [

@@ -27,6 +27,7 @@ HELP_INTRO = (
 class HelpScreen(ModalScreen[None]):
     """``?``: every key of every pane, and what it does."""
 
+    AUTO_FOCUS = "*"  # the app's is its event list
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape,q,question_mark", "dismiss", "Close", id="help.close", tooltip="Close the help")
     ]
@@ -60,6 +61,7 @@ class HelpScreen(ModalScreen[None]):
 class JumpScreen(ModalScreen[str | None]):
     """``:``: a time to jump to in the listed window (a date or an ISO time, UTC)."""
 
+    AUTO_FOCUS = "*"  # the app's is its event list
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "cancel", "Cancel", id="jump.cancel", tooltip="Stay where you are")
     ]
@@ -93,6 +95,7 @@ class ConfirmReplay(ModalScreen[bool]):
     """The impact of a replay, and a confirmation. Above the size guard the user must type the entity
     (or ``source/type``) before Execute is enabled: the typed confirmation k9s users asked for."""
 
+    AUTO_FOCUS = "*"  # the app's is its event list
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "cancel", "Cancel", id="confirm.cancel", tooltip="Send nothing")
     ]
@@ -154,6 +157,15 @@ class ConfirmReplay(ModalScreen[bool]):
     def _submitted(self, event: Input.Submitted) -> None:
         if event.value.strip() == self.phrase:
             self.dismiss(True)
+            return
+        typed = event.value.strip()
+        self.notify(
+            f"Type {self.phrase} exactly to send this replay"
+            + (f" (you typed {typed})" if typed else "")
+            + "; escape sends nothing",
+            severity="warning",
+            markup=False,
+        )
 
     @on(Button.Pressed, "#confirm-execute")
     def _execute(self) -> None:

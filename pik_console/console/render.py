@@ -13,6 +13,7 @@ from rich.highlighter import JSONHighlighter
 from rich.table import Table
 from rich.text import Text
 
+from backend.times import human_ms
 from pik_console.text import safe
 
 BAR_FULL = "█"
@@ -93,3 +94,20 @@ def hexdump(data: bytes, limit: int = 256, width: int = 8) -> Text:
 
 def group(*items: RenderableType | None) -> Group:
     return Group(*(i for i in items if i is not None))
+
+
+def work_line(label: str, done: int, total: int | None, elapsed_s: float, unit: str, extra: str = "") -> Text:
+    """Long work as people follow it: ``sending: 12,340 of 300,000 messages · 4,100/s · ETA 1m 10s``."""
+    text = Text(f"{label}: ", style="bold")
+    text.append(f"{done:,}")
+    text.append(f" of {total:,} {unit}" if total else f" {unit}")
+    rate = done / elapsed_s if elapsed_s > 0 else 0.0
+    if rate > 0:
+        text.append(f" · {rate:,.0f}/s")
+        if total and done < total:
+            text.append(f" · ETA {human_ms(int((total - done) / rate * 1000))}")
+    text.append(f" · {human_ms(int(elapsed_s * 1000))} so far", style="dim")
+    if extra:
+        text.append(f" · {extra}")
+    text.append("  (c cancels)", style="dim")
+    return text

@@ -4,6 +4,9 @@ guard asks for the scope to be typed), progress and result, the processor, and t
 
 from __future__ import annotations
 
+import threading
+import time
+from dataclasses import replace
 from typing import Any, ClassVar, cast
 
 from rich.console import Group
@@ -25,9 +28,19 @@ from backend.services.replay import ReplayRefused
 from backend.services.scope import describe_scope
 from backend.times import TimeFormatError, fmt, parse_bound
 from pik_console.console.context import Context, day_start, next_day
-from pik_console.console.render import bar, fields, num, t, title
+from pik_console.console.render import bar, fields, num, t, title, work_line
 
 DEBOUNCE_S = 0.35
+SHARED_FIELDS = ("entity", "day", "start", "end", "source", "event_type")
+# At most this often a worker posts its progress (a send reports every batch of 10 messages).
+PROGRESS_EVERY_S = 0.1
+
+
+class Cancelled(Exception):
+    """The user asked the running send to stop (c, or q): raised between two batches, so the replay service
+    records what was sent and marks the replay INTERRUPTED."""
+
+
 OUTCOME_STYLE = {
     ReplayOutcome.SENT: "green",
     ReplayOutcome.DRY_RUN: "dim",
@@ -112,6 +125,9 @@ class ReplayPane(Vertical):
             tooltip="Drain the replay queue through the processor",
             id="replay.process",
         ),
+        Binding(
+            "c", "cancel", "Cancel", tooltip="Stop the send or the processor cleanly", id="replay.cancel"
+        ),
     ]
 
     class PlanRead(Message):
@@ -128,11 +144,19 @@ class ReplayPane(Vertical):
             self.failed = failed
             self.total = total
 
+    class Draining(Message):
+        def __init__(self, received: int, versions: int, total: int | None) -> None:
+            super().__init__()
+            self.received = received
+            self.versions = versions
+            self.total = total
+
     class Executed(Message):
-        def __init__(self, audit: ReplayAudit | None, error: str | None) -> None:
+        def __init__(self, audit: ReplayAudit | None, error: str | None, *, cancelled: bool = False) -> None:
             super().__init__()
             self.audit = audit
             self.error = error
+            self.cancelled = cancelled
 
     class Processed(Message):
         def __init__(self, report: DrainResult | None, error: str | None) -> None:
@@ -155,6 +179,9 @@ class ReplayPane(Vertical):
         self.request: ReplayRequest | None = None
         self.busy = False
         self.last_result: ReplayAudit | None = None
+        self._cancel = threading.Event()
+        self._work: str | None = None
+        self._started = 0.0
 
     @property
     def kit(self) -> Any:
@@ -192,6 +219,7 @@ class ReplayPane(Vertical):
                 yield DataTable(id="replay-history", cursor_type="row", zebra_stripes=True)
 
     def on_mount(self) -> None:
+        cast(Any, self.app).pane_mounted()  # mounted after the first frame: take the size's layout
         history = self.query_one("#replay-history", DataTable)
         for label, width in (("STARTED", 16), ("OUTCOME", 11), ("SENT", 11), ("BY", 14), ("REPLAY", 28)):
             history.add_column(label, width=width)
@@ -210,11 +238,51 @@ class ReplayPane(Vertical):
         self.query_one("#rp-entity", Input).focus()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # A key that cannot act here is hidden (read-only) or shown dimmed; pressed anyway, it reaches the
+        # app, which says why (``refusal``).
         if action in ("execute", "process") and self.kit.read_only:
-            return None  # shown disabled: read-only
+            return False
         if action == "execute" and (self.plan is None or not self.plan.would_send or self.busy):
             return None
+        if action == "process" and self.busy:
+            return None
+        if action == "cancel":
+            return self.busy
         return True
+
+    def refusal(self, key: str) -> str | None:
+        """Why ``key`` does nothing now, in one sentence."""
+        if key in ("x", "p") and self.kit.read_only:
+            what = "replays cannot be executed" if key == "x" else "the processor writes versions"
+            return f"Read-only console: {what}; start it without --read-only to act"
+        if key in ("x", "p") and self.busy:
+            return f"Busy {self._work}: wait for it, or press c to cancel it"
+        if key == "x":
+            if self.plan is None:
+                return "Nothing to execute: the dry run has no plan yet (fix the form or wait for it)"
+            return "Nothing to execute: the dry run sends no message"
+        if key == "c":
+            return "Nothing is running to cancel"
+        return None
+
+    def running_work(self) -> str | None:
+        return self._work if self.busy else None
+
+    def cancel_work(self) -> None:
+        """Ask the running send or processor to stop at its next batch; what was done stays done and
+        recorded (the audit says INTERRUPTED; the processor's held messages are finished or released)."""
+        if not self.busy or self._cancel.is_set():
+            return
+        self._cancel.set()
+        self.query_one("#replay-result", Static).update(
+            Text(f"cancelling {self._work} at the next batch…", style="bold yellow")
+        )
+
+    def action_cancel(self) -> None:
+        if not self.busy:
+            self.notify("Nothing is running to cancel", severity="warning")
+            return
+        self.cancel_work()
 
     # -- the form ---------------------------------------------------------------------------------------
 
@@ -295,8 +363,26 @@ class ReplayPane(Vertical):
             self._show_plan_problem(str(exc))
             return
         self.request = request
+        self._share(request)
         self.query_one("#replay-plan", Static).update(Text("planning…", style="italic dim"))
         self._plan(self._serial, request)
+
+    def _share(self, r: ReplayRequest) -> None:
+        """The scope typed here becomes the console's context (the header, and the panes shown next)."""
+        app = cast(Any, self.app)
+        if r.entity_id and r.start_time and r.end_time:
+            ctx = app.context.with_window(r.entity_id, r.start_time, r.end_time)
+            if r.source and r.event_type:
+                ctx = replace(ctx, source=r.source, event_type=r.event_type)
+        elif r.source and r.event_type and r.start_day:
+            ctx = replace(
+                app.context, entity=None, source=r.source, event_type=r.event_type, day=r.start_day,
+                start=None, end=None,
+            )  # fmt: skip
+        else:
+            return
+        if ctx != app.context:
+            self._applied = app.share(**{f: getattr(ctx, f) for f in SHARED_FIELDS})
 
     def _show_plan_problem(self, problem: str) -> None:
         self.plan = None
@@ -357,9 +443,20 @@ class ReplayPane(Vertical):
 
         self.app.push_screen(ConfirmReplay(plan, typed=plan.needs_force), confirmed)
 
-    def _start_execute(self, plan: ReplayPlan) -> None:
+    def _begin(self, work: str) -> None:
         self.busy = True
+        self._work = work
+        self._cancel.clear()
+        self._started = time.monotonic()
         self._update_buttons()
+
+    def _end(self) -> None:
+        self.busy = False
+        self._work = None
+        self._update_buttons()
+
+    def _start_execute(self, plan: ReplayPlan) -> None:
+        self._begin("sending the replay")
         progress = self.query_one("#replay-progress", ProgressBar)
         progress.display = True
         progress.update(total=plan.would_send, progress=0)
@@ -368,8 +465,16 @@ class ReplayPane(Vertical):
 
     @work(thread=True, exclusive=True, group="replay-execute", exit_on_error=False)
     def _execute(self, plan: ReplayPlan) -> None:
+        last = 0.0
+
         def progress(sent: int, failed: int, total: int) -> None:
-            self.post_message(self.Sending(sent, failed, total))
+            nonlocal last
+            if self._cancel.is_set():
+                raise Cancelled(f"cancelled after {sent:,} of {total:,} messages")
+            now = time.monotonic()
+            if now - last >= PROGRESS_EVERY_S or sent + failed >= total:
+                last = now
+                self.post_message(self.Sending(sent, failed, total))
 
         try:
             audit = self.kit.replay().execute(
@@ -382,18 +487,39 @@ class ReplayPane(Vertical):
             self.post_message(self.Executed(audit, None))
         except ReplayRefused as exc:
             self.post_message(self.Executed(exc.audit, str(exc)))
+        except Cancelled as exc:
+            self.post_message(
+                self.Executed(
+                    None,
+                    f"Replay interrupted: {exc}. The audit trail records it as INTERRUPTED with the count "
+                    "sent; the rest were not sent.",
+                    cancelled=True,
+                )
+            )
         except Exception as exc:
             self.post_message(self.Executed(None, str(exc)))
 
     @on(Sending)
     def _sending(self, message: Sending) -> None:
-        self.query_one("#replay-progress", ProgressBar).update(progress=message.sent + message.failed)
+        done = message.sent + message.failed
+        self.query_one("#replay-progress", ProgressBar).update(total=message.total, progress=done)
+        if not self._cancel.is_set():
+            extra = f"{message.failed:,} failed" if message.failed else ""
+            self.query_one("#replay-result", Static).update(
+                work_line("sending", done, message.total, time.monotonic() - self._started, "messages", extra)
+            )
 
     @on(Executed)
     def _executed(self, message: Executed) -> None:
-        self.busy = False
+        self._end()
+        self.query_one("#replay-progress", ProgressBar).display = False
         result = self.query_one("#replay-result", Static)
-        if message.error is not None:
+        if message.cancelled:
+            self.notify(
+                message.error or "Replay interrupted", title="Replay", severity="warning", markup=False
+            )
+            result.update(t(message.error, "bold yellow"))
+        elif message.error is not None:
             self.notify(f"Replay not sent: {message.error}", severity="error", markup=False)
             result.update(t(message.error, "red"))
         if message.audit is not None:
@@ -405,7 +531,6 @@ class ReplayPane(Vertical):
                     title="Replay",
                     markup=False,
                 )
-        self._update_buttons()
         self._read_history()
 
     def action_process(self) -> None:
@@ -415,30 +540,70 @@ class ReplayPane(Vertical):
             )
             return
         if self.busy:
+            self.notify(self.refusal("p") or "Busy", severity="warning", markup=False)
             return
-        self.busy = True
-        self._update_buttons()
+        self._begin("running the processor")
         self.query_one("#replay-result", Static).update(Text("processing the replay queue…", style="italic"))
         self._process()
 
     @work(thread=True, exclusive=True, group="replay-process", exit_on_error=False)
     def _process(self) -> None:
         try:
-            self.post_message(self.Processed(self.kit.drain().run(), None))
+            drain = self.kit.drain()
+            try:
+                total: int | None = drain.queue.depth().visible
+            except Exception:
+                total = None  # the depth is only for the ETA
+            last = 0.0
+
+            def progress(received: int, versions: int) -> None:
+                nonlocal last
+                now = time.monotonic()
+                if now - last >= PROGRESS_EVERY_S:
+                    last = now
+                    self.post_message(self.Draining(received, versions, total))
+
+            report = drain.run(on_progress=progress, should_stop=self._cancel.is_set)
+            self.post_message(self.Processed(report, None))
         except Exception as exc:
             self.post_message(self.Processed(None, str(exc)))
 
+    @on(Draining)
+    def _draining(self, message: Draining) -> None:
+        if self._cancel.is_set():
+            return
+        bar_ = self.query_one("#replay-progress", ProgressBar)
+        bar_.display = True
+        total = max(message.total or 0, message.received) or None
+        bar_.update(total=total, progress=message.received)
+        self.query_one("#replay-result", Static).update(
+            work_line(
+                "processing",
+                message.received,
+                total,
+                time.monotonic() - self._started,
+                "messages",
+                f"{message.versions:,} new versions",
+            )
+        )
+
     @on(Processed)
     def _processed(self, message: Processed) -> None:
-        self.busy = False
-        self._update_buttons()
+        self._end()
+        self.query_one("#replay-progress", ProgressBar).display = False
         result = self.query_one("#replay-result", Static)
         if message.report is None:
             self.notify(f"The processor failed: {message.error}", severity="error", markup=False)
             result.update(t(message.error, "red"))
             return
         r = message.report
-        text = Text(f"Processor: {r.received:,} messages, {r.windows:,} windows, ", style="bold")
+        text = Text()
+        if r.interrupted:
+            text.append(
+                "Processor stopped on request; the messages not received stay queued (p resumes).\n",
+                style="bold yellow",
+            )
+        text.append(f"Processor: {r.received:,} messages, {r.windows:,} windows, ", style="bold")
         text.append(f"{r.versions_written:,} new versions", style="bold green")
         text.append(f", {r.unchanged:,} unchanged")
         if r.failed_messages:

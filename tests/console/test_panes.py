@@ -160,11 +160,17 @@ async def test_read_only_disables_every_mutating_action_and_the_services_refuse_
         assert pane.plan is not None and pane.plan.would_send == 10  # previews still work
         assert app.query_one("#replay-execute", Button).disabled
         assert app.query_one("#replay-process", Button).disabled
-        assert pane.check_action("execute", ()) is None and pane.check_action("process", ()) is None
+        # Hidden from the footer (not offered), and pressed anyway each says why.
+        assert pane.check_action("execute", ()) is False and pane.check_action("process", ()) is False
         assert app.check_action("replay_execute", ()) is None
+        offered = {b.binding.action for b in app.screen.active_bindings.values()}
+        assert offered and not offered & {"execute", "process"}, offered
         await pilot.press("x")
         await pilot.press("p")
         await settle(pilot)
+        said = [n.message for n in app._notifications]
+        assert any("Read-only console: replays cannot be executed" in m for m in said), said
+        assert any("Read-only console: the processor writes versions" in m for m in said), said
         assert not isinstance(app.screen, ConfirmReplay)
         assert pane.last_result is None
         titles = [t for t, _, _ in palette_entries(read_only=True)]
