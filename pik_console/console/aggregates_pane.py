@@ -21,6 +21,7 @@ from backend.services.versions import VersionDiff, value_text
 from backend.times import TimeFormatError, human_ms, parse_day
 from pik_console.console.context import Context
 from pik_console.console.render import t, title
+from pik_console.console.widgets import FormSelect
 
 
 def _cause(v: AggregateVersion) -> str:
@@ -138,7 +139,7 @@ class AggregatesPane(Vertical):
         with Horizontal(classes="filter-bar", id="agg-form"):
             yield Input(placeholder="entity", id="agg-entity")
             yield Input(placeholder="day", id="agg-day", tooltip="YYYY-MM-DD (UTC)")
-            yield Select([], id="agg-metric", prompt="metric", allow_blank=True)
+            yield FormSelect([], id="agg-metric", prompt="metric", allow_blank=True)
         with Horizontal(id="agg-body"):
             with Vertical(id="agg-left"):
                 yield Static(title("Versions"), markup=False)

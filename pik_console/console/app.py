@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -124,7 +125,20 @@ class PikConsole(App[None]):
             tooltip="Aggregate versions and diffs",
             id="app.pane.aggregates",
         ),
-        Binding("r", "refresh", "Refresh", tooltip="Read this pane again", id="app.refresh"),
+        Binding(
+            "e",
+            "pick('entity')",
+            "Entity",
+            tooltip="Pick an entity of the source/type and day",
+            id="app.pick.entity",
+        ),
+        Binding(
+            "s", "pick('partition')", "Source/type", tooltip="Pick a source/type", id="app.pick.partition"
+        ),
+        Binding(
+            "d", "pick('day')", "Day", tooltip="Pick a day of the entity or source/type", id="app.pick.day"
+        ),
+        Binding("r", "refresh", "Refresh", show=False, tooltip="Read this pane again", id="app.refresh"),
         Binding(
             "w",
             "report",
@@ -354,6 +368,59 @@ class PikConsole(App[None]):
     def _quit_when_idle(self) -> None:
         if not any(w.is_running and w.group in ("replay-execute", "replay-process") for w in self.workers):
             self.exit()
+
+    def action_pick(self, what: str) -> None:
+        """e / s / d: choose the entity, the source/type or the day from a list (type to filter)."""
+        from pik_console.console.picker import (
+            PickScreen,
+            day_choices,
+            day_range,
+            entity_choices,
+            partition_choices,
+        )
+
+        ctx = self.context
+        try:
+            if what == "entity":
+                title = f"Entities of {ctx.source}/{ctx.event_type} on {ctx.day}"
+                load = partial(entity_choices, self.kit, ctx)
+                if not (ctx.source and ctx.event_type and ctx.day):
+                    raise LookupError(
+                        "Choose a source/type (s) and a day (d) first: their entities are listed"
+                    )
+            elif what == "partition":
+                title, load = "Sources/types, the busiest first", partial(partition_choices, self.kit)
+            else:
+                first, end = day_range(ctx)
+                whose = ctx.entity or (f"{ctx.source}/{ctx.event_type}" if ctx.source else None)
+                if whose is None:
+                    raise LookupError(
+                        "Choose an entity (e) or a source/type (s) first: their days are listed"
+                    )
+                title = f"Days of {whose}, the newest first"
+                load = partial(day_choices, self.kit, ctx, first, end)
+        except LookupError as exc:
+            self.notify(str(exc).capitalize(), severity="warning", markup=False)
+            return
+
+        def picked(value: str | None) -> None:
+            if value is not None:
+                self._picked(what, value)
+
+        self.push_screen(PickScreen(safe(title, 70), load), picked)
+
+    def _picked(self, what: str, value: str) -> None:
+        if what == "entity":
+            self.share(entity=value, start=None, end=None, compare=None)
+        elif what == "partition":
+            source, _, event_type = value.partition("/")
+            # A source/type is a partition to list: the entity is picked in it next (e).
+            self.share(source=source, event_type=event_type, entity=None, start=None, end=None)
+        else:
+            self.share(day=value, start=None, end=None, compare=None)
+        self.notify(f"Context: {self.context.describe()}", title="Picked", markup=False)
+        # The pane in view follows now; the others when they are shown.
+        self.when_mounted(self.active_pane, lambda pane: pane.apply_context(self.context))
 
     def action_filter(self) -> None:
         self.pane(self.active_pane).focus_filter()

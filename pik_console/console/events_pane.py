@@ -24,6 +24,7 @@ from pik_console.console.context import Context, day_start, next_day
 from pik_console.console.event_list import EventList, column_header
 from pik_console.console.listings import ANCHOR_START, EventFilter, Listing
 from pik_console.console.render import fields, group, hexdump, json_text, t, title
+from pik_console.console.widgets import FormSelect
 from pik_console.text import preview
 
 if TYPE_CHECKING:
@@ -93,7 +94,7 @@ class EventsPane(Vertical):
             yield Input(
                 placeholder="day", id="f-day", tooltip="Without an entity: the day of a source/type partition"
             )
-            yield Select(STATUS_CHOICES, id="f-status", allow_blank=False, value="")
+            yield FormSelect(STATUS_CHOICES, id="f-status", allow_blank=False, value="")
         yield Static(column_header(False), id="events-columns", markup=False)
         with Horizontal(id="events-body"):
             with Vertical(id="events-left"):

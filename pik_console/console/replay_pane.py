@@ -29,6 +29,7 @@ from backend.services.scope import describe_scope
 from backend.times import TimeFormatError, fmt, parse_bound
 from pik_console.console.context import Context, day_start, next_day
 from pik_console.console.render import bar, fields, num, t, title, work_line
+from pik_console.console.widgets import FormSelect
 
 DEBOUNCE_S = 0.35
 SHARED_FIELDS = ("entity", "day", "start", "end", "source", "event_type")
@@ -180,6 +181,7 @@ class ReplayPane(Vertical):
         self.busy = False
         self.last_result: ReplayAudit | None = None
         self._cancel = threading.Event()
+        self._history_records: list[ReplayAudit] = []
         self._work: str | None = None
         self._started = 0.0
 
@@ -197,7 +199,7 @@ class ReplayPane(Vertical):
         with Horizontal(classes="filter-bar", id="replay-form-2"):
             yield Input(placeholder="first day", id="rp-first", tooltip="Source/type scope: first event day")
             yield Input(placeholder="end day", id="rp-endday", tooltip="Source/type scope: end day (excl.)")
-            yield Select(
+            yield FormSelect(
                 [("any status", ""), ("ACCEPTED", "ACCEPTED"), ("DUPLICATE", "DUPLICATE")],
                 id="rp-status",
                 allow_blank=False,
@@ -221,7 +223,8 @@ class ReplayPane(Vertical):
     def on_mount(self) -> None:
         cast(Any, self.app).pane_mounted()  # mounted after the first frame: take the size's layout
         history = self.query_one("#replay-history", DataTable)
-        for label, width in (("STARTED", 16), ("OUTCOME", 11), ("SENT", 11), ("BY", 14), ("REPLAY", 28)):
+        # The replay id whole (it is what `pik replays` and the audit are searched by), before who ran it.
+        for label, width in (("STARTED", 16), ("OUTCOME", 11), ("SENT", 11), ("REPLAY", 27), ("BY", 14)):
             history.add_column(label, width=width)
         history.add_column("SCOPE")
         self.query_one("#replay-progress", ProgressBar).display = False
@@ -615,6 +618,38 @@ class ReplayPane(Vertical):
 
     # -- the audit trail ------------------------------------------------------------------------------
 
+    @on(DataTable.RowSelected, "#replay-history")
+    def _audit_row(self, event: DataTable.RowSelected) -> None:
+        """Enter on a replay of the trail: its scope back in the form, with a fresh dry run of it now."""
+        record = next((a for a in self._history_records if a.replay_id == event.row_key.value), None)
+        if record is None:
+            return
+        self.show_request(record.request)
+        self.notify(
+            f"The form holds the scope of {record.replay_id} ({record.outcome.value}, {record.sent:,} sent); "
+            "the dry run below is of today's data",
+            title="Replay",
+            markup=False,
+        )
+
+    def show_request(self, r: ReplayRequest) -> None:
+        values = {
+            "rp-entity": r.entity_id,
+            "rp-start": r.start_time,
+            "rp-end": r.end_time,
+            "rp-source": r.source,
+            "rp-type": r.event_type,
+            "rp-first": r.start_day,
+            "rp-endday": r.end_day,
+            "rp-limit": str(r.limit),
+        }
+        with self.prevent(Input.Changed, Checkbox.Changed, Select.Changed):
+            for widget_id, value in values.items():
+                self.query_one(f"#{widget_id}", Input).value = value or ""
+            self.query_one("#rp-status", Select).value = r.status.value if r.status else ""
+            self.query_one("#rp-dups", Checkbox).value = r.include_duplicates
+        self._preview_now()
+
     @work(thread=True, exclusive=True, group="replay-history", exit_on_error=False)
     def _read_history(self) -> None:
         try:
@@ -631,13 +666,14 @@ class ReplayPane(Vertical):
         if message.records is None:
             self.notify(f"Reading the audit trail failed: {message.error}", severity="error", markup=False)
             return
+        self._history_records = message.records
         for a in message.records:
             table.add_row(
                 t(a.started_at[:16]),
                 Text(a.outcome.value, style=OUTCOME_STYLE.get(a.outcome, "")),
                 Text(f"{a.sent:,}/{a.would_send:,}", justify="right"),
-                t(a.actor, limit=14),
                 t(a.replay_id),
+                t(a.actor, limit=14),
                 t(describe_scope(a.request), limit=60),
                 key=a.replay_id,
             )

@@ -1,0 +1,362 @@
+"""The console under real hands (issue: keys at start-up, Escape, refusals, long work, the shared context,
+picking instead of typing): each test drives the keys that showed a defect."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from textual.widgets import DataTable, Input, Select, Static
+
+from backend.adapters.local.workspace import local_ports
+from backend.kit import open_local
+from backend.model import EventRecord, ReplayOutcome, ReplayRequest
+from pik_console.console.app import PikConsole
+from pik_console.console.context import Context
+from pik_console.console.event_list import EventList
+from pik_console.console.picker import PickScreen
+from pik_console.console.widgets import FormSelect
+from tests.console.conftest import BIG_DAY, BIG_ENTITY, plain, settle
+
+pytestmark = pytest.mark.asyncio
+SIZE = (120, 32)
+OUTAGE = Context(entity="user_001", day="2025-12-22", source="mobile", event_type="heartbeat")
+
+# Every pane: its key, a field of its form, and the widget Escape must return to.
+PANES = [
+    ("1", "events", "#f-entity", "event-list"),
+    ("2", "lag", "#lag-source", "lag-partitions"),
+    ("3", "gaps", "#gaps-entity", "gaps-table"),
+    ("4", "replay", "#rp-entity", "replay-history"),
+    ("5", "aggregates", "#agg-entity", "agg-versions"),
+]
+
+
+def _app(ws: Path, context: Context = OUTAGE, **kw: Any) -> PikConsole:
+    return PikConsole(open_local(ws, create=False, **kw), context=context)
+
+
+def _said(app: PikConsole) -> list[str]:
+    return [n.message for n in app._notifications]
+
+
+async def test_keys_typed_in_a_burst_at_start_up_reach_the_list_and_the_filter(demo_ws: Path) -> None:
+    """The first focus is the event list (not the tab bar, which dropped typed keys): a burst typed before
+    the first read finishes lands where it was aimed."""
+    app = _app(demo_ws, Context())
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("slash", *"user_007", "enter")
+        await settle(pilot)
+        assert app.query_one("#f-entity", Input).value == "user_007"
+        assert isinstance(app.focused, EventList)
+        item = app.query_one(EventList).item
+        assert isinstance(item, EventRecord) and item.entity_id == "user_007"
+
+
+@pytest.mark.parametrize(("key", "name", "field", "main"), PANES, ids=[p[1] for p in PANES])
+async def test_escape_leaves_every_form_and_a_command_key_then_never_types(
+    demo_copy: Path, key: str, name: str, field: str, main: str
+) -> None:
+    app = _app(demo_copy)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press(key)
+        await settle(pilot)
+        await pilot.press("slash")
+        await pilot.pause()
+        widget = app.query_one(field, Input)
+        assert app.focused is widget
+        await pilot.press("end", "z")
+        typed = widget.value
+        assert typed.endswith("z")
+        # In the Replay pane x and p act (the confirmation, the processor): there only the pane key.
+        commands = ("x", "p") if name != "replay" else ()
+        await pilot.press("escape", *commands, "1" if name != "events" else "2")
+        await settle(pilot)
+        assert widget.value == typed  # x, p and the pane key typed nothing
+        assert app.active_pane == ("events" if name != "events" else "lag")
+    # Nothing was sent or processed by the x and p pressed after Escape outside the Replay pane.
+    ports = local_ports(open_local(demo_copy, create=False).index)
+    assert ports.queue.depth().visible == 0
+
+
+async def test_escape_returns_focus_to_the_panes_list(demo_ws: Path) -> None:
+    app = _app(demo_ws)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        for key, name, field, main in PANES:
+            await pilot.press(key)
+            await settle(pilot)
+            app.query_one(field, Input).focus()
+            await pilot.pause()
+            await pilot.press("escape")
+            await pilot.pause()
+            assert app.focused is not None and app.focused.id == main, (name, app.focused)
+
+
+async def test_a_command_key_where_it_cannot_act_says_why(demo_ws: Path) -> None:
+    app = _app(demo_ws)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("x")  # in Events
+        await pilot.press("left_square_bracket")
+        await settle(pilot)
+        said = _said(app)
+        assert any("x (execute a replay) works in the Replay pane: press 4" in m for m in said), said
+        assert any("[ (step to older versions) works in the Aggregates pane: press 5" in m for m in said)
+        await pilot.press("4")
+        await settle(pilot)
+        await pilot.press("c")
+        await settle(pilot)
+        assert "Nothing is running to cancel" in _said(app)[-1]
+
+
+async def test_a_wrong_scope_typed_in_the_size_guard_says_what_to_type(demo_copy: Path) -> None:
+    settings = demo_copy / "settings.toml"
+    settings.write_text(settings.read_text().replace("confirm_above = 1000", "confirm_above = 5"))
+    app = _app(demo_copy)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("4")
+        await settle(pilot)
+        await pilot.press("x")
+        await pilot.pause()
+        await pilot.press(*"user_002", "enter")
+        await pilot.pause()
+        assert any("Type user_001 exactly" in m and "you typed user_002" in m for m in _said(app))
+    assert local_ports(open_local(demo_copy, create=False).index).queue.depth().visible == 0
+
+
+async def test_a_status_chosen_then_down_does_not_reopen_the_choice(demo_ws: Path) -> None:
+    app = _app(demo_ws)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        select = app.query_one("#f-status", Select)
+        assert isinstance(select, FormSelect)
+        select.focus()
+        await pilot.press("down")
+        await pilot.pause()
+        assert not select.expanded
+        await pilot.press("enter")
+        await pilot.pause()
+        assert select.expanded  # enter still opens it
+
+
+async def test_the_context_typed_in_the_replay_form_is_the_whole_consoles(demo_copy: Path) -> None:
+    """A replay of user_007, then p: the header and the Aggregates pane are about user_007, at its newest
+    pair of versions (before: the pane opened user_001)."""
+    app = _app(demo_copy)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("4")
+        await settle(pilot)
+        await pilot.press("slash", "ctrl+a", "ctrl+k", *"user_007")
+        await pilot.pause(0.6)  # the debounced dry run
+        await settle(pilot)
+        header = plain(app.query_one("#header-context", Static).content)
+        assert "user_007" in header and "2025-12-22" in header
+        await pilot.press("escape", "x")
+        await pilot.pause()
+        app.screen.dismiss(True)  # the confirmation: Execute
+        await settle(pilot)
+        await pilot.press("p")
+        await settle(pilot)
+        await pilot.press("5")
+        await settle(pilot)
+        pane = app.pane("aggregates")
+        assert app.query_one("#agg-entity", Input).value == "user_007"
+        latest = max(v.version for v in pane.versions if v.metric == pane.metric)
+        assert pane.to_version == latest
+        if latest > 1:
+            assert pane.diff is not None and pane.diff.newer.version == latest
+
+
+async def test_the_aggregates_pane_follows_new_versions_as_they_are_written(demo_copy: Path) -> None:
+    """Open at the newest pair; a processor run that writes a newer version moves the pane to it."""
+    app = _app(demo_copy)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("5")
+        await settle(pilot)
+        pane = app.pane("aggregates")
+        assert pane.metric is not None
+        latest = max(v.version for v in pane.versions if v.metric == pane.metric)
+        assert pane.to_version == latest
+        ctx = app.context
+        assert ctx.metric == pane.metric and ctx.compare == (latest - 1, latest)
+        # A late event for the window, a replay of it and the processor: a newer version.
+        kit = app.kit
+        late = (
+            b'{"source":"mobile","event_type":"heartbeat","entity_id":"user_001",'
+            b'"event_time":"2025-12-22T23:59:00.000Z","payload":{"steps":5}}'
+        )
+        from backend.services.ingest import Received
+
+        list(kit.ingest().ingest_stream(iter([Received(late, "test", 1)])))
+        request = ReplayRequest(
+            entity_id="user_001", start_time="2025-12-22T00:00:00.000Z", end_time="2025-12-23T00:00:00.000Z"
+        )
+        kit.replay().execute(request, actor="test")
+        await pilot.press("4")
+        await settle(pilot)
+        await pilot.press("p")
+        await settle(pilot)
+        await pilot.press("5")
+        await settle(pilot)
+        newest = max(v.version for v in pane.versions if v.metric == pane.metric)
+        assert newest > latest and pane.to_version == newest
+        assert pane.diff is not None and (pane.diff.older.version, pane.diff.newer.version) == (
+            newest - 1,
+            newest,
+        )
+
+
+async def test_y_copies_the_event_id_and_shift_y_its_json(demo_ws: Path) -> None:
+    app = _app(demo_ws)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        item = app.query_one(EventList).item
+        assert isinstance(item, EventRecord)
+        await pilot.press("y")
+        assert app.clipboard == item.event_id
+        await pilot.press("Y")
+        await settle(pilot)
+        raw = app.kit.raw.get(item.s3_key)
+        assert raw is not None and app.clipboard == raw.decode()
+
+
+async def test_pick_a_source_type_a_day_and_an_entity_with_a_few_keys(demo_ws: Path) -> None:
+    app = _app(demo_ws, Context())
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("s")
+        await settle(pilot)
+        assert isinstance(app.screen, PickScreen)
+        await pilot.press(*"web/cl", "enter")
+        await settle(pilot)
+        assert (app.context.source, app.context.event_type) == ("web", "click")
+        await pilot.press("d")
+        await settle(pilot)
+        picker = app.screen
+        assert isinstance(picker, PickScreen) and picker.choices
+        assert [c.value for c in picker.choices] == sorted((c.value for c in picker.choices), reverse=True)
+        await pilot.press(*"12-22", "enter")
+        await settle(pilot)
+        assert app.context.day == "2025-12-22"
+        await pilot.press("e")
+        await settle(pilot)
+        picker = app.screen
+        assert isinstance(picker, PickScreen)
+        first = picker.choices[0].value
+        await pilot.press("enter")  # the busiest entity
+        await settle(pilot)
+        assert app.context.entity == first
+        item = app.query_one(EventList).item
+        assert isinstance(item, EventRecord) and item.entity_id == first
+        # 12 keys from nothing to an entity's day (the forms took 15-37).
+
+
+async def test_enter_on_an_audit_row_puts_that_replays_scope_in_the_form(demo_ws: Path) -> None:
+    app = _app(demo_ws)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("4")
+        await settle(pilot)
+        table = app.query_one("#replay-history", DataTable)
+        assert table.row_count
+        table.focus()
+        table.move_cursor(row=0)
+        await pilot.press("enter")
+        await settle(pilot)
+        record = app.kit.audit.query(limit=1).items[0]
+        pane = app.pane("replay")
+        assert pane.request is not None and pane.request.entity_id == record.request.entity_id
+        assert pane.request.source == record.request.source
+        assert any(record.replay_id in m for m in _said(app))
+        widths = {str(c.label): c.width for c in table.columns.values()}
+        assert widths["REPLAY"] >= len(record.replay_id)
+
+
+async def test_q_during_a_long_processor_run_stops_it_cleanly_and_exits(big_ws: Path, tmp_path: Path) -> None:
+    """q while the processor drains: the console asks it to stop, it finishes the batch it holds, the rest
+    stays queued (none left in flight), and the console exits (it hung on a blank screen before)."""
+    import shutil
+
+    ws = tmp_path / "ws"
+    shutil.copytree(big_ws, ws)
+    kit = open_local(ws, create=False)
+    request = ReplayRequest(
+        entity_id=BIG_ENTITY,
+        start_time=f"{BIG_DAY}T00:00:00.000Z",
+        end_time="2025-12-02T00:00:00.000Z",
+        limit=5000,
+    )
+    audit = kit.replay().execute(request, actor="test", force=True)
+    assert audit.sent == 1000
+    app = PikConsole(open_local(ws, create=False), context=Context(entity=BIG_ENTITY, day=BIG_DAY))
+    slow = app.kit.queue
+    real_receive = slow.receive_many
+
+    def receive_slowly(max_messages: int, visibility_timeout_s: int = 30) -> Any:
+        time.sleep(0.05)  # a slow queue, ten at a time: the drain of 1,000 messages takes seconds
+        return real_receive(min(max_messages, 10), visibility_timeout_s)
+
+    slow.receive_many = receive_slowly  # type: ignore[method-assign]
+    started = time.monotonic()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("4")
+        await settle(pilot)
+        await pilot.press("p")
+        await pilot.pause(0.3)
+        assert app.pane("replay").running_work() == "running the processor"
+        await pilot.press("q")
+        for _ in range(100):
+            if not app.is_running:
+                break
+            await pilot.pause(0.05)
+        assert not app.is_running
+    assert time.monotonic() - started < 30
+    depth = local_ports(open_local(ws, create=False).index).queue.depth()
+    assert depth.in_flight == 0
+    assert 0 < depth.visible < 1000  # stopped part-way: the rest is still queued for the next run
+
+
+async def test_long_work_shows_count_rate_and_eta_and_c_cancels_a_send(big_ws: Path, tmp_path: Path) -> None:
+    import shutil
+
+    ws = tmp_path / "ws"
+    shutil.copytree(big_ws, ws)
+    app = PikConsole(open_local(ws, create=False), context=Context(entity=BIG_ENTITY, day=BIG_DAY))
+    queue = app.kit.queue
+    real_send = queue.send_batch
+
+    def send_slowly(bodies: Any) -> Any:
+        time.sleep(0.02)
+        return real_send(bodies)
+
+    queue.send_batch = send_slowly  # type: ignore[method-assign]
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("4")
+        await settle(pilot)
+        pane = app.pane("replay")
+        app.query_one("#rp-limit", Input).value = "5000"
+        await pilot.pause(0.6)
+        await settle(pilot)
+        assert pane.plan is not None and pane.plan.would_send == 1000
+        pane._start_execute(pane.plan)
+        await pilot.pause(0.6)
+        line = plain(app.query_one("#replay-result", Static).content)
+        assert "sending:" in line and "of 1,000 messages" in line and "/s" in line and "ETA" in line, line
+        await pilot.press("c")
+        await settle(pilot)
+        assert pane.running_work() is None
+        assert any("Replay interrupted" in m for m in _said(app))
+    records = local_ports(open_local(ws, create=False).index).audit.query(limit=5).items
+    interrupted = [r for r in records if r.outcome is ReplayOutcome.INTERRUPTED]
+    assert interrupted and 0 < interrupted[0].sent < 1000
+    depth = local_ports(open_local(ws, create=False).index).queue.depth()
+    assert depth.visible == interrupted[0].sent  # what the audit says was sent is what is queued
