@@ -35,6 +35,7 @@ from pik_console.console.modals import ConfirmReplay  # noqa: E402
 
 WORKSPACE = ".pik-demo"  # opened by this relative path: the header shows no temporary folder
 OUTAGE = Context(entity="user_001", day="2025-12-22", source="mobile", event_type="heartbeat")
+SMALL = (80, 24)
 
 
 async def settle(pilot: Any) -> None:
@@ -129,6 +130,20 @@ async def help_screen(app: PikConsole, pilot: Any) -> None:
     await _keys(app, pilot, "question_mark")
 
 
+async def pick_entity(app: PikConsole, pilot: Any) -> None:
+    await _keys(app, pilot, "e")
+
+
+def _small(step: Step) -> Step:
+    """The same step on a small terminal (80x24)."""
+
+    async def run(app: PikConsole, pilot: Any) -> None:
+        await pilot.resize_terminal(*SMALL)
+        await step(app, pilot)
+
+    return run
+
+
 # (file name, context, read-only, what to do before the screenshot)
 SHOTS: list[tuple[str, Context, bool, Step]] = [
     ("events", OUTAGE, False, events),
@@ -142,6 +157,13 @@ SHOTS: list[tuple[str, Context, bool, Step]] = [
     ("replay-read-only", OUTAGE, True, replay),
     ("aggregates", OUTAGE, False, aggregates),
     ("help", OUTAGE, False, help_screen),
+    ("pick-entity", OUTAGE, False, pick_entity),
+    # The same panes on an 80x24 terminal: stacked, compact forms.
+    ("small-events", OUTAGE, False, _small(events)),
+    ("small-lag", OUTAGE, False, _small(lag)),
+    ("small-gaps", Context(source="mobile", event_type="heartbeat", day="2025-12-22"), False, _small(gaps)),
+    ("small-replay", OUTAGE, False, _small(replay)),
+    ("small-aggregates", OUTAGE, False, _small(aggregates)),
 ]
 
 

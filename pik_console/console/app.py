@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import replace
-from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -30,6 +29,7 @@ from backend.kit import Kit
 from backend.ports import IndexStats
 from pik_console.console.context import Context, day_start, next_day
 from pik_console.console.event_list import EventList
+from pik_console.console.keys import COMMAND_KEYS, KEY_NAMES, PANE_KEYS, help_sections, palette_entries
 from pik_console.text import safe
 
 PANES = ("events", "lag", "gaps", "replay", "aggregates")
@@ -58,22 +58,6 @@ class ConsoleHeader(Horizontal):
         self.query_one("#header-context", Static).update(Text(described))
         self.query_one("#header-badge", Static).display = kit.read_only
 
-
-# The pane keys, and the key each pane's command keys are refused with elsewhere (a refusal always says why).
-PANE_KEYS = {"events": "1", "lag": "2", "gaps": "3", "replay": "4", "aggregates": "5"}
-COMMAND_KEYS: dict[str, tuple[str, str]] = {
-    "x": ("replay", "execute a replay"),
-    "p": ("replay", "run the processor"),
-    "c": ("replay", "cancel the running work"),
-    "left_square_bracket": ("aggregates", "step to older versions"),
-    "right_square_bracket": ("aggregates", "step to newer versions"),
-    "o": ("aggregates", "open the added event"),
-    "plus": ("lag", "raise the late threshold"),
-    "minus": ("lag", "lower the late threshold"),
-    "colon": ("events", "jump to a time"),
-    "y": ("events", "copy the event"),
-}
-KEY_NAMES = {"left_square_bracket": "[", "right_square_bracket": "]", "plus": "+", "minus": "-", "colon": ":"}
 
 # Below this many columns the console is laid out for a small terminal (80x24): stacked panes, compact
 # forms, the event detail on enter instead of beside the list.
@@ -133,7 +117,7 @@ class PikConsole(App[None]):
             id="app.pick.entity",
         ),
         Binding(
-            "s", "pick('partition')", "Source/type", tooltip="Pick a source/type", id="app.pick.partition"
+            "s", "pick('partition')", "Source", tooltip="Pick a source/type", id="app.pick.partition"
         ),
         Binding(
             "d", "pick('day')", "Day", tooltip="Pick a day of the entity or source/type", id="app.pick.day"
@@ -371,45 +355,11 @@ class PikConsole(App[None]):
 
     def action_pick(self, what: str) -> None:
         """e / s / d: choose the entity, the source/type or the day from a list (type to filter)."""
-        from pik_console.console.picker import (
-            PickScreen,
-            day_choices,
-            day_range,
-            entity_choices,
-            partition_choices,
-        )
+        from pik_console.console.picker import open_picker
 
-        ctx = self.context
-        try:
-            if what == "entity":
-                title = f"Entities of {ctx.source}/{ctx.event_type} on {ctx.day}"
-                load = partial(entity_choices, self.kit, ctx)
-                if not (ctx.source and ctx.event_type and ctx.day):
-                    raise LookupError(
-                        "Choose a source/type (s) and a day (d) first: their entities are listed"
-                    )
-            elif what == "partition":
-                title, load = "Sources/types, the busiest first", partial(partition_choices, self.kit)
-            else:
-                first, end = day_range(ctx)
-                whose = ctx.entity or (f"{ctx.source}/{ctx.event_type}" if ctx.source else None)
-                if whose is None:
-                    raise LookupError(
-                        "Choose an entity (e) or a source/type (s) first: their days are listed"
-                    )
-                title = f"Days of {whose}, the newest first"
-                load = partial(day_choices, self.kit, ctx, first, end)
-        except LookupError as exc:
-            self.notify(str(exc).capitalize(), severity="warning", markup=False)
-            return
+        open_picker(self, what)
 
-        def picked(value: str | None) -> None:
-            if value is not None:
-                self._picked(what, value)
-
-        self.push_screen(PickScreen(safe(title, 70), load), picked)
-
-    def _picked(self, what: str, value: str) -> None:
+    def apply_pick(self, what: str, value: str) -> None:
         if what == "entity":
             self.share(entity=value, start=None, end=None, compare=None)
         elif what == "partition":
@@ -570,95 +520,3 @@ class PikConsole(App[None]):
         yield from super().get_system_commands(screen)
         for title, help_text, action in palette_entries(self.kit.read_only):
             yield SystemCommand(title, help_text, lambda a=action: self.call_later(self.run_actions, a))
-
-
-def palette_entries(read_only: bool) -> list[tuple[str, str, str]]:
-    """(title, help, action) for every console action. Mutating ones are left out in read-only mode."""
-    entries = [
-        ("Events: show pane", "Browse events a page at a time", "pane('events')"),
-        ("Events: filter", "Entity and window, or source/type/day; status incl. DUPLICATE and REJECTED",
-         "pane('events');filter"),
-        ("Events: jump to a time", "Anchor the entity window at a time", "pane('events');events_jump"),
-        ("Events: first event", "Go to the start of the listing", "pane('events');events_first"),
-        ("Events: last event", "Go to the end (one descending query)", "pane('events');events_last"),
-        ("Lag: show pane", "Lag statistics, hourly histogram, largest lag first", "pane('lag')"),
-        ("Lag: raise the late threshold", "Double the late threshold", "pane('lag');lag_threshold(2.0)"),
-        ("Lag: lower the late threshold", "Halve the late threshold", "pane('lag');lag_threshold(0.5)"),
-        ("Gaps: show pane", "Events per day, missing days classified", "pane('gaps')"),
-        ("Replay: show pane", "The replay builder with a live dry run", "pane('replay')"),
-        ("Replay: audit history", "Every replay run or previewed", "pane('replay')"),
-        ("Aggregates: show pane", "Versions of (entity, day, metric) and their diffs", "pane('aggregates')"),
-        ("Aggregates: older versions", "Step one version back", "pane('aggregates');versions_step(-1)"),
-        ("Aggregates: newer versions", "Step one version forward", "pane('aggregates');versions_step(1)"),
-        ("Aggregates: open added event", "Jump from the diff to the event in the Events pane",
-         "pane('aggregates');versions_open_event"),
-        ("Report: write incident report", "A Markdown report of the entity and day", "report"),
-        ("Refresh pane", "Read the current pane again", "refresh"),
-        ("Help", "Every key, pane by pane", "help"),
-    ]  # fmt: skip
-    if not read_only:
-        entries += [
-            (
-                "Replay: execute…",
-                "Send the previewed replay, after a confirmation",
-                "pane('replay');replay_execute",
-            ),
-            (
-                "Processor: run",
-                "Drain the replay queue through the processor",
-                "pane('replay');replay_process",
-            ),
-        ]
-    return entries
-
-
-def help_sections() -> list[tuple[str, list[tuple[str, str]]]]:
-    return [
-        (
-            "Everywhere",
-            [
-                ("1 … 5", "Events, Lag, Gaps, Replay, Aggregates"),
-                ("/", "edit the filter or form of the pane"),
-                ("r", "read the pane again"),
-                ("w", "write a Markdown incident report of the entity and day"),
-                ("ctrl+p", "command palette: every action by name"),
-                ("tab / shift+tab", "move between fields"),
-                ("?", "this help"),
-                ("q", "quit"),
-            ],
-        ),
-        (
-            "Events",
-            [
-                ("↑ ↓ pgup pgdn", "move; pages are read as you go (never the whole window)"),
-                ("home / end", "first / last event (one query each)"),
-                (":", "jump to a time in the entity's window"),
-                ("enter", "focus the detail (raw JSON, receipts, rejection bytes)"),
-                ("escape", "back to the list"),
-            ],
-        ),
-        (
-            "Lag",
-            [
-                ("enter on a partition", "show its lag"),
-                ("+ / -", "double / halve the late threshold"),
-                ("enter on an event", "open it in Events"),
-            ],
-        ),
-        ("Gaps", [("enter on a day", "list that day in Events")]),
-        (
-            "Replay",
-            [
-                ("(typing)", "the dry run refreshes as the form changes"),
-                ("x", "execute: a confirmation with the impact; above the guard, type the scope"),
-                ("p", "run the processor over the replay queue"),
-            ],
-        ),
-        (
-            "Aggregates",
-            [
-                ("[ / ]", "step the compared versions back / forward"),
-                ("enter on an added event", "jump to it in Events"),
-            ],
-        ),
-    ]

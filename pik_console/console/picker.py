@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, ClassVar
 
 from rich.text import Text
@@ -187,3 +188,33 @@ def day_range(ctx: Context, span_days: int = 62) -> tuple[str, str]:
         raise LookupError("no day is known yet: pick a source/type (s) first")
     first = ctx.first_day or add_days(last, -span_days)
     return first, next_day(last)
+
+
+def open_picker(app: Any, what: str) -> None:
+    """The list for ``e`` (entity), ``s`` (source/type) or ``d`` (day) over ``app``'s context; the choice
+    goes to ``app.apply_pick``."""
+    ctx = app.context
+    try:
+        if what == "entity":
+            title = f"Entities of {ctx.source}/{ctx.event_type} on {ctx.day}"
+            load = partial(entity_choices, app.kit, ctx)
+            if not (ctx.source and ctx.event_type and ctx.day):
+                raise LookupError("Choose a source/type (s) and a day (d) first: their entities are listed")
+        elif what == "partition":
+            title, load = "Sources/types, the busiest first", partial(partition_choices, app.kit)
+        else:
+            first, end = day_range(ctx)
+            whose = ctx.entity or (f"{ctx.source}/{ctx.event_type}" if ctx.source else None)
+            if whose is None:
+                raise LookupError("Choose an entity (e) or a source/type (s) first: their days are listed")
+            title = f"Days of {whose}, the newest first"
+            load = partial(day_choices, app.kit, ctx, first, end)
+    except LookupError as exc:
+        app.notify(str(exc).capitalize(), severity="warning", markup=False)
+        return
+
+    def picked(value: str | None) -> None:
+        if value is not None:
+            app.apply_pick(what, value)
+
+    app.push_screen(PickScreen(safe(title, 70), load), picked)

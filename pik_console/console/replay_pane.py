@@ -9,8 +9,6 @@ import time
 from dataclasses import replace
 from typing import Any, ClassVar, cast
 
-from rich.console import Group
-from rich.table import Table
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
@@ -22,13 +20,13 @@ from textual.widgets import Button, Checkbox, DataTable, Input, ProgressBar, Sel
 
 from backend.errors import InvalidRequest
 from backend.kit import current_user as actor
-from backend.model import IngestStatus, ReplayAudit, ReplayOutcome, ReplayPlan, ReplayRequest
+from backend.model import IngestStatus, ReplayAudit, ReplayPlan, ReplayRequest
 from backend.services.drain import DrainResult
 from backend.services.replay import ReplayRefused
-from backend.services.scope import describe_scope
 from backend.times import TimeFormatError, fmt, parse_bound
 from pik_console.console.context import Context, day_start, next_day
-from pik_console.console.render import bar, fields, num, t, title, work_line
+from pik_console.console.render import t, title, work_line
+from pik_console.console.replay_views import ReplayHistory, plan_view, result_view
 from pik_console.console.widgets import FormSelect
 
 DEBOUNCE_S = 0.35
@@ -40,78 +38,6 @@ PROGRESS_EVERY_S = 0.1
 class Cancelled(Exception):
     """The user asked the running send to stop (c, or q): raised between two batches, so the replay service
     records what was sent and marks the replay INTERRUPTED."""
-
-
-OUTCOME_STYLE = {
-    ReplayOutcome.SENT: "green",
-    ReplayOutcome.DRY_RUN: "dim",
-    ReplayOutcome.REFUSED: "yellow",
-    ReplayOutcome.PARTIAL: "bold yellow",
-    ReplayOutcome.FAILED: "bold red",
-    ReplayOutcome.INTERRUPTED: "bold red",
-    ReplayOutcome.RUNNING: "cyan",
-}
-
-
-def _n(count: int, singular: str, plural: str | None = None) -> str:
-    return f"{count:,} {singular if count == 1 else plural or singular + 's'}"
-
-
-def plan_view(plan: ReplayPlan, confirm_above: int) -> Group:
-    head = Text()
-    head.append(f"{plan.would_send:,}", style="bold green" if plan.would_send else "bold yellow")
-    head.append(" messages would be sent", style="bold")
-    if plan.needs_force:
-        head.append(f"  (above the size guard of {confirm_above:,}: typed confirmation)", style="bold yellow")
-    s = plan.skipped
-    known = plan.windows_with_versions
-    with_versions = "" if known is None else f" ({known:,} with versions)"
-    radius: list[tuple[str, Any]] = [
-        ("scope", describe_scope(plan.request)),
-        ("scanned / matched", f"{plan.scanned:,} / {plan.matched:,}"),
-        ("skipped", f"{s.duplicate:,} duplicates · {s.missing_raw:,} without raw bytes · "
-                    f"{s.over_limit:,} over the limit · {s.filtered:,} filtered out"),
-        ("blast radius", f"{_n(plan.entities, 'entity', 'entities')} · {_n(plan.windows, 'aggregate window')}"
-         + with_versions),
-        ("first .. last", f"{plan.first_event_time or '-'} .. {plan.last_event_time or '-'}"),
-    ]  # fmt: skip
-    parts: list[Any] = [head, fields(radius)]
-    if plan.by_day:
-        top = max(plan.by_day.values())
-        days = Table.grid(padding=(0, 1))
-        days.add_column()
-        days.add_column(justify="right")
-        days.add_column()
-        for day, count in list(plan.by_day.items())[:14]:
-            days.add_row(t(day), num(count), bar(count, top, 24))
-        if len(plan.by_day) > 14:
-            days.add_row(Text(f"… {len(plan.by_day) - 14} more days", style="dim"), Text(""), Text(""))
-        parts += [Text("by event day", style="bold cyan"), days]
-    for line in plan.why:
-        parts.append(Text("• ", style="yellow") + t(line))
-    if plan.sample:
-        sample = Table(box=None, padding=(0, 1), header_style="bold", show_edge=False)
-        for column in ("EVENT TIME", "ENTITY", "EVENT ID"):
-            sample.add_column(column, no_wrap=True)
-        for m in plan.sample[:5]:
-            sample.add_row(t(m.event_time), t(m.entity_id, limit=28), t(m.event_id[:16]))
-        parts += [Text("first messages", style="bold cyan"), sample]
-    return Group(*parts)
-
-
-def result_view(a: ReplayAudit) -> Text:
-    text = Text(end="")
-    text.append(f"Replay {a.replay_id}: ", style="bold")
-    text.append(a.outcome.value, style=OUTCOME_STYLE.get(a.outcome, ""))
-    text.append(f" — {a.sent:,} sent, {a.failed:,} failed of {a.would_send:,} planned")
-    if a.unconfirmed:
-        text.append(f" ({a.unconfirmed:,} unconfirmed: up to that many sent twice)")
-    if a.error:
-        text.append("  ")
-        text.append(t(a.error, "red", 200))
-    if a.outcome is ReplayOutcome.SENT and a.sent:
-        text.append("\nNext: run the processor (p) to recompute the windows, then compare versions (5).")
-    return text
 
 
 class ReplayPane(Vertical):
@@ -165,12 +91,6 @@ class ReplayPane(Vertical):
             self.report = report
             self.error = error
 
-    class HistoryRead(Message):
-        def __init__(self, records: list[ReplayAudit] | None, error: str | None) -> None:
-            super().__init__()
-            self.records = records
-            self.error = error
-
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._applied: Context | None = None
@@ -181,7 +101,6 @@ class ReplayPane(Vertical):
         self.busy = False
         self.last_result: ReplayAudit | None = None
         self._cancel = threading.Event()
-        self._history_records: list[ReplayAudit] = []
         self._work: str | None = None
         self._started = 0.0
 
@@ -218,15 +137,10 @@ class ReplayPane(Vertical):
                 yield ProgressBar(id="replay-progress", show_eta=False)
                 yield Static("", id="replay-result", markup=False)
                 yield Static(title("Audit history"), markup=False)
-                yield DataTable(id="replay-history", cursor_type="row", zebra_stripes=True)
+                yield ReplayHistory(id="replay-history", cursor_type="row", zebra_stripes=True)
 
     def on_mount(self) -> None:
         cast(Any, self.app).pane_mounted()  # mounted after the first frame: take the size's layout
-        history = self.query_one("#replay-history", DataTable)
-        # The replay id whole (it is what `pik replays` and the audit are searched by), before who ran it.
-        for label, width in (("STARTED", 16), ("OUTCOME", 11), ("SENT", 11), ("REPLAY", 27), ("BY", 14)):
-            history.add_column(label, width=width)
-        history.add_column("SCOPE")
         self.query_one("#replay-progress", ProgressBar).display = False
         if self.kit.read_only:
             self.query_one("#replay-process", Button).disabled = True
@@ -316,7 +230,7 @@ class ReplayPane(Vertical):
 
     def reload(self) -> None:
         self._preview_now()
-        self._read_history()
+        self.query_one(ReplayHistory).read()
 
     def read_request(self) -> ReplayRequest:
         def value(widget_id: str) -> str | None:
@@ -534,7 +448,7 @@ class ReplayPane(Vertical):
                     title="Replay",
                     markup=False,
                 )
-        self._read_history()
+        self.query_one(ReplayHistory).read()
 
     def action_process(self) -> None:
         if self.kit.read_only:
@@ -618,12 +532,10 @@ class ReplayPane(Vertical):
 
     # -- the audit trail ------------------------------------------------------------------------------
 
-    @on(DataTable.RowSelected, "#replay-history")
-    def _audit_row(self, event: DataTable.RowSelected) -> None:
+    @on(ReplayHistory.Chosen)
+    def _audit_row(self, message: ReplayHistory.Chosen) -> None:
         """Enter on a replay of the trail: its scope back in the form, with a fresh dry run of it now."""
-        record = next((a for a in self._history_records if a.replay_id == event.row_key.value), None)
-        if record is None:
-            return
+        record = message.record
         self.show_request(record.request)
         self.notify(
             f"The form holds the scope of {record.replay_id} ({record.outcome.value}, {record.sent:,} sent); "
@@ -649,31 +561,3 @@ class ReplayPane(Vertical):
             self.query_one("#rp-status", Select).value = r.status.value if r.status else ""
             self.query_one("#rp-dups", Checkbox).value = r.include_duplicates
         self._preview_now()
-
-    @work(thread=True, exclusive=True, group="replay-history", exit_on_error=False)
-    def _read_history(self) -> None:
-        try:
-            audit = self.kit.audit
-            records = [] if audit is None else audit.query(limit=50).items
-            self.post_message(self.HistoryRead(records, None))
-        except Exception as exc:
-            self.post_message(self.HistoryRead(None, str(exc)))
-
-    @on(HistoryRead)
-    def _history(self, message: HistoryRead) -> None:
-        table = self.query_one("#replay-history", DataTable)
-        table.clear()
-        if message.records is None:
-            self.notify(f"Reading the audit trail failed: {message.error}", severity="error", markup=False)
-            return
-        self._history_records = message.records
-        for a in message.records:
-            table.add_row(
-                t(a.started_at[:16]),
-                Text(a.outcome.value, style=OUTCOME_STYLE.get(a.outcome, "")),
-                Text(f"{a.sent:,}/{a.would_send:,}", justify="right"),
-                t(a.replay_id),
-                t(a.actor, limit=14),
-                t(describe_scope(a.request), limit=60),
-                key=a.replay_id,
-            )

@@ -42,3 +42,14 @@ def _on(key: str | None) -> Any:
 )
 def test_pane_snapshot(pane: str | None, demo_app: PikConsole, snap_compare: Any) -> None:
     assert snap_compare(demo_app, terminal_size=SIZE, run_before=_on(pane))
+
+
+@pytest.mark.parametrize(
+    "pane", [None, "2", "3", "4", "5"], ids=["events", "lag", "gaps", "replay", "aggregates"]
+)
+def test_pane_snapshot_on_an_80x24_terminal(
+    pane: str | None, demo_app: PikConsole, snap_compare: Any
+) -> None:
+    """Stacked and compact: every form field shows what is typed, the list keeps its LAG column, the
+    footer and the header fit."""
+    assert snap_compare(demo_app, terminal_size=(80, 24), run_before=_on(pane))
