@@ -33,7 +33,7 @@ import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out"
@@ -46,6 +46,7 @@ BATCH = 50_000
 VERSION = "1"
 
 TARGET_FIRST_FRAME_S = 0.5
+TARGET_RATIO = 1.5  # the first frame against a bare Textual app of the same tabs, in the same run
 TARGET_FIRST_PAGE_S = 0.3
 TARGET_JUMP_END_S = 0.3
 TARGET_RSS_MB = 150
@@ -250,10 +251,57 @@ def child(ws: str, spawned: float) -> dict[str, Any]:
     return figures
 
 
-def run_child(ws: Path) -> dict[str, Any]:
+def bare_child(spawned: float) -> dict[str, Any]:
+    """The floor: a bare Textual app of the same shape (a header line, five tabs, a form of six fields, a
+    list, a footer), drawn headless at the same size, from the same process start."""
+    imports_started = time.time()
+    from textual.app import App, ComposeResult
+    from textual.binding import Binding, BindingType
+    from textual.containers import Horizontal
+    from textual.widgets import Footer, Input, Static, TabbedContent, TabPane
+
+    imported = time.time()
+    painted: list[float] = []
+
+    class Bare(App[None]):
+        BINDINGS: ClassVar[list[BindingType]] = [Binding(str(n), "noop", f"Pane {n}") for n in range(1, 6)]
+
+        def compose(self) -> ComposeResult:
+            yield Static("header")
+            with TabbedContent():
+                for n in range(1, 6):
+                    with TabPane(f"{n} Pane", id=f"p{n}"):
+                        with Horizontal(classes="filter-bar"):
+                            for f in range(6):
+                                yield Input(placeholder=f"field {f}")
+                        yield Static("rows")
+            yield Footer()
+
+        def on_mount(self) -> None:
+            self.call_after_refresh(lambda: painted.append(time.time()))
+
+    async def run() -> dict[str, Any]:
+        constructed = time.time()
+        app = Bare()
+        async with app.run_test(size=(160, 50)):
+            while not painted:
+                await asyncio.sleep(0.001)
+        return {
+            "python_start_s": imports_started - spawned,
+            "imports_and_open_s": imported - imports_started,
+            "first_frame_from_app_s": painted[0] - constructed,
+            "first_frame_from_start_s": painted[0] - spawned,
+        }
+
+    return asyncio.run(run())
+
+
+def run_child(ws: Path | None) -> dict[str, Any]:
+    """One child: the console on ``ws``, or the bare Textual app when ``ws`` is None."""
     spawned = time.time()
+    which = ["--bare"] if ws is None else ["--child", str(ws)]
     done = subprocess.run(
-        [sys.executable, __file__, "--child", str(ws), "--spawned", repr(spawned)],
+        [sys.executable, __file__, *which, "--spawned", repr(spawned)],
         capture_output=True,
         text=True,
         check=False,
@@ -270,22 +318,36 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--child", metavar="WS", help=argparse.SUPPRESS)
+    parser.add_argument("--bare", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--spawned", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         print(json.dumps(child(args.child, args.spawned)))
         return 0
+    if args.bare:
+        print(json.dumps(bare_child(args.spawned)))
+        return 0
     ws = workspace(args.events)
     print(f"Console on one entity with {args.events:,} events (load average {os.getloadavg()[0]:.2f})")
-    runs = [run_child(ws) for _ in range(args.runs)]
+    # The console and the bare Textual app alternate, so both see the same machine (2 noisy cores).
+    runs, bares = [], []
+    for _ in range(args.runs):
+        runs.append(run_child(ws))
+        bares.append(run_child(None))
     median = {
         k: statistics.median(r[k] for r in runs) for k in runs[0] if isinstance(runs[0][k], int | float)
     }
+    bare = {k: statistics.median(r[k] for r in bares) for k in bares[0]}
+    ratio = median["first_frame_from_start_s"] / bare["first_frame_from_start_s"]
     rows = [
         ("first frame from process start", median["first_frame_from_start_s"], TARGET_FIRST_FRAME_S, "s"),
         ("  of which python start", median["python_start_s"], None, "s"),
         ("  of which imports + open backend", median["imports_and_open_s"], None, "s"),
         ("  of which app to first frame", median["first_frame_from_app_s"], None, "s"),
+        ("bare Textual app, same tabs: first frame", bare["first_frame_from_start_s"], None, "s"),
+        ("  of which imports", bare["imports_and_open_s"], None, "s"),
+        ("  of which app to first frame", bare["first_frame_from_app_s"], None, "s"),
+        ("first frame / the bare app's", ratio, TARGET_RATIO, "x"),
         ("first page from first frame", median["first_page_from_frame_s"], TARGET_FIRST_PAGE_S, "s"),
         ("  first page query", median["first_page_query_ms"] / 1000, None, "s"),
         ("jump to end (key to last row shown)", median["jump_to_end_s"], TARGET_JUMP_END_S, "s"),
@@ -305,7 +367,14 @@ def main(argv: list[str] | None = None) -> int:
         f"  rows scrolled {int(median['scrolled_rows']):,}, pages read {int(median['pages_read'])}, "
         f"pages in memory {int(median['pages_in_memory'])}"
     )
-    results = {"events": args.events, "runs": runs, "median": median, "loadavg": os.getloadavg()}
+    results = {
+        "events": args.events,
+        "runs": runs,
+        "median": median,
+        "bare": {"runs": bares, "median": bare},
+        "first_frame_ratio": ratio,
+        "loadavg": os.getloadavg(),
+    }
     (OUT / "console.json").write_text(json.dumps(results, indent=2) + "\n")
     print(f"  results written to {(OUT / 'console.json').relative_to(ROOT)}")
     return 0

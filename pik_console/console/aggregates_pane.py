@@ -153,9 +153,12 @@ class AggregatesPane(Vertical):
 
     def on_mount(self) -> None:
         cast(Any, self.app).pane_mounted()  # mounted after the first frame: take the size's layout
-        self.query_one("#agg-versions", DataTable).add_columns(
-            "METRIC", "V", "VALUE", "INPUTS", "COMPUTED", "CAUSE"
-        )
+        # Fixed widths: an auto-sized column keeps the widest value it ever held, so the look would depend
+        # on which read finished first.
+        versions = self.query_one("#agg-versions", DataTable)
+        for label, width in (("METRIC", 20), ("V", 3), ("VALUE", 10), ("INPUTS", 7), ("COMPUTED", 11)):
+            versions.add_column(label, width=width)
+        versions.add_column("CAUSE", width=7)
         self.query_one("#agg-added", DataTable).add_columns("EVENT ID", "INGESTED", "LAG", "LATE")
 
     def focus_main(self) -> None:
@@ -299,6 +302,7 @@ class AggregatesPane(Vertical):
 
     def action_step(self, step: int) -> None:
         if self.metric is None or self.to_version is None:
+            self.notify(self.refusal("") or "", severity="warning", markup=False)
             return
         latest = self._latest(self.metric)
         target = max(min(self.to_version + step, latest), 1)

@@ -8,6 +8,7 @@ notification. Keys are in the footer (each binding has an id and a tooltip), in 
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from pathlib import Path
@@ -19,7 +20,6 @@ from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
 from textual.css.query import NoMatches
-from textual.lazy import Lazy
 from textual.message import Message
 from textual.reactive import reactive
 from textual.screen import Screen
@@ -116,9 +116,7 @@ class PikConsole(App[None]):
             tooltip="Pick an entity of the source/type and day",
             id="app.pick.entity",
         ),
-        Binding(
-            "s", "pick('partition')", "Source", tooltip="Pick a source/type", id="app.pick.partition"
-        ),
+        Binding("s", "pick('partition')", "Source", tooltip="Pick a source/type", id="app.pick.partition"),
         Binding(
             "d", "pick('day')", "Day", tooltip="Pick a day of the entity or source/type", id="app.pick.day"
         ),
@@ -173,29 +171,21 @@ class PikConsole(App[None]):
         self.stats: IndexStats | None = None
         self.reports: list[str] = []
         self._quitting = False
+        self._mounting: set[str] = {"events"}
 
     # -- layout --------------------------------------------------------------------------------------
 
     def compose(self) -> ComposeResult:
-        from pik_console.console.aggregates_pane import AggregatesPane
         from pik_console.console.events_pane import EventsPane
-        from pik_console.console.gaps_pane import GapsPane
-        from pik_console.console.lag_pane import LagPane
-        from pik_console.console.replay_pane import ReplayPane
 
         yield ConsoleHeader(id="header")
-        # The panes not shown first are mounted after the first frame (Lazy): the first screen comes sooner.
+        # Only Events is composed for the first frame; each other pane is imported and mounted the first time
+        # it is shown (``mount_pane``), so the first screen costs one pane, not five.
         with TabbedContent(initial="events", id="panes"):
             with TabPane("1 Events", id="events"):
                 yield EventsPane(id="events-pane")
-            with TabPane("2 Lag", id="lag"):
-                yield Lazy(LagPane(id="lag-pane"))
-            with TabPane("3 Gaps", id="gaps"):
-                yield Lazy(GapsPane(id="gaps-pane"))
-            with TabPane("4 Replay", id="replay"):
-                yield Lazy(ReplayPane(id="replay-pane"))
-            with TabPane("5 Aggregates", id="aggregates"):
-                yield Lazy(AggregatesPane(id="aggregates-pane"))
+            for name in PANES[1:]:
+                yield TabPane(f"{PANE_KEYS[name]} {name.title()}", id=name)
         yield Footer()
 
     def on_mount(self) -> None:
@@ -274,36 +264,49 @@ class PikConsole(App[None]):
     def _tab(self, event: TabbedContent.TabActivated) -> None:
         name = event.pane.id or ""
         if name in PANES and name != "events":
-            self.when_mounted(name, lambda pane: pane.apply_context(self.context))
+            self.when_mounted(name, lambda pane: pane.apply_context(self.context), mount=True)
 
     # -- actions -----------------------------------------------------------------------------------------
 
     def action_pane(self, name: str) -> None:
         self.query_one(TabbedContent).active = name
-        self.call_after_refresh(self.when_mounted, name, lambda pane: pane.focus_main())
+        self.call_after_refresh(self.when_mounted, name, lambda pane: pane.focus_main(), mount=True)
 
     def pane_mounted(self) -> None:
-        """A (lazy) pane mounted: its fields take the size's layout."""
+        """A pane mounted (the first time it was shown): its fields take the size's layout."""
         self._fit()
 
-    def when_mounted(self, name: str, then: Callable[[Any], None], tries: int = PANE_MOUNT_TRIES) -> None:
-        """``then(pane)`` as soon as pane ``name`` is mounted: the panes other than Events mount after the
-        first frame (Lazy), and a key pressed before that must wait for its pane, not crash the console."""
+    def mount_pane(self, name: str) -> None:
+        """Import and mount pane ``name`` into its tab, once."""
+        if name in self._mounting:
+            return
+        self._mounting.add(name)
+        module = importlib.import_module(f"pik_console.console.{name}_pane")
+        widget = getattr(module, f"{name.title()}Pane")(id=f"{name}-pane")
+        self.query_one(f"TabPane#{name}", TabPane).mount(widget)
+
+    def when_mounted(
+        self, name: str, then: Callable[[Any], None], tries: int = PANE_MOUNT_TRIES, *, mount: bool = False
+    ) -> None:
+        """``then(pane)`` as soon as pane ``name`` is mounted. A pane is mounted the first time it is shown
+        (``mount=True`` mounts it); a key pressed before that must wait for its pane, not crash the console.
+        Without ``mount``, a pane never shown is left alone (it reads everything fresh when first shown)."""
         try:
             pane = self.pane(name)
+            if not pane.is_mounted:  # in the DOM, its children not composed yet
+                raise NoMatches(name)
         except NoMatches:
+            if name not in self._mounting and not mount:
+                return
+            self.mount_pane(name)
             if tries > 0:
-                self.call_after_refresh(self.when_mounted, name, then, tries - 1)
+                self.call_after_refresh(self.when_mounted, name, then, tries - 1, mount=mount)
             return
         then(pane)
 
     def action_back(self) -> None:
         """Escape: out of any field, back to the pane's list (k9s, lazygit)."""
-        try:
-            pane = self.pane(self.active_pane)
-        except NoMatches:
-            return
-        pane.focus_main()
+        self.when_mounted(self.active_pane, lambda pane: pane.focus_main())
 
     def action_refused(self, key: str) -> None:
         name = KEY_NAMES.get(key, key)
@@ -370,17 +373,16 @@ class PikConsole(App[None]):
             self.share(day=value, start=None, end=None, compare=None)
         self.notify(f"Context: {self.context.describe()}", title="Picked", markup=False)
         # The pane in view follows now; the others when they are shown.
-        self.when_mounted(self.active_pane, lambda pane: pane.apply_context(self.context))
+        self.when_mounted(self.active_pane, lambda pane: pane.apply_context(self.context), mount=True)
 
     def action_filter(self) -> None:
-        self.pane(self.active_pane).focus_filter()
+        self.when_mounted(self.active_pane, lambda pane: pane.focus_filter(), mount=True)
 
     def action_refresh(self) -> None:
-        pane = self.pane(self.active_pane)
         if self.active_pane == "events":
-            pane.refresh_listing()
+            self.pane("events").refresh_listing()
         else:
-            pane.reload()
+            self.when_mounted(self.active_pane, lambda pane: pane.reload(), mount=True)
 
     def action_help(self) -> None:
         from pik_console.console.modals import HelpScreen
@@ -490,19 +492,19 @@ class PikConsole(App[None]):
         self.query_one("#event-list", EventList).action_last()
 
     def action_lag_threshold(self, factor: float) -> None:
-        self.pane("lag").action_threshold(factor)
+        self.when_mounted("lag", lambda pane: pane.action_threshold(factor), mount=True)
 
     def action_versions_step(self, step: int) -> None:
-        self.pane("aggregates").action_step(step)
+        self.when_mounted("aggregates", lambda pane: pane.action_step(step), mount=True)
 
     def action_versions_open_event(self) -> None:
-        self.pane("aggregates").action_open_event()
+        self.when_mounted("aggregates", lambda pane: pane.action_open_event(), mount=True)
 
     def action_replay_execute(self) -> None:
-        self.pane("replay").action_execute()
+        self.when_mounted("replay", lambda pane: pane.action_execute(), mount=True)
 
     def action_replay_process(self) -> None:
-        self.pane("replay").action_process()
+        self.when_mounted("replay", lambda pane: pane.action_process(), mount=True)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in ("replay_execute", "replay_process") and self.kit.read_only:

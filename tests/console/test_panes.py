@@ -239,8 +239,13 @@ async def test_help_and_the_palette_cover_every_action(demo_ws: Path) -> None:
             b.key for b in bindings if not (b.id and b.tooltip)
         ]
         assert len({b.id for b in bindings}) == len(bindings)
+        await app.run_actions("pane('aggregates')")
+        await settle(pilot)
         await app.run_actions("pane('aggregates');versions_step(-1)")
+        await settle(pilot)
         assert app.active_pane == "aggregates"
+        pane = app.pane("aggregates")
+        assert pane.to_version is not None and pane.to_version < max(v.version for v in pane.versions)
 
 
 @pytest.mark.parametrize("key", ["2", "3", "4", "5"])
