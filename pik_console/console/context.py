@@ -74,4 +74,4 @@ class Context:
         if self.metric:
             pair = f" v{self.compare[0]}→v{self.compare[1]}" if self.compare else ""
             parts.append(f"{self.metric}{pair}")
-        return " · ".join(parts) or "no entity or day chosen yet"
+        return " · ".join(parts) or "nothing chosen yet (s, d, e pick)"

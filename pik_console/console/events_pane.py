@@ -277,7 +277,7 @@ class EventsPane(Vertical):
         known = f"{rows.total:,}" if rows.complete else f"{rows.total:,}+"
         text.append(f"  ·  {known} rows read")
         if rows.total:
-            text.append(f"  ·  row {lst.cursor + 1:,}")
+            text.append(f"  ·  {position_text(lst.cursor, rows.total, rows.at_start, rows.at_end)}")
         if not rows.complete:
             text.append("  ·  more as you scroll (End: the last rows)", style="dim")
         if rows.pages_read:
@@ -353,6 +353,13 @@ class EventsPane(Vertical):
         elif ctx.source and ctx.event_type and ctx.day:
             f = EventFilter(source=ctx.source, event_type=ctx.event_type, day=ctx.day)
         else:
+            if self.current is None:
+                self._status(
+                    Text(
+                        "Nothing chosen yet: s picks a source/type, d a day, e an entity (or / to type a filter)",
+                        style="bold yellow",
+                    )
+                )
             return
         if self.current is None or (self.current.entity, self.current.start, self.current.day) != (
             f.entity,
@@ -360,6 +367,15 @@ class EventsPane(Vertical):
             f.day,
         ):
             self.set_filter(f)
+
+
+def position_text(cursor: int, total: int, at_start: bool, at_end: bool) -> str:
+    """Where the cursor is, counted from the end the rows were read from: after End on a window of 300,000
+    events only the last rows are read, so "row 200" would be wrong; it is "the last row" there."""
+    if at_start or not at_end:
+        return f"row {cursor + 1:,}"
+    from_end = total - cursor - 1
+    return "the last row" if from_end == 0 else f"{from_end:,} rows before the last"
 
 
 def _key(item: EventRecord | Rejection) -> str:

@@ -53,7 +53,10 @@ class EventFilter:
                 return "an entity needs a window: a start and an end"
             return None
         if not (self.source and self.event_type and self.day):
-            return "choose an entity (with a window), or a source, a type and a day (a partition)"
+            return (
+                "nothing chosen yet: s picks a source/type, d a day, e an entity (or / to type an entity "
+                "with a window, or a source, a type and a day)"
+            )
         return None
 
     def describe(self) -> str:

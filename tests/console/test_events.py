@@ -96,8 +96,12 @@ async def test_a_window_is_read_page_by_page_end_is_one_descending_query_and_col
         last = app.kit.index.query_entity(BIG_ENTITY, "2025-12-01", "2025-12-02", limit=1, descending=True)
         assert lst.item == last.items[0]
         assert lst.rows.total <= 2 * PAGE_SIZE
+        status = plain(app.query_one("#events-status", Static).content)
+        assert "the last row" in status and "row 200" not in status  # not "row 200" of a 1,000-event window
         await pilot.press("up", "up")
         assert lst.item is not None and lst.item.event_time < last.items[0].event_time
+        await pilot.pause()
+        assert "2 rows before the last" in plain(app.query_one("#events-status", Static).content)
         await pilot.press("home")
         await settle(pilot)
         assert isinstance(lst.item, EventRecord) and lst.item.event_time == "2025-12-01T00:00:00.000Z"

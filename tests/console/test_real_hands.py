@@ -38,6 +38,14 @@ def _app(ws: Path, context: Context = OUTAGE, **kw: Any) -> PikConsole:
     return PikConsole(open_local(ws, create=False, **kw), context=context)
 
 
+async def _until(pilot: Any, condition: Any, seconds: float = 5.0) -> None:
+    """Wait (on a loaded machine) until ``condition()``; the test's own assertion says what failed."""
+    for _ in range(int(seconds / 0.05)):
+        if condition():
+            return
+        await pilot.pause(0.05)
+
+
 def _said(app: PikConsole) -> list[str]:
     return [n.message for n in app._notifications]
 
@@ -89,6 +97,7 @@ async def test_escape_returns_focus_to_the_panes_list(demo_ws: Path) -> None:
         for key, name, field, main in PANES:
             await pilot.press(key)
             await settle(pilot)
+            await _until(pilot, lambda main=main: app.focused is not None and app.focused.id == main)
             app.query_one(field, Input).focus()
             await pilot.pause()
             await pilot.press("escape")
@@ -360,3 +369,17 @@ async def test_long_work_shows_count_rate_and_eta_and_c_cancels_a_send(big_ws: P
     assert interrupted and 0 < interrupted[0].sent < 1000
     depth = local_ports(open_local(ws, create=False).index).queue.depth()
     assert depth.visible == interrupted[0].sent  # what the audit says was sent is what is queued
+
+
+async def test_a_console_with_nothing_chosen_says_how_to_choose(tmp_path: Path) -> None:
+    """An AWS stack (no totals read at start) or an empty workspace: the console says which keys pick a
+    source/type, a day and an entity, instead of an empty screen."""
+    app = PikConsole(open_local(tmp_path / "empty", create=True), context=Context())
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        status = plain(app.query_one("#events-status", Static).content)
+        assert "s picks a source/type, d a day, e an entity" in status
+        assert "nothing chosen yet" in plain(app.query_one("#header-context", Static).content)
+        await pilot.press("e")
+        await settle(pilot)
+        assert any("Choose a source/type (s) and a day (d) first" in m for m in _said(app))
