@@ -66,7 +66,9 @@ def help_sections() -> list[tuple[str, list[tuple[str, str]]]]:
             "Everywhere",
             [
                 ("1 … 5", "Events, Lag, Gaps, Replay, Aggregates"),
+                ("s / d / e", "pick a source/type, a day, an entity from a list (type to filter)"),
                 ("/", "edit the filter or form of the pane"),
+                ("escape", "leave the field: back to the pane's list"),
                 ("r", "read the pane again"),
                 ("w", "write a Markdown incident report of the entity and day"),
                 ("ctrl+p", "command palette: every action by name"),
@@ -82,7 +84,7 @@ def help_sections() -> list[tuple[str, list[tuple[str, str]]]]:
                 ("home / end", "first / last event (one query each)"),
                 (":", "jump to a time in the entity's window"),
                 ("enter", "focus the detail (raw JSON, receipts, rejection bytes)"),
-                ("escape", "back to the list"),
+                ("y / Y", "copy the event id / its raw JSON (OSC 52)"),
             ],
         ),
         (
@@ -100,6 +102,8 @@ def help_sections() -> list[tuple[str, list[tuple[str, str]]]]:
                 ("(typing)", "the dry run refreshes as the form changes"),
                 ("x", "execute: a confirmation with the impact; above the guard, type the scope"),
                 ("p", "run the processor over the replay queue"),
+                ("c", "cancel the send or the processor cleanly (q does too, then quits)"),
+                ("enter on an audit row", "that replay's scope back in the form"),
             ],
         ),
         (
