@@ -312,6 +312,10 @@ class PikConsole(App[None]):
         name = KEY_NAMES.get(key, key)
         owner, what = COMMAND_KEYS[key]
         reason: str | None = None
+        if self.active_pane == owner and owner not in self._panes_ready():
+            # Pressed before its pane was ready (mounting on first show): the key waits for the pane.
+            self.when_mounted(owner, lambda pane: self.call_after_refresh(self.simulate_key, key), mount=True)
+            return
         if self.active_pane == owner:
             try:
                 reason = self.pane(owner).refusal(key)
@@ -345,6 +349,17 @@ class PikConsole(App[None]):
         self.notify(f"Stopping {running} cleanly, then quitting…", title="Quit", markup=False)
         self.when_mounted("replay", lambda pane: pane.cancel_work())
         self.set_interval(0.1, self._quit_when_idle)
+
+    def _panes_ready(self) -> set[str]:
+        """The panes mounted and composed."""
+        ready = set()
+        for name in self._mounting:
+            try:
+                if self.pane(name).is_mounted:
+                    ready.add(name)
+            except NoMatches:
+                pass
+        return ready
 
     def _running_work(self) -> str | None:
         try:

@@ -356,7 +356,8 @@ class EventsPane(Vertical):
             if self.current is None:
                 self._status(
                     Text(
-                        "Nothing chosen yet: s picks a source/type, d a day, e an entity (or / to type a filter)",
+                        "Nothing chosen yet: s picks a source/type, d a day, e an entity "
+                        "(or / to type a filter)",
                         style="bold yellow",
                     )
                 )

@@ -383,3 +383,18 @@ async def test_a_console_with_nothing_chosen_says_how_to_choose(tmp_path: Path) 
         await pilot.press("e")
         await settle(pilot)
         assert any("Choose a source/type (s) and a day (d) first" in m for m in _said(app))
+
+
+async def test_a_command_key_pressed_before_its_pane_is_ready_waits_for_it(demo_ws: Path) -> None:
+    """5 then [ at once: the Aggregates pane is still being mounted when [ arrives; the key is kept for it
+    and acted on (or refused with the pane's own reason), never lost or sent elsewhere."""
+    app = _app(demo_ws)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("5", "left_square_bracket")
+        await settle(pilot)
+        await _until(pilot, lambda: bool(app._notifications) or "aggregates" in app._panes_ready())
+        await settle(pilot)
+        pane = app.pane("aggregates")
+        said = _said(app)
+        assert not any("press 5 first" in m for m in said), said
+        assert pane.to_version == 1 or any("No versions listed" in m for m in said), (pane.to_version, said)
