@@ -63,7 +63,10 @@ class ConsoleHeader(Horizontal):
 # forms, the event detail on enter instead of beside the list.
 NARROW = 110
 
-# Refreshes to wait for a Lazy pane to mount before giving up on focusing it (it mounts after one or two).
+# How many times (0.05 s apart) q waits for a pane being mounted before quitting anyway.
+QUIT_WAITS = 40
+
+# Refreshes to wait for a pane to mount before giving up on focusing it (it mounts after one or two).
 PANE_MOUNT_TRIES = 50
 
 
@@ -171,6 +174,7 @@ class PikConsole(App[None]):
         self.stats: IndexStats | None = None
         self.reports: list[str] = []
         self._quitting = False
+        self._quit_waits = 0
         self._mounting: set[str] = {"events"}
 
     # -- layout --------------------------------------------------------------------------------------
@@ -280,10 +284,15 @@ class PikConsole(App[None]):
         """Import and mount pane ``name`` into its tab, once."""
         if name in self._mounting:
             return
+        try:
+            tab = self.query_one(f"TabPane#{name}", TabPane)
+        except NoMatches:
+            return
+        if not (tab.is_mounted and tab.is_attached):
+            return  # a key pressed as the console starts: its tab is not mounted yet; the caller retries
         self._mounting.add(name)
         module = importlib.import_module(f"pik_console.console.{name}_pane")
-        widget = getattr(module, f"{name.title()}Pane")(id=f"{name}-pane")
-        self.query_one(f"TabPane#{name}", TabPane).mount(widget)
+        tab.mount(getattr(module, f"{name.title()}Pane")(id=f"{name}-pane"))
 
     def when_mounted(
         self, name: str, then: Callable[[Any], None], tries: int = PANE_MOUNT_TRIES, *, mount: bool = False
@@ -337,7 +346,12 @@ class PikConsole(App[None]):
 
     async def action_quit(self) -> None:
         """Quit; running work (a send, the processor) is asked to stop first and the console closes when
-        it has stopped, so the queue and the audit trail are left consistent."""
+        it has stopped, so the queue and the audit trail are left consistent. A pane still being mounted
+        (q pressed right after its key) is let finish first: tearing it down half-composed would fail."""
+        if self._mounting - self._panes_ready() and self._quit_waits < QUIT_WAITS:
+            self._quit_waits += 1
+            self.set_timer(0.05, self.action_quit)
+            return
         running = self._running_work()
         if not running:
             self.exit()

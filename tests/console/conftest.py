@@ -85,6 +85,12 @@ def big_ws(tmp_path_factory: pytest.TempPathFactory) -> Path:
 async def settle(pilot: Pilot[None], rounds: int = 6) -> None:
     """Wait until no worker runs and the messages they posted are handled."""
     app: App[None] = pilot.app
+    # A pane is mounted the first time it is shown: wait for it too (PikConsole).
+    for _ in range(100):
+        pending = getattr(app, "_mounting", set()) - getattr(app, "_panes_ready", set)()
+        if not pending:
+            break
+        await pilot.pause(0.02)
     for _ in range(rounds):
         await app.workers.wait_for_complete()
         await pilot.pause(0.05)
