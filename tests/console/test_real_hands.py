@@ -401,11 +401,15 @@ async def test_a_command_key_pressed_before_its_pane_is_ready_waits_for_it(demo_
 
 
 async def test_keys_and_q_pressed_while_panes_are_still_being_mounted_quit_cleanly(demo_ws: Path) -> None:
-    """5 4 q at once: q waits for the panes being mounted and the console exits without an error (it
+    """4 then q at once: q waits for the panes being mounted and the console exits without an error (it
     raised NoMatches from a half-mounted pane, and MountError before its tab was mounted)."""
     app = _app(demo_ws)
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.press("5", "4", "q")
+        await settle(pilot)
+        # The moment the defect needs, made exact: the Replay pane mounted into its tab (4 pressed), its
+        # children not composed yet, and q in the same instant.
+        app.mount_pane("replay")
+        await app.action_quit()
         await _until(pilot, lambda: not app.is_running)
         assert not app.is_running, (app.screen, app.focused, _said(app), app._mounting, app._panes_ready())
     assert app.return_code in (0, None)
