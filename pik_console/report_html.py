@@ -161,7 +161,7 @@ def _findings(findings: Sequence[Mapping[str, Any]] | None) -> list[str]:
         return [*out, "<p>No finding for this window.</p>", "</section>"]
     out.append(_thead("severity", "kind", "where", "what"))
     for item in findings:
-        severity = str(item.get("severity", ""))
+        severity = str(item.get("severity") or "")
         cls = f"sev sev-{severity}" if severity in SEVERITIES else "sev"
         where = [
             esc(f"{item.get('source') or '*'}/{item.get('event_type') or '*'}")
@@ -170,7 +170,7 @@ def _findings(findings: Sequence[Mapping[str, Any]] | None) -> list[str]:
             _code(item["entity_id"]) if item.get("entity_id") else "",
             esc(item["day"]) if item.get("day") else "",
         ]
-        what = [f"<p>{esc(item.get('summary', ''))}</p>"]
+        what = [f"<p>{esc(item.get('summary') or '')}</p>"]
         evidence = item.get("evidence")
         if isinstance(evidence, Mapping) and evidence:
             what.append('<dl class="evidence">')
@@ -183,7 +183,7 @@ def _findings(findings: Sequence[Mapping[str, Any]] | None) -> list[str]:
         if item.get("next"):
             what.append(f'<p class="note">next: {_code(item["next"])}</p>')
         out.append(
-            f'<tr><td><span class="{cls}">{esc(severity)}</span></td><td>{esc(item.get("kind", ""))}</td>'
+            f'<tr><td><span class="{cls}">{esc(severity)}</span></td><td>{esc(item.get("kind") or "")}</td>'
             f"<td>{'<br>'.join(w for w in where if w)}</td><td>{''.join(what)}</td></tr>"
         )
     return [*out, "</tbody></table>", "</section>"]
