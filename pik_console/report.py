@@ -16,17 +16,22 @@ still turns a URL in the data into a link to that same URL).
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from backend.kit import Kit
-from backend.model import ReplayOutcome
 from backend.services.report import IncidentReport
 from backend.services.scope import describe_scope
 from backend.services.versions import value_text
 from backend.times import human_ms
+from pik_console.report_checklist import Ident, checklist
+from pik_console.report_html import render_html
 from pik_console.text import safe
+
+# The report's formats and their file suffixes; Markdown is the default.
+FORMATS = {"markdown": "md", "html": "html"}
 
 # What Markdown (CommonMark and GitHub's tables and strikethrough) may read as structure anywhere in a line.
 _MD_SPECIAL = frozenset("\\`*[]<>!|~&#")
@@ -79,22 +84,45 @@ def row(*cells: str) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
-def report_path(entity: str, day: str, folder: Path | None = None) -> Path:
+def report_path(entity: str, day: str, folder: Path | None = None, *, fmt: str = "markdown") -> Path:
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", entity).strip("_")[:60] or "entity"
-    return (folder or Path.cwd()) / f"pik-report-{slug}-{day}.md"
+    return (folder or Path.cwd()) / f"pik-report-{slug}-{day}.{FORMATS[fmt]}"
 
 
-def build_report(kit: Kit, entity: str, day: str, *, now: datetime | None = None) -> str:
-    """The Markdown report of ``entity`` on ``day``: :meth:`ReportService.gather
-    <backend.services.report.ReportService.gather>` then :func:`render_report`. Reads only; InvalidRequest
-    for a bad entity or day."""
-    return render_report(kit.report().gather(entity, day), now=now)
+def build_report(
+    kit: Kit,
+    entity: str,
+    day: str,
+    *,
+    fmt: str = "markdown",
+    findings: Sequence[Mapping[str, Any]] | None = None,
+    now: datetime | None = None,
+) -> str:
+    """The report of ``entity`` on ``day`` in ``fmt`` (``markdown`` or ``html``, see FORMATS):
+    :meth:`ReportService.gather <backend.services.report.ReportService.gather>` then :func:`render_report`
+    or :func:`~pik_console.report_html.render_html`. Reads only; InvalidRequest for a bad entity or day.
+
+    ``findings`` is the hook for the overview's findings of this window (``[{kind, severity, source,
+    event_type, entity_id, day, summary, evidence, next}]``, most severe first): given, the report has a
+    Findings section (an empty list says there is none); None (the default) leaves the section out."""
+    if fmt not in FORMATS:
+        raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    facts = kit.report().gather(entity, day)
+    if fmt == "html":
+        return render_html(facts, findings=findings, now=now)
+    return render_report(facts, findings=findings, now=now)
 
 
-def render_report(facts: IncidentReport, *, now: datetime | None = None) -> str:
+def render_report(
+    facts: IncidentReport,
+    *,
+    findings: Sequence[Mapping[str, Any]] | None = None,
+    now: datetime | None = None,
+) -> str:
     """The facts as Markdown: a section each, data escaped as the module says; ``now`` (default: the
-    clock) is when it says it was written."""
+    clock) is when it says it was written; ``findings`` as :func:`build_report` says."""
     lines = _head(facts, now or datetime.now(UTC))
+    lines += _findings(findings)
     for section in (_events, _lag, _gaps, _replays, _versions, _checklist):
         lines += section(facts)
     return "\n".join(lines)
@@ -230,47 +258,29 @@ def _checklist(f: IncidentReport) -> list[str]:
         "The seed's checklist; the tool ticks what it can check and says why, the rest is yours.",
         "",
     ]
-    receipts = f.events + f.duplicates
-    raw_ok = bool(receipts) and not f.raw_missing
-    if raw_ok:
-        why = f"all {receipts:,} receipts of the window have their raw bytes"
-    else:
-        why = (
-            f"{f.raw_missing:,} receipts have no raw bytes" if f.raw_missing else "no receipts in the window"
+    for check in checklist(f):
+        why = "".join(code(p) if isinstance(p, Ident) else p for p in check.why)
+        lines.append(f"- [{'x' if check.ok else ' '}] {check.label} — {why}.")
+    return [*lines, ""]
+
+
+def _findings(findings: Sequence[Mapping[str, Any]] | None) -> list[str]:
+    """The overview's findings of the window, most severe first as given; nothing without a list."""
+    if findings is None:
+        return []
+    lines = ["## Findings", ""]
+    if not findings:
+        return [*lines, "No finding for this window.", ""]
+    for item in findings:
+        where = "/".join(md(item[k]) for k in ("source", "event_type") if item.get(k))
+        lines.append(
+            f"- **{md(item.get('severity', ''))}** {md(item.get('kind', ''))}"
+            + (f" ({where})" if where else "")
+            + f": {md(item.get('summary', ''))}"
         )
-    lines.append(_check(raw_ok, "Raw events verified", why))
-    sent = [a for a in f.replays if a.outcome is ReplayOutcome.SENT]
-    why = (
-        f"{len(sent)} replay(s) covering the window were sent in full: "
-        + ", ".join(code(a.replay_id) for a in sent)
-        if sent
-        else "no replay covering the window was sent"
-    )
-    lines.append(_check(bool(sent), "Replay scoped correctly", why))
-    caused = {r for v in f.versions for r in v.replay_ids}
-    observed = [a.replay_id for a in sent if a.replay_id in caused]
-    why = (
-        f"versions were computed from replay {', '.join(code(r) for r in observed)}"
-        if observed
-        else "no version was computed from a replay of this window"
-    )
-    why += (
-        f"; {f.dead_letters:,} messages in the dead-letter queue" if f.dead_letters else "; no dead letters"
-    )
-    lines.append(_check(bool(observed) and f.dead_letters == 0, "Processor behavior observed", why))
-    valid = bool(f.versions) and not f.drift
-    if valid:
-        why = "the latest version of every metric has exactly the inputs the index holds now"
-    elif f.drift:
-        why = f"{', '.join(f.drift)}: the index now holds other inputs than the latest version"
-    else:
-        why = "no versions"
-    lines.append(_check(valid, "Aggregate version validated", why + " (a person confirms the numbers)"))
-    return [*lines, "- [ ] Root cause documented — yours to write: what broke, why, and what was done.", ""]
-
-
-def _check(ok: bool, label: str, why: str) -> str:
-    return f"- [{'x' if ok else ' '}] {label} — {why}."
+        if item.get("next"):
+            lines.append(f"  next: {code(item['next'])}")
+    return [*lines, ""]
 
 
 # -- pik report ------------------------------------------------------------------------------------------

@@ -3,12 +3,14 @@ late or twice, the day's lag and the entity's gaps, the replays that covered the
 versions with the explanation of every change, and what the closing checklist can check.
 
 Holds :class:`ReportService` (read-only over the ports) and its answer :class:`IncidentReport` (with
-:class:`PartitionActivity`, :class:`LateArrival` and :class:`VersionChange`). Rendering the facts (Markdown)
-is the caller's: ``pik_console/report.py``.
+:class:`PartitionActivity`, :class:`LateArrival`, :class:`LagBucket` and :class:`VersionChange`).
+Rendering the facts is the caller's: Markdown in ``pik_console/report.py``, HTML in
+``pik_console/report_html.py``.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections import Counter
 from datetime import date, timedelta
 
@@ -41,6 +43,18 @@ LATE_LISTED = 10
 # Audit records read to find the replays that covered the window: the newest 100 pages of 100.
 AUDIT_PAGES = 100
 AUDIT_PAGE = 100
+# The lag histogram's buckets: (label, lower bound in ms); a bucket holds lags from its bound to the next one.
+LAG_BUCKETS: tuple[tuple[str, int], ...] = (
+    ("< 1 s", 0),
+    ("1-10 s", 1_000),
+    ("10 s-1 min", 10_000),
+    ("1-10 min", 60_000),
+    ("10 min-1 h", 600_000),
+    ("1-6 h", LATE_MS),
+    ("6-24 h", 21_600_000),
+    ("1-2 d", 86_400_000),
+    ("≥ 2 d", 172_800_000),
+)
 
 
 class PartitionActivity(BaseModel):
@@ -64,6 +78,15 @@ class LateArrival(BaseModel):
     event_time: str
     ingest_time: str
     ingest_lag_ms: int
+
+
+class LagBucket(BaseModel):
+    """Accepted events of the window whose lag is in ``[low_ms, high_ms)`` (``high_ms`` None: no bound)."""
+
+    label: str
+    low_ms: int
+    high_ms: int | None
+    events: int
 
 
 class VersionChange(BaseModel):
@@ -91,6 +114,7 @@ class IncidentReport(BaseModel):
     duplicated_events: int  # events with at least one duplicate receipt
     most_receipts: int  # receipts of the most repeated event (0 without duplicates)
     lag: list[LagReport]  # of every partition the entity has receipts in, all entities
+    lag_histogram: list[LagBucket]  # the window's accepted events by lag, every bucket of LAG_BUCKETS
     gaps: GapReport  # the entity's days around the day
     replays: list[ReplayAudit]  # that covered the window, oldest first
     versions: list[AggregateVersion]  # by metric then version
@@ -172,6 +196,7 @@ class ReportService:
             duplicated_events=len(repeats),
             most_receipts=max(repeats.values()) + 1 if repeats else 0,
             lag=lag,
+            lag_histogram=_histogram(accepted),
             gaps=gaps,
             replays=replays,
             versions=versions,
@@ -252,6 +277,18 @@ def _activity(
         clock_skew=sum(1 for r in mine if r.clock_skew),
         max_lag_ms=max((r.ingest_lag_ms for r in mine), default=0),
     )
+
+
+def _histogram(accepted: list[Receipt]) -> list[LagBucket]:
+    bounds = [low for _, low in LAG_BUCKETS]
+    counts = [0] * len(bounds)
+    for r in accepted:
+        counts[bisect_right(bounds, r.ingest_lag_ms) - 1] += 1
+    highs: list[int | None] = [*bounds[1:], None]
+    return [
+        LagBucket(label=label, low_ms=low, high_ms=high, events=n)
+        for (label, low), high, n in zip(LAG_BUCKETS, highs, counts, strict=True)
+    ]
 
 
 def _covers(a: ReplayAudit, entity_id: str, day: str, partitions: set[tuple[str, str]]) -> bool:
