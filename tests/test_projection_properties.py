@@ -57,7 +57,7 @@ def open_test_kit(name: str, root: Path, toml: str = METRICS_TOML) -> Iterator[K
         kit = aws_kit(
             store,
             aws,
-            settings=Settings(backend="aws", metrics=sections.metrics, replay=sections.replay),
+            settings=Settings(backend="aws", aws=aws, metrics=sections.metrics, replay=sections.replay),
             close=close,
         )
     try:
