@@ -121,7 +121,7 @@ def test_a_dry_run_projects_without_writing_anything_but_its_audit_record(kit: K
         assert (count.projected_version, count.projected_value, count.delta) == (2, 3, 1)
         steps = next(x for x in p.projected if x.metric == "steps_total")
         assert (steps.current_value, steps.projected_value, steps.delta) == (30, 35, 5)
-    # The projection is not a promise kept by luck: the processor, run now, writes exactly it.
+    # Nothing was processed: the window still has its one version.
     assert kit.aggregates is not None
     assert kit.aggregates.latest("u1", DAY, "daily_event_count").version == 1  # type: ignore[union-attr]
 

@@ -47,14 +47,21 @@ class Projection:
         lines: list[str] = []
         if self.windows_projected:
             changing = [p for p in self.projected if p.new_version]
-            moved = sum(1 for p in changing if p.delta not in (0, None) or p.current_version is None)
-            windows = len({(p.entity_id, p.day) for p in changing})
-            lines.append(
-                f"a processor run would add {_plural(len(changing), 'new version')} in "
-                f"{_plural(windows, 'window')} of the {_plural(self.windows_projected, 'window')} projected "
-                f"({moved:,} with a new or different value); the other "
-                f"{_plural(len(self.projected) - len(changing), 'metric')} stay as they are"
-            )
+            projected = _plural(self.windows_projected, "window")
+            if not changing:
+                lines.append(
+                    f"a processor run would add no new version: nothing changed in the {projected} projected "
+                    "since their versions were computed"
+                )
+            else:
+                moved = sum(1 for p in changing if p.delta not in (0, None) or p.current_version is None)
+                windows = len({(p.entity_id, p.day) for p in changing})
+                lines.append(
+                    f"a processor run would add {_plural(len(changing), 'new version')} in "
+                    f"{_plural(windows, 'window')} of the {projected} projected ({moved:,} with a new or "
+                    f"different value); the other {_plural(len(self.projected) - len(changing), 'metric')} "
+                    "stay as they are"
+                )
         over = self.windows_not_projected - len(self.failed)
         if over:
             lines.append(
