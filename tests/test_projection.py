@@ -246,3 +246,18 @@ def test_the_api_preview_answers_the_projection(local: Kit) -> None:
         "steps_total": 5,
         "steps_max": 0,
     }
+
+
+def test_a_window_the_processor_cannot_recompute_is_said_not_projected(local: Kit) -> None:
+    from tests.contract.test_event_index import rec
+
+    _ingest(local, [heartbeat("u1", 1, 10)])
+    # An index record whose raw bytes are missing: the replay skips it, the processor cannot read its
+    # payload for the field metrics, so neither can the projection.
+    local.index.record([rec("u1", f"{DAY}T11:00:00.000Z")])
+    plan = local.replay().plan(window("u1"), actor="t")
+    assert plan.would_send == 1 and plan.skipped.missing_raw == 1
+    assert (plan.windows_projected, plan.windows_not_projected, plan.projected) == (0, 1, [])
+    (line,) = [w for w in plan.why if "could not be projected" in w]
+    assert line.startswith(f"window 'u1' {DAY} could not be projected (the processor may fail on it too): ")
+    assert "raw bytes" in line and "missing" in line

@@ -34,7 +34,7 @@ DEFAULT_PROJECT_WINDOWS = 20
 @dataclass(slots=True)
 class Projection:
     """The projected versions of the first ``windows_projected`` windows (every metric of each), and how
-    many windows were left out: over the bound, or failed (with why: the processor would fail them too)."""
+    many windows were left out: over the bound, or failed (with why: the processor may fail on them too)."""
 
     projected: list[ProjectedVersion] = field(default_factory=list)
     windows_projected: int = 0

@@ -212,6 +212,8 @@ def _print_projection(plan: ReplayPlan, out: IO[str]) -> None:
         f"\nOnce processed (projected for {plural(plan.windows_projected, 'window')} of "
         f"{plan.windows:,}{rest}; nothing was written):\n"
     )
+    if not plan.projected:
+        return  # the notes say why
     changing = [p for p in plan.projected if p.new_version]
     same = len(plan.projected) - len(changing)
     if not changing:
