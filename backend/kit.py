@@ -37,6 +37,7 @@ from backend.services.gaps import GapService
 from backend.services.ingest import IngestService
 from backend.services.lag import LagService
 from backend.services.processor import ProcessorService, metrics_with_default
+from backend.services.projection import Projector
 from backend.services.replay import ReplayService
 from backend.services.report import ReportService
 from backend.services.versions import VersionService
@@ -130,14 +131,25 @@ class Kit:
         a dry run, for a live preview); executing is then refused."""
         # A preview writes no audit record, so a stack without an audit table can still preview.
         audit = self.audit if preview and self.audit is not None else None
+        sections = self.workspace_settings()
+        projector = None
+        if self.aggregates is not None and sections.replay.project_windows:
+            projector = Projector(
+                self.investigate,
+                self.catalog,
+                self.aggregates,
+                metrics_with_default(sections.metrics)[1:],
+                limit=sections.replay.project_windows,
+            )
         return ReplayService(
             self.investigate,
             self.catalog,
             audit or (cast("AuditLog", _NoAudit(self)) if preview else self.audit_log()),
             queue=self.queue,
             aggregates=self.aggregates,
+            projector=projector,
             bucket=self.raw.location,
-            confirm_above=self.workspace_settings().replay.confirm_above,
+            confirm_above=sections.replay.confirm_above,
             read_only=self.read_only or preview,
         )
 

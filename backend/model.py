@@ -198,6 +198,24 @@ class ReplayOutcome(StrEnum):
     INTERRUPTED = "INTERRUPTED"  # stopped part-way (Ctrl-C); the counts say how far it got
 
 
+class ProjectedVersion(BaseModel):
+    """What a processor run after a replay would make of one (entity, day, metric): the current version
+    and value, the projected ones, and why (a what-if computed by the processor's own dry run)."""
+
+    entity_id: str
+    day: str
+    metric: str
+    current_version: int | None  # None: the window has no version yet
+    current_value: int | float | None
+    projected_version: int  # the latest version once processed (the current one when unchanged)
+    projected_value: int | float | None
+    delta: int | float | None  # projected - current; None when either is not a number
+    new_version: bool  # the processor would append a version
+    current_inputs: int | None
+    projected_inputs: int
+    reason: str  # one sentence: events added late, duplicates excluded, unchanged...
+
+
 class ReplayPlan(BaseModel):
     """A dry run's answer: what a replay of ``request`` would send, and what it would touch.
 
@@ -224,6 +242,12 @@ class ReplayPlan(BaseModel):
     fingerprint: str
     needs_force: bool
     why: list[str]
+    # The what-if: the versions a processor run would produce for the first ``windows_projected`` windows
+    # (every metric of each), computed without writing; ``windows_not_projected`` more are only counted.
+    # ``windows_projected`` is None when no projection was made (no aggregate store, or an execution).
+    projected: list[ProjectedVersion] = Field(default_factory=list)
+    windows_projected: int | None = None
+    windows_not_projected: int = 0
 
 
 class ReplayAudit(BaseModel):

@@ -16,6 +16,7 @@ option) and what is allowed. A ``settings.toml`` that cannot be read or parsed r
 ```toml
 [replay]
 confirm_above = 1000      # a replay of more messages needs --force (a typed confirmation in the console)
+project_windows = 20      # a dry run projects the new aggregate versions of this many windows exactly
 
 [queue]
 max_receives = 5          # receives before a replay message moves to the dead-letter queue
@@ -120,6 +121,10 @@ class ReplaySettings(BaseModel):
 
     confirm_above: int = Field(1000, ge=0)
     """A replay of more messages than this needs force (the console asks for a typed confirmation)."""
+    project_windows: int = Field(20, ge=0, le=10_000)
+    """A dry run projects the aggregate versions a processor run would write for the first this many
+    (entity, day) windows it touches, exactly (each costs a recompute's reads); the rest are counted.
+    0 turns the projection off."""
 
 
 class QueueSettings(BaseModel):

@@ -141,6 +141,7 @@ class MetricResult:
     metric: str
     written: bool  # a new version was written (or would be, in a dry run)
     version: AggregateVersion  # the new version, or the latest one when unchanged
+    manifest: Sequence[ManifestEntry] = ()  # the new version's inputs (empty when unchanged)
 
 
 @dataclass(slots=True)
@@ -418,7 +419,7 @@ class ProcessorService:
             window_events=window_events,
         )
         if self.dry_run or self.aggregates.append(version, inputs.manifest):
-            return MetricResult(metric.name, True, version)
+            return MetricResult(metric.name, True, version, inputs.manifest)
         return None
 
 

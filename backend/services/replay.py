@@ -6,7 +6,9 @@ aggregate windows they belong to. It never changes events, raw bytes or aggregat
 * :meth:`ReplayService.plan` reads every page of the scope (any window size) and answers what a replay
   would send and why anything is left out: skipped receipts by reason, counts by day, the entities and the
   aggregate windows it touches and how many of those already have versions (the blast radius), a sample,
-  and a fingerprint of the exact message list. It sends nothing; it writes a DRY_RUN audit record.
+  and a fingerprint of the exact message list. With a :class:`~backend.services.projection.Projector` it
+  also projects the aggregate versions a processor run would then produce (the what-if, bounded, computed
+  by the processor's own dry run). It sends nothing; it writes a DRY_RUN audit record, nothing else.
 * :meth:`ReplayService.execute` plans again, refuses if the plan is over the size guard without ``force``
   or differs from the previewed fingerprint, then sends exactly the planned messages, ten per batch call,
   retrying the entries the queue did not take. ``sent + failed == would_send``, always; the audit record
@@ -51,6 +53,7 @@ from backend.ports import (
 from backend.replay_selection import RAW_CHECK_CHUNK as RAW_CHECK_CHUNK  # re-exported
 from backend.replay_selection import SCAN_PAGE as SCAN_PAGE  # re-exported
 from backend.replay_selection import select_by_scans
+from backend.services.projection import Projection, Projector
 from backend.services.replay_messages import message_body, new_replay_id, replay_message
 from backend.services.scope import MAX_LIMIT as MAX_LIMIT  # re-exported: callers check --limit against it
 from backend.services.scope import normalize
@@ -99,7 +102,8 @@ class ReplayService:
 
     ``bucket`` names the raw store in messages whose receipt does not (the raw store's ``location``).
     ``confirm_above`` is the size guard. With ``read_only``, ``execute`` is refused and ``plan`` writes no
-    audit record. ``sleep`` and the retry settings are for tests.
+    audit record. ``projector`` (optional) adds the projected aggregate versions to a dry run's plan.
+    ``sleep`` and the retry settings are for tests.
     """
 
     def __init__(
@@ -110,6 +114,7 @@ class ReplayService:
         queue: ReplayQueue | None = None,
         aggregates: VersionedWindows | None = None,
         *,
+        projector: Projector | None = None,
         clock: Clock | None = None,
         bucket: str | None = None,
         confirm_above: int = DEFAULT_CONFIRM_ABOVE,
@@ -123,6 +128,7 @@ class ReplayService:
         self.audit = audit
         self.queue = queue
         self.aggregates = aggregates
+        self.projector = projector
         self.clock = clock or Clock()
         self.bucket = bucket
         self.confirm_above = confirm_above
@@ -140,7 +146,11 @@ class ReplayService:
         the local backend, no receipt per row); :meth:`execute` lists the receipts themselves, and the
         fingerprint is the same either way."""
         request = normalize(request)
-        plan = self._plan_of(request, self.scans.select_replay(request, sample=SAMPLE_SIZE))
+        selection = self.scans.select_replay(request, sample=SAMPLE_SIZE)
+        projection = None
+        if self.projector is not None and selection.planned:
+            projection = self.projector.project(selection.windows)
+        plan = self._plan_of(request, selection, projection)
         if not self.read_only:
             self._audit_write(
                 self.audit.begin,
@@ -154,7 +164,9 @@ class ReplayService:
         selection, planned = select_by_scans(self.scans, self.catalog, request, sample=SAMPLE_SIZE)
         return self._plan_of(request, selection), planned
 
-    def _plan_of(self, request: ReplayRequest, selection: ReplaySelection) -> ReplayPlan:
+    def _plan_of(
+        self, request: ReplayRequest, selection: ReplaySelection, projection: Projection | None = None
+    ) -> ReplayPlan:
         replay_id = new_replay_id(self.clock)
         created_at = fmt(self.clock.now())
         s = selection
@@ -182,10 +194,14 @@ class ReplayService:
             needs_force=s.planned > self.confirm_above,
             why=[],
         )
-        plan.why.extend(self._why(plan))
+        if projection is not None:
+            plan.projected = projection.projected
+            plan.windows_projected = projection.windows_projected
+            plan.windows_not_projected = projection.windows_not_projected
+        plan.why.extend(self._why(plan, projection))
         return plan
 
-    def _why(self, plan: ReplayPlan) -> list[str]:
+    def _why(self, plan: ReplayPlan, projection: Projection | None = None) -> list[str]:
         """Sentences for the user: why nothing (or less than expected) would be sent, and what to know."""
         req, s = plan.request, plan.skipped
         notes: list[str] = []
@@ -227,7 +243,9 @@ class ReplayService:
                 f"{plan.would_send:,} messages is above the size guard of {self.confirm_above:,}: executing "
                 "needs force"
             )
-        if plan.windows_with_versions:
+        if projection is not None:
+            notes.extend(projection.summary())
+        elif plan.windows_with_versions:
             notes.append(
                 f"{plan.windows_with_versions:,} of the {plan.windows:,} aggregate windows already have "
                 "versions: a processor run may add new versions of them"

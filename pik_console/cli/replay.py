@@ -8,6 +8,7 @@ from typing import IO, Any
 
 from backend.errors import InvalidRequest
 from backend.model import IngestStatus, ReplayAudit, ReplayOutcome, ReplayPlan, ReplayRequest
+from backend.services.projection import delta_text, version_text
 from backend.services.replay import MAX_LIMIT, ReplayRefused
 from backend.services.replay_json import plan_response, result_response
 from backend.services.scope import describe_scope
@@ -182,6 +183,7 @@ def _print_plan(plan: ReplayPlan, out: IO[str], *, dry_run: bool) -> None:
             f"{plural(plan.windows, 'aggregate window')} (entity, day) to recompute{known}; "
             f"event times {plan.first_event_time} .. {plan.last_event_time}\n"
         )
+        _print_projection(plan, out)
         out.write(f"\nFirst {len(plan.sample)} of {plan.would_send:,} messages:\n")
         table(
             [[m.event_time, safe(m.entity_id, 32), m.event_id[:16], safe(m.s3_key, 72)] for m in plan.sample],
@@ -198,6 +200,41 @@ def _print_plan(plan: ReplayPlan, out: IO[str], *, dry_run: bool) -> None:
         out.write(
             f"To send exactly these messages, add: --execute{force} --expect {plan.fingerprint[:16]}\n"
             "  (--expect refuses the replay if what it would send changed since this preview)\n"
+        )
+
+
+def _print_projection(plan: ReplayPlan, out: IO[str]) -> None:
+    """The what-if: the versions a processor run would produce, window by window, with why."""
+    if plan.windows_projected is None:
+        return
+    rest = f"; {plan.windows_not_projected:,} more not projected" if plan.windows_not_projected else ""
+    out.write(
+        f"\nOnce processed (projected for {plural(plan.windows_projected, 'window')} of "
+        f"{plan.windows:,}{rest}; nothing was written):\n"
+    )
+    if not plan.projected:
+        return  # the notes say why
+    changing = [p for p in plan.projected if p.new_version]
+    same = len(plan.projected) - len(changing)
+    if not changing:
+        out.write(f"  no new version: the {plural(same, 'metric')} of these windows stay as they are\n")
+        return
+    rows = [
+        [
+            safe(p.entity_id, 32),
+            p.day,
+            safe(p.metric, 32),
+            version_text(p.current_version, p.current_value),
+            version_text(p.projected_version, p.projected_value),
+            delta_text(p),
+            safe(p.reason, 300),
+        ]
+        for p in changing
+    ]
+    table(rows, ["ENTITY", "DAY", "METRIC", "NOW", "PROJECTED", "DELTA", "WHY"], out, right=["DELTA"])
+    if same:
+        out.write(
+            f"  ({plural(same, 'other metric')} of these windows stay as they are: --json lists them)\n"
         )
 
 

@@ -14,6 +14,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Static
 
 from backend.model import ReplayPlan
+from backend.services.projection import delta_text, version_text
 from backend.times import TimeFormatError, fmt, parse_bound
 from pik_console.console.render import fields, t
 
@@ -91,6 +92,39 @@ def scope_phrase(plan: ReplayPlan) -> str:
     return r.entity_id if r.entity_id is not None else f"{r.source}/{r.event_type}"
 
 
+PROJECTED_ROWS = 8
+
+
+def projection_view(plan: ReplayPlan) -> Table:
+    """The what-if beside the blast radius: the new versions a processor run would write (the first few),
+    and how many windows were projected."""
+    changing = [p for p in plan.projected if p.new_version]
+    table = Table(box=None, padding=(0, 1), header_style="bold", show_edge=False)
+    rest = f", {plan.windows_not_projected:,} more not projected" if plan.windows_not_projected else ""
+    table.title = Text(
+        f"Once processed: {len(changing):,} new versions "
+        f"({plan.windows_projected or 0:,} of {plan.windows:,} windows projected{rest})",
+        style="bold cyan",
+    )
+    table.title_justify = "left"
+    for column in ("ENTITY", "DAY", "METRIC", "NOW", "PROJECTED", "DELTA"):
+        table.add_column(column, justify="right" if column == "DELTA" else "left")
+    for p in changing[:PROJECTED_ROWS]:
+        table.add_row(
+            t(p.entity_id, limit=24),
+            t(p.day),
+            t(p.metric, limit=24),
+            t(version_text(p.current_version, p.current_value)),
+            t(version_text(p.projected_version, p.projected_value)),
+            t(delta_text(p)),
+        )
+    if not changing:
+        table.add_row(Text("no new version: the current versions stay", style="dim"), *[""] * 5)
+    if len(changing) > PROJECTED_ROWS:
+        table.add_row(Text(f"… {len(changing) - PROJECTED_ROWS:,} more", style="dim"), *[""] * 5)
+    return table
+
+
 class ConfirmReplay(ModalScreen[bool]):
     """The impact of a replay, and a confirmation. Above the size guard the user must type the entity
     (or ``source/type``) before Execute is enabled: the typed confirmation k9s users asked for."""
@@ -125,6 +159,8 @@ class ConfirmReplay(ModalScreen[bool]):
         with Vertical(classes="modal-box", id="confirm-box"):
             yield Static(Text("Execute this replay?", style="bold"), markup=False)
             yield Static(fields(impact), markup=False)
+            if p.windows_projected is not None:
+                yield Static(projection_view(p), markup=False, id="confirm-projection")
             yield Static(
                 Text(
                     "Replay sends messages to the replay queue; the processor then recomputes the windows "

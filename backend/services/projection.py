@@ -1,0 +1,228 @@
+"""What-if for a replay: the aggregate versions a processor run would produce, computed without writing.
+
+A replay changes no event: its messages make the processor recompute whole (entity, day) windows from the
+index. So what a replay *would* change is exactly what the processor's recompute answers now, for each
+window the replay touches. :class:`Projector` asks the processor itself, in dry-run mode
+(:meth:`ProcessorService.recompute` with ``dry_run``: the same reads, the same metric functions, the same
+decision whether a version is written; only the append is skipped). There is no second implementation of
+the metrics, so the projection cannot drift from what the processor will write: a property test
+(``tests/test_projection_properties.py``) executes and processes the replay and compares, on both
+adapters.
+
+The projection is bounded: the first ``limit`` windows (in the plan's order: by entity, then day) are
+projected exactly, every metric of each; the rest are counted, not read. Each projected metric comes
+with one sentence saying why it moves (or not): events added late, events the last version missed,
+duplicates excluded, a changed definition.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+
+from backend.model import AggregateVersion, MetricSpec, ProjectedVersion
+from backend.ports import AggregateStore, InvestigationIndex, ManifestEntry, RawCatalog
+from backend.services.processor import MetricResult, ProcessorService, WindowResult
+from backend.services.versions import value_text
+from backend.times import human_ms
+
+DEFAULT_PROJECT_WINDOWS = 20
+"""Windows a dry run projects exactly by default (``settings.toml [replay] project_windows``)."""
+
+
+@dataclass(slots=True)
+class Projection:
+    """The projected versions of the first ``windows_projected`` windows (every metric of each), and how
+    many windows were left out: over the bound, or failed (with why: the processor may fail on them too)."""
+
+    projected: list[ProjectedVersion] = field(default_factory=list)
+    windows_projected: int = 0
+    windows_not_projected: int = 0
+    limit: int = DEFAULT_PROJECT_WINDOWS
+    failed: dict[tuple[str, str], str] = field(default_factory=dict)
+
+    def summary(self) -> list[str]:
+        """Sentences for the dry run's notes: how many versions would change, and what was not projected."""
+        lines: list[str] = []
+        if self.windows_projected:
+            changing = [p for p in self.projected if p.new_version]
+            projected = _plural(self.windows_projected, "window")
+            if not changing:
+                lines.append(
+                    f"a processor run would add no new version: nothing changed in the {projected} projected "
+                    "since their versions were computed"
+                )
+            else:
+                moved = sum(1 for p in changing if p.delta not in (0, None) or p.current_version is None)
+                windows = len({(p.entity_id, p.day) for p in changing})
+                lines.append(
+                    f"a processor run would add {_plural(len(changing), 'new version')} in "
+                    f"{_plural(windows, 'window')} of the {projected} projected ({moved:,} with a new or "
+                    f"different value); the other {_plural(len(self.projected) - len(changing), 'metric')} "
+                    "stay as they are"
+                )
+        over = self.windows_not_projected - len(self.failed)
+        if over:
+            lines.append(
+                f"{_plural(over, 'more window')} not projected (the bound is {self.limit:,} windows: "
+                "settings.toml [replay] project_windows)"
+            )
+        for (entity_id, day), why in list(self.failed.items())[:3]:
+            lines.append(
+                f"window {entity_id!r} {day} could not be projected (the processor may fail on it too): {why}"
+            )
+        if len(self.failed) > 3:
+            lines.append(f"{len(self.failed) - 3:,} more windows could not be projected")
+        return lines
+
+
+class Projector:
+    """Projects the versions a processor run would write for replayed windows. Reads only: the processor
+    it uses is a dry-run one, which writes nothing (and is allowed in read-only mode)."""
+
+    def __init__(
+        self,
+        scans: InvestigationIndex,
+        catalog: RawCatalog,
+        aggregates: AggregateStore,
+        metrics: Sequence[MetricSpec] = (),
+        *,
+        limit: int = DEFAULT_PROJECT_WINDOWS,
+    ) -> None:
+        self.scans = scans
+        self.aggregates = aggregates
+        self.limit = limit
+        self.processor = ProcessorService(scans, catalog, aggregates, metrics, dry_run=True, read_only=True)
+
+    def project(self, windows: Sequence[tuple[str, str]]) -> Projection:
+        """The projection of ``windows`` ((entity, day) pairs, in the order given): the first ``limit``
+        exactly, the rest counted. A window whose recompute fails is counted as not projected, with why."""
+        chosen = list(windows[: self.limit])
+        out = Projection(limit=self.limit, windows_not_projected=len(windows) - len(chosen))
+        outcomes = self.processor.recompute_windows({w: () for w in chosen})
+        manifests: dict[str, list[ManifestEntry] | None] = {}
+        for window in chosen:
+            outcome = outcomes[window]
+            if isinstance(outcome, str):
+                out.failed[window] = outcome
+                out.windows_not_projected += 1
+                continue
+            out.windows_projected += 1
+            duplicates = self._duplicates(*window)
+            out.projected.extend(self._metric(outcome, m, duplicates, manifests) for m in outcome.metrics)
+        return out
+
+    def _duplicates(self, entity_id: str, day: str) -> int:
+        """Duplicate receipts in the window (one count, no rows): the processor leaves them out."""
+        end = (date.fromisoformat(day) + timedelta(days=1)).isoformat()
+        return sum(c.duplicate for c in self.scans.day_counts_entity(entity_id, day, end))
+
+    def _metric(
+        self,
+        window: WindowResult,
+        result: MetricResult,
+        duplicates: int,
+        manifests: dict[str, list[ManifestEntry] | None],
+    ) -> ProjectedVersion:
+        new = result.version
+        if not result.written:
+            current: AggregateVersion | None = new
+            reason = f"unchanged: no event arrived in the window since version {new.version} was computed"
+        elif new.previous_version is None:
+            current = None
+            reason = (
+                f"the window has no version yet: version 1 would be computed from "
+                f"{_plural(new.input_count, 'event')}"
+            )
+        else:
+            # The version the processor compared against (read by number, so it is that one).
+            current = self.aggregates.get(new.entity_id, new.day, new.metric, new.previous_version)
+            reason = self._why_changed(current, result, manifests)
+        if duplicates:
+            reason += f"; {_plural(duplicates, 'duplicate receipt')} excluded (each event counts once)"
+        current_value = current.value if current is not None else None
+        delta: int | float | None = None
+        if isinstance(current_value, int | float) and isinstance(new.value, int | float):
+            delta = new.value - current_value
+        return ProjectedVersion(
+            entity_id=window.entity_id,
+            day=window.day,
+            metric=result.metric,
+            current_version=current.version if current is not None else None,
+            current_value=current_value,
+            projected_version=new.version,
+            projected_value=new.value,
+            delta=delta,
+            new_version=result.written,
+            current_inputs=current.input_count if current is not None else None,
+            projected_inputs=new.input_count,
+            reason=reason + ".",
+        )
+
+    def _why_changed(
+        self,
+        current: AggregateVersion | None,
+        result: MetricResult,
+        manifests: dict[str, list[ManifestEntry] | None],
+    ) -> str:
+        """Why the new version differs from ``current``: its inputs compared with the current manifest."""
+        new = result.version
+        if current is None:  # it was there when the processor read it: the store lost it meanwhile
+            return f"recomputed from {_plural(new.input_count, 'event')}"
+        parts: list[str] = []
+        if current.inputs_hash not in manifests:
+            manifests[current.inputs_hash] = self.aggregates.manifest(current.inputs_hash)
+        old = manifests[current.inputs_hash]
+        v = current.version
+        if old is None:
+            parts.append(
+                f"the inputs changed from {current.input_count:,} to {new.input_count:,} events "
+                f"(version {v} has no input manifest)"
+            )
+        else:
+            before = {e.event_id: e for e in old}
+            now = {e.event_id: e for e in result.manifest}
+            added = [e for i, e in now.items() if i not in before]
+            late = [e for e in added if e.ingest_time > current.computed_at]
+            missed = len(added) - len(late)
+            removed = sum(1 for i in before if i not in now)
+            changed = sum(1 for i, e in now.items() if i in before and before[i].payload_sha != e.payload_sha)
+            if late:
+                lag = max(e.ingest_lag_ms for e in late)
+                parts.append(
+                    f"{_plural(len(late), 'event')} added late (ingested after version {v} was computed, "
+                    f"lag up to {human_ms(lag)})"
+                )
+            if missed:
+                parts.append(
+                    f"{_plural(missed, 'event')} already ingested when version {v} was computed but not "
+                    "among its inputs"
+                )
+            if removed:
+                parts.append(f"{_plural(removed, 'input')} of version {v} no longer among the inputs")
+            if changed:
+                parts.append(f"{_plural(changed, 'input')} with another payload hash")
+        if current.definition_hash != new.definition_hash:
+            parts.append("the metric's definition changed")
+        return "; ".join(parts) or f"recomputed from the same {_plural(new.input_count, 'event')}"
+
+
+def _plural(count: int, singular: str, plural: str | None = None) -> str:
+    return f"{count:,} {singular if count == 1 else plural or singular + 's'}"
+
+
+def version_text(version: int | None, value: int | float | None) -> str:
+    """A version and its value for people: ``v2 = 1,204``, or ``none`` for no version."""
+    return "none" if version is None else f"v{version} = {value_text(value)}"
+
+
+def delta_text(p: ProjectedVersion) -> str:
+    """The projected change for people: ``+3``, ``-1.5``, ``0``, or ``new`` for a first version."""
+    if p.current_version is None:
+        return "new"
+    if p.delta is None:
+        return "-" if p.current_value == p.projected_value else "changed"
+    if p.delta == 0:
+        return "0"
+    return ("+" if p.delta > 0 else "-") + value_text(abs(p.delta))
