@@ -159,6 +159,9 @@ class OverviewSettings(BaseModel):
     """An hour (or day) whose p90 lag is this many times its baseline's, and past ``lag_min_ms``, spikes."""
     lag_min_ms: int = Field(300_000, ge=0)
     """A lag spike must reach at least this p90 lag (a jump from 1 s to 4 s is no incident)."""
+    lag_min_events: int = Field(5, ge=1)
+    """A lag spike holds at least this many events of the hour at ``lag_min_ms`` or more (two stragglers
+    in a quiet hour are not one)."""
     duplicate_share: float = Field(0.05, gt=0, le=1)
     """An hour whose duplicate receipts reach this share of its events, and are unusual, is a storm."""
     min_duplicates: int = Field(20, ge=1)

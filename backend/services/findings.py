@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from backend.ports import LAG_BUCKETS_MS
+from backend.ports import LAG_BUCKETS_MS, HourRollup
 from backend.times import human_ms
 
 duration = human_ms  # how a lag reads in a summary
@@ -79,3 +79,17 @@ def days_between(first_day: str, end_day: str) -> list[str]:
         out.append(d.isoformat())
         d += timedelta(days=1)
     return out
+
+
+def slow_events(hour: HourRollup, at_least_ms: int) -> int:
+    """The accepted events of ``hour`` whose lag bucket lies wholly at ``at_least_ms`` or more."""
+    lows = (0, *LAG_BUCKETS_MS)
+    return sum(n for low, n in zip(lows, hour.lag_buckets, strict=True) if low >= at_least_ms)
+
+
+def duration_option(ms: int) -> str:
+    """``ms`` as a ``--grace`` value the command line reads back exactly: 1h, 90m, 30s, 250ms."""
+    for unit, size in (("h", 3_600_000), ("m", 60_000), ("s", 1000)):
+        if ms and ms % size == 0:
+            return f"{ms // size}{unit}"
+    return f"{ms}ms"

@@ -30,7 +30,15 @@ from pydantic import BaseModel
 from backend.errors import InvalidRequest
 from backend.ports import HourRollup, OverviewIndex
 from backend.services.baseline import day_baseline, robust
-from backend.services.findings import Commands, Finding, FindingKind, days_between, duration, lag_percentile
+from backend.services.findings import (
+    Commands,
+    Finding,
+    FindingKind,
+    days_between,
+    duration,
+    lag_percentile,
+    slow_events,
+)
 from backend.services.overview_rules import entity_short_days, series_short_days, skew_findings
 from backend.settings import OverviewSettings
 from backend.times import TimeFormatError, parse_day
@@ -162,6 +170,7 @@ def _lag_spikes(
                 and p >= s.lag_min_ms
                 and p >= s.lag_p90_ratio * usual
                 and base.above(p, s.mad_k)
+                and slow_events(h, s.lag_min_ms) >= s.lag_min_events
             ]
             if not spiked:
                 continue
@@ -190,6 +199,7 @@ def _lag_spikes(
                         "hours": hours_list,
                         "max_lag_ms": worst.max_lag_ms,
                         "events_in_hour": worst.accepted,
+                        "slow_events": sum(slow_events(h, s.lag_min_ms) for h, _ in spiked),
                         "percentile_is_bucket_bound": True,
                     },
                     next=cmd("lag", "--source", source, "--type", event_type, "--day", day),

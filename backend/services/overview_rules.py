@@ -11,7 +11,7 @@ from datetime import date, timedelta
 
 from backend.ports import EntityDayCount, HourRollup
 from backend.services.baseline import day_baseline
-from backend.services.findings import Commands, Finding, FindingKind, days_between, duration
+from backend.services.findings import Commands, Finding, FindingKind, days_between, duration, duration_option
 from backend.settings import OverviewSettings
 
 # A day of an entity is judged for clock skew only when at least this share of its events is skewed (a
@@ -72,7 +72,9 @@ def _short(
         if on_time >= level or not base.below(on_time, s.mad_k):
             continue
         start, end = _gaps_window(day, history)
-        next_cmd = cmd("gaps", *key_args, "--start", start, "--end", end, "--grace", f"{s.grace_ms}ms")
+        next_cmd = cmd(
+            "gaps", *key_args, "--start", start, "--end", end, "--grace", duration_option(s.grace_ms)
+        )
         grace = duration(s.grace_ms)
         evidence = {
             "events": accepted,
