@@ -185,7 +185,7 @@ def test_lag_percentile_reads_bucket_bounds_capped_by_the_largest_lag() -> None:
     assert lag_percentile([0] * len(buckets), 0, 90) is None
 
 
-# -- what the console pane shows ------------------------------------------------------------------------------
+# -- what the console pane shows ----------------------------------------------------------------
 
 
 def test_rows_keep_markup_in_ids_as_text_and_targets_open_the_right_pane(incidents: Overview) -> None:
