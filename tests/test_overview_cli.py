@@ -108,7 +108,7 @@ def test_a_missing_workspace_is_a_failure_not_a_traceback(tmp_path: Path) -> Non
     assert code == 1 and err.startswith("pik overview: error:") and err.count("\n") == 1
 
 
-# -- GET /overview --------------------------------------------------------------------------------------------
+# -- GET /overview ------------------------------------------------------------------------------
 
 
 @pytest.fixture

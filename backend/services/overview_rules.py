@@ -156,7 +156,16 @@ def entity_short_days(
 ) -> list[Finding]:
     """``missing_day`` and ``late_day`` of each entity, except on ``explained_days`` (a whole source/type
     was short that day: its entities are short with it, and that finding says so once)."""
-    rows = ((c.entity_id, c.day, c.accepted, c.late) for c in counts)
+    # An entity whose busiest day is below the floor can have no baseline above it: left out early (most
+    # entities of a large workspace are such).
+    busiest: dict[str, int] = defaultdict(int)
+    for c in counts:
+        busiest[c.entity_id] = max(busiest[c.entity_id], c.accepted)
+    rows = (
+        (c.entity_id, c.day, c.accepted, c.late)
+        for c in counts
+        if busiest[c.entity_id] >= s.entity_min_baseline
+    )
     out: list[Finding] = []
     for entity, series in sorted(_daily(rows, history, in_range[1]).items()):
         found = _short(

@@ -55,11 +55,13 @@ class LocalOverview:
 
     def entity_day_counts(self, first_day: str, end_day: str, *, grace_ms: int = 0) -> list[EntityDayCount]:
         lo, hi = _days(first_day, end_day)
+        # Grouped on the events table alone (a plain scan), then named: joining the entities table row by
+        # row, or reading through the entity index, costs several times as much.
         rows = self._db.read(
-            "SELECT n.entity_id, e.event_ms / 86400000 AS d, count(*), "
-            f"sum({_LATE}), sum(e.clock_skew) "
-            "FROM partitions p JOIN events e ON e.part = p.id JOIN entities n ON n.id = e.entity "
-            "WHERE p.day >= ? AND p.day < ? AND e.receipt = 0 GROUP BY e.entity, d",
+            "SELECT n.entity_id, g.d, g.c, g.l, g.s FROM (SELECT e.entity AS ent, e.event_ms / 86400000 AS d, "
+            f"count(*) AS c, sum({_LATE}) AS l, sum(e.clock_skew) AS s FROM events e "
+            "WHERE e.part IN (SELECT id FROM partitions WHERE day >= ? AND day < ?) AND e.receipt = 0 "
+            "GROUP BY 1, 2) g JOIN entities n ON n.id = g.ent",
             (_grace(grace_ms), lo, hi),
         )
         out = [
