@@ -138,7 +138,8 @@ def run_figures(quick: bool, log: Callable[[str], None] = print) -> dict[str, An
     floor_s = sql_floor(ws)
     ratio = service_s / floor_s
     log(
-        f"  overview (service, in-process): median {service_s:.3f} s  runs {[round(t, 3) for t in service_runs]}"
+        f"  overview (service, in-process): median {service_s:.3f} s  "
+        f"runs {[round(t, 3) for t in service_runs]}"
     )
     log(f"  pik overview --json (child):    median {cli_s:.3f} s  runs {[round(t, 3) for t in cli_runs]}")
     log(f"  floor, plain SQL of every row:  median {floor_s:.3f} s")

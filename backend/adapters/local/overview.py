@@ -58,7 +58,8 @@ class LocalOverview:
         # Grouped on the events table alone (a plain scan), then named: joining the entities table row by
         # row, or reading through the entity index, costs several times as much.
         rows = self._db.read(
-            "SELECT n.entity_id, g.d, g.c, g.l, g.s FROM (SELECT e.entity AS ent, e.event_ms / 86400000 AS d, "
+            "SELECT n.entity_id, g.d, g.c, g.l, g.s FROM "
+            "(SELECT e.entity AS ent, e.event_ms / 86400000 AS d, "
             f"count(*) AS c, sum({_LATE}) AS l, sum(e.clock_skew) AS s FROM events e "
             "WHERE e.part IN (SELECT id FROM partitions WHERE day >= ? AND day < ?) AND e.receipt = 0 "
             "GROUP BY 1, 2) g JOIN entities n ON n.id = g.ent",
