@@ -4,6 +4,7 @@ nothing at all on the same dataset without them; the robust baselines and the ra
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from backend.services.baseline import day_baseline, robust
 from backend.services.findings import Finding, FindingKind, lag_percentile
 from backend.services.overview import Overview, OverviewService
 from backend.settings import OverviewSettings
+from backend.times import FixedClock
 from pik_console.overview_view import finding_rows, finding_target
 from tests import overview_data
 
@@ -208,3 +210,18 @@ def test_rows_keep_markup_in_ids_as_text_and_targets_open_the_right_pane(inciden
         "web",
         "2025-12-09",
     )
+
+
+def test_a_day_not_over_yet_is_not_called_short(incident_kit: Kit) -> None:
+    # On a live stack today is always below its usual count: a day is judged once it ended plus the grace.
+    assert incident_kit.overview_index is not None
+    index = incident_kit.overview_index
+
+    def short_days(now: str) -> set[tuple[str, str, str]]:
+        clock = FixedClock(datetime.fromisoformat(now))
+        report = OverviewService(index, clock=clock).overview("2025-12-01", "2025-12-03")
+        return {_key(f) for f in report.findings if f.kind is FindingKind.MISSING_DAY}
+
+    assert short_days("2025-12-03T23:30:00+00:00") == set()
+    assert short_days("2025-12-04T00:30:00+00:00") == set()  # within the hour of grace
+    assert short_days("2025-12-04T01:00:00+00:00") == {("missing_day", "web/click", "2025-12-03")}

@@ -41,7 +41,7 @@ from backend.services.findings import (
 )
 from backend.services.overview_rules import entity_short_days, series_short_days, skew_findings
 from backend.settings import OverviewSettings
-from backend.times import TimeFormatError, parse_day
+from backend.times import Clock, TimeFormatError, parse_day
 
 # The days before the range that feed the baselines (four weeks: three same weekdays and more).
 HISTORY_DAYS = 28
@@ -70,9 +70,12 @@ def _day(text: str, what: str) -> date:
 class OverviewService:
     """Finds and ranks incidents over a range of days; reads only."""
 
-    def __init__(self, index: OverviewIndex, settings: OverviewSettings | None = None) -> None:
+    def __init__(
+        self, index: OverviewIndex, settings: OverviewSettings | None = None, *, clock: Clock | None = None
+    ) -> None:
         self.index = index
         self.settings = settings or OverviewSettings()
+        self.clock = clock or Clock()
 
     def range(self, since: str | None = None, until: str | None = None) -> tuple[str, str] | None:
         """``[first_day, end_day)`` of ``since``..``until`` (both inclusive); a bound not given is taken
@@ -111,14 +114,18 @@ class OverviewService:
         cmd = Commands(context)
         hours = self.index.hour_rollups(history, end_day, grace_ms=s.grace_ms)
         in_range = (first_day, end_day)
+        # A day still open (it has not ended, plus the grace period) cannot be judged short yet: on a live
+        # stack today is always below its usual count.
+        closed_before = (self.clock.now() - timedelta(milliseconds=s.grace_ms)).date().isoformat()
+        closed = (first_day, min(end_day, closed_before))
         findings: list[Finding] = []
-        short = series_short_days(hours, history, in_range, s, cmd)
+        short = series_short_days(hours, history, closed, s, cmd)
         findings += short
         explained = {(f.source, f.event_type, f.day) for f in short}
         findings += _lag_spikes(hours, in_range, explained, s, cmd)
         findings += _duplicate_storms(hours, in_range, s, cmd)
         entities = self.index.entity_day_counts(history, end_day, grace_ms=s.grace_ms)
-        findings += entity_short_days(entities, history, in_range, {f.day for f in short}, s, cmd)
+        findings += entity_short_days(entities, history, closed, {f.day for f in short}, s, cmd)
         findings += skew_findings(hours, entities, in_range, s, cmd)
         findings += _rejection_spikes(self.index, history, in_range, s, cmd)
         findings += _churn(self.index, in_range, s, cmd)
