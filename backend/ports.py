@@ -591,8 +591,11 @@ class OverviewIndex(Protocol):
         """One row per (source, event_type, day, hour) with a receipt."""
         ...
 
-    def entity_day_counts(self, first_day: str, end_day: str, *, grace_ms: int = 0) -> list[EntityDayCount]:
-        """One row per (entity, day) with an accepted event."""
+    def entity_day_counts(
+        self, first_day: str, end_day: str, *, grace_ms: int = 0, min_accepted: int = 0, min_skewed: int = 0
+    ) -> list[EntityDayCount]:
+        """One row per (entity, day) with an accepted event, of the entities with a day of at least
+        ``min_accepted`` accepted events or ``min_skewed`` skewed ones (the others cannot be judged)."""
         ...
 
     def rejection_counts(self, first_day: str, end_day: str) -> list[RejectionCount]:

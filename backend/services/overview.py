@@ -124,7 +124,9 @@ class OverviewService:
         explained = {(f.source, f.event_type, f.day) for f in short}
         findings += _lag_spikes(hours, in_range, explained, s, cmd)
         findings += _duplicate_storms(hours, in_range, s, cmd)
-        entities = self.index.entity_day_counts(history, end_day, grace_ms=s.grace_ms)
+        entities = self.index.entity_day_counts(
+            history, end_day, grace_ms=s.grace_ms, min_accepted=s.entity_min_baseline, min_skewed=s.skew_min
+        )
         findings += entity_short_days(entities, history, closed, {f.day for f in short}, s, cmd)
         findings += skew_findings(hours, entities, in_range, s, cmd)
         findings += _rejection_spikes(self.index, history, in_range, s, cmd)

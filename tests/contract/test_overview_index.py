@@ -116,3 +116,10 @@ def test_days_that_are_not_days_are_refused(adapter: Adapter, ov: Any, bad: str)
             call(bad, "2025-12-30")
         with pytest.raises(InvalidRequest):
             call("2025-12-28", bad)
+
+
+def test_entity_day_counts_can_leave_out_entities_below_both_floors(adapter: Adapter, ov: Any) -> None:
+    _fill(adapter)
+    assert [c.entity_id for c in ov.entity_day_counts(*RANGE, min_accepted=3, min_skewed=5)] == ["user_1"] * 2
+    assert [c.entity_id for c in ov.entity_day_counts(*RANGE, min_accepted=4, min_skewed=1)] == ["user_2"]
+    assert ov.entity_day_counts(*RANGE, min_accepted=4, min_skewed=2) == []

@@ -149,8 +149,12 @@ class AwsOverview:
     def hour_rollups(self, first_day: str, end_day: str, *, grace_ms: int = 0) -> list[HourRollup]:
         return self._counts(first_day, end_day, grace_ms)[0]
 
-    def entity_day_counts(self, first_day: str, end_day: str, *, grace_ms: int = 0) -> list[EntityDayCount]:
-        return self._counts(first_day, end_day, grace_ms)[1]
+    def entity_day_counts(
+        self, first_day: str, end_day: str, *, grace_ms: int = 0, min_accepted: int = 0, min_skewed: int = 0
+    ) -> list[EntityDayCount]:
+        rows = self._counts(first_day, end_day, grace_ms)[1]
+        kept = {r.entity_id for r in rows if r.accepted >= min_accepted or r.skewed >= min_skewed}
+        return [r for r in rows if r.entity_id in kept]
 
     def rejection_counts(self, first_day: str, end_day: str) -> list[RejectionCount]:
         lo, hi = fmt(_day(first_day, "first day")), fmt(_day(end_day, "end day"))

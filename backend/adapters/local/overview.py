@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from backend.adapters.local.investigate import _day_ms, _grace, iso_ms
+from backend.adapters.local.investigate import _day_ms, _day_text, _grace
 from backend.adapters.local.store import LocalStore
 from backend.ports import LAG_BUCKETS_MS, EntityDayCount, HourRollup, RejectionCount, WindowChurn
 
@@ -53,20 +53,25 @@ class LocalOverview:
         )
         return _fold_hours(rows)
 
-    def entity_day_counts(self, first_day: str, end_day: str, *, grace_ms: int = 0) -> list[EntityDayCount]:
+    def entity_day_counts(
+        self, first_day: str, end_day: str, *, grace_ms: int = 0, min_accepted: int = 0, min_skewed: int = 0
+    ) -> list[EntityDayCount]:
         lo, hi = _days(first_day, end_day)
         # Grouped on the events table alone (a plain scan), then named: joining the entities table row by
-        # row, or reading through the entity index, costs several times as much.
+        # row, or reading through the entity index, costs several times as much. Entities without a day
+        # that reaches a threshold stay in SQLite.
         rows = self._db.read(
-            "SELECT n.entity_id, g.d, g.c, g.l, g.s FROM "
-            "(SELECT e.entity AS ent, e.event_ms / 86400000 AS d, "
+            "WITH g AS (SELECT e.entity AS ent, e.event_ms / 86400000 AS d, "
             f"count(*) AS c, sum({_LATE}) AS l, sum(e.clock_skew) AS s FROM events e "
             "WHERE e.part IN (SELECT id FROM partitions WHERE day >= ? AND day < ?) AND e.receipt = 0 "
-            "GROUP BY 1, 2) g JOIN entities n ON n.id = g.ent",
-            (_grace(grace_ms), lo, hi),
+            "GROUP BY 1, 2), "
+            "kept AS (SELECT ent FROM g GROUP BY ent HAVING max(c) >= ? OR max(s) >= ?) "
+            "SELECT n.entity_id, g.d, g.c, g.l, g.s FROM g JOIN kept USING (ent) "
+            "JOIN entities n ON n.id = g.ent",
+            (_grace(grace_ms), lo, hi, min_accepted, min_skewed),
         )
         out = [
-            EntityDayCount(str(entity), iso_ms(d * _DAY_MS)[:10], int(n), int(late), int(skew))
+            EntityDayCount(str(entity), _day_text(d), int(n), int(late), int(skew))
             for entity, d, n, late, skew in rows
         ]
         return sorted(out, key=lambda c: (c.entity_id, c.day))
