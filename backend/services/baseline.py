@@ -7,9 +7,10 @@ there are at least three of them.
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 
 # The MAD of a normal distribution times this is its standard deviation.
@@ -42,6 +43,12 @@ def robust(values: Sequence[float], *, weekday: bool = False) -> Baseline:
     median = float(statistics.median(values))
     mad = float(statistics.median([abs(v - median) for v in values]))
     return Baseline(median, MAD_SCALE * mad, len(values), weekday)
+
+
+def with_count_noise(base: Baseline) -> Baseline:
+    """``base`` with a spread of at least the square root of its median: counts of independent arrivals
+    vary that much (Poisson) however steady a few peer days happened to be."""
+    return replace(base, spread=max(base.spread, math.sqrt(max(base.median, 0.0))))
 
 
 def day_baseline(series: Mapping[str, float], day: str) -> Baseline:

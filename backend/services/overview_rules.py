@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from datetime import date, timedelta
 
 from backend.ports import EntityDayCount, HourRollup
-from backend.services.baseline import day_baseline
+from backend.services.baseline import day_baseline, with_count_noise
 from backend.services.findings import Commands, Finding, FindingKind, days_between, duration, duration_option
 from backend.settings import OverviewSettings
 
@@ -65,7 +65,7 @@ def _short(
         on_time = accepted - late
         if on_time >= s.min_ratio * ceiling:
             continue  # no baseline (a median of these days) can make it short
-        base = day_baseline(totals, day)
+        base = with_count_noise(day_baseline(totals, day))
         if base.median < min_baseline:
             continue
         level = s.min_ratio * base.median
@@ -87,7 +87,9 @@ def _short(
             "grace_ms": s.grace_ms,
         }
         usual = f"a usual {base.median:g}" + (" on that weekday" if base.weekday else "")
-        if accepted >= level and late > 0:
+        if accepted >= level:
+            if 2 * late < base.median - on_time:
+                continue  # a few late events do not make it a late day; nor is it missing
             out.append(
                 Finding(
                     kind=FindingKind.LATE_DAY,
