@@ -28,6 +28,7 @@ from backend.ports import (
     EventIndex,
     IngestLedger,
     InvestigationIndex,
+    OverviewIndex,
     RawCatalog,
     RawStore,
     ReplayQueue,
@@ -36,6 +37,7 @@ from backend.services.drain import DrainService
 from backend.services.gaps import GapService
 from backend.services.ingest import IngestService
 from backend.services.lag import LagService
+from backend.services.overview import OverviewService
 from backend.services.processor import ProcessorService, metrics_with_default
 from backend.services.projection import Projector
 from backend.services.replay import ReplayService
@@ -84,6 +86,8 @@ class Kit:
     settings: Settings
     read_only: bool = False
     _close: Callable[[], None] = field(default=lambda: None, repr=False)
+    overview_index: OverviewIndex | None = None
+    """The overview's rollups (per hour, entity-day, rejection reason, versioned window)."""
 
     # -- lifetime -------------------------------------------------------------------------------------------
 
@@ -187,6 +191,12 @@ class Kit:
 
     def gaps(self) -> GapService:
         return GapService(self.index, self.investigate)
+
+    def overview(self) -> OverviewService:
+        """What is wrong in a range of days, ranked (``pik overview``); reads only."""
+        if self.overview_index is None:
+            raise NotConfigured(f"the {self.name} backend has no overview rollups")
+        return OverviewService(self.overview_index, self.workspace_settings().overview)
 
     def versions(self) -> VersionService:
         self.need("aggregates")
@@ -322,6 +332,8 @@ class _PortSet(Protocol):
     def audit(self) -> AuditLog | None: ...
     @property
     def aggregates(self) -> AggregateStore | None: ...
+    @property
+    def overview(self) -> OverviewIndex | None: ...
 
 
 def _kit(
@@ -349,6 +361,7 @@ def _kit(
         settings=settings,
         read_only=read_only or settings.read_only,
         _close=close,
+        overview_index=ports.overview,
     )
 
 

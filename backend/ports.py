@@ -505,3 +505,103 @@ class AggregateStore(Protocol):
     def windows_with_versions(self, windows: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
         """The (entity_id, day) windows among ``windows`` that have at least one version."""
         ...
+
+
+# -- The overview's rollups (``pik overview``) ------------------------------------------------------------
+
+# Upper bounds (exclusive, milliseconds) of the lag histogram buckets of an :class:`HourRollup`; a last
+# bucket holds everything at or above the final bound. Percentiles read from it are bucket bounds.
+LAG_BUCKETS_MS: tuple[int, ...] = (
+    1_000,
+    10_000,
+    60_000,
+    300_000,
+    900_000,
+    3_600_000,
+    14_400_000,
+    43_200_000,
+    86_400_000,
+    259_200_000,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class HourRollup:
+    """The receipts of one (source, event_type, event day, event hour): counts and a lag histogram."""
+
+    source: str
+    event_type: str
+    day: str
+    hour: int  # 0-23, of the event time
+    accepted: int  # distinct events (their accepted receipt)
+    late: int  # of those, ingested at or after the end of the event day plus the grace period
+    duplicate: int  # duplicate receipts
+    skewed: int  # accepted events whose producer clock ran ahead (event time after ingest time)
+    lag_buckets: tuple[int, ...]  # accepted events per bucket of LAG_BUCKETS_MS (len(LAG_BUCKETS_MS) + 1)
+    max_lag_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class EntityDayCount:
+    """The accepted events of one (entity, event day)."""
+
+    entity_id: str
+    day: str
+    accepted: int
+    late: int
+    skewed: int
+
+
+@dataclass(frozen=True, slots=True)
+class RejectionCount:
+    """Quarantined requests received on one day with one reason and the same readable source/type."""
+
+    day: str  # the receive day
+    source: str | None
+    event_type: str | None
+    reason: str
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class WindowChurn:
+    """An (entity, day, metric) window with more than one aggregate version."""
+
+    entity_id: str
+    day: str
+    metric: str
+    versions: int
+    first_value: int | float | None
+    last_value: int | float | None
+    last_computed_at: str
+
+
+class OverviewIndex(Protocol):
+    """Aggregates for ``pik overview``: counts per hour, per entity-day, per rejection reason and per
+    versioned window, over a half-open range of days ``[first_day, end_day)`` (``YYYY-MM-DD``; anything
+    else raises InvalidRequest). Locally each is one SQL aggregate over an index; on AWS they are read
+    from the per-day queries (and the rollups, where the stack has them), never returned event by event.
+    Rows with nothing to count are left out; every list is sorted by its key fields."""
+
+    def event_day_span(self) -> tuple[str, str] | None:
+        """The first and the last event day that hold an accepted event, or None when there is none."""
+        ...
+
+    def hour_rollups(self, first_day: str, end_day: str, *, grace_ms: int = 0) -> list[HourRollup]:
+        """One row per (source, event_type, day, hour) with a receipt."""
+        ...
+
+    def entity_day_counts(
+        self, first_day: str, end_day: str, *, grace_ms: int = 0, min_accepted: int = 0, min_skewed: int = 0
+    ) -> list[EntityDayCount]:
+        """One row per (entity, day) with an accepted event, of the entities with a day of at least
+        ``min_accepted`` accepted events or ``min_skewed`` skewed ones (the others cannot be judged)."""
+        ...
+
+    def rejection_counts(self, first_day: str, end_day: str) -> list[RejectionCount]:
+        """Rejections by receive day, source, event type and reason."""
+        ...
+
+    def churned_windows(self, first_day: str, end_day: str) -> list[WindowChurn]:
+        """The (entity, day, metric) windows of these days with two versions or more."""
+        ...

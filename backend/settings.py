@@ -3,7 +3,8 @@
 Every setting has a default; four layers override it, the later one winning:
 
 1. the defaults below;
-2. the workspace's ``settings.toml`` (local backend only: ``[replay]``, ``[queue]``, ``[[metrics]]``);
+2. the workspace's ``settings.toml`` (local backend only: ``[replay]``, ``[queue]``, ``[overview]``,
+   ``[[metrics]]``);
 3. the environment: ``PIK_BACKEND``, ``PIK_WORKSPACE``, ``PIK_READ_ONLY``, the original kit's ``DRY_RUN``,
    ``LOG_LEVEL``, ``RAW_BUCKET``, ``EVENTS_TABLE``, ``DEDUPE_TABLE``, ``AGG_TABLE``, ``REPLAY_QUEUE_URL``
    (and ``AUDIT_TABLE``, ``REPLAY_DLQ_URL``, ``AWS_REGION``, ``AWS_PROFILE``, ``AWS_ENDPOINT_URL``), and the
@@ -21,6 +22,10 @@ project_windows = 20      # a dry run projects the new aggregate versions of thi
 [queue]
 max_receives = 5          # receives before a replay message moves to the dead-letter queue
 visibility_timeout_s = 30 # how long a received message stays hidden from other processors
+
+[overview]
+days = 14                 # pik overview's default range: the last 14 event days
+grace_ms = 3600000        # an event ingested an hour or more after its day ended arrived late
 
 # Metrics the processor computes per (entity, day), besides the built-in daily_event_count.
 # kind: count, sum, min, max, avg, distinct; field: a payload field (dotted for nested objects);
@@ -50,7 +55,7 @@ from backend.model import MetricSpec
 
 SETTINGS_FILE = "settings.toml"
 DEFAULT_WORKSPACE = ".pik"
-WORKSPACE_SECTIONS = ("replay", "queue", "metrics")
+WORKSPACE_SECTIONS = ("replay", "queue", "overview", "metrics")
 
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("", "0", "false", "no", "off")
@@ -136,6 +141,49 @@ class QueueSettings(BaseModel):
     """How long a received message stays hidden from other processors."""
 
 
+class OverviewSettings(BaseModel):
+    """Thresholds of ``pik overview``. A day or hour is compared with the baseline of its series: the
+    median of the other days (of the same weekday once there are 3+ weeks), with the MAD as its spread."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    days: int = Field(14, ge=1, le=366)
+    """The default range: this many event days, ending with the last event day in the store."""
+    grace_ms: int = Field(3_600_000, ge=0)
+    """An event ingested this long after the end of its event day, or later, arrived late."""
+    min_ratio: float = Field(0.5, gt=0, lt=1)
+    """A day with fewer events than this share of its baseline is short (missing or late)."""
+    mad_k: float = Field(4.0, gt=0)
+    """A count or lag is unusual when it is this many MADs (scaled as a standard deviation) from its
+    median."""
+    min_baseline: int = Field(20, ge=1)
+    """A series whose baseline day has fewer events than this is not judged for short days (too noisy)."""
+    entity_min_baseline: int = Field(10, ge=1)
+    """As ``min_baseline``, for the daily count of one entity."""
+    lag_p90_ratio: float = Field(3.0, gt=1)
+    """An hour (or day) whose p90 lag is this many times its baseline's, and past ``lag_min_ms``, spikes."""
+    lag_min_ms: int = Field(300_000, ge=0)
+    """A lag spike must reach at least this p90 lag (a jump from 1 s to 4 s is no incident)."""
+    lag_min_events: int = Field(5, ge=1)
+    """A lag spike holds at least this many events of the hour at ``lag_min_ms`` or more (two stragglers
+    in a quiet hour are not one)."""
+    duplicate_share: float = Field(0.05, gt=0, le=1)
+    """An hour whose duplicate receipts reach this share of its events, and are unusual, is a storm."""
+    min_duplicates: int = Field(20, ge=1)
+    """A duplicate storm holds at least this many duplicate receipts."""
+    min_rejections: int = Field(10, ge=1)
+    """A rejection spike holds at least this many rejections on one day (and is unusual for the source)."""
+    skew_min: int = Field(5, ge=1)
+    """Clock skew is reported for a source/type or entity with at least this many skewed events a day."""
+    churn_min_versions: int = Field(3, ge=2)
+    """Aggregate churn: a window with at least this many versions (or any change of more than
+    ``churn_min_change`` of its first value)."""
+    churn_min_change: float = Field(0.1, ge=0)
+    """Aggregate churn: a relative change of the value between the first and the last version."""
+    max_findings: int = Field(100, ge=1)
+    """At most this many findings, the most severe first."""
+
+
 class WorkspaceSettings(BaseModel):
     """The sections a workspace's ``settings.toml`` may hold."""
 
@@ -143,6 +191,7 @@ class WorkspaceSettings(BaseModel):
 
     replay: ReplaySettings = Field(default_factory=ReplaySettings)
     queue: QueueSettings = Field(default_factory=QueueSettings)
+    overview: OverviewSettings = Field(default_factory=OverviewSettings)
     metrics: list[MetricSpec] = Field(default_factory=list)
     """The processor's metrics besides ``daily_event_count``."""
 
@@ -191,6 +240,7 @@ class Settings(BaseSettings):
     """The AWS resources (``RAW_BUCKET``...), used with ``backend = "aws"``."""
     replay: ReplaySettings = Field(default_factory=ReplaySettings)
     queue: QueueSettings = Field(default_factory=QueueSettings)
+    overview: OverviewSettings = Field(default_factory=OverviewSettings)
     metrics: list[MetricSpec] = Field(default_factory=list)
     """The processor's metrics besides ``daily_event_count``."""
 
@@ -220,7 +270,9 @@ class Settings(BaseSettings):
 
     @property
     def workspace_sections(self) -> WorkspaceSettings:
-        return WorkspaceSettings(replay=self.replay, queue=self.queue, metrics=self.metrics)
+        return WorkspaceSettings(
+            replay=self.replay, queue=self.queue, overview=self.overview, metrics=self.metrics
+        )
 
 
 # -- reading ------------------------------------------------------------------------------------------------

@@ -755,6 +755,11 @@ def run(
     size = volume_bench.workspace_figures(main_run["workspace_bytes"], main_path.stat().st_size, main_lines)
     results["volume"] = volume_bench.run_figures(args.quick, log, size)
     targets += results["volume"]["targets"]
+    # Issue 18's figure: pik overview on the 2M-event workspace (200k with --quick).
+    import overview_bench
+
+    results["overview"] = overview_bench.run_figures(args.quick, log)
+    targets += results["overview"]["targets"]
     results["targets"] = targets
     log("\n== Targets (timing never fails the run; floor: the same work at its cheapest, this run)")
     width = max(len(t["figure"]) for t in targets)

@@ -74,11 +74,12 @@ class Route:
 
 def default_routes() -> list[Route]:
     """The kit's API, as the SAM template routes it to the Lambda functions."""
-    from backend.handlers import ingest, replay
+    from backend.handlers import ingest, overview, replay
 
     return [
         Route("POST", "/ingest", ingest.handler, "ingest", streamed=ingest.handle_streamed),
         Route("POST", "/replay", replay.handler, "replay"),
+        Route("GET", "/overview", overview.handler, "overview"),
     ]
 
 

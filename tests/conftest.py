@@ -23,7 +23,7 @@ ADAPTERS: list[str] = ["local", "aws"]
 
 
 # The optional ports of an Adapter, by attribute name.
-PORT_NAMES = ("investigate", "catalog", "queue", "audit", "aggregates")
+PORT_NAMES = ("investigate", "catalog", "queue", "audit", "aggregates", "overview")
 
 
 @dataclass
@@ -43,6 +43,7 @@ class Adapter:
     queue: Any = None
     audit: Any = None
     aggregates: Any = None
+    overview: Any = None
 
 
 def _open_local(root: Path) -> Adapter:

@@ -93,7 +93,7 @@ def test_replay_errors_come_back_as_json(running: Running, backend: Kit) -> None
     finally:
         conn.close()
     status, _, body = post(running.url + "/nowhere", b"{}")
-    assert status == 404 and "/ingest, /replay" in body["error"]
+    assert status == 404 and "/ingest, /overview, /replay" in body["error"]
 
 
 def test_the_seed_workflow_against_a_pik_serve_process(tmp_path: Path) -> None:

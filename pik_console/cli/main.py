@@ -23,6 +23,7 @@ from pik_console.cli import (
     events,
     ingest,
     investigate,
+    overview,
     process,
     replay,
     report,
@@ -31,7 +32,20 @@ from pik_console.cli import (
 from pik_console.cli.common import Failure, Parser, UsageError, common_options
 
 # In the order `pik --help` lists them: data in, looking, replaying, recomputing, the surfaces.
-COMMANDS = (ingest, events, investigate, replay, process, aggregates, report, console, demo, serve, aws)
+COMMANDS = (
+    ingest,
+    overview,
+    events,
+    investigate,
+    replay,
+    process,
+    aggregates,
+    report,
+    console,
+    demo,
+    serve,
+    aws,
+)
 """Each module adds its command(s) with ``register(sub, common)``."""
 
 

@@ -13,6 +13,7 @@ from backend.adapters.local.aggregates import LocalAggregates
 from backend.adapters.local.audit import LocalAudit
 from backend.adapters.local.catalog import LocalCatalog
 from backend.adapters.local.investigate import LocalInvestigation
+from backend.adapters.local.overview import LocalOverview
 from backend.adapters.local.queue import LocalQueue
 from backend.adapters.local.store import LocalStore
 from backend.times import Clock
@@ -25,6 +26,7 @@ class LocalPorts:
     queue: LocalQueue
     audit: LocalAudit
     aggregates: LocalAggregates
+    overview: LocalOverview
 
 
 def local_ports(store: LocalStore, *, max_receives: int = 5, clock: Clock | None = None) -> LocalPorts:
@@ -36,4 +38,5 @@ def local_ports(store: LocalStore, *, max_receives: int = 5, clock: Clock | None
         queue=LocalQueue(store, max_receives=max_receives, clock=clock),
         audit=LocalAudit(store),
         aggregates=LocalAggregates(store),
+        overview=LocalOverview(store),
     )
