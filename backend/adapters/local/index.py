@@ -127,7 +127,12 @@ class LocalIndex:
                 first.setdefault(row[0], i)
             before = conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
             conn.executemany(_INSERT_EVENT, [rows[i] for i in first.values()])
-            accepted = {e for (e,) in conn.execute("SELECT event_id FROM events WHERE seq > ?", (before,))}
+            new_rows = conn.execute("SELECT count(*) FROM events WHERE seq > ?", (before,)).fetchone()[0]
+            if new_rows == len(first):  # every first appearance went in (the usual case): no read-back
+                accepted = set(first)
+            else:
+                new = conn.execute("SELECT event_id FROM events WHERE seq > ?", (before,))
+                accepted = {e for (e,) in new}
             dups: list[int] = []
             for i, row in enumerate(rows):
                 if first[row[0]] == i and row[0] in accepted:

@@ -33,7 +33,11 @@ class LocalRaw:
             # maximum are exactly the ones this call created. (Cheaper than INSERT ... RETURNING.)
             before = conn.execute("SELECT coalesce(max(id), 0) FROM raw").fetchone()[0]
             conn.executemany("INSERT INTO raw (key, sha256, size, stored_at, data) VALUES (?,?,?,?,?)", rows)
-            created = {k for (k,) in conn.execute("SELECT key FROM raw WHERE id > ?", (before,))}
+            keys = {o.key for o in objects}
+            if conn.execute("SELECT count(*) FROM raw WHERE id > ?", (before,)).fetchone()[0] == len(keys):
+                created = keys  # as many new rows as distinct keys: every key was created (the usual case)
+            else:
+                created = {k for (k,) in conn.execute("SELECT key FROM raw WHERE id > ?", (before,))}
             taken = list({o.key for o in objects if o.key not in created})
             stored: dict[str, str] = {}
             for part in chunks(taken):
