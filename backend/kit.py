@@ -144,6 +144,7 @@ class Kit:
                 self.aggregates,
                 metrics_with_default(sections.metrics)[1:],
                 limit=sections.replay.project_windows,
+                max_events=sections.replay.project_events,
             )
         return ReplayService(
             self.investigate,

@@ -18,6 +18,7 @@ option) and what is allowed. A ``settings.toml`` that cannot be read or parsed r
 [replay]
 confirm_above = 1000      # a replay of more messages needs --force (a typed confirmation in the console)
 project_windows = 20      # a dry run projects the new aggregate versions of this many windows exactly
+project_events = 50000    # ... as long as recomputing them reads at most this many events in all
 
 [queue]
 max_receives = 5          # receives before a replay message moves to the dead-letter queue
@@ -130,6 +131,10 @@ class ReplaySettings(BaseModel):
     """A dry run projects the aggregate versions a processor run would write for the first this many
     (entity, day) windows it touches, exactly (each costs a recompute's reads); the rest are counted.
     0 turns the projection off."""
+    project_events: int = Field(50_000, ge=0)
+    """The projection recomputes whole windows: it stops before the windows projected would hold more than
+    this many events in all (the console's live dry run stays quick on a window of a million events); the
+    windows left out are counted and the dry run says why."""
 
 
 class QueueSettings(BaseModel):

@@ -16,8 +16,9 @@ from typing import Any
 import pytest
 
 from backend.handlers.replay import api_reply
-from backend.kit import Kit
+from backend.kit import Kit, open_local
 from backend.model import ReplayOutcome, ReplayRequest
+from backend.services.ingest import Received
 from pik_console.cli import main
 from tests.conftest import make_event
 from tests.test_projection_properties import METRICS_TOML, _ingest, _replay_and_process, open_test_kit
@@ -261,3 +262,29 @@ def test_a_window_the_processor_cannot_recompute_is_said_not_projected(local: Ki
     (line,) = [w for w in plan.why if "could not be projected" in w]
     assert line.startswith(f"window 'u1' {DAY} could not be projected (the processor may fail on it too): ")
     assert "raw bytes" in line and "missing" in line
+
+
+def test_the_projection_stops_at_its_event_budget_and_says_why(tmp_path: Path) -> None:
+    """A window is recomputed whole: above ``project_events`` the dry run counts it and says why instead."""
+    kit = open_local(tmp_path / "ws", create=True)
+    lines = [
+        json.dumps(
+            {
+                "source": "iot",
+                "event_type": "reading",
+                "entity_id": entity,
+                "event_time": f"2025-12-01T{i // 60:02d}:{i % 60:02d}:00.000Z",
+                "payload": {"n": i},
+            }
+        ).encode()
+        for entity, count in (("small", 5), ("big", 40))
+        for i in range(count)
+    ]
+    list(kit.ingest().ingest_stream(iter(Received(b, "t", n + 1) for n, b in enumerate(lines))))
+    (tmp_path / "ws" / "settings.toml").write_text("[replay]\nproject_events = 20\n")
+    request = ReplayRequest(source="iot", event_type="reading", start_day="2025-12-01", end_day="2025-12-02")
+    plan = kit.replay(preview=True).plan(request, actor="test")
+    projected = {p.entity_id for p in plan.projected}
+    assert plan.windows == 2 and plan.windows_projected + plan.windows_not_projected == 2
+    assert projected == {"small"} and plan.windows_not_projected == 1  # the smaller window still projected
+    assert any("over the projection's budget of 20" in line and "40 events" in line for line in plan.why)

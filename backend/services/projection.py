@@ -29,6 +29,8 @@ from backend.times import human_ms
 
 DEFAULT_PROJECT_WINDOWS = 20
 """Windows a dry run projects exactly by default (``settings.toml [replay] project_windows``)."""
+DEFAULT_PROJECT_EVENTS = 50_000
+"""Events the projected windows may hold in all (``settings.toml [replay] project_events``)."""
 
 
 @dataclass(slots=True)
@@ -41,6 +43,11 @@ class Projection:
     windows_not_projected: int = 0
     limit: int = DEFAULT_PROJECT_WINDOWS
     failed: dict[tuple[str, str], str] = field(default_factory=dict)
+    # Windows within the bound left out because recomputing them would take the events read past
+    # ``max_events``; ``budget_events``: the events they hold.
+    over_budget: int = 0
+    budget_events: int = 0  # the events those windows hold
+    max_events: int = DEFAULT_PROJECT_EVENTS
 
     def summary(self) -> list[str]:
         """Sentences for the dry run's notes: how many versions would change, and what was not projected."""
@@ -62,7 +69,13 @@ class Projection:
                     f"different value); the other {_plural(len(self.projected) - len(changing), 'metric')} "
                     "stay as they are"
                 )
-        over = self.windows_not_projected - len(self.failed)
+        if self.over_budget:
+            lines.append(
+                f"{_plural(self.over_budget, 'window')} not projected: recomputing "
+                f"{'it' if self.over_budget == 1 else 'them'} reads {self.budget_events:,} events, over the "
+                f"projection's budget of {self.max_events:,} (settings.toml [replay] project_events)"
+            )
+        over = self.windows_not_projected - len(self.failed) - self.over_budget
         if over:
             lines.append(
                 f"{_plural(over, 'more window')} not projected (the bound is {self.limit:,} windows: "
@@ -89,17 +102,34 @@ class Projector:
         metrics: Sequence[MetricSpec] = (),
         *,
         limit: int = DEFAULT_PROJECT_WINDOWS,
+        max_events: int = DEFAULT_PROJECT_EVENTS,
     ) -> None:
         self.scans = scans
         self.aggregates = aggregates
         self.limit = limit
+        self.max_events = max_events
         self.processor = ProcessorService(scans, catalog, aggregates, metrics, dry_run=True, read_only=True)
 
     def project(self, windows: Sequence[tuple[str, str]]) -> Projection:
         """The projection of ``windows`` ((entity, day) pairs, in the order given): the first ``limit``
         exactly, the rest counted. A window whose recompute fails is counted as not projected, with why."""
-        chosen = list(windows[: self.limit])
-        out = Projection(limit=self.limit, windows_not_projected=len(windows) - len(chosen))
+        bounded = list(windows[: self.limit])
+        out = Projection(
+            limit=self.limit, windows_not_projected=len(windows) - len(bounded), max_events=self.max_events
+        )
+        # Each window is recomputed whole: one that would take the events read past the budget is left out
+        # (counted, and said), the smaller ones after it still projected (one count each to know).
+        chosen: list[tuple[str, str]] = []
+        events = 0
+        for window in bounded:
+            size = self._events(*window)
+            if events + size > self.max_events:
+                out.over_budget += 1
+                out.budget_events += size
+                out.windows_not_projected += 1
+                continue
+            events += size
+            chosen.append(window)
         outcomes = self.processor.recompute_windows({w: () for w in chosen})
         manifests: dict[str, list[ManifestEntry] | None] = {}
         for window in chosen:
@@ -112,6 +142,11 @@ class Projector:
             duplicates = self._duplicates(*window)
             out.projected.extend(self._metric(outcome, m, duplicates, manifests) for m in outcome.metrics)
         return out
+
+    def _events(self, entity_id: str, day: str) -> int:
+        """Receipts in the window (one count, no rows): what its recompute reads."""
+        end = (date.fromisoformat(day) + timedelta(days=1)).isoformat()
+        return sum(c.accepted + c.duplicate for c in self.scans.day_counts_entity(entity_id, day, end))
 
     def _duplicates(self, entity_id: str, day: str) -> int:
         """Duplicate receipts in the window (one count, no rows): the processor leaves them out."""
