@@ -130,6 +130,10 @@ async def help_screen(app: PikConsole, pilot: Any) -> None:
     await _keys(app, pilot, "question_mark")
 
 
+async def overview(app: PikConsole, pilot: Any) -> None:
+    await _keys(app, pilot)
+
+
 async def pick_entity(app: PikConsole, pilot: Any) -> None:
     await _keys(app, pilot, "e")
 
@@ -146,6 +150,7 @@ def _small(step: Step) -> Step:
 
 # (file name, context, read-only, what to do before the screenshot)
 SHOTS: list[tuple[str, Context, bool, Step]] = [
+    ("overview", Context(), False, overview),
     ("events", OUTAGE, False, events),
     ("events-duplicates", Context(entity="user_001", day="2025-12-26"), False, duplicates),
     ("events-rejections", OUTAGE, False, rejections),
@@ -159,6 +164,7 @@ SHOTS: list[tuple[str, Context, bool, Step]] = [
     ("help", OUTAGE, False, help_screen),
     ("pick-entity", OUTAGE, False, pick_entity),
     # The same panes on an 80x24 terminal: stacked, compact forms.
+    ("small-overview", Context(), False, _small(overview)),
     ("small-events", OUTAGE, False, _small(events)),
     ("small-lag", OUTAGE, False, _small(lag)),
     ("small-gaps", Context(source="mobile", event_type="heartbeat", day="2025-12-22"), False, _small(gaps)),

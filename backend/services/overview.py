@@ -131,7 +131,18 @@ class OverviewService:
         findings += skew_findings(hours, entities, in_range, s, cmd)
         findings += _rejection_spikes(self.index, history, in_range, s, cmd)
         findings += _churn(self.index, in_range, s, cmd)
-        findings.sort(key=lambda f: (-f.severity, f.day, f.kind, f.source or "", f.entity_id or ""))
+        # Equal scores: what a whole source/type suffered (a day late or short, a storm) before what one
+        # entity's window shows (a window recomputed is usually the consequence, not the incident).
+        findings.sort(
+            key=lambda f: (
+                -f.severity,
+                f.entity_id is not None,
+                f.day,
+                f.kind,
+                f.source or "",
+                f.entity_id or "",
+            )
+        )
         keep = findings[: s.max_findings]
         return Overview(
             first_day=first_day,

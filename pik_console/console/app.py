@@ -32,7 +32,7 @@ from pik_console.console.event_list import EventList
 from pik_console.console.keys import COMMAND_KEYS, KEY_NAMES, PANE_KEYS, help_sections, palette_entries
 from pik_console.text import safe
 
-PANES = ("events", "lag", "gaps", "replay", "aggregates")
+PANES = ("overview", "events", "lag", "gaps", "replay", "aggregates")
 
 
 class ConsoleHeader(Horizontal):
@@ -84,6 +84,14 @@ class PikConsole(App[None]):
         Binding("question_mark", "help", "Help", tooltip="Every key, pane by pane", id="app.help"),
         Binding("slash", "filter", "Filter", tooltip="Edit the filter or form of this pane", id="app.filter"),
         # The tabs show the pane keys ("1 Events" …): the footer keeps its room for the pane's own keys.
+        Binding(
+            "0",
+            "pane('overview')",
+            "Overview",
+            show=False,
+            tooltip="What is wrong here, ranked",
+            id="app.pane.overview",
+        ),
         Binding(
             "1", "pane('events')", "Events", show=False, tooltip="Browse events by page", id="app.pane.events"
         ),
@@ -184,11 +192,14 @@ class PikConsole(App[None]):
 
         yield ConsoleHeader(id="header")
         # Only Events is composed for the first frame; each other pane is imported and mounted the first time
-        # it is shown (``mount_pane``), so the first screen costs one pane, not five.
-        with TabbedContent(initial="events", id="panes"):
+        # it is shown (``mount_pane``), so the first screen costs one pane, not six. With nothing chosen
+        # the console opens on the Overview (what is wrong here, ranked); with an entity or a partition on
+        # Events.
+        with TabbedContent(initial=self._first_pane(), id="panes"):
+            yield TabPane(f"{PANE_KEYS['overview']} Overview", id="overview")
             with TabPane("1 Events", id="events"):
                 yield EventsPane(id="events-pane")
-            for name in PANES[1:]:
+            for name in PANES[2:]:
                 yield TabPane(f"{PANE_KEYS[name]} {name.title()}", id=name)
         yield Footer()
 
@@ -200,6 +211,12 @@ class PikConsole(App[None]):
         if self.kit.name == "local" and not (ctx.entity or (ctx.source and ctx.event_type and ctx.day)):
             # Nothing to open on: the workspace's totals choose (a whole-index scan, so only then).
             self._read_stats()
+        if self._first_pane() == "overview":
+            self.action_pane("overview")
+
+    def _first_pane(self) -> str:
+        ctx = self._initial
+        return "events" if ctx.entity or (ctx.source and ctx.event_type and ctx.day) else "overview"
 
     def pane(self, name: str) -> Any:
         return self.query_one(f"#{name}-pane")
@@ -267,7 +284,7 @@ class PikConsole(App[None]):
     @on(TabbedContent.TabActivated)
     def _tab(self, event: TabbedContent.TabActivated) -> None:
         name = event.pane.id or ""
-        if name in PANES and name != "events":
+        if name in PANES:
             self.when_mounted(name, lambda pane: pane.apply_context(self.context), mount=True)
 
     # -- actions -----------------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ with the reason), the command palette's entries and the help's sections."""
 from __future__ import annotations
 
 # The pane keys, and the key each pane's command keys are refused with elsewhere (a refusal always says why).
-PANE_KEYS = {"events": "1", "lag": "2", "gaps": "3", "replay": "4", "aggregates": "5"}
+PANE_KEYS = {"overview": "0", "events": "1", "lag": "2", "gaps": "3", "replay": "4", "aggregates": "5"}
 COMMAND_KEYS: dict[str, tuple[str, str]] = {
     "x": ("replay", "execute a replay"),
     "p": ("replay", "run the processor"),
@@ -23,6 +23,7 @@ KEY_NAMES = {"left_square_bracket": "[", "right_square_bracket": "]", "plus": "+
 def palette_entries(read_only: bool) -> list[tuple[str, str, str]]:
     """(title, help, action) for every console action. Mutating ones are left out in read-only mode."""
     entries = [
+        ("Overview: show pane", "What is wrong here, ranked; enter opens a finding", "pane('overview')"),
         ("Events: show pane", "Browse events a page at a time", "pane('events')"),
         ("Events: filter", "Entity and window, or source/type/day; status incl. DUPLICATE and REJECTED",
          "pane('events');filter"),
@@ -65,7 +66,7 @@ def help_sections() -> list[tuple[str, list[tuple[str, str]]]]:
         (
             "Everywhere",
             [
-                ("1 … 5", "Events, Lag, Gaps, Replay, Aggregates"),
+                ("0 … 5", "Overview, Events, Lag, Gaps, Replay, Aggregates"),
                 ("s / d / e", "pick a source/type, a day, an entity from a list (type to filter)"),
                 ("/", "edit the filter or form of the pane"),
                 ("escape", "leave the field: back to the pane's list"),
@@ -95,6 +96,7 @@ def help_sections() -> list[tuple[str, list[tuple[str, str]]]]:
                 ("enter on an event", "open it in Events"),
             ],
         ),
+        ("Overview", [("enter on a finding", "open its window in the pane that shows it, context set")]),
         ("Gaps", [("enter on a day", "list that day in Events")]),
         (
             "Replay",

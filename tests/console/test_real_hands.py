@@ -55,7 +55,8 @@ async def test_keys_typed_in_a_burst_at_start_up_reach_the_list_and_the_filter(d
     the first read finishes lands where it was aimed."""
     app = _app(demo_ws, Context())
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.press("slash", *"user_007", "enter")
+        # Nothing chosen: the console opens on the Overview; 1 then the filter, typed before anything is read.
+        await pilot.press("1", "slash", *"user_007", "enter")
         await settle(pilot)
         assert app.query_one("#f-entity", Input).value == "user_007"
         assert isinstance(app.focused, EventList)
@@ -262,6 +263,8 @@ async def test_pick_a_source_type_a_day_and_an_entity_with_a_few_keys(demo_ws: P
         await pilot.press("enter")  # the busiest entity
         await settle(pilot)
         assert app.context.entity == first
+        await pilot.press("1")
+        await settle(pilot)
         item = app.query_one(EventList).item
         assert isinstance(item, EventRecord) and item.entity_id == first
         # 12 keys from nothing to an entity's day (the forms took 15-37).
@@ -377,6 +380,10 @@ async def test_a_console_with_nothing_chosen_says_how_to_choose(tmp_path: Path) 
     app = PikConsole(open_local(tmp_path / "empty", create=True), context=Context())
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
+        assert app.active_pane == "overview"  # nothing chosen: what is wrong here, ranked (nothing, empty)
+        assert "nothing found" in plain(app.query_one("#overview-head", Static).content)
+        await pilot.press("1")
+        await settle(pilot)
         status = plain(app.query_one("#events-status", Static).content)
         assert "s picks a source/type, d a day, e an entity" in status
         assert "nothing chosen yet" in plain(app.query_one("#header-context", Static).content)
@@ -413,3 +420,40 @@ async def test_keys_and_q_pressed_while_panes_are_still_being_mounted_quit_clean
         await _until(pilot, lambda: not app.is_running)
         assert not app.is_running, (app.screen, app.focused, _said(app), app._mounting, app._panes_ready())
     assert app.return_code in (0, None)
+
+
+async def test_with_nothing_chosen_the_console_opens_on_the_overview_and_enter_opens_a_finding(
+    demo_ws: Path,
+) -> None:
+    app = _app(demo_ws, Context())
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        assert app.active_pane == "overview"
+        pane = app.pane("overview")
+        assert pane.overview is not None and pane.overview.findings
+        table = app.query_one("#overview-findings", DataTable)
+        assert table.row_count == len(pane.overview.findings)
+        assert app.focused is table
+        first = pane.overview.findings[0]
+        assert first.kind.value == "duplicate_storm" and first.source == "billing"  # the demo's retry storm
+        assert "--workspace" in first.next
+        await pilot.press("enter")
+        await settle(pilot)
+        assert app.active_pane == "events"
+        events = app.pane("events")
+        assert events.current is not None and events.current.status is not None
+        assert events.current.status.value == "DUPLICATE" and events.current.day == first.day
+        assert (app.context.source, app.context.day) == ("billing", first.day)
+        item = app.query_one(EventList).item
+        assert isinstance(item, EventRecord) and item.status.value == "DUPLICATE"
+        # 0 goes back to the list; enter on an aggregate change opens the Aggregates pane at that metric.
+        await pilot.press("0")
+        await settle(pilot)
+        churn = next(n for n, f in enumerate(pane.overview.findings) if f.kind.value == "aggregate_churn")
+        table.move_cursor(row=churn)
+        await pilot.press("enter")
+        await settle(pilot)
+        finding = pane.overview.findings[churn]
+        assert app.active_pane == "aggregates"
+        agg = app.pane("aggregates")
+        assert app.query_one("#agg-entity", Input).value == finding.entity_id and agg.metric == finding.metric
