@@ -13,6 +13,7 @@ from backend.adapters.aws.aggregates import DynamoAggregates
 from backend.adapters.aws.audit import DynamoAudit
 from backend.adapters.aws.investigate import AwsCatalog, AwsInvestigation
 from backend.adapters.aws.queue import SqsReplayQueue
+from backend.adapters.aws.rollup_backfill import AwsRollups
 from backend.adapters.aws.store import AwsStore
 from backend.settings import AwsSettings
 
@@ -24,6 +25,7 @@ class AwsPorts:
     queue: SqsReplayQueue | None = None
     audit: DynamoAudit | None = None
     aggregates: DynamoAggregates | None = None
+    rollups: AwsRollups | None = None
 
 
 def aws_ports(store: AwsStore, settings: AwsSettings, *, max_receives: int | None = None) -> AwsPorts:
@@ -41,4 +43,5 @@ def aws_ports(store: AwsStore, settings: AwsSettings, *, max_receives: int | Non
         aggregates = DynamoAggregates(
             store.clients, settings.agg_table, store.location, map_fn=store.map_concurrently
         )
-    return AwsPorts(AwsInvestigation(store), AwsCatalog(store), queue, audit, aggregates)
+    rollups = AwsRollups(store.ddb, store.t.events)
+    return AwsPorts(AwsInvestigation(store), AwsCatalog(store), queue, audit, aggregates, rollups)
