@@ -20,7 +20,7 @@ from tests.aws.rollup_env import StreamStack, chunks, event, ingest_at, stream_s
 from tests.aws_env import moto_kit
 
 DAYS = ["2025-12-27", "2025-12-28", "2025-12-29"]
-GRACES = [0, 1_000, 90_000, 3_600_000, 7_200_000, 86_400_000, 1_234_567, 250]
+GRACES = [0, 90_000, 3_600_000, 86_400_000, 1_234_567, 250]
 LATES = [0, 1_000, 60_000, 3_600_000, 1_234_567, 777]
 
 
@@ -108,8 +108,8 @@ def _same_lag(stack: StreamStack, source: str) -> None:
 _examples = iter(range(10_000))
 
 
-@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 40), batch=st.integers(1, 60))
+@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 30), batch=st.integers(1, 60))
 def test_rollups_equal_a_full_scan(stack: StreamStack, seed: int, n: int, batch: int) -> None:
     source = f"h{next(_examples)}"
     _ingest(stack, source, seed, n)
