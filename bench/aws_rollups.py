@@ -95,9 +95,10 @@ def run(n: int) -> dict[str, Any]:
         busiest = FIRST_DAY.date().isoformat()
         for label, rollups in (("scan", False), ("rollups", True)):
             scans = stack.investigation(rollups=rollups)
+            first = FIRST_DAY.date().isoformat()
             for what, ask in (
-                ("gaps_14_days", lambda s=scans: GapService(store, s).gaps(FIRST_DAY.date().isoformat(), last,
-                                                                           source="bench", event_type="click")),
+                ("gaps_14_days", lambda s=scans: GapService(store, s).gaps(first, last, source="bench",
+                                                                           event_type="click")),
                 ("lag_one_day", lambda s=scans: LagService(store, s).lag("bench", "click", busiest)),
             ):  # fmt: skip
                 calls.clear()
@@ -152,18 +153,15 @@ def main(argv: list[str] | None = None) -> int:
     for n in args.events:
         results.append(run(n))
         print(json.dumps(results[-1]), flush=True)
-    print(
-        f"\n{'events':>8} {'query':<14} {'scan calls':>10} {'scan items':>10} {'rollup calls':>12} {'rollup items':>12}"
-    )
+    head = ["events", "query", "scan calls", "scan items", "rollup calls", "rollup items"]
+    print("\n" + " ".join(f"{h:>12}" for h in head))
     for r in results:
         for what in ("gaps_14_days", "lag_one_day"):
             a, b = r[f"{what}_scan"], r[f"{what}_rollups"]
-            print(
-                f"{r['events']:>8} {what:<14} {a['calls']:>10} {a['items_read']:>10} {b['calls']:>12} {b['items_read']:>12}"
-            )
-        print(
-            f"{r['events']:>8} stream: {r['stream_batches']} batches of <=100 records, calls {r['rollup_calls']}"
-        )
+            row = [r["events"], what, a["calls"], a["items_read"], b["calls"], b["items_read"]]
+            print(" ".join(f"{v:>12}" for v in row))
+        batches = r["stream_batches"]
+        print(f"{r['events']:>12} stream: {batches} batches of <=100 records, calls {r['rollup_calls']}")
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "aws_rollups.json").write_text(json.dumps({"machine": info, "results": results}, indent=2))
     return 0
