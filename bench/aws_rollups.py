@@ -93,9 +93,9 @@ def run(n: int) -> dict[str, Any]:
         out: dict[str, Any] = {"events": n, "stream_batches": batches, "rollup_calls": rollup_calls}
         last = (FIRST_DAY + timedelta(days=DAYS)).date().isoformat()
         busiest = FIRST_DAY.date().isoformat()
+        first = FIRST_DAY.date().isoformat()
         for label, rollups in (("scan", False), ("rollups", True)):
             scans = stack.investigation(rollups=rollups)
-            first = FIRST_DAY.date().isoformat()
             for what, ask in (
                 ("gaps_14_days", lambda s=scans: GapService(store, s).gaps(first, last, source="bench",
                                                                            event_type="click")),
