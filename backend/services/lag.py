@@ -2,7 +2,9 @@
 
 Holds :class:`LagService` (read-only over the index ports), its answer :class:`LagReport` with one
 :class:`HourLag` per event hour, and :func:`percentile` (nearest rank). A report has percentiles, an hourly
-histogram and the largest-lag events (one query on the lag index, largest first).
+histogram and the largest-lag events (one query on the lag index, largest first). A store that keeps
+rollups (``InvestigationIndex.lag_rollup``) gives the counts exactly and the percentiles from its lag buckets
+(``percentile_error`` says how far they may be off); otherwise every receipt of the partition is scanned.
 """
 
 from __future__ import annotations
