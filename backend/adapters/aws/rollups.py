@@ -24,7 +24,6 @@ from backend.adapters.aws.dynamo import query, str_attr, transact, value_of
 from backend.adapters.aws.errors import aws
 from backend.adapters.aws.rollup_items import (
     META_KEY,
-    ROLLUP_PREFIX,
     Contribution,
     Delta,
     Key,
@@ -195,10 +194,6 @@ def _runs(found: Sequence[Contribution]) -> list[list[Contribution]]:
     if current:
         runs.append(current)
     return runs
-
-
-def is_rollup_key(pk: str) -> bool:
-    return pk.startswith(ROLLUP_PREFIX)
 
 
 def rollup_items(ddb: DynamoDBClient, table: str, pk: str, lo: str, hi: str) -> list[dict[str, Any]]:
