@@ -45,6 +45,8 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     kit = get_kit()
     if kit.rollups is None:
         raise NotConfigured(f"the {kit.name} backend keeps no rollups")
+    if kit.read_only:  # raising leaves the batch in the stream, counted once the kit may write again
+        raise NotConfigured("the kit is in read-only mode: no rollup is written; the batch is retried")
     result = kit.rollups.apply_stream(records)
     metrics.add_metric(name="RollupCountedCount", unit=MetricUnit.Count, value=result.counted)
     metrics.add_metric(name="RollupReplayedCount", unit=MetricUnit.Count, value=result.replayed)
