@@ -32,6 +32,7 @@ from backend.ports import (
     RawCatalog,
     RawStore,
     ReplayQueue,
+    RollupMaintainer,
 )
 from backend.services.drain import DrainService
 from backend.services.gaps import GapService
@@ -85,6 +86,8 @@ class Kit:
     """Where an interrupted bulk ingest resumes from: the index itself (on AWS, its line items)."""
     settings: Settings
     read_only: bool = False
+    rollups: RollupMaintainer | None = None
+    """Keeps the stack's rollups from its events stream (AWS only: ``handlers/rollup.py``)."""
     _close: Callable[[], None] = field(default=lambda: None, repr=False)
     overview_index: OverviewIndex | None = None
     """The overview's rollups (per hour, entity-day, rejection reason, versioned window)."""
@@ -313,7 +316,9 @@ def aws_kit(
     if aws.endpoint_url:
         location += f" · {aws.endpoint_url}"
     ports = aws_ports(store, aws)
-    return _kit("aws", location, store, ports, store, settings, read_only, close or (lambda: None))
+    kit = _kit("aws", location, store, ports, store, settings, read_only, close or (lambda: None))
+    kit.rollups = ports.rollups
+    return kit
 
 
 class _RawAndIndex(RawStore, EventIndex, Protocol):

@@ -8,10 +8,10 @@ spends at most a put and a transaction per event. Every method either completes 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import NamedTuple, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from backend.model import (
     AggregateVersion,
@@ -243,6 +243,30 @@ class DayCount:
 
 
 @dataclass(frozen=True, slots=True)
+class HourLagRollup:
+    """Accepted events of one event hour from a rollup: exact counts, lags in log-scale buckets
+    (:mod:`backend.lag_buckets`: lower bound -> count)."""
+
+    hour: str
+    count: int
+    late: int  # lag >= the late threshold asked for: exact
+    buckets: dict[int, int]
+
+
+@dataclass(frozen=True, slots=True)
+class LagRollup:
+    """A partition-day's lag from rollups: the counts of :class:`backend.services.lag.LagReport`, exact,
+    and per-hour lag buckets from which percentiles are read within :data:`backend.lag_buckets.LAG_ERROR`."""
+
+    count: int
+    duplicates: int
+    clock_skew: int
+    late: int
+    max_ms: int | None  # exact (the lag index's largest accepted lag)
+    hours: list[HourLagRollup]
+
+
+@dataclass(frozen=True, slots=True)
 class ReplaySelection:
     """What a replay of one scope would send, without the receipts themselves (a dry run's figures).
 
@@ -313,11 +337,42 @@ class InvestigationIndex(Protocol):
         """As :meth:`day_counts_entity`, for the (source, event_type) partitions of each day."""
         ...
 
+    def lag_rollup(self, source: str, event_type: str, day: str, *, late_ms: int) -> LagRollup | None:
+        """The lag of one partition-day from rollups, counting lags ``>= late_ms`` as late; None when the
+        store keeps none (the caller then computes it from :meth:`scan_partition`)."""
+        ...
+
     def select_replay(self, request: ReplayRequest, *, sample: int) -> ReplaySelection:
         """The selection of a replay of ``request`` (a normalized request; its raw keys checked in this
         backend's raw store), with the first ``sample`` planned receipts: exactly what
         :func:`backend.replay_selection.select_by_scans` answers over :meth:`scan_entity` /
         :meth:`scan_partition` and :meth:`RawCatalog.missing`, at whatever cost the store allows."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class RollupBatch:
+    """What one batch of change records did to the rollups: receipts counted, records already counted
+    before (a replayed batch), records that count nothing (other items, MODIFY, REMOVE), transactions."""
+
+    counted: int
+    replayed: int
+    ignored: int
+    transactions: int
+
+
+class RollupMaintainer(Protocol):
+    """Keeps a store's rollups (AWS: from the events table's stream). Only stores with rollups have one."""
+
+    def apply_stream(self, records: Sequence[Mapping[str, Any]]) -> RollupBatch:
+        """Count the inserted receipts and rejections of ``records`` (one stream shard's batch, in its
+        order) exactly once, however often the same records are applied. Raises ValueError for a record
+        that is not a stream record, StoreError when the store fails (nothing of the failed part counted)."""
+        ...
+
+    def backfill(self, *, settle_s: float = 60.0) -> int:
+        """Count what the store holds from before the stream was counted, then mark the rollups ready
+        (resumable; a no-op once ready). Returns the items counted."""
         ...
 
 

@@ -2,16 +2,19 @@
 
 Holds :class:`LagService` (read-only over the index ports), its answer :class:`LagReport` with one
 :class:`HourLag` per event hour, and :func:`percentile` (nearest rank). A report has percentiles, an hourly
-histogram and the largest-lag events (one query on the lag index, largest first).
+histogram and the largest-lag events (one query on the lag index, largest first). A store that keeps
+rollups (``InvestigationIndex.lag_rollup``) gives the counts exactly and the percentiles from its lag buckets
+(``percentile_error`` says how far they may be off); otherwise every receipt of the partition is scanned.
 """
 
 from __future__ import annotations
 
 from pydantic import BaseModel
 
+from backend import lag_buckets
 from backend.errors import InvalidRequest
 from backend.model import EventRecord, IngestStatus
-from backend.ports import EventIndex, InvestigationIndex
+from backend.ports import EventIndex, InvestigationIndex, LagRollup
 from backend.times import TimeFormatError, parse_day
 
 # Scans read this many receipts per call.
@@ -53,6 +56,9 @@ class LagReport(BaseModel):
     max_ms: int | None
     hours: list[HourLag]
     largest: list[EventRecord]
+    # 0 when the percentiles were computed from every event; else the bound of their relative error (they
+    # came from the store's log-scale lag buckets, backend.lag_buckets). Counts are exact either way.
+    percentile_error: float = 0.0
 
 
 class LagService:
@@ -72,6 +78,9 @@ class LagService:
             raise InvalidRequest(str(exc)) from None
         if late_ms < 0:
             raise InvalidRequest("the late threshold cannot be negative")
+        rollup = self.investigate.lag_rollup(source, event_type, day, late_ms=late_ms)
+        if rollup is not None:
+            return self._from_rollup(source, event_type, day, late_ms, top, rollup)
         lags: list[int] = []
         by_hour: dict[str, list[int]] = {}
         duplicates = skewed = 0
@@ -123,4 +132,44 @@ class LagService:
             max_ms=lags[-1] if lags else None,
             hours=hours,
             largest=largest,
+        )
+
+    def _from_rollup(
+        self, source: str, event_type: str, day: str, late_ms: int, top: int, rollup: LagRollup
+    ) -> LagReport:
+        """The report from a store's rollups: exact counts, percentiles from the lag buckets."""
+        everything = lag_buckets.merge(h.buckets for h in rollup.hours)
+        hours = [
+            HourLag(
+                hour=h.hour,
+                count=h.count,
+                late=h.late,
+                p50_ms=lag_buckets.percentile(h.buckets, 50, rollup.max_ms),
+                max_ms=lag_buckets.percentile(h.buckets, 100, rollup.max_ms),
+            )
+            for h in rollup.hours
+        ]
+        largest = (
+            self.index.query_partition(
+                source, event_type, day, status=IngestStatus.ACCEPTED, limit=top, descending=True
+            ).items
+            if top > 0 and rollup.count
+            else []
+        )
+        return LagReport(
+            source=source,
+            event_type=event_type,
+            day=day,
+            count=rollup.count,
+            duplicates=rollup.duplicates,
+            clock_skew=rollup.clock_skew,
+            late_threshold_ms=late_ms,
+            late=rollup.late,
+            p50_ms=lag_buckets.percentile(everything, 50, rollup.max_ms),
+            p90_ms=lag_buckets.percentile(everything, 90, rollup.max_ms),
+            p99_ms=lag_buckets.percentile(everything, 99, rollup.max_ms),
+            max_ms=rollup.max_ms,
+            hours=hours,
+            largest=largest,
+            percentile_error=lag_buckets.LAG_ERROR,
         )

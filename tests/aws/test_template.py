@@ -39,7 +39,9 @@ FUNCTIONS = {
     "IngestFunction": "backend.handlers.ingest.handler",
     "ReplayFunction": "backend.handlers.replay.handler",
     "ProcessorFunction": "backend.handlers.processor.handler",
+    "RollupFunction": "backend.handlers.rollup.handler",  # only with EnableRollups=true
 }
+DEFAULT_FUNCTIONS = {k: v for k, v in FUNCTIONS.items() if k != "RollupFunction"}
 ROUTES = {("POST", "/ingest"): "IngestFunction", ("POST", "/replay"): "ReplayFunction"}
 # Outputs for the operator (alarms, the access log), beside the ones `pik --stack NAME` reads.
 OPERATIONS_OUTPUTS = {"ApiAccessLogGroupName", "ReplayDeadLetterQueueAlarmName", "ProcessorErrorAlarmName"}
@@ -266,7 +268,10 @@ def test_least_privilege(sam: dict[str, Any], cfn: dict[str, Any], which: str) -
             continue  # a trust policy names who may assume the role, not what it may touch
         if set(_as_list(statement["Action"])) <= UNSCOPED_ACTIONS:
             resource_id = where.split("/")[1]
-            assert template["Resources"][resource_id].get("Condition") == "TracingEnabled", where
+            assert template["Resources"][resource_id].get("Condition") in (
+                "TracingEnabled",
+                "RollupsAndTracing",
+            ), where
             assert statement["Resource"] == "*", where
             continue
         for resource in _as_list(statement["Resource"]):
@@ -427,7 +432,7 @@ def test_stack_on_moto_creates_exactly_the_resources(aws: None, cfn: dict[str, A
 
     lam = boto3.client("lambda", region_name=REGION)
     functions = {f["Handler"]: f for f in lam.list_functions()["Functions"]}
-    assert set(functions) == set(FUNCTIONS.values())
+    assert set(functions) == set(DEFAULT_FUNCTIONS.values())
     for function in functions.values():
         variables = function["Environment"]["Variables"]
         assert sorted(variables) == sorted([*res.SETTINGS, *RUNTIME_ENV])
@@ -501,6 +506,12 @@ ALARMS: dict[str, tuple[str, str, list[dict[str, Any]], str]] = {
         "AWS/SQS",
         "ApproximateNumberOfMessagesVisible",
         [{"Name": "QueueName", "Value": {"Fn::GetAtt": [res.REPLAY_DLQ.logical_id, "QueueName"]}}],
+        "Maximum",
+    ),
+    "RollupDeadLetterQueueAlarm": (
+        "AWS/SQS",
+        "ApproximateNumberOfMessagesVisible",
+        [{"Name": "QueueName", "Value": {"Fn::GetAtt": ["RollupDeadLetterQueue", "QueueName"]}}],
         "Maximum",
     ),
     "ProcessorErrorAlarm": (
@@ -626,18 +637,21 @@ def test_tracing_is_a_parameter_of_the_functions_the_api_and_the_roles(
     assert sam["Parameters"]["EnableTracing"]["Default"] == "false"
     assert sam["Conditions"]["TracingEnabled"] == {"Fn::Equals": [{"Ref": "EnableTracing"}, "true"]}
     functions = _resources(cfn, "AWS::Lambda::Function")
-    assert len(functions) == 3
+    assert len(functions) == len(FUNCTIONS)
     for name, function in functions.items():
         mode = function["Properties"]["TracingConfig"]["Mode"]
         assert mode == {"Fn::If": ["TracingEnabled", "Active", "PassThrough"]}, name
     (stage,) = _resources(cfn, "AWS::ApiGateway::Stage").values()
     assert stage["Properties"]["TracingEnabled"] == {"Fn::If": ["TracingEnabled", True, False]}
-    # The grant X-Ray needs exists only with the condition, and goes to the three functions' roles.
-    (policy,) = _resources(sam, "AWS::IAM::Policy").values()
-    assert policy["Condition"] == "TracingEnabled"
-    assert {r["Ref"] for r in policy["Properties"]["Roles"]} == set(_resources(sam, "AWS::IAM::Role"))
-    (statement,) = policy["Properties"]["PolicyDocument"]["Statement"]
-    assert set(statement["Action"]) == UNSCOPED_ACTIONS and statement["Resource"] == "*"
+    # The grant X-Ray needs exists only with the condition, and goes to every function's role (the rollup
+    # function's only when it exists too).
+    policies = _resources(sam, "AWS::IAM::Policy")
+    assert {p["Condition"] for p in policies.values()} == {"TracingEnabled", "RollupsAndTracing"}
+    roles = {r["Ref"] for p in policies.values() for r in p["Properties"]["Roles"]}
+    assert roles == set(_resources(sam, "AWS::IAM::Role"))
+    for policy in policies.values():
+        (statement,) = policy["Properties"]["PolicyDocument"]["Statement"]
+        assert set(statement["Action"]) == UNSCOPED_ACTIONS and statement["Resource"] == "*"
 
 
 def test_api_stage_is_throttled_and_logs_access_as_json(sam: dict[str, Any], cfn: dict[str, Any]) -> None:

@@ -74,7 +74,7 @@ SERVICE_RESOURCES = {
 _TRACING = "X-Ray takes no resource ARN for its writes; granted only under the TracingEnabled condition"
 UNSCOPED_EXCEPTIONS: dict[tuple[str, str], str] = {
     (role, action): _TRACING
-    for role in ("IngestFunctionRole", "ReplayFunctionRole", "ProcessorFunctionRole")
+    for role in ("IngestFunctionRole", "ReplayFunctionRole", "ProcessorFunctionRole", "RollupFunctionRole")
     for action in ("xray:PutTraceSegments", "xray:PutTelemetryRecords")
 }
 
@@ -85,7 +85,7 @@ def _resource_target(resource: Any) -> tuple[str, str | None]:
     stack's)."""
     if isinstance(resource, dict) and list(resource) == ["Fn::GetAtt"]:
         logical, attribute = resource["Fn::GetAtt"]
-        assert attribute == "Arn", resource
+        assert attribute in ("Arn", "StreamArn"), resource  # a table's stream is the table's
         return logical, None
     if isinstance(resource, dict) and list(resource) == ["Fn::Sub"] and isinstance(resource["Fn::Sub"], str):
         text = resource["Fn::Sub"]
@@ -170,6 +170,11 @@ WRITES = {
         ("dynamodb:PutItem", "AuditTable", None),
         ("sqs:SendMessage", "ReplayQueue", None),
     },
+    # Counters added to the rollup items only (ROLLUP_ONLY), and failed stream batches to its own queue.
+    "RollupFunctionRole": {
+        ("dynamodb:UpdateItem", "EventsTable", None),
+        ("sqs:SendMessage", "RollupDeadLetterQueue", None),
+    },
     "ProcessorFunctionRole": {
         ("dynamodb:PutItem", "AggregatesTable", None),
         ("s3:PutObject", "RawBucket", "manifests/*"),
@@ -177,6 +182,9 @@ WRITES = {
         ("sqs:ChangeMessageVisibility", "ReplayQueue", None),
     },
 }
+# The one way UpdateItem is granted: on items whose partition key starts ROLLUP# (no receipt, rejection or
+# other kit item has one), so the rollup function can add to its counters and rewrite nothing else.
+ROLLUP_ONLY = {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["ROLLUP#*"]}}
 READ_PREFIXES = ("Get", "Query", "Scan", "List", "Describe", "BatchGet", "ConditionCheck", "ReceiveMessage")
 
 
@@ -188,7 +196,8 @@ def test_no_role_may_delete_or_rewrite_and_each_writes_only_its_own_stores(
         if statement.get("Principal") is not None:
             continue
         for action in _as_list(statement["Action"]):
-            assert not action.startswith(FORBIDDEN_ACTIONS), f"{role} may {action}"
+            rollups_only = action == "dynamodb:UpdateItem" and statement.get("Condition") == ROLLUP_ONLY
+            assert rollups_only or not action.startswith(FORBIDDEN_ACTIONS), f"{role} may {action}"
             if (role, action) in UNSCOPED_EXCEPTIONS:
                 continue  # tracing data, not the kit's stores
             if action.split(":", 1)[1].startswith(READ_PREFIXES) or action == "logs:CreateLogStream":
@@ -224,8 +233,9 @@ def test_nothing_but_the_signed_api_and_the_queue_invokes_a_function(
         source = json.dumps(props["SourceArn"])
         assert "${__ApiId__}" in source or api_id in source, name
     mappings = _of_type(cfn, "AWS::Lambda::EventSourceMapping")
-    assert [m["Properties"]["EventSourceArn"] for m in mappings.values()] == [
-        {"Fn::GetAtt": ["ReplayQueue", "Arn"]}
+    assert sorted((m["Properties"]["EventSourceArn"] for m in mappings.values()), key=str) == [
+        {"Fn::GetAtt": ["EventsTable", "StreamArn"]},  # the rollup function (EnableRollups)
+        {"Fn::GetAtt": ["ReplayQueue", "Arn"]},
     ]
     figures("template: only the signed API and the queue invoke functions", permissions=len(permissions))
 

@@ -2,9 +2,11 @@
 :class:`backend.ports.RawCatalog` over the raw bucket.
 
 Scans reuse the index queries of :class:`AwsStore` (the same keys, order, legacy handling) and hand out
-lean receipts. Per-day counts read only the attributes they need (a projection) and add up client-side:
-DynamoDB has no GROUP BY. Raw keys are checked by listing the key range of each event-day prefix when many
-keys share it (one ListObjectsV2 call per 1,000 keys) and by HEAD requests otherwise.
+lean receipts. Per-day counts and a partition-day's lag come from the rollups when the stack keeps them
+(``backend.adapters.aws.rollup_reads``: O(days x hours) items); otherwise per-day counts read only the
+attributes they need (a projection) and add up client-side: DynamoDB has no GROUP BY. Raw keys are
+checked by listing the key range of each event-day prefix when many keys share it (one ListObjectsV2
+call per 1,000 keys) and by HEAD requests otherwise.
 """
 
 from __future__ import annotations
@@ -20,10 +22,11 @@ from backend.adapters.aws.errors import NOT_FOUND_CODES, aws, error_code, store_
 from backend.adapters.aws.event_items import ACCEPTED_RECEIPT
 from backend.adapters.aws.legacy import LegacyKind
 from backend.adapters.aws.resources import LAG_INDEX
+from backend.adapters.aws.rollup_reads import DaySum, RollupReader, day_count, lag_rollup
 from backend.adapters.aws.store import AwsStore
 from backend.errors import InvalidRequest
 from backend.model import EventRecord, IngestStatus, Page, ReplayRequest
-from backend.ports import DayCount, Receipt, ReplaySelection
+from backend.ports import DayCount, LagRollup, Receipt, ReplaySelection
 from backend.replay_selection import select_by_scans
 from backend.times import TimeFormatError, fmt, parse_day, parse_iso
 
@@ -104,6 +107,28 @@ class AwsInvestigation:
 
     def __init__(self, store: AwsStore) -> None:
         self._store = store
+        self._rollups = RollupReader(store.ddb, store.t.events)
+
+    def lag_rollup(self, source: str, event_type: str, day: str, *, late_ms: int) -> LagRollup | None:
+        _day(day, "day")
+        return lag_rollup(self._rollups, self._store, source, event_type, day, late_ms)
+
+    def _from_rollups(
+        self, sums: dict[str, DaySum], grace: int, scan: Callable[[str, str], list[DayCount]]
+    ) -> list[DayCount]:
+        """Day counts from rollup sums; a day whose late count the buckets cannot settle is scanned."""
+        out: list[DayCount] = []
+        for day in sorted(sums):
+            total = sums[day]
+            if not (total.accepted or total.duplicate):
+                continue
+            count = day_count(day, total, grace)
+            if count is None:
+                next_day = (_day(day, "day") + timedelta(days=1)).date().isoformat()
+                out += scan(day, next_day)
+            else:
+                out.append(count)
+        return out
 
     def _tally(
         self,
@@ -173,6 +198,15 @@ class AwsInvestigation:
     ) -> list[DayCount]:
         lo, hi = fmt(_day(first_day, "first day")), fmt(_day(end_day, "end day"))
         grace = _grace(grace_ms)
+        if lo < hi and self._rollups.ready():
+            sums = self._rollups.entity_days(entity_id, lo[:10], hi[:10])
+            return self._from_rollups(
+                sums, grace, lambda a, b: self._scan_counts_entity(entity_id, a, b, grace)
+            )
+        return self._scan_counts_entity(entity_id, first_day, end_day, grace)
+
+    def _scan_counts_entity(self, entity_id: str, first_day: str, end_day: str, grace: int) -> list[DayCount]:
+        lo, hi = fmt(_day(first_day, "first day")), fmt(_day(end_day, "end day"))
         tallies: dict[str, _Tally] = {}
         if lo >= hi:
             return []
@@ -203,6 +237,20 @@ class AwsInvestigation:
     ) -> list[DayCount]:
         day, end = _day(first_day, "first day"), _day(end_day, "end day")
         grace = _grace(grace_ms)
+        if day < end and self._rollups.ready():
+            sums = self._rollups.partition_days(
+                source, event_type, day.date().isoformat(), end.date().isoformat()
+            )
+            return self._from_rollups(
+                sums, grace, lambda a, b: self._scan_counts_partition(source, event_type, a, b, grace)
+            )
+        return self._scan_counts_partition(source, event_type, first_day, end_day, grace)
+
+    def _scan_counts_partition(
+        self, source: str, event_type: str, first_day: str, end_day: str, grace: int
+    ) -> list[DayCount]:
+        """Per-day counts read from every receipt of each day (stacks without rollups)."""
+        day, end = _day(first_day, "first day"), _day(end_day, "end day")
         out: list[DayCount] = []
         while day < end:
             text = day.date().isoformat()
@@ -244,6 +292,28 @@ class AwsCatalog:
 
     def __init__(self, store: AwsStore) -> None:
         self._store = store
+        self._rollups = RollupReader(store.ddb, store.t.events)
+
+    def lag_rollup(self, source: str, event_type: str, day: str, *, late_ms: int) -> LagRollup | None:
+        _day(day, "day")
+        return lag_rollup(self._rollups, self._store, source, event_type, day, late_ms)
+
+    def _from_rollups(
+        self, sums: dict[str, DaySum], grace: int, scan: Callable[[str, str], list[DayCount]]
+    ) -> list[DayCount]:
+        """Day counts from rollup sums; a day whose late count the buckets cannot settle is scanned."""
+        out: list[DayCount] = []
+        for day in sorted(sums):
+            total = sums[day]
+            if not (total.accepted or total.duplicate):
+                continue
+            count = day_count(day, total, grace)
+            if count is None:
+                next_day = (_day(day, "day") + timedelta(days=1)).date().isoformat()
+                out += scan(day, next_day)
+            else:
+                out.append(count)
+        return out
 
     def missing(self, keys: Sequence[str]) -> set[str]:
         wanted = sorted(set(keys))

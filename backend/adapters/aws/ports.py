@@ -14,6 +14,7 @@ from backend.adapters.aws.audit import DynamoAudit
 from backend.adapters.aws.investigate import AwsCatalog, AwsInvestigation
 from backend.adapters.aws.overview import AwsOverview
 from backend.adapters.aws.queue import SqsReplayQueue
+from backend.adapters.aws.rollup_backfill import AwsRollups
 from backend.adapters.aws.store import AwsStore
 from backend.settings import AwsSettings
 
@@ -26,6 +27,7 @@ class AwsPorts:
     audit: DynamoAudit | None = None
     aggregates: DynamoAggregates | None = None
     overview: AwsOverview | None = None
+    rollups: AwsRollups | None = None
 
 
 def aws_ports(store: AwsStore, settings: AwsSettings, *, max_receives: int | None = None) -> AwsPorts:
@@ -43,6 +45,13 @@ def aws_ports(store: AwsStore, settings: AwsSettings, *, max_receives: int | Non
         aggregates = DynamoAggregates(
             store.clients, settings.agg_table, store.location, map_fn=store.map_concurrently
         )
+    rollups = AwsRollups(store.ddb, store.t.events)
     return AwsPorts(
-        AwsInvestigation(store), AwsCatalog(store), queue, audit, aggregates, AwsOverview(store, aggregates)
+        AwsInvestigation(store),
+        AwsCatalog(store),
+        queue,
+        audit,
+        aggregates,
+        overview=AwsOverview(store, aggregates),
+        rollups=rollups,
     )

@@ -23,7 +23,7 @@ from backend.errors import InvalidRequest
 from backend.identity import raw_key
 from backend.model import IngestStatus, Page, ReplayRequest
 from backend.paging import decode_cursor
-from backend.ports import DayCount, Receipt, ReplaySelection
+from backend.ports import DayCount, LagRollup, Receipt, ReplaySelection
 from backend.times import TimeFormatError, day_range, parse_day
 
 _DAY_MS = 86_400_000
@@ -380,6 +380,10 @@ class LocalInvestigation:
             (grace, grace, grace, entity_id, start, end),
         )
         return [_day_count(_day_text(r[0]), r[1:]) for r in rows]
+
+    def lag_rollup(self, source: str, event_type: str, day: str, *, late_ms: int) -> LagRollup | None:
+        """None: a workspace keeps no rollups; a partition's scan is one pass of its lag index."""
+        return None
 
     def day_counts_partition(
         self, source: str, event_type: str, first_day: str, end_day: str, *, grace_ms: int = 0

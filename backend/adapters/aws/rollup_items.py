@@ -1,0 +1,149 @@
+"""The rollup items of the events table: their keys, and what one stream record adds to them.
+
+Rollups live in the events table beside the receipts (``docs/aws.md``, "Rollups", argues why), under
+partition keys that no receipt can have (receipts start ``ENTITY#``, rejections are ``REJECTED``):
+
+* per (source, type, event hour): ``PK=ROLLUP#SRC#<source>#TYPE#<type>``, ``SK=DAY#<day>#HOUR#<hh>`` with
+  ``n`` accepted events, ``dup`` duplicate receipts, ``skew`` events with clock skew, ``L<lo>`` lag buckets
+  and ``A<lo>`` arrival buckets (:mod:`backend.lag_buckets`) of the accepted events. Fourteen days of a
+  partition are one Query of at most 336 items;
+* per (entity, event day): ``PK=ROLLUP#ENTITY#<entity>``, ``SK=DAY#<day>`` with ``n``, ``dup`` and ``A<lo>``,
+  and ``wm``, the stream sequence number of the last receipt of that entity and day it counts (the
+  watermark that makes a replayed stream batch count once: ``backend.adapters.aws.rollups``);
+* rejections per day they were received: ``PK=ROLLUP#REJECTED``, ``SK=DAY#<day>``, ``n`` and ``wm``;
+* the state of the stack's rollups: ``PK=ROLLUP#META``, ``SK=STATE`` (``ready``, ``cutoff``).
+
+Source and type cannot hold ``#`` and the entity is last in its key, so no value forges another key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from backend.adapters.aws.dynamo import value_of
+from backend.adapters.aws.event_items import ACCEPTED_RECEIPT, REJECTED_PK
+from backend.lag_buckets import arrival_bucket, lag_bucket
+from backend.times import fmt, parse_iso
+
+ROLLUP_PREFIX = "ROLLUP#"
+META_KEY = ("ROLLUP#META", "STATE")
+SEQ_DIGITS = 40  # stream sequence numbers are 21 to 40 digits: zero-padded, string order is number order
+
+
+def partition_pk(source: str, event_type: str) -> str:
+    return f"ROLLUP#SRC#{source}#TYPE#{event_type}"
+
+
+def hour_sk(day: str, hour: str) -> str:
+    return f"DAY#{day}#HOUR#{hour}"
+
+
+def entity_pk(entity_id: str) -> str:
+    return f"ROLLUP#ENTITY#{entity_id}"
+
+
+def day_sk(day: str) -> str:
+    return f"DAY#{day}"
+
+
+REJECTED_ROLLUP_PK = "ROLLUP#REJECTED"
+
+
+def day_end_ms(day: str) -> int:
+    """Epoch milliseconds of the end of ``day`` (``YYYY-MM-DD``)."""
+    end = datetime.fromisoformat(day).replace(tzinfo=UTC) + timedelta(days=1)
+    return (end - _EPOCH) // timedelta(milliseconds=1)
+
+
+def epoch_ms(text: str) -> int:
+    """Epoch milliseconds of a stored time (ours or the original kit's), in exact integer arithmetic."""
+    return (parse_iso(text) - _EPOCH) // timedelta(milliseconds=1)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def padded_seq(seq: str) -> str:
+    return seq.zfill(SEQ_DIGITS)
+
+
+@dataclass
+class Delta:
+    """What to add to one rollup item: counter name -> amount; and for a gated item (one that holds a
+    watermark) the first and last sequence number of the receipts it adds."""
+
+    counters: dict[str, int] = field(default_factory=dict)
+    first_seq: str | None = None
+    last_seq: str | None = None
+
+    def add(self, name: str, amount: int = 1) -> None:
+        self.counters[name] = self.counters.get(name, 0) + amount
+
+    def gate(self, seq: str) -> None:
+        self.first_seq = seq if self.first_seq is None else min(self.first_seq, seq)
+        self.last_seq = seq if self.last_seq is None else max(self.last_seq, seq)
+
+
+Key = tuple[str, str]
+
+
+@dataclass(frozen=True)
+class Contribution:
+    """What one stream record adds: the gated item whose watermark decides whether it is counted, and the
+    counters it adds to each item (the gated one among them)."""
+
+    seq: str
+    gate: Key
+    adds: dict[Key, dict[str, int]]
+
+
+def contribution(image: dict[str, Any], seq: str, cutoff: str = "") -> Contribution | None:
+    """What the item ``image`` (a NEW_IMAGE of an INSERT, or an item read by a backfill) adds to the
+    rollups; None for items that are not counted: rollups themselves, other items, the original kit's rows
+    (no ``receipt``), and receipts ingested (rejections received) before ``cutoff``, which a backfill
+    counts."""
+    pk = str(value_of(image, "PK") or "")
+    seq = padded_seq(seq)
+    if pk == REJECTED_PK:
+        received = fmt(parse_iso(str(value_of(image, "received_at"))))
+        if received < cutoff:
+            return None
+        key = (REJECTED_ROLLUP_PK, day_sk(received[:10]))
+        return Contribution(seq, key, {key: {"n": 1, f"H{received[11:13]}": 1}})
+    receipt = value_of(image, "receipt")
+    if not pk.startswith("ENTITY#") or receipt is None:
+        return None
+    ingest_time = fmt(parse_iso(str(value_of(image, "ingest_time"))))
+    if ingest_time < cutoff:
+        return None
+    event_time = fmt(parse_iso(str(value_of(image, "event_time"))))
+    day, hour = event_time[:10], event_time[11:13]
+    part = (
+        partition_pk(str(value_of(image, "source")), str(value_of(image, "event_type"))),
+        hour_sk(day, hour),
+    )
+    entity = (entity_pk(str(value_of(image, "entity_id"))), day_sk(day))
+    if receipt != ACCEPTED_RECEIPT:
+        return Contribution(seq, entity, {part: {"dup": 1}, entity: {"dup": 1}})
+    lag = max(int(value_of(image, "ingest_lag_ms") or 0), 0)
+    part_adds = {"n": 1, f"L{lag_bucket(lag)}": 1}
+    entity_adds = {"n": 1}
+    if value_of(image, "clock_skew"):
+        part_adds["skew"] = 1
+    offset = epoch_ms(ingest_time) - day_end_ms(day)
+    if offset >= 0:
+        arrival = f"A{arrival_bucket(offset)}"
+        part_adds[arrival] = 1
+        entity_adds[arrival] = 1
+    return Contribution(seq, entity, {part: part_adds, entity: entity_adds})
+
+
+def buckets(item: dict[str, Any], letter: str) -> dict[int, int]:
+    """The buckets (``L`` lag, ``A`` arrival) of a rollup item: lower bound -> count."""
+    out: dict[int, int] = {}
+    for name, cell in item.items():
+        if name[:1] == letter and name[1:].isdigit():
+            out[int(name[1:])] = int(cell["N"])
+    return out
