@@ -17,7 +17,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from backend.adapters.aws.dynamo import str_attr, value_of
 from backend.adapters.aws.errors import NOT_FOUND_CODES, aws, error_code, store_error
-from backend.adapters.aws.event_items import ACCEPTED_RECEIPT
+from backend.adapters.aws.event_items import ACCEPTED_RECEIPT, lag_pks
 from backend.adapters.aws.legacy import LegacyKind
 from backend.adapters.aws.resources import LAG_INDEX
 from backend.adapters.aws.store import AwsStore
@@ -204,15 +204,21 @@ class AwsInvestigation:
         day, end = _day(first_day, "first day"), _day(end_day, "end day")
         grace = _grace(grace_ms)
         out: list[DayCount] = []
+        shards = self._store.read_lag_shards() if day < end else 1
         while day < end:
             text = day.date().isoformat()
-            items = self._store.query_items(
-                f"count partition {source}/{event_type}/{text}",
-                IndexName=LAG_INDEX.name,
-                KeyConditionExpression="GSI1PK = :pk",
-                ExpressionAttributeValues={":pk": str_attr(f"SRC#{source}#TYPE#{event_type}#DAY#{text}")},
-                ProjectionExpression=self._PROJECTION,
-                ExpressionAttributeNames=self._NAMES,
+            # Every key of the day (each lag shard's and the unsharded one): counts need no order.
+            items = (
+                item
+                for pk in lag_pks(source, event_type, text, shards)
+                for item in self._store.query_items(
+                    f"count partition {source}/{event_type}/{text}",
+                    IndexName=LAG_INDEX.name,
+                    KeyConditionExpression="GSI1PK = :pk",
+                    ExpressionAttributeValues={":pk": str_attr(pk)},
+                    ProjectionExpression=self._PROJECTION,
+                    ExpressionAttributeNames=self._NAMES,
+                )
             )
             tallies: dict[str, _Tally] = {}
             self._tally(items, _always(text), tallies, grace)
