@@ -265,3 +265,16 @@ def test_a_bad_shard_count_is_one_clear_error(value: object) -> None:
     with pytest.raises(StoreError, match=r"^LAG_SHARDS must be a whole number from 1 to 1000, got"):
         _shards(value)
     assert _shards("60") == 60 and _shards(None) is None
+
+
+def test_a_stack_output_sets_the_shard_count_as_text() -> None:
+    from backend.settings import AwsSettings
+
+    base = AwsSettings(raw_bucket="b", events_table="e", dedupe_table="d", region="us-east-1")
+    store = AwsStore.from_settings(base.model_copy(update={"lag_shards": "4"}))  # as --stack NAME gives it
+    try:
+        assert store.lag_shards_setting == 4
+    finally:
+        store.close()
+    with pytest.raises(StoreError, match="LAG_SHARDS must be"):
+        AwsStore.from_settings(base.model_copy(update={"lag_shards": "four"}))
