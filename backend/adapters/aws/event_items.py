@@ -49,6 +49,11 @@ def entity_pk(entity_id: str) -> str:
     return f"ENTITY#{entity_id}"
 
 
+def receipts_pk(event_id: str) -> str:
+    """The receipts index's partition key of ``event_id`` (every receipt of one event)."""
+    return f"EID#{event_id}"
+
+
 def lag_shard(event_id: str, shards: int) -> int:
     """The lag-index shard (0..shards-1) of ``event_id``: a stable hash, the same in every process and
     release, so every receipt of an event lands in the same shard."""
@@ -140,7 +145,7 @@ def event_item(r: EventRecord, receipt: str, bucket: str, shards: int = 1) -> di
         "GSI1SK": str_attr(
             f"LAG#{r.ingest_lag_ms:0{LAG_DIGITS}d}#TS#{r.ingest_time}#EID#{r.event_id}#R#{receipt}"
         ),
-        "GSI2PK": str_attr(f"EID#{r.event_id}"),
+        "GSI2PK": str_attr(receipts_pk(r.event_id)),
         "GSI2SK": str_attr(f"R#{receipt}"),
         "event_id": str_attr(r.event_id),
         "receipt": str_attr(receipt),
