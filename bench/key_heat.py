@@ -226,8 +226,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     hot_rate = work.stack_rate * work.hot_type_share
     counts = args.lag_shards or [1, DEFAULT_LAG_SHARDS, shards_for(hot_rate, work.peak_factor)]
     curve = diurnal(work.peak_factor)
-    print(f"Workload: {work.stack_rate:,.0f} events/s for the stack (mean), {work.type_rate:,.0f} per ordinary "
-          f"source/type, hot source/type {work.hot_type_share:.0%}, hot entity {work.hot_entity_share:.0%}, "
+    print(f"Workload: {work.stack_rate:,.0f} events/s for the stack (mean), "
+          f"{work.type_rate:,.0f} per ordinary source/type, hot source/type {work.hot_type_share:.0%}, hot entity {work.hot_entity_share:.0%}, "
           f"peak hour {max(curve):.2f}x the mean; duplicates {work.duplicate_share:.1%}, "
           f"rejections {work.rejected_share:.1%}")  # fmt: skip
     print(f"Budget per key: {KEY_BUDGET:.0%} of {PARTITION_WRITES_PER_S:,} writes/s")
@@ -235,7 +235,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for shards in counts:
         run = simulate(work, shards, args.sample)
         print(f"\nLAG_SHARDS={shards}: peak {run['peak_events_per_s']:,.0f} events/s, items of "
-              f"{run['item_bytes']} bytes = {run['write_units_per_item']} WCU, {run['sampled_events']:,} sampled")  # fmt: skip
+              f"{run['item_bytes']} bytes = {run['write_units_per_item']} WCU, "
+              f"{run['sampled_events']:,} sampled")  # fmt: skip
         print(f"  {'table':<7} {'WCU/s':>10}  {'of 1,000':>8}       {'sampled':>9}  key")
         for h in run["hottest"]:
             verdict = "ok" if h.ok else "OVER"
