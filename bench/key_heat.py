@@ -227,7 +227,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     counts = args.lag_shards or [1, DEFAULT_LAG_SHARDS, shards_for(hot_rate, work.peak_factor)]
     curve = diurnal(work.peak_factor)
     print(f"Workload: {work.stack_rate:,.0f} events/s for the stack (mean), "
-          f"{work.type_rate:,.0f} per ordinary source/type, hot source/type {work.hot_type_share:.0%}, hot entity {work.hot_entity_share:.0%}, "
+          f"{work.type_rate:,.0f} per ordinary source/type, hot source/type {work.hot_type_share:.0%}, "
+          f"hot entity {work.hot_entity_share:.0%}, "
           f"peak hour {max(curve):.2f}x the mean; duplicates {work.duplicate_share:.1%}, "
           f"rejections {work.rejected_share:.1%}")  # fmt: skip
     print(f"Budget per key: {KEY_BUDGET:.0%} of {PARTITION_WRITES_PER_S:,} writes/s")
