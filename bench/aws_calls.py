@@ -20,6 +20,7 @@ is the cost per event of a plan. Written to bench/out/aws_plan_scaling.json.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import sys
@@ -203,7 +204,13 @@ def _plan_scaling(info: dict[str, Any], sizes: list[int], lag_shards: int) -> in
 
             aggregates_table = settings.agg_table
 
-            def before(event_name: str, params: Any = None, calls: Counter[str] = calls, **_: Any) -> None:
+            def before(
+                event_name: str,
+                params: Any = None,
+                calls: Counter[str] = calls,
+                aggregates_table: str | None = aggregates_table,
+                **_: Any,
+            ) -> None:
                 op = event_name.split(".", 2)[2]
                 # The blast radius (windows that already have versions) is asked of the aggregates table.
                 on_aggregates = (params or {}).get("TableName") == aggregates_table
@@ -235,17 +242,20 @@ def _plan_scaling(info: dict[str, Any], sizes: list[int], lag_shards: int) -> in
                "total_calls": sum(calls.values()), "total_items": sum(items.values())}  # fmt: skip
         runs.append(run)
         print(f"\ndry run of {size:,} events (web/click, {PLAN_DAYS} days, LAG_SHARDS={lag_shards}):")
-        print(f"  calls {run['total_calls']:>6,}  ({', '.join(f'{k} {v}' for k, v in sorted(calls.items()))})")
-        print(f"  items {run['total_items']:>6,}  ({', '.join(f'{k} {v}' for k, v in sorted(items.items()))})")
+        for what, counts in (("calls", calls), ("items", items)):
+            text = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+            print(f"  {what} {sum(counts.values()):>6,}  ({text})")
     slopes = []
-    for a, b in zip(runs, runs[1:], strict=False):
+    for a, b in itertools.pairwise(runs):
         de = b["events"] - a["events"]
         slope = {"from": a["events"], "to": b["events"],
                  "calls_per_event": (b["total_calls"] - a["total_calls"]) / de,
                  "items_per_event": (b["total_items"] - a["total_items"]) / de}  # fmt: skip
         slopes.append(slope)
-        print(f"slope {a['events']:,} -> {b['events']:,}: {slope['calls_per_event']:.4f} calls and "
-              f"{slope['items_per_event']:.3f} items read per event")
+        print(
+            f"slope {a['events']:,} -> {b['events']:,}: {slope['calls_per_event']:.4f} calls and "
+            f"{slope['items_per_event']:.3f} items read per event"
+        )
     OUT.mkdir(parents=True, exist_ok=True)
     report = {"machine": info, "lag_shards": lag_shards, "days": PLAN_DAYS, "runs": runs, "slopes": slopes}
     (OUT / "aws_plan_scaling.json").write_text(json.dumps(report, indent=2) + "\n")
