@@ -126,6 +126,7 @@ class AwsConnection:
         self.lag_shards_setting = lag_shards
         self._stack_shards: int | None = None
         self._stack_read = False
+        self._stack_read_at = 0.0
         self._shards_lock = threading.Lock()
         self.s3 = clients.s3
         self.ddb = clients.dynamodb
@@ -156,9 +157,13 @@ class AwsConnection:
         """How many lag shards to read (``backend.adapters.aws.lag_shards``): the stack's record, else the
         setting, else 1. Read once per store."""
         with self._shards_lock:
-            if not self._stack_read:
+            # A record, once read, holds for the stack's life; its absence is asked again after a while
+            # (a long-lived console may have opened the stack before its first sharded write).
+            stale = self._stack_shards is None and time.monotonic() - self._stack_read_at > 60.0
+            if not self._stack_read or stale:
                 self._stack_shards = recorded_shards(self.ddb, self.t.events)
                 self._stack_read = True
+                self._stack_read_at = time.monotonic()
         return self._stack_shards or self.lag_shards_setting or 1
 
     def write_lag_shards(self) -> int:
