@@ -278,3 +278,25 @@ def test_a_stack_output_sets_the_shard_count_as_text() -> None:
         store.close()
     with pytest.raises(StoreError, match="LAG_SHARDS must be"):
         AwsStore.from_settings(base.model_copy(update={"lag_shards": "four"}))
+
+
+def test_a_partition_read_inside_a_batch_does_not_wait_on_its_own_pool(
+    pair: tuple[AwsStore, AwsStore],
+) -> None:
+    # The store's pool has one thread here: a merge that queued its shard reads on it from a task already
+    # running there would wait for itself forever.
+    import threading
+
+    _, sharded = pair
+    out: list[Any] = []
+
+    def batch() -> None:
+        out.extend(
+            sharded.map_concurrently(lambda _: sharded.query_partition("web", "click", DAY, limit=5), [0])
+        )
+
+    worker = threading.Thread(target=batch, daemon=True)
+    worker.start()
+    worker.join(60)
+    assert not worker.is_alive(), "the read waited on its own pool"
+    assert len(out[0].items) == 5

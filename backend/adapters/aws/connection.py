@@ -44,6 +44,8 @@ THROTTLING_CODES = frozenset(
         "LimitExceededException",
     }
 )
+# The names of the pool's threads start with this.
+POOL_PREFIX = "pik-aws"
 # How often the kit tries a write again after an error that outlived botocore's own retries.
 KIT_ATTEMPTS = 4
 
@@ -208,7 +210,7 @@ class AwsConnection:
         # call in flight is waited for, instead of abandoning a request the server may still carry out.
         with self._pool_lock:
             if self._pool is None:
-                self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="pik-aws")
+                self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix=POOL_PREFIX)
             pool = self._pool
 
         def gated(group: Any) -> T:

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import heapq
 import math
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from backend.adapters.aws.connection import AwsConnection
+from backend.adapters.aws.connection import POOL_PREFIX, AwsConnection
 from backend.adapters.aws.dynamo import str_attr, value_of
 from backend.adapters.aws.errors import aws
 from backend.adapters.aws.resources import LAG_INDEX
@@ -93,7 +94,11 @@ def merged(
         )
         for pk in pks
     ]
-    conn.map_concurrently(lambda s: s.fetch(conn), shards)
+    if threading.current_thread().name.startswith(POOL_PREFIX):
+        for shard in shards:  # already on the pool (a read within a batch): waiting on it could deadlock
+            shard.fetch(conn)
+    else:
+        conn.map_concurrently(lambda s: s.fetch(conn), shards)
     stream = heapq.merge(*(s.iterate(conn) for s in shards), key=_sort_key, reverse=descending)
     items: list[dict[str, Any]] = []
     for item in stream:
