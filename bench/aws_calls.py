@@ -229,7 +229,8 @@ def _plan_scaling(info: dict[str, Any], sizes: list[int], lag_shards: int) -> in
                     items[op] += 1
 
             for client in store.clients.all():
-                client.meta.events.register("before-call.*.*", before)
+                # before-parameter-build: its params are the call's own (TableName included).
+                client.meta.events.register("before-parameter-build.*.*", before)
                 client.meta.events.register("after-call.*.*", after)
             end = (first + timedelta(days=PLAN_DAYS)).date().isoformat()
             request = ReplayRequest(source="web", event_type="click", start_day=first.date().isoformat(),
