@@ -8,11 +8,19 @@ Prints the calls per accepted event, per duplicate and per line, by API operatio
 busiest (source, event_type) of the dataset over all its days through the replay service (a dry run, then
 the execution) and prints the calls per replayed event by operation, SQS's apart (budget: 0.11, one
 SendMessageBatch per 10 messages). Writes them all to bench/out/aws_calls.json.
+
+    .venv/bin/python bench/aws_calls.py --plan-sizes 1000 10000 [--lag-shards 8]
+
+adds how a dry run grows with its scope: for each size a fresh stack (lag index in ``--lag-shards``
+shards) holds that many events of one source/type over 7 days, and the dry run of that scope is counted
+in API calls and in items read (DynamoDB items returned, S3 keys listed or heads); the slope between sizes
+is the cost per event of a plan. Written to bench/out/aws_plan_scaling.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import sys
@@ -33,6 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lines", type=int, default=1000, help="dataset size (default 1000: moto slows down "
                         "as its tables grow, and the ratio does not depend on size)")  # fmt: skip
+    parser.add_argument("--plan-sizes", type=int, nargs="*", help="measure only how a dry run grows with "
+                        "its scope, at these event counts")  # fmt: skip
+    parser.add_argument("--lag-shards", type=int, default=8, help="lag shards of the --plan-sizes stacks")
     args = parser.parse_args(argv)
     for k, v in {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench"}.items():
         os.environ[k] = v
@@ -45,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
 
     info = machine()
     print_machine(info)
+    if args.plan_sizes:
+        return _plan_scaling(info, args.plan_sizes, args.lag_shards)
     path, expected, _ = datagen.ensure(OUT / "data", args.lines)
     lines = path.read_bytes().splitlines()
     store, settings, close = moto_backend()  # moto in-process: the bucket, every table, the queue pair
@@ -150,6 +163,104 @@ def _replay(
         "dry_run_ops": dict(plan_ops),
         "execute_ops": dict(exec_ops),
     }
+
+
+PLAN_DAYS = 7
+
+
+def _plan_scaling(info: dict[str, Any], sizes: list[int], lag_shards: int) -> int:
+    """Calls and items read by the dry run of one source/type over PLAN_DAYS days holding ``size`` events,
+    for each size; the slope (per event) between consecutive sizes."""
+    from datetime import UTC, datetime, timedelta
+
+    from backend.adapters.aws.ports import aws_ports
+    from backend.model import ReplayRequest
+    from backend.services.ingest import IngestService, Received
+    from backend.services.replay import ReplayService
+    from backend.times import FixedClock
+    from tests.aws_env import moto_backend
+
+    runs: list[dict[str, Any]] = []
+    first = datetime(2025, 12, 1, tzinfo=UTC)
+    for size in sizes:
+        store, settings, close = moto_backend(lag_shards=lag_shards)
+        try:
+            clock = FixedClock(first + timedelta(days=PLAN_DAYS, hours=1))
+            ingest = IngestService(store, store, clock)
+            bodies = []
+            for i in range(size):
+                t = first + timedelta(seconds=i * PLAN_DAYS * 86_400 // size)
+                bodies.append(json.dumps({"source": "web", "event_type": "click", "entity_id": f"u{i % 997}",
+                                          "event_time": t.isoformat().replace("+00:00", "Z"),
+                                          "payload": {"i": i}}).encode())  # fmt: skip
+            for start in range(0, size, 500):
+                chunk = bodies[start : start + 500]
+                ingest.ingest_batch([Received(b, "bench", start + k) for k, b in enumerate(chunk)])
+            ports = aws_ports(store, settings)
+            service = ReplayService(ports.investigate, ports.catalog, ports.audit, ports.queue,
+                                    ports.aggregates, bucket=store.location, confirm_above=size)  # fmt: skip
+            calls: Counter[str] = Counter()
+            items: Counter[str] = Counter()
+
+            aggregates_table = settings.agg_table
+
+            def before(
+                event_name: str,
+                params: Any = None,
+                calls: Counter[str] = calls,
+                aggregates_table: str | None = aggregates_table,
+                **_: Any,
+            ) -> None:
+                op = event_name.split(".", 2)[2]
+                # The blast radius (windows that already have versions) is asked of the aggregates table.
+                on_aggregates = (params or {}).get("TableName") == aggregates_table
+                calls[f"{op}(aggregates)" if on_aggregates else op] += 1
+
+            def after(event_name: str, parsed: Any = None, items: Counter[str] = items, **_: Any) -> None:
+                op = event_name.split(".", 2)[2]
+                parsed = parsed or {}
+                if op in ("Query", "Scan"):
+                    items[op] += len(parsed.get("Items", []))
+                elif op == "BatchGetItem":
+                    items[op] += sum(len(v) for v in parsed.get("Responses", {}).values())
+                elif op == "ListObjectsV2":
+                    items[op] += int(parsed.get("KeyCount", len(parsed.get("Contents", []))))
+                elif op in ("HeadObject", "GetObject", "GetItem"):
+                    items[op] += 1
+
+            for client in store.clients.all():
+                # before-parameter-build: its params are the call's own (TableName included).
+                client.meta.events.register("before-parameter-build.*.*", before)
+                client.meta.events.register("after-call.*.*", after)
+            end = (first + timedelta(days=PLAN_DAYS)).date().isoformat()
+            request = ReplayRequest(source="web", event_type="click", start_day=first.date().isoformat(),
+                                    end_day=end, limit=size)  # fmt: skip
+            plan = service.plan(request, actor="bench")
+            assert plan.would_send == size, (plan.would_send, size)
+        finally:
+            close()
+        run = {"events": size, "calls": dict(calls), "items_read": dict(items),
+               "total_calls": sum(calls.values()), "total_items": sum(items.values())}  # fmt: skip
+        runs.append(run)
+        print(f"\ndry run of {size:,} events (web/click, {PLAN_DAYS} days, LAG_SHARDS={lag_shards}):")
+        for what, counts in (("calls", calls), ("items", items)):
+            text = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+            print(f"  {what} {sum(counts.values()):>6,}  ({text})")
+    slopes = []
+    for a, b in itertools.pairwise(runs):
+        de = b["events"] - a["events"]
+        slope = {"from": a["events"], "to": b["events"],
+                 "calls_per_event": (b["total_calls"] - a["total_calls"]) / de,
+                 "items_per_event": (b["total_items"] - a["total_items"]) / de}  # fmt: skip
+        slopes.append(slope)
+        print(
+            f"slope {a['events']:,} -> {b['events']:,}: {slope['calls_per_event']:.4f} calls and "
+            f"{slope['items_per_event']:.3f} items read per event"
+        )
+    OUT.mkdir(parents=True, exist_ok=True)
+    report = {"machine": info, "lag_shards": lag_shards, "days": PLAN_DAYS, "runs": runs, "slopes": slopes}
+    (OUT / "aws_plan_scaling.json").write_text(json.dumps(report, indent=2) + "\n")
+    return 0
 
 
 if __name__ == "__main__":

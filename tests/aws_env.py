@@ -118,7 +118,7 @@ def moto_store(endpoint_url: str | None = None, workers: int = 1) -> tuple[AwsSt
 
 
 def moto_backend(
-    endpoint_url: str | None = None, workers: int = 1, *, full: bool = True
+    endpoint_url: str | None = None, workers: int = 1, *, full: bool = True, lag_shards: int | None = None
 ) -> tuple[AwsStore, AwsSettings, Callable[[], None]]:
     """A fresh AwsStore on moto (in-process unless ``endpoint_url`` names a moto server); and its closer.
 
@@ -141,6 +141,7 @@ def moto_backend(
         settings.events_table or "",
         settings.dedupe_table or "",
         workers=workers,
+        lag_shards=lag_shards,
     )
 
     def close() -> None:

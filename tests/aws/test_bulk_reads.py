@@ -77,3 +77,32 @@ def test_day_counts_refuse_a_negative_grace(store: AwsStore) -> None:
 
     with pytest.raises(InvalidRequest):
         AwsInvestigation(store).day_counts_entity("u", "2025-12-01", "2025-12-02", grace_ms=-1)
+
+
+def test_a_listing_that_would_cost_more_than_heads_hands_the_rest_to_heads(
+    store: AwsStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A day prefix much larger than the keys asked of it (an entity's few events among a busy day's):
+    # listing their whole range would cost 5 pages; after one page the listing sees that and HEADs the rest.
+    import backend.adapters.aws.investigate as investigate
+
+    monkeypatch.setattr(investigate, "LIST_PAGE", 100)
+    monkeypatch.setattr(investigate, "LIST_THRESHOLD", 3)
+    day = sorted(key("2025-12-24", n) for n in range(500))
+    store.put_new([RawObject(k, b"{}", hashlib.sha256(b"{}").hexdigest()) for k in day])
+    absent = "raw/source=web/event_type=click/event_date=2025-12-24/event_id=" + "f" * 64 + ".json"
+    asked = [day[2], day[250], day[497], absent]
+    calls = count_calls(store)
+    assert AwsCatalog(store).missing(asked) == {absent}
+    assert calls == {"ListObjectsV2": 1, "HeadObject": 3}
+
+
+def test_a_dense_range_is_listed_to_its_end(store: AwsStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    import backend.adapters.aws.investigate as investigate
+
+    monkeypatch.setattr(investigate, "LIST_PAGE", 100)
+    day = sorted(key("2025-12-24", n) for n in range(300))
+    store.put_new([RawObject(k, b"{}", hashlib.sha256(b"{}").hexdigest()) for k in day[::2]])
+    calls = count_calls(store)
+    assert AwsCatalog(store).missing(day) == set(day[1::2])
+    assert calls == {"ListObjectsV2": 2}  # 150 objects, 100 a page: fewer calls than 300 HEADs

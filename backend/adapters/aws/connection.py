@@ -24,6 +24,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from backend.adapters.aws.clients import AwsClients
 from backend.adapters.aws.errors import error_code
+from backend.adapters.aws.lag_shards import record_shards, recorded_shards
 
 T = TypeVar("T")
 
@@ -43,6 +44,8 @@ THROTTLING_CODES = frozenset(
         "LimitExceededException",
     }
 )
+# The names of the pool's threads start with this.
+POOL_PREFIX = "pik-aws"
 # How often the kit tries a write again after an error that outlived botocore's own retries.
 KIT_ATTEMPTS = 4
 
@@ -111,9 +114,22 @@ class AwsConnection:
     """The clients of one stack, its bucket and table names, and a worker pool started on first use."""
 
     def __init__(
-        self, clients: AwsClients, bucket: str, events_table: str, dedupe_table: str, *, workers: int = 16
+        self,
+        clients: AwsClients,
+        bucket: str,
+        events_table: str,
+        dedupe_table: str,
+        *,
+        workers: int = 16,
+        lag_shards: int | None = None,
     ) -> None:
         self.clients = clients
+        # The LAG_SHARDS setting (None: not set); what the stack records is read when first needed.
+        self.lag_shards_setting = lag_shards
+        self._stack_shards: int | None = None
+        self._stack_read = False
+        self._stack_read_at = 0.0
+        self._shards_lock = threading.Lock()
         self.s3 = clients.s3
         self.ddb = clients.dynamodb
         self.t = Tables(bucket, events_table, dedupe_table)
@@ -138,6 +154,29 @@ class AwsConnection:
         code = (parsed or {}).get("Error", {}).get("Code", "")
         if getattr(http, "status_code", 200) >= 500 or code in THROTTLING_CODES:
             self.backoff.cut()
+
+    def read_lag_shards(self) -> int:
+        """How many lag shards to read (``backend.adapters.aws.lag_shards``): the stack's record, else the
+        setting, else 1. Read once per store."""
+        with self._shards_lock:
+            # A record, once read, holds for the stack's life; its absence is asked again after a while
+            # (a long-lived console may have opened the stack before its first sharded write).
+            stale = self._stack_shards is None and time.monotonic() - self._stack_read_at > 60.0
+            if not self._stack_read or stale:
+                self._stack_shards = recorded_shards(self.ddb, self.t.events)
+                self._stack_read = True
+                self._stack_read_at = time.monotonic()
+        return self._stack_shards or self.lag_shards_setting or 1
+
+    def write_lag_shards(self) -> int:
+        """How many lag shards to write: the setting (recorded in the stack the first time when > 1; a
+        stack that records another N refuses it with StoreError), else 1. No call unless it is > 1."""
+        shards = self.lag_shards_setting or 1
+        if shards > 1:
+            record_shards(self.ddb, self.t.events, shards)
+            with self._shards_lock:
+                self._stack_shards, self._stack_read = shards, True
+        return shards
 
     def close(self) -> None:
         """Stops the worker pool once its calls are done; a later batch starts a new one."""
@@ -171,7 +210,7 @@ class AwsConnection:
         # call in flight is waited for, instead of abandoning a request the server may still carry out.
         with self._pool_lock:
             if self._pool is None:
-                self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="pik-aws")
+                self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix=POOL_PREFIX)
             pool = self._pool
 
         def gated(group: Any) -> T:

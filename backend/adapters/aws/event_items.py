@@ -4,9 +4,12 @@ Keys (``backend.adapters.aws.resources``), in the original kit's shapes where it
 
 * receipt: ``PK=ENTITY#<entity>``; the accepted one ``SK=TS#<event_time>#EID#<id>``, duplicates
   ``...#R#<receipt>``, so a window is one key range, in event-time order, the accepted receipt first;
-* lag index ``GSI1``: ``GSI1PK=SRC#<source>#TYPE#<type>#DAY#<day>``,
+* lag index ``GSI1``: ``GSI1PK=SRC#<source>#TYPE#<type>#DAY#<day>``, or on a stack with N > 1 lag shards
+  ``...#DAY#<day>#S#<n>`` with ``n = lag_shard(event_id, N)`` (every receipt of an event in one shard);
   ``GSI1SK=LAG#<14-digit lag>#TS#<ingest_time>#EID#<id>#R#<receipt>`` (numeric order, ties by arrival);
 * receipts of one event ``GSI2``: ``GSI2PK=EID#<id>``, ``GSI2SK=R#<receipt>``;
+* the stack's own description: ``PK=STACK``, ``SK=LAG_SHARDS`` holds N (``shards``), so a reader knows
+  which lag keys exist (a stack without it is unsharded, as the original kit's are);
 * rejections: ``PK=REJECTED``, ``SK=RJ#<received_at>#<n>`` (bytes bounded, in the item);
 * dedupe table: one item per accepted event id, with the accepted receipt's key and bytes' sha256 (and
   its delivery's identity); and the ingest ledger, one item per line of an input that was ever stored,
@@ -23,6 +26,7 @@ ours; they are never written (``backend.adapters.aws.legacy`` reads its partitio
 from __future__ import annotations
 
 import base64
+import hashlib
 from typing import Any
 
 from backend.adapters.aws.dynamo import num_attr, str_attr, value_of
@@ -35,6 +39,49 @@ LAG_DIGITS = 14  # 10^14 ms is 3,000 years: every lag the 1970..2099 time range 
 PADDED_LAG_RANGE = ("LAG#00", "LAG#0:")
 REJECTED_PK = "REJECTED"
 ACCEPTED_RECEIPT = "0"
+STACK_PK = "STACK"
+LAG_SHARDS_SK = "LAG_SHARDS"
+MAX_LAG_SHARDS = 1000
+
+
+def entity_pk(entity_id: str) -> str:
+    """The events-table partition key of ``entity_id``'s receipts."""
+    return f"ENTITY#{entity_id}"
+
+
+def receipts_pk(event_id: str) -> str:
+    """The receipts index's partition key of ``event_id`` (every receipt of one event)."""
+    return f"EID#{event_id}"
+
+
+def lag_shard(event_id: str, shards: int) -> int:
+    """The lag-index shard (0..shards-1) of ``event_id``: a stable hash, the same in every process and
+    release, so every receipt of an event lands in the same shard."""
+    digest = hashlib.blake2b(event_id.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % shards
+
+
+def lag_pk(source: str, event_type: str, day: str, shard: int | None = None) -> str:
+    """The lag-index partition key of (source, type, day): unsharded (the original kit's shape) when
+    ``shard`` is None, else that shard's."""
+    base = f"SRC#{source}#TYPE#{event_type}#DAY#{day}"
+    return base if shard is None else f"{base}#S#{shard}"
+
+
+def lag_pks(source: str, event_type: str, day: str, shards: int) -> list[str]:
+    """Every lag-index partition key that may hold receipts of (source, type, day) on a stack with
+    ``shards`` shards: the unsharded key (days written before the stack was sharded, and the original
+    kit's) and, when ``shards`` > 1, each shard's."""
+    keys = [lag_pk(source, event_type, day)]
+    if shards > 1:
+        keys += [lag_pk(source, event_type, day, n) for n in range(shards)]
+    return keys
+
+
+def event_lag_pk(r: EventRecord, shards: int) -> str:
+    """The lag-index partition key that receipts of ``r`` are written under on a stack with ``shards``."""
+    shard = lag_shard(r.event_id, shards) if shards > 1 else None
+    return lag_pk(r.source, r.event_type, r.day, shard)
 
 
 def event_sk(r: EventRecord, receipt: str) -> str:
@@ -87,17 +134,18 @@ def line_update(dedupe_table: str, origin: str, line: int, sha256: str) -> dict[
     }
 
 
-def event_item(r: EventRecord, receipt: str, bucket: str) -> dict[str, Any]:
-    """The events-table item of receipt ``receipt`` of ``r`` (whose bytes are in ``bucket``)."""
+def event_item(r: EventRecord, receipt: str, bucket: str, shards: int = 1) -> dict[str, Any]:
+    """The events-table item of receipt ``receipt`` of ``r`` (whose bytes are in ``bucket``), on a stack
+    whose lag index has ``shards`` shards."""
     status = IngestStatus.ACCEPTED if receipt == ACCEPTED_RECEIPT else IngestStatus.DUPLICATE
     item: dict[str, Any] = {
-        "PK": str_attr(f"ENTITY#{r.entity_id}"),
+        "PK": str_attr(entity_pk(r.entity_id)),
         "SK": str_attr(event_sk(r, receipt)),
-        "GSI1PK": str_attr(f"SRC#{r.source}#TYPE#{r.event_type}#DAY#{r.day}"),
+        "GSI1PK": str_attr(event_lag_pk(r, shards)),
         "GSI1SK": str_attr(
             f"LAG#{r.ingest_lag_ms:0{LAG_DIGITS}d}#TS#{r.ingest_time}#EID#{r.event_id}#R#{receipt}"
         ),
-        "GSI2PK": str_attr(f"EID#{r.event_id}"),
+        "GSI2PK": str_attr(receipts_pk(r.event_id)),
         "GSI2SK": str_attr(f"R#{receipt}"),
         "event_id": str_attr(r.event_id),
         "receipt": str_attr(receipt),

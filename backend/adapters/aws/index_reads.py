@@ -3,7 +3,8 @@
 A window of an entity, a partition in lag order, the receipts of one event and the rejections are each
 one key range of the events table or one of its indexes, read a page at a time by key: a cursor holds the
 last key returned, so no listing is ever loaded whole. Partitions whose lag keys the original kit wrote
-cannot be paged by key and are read by ``backend.adapters.aws.legacy``. The keys and items are in
+cannot be paged by key and are read by ``backend.adapters.aws.legacy``; a partition of a sharded lag index
+is a merge of its shards' queries (``backend.adapters.aws.shard_merge``). The keys and items are in
 ``backend.adapters.aws.event_items``; the writes in ``backend.adapters.aws.index_writes``.
 """
 
@@ -22,6 +23,8 @@ from backend.adapters.aws.event_items import (
     ACCEPTED_RECEIPT,
     PADDED_LAG_RANGE,
     REJECTED_PK,
+    lag_pk,
+    lag_pks,
     record_from,
     rejection_from,
     status_matches,
@@ -35,7 +38,8 @@ from backend.adapters.aws.legacy import (
     is_legacy,
     legacy_partition,
 )
-from backend.adapters.aws.resources import LAG_INDEX, RECEIPTS_INDEX
+from backend.adapters.aws.resources import RECEIPTS_INDEX
+from backend.adapters.aws.shard_merge import merged
 from backend.errors import InvalidRequest
 from backend.model import EventRecord, IngestStatus, Page, Rejection
 from backend.paging import decode_cursor, encode_cursor
@@ -255,41 +259,38 @@ class EventIndexReads(AwsConnection):
         after: str | None = None,
         descending: bool = False,
     ) -> Page[EventRecord]:
-        pk = f"SRC#{source}#TYPE#{event_type}#DAY#{day}"
+        pk = lag_pk(source, event_type, day)
         action = f"read partition {source}/{event_type}/{day}"
         if has_legacy_lag_keys(self.ddb, self.t.events, pk, action):
             return legacy_partition(
                 self.ddb, self.t.events, pk, action, self.legacy_rows, status, limit, after, descending
             )
-
-        def start_key(key: list[Any]) -> dict[str, Any]:
-            entity_pk, sk, gsk = key
-            if not all(isinstance(k, str) for k in key) or not gsk.startswith("LAG#"):
-                raise ValueError
-            return {
-                "PK": str_attr(entity_pk),
-                "SK": str_attr(sk),
-                "GSI1PK": str_attr(pk),
-                "GSI1SK": str_attr(gsk),
-            }
-
-        items, cursor = self._paged(
-            action,
-            "aws-partition",
-            after,
-            limit,
-            descending,
-            start_key,
-            lambda item: [value_of(item, "PK"), value_of(item, "SK"), value_of(item, "GSI1SK")],
-            lambda item: status_matches(item, status),
-            IndexName=LAG_INDEX.name,
-            KeyConditionExpression="GSI1PK = :pk AND GSI1SK BETWEEN :lo AND :hi",
-            ExpressionAttributeValues={
-                ":pk": str_attr(pk),
-                ":lo": str_attr(PADDED_LAG_RANGE[0]),
-                ":hi": str_attr(PADDED_LAG_RANGE[1]),
-            },
+        if limit < 1:
+            raise InvalidRequest("limit must be at least 1")
+        # The cursor keeps the shape it had before the lag index was sharded, (PK, SK, GSI1SK): its lag
+        # key alone places every shard (backend.adapters.aws.shard_merge).
+        kind = f"aws-partition:{'desc' if descending else 'asc'}"
+        last: str | None = None
+        if after is not None:
+            key = decode_cursor(kind, after, _arity(kind))
+            last = key[2]
+            lo, hi = PADDED_LAG_RANGE
+            if not all(isinstance(k, str) for k in key) or not lo <= last <= hi:
+                raise InvalidRequest(f"cursor {after[:40]!r} is not a cursor of this listing")
+        items, more = merged(
+            self,
+            lag_pks(source, event_type, day, self.read_lag_shards()),
+            PADDED_LAG_RANGE,
+            descending=descending,
+            after=last,
+            limit=limit,
+            keep=lambda item: status_matches(item, status),
+            action=action,
         )
+        cursor = None
+        if more:
+            tail = items[-1]
+            cursor = encode_cursor(kind, [value_of(tail, k) for k in ("PK", "SK", "GSI1SK")])
         return Page[EventRecord](items=[record_from(i) for i in items], next_cursor=cursor)
 
     def query_rejections(

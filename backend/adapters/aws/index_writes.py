@@ -58,10 +58,18 @@ class EventIndexWrites(AwsConnection):
     """The writing half of :class:`backend.ports.EventIndex`: ``record`` and ``quarantine``."""
 
     def __init__(
-        self, clients: AwsClients, bucket: str, events_table: str, dedupe_table: str, *, workers: int = 16
+        self,
+        clients: AwsClients,
+        bucket: str,
+        events_table: str,
+        dedupe_table: str,
+        *,
+        workers: int = 16,
+        lag_shards: int | None = None,
     ) -> None:
-        super().__init__(clients, bucket, events_table, dedupe_table, workers=workers)
+        super().__init__(clients, bucket, events_table, dedupe_table, workers=workers, lag_shards=lag_shards)
         self._receipts = _ReceiptIds()
+        self._write_shards: int | None = None
 
     def record(self, records: Sequence[EventRecord], claims: Sequence[Claim] | None = None) -> list[Recorded]:
         if claims is not None and len(claims) != len(records):
@@ -71,6 +79,8 @@ class EventIndexWrites(AwsConnection):
         for i, r in enumerate(records):
             groups.setdefault(r.event_id, []).append(i)
         outcomes: list[Recorded | None] = [None] * len(records)
+        if records and self._write_shards is None:
+            self._write_shards = self.write_lag_shards()
 
         def run(indices: list[int]) -> None:
             for i in indices:
@@ -78,6 +88,10 @@ class EventIndexWrites(AwsConnection):
 
         self.map_concurrently(run, list(groups.values()))
         return [o for o in outcomes if o is not None]
+
+    @property
+    def _shards(self) -> int:
+        return self._write_shards or 1
 
     def _record_one(self, r: EventRecord, claim: Claim) -> Recorded:
         """Record one delivery. Its receipt id is chosen once: every attempt (botocore's retries, the kit's
@@ -138,7 +152,7 @@ class EventIndexWrites(AwsConnection):
                     {
                         "Put": {
                             "TableName": self.t.events,
-                            "Item": event_item(r, ACCEPTED_RECEIPT, self.t.bucket),
+                            "Item": event_item(r, ACCEPTED_RECEIPT, self.t.bucket, self._shards),
                             "ConditionExpression": "attribute_not_exists(PK)",
                         }
                     },
@@ -200,7 +214,7 @@ class EventIndexWrites(AwsConnection):
     def _receipt_put(self, r: EventRecord, receipt: str) -> Any:
         return {
             "TableName": self.t.events,
-            "Item": event_item(r, receipt, self.t.bucket),
+            "Item": event_item(r, receipt, self.t.bucket, self._shards),
             "ConditionExpression": "attribute_not_exists(PK)",
             "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
         }

@@ -4,9 +4,10 @@
 Scans reuse the index queries of :class:`AwsStore` (the same keys, order, legacy handling) and hand out
 lean receipts. Per-day counts and a partition-day's lag come from the rollups when the stack keeps them
 (``backend.adapters.aws.rollup_reads``: O(days x hours) items); otherwise per-day counts read only the
-attributes they need (a projection) and add up client-side: DynamoDB has no GROUP BY. Raw keys are
-checked by listing the key range of each event-day prefix when many keys share it (one ListObjectsV2
-call per 1,000 keys) and by HEAD requests otherwise.
+attributes they need (a projection) from every lag-index shard of the day and add up client-side: DynamoDB
+has no GROUP BY. Raw keys are checked by listing the key range of each event-day prefix when many keys
+share it (one ListObjectsV2 call per 1,000 keys; a listing that would cost more than a HEAD per key left
+hands those keys to HEAD requests) and by HEAD requests otherwise.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from backend.adapters.aws.dynamo import str_attr, value_of
 from backend.adapters.aws.errors import NOT_FOUND_CODES, aws, error_code, store_error
-from backend.adapters.aws.event_items import ACCEPTED_RECEIPT
+from backend.adapters.aws.event_items import ACCEPTED_RECEIPT, lag_pks
 from backend.adapters.aws.legacy import LegacyKind
 from backend.adapters.aws.resources import LAG_INDEX
 from backend.adapters.aws.rollup_reads import DaySum, RollupReader, day_count, lag_rollup
@@ -32,6 +33,7 @@ from backend.times import TimeFormatError, fmt, parse_day, parse_iso
 
 # A prefix holding at least this many of the asked keys is listed (its key range) instead of HEAD per key.
 LIST_THRESHOLD = 20
+LIST_PAGE = 1000  # keys per ListObjectsV2 page (S3's largest)
 
 
 def _receipt(r: EventRecord) -> Receipt:
@@ -252,15 +254,21 @@ class AwsInvestigation:
         """Per-day counts read from every receipt of each day (stacks without rollups)."""
         day, end = _day(first_day, "first day"), _day(end_day, "end day")
         out: list[DayCount] = []
+        shards = self._store.read_lag_shards() if day < end else 1
         while day < end:
             text = day.date().isoformat()
-            items = self._store.query_items(
-                f"count partition {source}/{event_type}/{text}",
-                IndexName=LAG_INDEX.name,
-                KeyConditionExpression="GSI1PK = :pk",
-                ExpressionAttributeValues={":pk": str_attr(f"SRC#{source}#TYPE#{event_type}#DAY#{text}")},
-                ProjectionExpression=self._PROJECTION,
-                ExpressionAttributeNames=self._NAMES,
+            # Every key of the day (each lag shard's and the unsharded one): counts need no order.
+            items = (
+                item
+                for pk in lag_pks(source, event_type, text, shards)
+                for item in self._store.query_items(
+                    f"count partition {source}/{event_type}/{text}",
+                    IndexName=LAG_INDEX.name,
+                    KeyConditionExpression="GSI1PK = :pk",
+                    ExpressionAttributeValues={":pk": str_attr(pk)},
+                    ProjectionExpression=self._PROJECTION,
+                    ExpressionAttributeNames=self._NAMES,
+                )
             )
             tallies: dict[str, _Tally] = {}
             self._tally(items, _always(text), tallies, grace)
@@ -279,6 +287,27 @@ def _prefix(key: str) -> str:
         if end >= 0:
             return key[: end + 1]
     return key.rsplit("/", 1)[0] + "/"
+
+
+def _id_position(prefix: str, key: str) -> float | None:
+    """Where ``key`` lies in the event-id space of its prefix (0..1), if it is ``<prefix>event_id=<hex>``
+    (our raw keys; the original kit's have more folders after the day, not in id order)."""
+    rest = key[len(prefix) :]
+    if not rest.startswith("event_id="):
+        return None
+    try:
+        return int(rest[9:25], 16) / 16**16
+    except ValueError:
+        return None
+
+
+def _pages_left(prefix: str, first: str, listed_to: str, last: str, pages: int) -> float:
+    """Listing pages still needed to reach ``last``, at the pace the ``pages`` so far went from ``first``
+    to ``listed_to`` (0 when it cannot be told: the listing goes on)."""
+    a, b, c = (_id_position(prefix, k) for k in (first, listed_to, last))
+    if a is None or b is None or c is None or b <= a:
+        return 0.0
+    return pages * (c - b) / (b - a)
 
 
 def _select_replay(scans: AwsInvestigation, request: ReplayRequest, sample: int) -> ReplaySelection:
@@ -323,32 +352,47 @@ class AwsCatalog:
         listed = [g for g in groups.values() if len(g) >= LIST_THRESHOLD]
         single = [k for g in groups.values() if len(g) < LIST_THRESHOLD for k in g]
         found: set[str] = set()
-        for present in self._store.map_concurrently(self._listed, listed):
+        for present, unresolved in self._store.map_concurrently(self._listed, listed):
             found |= present
+            single += unresolved
         for key, there in zip(single, self._store.map_concurrently(self._exists, single), strict=True):
             if there:
                 found.add(key)
         return set(wanted) - found
 
-    def _listed(self, group: list[str]) -> set[str]:
-        """The keys of ``group`` (sorted, one prefix) that exist: one listing of their key range."""
+    def _listed(self, group: list[str]) -> tuple[set[str], list[str]]:
+        """The keys of ``group`` (sorted, one prefix) that exist, from a listing of their key range; and
+        the keys the listing left to HEAD requests.
+
+        A listing pays one call per 1,000 keys of the range, asked or not. A day's prefix at 10,000
+        events/s holds 864M keys, among which an entity's few are spread (keys end in the event id, a
+        hash): listing their range would cost far more than a HEAD each. So after each page the listing
+        estimates the pages still to go from how much of the id space the pages so far covered, and hands
+        the rest of the keys to HEAD requests when those are fewer."""
         prefix, first, last = _prefix(group[0]), group[0], group[-1]
         present: set[str] = set()
         wanted = set(group)
-        kwargs: dict[str, Any] = {"Bucket": self._store.t.bucket, "Prefix": prefix}
+        kwargs: dict[str, Any] = {"Bucket": self._store.t.bucket, "Prefix": prefix, "MaxKeys": LIST_PAGE}
         # StartAfter is exclusive: start at a prefix of the first key, which sorts just before it.
         kwargs["StartAfter"] = first[:-1]
+        pages = 0
         while True:
             with aws(f"list raw events under {prefix}"):
                 page = self._store.s3.list_objects_v2(**kwargs)
+            pages += 1
+            listed_to = first
             for obj in page.get("Contents", []):
                 key = obj["Key"]
+                listed_to = key
                 if key in wanted:
                     present.add(key)
                 if key >= last:
-                    return present
+                    return present, []
             if not page.get("IsTruncated"):
-                return present
+                return present, []
+            rest = [k for k in group if k > listed_to]
+            if _pages_left(prefix, first, listed_to, last, pages) > len(rest):
+                return present, rest
             kwargs["ContinuationToken"] = page["NextContinuationToken"]
 
     def _exists(self, key: str) -> bool:

@@ -23,7 +23,10 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError, NoCredentialsError
 
 from backend.adapters.aws.clients import CLIENT_CONFIG
+from backend.adapters.aws.lag_shards import record_shards, recorded_shards
 from backend.adapters.aws.resources import (
+    EVENTS,
+    LAG_SHARDS,
     MAX_RECEIVE_COUNT,
     RAW_BUCKET,
     REPLAY_DLQ,
@@ -88,7 +91,7 @@ def resource_names(prefix: str) -> dict[str, str]:
     named = {RAW_BUCKET.setting: RAW_BUCKET.default_name, REPLAY_QUEUE.setting: REPLAY_QUEUE.default_name}
     named[REPLAY_DLQ.setting] = REPLAY_DLQ.default_name
     named.update({t.setting: t.default_name for t in TABLES})
-    return {setting: f"{prefix}-{named[setting]}" for setting in SETTINGS}
+    return {setting: f"{prefix}-{named[setting]}" for setting in SETTINGS if setting in named}
 
 
 def provision(
@@ -133,7 +136,21 @@ def provision(
     report(queue)
     steps += [dlq, queue]
     values = {step.setting: step.value for step in steps}
+    values[LAG_SHARDS] = str(_lag_shards(ddb, names[EVENTS.setting], settings.lag_shards, url))
     return {setting: values[setting] for setting in SETTINGS}
+
+
+def _lag_shards(ddb: DynamoDBClient, events_table: str, wanted: int | None, url: str) -> int:
+    """The stack's lag shards: ``LAG_SHARDS`` if set (recorded in the events table; a stack that records
+    another count refuses it), else what the stack records, else 1 (an endpoint for development takes no
+    production rate; the template's default is sized for one, docs/aws.md "Scale")."""
+    with _aws("read the stack's lag shards", url):
+        recorded = recorded_shards(ddb, events_table)
+    shards = wanted or recorded or 1
+    if shards > 1:
+        with _aws("record the stack's lag shards", url):
+            record_shards(ddb, events_table, shards)
+    return shards
 
 
 # -- errors -------------------------------------------------------------------------------------------------

@@ -129,6 +129,11 @@ MAX_RECEIVE_COUNT = 5
 # Seconds a received message stays invisible to other processors (>= 6x the processor's timeout).
 VISIBILITY_TIMEOUT = 180
 
+# The lag index's shard count per (source, type, day): a template parameter, passed to every function and
+# given back as an output (backend.adapters.aws.lag_shards).
+LAG_SHARDS = "LAG_SHARDS"
+LAG_SHARDS_OUTPUT = "LagShards"
+
 # Every setting the functions and the CLI read, in the order `pik aws init` prints them.
 SETTINGS: tuple[str, ...] = (
     RAW_BUCKET.setting,
@@ -138,6 +143,7 @@ SETTINGS: tuple[str, ...] = (
     AUDIT.setting,
     REPLAY_QUEUE.setting,
     REPLAY_DLQ.setting,
+    LAG_SHARDS,
 )
 # CloudFormation output name -> setting, for `--stack NAME`.
 OUTPUT_TO_SETTING: dict[str, str] = {
@@ -145,4 +151,5 @@ OUTPUT_TO_SETTING: dict[str, str] = {
     **{t.output: t.setting for t in TABLES},
     REPLAY_QUEUE.output: REPLAY_QUEUE.setting,
     REPLAY_DLQ.output: REPLAY_DLQ.setting,
+    LAG_SHARDS_OUTPUT: LAG_SHARDS,
 }

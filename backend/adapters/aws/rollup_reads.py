@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from backend.adapters.aws.dynamo import str_attr, value_of
 from backend.adapters.aws.errors import aws
-from backend.adapters.aws.event_items import ACCEPTED_RECEIPT, LAG_DIGITS, stored_time
+from backend.adapters.aws.event_items import ACCEPTED_RECEIPT, LAG_DIGITS, lag_pks, stored_time
 from backend.adapters.aws.resources import LAG_INDEX
 from backend.adapters.aws.rollup_items import (
     META_KEY,
@@ -168,19 +168,24 @@ def lag_rollup(
 
 
 def _late_in(store: AwsStore, source: str, event_type: str, day: str, lo: int, hi: int) -> dict[str, int]:
-    """Accepted events per event hour with ``lo <= lag < hi`` (one key range of the lag index)."""
+    """Accepted events per event hour with ``lo <= lag < hi`` (one key range of the lag index, in every
+    shard of the day: the unsharded key and each ``#S#<n>``)."""
     counts: dict[str, int] = {}
-    items = store.query_items(
-        f"count late events of {source}/{event_type}/{day}",
-        IndexName=LAG_INDEX.name,
-        KeyConditionExpression="GSI1PK = :pk AND GSI1SK BETWEEN :lo AND :hi",
-        ExpressionAttributeValues={
-            ":pk": str_attr(f"SRC#{source}#TYPE#{event_type}#DAY#{day}"),
-            ":lo": str_attr(f"LAG#{lo:0{LAG_DIGITS}d}"),
-            ":hi": str_attr(f"LAG#{hi:0{LAG_DIGITS}d}"),  # every key of lag ``hi`` sorts after this one
-        },
-        ProjectionExpression="#r, event_time",
-        ExpressionAttributeNames={"#r": "receipt"},
+    items = (
+        item
+        for pk in lag_pks(source, event_type, day, store.read_lag_shards())
+        for item in store.query_items(
+            f"count late events of {source}/{event_type}/{day}",
+            IndexName=LAG_INDEX.name,
+            KeyConditionExpression="GSI1PK = :pk AND GSI1SK BETWEEN :lo AND :hi",
+            ExpressionAttributeValues={
+                ":pk": str_attr(pk),
+                ":lo": str_attr(f"LAG#{lo:0{LAG_DIGITS}d}"),
+                ":hi": str_attr(f"LAG#{hi:0{LAG_DIGITS}d}"),  # every key of lag ``hi`` sorts after this one
+            },
+            ProjectionExpression="#r, event_time",
+            ExpressionAttributeNames={"#r": "receipt"},
+        )
     )
     for item in items:
         if value_of(item, "receipt") == ACCEPTED_RECEIPT:

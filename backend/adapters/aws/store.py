@@ -23,6 +23,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from backend.adapters.aws.clients import make_clients
 from backend.adapters.aws.errors import store_error
+from backend.adapters.aws.event_items import MAX_LAG_SHARDS
 from backend.adapters.aws.index_reads import EventIndexReads
 from backend.adapters.aws.index_writes import EventIndexWrites
 from backend.adapters.aws.ledger import IngestLedgerReads
@@ -55,6 +56,25 @@ class AwsStore(S3RawStore, EventIndexWrites, EventIndexReads, IngestLedgerReads)
         # DynamoDB transactions are not thread-safe (a cancelled one restores a snapshot of every table,
         # undoing writes other threads made meanwhile, and a snapshot taken during a write fails with 500).
         workers = AWS_WRITERS if settings.endpoint_url is None else ENDPOINT_WRITERS
+        # A stack output arrives as text (``--stack``): the setting's bounds are checked here too.
+        shards = _shards(settings.lag_shards)
         return cls(
-            clients, settings.raw_bucket, settings.events_table, settings.dedupe_table, workers=workers
+            clients,
+            settings.raw_bucket,
+            settings.events_table,
+            settings.dedupe_table,
+            workers=workers,
+            lag_shards=shards,
         )
+
+
+def _shards(value: object) -> int | None:
+    if value is None or value == "":
+        return None
+    try:
+        shards = int(str(value))
+    except ValueError:
+        shards = 0
+    if not 1 <= shards <= MAX_LAG_SHARDS:
+        raise StoreError(f"LAG_SHARDS must be a whole number from 1 to {MAX_LAG_SHARDS}, got {value!r}")
+    return shards
