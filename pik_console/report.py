@@ -89,6 +89,25 @@ def report_path(entity: str, day: str, folder: Path | None = None, *, fmt: str =
     return (folder or Path.cwd()) / f"pik-report-{slug}-{day}.{FORMATS[fmt]}"
 
 
+def report_findings(
+    kit: Kit, entity: str, day: str, context: Sequence[str] = ()
+) -> list[dict[str, Any]] | None:
+    """The overview's findings about ``entity``'s ``day``: those of that day that concern the entity or a
+    whole source/type (over the two weeks up to the day, so the baselines are the usual ones). None when
+    the backend has no overview (the report then leaves the section out)."""
+    from datetime import date, timedelta
+
+    from backend.errors import NotConfigured
+
+    try:
+        service = kit.overview()
+    except NotConfigured:
+        return None
+    since = (date.fromisoformat(day) - timedelta(days=13)).isoformat()
+    found = service.overview(since, day, context=context).findings
+    return [f.model_dump(mode="json") for f in found if f.day == day and f.entity_id in (None, entity)]
+
+
 def build_report(
     kit: Kit,
     entity: str,

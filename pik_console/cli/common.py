@@ -175,3 +175,17 @@ def program_name() -> str:
         return "pik"
     local = Path(".venv") / "bin" / "pik"
     return str(local) if local.exists() else "pik"
+
+
+def backend_context(args: argparse.Namespace) -> list[str]:
+    """The options of this command line that choose the backend, for the ``next`` commands to repeat."""
+    out: list[str] = []
+    if getattr(args, "workspace", None):
+        out += ["--workspace", str(args.workspace)]
+    if getattr(args, "backend", None):
+        out += ["--backend", str(args.backend)]
+    for option in ("stack", "endpoint_url", "region", "profile"):
+        value = getattr(args, option, None)
+        if value:
+            out += [f"--{option.replace('_', '-')}", str(value)]
+    return out

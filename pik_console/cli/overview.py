@@ -9,22 +9,8 @@ from typing import IO, Any
 
 from backend.errors import InvalidRequest
 from backend.services.overview import Overview
-from pik_console.cli.common import open_backend, print_json, table, usage
+from pik_console.cli.common import backend_context, open_backend, print_json, table, usage
 from pik_console.overview_view import COLUMNS, finding_rows
-
-
-def backend_context(args: argparse.Namespace) -> list[str]:
-    """The options of this command line that choose the backend, for the ``next`` commands to repeat."""
-    out: list[str] = []
-    if getattr(args, "workspace", None):
-        out += ["--workspace", str(args.workspace)]
-    if getattr(args, "backend", None):
-        out += ["--backend", str(args.backend)]
-    for option in ("stack", "endpoint_url", "region", "profile"):
-        value = getattr(args, option, None)
-        if value:
-            out += [f"--{option.replace('_', '-')}", str(value)]
-    return out
 
 
 def cmd_overview(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:

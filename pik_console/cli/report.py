@@ -9,8 +9,8 @@ from typing import IO, Any
 
 from backend.errors import InvalidRequest
 from backend.times import TimeFormatError, parse_day
-from pik_console.cli.common import Failure, open_backend, print_json, usage
-from pik_console.report import FORMATS, build_report
+from pik_console.cli.common import Failure, backend_context, open_backend, print_json, usage
+from pik_console.report import FORMATS, build_report, report_findings
 from pik_console.text import safe
 
 
@@ -46,8 +46,9 @@ def cmd_report(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
         raise usage(str(exc)) from None
     backend = open_backend(args, create=False)
     try:
-        # The overview's findings of this window go here (findings=...) once it can supply them.
-        text = build_report(backend, args.entity, day, fmt=fmt)
+        # What the overview finds wrong on that day (for the entity, or its whole source/type).
+        findings = report_findings(backend, args.entity, day, context=backend_context(args))
+        text = build_report(backend, args.entity, day, fmt=fmt, findings=findings)
     except InvalidRequest as exc:
         raise usage(str(exc)) from None
     finally:

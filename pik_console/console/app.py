@@ -444,10 +444,12 @@ class PikConsole(App[None]):
 
     @work(thread=True, exclusive=True, group="report", exit_on_error=False)
     def _write_report(self, entity: str, day: str) -> None:
-        from pik_console.report import build_report, report_path
+        from pik_console.console.overview_pane import backend_options
+        from pik_console.report import build_report, report_findings, report_path
 
         try:
-            text = build_report(self.kit, entity, day)
+            findings = report_findings(self.kit, entity, day, context=backend_options(self.kit))
+            text = build_report(self.kit, entity, day, findings=findings)
             path = report_path(entity, day)
             path.write_text(text, encoding="utf-8")
         except Exception as exc:

@@ -73,8 +73,8 @@ class StreamStack:
         return json.loads(json.dumps(out, default=str))
 
 
-def stream_stack() -> StreamStack:
-    store, _settings, close = moto_backend(full=False)
+def stream_stack(lag_shards: int = 1) -> StreamStack:
+    store, _settings, close = moto_backend(full=False, lag_shards=lag_shards)
     ddb = store.ddb
     answer = ddb.update_table(
         TableName=store.t.events, StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_IMAGE"}

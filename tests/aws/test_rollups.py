@@ -24,9 +24,11 @@ GRACES = [0, 90_000, 3_600_000, 86_400_000, 1_234_567, 250]
 LATES = [0, 1_000, 60_000, 3_600_000, 1_234_567, 777]
 
 
-@pytest.fixture(scope="module")
-def stack() -> Iterator[StreamStack]:
-    s = stream_stack()
+@pytest.fixture(scope="module", params=[1, 4], ids=["unsharded", "4-lag-shards"])
+def stack(request: pytest.FixtureRequest) -> Iterator[StreamStack]:
+    """An unsharded stack and one whose lag index has 4 shards (the late counts a rollup bucket cannot
+    answer alone are read from every shard of the day)."""
+    s = stream_stack(lag_shards=request.param)
     s.rollups().backfill(settle_s=0)  # an empty table: the rollups are ready, the stream counts from here
     try:
         yield s

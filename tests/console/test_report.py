@@ -38,6 +38,11 @@ def test_the_report_tells_the_story_of_the_outage_day(demo_ws: Path) -> None:
     ]
     for section in sections:
         assert section in text
+    # What the overview finds wrong that day, for the entity or its whole source/type, each with its command.
+    findings = text.split("## Findings", 1)[1].split("\n## ", 1)[0]
+    assert "late_day (mobile/heartbeat)" in findings and "aggregate_churn" in findings
+    assert f"--workspace {demo_ws}" in findings
+    assert "user_002" not in findings  # another entity's finding is not this report's
     assert "| mobile/heartbeat | 3 | 0 | 3 | 0 | 2d 03h |" in text  # three heartbeats, all late
     assert "Late arrivals (4)" in text
     assert "| SENT | oncall@demo | 194 / 194 |" in text

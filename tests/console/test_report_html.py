@@ -84,7 +84,8 @@ def test_the_html_report_is_one_file_that_fetches_nothing(page_file: tuple[Path,
 
 def test_the_html_report_has_every_section_and_its_charts(page_file: tuple[Path, str]) -> None:
     page = Page(page_file[0].read_text(encoding="utf-8"))
-    assert page.ids() == ["events", "lag", "days", "replays", "versions", "checklist"]  # no findings given
+    # The overview's findings of the day first (pik report asks the overview for them).
+    assert page.ids() == ["findings", "events", "lag", "days", "replays", "versions", "checklist"]
     # Charts: the lag histogram, events per day, and one timeline per metric (three in the demo).
     titles = [t for t in page.text if t.startswith(("Lag of", "Events per day of", "daily_event_count of",
                                                     "purchases_eur_cents of", "steps_total of"))]  # fmt: skip
@@ -114,7 +115,7 @@ def test_markdown_stays_the_default(demo_ws: Path) -> None:
     code, markdown, _ = _report(*args, "--format", "markdown")
     # The same report, but for the minute it says it was written in.
     assert code == 0 and markdown.splitlines()[3:] == default.splitlines()[3:]
-    assert "## Findings" not in default
+    assert "## Findings" in default  # the overview's findings of the day, in both formats
 
 
 def test_json_carries_the_html(demo_ws: Path) -> None:
