@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from rich.text import Text
-from textual import on, work
+from textual import events, on, work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
@@ -30,6 +30,7 @@ from backend.ports import IndexStats
 from pik_console.console.context import Context, day_start, next_day
 from pik_console.console.event_list import EventList
 from pik_console.console.keys import COMMAND_KEYS, KEY_NAMES, PANE_KEYS, help_sections, palette_entries
+from pik_console.console.widgets import TypeAhead
 from pik_console.text import safe
 
 PANES = ("overview", "events", "lag", "gaps", "replay", "aggregates")
@@ -229,6 +230,15 @@ class PikConsole(App[None]):
 
     def watch_context(self, context: Context) -> None:
         self._show_header()
+
+    def on_key(self, event: events.Key) -> None:
+        # Runs before the app's key bindings. A key typed right after the one that opened a list or a
+        # confirmation was sent to the screen below (the list was not open yet) and comes back here: it goes
+        # into the new screen's field, not to the console's keys (w wrote a report, e opened a second list).
+        screen = self.screen
+        if isinstance(screen, TypeAhead) and screen.take_key(event):
+            event.prevent_default()
+            event.stop()
 
     def share(self, **changes: Any) -> Context:
         """A pane sets part of the context (what its form or cursor now shows): the header follows at once,

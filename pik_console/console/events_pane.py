@@ -293,9 +293,10 @@ class EventsPane(Vertical):
     def _highlighted(self, message: EventList.Highlighted) -> None:
         item = message.item
         self._progress(EventList.Progress(self.query_one(EventList)))
-        if isinstance(item, EventRecord):
+        if isinstance(item, EventRecord) and self.console_app.active_pane == "events":
             # In an entity's window the context follows the cursor; in a partition (many entities) it
-            # keeps the partition, until an event is picked with enter.
+            # keeps the partition, until an event is picked with enter. (Not while another pane is shown:
+            # a listing finishing behind it must not undo what was picked there.)
             in_partition = self.current is not None and self.current.partition
             self._pick(item, with_entity=not in_partition)
         if self._detail_timer is not None:

@@ -17,6 +17,7 @@ from backend.model import ReplayPlan
 from backend.services.projection import delta_text, version_text
 from backend.times import TimeFormatError, fmt, parse_bound
 from pik_console.console.render import fields, t
+from pik_console.console.widgets import TypeAhead
 
 HELP_INTRO = (
     "pik console: find the entity and the day, see what arrived late or twice, preview a replay of "
@@ -59,8 +60,10 @@ class HelpScreen(ModalScreen[None]):
             yield Static(Text("escape closes this help", style="dim"), markup=False)
 
 
-class JumpScreen(ModalScreen[str | None]):
+class JumpScreen(TypeAhead, ModalScreen[str | None]):
     """``:``: a time to jump to in the listed window (a date or an ISO time, UTC)."""
+
+    TYPE_INTO = "#jump-input"
 
     AUTO_FOCUS = "*"  # the app's is its event list
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -79,6 +82,7 @@ class JumpScreen(ModalScreen[str | None]):
             when = fmt(parse_bound(event.value, what="time"))
         except TimeFormatError as exc:
             self.query_one("#jump-error", Static).update(t(str(exc), "red"))
+            self.release_held()
             return
         self.dismiss(when)
 
@@ -125,11 +129,12 @@ def projection_view(plan: ReplayPlan) -> Table:
     return table
 
 
-class ConfirmReplay(ModalScreen[bool]):
+class ConfirmReplay(TypeAhead, ModalScreen[bool]):
     """The impact of a replay, and a confirmation. Above the size guard the user must type the entity
     (or ``source/type``) before Execute is enabled: the typed confirmation k9s users asked for."""
 
     AUTO_FOCUS = "*"  # the app's is its event list
+    TYPE_INTO = "#confirm-input"  # above the size guard: the scope typed (none below it)
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "cancel", "Cancel", id="confirm.cancel", tooltip="Send nothing")
     ]
@@ -139,6 +144,7 @@ class ConfirmReplay(ModalScreen[bool]):
         self.plan = plan
         self.typed = typed
         self.phrase = scope_phrase(plan)
+        self.TYPE_INTO = "#confirm-input" if typed else ""
 
     def compose(self) -> ComposeResult:
         p = self.plan
@@ -202,6 +208,7 @@ class ConfirmReplay(ModalScreen[bool]):
             severity="warning",
             markup=False,
         )
+        self.release_held()
 
     @on(Button.Pressed, "#confirm-execute")
     def _execute(self) -> None:

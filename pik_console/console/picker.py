@@ -21,6 +21,7 @@ from textual.widgets.option_list import Option
 
 from backend.kit import Kit
 from pik_console.console.context import Context, next_day
+from pik_console.console.widgets import TypeAhead
 from pik_console.text import safe
 
 # At most this many choices are listed (the filter narrows the rest); at most this many receipts of a
@@ -35,10 +36,11 @@ class Choice:
     label: str  # what is shown beside the value (counts)
 
 
-class PickScreen(ModalScreen[str | None]):
+class PickScreen(TypeAhead, ModalScreen[str | None]):
     """A filtered list of choices from ``load()`` (run in a thread); dismisses with the chosen value."""
 
     AUTO_FOCUS = "#pick-filter"
+    TYPE_INTO = "#pick-filter"
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "cancel", "Cancel", id="pick.cancel", tooltip="Choose nothing"),
         Binding("down", "to_list", "List", show=False, id="pick.list", tooltip="From the filter to the list"),
@@ -55,6 +57,8 @@ class PickScreen(ModalScreen[str | None]):
         self.title_text = title
         self.load = load
         self.choices: list[Choice] = []
+        self.loaded = False
+        self.submit_when_loaded = False
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="modal-box", id="pick-box"):
@@ -81,7 +85,10 @@ class PickScreen(ModalScreen[str | None]):
             )
             return
         self.choices = message.choices
+        self.loaded = True
         self._show(self.query_one("#pick-filter", Input).value)
+        if self.submit_when_loaded:
+            self._submitted()
 
     @on(Input.Changed, "#pick-filter")
     def _filter(self, event: Input.Changed) -> None:
@@ -108,9 +115,14 @@ class PickScreen(ModalScreen[str | None]):
 
     @on(Input.Submitted, "#pick-filter")
     def _submitted(self) -> None:
+        if not self.loaded:
+            self.submit_when_loaded = True  # enter typed before the choices were read: pick once they are
+            self.hold_keys()
+            return
         options = self.query_one("#pick-list", OptionList)
         if options.highlighted is None or not options.option_count:
             self.notify("Nothing matches: change the filter", severity="warning")
+            self.release_held()
             return
         self.dismiss(options.get_option_at_index(options.highlighted).id)
 

@@ -457,3 +457,45 @@ async def test_with_nothing_chosen_the_console_opens_on_the_overview_and_enter_o
         assert app.active_pane == "aggregates"
         agg = app.pane("aggregates")
         assert app.query_one("#agg-entity", Input).value == finding.entity_id and agg.metric == finding.metric
+
+
+async def test_keys_typed_right_after_s_go_into_the_list_filter_not_to_the_console(demo_ws: Path) -> None:
+    """s then "web/cl" and enter typed in one burst (a terminal delivers them together): the list was not
+    open when "w" arrived (it wrote a report) and "e" (it opened a second list); now they filter the list."""
+    from textual import events
+
+    app = _app(demo_ws)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        for key, char in [("s", "s"), *((c, c) for c in "web"), ("slash", "/"), *((c, c) for c in "cl")]:
+            app.post_message(events.Key(key, char))  # all queued before any is handled
+        app.post_message(events.Key("enter", "\r"))
+        await settle(pilot)
+        await _until(pilot, lambda: app.context.source == "web")
+        assert (app.context.source, app.context.event_type) == ("web", "click")
+        assert not isinstance(app.screen, PickScreen)
+        assert app.reports == []  # "w" wrote no report
+
+
+async def test_a_whole_pick_typed_in_one_burst_lands_source_type_day_and_entity(demo_ws: Path) -> None:
+    """s web/cl enter d enter e enter, all queued before the first is handled (a fast typist, or keys typed
+    while the console starts): each key waits for the list it belongs to; the context ends on the busiest
+    entity of web/click on the newest day, with no key lost to another list or to the console's keys."""
+    from textual import events
+
+    app = _app(demo_ws, Context())
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        burst = [("s", "s"), *((c, c) for c in "web"), ("slash", "/"), ("c", "c"), ("l", "l"),
+                 ("enter", "\r"), ("d", "d"), ("enter", "\r"), ("e", "e"), ("enter", "\r")]  # fmt: skip
+        for key, char in burst:
+            app.post_message(events.Key(key, char))
+        await _until(
+            pilot, lambda: app.context.entity is not None and app.context.source == "web", seconds=10
+        )
+        await settle(pilot)
+        assert (app.context.source, app.context.event_type, app.context.day) == ("web", "click", "2025-12-28")
+        entities = app.kit.investigate.scan_partition("web", "click", "2025-12-28", limit=5000).items
+        busiest = max(sorted({r.entity_id for r in entities}), key=[r.entity_id for r in entities].count)
+        assert app.context.entity == busiest
+        assert not isinstance(app.screen, PickScreen) and app.reports == []
