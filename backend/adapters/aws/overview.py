@@ -20,7 +20,7 @@ aggregates table (no events are read).
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, ClassVar
 
 from backend.adapters.aws.aggregates import DynamoAggregates, _version_from
@@ -166,10 +166,9 @@ class AwsOverview:
         if lo >= hi:
             return [], []
         first_day, end_day = lo.date().isoformat(), hi.date().isoformat()
-        days = [(lo + timedelta(days=i)).date().isoformat() for i in range((hi - lo).days)]
         ddb, table = self._store.ddb, self._store.t.events
         hours = hour_rows(ddb, table, first_day, end_day, grace_ms)
-        entities = entity_rows(ddb, table, days, grace_ms) if hours is not None else None
+        entities = entity_rows(ddb, table, first_day, end_day, grace_ms) if hours is not None else None
         return None if hours is None or entities is None else (hours, entities)
 
     def hour_rollups(self, first_day: str, end_day: str, *, grace_ms: int = 0) -> list[HourRollup]:

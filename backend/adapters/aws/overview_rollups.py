@@ -1,9 +1,9 @@
 """The overview's counts from the rollups (``backend.adapters.aws.rollup_items``), for stacks whose rollups
-are ready and hold the directory of the days: O(partitions x days x hours + entities x days) items, whatever
-the number of events.
+are ready and hold the directory of the days: O(partitions x days x hours + entities x days) items in
+O(partitions + shards) Queries, whatever the number of events.
 
 * the partitions of a range of days: one Query of ``ROLLUP#DAYS``; their hours: one Query per partition;
-* the entities of a day: one Query per shard of ``ROLLUP#DAY#<day>#E#<k>``;
+* the entities of the days: one Query per shard of ``ROLLUP#ENTITIES#<k>``;
 * the first and last event day: a Query of ``ROLLUP#DAYS`` from each end, stopped at the first day with an
   accepted event.
 
@@ -15,7 +15,6 @@ return None and the caller counts by the scan. The lag histogram and the largest
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from backend.adapters.aws.dynamo import query, str_attr, value_of
@@ -120,26 +119,20 @@ def hour_rows(
 
 
 def entity_rows(
-    ddb: DynamoDBClient, table: str, days: Iterable[str], grace_ms: int
+    ddb: DynamoDBClient, table: str, first_day: str, end_day: str, grace_ms: int
 ) -> list[EntityDayCount] | None:
     """One row per (entity, day) with an accepted event, from the directory of the days; None when a late
     count cannot be settled from the buckets."""
     rows: list[EntityDayCount] = []
-    for day in days:
-        for shard in range(DAY_ENTITY_SHARDS):
-            for item in query(
-                ddb,
-                "read the entities of a day",
-                TableName=table,
-                KeyConditionExpression="PK = :pk",
-                ExpressionAttributeValues={":pk": str_attr(day_entity_pk(day, shard))},
-            ):
-                accepted = _accepted(item)
-                if not accepted:
-                    continue  # only duplicate receipts: no accepted event of that entity that day
-                late = _late(item, grace_ms)
-                if late is None:
-                    return None
-                entity = str(value_of(item, "SK"))[len("ENTITY#") :]
-                rows.append(EntityDayCount(entity, day, accepted, late, int(value_of(item, "skew") or 0)))
+    for shard in range(DAY_ENTITY_SHARDS):
+        for item in rollup_items(ddb, table, day_entity_pk(shard), day_sk(first_day), day_sk(end_day)):
+            sk = str(value_of(item, "SK"))  # DAY#<day>#ENTITY#<entity>
+            day, entity = sk[4:14], sk[len("DAY#yyyy-mm-dd#ENTITY#") :]
+            accepted = _accepted(item)
+            if not accepted or not first_day <= day < end_day:
+                continue  # only duplicate receipts: no accepted event of that entity that day
+            late = _late(item, grace_ms)
+            if late is None:
+                return None
+            rows.append(EntityDayCount(entity, day, accepted, late, int(value_of(item, "skew") or 0)))
     return sorted(rows, key=lambda r: (r.entity_id, r.day))
