@@ -1,7 +1,8 @@
-"""Items read and API calls per `pik gaps` (14 days) and `pik lag` (one day), with and without rollups, at
-several event counts: the events go through the real ingest service into moto (in-process), the events
-table's stream (moto's DynamoDB Streams) into the rollup writer, and the answers through GapService and
-LagService. Calls are counted with botocore event hooks and items read from the answers' ScannedCount (what
+"""Items read and API calls per `pik gaps` (14 days), `pik lag` (one day) and `pik overview` (14 days and
+their history), with and without rollups, at several event counts: the events go through the real ingest
+service into moto (in-process), the events table's stream (moto's DynamoDB Streams) into the rollup writer,
+and the answers through GapService, LagService and OverviewService. Calls are counted with botocore event
+hooks and items read from the answers' ScannedCount (what
 DynamoDB bills reads on); moto's speed says nothing about AWS's, so no time is reported.
 
     .venv/bin/python bench/aws_rollups.py [--events 1000 10000]
