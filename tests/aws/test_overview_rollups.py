@@ -122,7 +122,6 @@ def test_a_lag_just_above_a_histogram_bound_is_counted_below_it_as_documented() 
         ingest_at(store, event(source="web", entity="u1", event_time=event_time, n=1), ingested)
         s.rollups().apply_stream(records_of(store))
         fast = AwsOverview(store, None)
-        fast.rollups._days = True  # the stream wrote the directory; no backfill ran after the items
         slow = AwsOverview(store, None)
         slow.rollups._ready = False
         (a,), (b,) = (
@@ -187,3 +186,27 @@ def test_reads_from_the_rollups_do_not_grow_with_the_events() -> None:
     assert "Scan" not in big_fast
     assert big_slow["items"] > small_slow["items"]  # the scan reads every receipt
     assert big_fast["items"] < big_slow["items"]
+
+
+def test_rollups_backfilled_before_the_directory_was_kept_are_not_read() -> None:
+    store, _settings, close = moto_backend(full=False)
+    s = StreamStack(store, close, "")
+    try:
+        s.rollups().backfill(settle_s=0)
+        store.ddb.update_item(  # the state an earlier backfill left: ready, without ``days``
+            TableName=store.t.events,
+            Key={"PK": {"S": "ROLLUP#META"}, "SK": {"S": "STATE"}},
+            UpdateExpression="REMOVE #d",
+            ExpressionAttributeNames={"#d": "days"},
+        )
+        event_time, ingested = times("2025-12-01", 10, 0, 500)
+        ingest_at(store, event(source="web", entity="u1", event_time=event_time, n=1), ingested)
+        s.rollups().apply_stream(records_of(store))
+        ov = AwsOverview(store, None)
+        calls = _count_calls(s)
+        assert ov.rollups.ready() and not ov.rollups.days_ready()
+        assert ov.event_day_span() == ("2025-12-01", "2025-12-01")
+        assert [r.accepted for r in ov.hour_rollups("2025-12-01", "2025-12-02")] == [1]
+        assert calls["Scan"] == 2  # the day span and the counts, by the scan
+    finally:
+        s.close()
