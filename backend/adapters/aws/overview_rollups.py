@@ -81,6 +81,7 @@ def hour_rows(
     """:meth:`backend.ports.OverviewIndex.hour_rollups` from the partition-hour items; None when a late
     count cannot be settled from the buckets."""
     listed = rollup_items(ddb, table, DAYS_PK, day_sk(first_day), day_sk(end_day))
+    # SK = DAY#<day>#SRC#<source>#TYPE#<type>; neither source nor type can hold "#"
     partitions = sorted({tuple(str(value_of(i, "SK")).split("#")[3:6:2]) for i in listed})
     rows: list[HourRollup] = []
     width = len(LAG_BUCKETS_MS) + 1
