@@ -643,7 +643,15 @@ class OverviewIndex(Protocol):
         ...
 
     def hour_rollups(self, first_day: str, end_day: str, *, grace_ms: int = 0) -> list[HourRollup]:
-        """One row per (source, event_type, day, hour) with a receipt."""
+        """One row per (source, event_type, day, hour) with a receipt.
+
+        Read from the AWS rollups (``docs/aws.md``, "Rollups"), every count is the same as from the events,
+        but the lag histogram and the largest lag are coarser, as the rollups keep each lag in a log-scale
+        bucket of width ``w`` (``backend.lag_buckets``; exact below 32 ms, else ``w`` at most 1/16 of its
+        lower bound): an event is counted in the ``LAG_BUCKETS_MS`` bucket of its rollup bucket's lower
+        bound, so a lag less than ``w`` above a bound (within 1/16 of it: 1,000-1,023 ms, 10,000-10,239 ms,
+        ...) is counted in the bucket below that bound; ``max_lag_ms`` is the last millisecond of the hour's
+        highest rollup bucket, at or above the true largest lag and within 1/16 of it."""
         ...
 
     def entity_day_counts(

@@ -1,7 +1,8 @@
-"""Items read and API calls per `pik gaps` (14 days) and `pik lag` (one day), with and without rollups, at
-several event counts: the events go through the real ingest service into moto (in-process), the events
-table's stream (moto's DynamoDB Streams) into the rollup writer, and the answers through GapService and
-LagService. Calls are counted with botocore event hooks and items read from the answers' ScannedCount (what
+"""Items read and API calls per `pik gaps` (14 days), `pik lag` (one day) and `pik overview` (14 days and
+their history), with and without rollups, at several event counts: the events go through the real ingest
+service into moto (in-process), the events table's stream (moto's DynamoDB Streams) into the rollup writer,
+and the answers through GapService, LagService and OverviewService. Calls are counted with botocore event
+hooks and items read from the answers' ScannedCount (what
 DynamoDB bills reads on); moto's speed says nothing about AWS's, so no time is reported.
 
     .venv/bin/python bench/aws_rollups.py [--events 1000 10000]
@@ -50,9 +51,11 @@ def _bodies(n: int, seed: int = 1) -> list[tuple[bytes, datetime]]:
 
 
 def run(n: int) -> dict[str, Any]:
+    from backend.adapters.aws.overview import AwsOverview
     from backend.services.gaps import GapService
     from backend.services.ingest import IngestService, Received
     from backend.services.lag import LagService
+    from backend.services.overview import OverviewService
     from backend.times import FixedClock
     from tests.aws.rollup_env import StreamStack
     from tests.aws_env import moto_backend
@@ -94,12 +97,17 @@ def run(n: int) -> dict[str, Any]:
         last = (FIRST_DAY + timedelta(days=DAYS)).date().isoformat()
         busiest = FIRST_DAY.date().isoformat()
         first = FIRST_DAY.date().isoformat()
+        later = FixedClock(FIRST_DAY + timedelta(days=DAYS + 30))
         for label, rollups in (("scan", False), ("rollups", True)):
             scans = stack.investigation(rollups=rollups)
+            overview = AwsOverview(store, None)
+            if not rollups:
+                overview.rollups._ready = False
             for what, ask in (
                 ("gaps_14_days", lambda s=scans: GapService(store, s).gaps(first, last, source="bench",
                                                                            event_type="click")),
                 ("lag_one_day", lambda s=scans: LagService(store, s).lag("bench", "click", busiest)),
+                ("overview_14_days", lambda o=overview: OverviewService(o, clock=later).overview()),
             ):  # fmt: skip
                 calls.clear()
                 items[0] = 0
@@ -156,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     head = ["events", "query", "scan calls", "scan items", "rollup calls", "rollup items"]
     print("\n" + " ".join(f"{h:>12}" for h in head))
     for r in results:
-        for what in ("gaps_14_days", "lag_one_day"):
+        for what in ("gaps_14_days", "lag_one_day", "overview_14_days"):
             a, b = r[f"{what}_scan"], r[f"{what}_rollups"]
             row = [r["events"], what, a["calls"], a["items_read"], b["calls"], b["items_read"]]
             print(" ".join(f"{v:>12}" for v in row))

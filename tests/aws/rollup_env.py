@@ -110,3 +110,31 @@ def times(day: str, hour: int, minute: int, lag_ms: int) -> tuple[str, datetime]
 def chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
+
+
+def records_of(store: AwsStore) -> list[dict[str, Any]]:
+    """INSERT records of every receipt in the table, in ingest order, as a NEW_IMAGE stream carries them
+    (for a stack without a stream; ``bench/aws_rollups.py`` does the same)."""
+    items: list[dict[str, Any]] = []
+    kwargs: dict[str, Any] = {"TableName": store.t.events}
+    while True:
+        page = store.ddb.scan(**kwargs)
+        items += [i for i in page["Items"] if i["PK"]["S"].startswith("ENTITY#")]
+        if not page.get("LastEvaluatedKey"):
+            break
+        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+    items.sort(key=lambda i: (i["ingest_time"]["S"], i["SK"]["S"]))
+    return [
+        {
+            "eventID": f"{n:032x}",
+            "eventName": "INSERT",
+            "eventSource": "aws:dynamodb",
+            "dynamodb": {
+                "Keys": {"PK": i["PK"], "SK": i["SK"]},
+                "NewImage": i,
+                "SequenceNumber": str(10**21 + n),
+                "StreamViewType": "NEW_IMAGE",
+            },
+        }
+        for n, i in enumerate(items)
+    ]

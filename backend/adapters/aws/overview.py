@@ -1,15 +1,26 @@
 """The overview's rollups on AWS (:class:`backend.ports.OverviewIndex`).
 
-DynamoDB has no GROUP BY. Until the stack keeps rollup items, the counts of a range of days are read with
-one filtered, projected Scan of the events table (only the attributes the counts need, only the items of
-those days leave DynamoDB) and added up here into per-hour and per-entity-day rows; that one read is shared
-by :meth:`AwsOverview.hour_rollups` and :meth:`AwsOverview.entity_day_counts` of the same range. Rejections
-are one key-range query; churned windows one filtered Scan of the aggregates table.
+DynamoDB has no GROUP BY. When the stack's rollups are ready and hold the directory of the days
+(:meth:`backend.adapters.aws.rollup_reads.RollupReader.days_ready`), the first and last event day, the
+per-hour rows and the per-entity-day rows are read from them (``backend.adapters.aws.overview_rollups``:
+O(partitions x days x hours + entities x days) items, whatever the number of events).
+
+Otherwise (no rollups, rollups backfilled before the directory was kept, the original kit's stack), or when
+the arrival buckets cannot settle a late count (a grace period that is not whole seconds, minutes, hours or
+days, with an event in the bucket it splits), the counts of a range of days are read with one filtered,
+projected Scan of the events table (only the attributes the counts need, only the items of those days leave
+DynamoDB) and added up here into per-hour and per-entity-day rows; that one read is shared by
+:meth:`AwsOverview.hour_rollups` and :meth:`AwsOverview.entity_day_counts` of the same range.
+
+Rejections are one key-range query of the rejections either way (the rollups count them per day only,
+without the source, type and reason the overview groups by); churned windows one filtered Scan of the
+aggregates table (no events are read).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from datetime import datetime
 from typing import Any, ClassVar
 
 from backend.adapters.aws.aggregates import DynamoAggregates, _version_from
@@ -17,18 +28,13 @@ from backend.adapters.aws.dynamo import str_attr, value_of
 from backend.adapters.aws.errors import aws
 from backend.adapters.aws.event_items import ACCEPTED_RECEIPT
 from backend.adapters.aws.investigate import _day, _grace, _late_from
+from backend.adapters.aws.overview_rollups import day_span, entity_rows, histogram_bucket, hour_rows
+from backend.adapters.aws.rollup_reads import RollupReader
 from backend.adapters.aws.store import AwsStore
 from backend.ports import LAG_BUCKETS_MS, EntityDayCount, HourRollup, RejectionCount, WindowChurn
 from backend.times import fmt, parse_iso
 
 _Key = tuple[str, str, int]  # first day, end day, grace
-
-
-def _bucket(lag: int) -> int:
-    for i, bound in enumerate(LAG_BUCKETS_MS):
-        if lag < bound:
-            return i
-    return len(LAG_BUCKETS_MS)
 
 
 class AwsOverview:
@@ -51,6 +57,7 @@ class AwsOverview:
         self._store = store
         self._aggregates = aggregates
         self._cache: dict[_Key, tuple[list[HourRollup], list[EntityDayCount]]] = {}
+        self.rollups = RollupReader(store.ddb, store.t.events)
 
     def _scan(self, table: str, action: str, **kwargs: Any) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []
@@ -64,6 +71,8 @@ class AwsOverview:
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
     def event_day_span(self) -> tuple[str, str] | None:
+        if self.rollups.days_ready():
+            return day_span(self._store.ddb, self._store.t.events)
         items = self._scan(
             self._store.t.events,
             "find the event days",
@@ -82,6 +91,11 @@ class AwsOverview:
         key = (first_day, end_day, _grace(grace_ms))
         if key in self._cache:
             return self._cache[key]
+        if self.rollups.days_ready():
+            from_rollups = self._from_rollups(lo, hi, key[2])
+            if from_rollups is not None:
+                self._cache = {key: from_rollups}
+                return from_rollups
         items = (
             self._scan(
                 self._store.t.events,
@@ -130,7 +144,7 @@ class AwsOverview:
             row[0] += 1
             row[1] += late
             row[3] += skewed
-            row[4][_bucket(lag)] += 1
+            row[4][histogram_bucket(lag)] += 1
             row[5] = max(row[5], lag)
             counts = entities[(str(value_of(item, "entity_id")), day)]
             counts[0] += 1
@@ -145,6 +159,17 @@ class AwsOverview:
         )
         self._cache = {key: result}  # one range at a time: the service asks for both lists of one range
         return result
+
+    def _from_rollups(
+        self, lo: datetime, hi: datetime, grace_ms: int
+    ) -> tuple[list[HourRollup], list[EntityDayCount]] | None:
+        if lo >= hi:
+            return [], []
+        first_day, end_day = lo.date().isoformat(), hi.date().isoformat()
+        ddb, table = self._store.ddb, self._store.t.events
+        hours = hour_rows(ddb, table, first_day, end_day, grace_ms)
+        entities = entity_rows(ddb, table, first_day, end_day, grace_ms) if hours is not None else None
+        return None if hours is None or entities is None else (hours, entities)
 
     def hour_rollups(self, first_day: str, end_day: str, *, grace_ms: int = 0) -> list[HourRollup]:
         return self._counts(first_day, end_day, grace_ms)[0]

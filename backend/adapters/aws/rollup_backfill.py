@@ -81,7 +81,7 @@ class AwsRollups(RollupWriter):
             self.ddb.update_item(
                 TableName=self.table,
                 Key=_meta_key(),
-                UpdateExpression="SET ready = :t, counted = :c",
+                UpdateExpression="SET ready = :t, counted = :c, days = :t",
                 ExpressionAttributeValues={":t": {"BOOL": True}, ":c": num_attr(len(found))},
             )
         return len(found)

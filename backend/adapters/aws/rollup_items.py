@@ -11,13 +11,21 @@ partition keys that no receipt can have (receipts start ``ENTITY#``, rejections 
   and ``wm``, the stream sequence number of the last receipt of that entity and day it counts (the
   watermark that makes a replayed stream batch count once: ``backend.adapters.aws.rollups``);
 * rejections per day they were received: ``PK=ROLLUP#REJECTED``, ``SK=DAY#<day>``, ``n`` and ``wm``;
-* the state of the stack's rollups: ``PK=ROLLUP#META``, ``SK=STATE`` (``ready``, ``cutoff``).
+* the directory of the days, for ``pik overview``, which must find every partition and entity of a range
+  of days without a scan: per (event day, source, type) ``PK=ROLLUP#DAYS``, ``SK=DAY#<day>#SRC#<source>#TYPE#
+  <type>`` with ``n`` and ``dup``; per (event day, entity) ``PK=ROLLUP#ENTITIES#<k>`` (``k`` one of
+  :data:`DAY_ENTITY_SHARDS`, from a CRC of the entity, so that the writes spread over that many keys),
+  ``SK=DAY#<day>#ENTITY#<entity>`` with ``n``, ``dup``, ``skew`` and ``A<lo>``: a range of days is one
+  Query per shard;
+* the state of the stack's rollups: ``PK=ROLLUP#META``, ``SK=STATE`` (``ready``, ``cutoff``, and ``days``
+  once a backfill has written the directory of the days too).
 
 Source and type cannot hold ``#`` and the entity is last in its key, so no value forges another key.
 """
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -49,6 +57,21 @@ def day_sk(day: str) -> str:
 
 
 REJECTED_ROLLUP_PK = "ROLLUP#REJECTED"
+DAYS_PK = "ROLLUP#DAYS"
+DAY_ENTITY_SHARDS = 32  # at 10,000 receipts/s of distinct entities, ~300 updates/s per key
+
+
+def days_sk(day: str, source: str, event_type: str) -> str:
+    return f"DAY#{day}#SRC#{source}#TYPE#{event_type}"
+
+
+def day_entity_pk(shard: int) -> str:
+    return f"ROLLUP#ENTITIES#{shard}"
+
+
+def day_entity_key(day: str, entity_id: str) -> Key:
+    shard = zlib.crc32(entity_id.encode()) % DAY_ENTITY_SHARDS
+    return day_entity_pk(shard), f"DAY#{day}#ENTITY#{entity_id}"
 
 
 def day_end_ms(day: str) -> int:
@@ -120,24 +143,33 @@ def contribution(image: dict[str, Any], seq: str, cutoff: str = "") -> Contribut
         return None
     event_time = fmt(parse_iso(str(value_of(image, "event_time"))))
     day, hour = event_time[:10], event_time[11:13]
-    part = (
-        partition_pk(str(value_of(image, "source")), str(value_of(image, "event_type"))),
-        hour_sk(day, hour),
-    )
-    entity = (entity_pk(str(value_of(image, "entity_id"))), day_sk(day))
+    source, event_type = str(value_of(image, "source")), str(value_of(image, "event_type"))
+    entity_id = str(value_of(image, "entity_id"))
+    part = (partition_pk(source, event_type), hour_sk(day, hour))
+    entity = (entity_pk(entity_id), day_sk(day))
+    listed = (DAYS_PK, days_sk(day, source, event_type))
+    day_entity = day_entity_key(day, entity_id)
     if receipt != ACCEPTED_RECEIPT:
-        return Contribution(seq, entity, {part: {"dup": 1}, entity: {"dup": 1}})
+        dup = {"dup": 1}
+        return Contribution(seq, entity, {part: dup, entity: dup, listed: dup, day_entity: dup})
     lag = max(int(value_of(image, "ingest_lag_ms") or 0), 0)
     part_adds = {"n": 1, f"L{lag_bucket(lag)}": 1}
     entity_adds = {"n": 1}
+    day_entity_adds = {"n": 1}
     if value_of(image, "clock_skew"):
         part_adds["skew"] = 1
+        day_entity_adds["skew"] = 1
     offset = epoch_ms(ingest_time) - day_end_ms(day)
     if offset >= 0:
         arrival = f"A{arrival_bucket(offset)}"
         part_adds[arrival] = 1
         entity_adds[arrival] = 1
-    return Contribution(seq, entity, {part: part_adds, entity: entity_adds})
+        day_entity_adds[arrival] = 1
+    return Contribution(
+        seq,
+        entity,
+        {part: part_adds, entity: entity_adds, listed: {"n": 1}, day_entity: day_entity_adds},
+    )
 
 
 def buckets(item: dict[str, Any], letter: str) -> dict[int, int]:

@@ -82,6 +82,7 @@ class RollupReader:
         self.ddb = ddb
         self.table = table
         self._ready: bool | None = None
+        self._days: bool | None = None
 
     def ready(self) -> bool:
         """Whether this stack's rollups count every receipt (read once)."""
@@ -92,7 +93,13 @@ class RollupReader:
                     Key={"PK": str_attr(META_KEY[0]), "SK": str_attr(META_KEY[1])},
                 ).get("Item")
             self._ready = bool(item and value_of(item, "ready"))
+            self._days = bool(self._ready and item and value_of(item, "days"))
         return self._ready
+
+    def days_ready(self) -> bool:
+        """Whether the rollups are ready and also hold the directory of the days (every partition and
+        entity of each event day): rollups backfilled before the directory was kept do not."""
+        return self.ready() and bool(self._days)
 
     def partition_days(self, source: str, event_type: str, first_day: str, end_day: str) -> dict[str, DaySum]:
         """Per event day in ``[first_day, end_day)``: the partition's hours added up (days without items
