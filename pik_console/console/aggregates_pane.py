@@ -89,6 +89,10 @@ def single_view(v: AggregateVersion) -> Group:
     )
 
 
+# How often the pane, while shown, looks for versions written elsewhere (one query of the window's versions).
+POLL_S = 5.0
+
+
 class AggregatesPane(Vertical):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding(
@@ -160,6 +164,8 @@ class AggregatesPane(Vertical):
             versions.add_column(label, width=width)
         versions.add_column("CAUSE", width=7)
         self.query_one("#agg-added", DataTable).add_columns("EVENT ID", "INGESTED", "LAG", "LATE")
+        # Versions written by another processor (pik process, the Lambda) show up while the pane is shown.
+        self.set_interval(POLL_S, self._poll)
 
     def focus_main(self) -> None:
         self.query_one("#agg-versions", DataTable).focus()
@@ -209,6 +215,19 @@ class AggregatesPane(Vertical):
             if (app.context.entity, app.context.day) != (entity, day):
                 self._applied = app.share(entity=entity, day=day, start=None, end=None, compare=None)
         self.focus_main()
+
+    def _poll(self) -> None:
+        if self._key is not None and cast(Any, self.app).active_pane == "aggregates":
+            self._poll_versions(*self._key, [(v.metric, v.version) for v in self.versions])
+
+    @work(thread=True, exclusive=True, group="agg-poll", exit_on_error=False)
+    def _poll_versions(self, entity: str, day: str, known: list[tuple[str, int]]) -> None:
+        try:
+            versions = cast(Any, self.app).kit.versions().versions(entity, day)
+        except Exception:
+            return  # the next poll tries again; a read the user asked for reports its error
+        if [(v.metric, v.version) for v in versions] != known:
+            self.post_message(self.VersionsRead((entity, day), versions, None))
 
     @work(thread=True, exclusive=True, group="agg-versions", exit_on_error=False)
     def _read_versions(self, entity: str, day: str) -> None:

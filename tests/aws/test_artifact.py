@@ -40,7 +40,7 @@ from tests.handlers.test_ingest_handler import SEED_BODY, SEED_EVENT_ID, rest_v1
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "backend" / "template.yaml"
 CACHE = ROOT / "build" / "lambda-test"
-HANDLERS = ("ingest", "replay", "processor")
+HANDLERS = ("ingest", "replay", "processor", "rollup")
 UI = ("textual", "rich", "pygments", "pik_console")
 PROJECT_FOLDERS = ("tests", "docs", "bench", "screenshots", "scripts", "pik_console")
 MB = 1_000_000

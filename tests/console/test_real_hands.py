@@ -499,3 +499,34 @@ async def test_a_whole_pick_typed_in_one_burst_lands_source_type_day_and_entity(
         busiest = max(sorted({r.entity_id for r in entities}), key=[r.entity_id for r in entities].count)
         assert app.context.entity == busiest
         assert not isinstance(app.screen, PickScreen) and app.reports == []
+
+
+async def test_the_aggregates_pane_shows_versions_another_processor_writes(demo_copy: Path) -> None:
+    """A version written outside the console (pik process in another terminal, the Lambda): the pane,
+    while shown and at the newest pair, moves to it within a poll."""
+    from backend.services.ingest import Received
+    from pik_console.console import aggregates_pane
+
+    app = _app(demo_copy)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("5")
+        await settle(pilot)
+        pane = app.pane("aggregates")
+        before = max(v.version for v in pane.versions if v.metric == pane.metric)
+        other = open_local(demo_copy, create=False)  # another process's kit
+        late = (
+            b'{"source":"mobile","event_type":"heartbeat","entity_id":"user_001",'
+            b'"event_time":"2025-12-22T23:58:00.000Z","payload":{"steps":7}}'
+        )
+        list(other.ingest().ingest_stream(iter([Received(late, "test", 1)])))
+        request = ReplayRequest(
+            entity_id="user_001", start_time="2025-12-22T00:00:00.000Z", end_time="2025-12-23T00:00:00.000Z"
+        )
+        other.replay().execute(request, actor="test")
+        other.drain().run()
+        await _until(pilot, lambda: pane.to_version is not None and pane.to_version > before,
+                     seconds=aggregates_pane.POLL_S * 3)  # fmt: skip
+        await settle(pilot)
+        assert pane.to_version == before + 1
+        assert pane.diff is not None and pane.diff.newer.version == before + 1
