@@ -321,28 +321,6 @@ class AwsCatalog:
 
     def __init__(self, store: AwsStore) -> None:
         self._store = store
-        self._rollups = RollupReader(store.ddb, store.t.events)
-
-    def lag_rollup(self, source: str, event_type: str, day: str, *, late_ms: int) -> LagRollup | None:
-        _day(day, "day")
-        return lag_rollup(self._rollups, self._store, source, event_type, day, late_ms)
-
-    def _from_rollups(
-        self, sums: dict[str, DaySum], grace: int, scan: Callable[[str, str], list[DayCount]]
-    ) -> list[DayCount]:
-        """Day counts from rollup sums; a day whose late count the buckets cannot settle is scanned."""
-        out: list[DayCount] = []
-        for day in sorted(sums):
-            total = sums[day]
-            if not (total.accepted or total.duplicate):
-                continue
-            count = day_count(day, total, grace)
-            if count is None:
-                next_day = (_day(day, "day") + timedelta(days=1)).date().isoformat()
-                out += scan(day, next_day)
-            else:
-                out.append(count)
-        return out
 
     def missing(self, keys: Sequence[str]) -> set[str]:
         wanted = sorted(set(keys))
