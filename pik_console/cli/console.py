@@ -67,16 +67,16 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def open_demo_console(path: Any, out: IO[str], *, read_only: bool = False) -> None:
-    """After ``pik demo`` printed its summary: open the console on the demo, where the story starts (the
-    day whose mobile events arrived two days late), when the user is at a terminal."""
+    """After ``pik demo`` printed its summary: open the console on the demo's Overview, what a newcomer
+    should see first (the duplicate storm and the day whose mobile events arrived two days late lead the
+    findings; enter opens each), when the user is at a terminal."""
     if not is_terminal(out):
         return
-    from backend.demo import OUTAGE_DAY
     from backend.kit import open_local
     from pik_console.console.context import Context
 
     backend = open_local(path, create=False, read_only=read_only)
     try:
-        run_console(backend, Context(entity="user_001", day=OUTAGE_DAY.date().isoformat()))
+        run_console(backend, Context())  # nothing chosen: the console opens on the Overview
     finally:
         backend.close()
