@@ -3,6 +3,7 @@ picking instead of typing): each test drives the keys that showed a defect."""
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,22 @@ async def _until(pilot: Any, condition: Any, seconds: float = 5.0) -> None:
         if condition():
             return
         await pilot.pause(0.05)
+
+
+def _late_event_replayed(kit: Any, time_of_day: str) -> None:
+    """A late heartbeat for user_001 on 2025-12-22 (the demo's outage day), and a replay of that window: the
+    processor's next run writes a newer version of its aggregates."""
+    from backend.services.ingest import Received
+
+    late = json.dumps(
+        {"source": "mobile", "event_type": "heartbeat", "entity_id": "user_001",
+         "event_time": f"2025-12-22T{time_of_day}Z", "payload": {"steps": 5}}
+    ).encode()  # fmt: skip
+    list(kit.ingest().ingest_stream(iter([Received(late, "test", 1)])))
+    request = ReplayRequest(
+        entity_id="user_001", start_time="2025-12-22T00:00:00.000Z", end_time="2025-12-23T00:00:00.000Z"
+    )
+    kit.replay().execute(request, actor="test")
 
 
 def _said(app: PikConsole) -> list[str]:
@@ -197,18 +214,7 @@ async def test_the_aggregates_pane_follows_new_versions_as_they_are_written(demo
         ctx = app.context
         assert ctx.metric == pane.metric and ctx.compare == (latest - 1, latest)
         # A late event for the window, a replay of it and the processor: a newer version.
-        kit = app.kit
-        late = (
-            b'{"source":"mobile","event_type":"heartbeat","entity_id":"user_001",'
-            b'"event_time":"2025-12-22T23:59:00.000Z","payload":{"steps":5}}'
-        )
-        from backend.services.ingest import Received
-
-        list(kit.ingest().ingest_stream(iter([Received(late, "test", 1)])))
-        request = ReplayRequest(
-            entity_id="user_001", start_time="2025-12-22T00:00:00.000Z", end_time="2025-12-23T00:00:00.000Z"
-        )
-        kit.replay().execute(request, actor="test")
+        _late_event_replayed(app.kit, "23:59:00.000")
         await pilot.press("4")
         await settle(pilot)
         await pilot.press("p")
@@ -504,7 +510,6 @@ async def test_a_whole_pick_typed_in_one_burst_lands_source_type_day_and_entity(
 async def test_the_aggregates_pane_shows_versions_another_processor_writes(demo_copy: Path) -> None:
     """A version written outside the console (pik process in another terminal, the Lambda): the pane,
     while shown and at the newest pair, moves to it within a poll."""
-    from backend.services.ingest import Received
     from pik_console.console import aggregates_pane
 
     app = _app(demo_copy)
@@ -515,15 +520,7 @@ async def test_the_aggregates_pane_shows_versions_another_processor_writes(demo_
         pane = app.pane("aggregates")
         before = max(v.version for v in pane.versions if v.metric == pane.metric)
         other = open_local(demo_copy, create=False)  # another process's kit
-        late = (
-            b'{"source":"mobile","event_type":"heartbeat","entity_id":"user_001",'
-            b'"event_time":"2025-12-22T23:58:00.000Z","payload":{"steps":7}}'
-        )
-        list(other.ingest().ingest_stream(iter([Received(late, "test", 1)])))
-        request = ReplayRequest(
-            entity_id="user_001", start_time="2025-12-22T00:00:00.000Z", end_time="2025-12-23T00:00:00.000Z"
-        )
-        other.replay().execute(request, actor="test")
+        _late_event_replayed(other, "23:58:00.000")
         other.drain().run()
         await _until(pilot, lambda: pane.to_version is not None and pane.to_version > before,
                      seconds=aggregates_pane.POLL_S * 3)  # fmt: skip
