@@ -203,6 +203,76 @@ class IngestLedger(Protocol):
         ...
 
 
+class NewReceipt(NamedTuple):
+    """A valid request's receipt as ingest prepared it, before any store has seen it: the fields of its
+    :class:`EventRecord` (``key`` is the identity key its bytes go under) plus its two times as integer
+    milliseconds since the epoch. A named tuple: ingest builds one per request and may send batches of
+    them between processes, where a validated model costs several times more to build and to pickle."""
+
+    event_id: str
+    source: str
+    event_type: str
+    entity_id: str
+    event_time: str
+    event_ms: int
+    ingest_time: str
+    ingest_ms: int
+    ingest_lag_ms: int
+    clock_skew: bool
+    payload_sha: str
+    day: str
+    hour: str
+    key: str
+    raw_sha: str
+    raw_size: int
+    idempotency_key: str | None
+    origin: str
+    line: int | None
+    delivery: str
+
+    def record(self, s3_key: str | None = None) -> EventRecord:
+        """The index record of this receipt, its bytes at ``s3_key`` (default: the identity key)."""
+        return EventRecord(
+            event_id=self.event_id,
+            status=IngestStatus.ACCEPTED,
+            source=self.source,
+            event_type=self.event_type,
+            entity_id=self.entity_id,
+            event_time=self.event_time,
+            ingest_time=self.ingest_time,
+            ingest_lag_ms=self.ingest_lag_ms,
+            clock_skew=self.clock_skew,
+            payload_sha=self.payload_sha,
+            day=self.day,
+            hour=self.hour,
+            s3_key=s3_key or self.key,
+            s3_bucket=None,
+            raw_sha=self.raw_sha,
+            raw_size=self.raw_size,
+            idempotency_key=self.idempotency_key,
+            origin=self.origin,
+            line=self.line,
+            delivery=self.delivery,
+        )
+
+
+@runtime_checkable
+class ReceiptStore(Protocol):
+    """A store that holds both the raw bytes and the event index and can take a batch of new receipts in
+    one step (the local workspace: one transaction). Optional: ingest uses it when the raw store and the
+    index are the same object and it has this method, and the separate :class:`RawStore` then
+    :class:`EventIndex` path otherwise (S3 and DynamoDB)."""
+
+    def store_receipts(
+        self, receipts: Sequence[NewReceipt], bodies: Sequence[bytes]
+    ) -> list[Recorded | None]:
+        """Store each body under its receipt's key unless the key is taken, and record each receipt, in
+        one transaction: ACCEPTED or DUPLICATE per receipt, as :meth:`EventIndex.record` with STORED or
+        SEEN claims. None (nothing written for it) where the key holds *other* bytes: the caller stores
+        that body elsewhere and records it through the separate path."""
+        ...
+
+
 # -- Investigation queries (bulk reads) ---------------------------------------------------------------------
 
 

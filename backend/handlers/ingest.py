@@ -93,7 +93,7 @@ def _ingest(received: Received, request_id: str | None) -> dict[str, Any]:
             raise ReadOnlyError("ingest refused: the kit is in read-only mode")
         service = kit.ingest()
         prepared = service.prepare_batch([received])
-        record = prepared.valid[0][2] if prepared.valid else None
+        record = prepared.valid[0][2].record() if prepared.valid else None
         summary = prepared.summaries.get(0)
         # A dry run stops after validation and one read; a real one stores (quarantine, raw, index).
         result = _dry_run_result(kit, prepared) if settings.dry_run else service.commit(prepared)[0]
@@ -138,7 +138,7 @@ def _dry_run_result(kit: Kit, prepared: PreparedBatch) -> IngestResult:
         return IngestResult(
             status=IngestStatus.REJECTED, reason=rejection.reason, ingest_time=rejection.received_at
         )
-    record = prepared.valid[0][2]
+    record = prepared.valid[0][2].record()
     seen = kit.index.get_accepted(record.event_id) is not None
     return IngestResult(
         status=IngestStatus.DUPLICATE if seen else IngestStatus.ACCEPTED,

@@ -14,7 +14,8 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
+from typing import cast
 
 from backend.errors import ReadOnlyError
 from backend.identity import receipt_key, sha256_hex
@@ -25,7 +26,17 @@ from backend.model import (
     IngestStatus,
     Rejection,
 )
-from backend.ports import Claim, EventIndex, IngestLedger, RawObject, RawPutStatus, RawStore, Recorded
+from backend.ports import (
+    Claim,
+    EventIndex,
+    IngestLedger,
+    NewReceipt,
+    RawObject,
+    RawPutStatus,
+    RawStore,
+    ReceiptStore,
+    Recorded,
+)
 
 # Parsing and validation live in ingest_validation; these names stay importable from here.
 from backend.services.ingest_validation import MAX_REASON_CHARS as MAX_REASON_CHARS
@@ -34,6 +45,9 @@ from backend.services.ingest_validation import Prepared as Prepared
 from backend.services.ingest_validation import prepare as prepare
 from backend.services.ingest_validation import prepare_fast
 from backend.times import Clock, fmt, lag_ms
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
 
 # How much of a rejected request is kept in quarantine (the full size and sha256 are always recorded).
 QUARANTINE_MAX_BYTES = 64 * 1024
@@ -67,11 +81,12 @@ def _batched(items: Iterable[Received], size: int) -> Iterator[list[Received]]:
 
 @dataclass(slots=True)
 class PreparedBatch:
-    """A validated batch, ready to store: for each valid request its exact bytes and its index record
-    (``s3_key`` = the identity key; a receipt with other bytes gets another key at commit)."""
+    """A validated batch, ready to store: for each valid request its position, its exact bytes and its
+    receipt (``key`` = the identity key; a receipt with other bytes gets another key at commit). Plain
+    values only, so a batch prepared in a worker process is cheap to send back."""
 
     lines: list[int | None]
-    valid: list[tuple[int, bytes, EventRecord]] = field(default_factory=list)
+    valid: list[tuple[int, bytes, NewReceipt]] = field(default_factory=list)
     rejected: list[tuple[int, Rejection]] = field(default_factory=list)
     # The rejections' reasons without any value from the request (Invalid.summary), by position: for logs.
     summaries: dict[int, str] = field(default_factory=dict)
@@ -115,6 +130,8 @@ class IngestService:
         self.clock = clock or Clock()
         self.read_only = read_only
         self.run_id = run_id or uuid.uuid4().hex
+        # One store holding both the bytes and the index takes a batch in one step (the local workspace).
+        self._receipts = raw if isinstance(raw, ReceiptStore) and raw is cast(object, index) else None
 
     def ingest(self, body: bytes, origin: str = "api") -> IngestResult:
         """Ingest one request body."""
@@ -187,21 +204,34 @@ class IngestService:
                 )
         if prepared.valid:
             valid = prepared.valid
-            records, statuses = self._store([(body, rec) for _, body, rec in valid])
-            for (i, _, _), rec, status in zip(valid, records, statuses, strict=True):
+            keys, statuses = self._store([body for _, body, _ in valid], [r for _, _, r in valid])
+            for (i, _, r), key, status in zip(valid, keys, statuses, strict=True):
                 results[i] = IngestResult(
                     status=status,
-                    event_id=rec.event_id,
-                    ingest_lag_ms=rec.ingest_lag_ms,
-                    s3_key=rec.s3_key,
-                    event_time=rec.event_time,
-                    ingest_time=rec.ingest_time,
-                    clock_skew=rec.clock_skew,
+                    event_id=r.event_id,
+                    ingest_lag_ms=r.ingest_lag_ms,
+                    s3_key=key,
+                    event_time=r.event_time,
+                    ingest_time=r.ingest_time,
+                    clock_skew=r.clock_skew,
                     line=lines[i],
                 )
         return [r for r in results if r is not None]
 
-    def _store(
+    def _store(self, bodies: list[bytes], receipts: list[NewReceipt]) -> tuple[list[str], list[IngestStatus]]:
+        """Store each body and index its receipt; returns where each body is and each receipt's status.
+        A store of both takes the batch in one step (:class:`ReceiptStore`), unless some key holds other
+        bytes: then, as for separate stores, :meth:`_store_records`."""
+        if self._receipts is not None:
+            outcomes = self._receipts.store_receipts(receipts, bodies)
+            if all(o is not None for o in outcomes):
+                return [r.key for r in receipts], [IngestStatus(o.value) for o in outcomes if o is not None]
+        records, statuses = self._store_records(
+            [(b, r.record()) for b, r in zip(bodies, receipts, strict=True)]
+        )
+        return [r.s3_key for r in records], statuses
+
+    def _store_records(
         self, items: Sequence[tuple[bytes, EventRecord]]
     ) -> tuple[list[EventRecord], list[IngestStatus]]:
         """Store each body, then index its receipt; returns the records (each naming where its bytes are)
@@ -297,30 +327,14 @@ def delivery_id(run_id: str, item: Received, raw_sha: str) -> str:
     return sha256_hex(f"{run_id}|{item.origin}|{item.line}|{raw_sha}".encode())
 
 
-def _record(p: Prepared, now: datetime, item: Received, delivery: str) -> EventRecord:
+def _record(p: Prepared, now: datetime, item: Received, delivery: str) -> NewReceipt:
     lag = lag_ms(now, p.event_dt)
-    return EventRecord(
-        event_id=p.event_id,
-        status=IngestStatus.ACCEPTED,
-        source=p.source,
-        event_type=p.event_type,
-        entity_id=p.entity_id,
-        event_time=p.event_time,
-        ingest_time=fmt(now),
-        ingest_lag_ms=max(lag, 0),
-        clock_skew=lag < 0,
-        payload_sha=p.payload_sha,
-        day=p.day,
-        hour=p.hour,
-        s3_key=p.raw_key,
-        s3_bucket=None,
-        raw_sha=p.raw_sha,
-        raw_size=len(p.body),
-        idempotency_key=p.idempotency_key,
-        origin=item.origin,
-        line=item.line,
-        delivery=delivery,
-    )
+    now_ms = ((now if now.tzinfo else now.replace(tzinfo=UTC)) - _EPOCH) // _MS
+    return NewReceipt(
+        p.event_id, p.source, p.event_type, p.entity_id, p.event_time, (p.event_dt - _EPOCH) // _MS,
+        fmt(now), now_ms, max(lag, 0), lag < 0, p.payload_sha, p.day, p.hour, p.raw_key,
+        p.raw_sha, len(p.body), p.idempotency_key, item.origin, item.line, delivery,
+    )  # fmt: skip
 
 
 def _rejection(item: Received, bad: Invalid, now: datetime) -> Rejection:
@@ -341,7 +355,7 @@ def _rejection(item: Received, bad: Invalid, now: datetime) -> Rejection:
 
 def _already_delivered(chunk: Sequence[Received], prepared: PreparedBatch, ledger: IngestLedger) -> set[int]:
     """Positions in ``chunk`` whose origin, line and bytes the ledger already holds."""
-    shas: dict[int, str] = {i: _sha(rec) for i, _, rec in prepared.valid}
+    shas: dict[int, str] = {i: r.raw_sha for i, _, r in prepared.valid}
     shas.update((i, rej.sha256) for i, rej in prepared.rejected)
     by_origin: dict[str, list[tuple[int, int]]] = {}
     for i, item in enumerate(chunk):

@@ -10,8 +10,9 @@ lines of an input are already stored, so an interrupted ingest resumes. Reads co
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from backend.adapters.local.database import Database, chunks
@@ -64,6 +65,8 @@ class LocalIndex:
         # Entity and partition numbers never change once committed, so they are cached per index.
         self._entity_ids: dict[str, int] = {}
         self._part_ids: dict[tuple[str, str, str], int] = {}
+        # Numbers assigned by writes not yet committed (see settle).
+        self._pending: list[tuple[dict[str, int], dict[tuple[str, str, str], int]]] = []
 
     # -- EventIndex: writes ----------------------------------------------------------------------------
 
@@ -77,7 +80,7 @@ class LocalIndex:
             return self._record(records)
         # UNVERIFIED receipts are decided against what is stored once the others are in (one transaction).
         statuses: list[Recorded] = [Recorded.DUPLICATE] * len(records)
-        with self._db.write("record events"):
+        with self.writing("record events"):
             rest = [i for i in range(len(records)) if i not in set(unverified)]
             for i, status in zip(rest, self._record([records[i] for i in rest]), strict=True):
                 statuses[i] = status
@@ -109,16 +112,23 @@ class LocalIndex:
     def _record(self, records: Sequence[EventRecord]) -> list[Recorded]:
         if not records:
             return []
-        statuses = [Recorded.DUPLICATE] * len(records)
-        with self._db.write("record events") as conn:
+        return self.insert_rows([self._event_row(r) for r in records])
+
+    def insert_rows(self, rows: Sequence[tuple[Any, ...]]) -> list[Recorded]:
+        """Record receipts given as rows of ``events`` with the entity id and the (source, event_type, day)
+        partition in place of their numbers (:meth:`_event_row`); in the caller's transaction if one is open.
+        ACCEPTED for each event id's first receipt ever, DUPLICATE (the next receipt number) for the rest."""
+        if not rows:
+            return []
+        statuses = [Recorded.DUPLICATE] * len(rows)
+        with self.writing("record events") as conn:
             entity_ids = self._intern(
-                conn, self._entity_ids, {r.entity_id for r in records}, "entities", ("entity_id",)
+                conn, self._entity_ids, {r[2] for r in rows}, "entities", ("entity_id",)
             )
             part_ids = self._intern(
-                conn, self._part_ids, {(r.source, r.event_type, r.day) for r in records}, "partitions",
-                ("source", "event_type", "day"),
-            )  # fmt: skip
-            rows = [self._event_row(r, entity_ids, part_ids) for r in records]
+                conn, self._part_ids, {r[3] for r in rows}, "partitions", ("source", "event_type", "day")
+            )
+            rows = [(r[0], 0, entity_ids[r[2]], part_ids[r[3]], *r[4:]) for r in rows]
             # Try every event id's first appearance in the batch as receipt 0 (the acceptance). The insert
             # guard skips it if the id was accepted before; the rows above the old maximum seq are the
             # winners (we hold the write lock, and seq only grows).
@@ -158,10 +168,26 @@ class LocalIndex:
                     next_receipt[eid] = n + 1
                     dup_rows.append((eid, n, *rows[i][2:]))
                 conn.executemany(_INSERT_EVENT, dup_rows)
-        # Only now are the new numbers committed, and safe to cache.
-        self._entity_ids.update(entity_ids)
-        self._part_ids.update(part_ids)
+            self._pending.append((entity_ids, part_ids))
         return statuses
+
+    @contextlib.contextmanager
+    def writing(self, action: str) -> Iterator[sqlite3.Connection]:
+        """A write transaction, or the caller's if one is open. The entity and partition numbers it assigns
+        are cached only once it commits: a rolled-back number may be given to another name later."""
+        joined = self._db.connection().in_transaction
+        try:
+            with self._db.write(action) as conn:
+                yield conn
+        except BaseException:
+            if not joined:
+                self._pending.clear()
+            raise
+        if not joined:
+            for entity_ids, part_ids in self._pending:
+                self._entity_ids.update(entity_ids)
+                self._part_ids.update(part_ids)
+            self._pending.clear()
 
     @staticmethod
     def _intern(
@@ -189,12 +215,11 @@ class LocalIndex:
         return found
 
     @staticmethod
-    def _event_row(
-        r: EventRecord, entity_ids: dict[str, int], part_ids: dict[tuple[str, str, str], int]
-    ) -> tuple[Any, ...]:
+    def _event_row(r: EventRecord) -> tuple[Any, ...]:
+        """``r`` as an ``events`` row for :meth:`insert_rows` (entity and partition by name)."""
         s3_key = None if r.s3_key == raw_key(r.source, r.event_type, r.day, r.event_id) else r.s3_key
         return (
-            bytes.fromhex(r.event_id), 0, entity_ids[r.entity_id], part_ids[(r.source, r.event_type, r.day)],
+            bytes.fromhex(r.event_id), 0, r.entity_id, (r.source, r.event_type, r.day),
             stored_ms(r.event_time), stored_ms(r.ingest_time), r.ingest_lag_ms, int(r.clock_skew),
             bytes.fromhex(r.payload_sha), s3_key, bytes.fromhex(r.raw_sha or ""), r.raw_size,
             r.idempotency_key, r.origin, r.line,

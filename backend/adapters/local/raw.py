@@ -8,7 +8,9 @@ object, whether this call created it or found it there, with the digest of what 
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Sequence
+from typing import Any
 
 from backend.adapters.local.database import Database, chunks
 from backend.ports import RawObject, RawPut, RawPutStatus
@@ -25,25 +27,10 @@ class LocalRaw:
     def put_new(self, objects: Sequence[RawObject]) -> list[RawPut]:
         if not objects:
             return []
-        stored_at = fmt(self._clock.now())
+        stored_at = self.stamp()
         rows = [(o.key, bytes.fromhex(o.sha256), len(o.data), stored_at, o.data) for o in objects]
         with self._db.write("store raw events") as conn:
-            # The schema's insert guard skips a taken key (nothing overwritten, no error). Rows are appended
-            # in rowid order and nobody else writes while we hold the lock, so the rows above the old
-            # maximum are exactly the ones this call created. (Cheaper than INSERT ... RETURNING.)
-            before = conn.execute("SELECT coalesce(max(id), 0) FROM raw").fetchone()[0]
-            conn.executemany("INSERT INTO raw (key, sha256, size, stored_at, data) VALUES (?,?,?,?,?)", rows)
-            keys = {o.key for o in objects}
-            if conn.execute("SELECT count(*) FROM raw WHERE id > ?", (before,)).fetchone()[0] == len(keys):
-                created = keys  # as many new rows as distinct keys: every key was created (the usual case)
-            else:
-                created = {k for (k,) in conn.execute("SELECT key FROM raw WHERE id > ?", (before,))}
-            taken = list({o.key for o in objects if o.key not in created})
-            stored: dict[str, str] = {}
-            for part in chunks(taken):
-                marks = ",".join("?" * len(part))
-                for key, sha in conn.execute(f"SELECT key, sha256 FROM raw WHERE key IN ({marks})", part):
-                    stored[key] = sha.hex()
+            created, stored = self.insert(conn, rows)
         results: list[RawPut] = []
         for obj in objects:
             if obj.key in created:
@@ -53,6 +40,32 @@ class LocalRaw:
             else:
                 results.append(RawPut(obj.key, RawPutStatus.EXISTS, stored[obj.key]))
         return results
+
+    def stamp(self) -> str:
+        """The ``stored_at`` of objects stored now."""
+        return fmt(self._clock.now())
+
+    @staticmethod
+    def insert(conn: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> tuple[set[str], dict[str, str]]:
+        """Insert ``(key, sha256 bytes, size, stored_at, data)`` rows in ``conn``'s open write transaction.
+        Returns the keys this call created and, for the keys it found taken, the sha256 (hex) stored there.
+        """
+        # The schema's insert guard skips a taken key (nothing overwritten, no error). Rows are appended
+        # in rowid order and nobody else writes while we hold the lock, so the rows above the old
+        # maximum are exactly the ones this call created. (Cheaper than INSERT ... RETURNING.)
+        before = conn.execute("SELECT coalesce(max(id), 0) FROM raw").fetchone()[0]
+        conn.executemany("INSERT INTO raw (key, sha256, size, stored_at, data) VALUES (?,?,?,?,?)", rows)
+        keys = {row[0] for row in rows}
+        if conn.execute("SELECT count(*) FROM raw WHERE id > ?", (before,)).fetchone()[0] == len(keys):
+            return keys, {}  # as many new rows as distinct keys: every key was created (the usual case)
+        created = {k for (k,) in conn.execute("SELECT key FROM raw WHERE id > ?", (before,))}
+        taken = list(keys - created)
+        stored: dict[str, str] = {}
+        for part in chunks(taken):
+            marks = ",".join("?" * len(part))
+            for key, sha in conn.execute(f"SELECT key, sha256 FROM raw WHERE key IN ({marks})", part):
+                stored[key] = sha.hex()
+        return created, stored
 
     def get(self, key: str) -> bytes | None:
         rows = self._db.read("SELECT data FROM raw WHERE key = ?", (key,))

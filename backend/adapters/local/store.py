@@ -18,7 +18,7 @@ from backend.adapters.local.database import DB_NAME, Database
 from backend.adapters.local.index import LocalIndex
 from backend.adapters.local.raw import LocalRaw
 from backend.model import EventRecord, IngestStatus, Page, Rejection
-from backend.ports import Claim, IndexStats, RawObject, RawPut, Recorded
+from backend.ports import Claim, IndexStats, NewReceipt, RawObject, RawPut, Recorded
 from backend.times import Clock
 
 __all__ = ["DB_NAME", "LocalStore"]
@@ -78,6 +78,41 @@ class LocalStore:
 
     def record(self, records: Sequence[EventRecord], claims: Sequence[Claim] | None = None) -> list[Recorded]:
         return self.index.record(records, claims)
+
+    def store_receipts(
+        self, receipts: Sequence[NewReceipt], bodies: Sequence[bytes]
+    ) -> list[Recorded | None]:
+        """:class:`backend.ports.ReceiptStore`: raw bytes and index rows in one transaction.
+
+        If any key holds other bytes than its receipt's (an idempotency-key retry with a new payload, say),
+        the bytes are stored but no receipt is recorded, and every answer is None: the caller then records
+        the whole batch through :meth:`put_new` and :meth:`record` (which find these bytes already stored),
+        so that receipts keep their arrival order.
+        """
+        if not receipts:
+            return []
+        stored_at = self.raw.stamp()
+        fromhex = bytes.fromhex
+        raw_rows = [
+            (r.key, fromhex(r.raw_sha), r.raw_size, stored_at, body)
+            for r, body in zip(receipts, bodies, strict=True)
+        ]
+        with self.index.writing("store events") as conn:
+            _, stored = self.raw.insert(conn, raw_rows)
+            # The bytes at each key: stored before this call, or the first body in this call with that key.
+            at_key = stored
+            for r in receipts:
+                if at_key.setdefault(r.key, r.raw_sha) != r.raw_sha:
+                    return [None] * len(receipts)
+            rows = [
+                (
+                    fromhex(r.event_id), 0, r.entity_id, (r.source, r.event_type, r.day), r.event_ms,
+                    r.ingest_ms, r.ingest_lag_ms, int(r.clock_skew), fromhex(r.payload_sha), None,
+                    fromhex(r.raw_sha), r.raw_size, r.idempotency_key, r.origin, r.line,
+                )
+                for r in receipts
+            ]  # fmt: skip
+            return list(self.index.insert_rows(rows))
 
     def quarantine(self, rejections: Sequence[Rejection]) -> list[str]:
         return self.index.quarantine(rejections)
