@@ -204,14 +204,14 @@ class IngestLedger(Protocol):
 
 
 class NewReceipt(NamedTuple):
-    """A valid request's receipt as ingest prepared it, before any store has seen it: the fields of its
-    :class:`EventRecord` (``key`` is the identity key its bytes go under) plus its two times as integer
-    milliseconds since the epoch. A named tuple: ingest builds one per request and may send batches of
-    them between processes, where a validated model costs several times more to build and to pickle."""
+    """A valid request's receipt as ingest prepared it, before any store has seen it: what its
+    :class:`EventRecord` holds, with the digests as their 32 bytes, the (source, event_type, day)
+    partition as one tuple and both times also as integer milliseconds since the epoch. A named tuple of
+    plain values: ingest builds one per request and sends batches of them between processes, where a
+    validated model (and hex text) costs several times more to build and to send."""
 
-    event_id: str
-    source: str
-    event_type: str
+    event_id: bytes
+    partition: tuple[str, str, str]
     entity_id: str
     event_time: str
     event_ms: int
@@ -219,40 +219,39 @@ class NewReceipt(NamedTuple):
     ingest_ms: int
     ingest_lag_ms: int
     clock_skew: bool
-    payload_sha: str
-    day: str
-    hour: str
-    key: str
-    raw_sha: str
+    payload_sha: bytes
+    raw_sha: bytes
     raw_size: int
     idempotency_key: str | None
     origin: str
     line: int | None
-    delivery: str
+    delivery: bytes
+    key: str  # the identity key its bytes go under (backend.identity.raw_key)
 
     def record(self, s3_key: str | None = None) -> EventRecord:
         """The index record of this receipt, its bytes at ``s3_key`` (default: the identity key)."""
+        source, event_type, day = self.partition
         return EventRecord(
-            event_id=self.event_id,
+            event_id=self.event_id.hex(),
             status=IngestStatus.ACCEPTED,
-            source=self.source,
-            event_type=self.event_type,
+            source=source,
+            event_type=event_type,
             entity_id=self.entity_id,
             event_time=self.event_time,
             ingest_time=self.ingest_time,
             ingest_lag_ms=self.ingest_lag_ms,
             clock_skew=self.clock_skew,
-            payload_sha=self.payload_sha,
-            day=self.day,
-            hour=self.hour,
+            payload_sha=self.payload_sha.hex(),
+            day=day,
+            hour=self.event_time[11:13],
             s3_key=s3_key or self.key,
             s3_bucket=None,
-            raw_sha=self.raw_sha,
+            raw_sha=self.raw_sha.hex(),
             raw_size=self.raw_size,
             idempotency_key=self.idempotency_key,
             origin=self.origin,
             line=self.line,
-            delivery=self.delivery,
+            delivery=self.delivery.hex(),
         )
 
 

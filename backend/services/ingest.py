@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import cast
+from typing import TYPE_CHECKING, Any, cast
 
 from backend.errors import ReadOnlyError
 from backend.identity import receipt_key, sha256_hex
@@ -45,6 +45,11 @@ from backend.services.ingest_validation import Prepared as Prepared
 from backend.services.ingest_validation import prepare as prepare
 from backend.services.ingest_validation import prepare_fast
 from backend.times import Clock, fmt, lag_ms
+
+_STATUS = {Recorded.ACCEPTED: IngestStatus.ACCEPTED, Recorded.DUPLICATE: IngestStatus.DUPLICATE}
+
+if TYPE_CHECKING:
+    from backend.services.ingest_workers import PrepareWorkers
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
@@ -90,6 +95,23 @@ class PreparedBatch:
     rejected: list[tuple[int, Rejection]] = field(default_factory=list)
     # The rejections' reasons without any value from the request (Invalid.summary), by position: for logs.
     summaries: dict[int, str] = field(default_factory=dict)
+
+    # Sent between processes as columns of plain values: a named tuple rebuilt by its class costs several
+    # times the plain tuple it holds.
+    def __getstate__(self) -> tuple[Any, ...]:
+        valid = self.valid
+        return (
+            self.lines, [i for i, _, _ in valid], [b for _, b, _ in valid], [tuple(r) for _, _, r in valid],
+            self.rejected, self.summaries,
+        )  # fmt: skip
+
+    def __setstate__(self, state: tuple[Any, ...]) -> None:
+        lines, positions, bodies, receipts, self.rejected, self.summaries = state
+        self.lines = lines
+        new = tuple.__new__
+        self.valid = [
+            (i, body, new(NewReceipt, r)) for i, body, r in zip(positions, bodies, receipts, strict=True)
+        ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,22 +164,23 @@ class IngestService:
         return self.commit(self.prepare_batch(batch))
 
     def ingest_stream(
-        self, items: Iterable[Received], batch_size: int = 10_000
+        self, items: Iterable[Received], batch_size: int = 10_000, workers: PrepareWorkers | None = None
     ) -> Iterator[list[IngestResult]]:
         """Ingest a stream in batches, yielding each batch's results once it is committed, in order.
 
-        Memory is bounded by one batch whatever the length of the stream. If a commit fails, its
-        StoreError is raised here; every batch yielded before it is durable.
+        Memory is bounded by a few batches whatever the length of the stream. If a commit fails, its
+        StoreError is raised here; every batch yielded before it is durable. With ``workers``, batches are
+        prepared in those processes while earlier ones are committed here.
         """
-        if batch_size < 1:
-            raise ValueError("batch_size must be at least 1")
-        if self.read_only:
-            raise ReadOnlyError("ingest refused: the kit is in read-only mode")
-        for chunk in _batched(items, batch_size):
-            yield self.commit(self.prepare_batch(chunk))
+        for _, prepared in self._prepared(items, batch_size, workers):
+            yield self.commit(prepared)
 
     def resume_stream(
-        self, items: Iterable[Received], ledger: IngestLedger, batch_size: int = 10_000
+        self,
+        items: Iterable[Received],
+        ledger: IngestLedger,
+        batch_size: int = 10_000,
+        workers: PrepareWorkers | None = None,
     ) -> Iterator[Resumed]:
         """Ingest a numbered stream (the lines of one input), skipping what an earlier run of it stored.
 
@@ -165,19 +188,28 @@ class IngestService:
         line with the same bytes: the earlier run stored it, and storing it again would add a DUPLICATE
         receipt that no producer sent. So a run killed at any point and started again on the same input
         ends with the workspace an uninterrupted run would have left. Requests without a line number, and
-        lines whose bytes changed since, are ingested as usual. Commits and failures are as in
+        lines whose bytes changed since, are ingested as usual. Commits, failures and ``workers`` are as in
         :meth:`ingest_stream`.
         """
-        if batch_size < 1:
-            raise ValueError("batch_size must be at least 1")
-        if self.read_only:
-            raise ReadOnlyError("ingest refused: the kit is in read-only mode")
-        for chunk in _batched(items, batch_size):
-            prepared = self.prepare_batch(chunk)
+        for chunk, prepared in self._prepared(items, batch_size, workers):
             skip = _already_delivered(chunk, prepared, ledger)
             if skip:
                 prepared = _without(prepared, skip)
             yield Resumed(self.commit(prepared), len(skip))
+
+    def _prepared(
+        self, items: Iterable[Received], batch_size: int, workers: PrepareWorkers | None
+    ) -> Iterator[tuple[list[Received], PreparedBatch]]:
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        if self.read_only:
+            raise ReadOnlyError("ingest refused: the kit is in read-only mode")
+        chunks = _batched(items, batch_size)
+        if workers is not None:
+            yield from workers.prepare(chunks, self.clock, self.run_id)
+            return
+        for chunk in chunks:
+            yield chunk, self.prepare_batch(chunk)
 
     def prepare_batch(self, batch: Sequence[Received]) -> PreparedBatch:
         """Validate and identify a batch (CPU only: nothing is read or written). The clock is read once
@@ -208,7 +240,7 @@ class IngestService:
             for (i, _, r), key, status in zip(valid, keys, statuses, strict=True):
                 results[i] = IngestResult(
                     status=status,
-                    event_id=r.event_id,
+                    event_id=r.event_id.hex(),
                     ingest_lag_ms=r.ingest_lag_ms,
                     s3_key=key,
                     event_time=r.event_time,
@@ -225,7 +257,7 @@ class IngestService:
         if self._receipts is not None:
             outcomes = self._receipts.store_receipts(receipts, bodies)
             if all(o is not None for o in outcomes):
-                return [r.key for r in receipts], [IngestStatus(o.value) for o in outcomes if o is not None]
+                return [r.key for r in receipts], [_STATUS[o] for o in outcomes if o is not None]
         records, statuses = self._store_records(
             [(b, r.record()) for b, r in zip(bodies, receipts, strict=True)]
         )
@@ -298,10 +330,13 @@ def _sha(record: EventRecord) -> str:
 
 
 def prepare_requests(batch: Sequence[Received], clock: Clock, run_id: str | None = None) -> PreparedBatch:
-    """Validate a batch and build its index records; ``clock`` is read once per request, in order.
+    """Validate a batch and build its receipts; ``clock`` is read once per request, in order.
     ``run_id`` names the run for the deliveries' identities (a random one if None)."""
     run = run_id or uuid.uuid4().hex
     prepared = PreparedBatch(lines=[item.line for item in batch])
+    # Names repeat across a batch: one object each, so a batch sent between processes carries each once.
+    names: dict[Any, Any] = {}
+    stamp = _Stamp()
     for i, item in enumerate(batch):
         now = clock.now()
         try:
@@ -314,8 +349,31 @@ def prepare_requests(batch: Sequence[Received], clock: Clock, run_id: str | None
             prepared.rejected.append((i, _rejection(item, bad, now)))
             prepared.summaries[i] = bad.summary
             continue
-        prepared.valid.append((i, item.body, _record(p, now, item, delivery_id(run, item, p.raw_sha))))
+        lag = lag_ms(now, p.event_dt)
+        partition = (p.source, p.event_type, p.day)
+        receipt = NewReceipt(
+            bytes.fromhex(p.event_id), names.setdefault(partition, partition),
+            names.setdefault(p.entity_id, p.entity_id), p.event_time, (p.event_dt - _EPOCH) // _MS,
+            *stamp(now), max(lag, 0), lag < 0, bytes.fromhex(p.payload_sha), bytes.fromhex(p.raw_sha),
+            len(p.body), p.idempotency_key, item.origin, item.line,
+            bytes.fromhex(delivery_id(run, item, p.raw_sha)), p.raw_key,
+        )  # fmt: skip
+        prepared.valid.append((i, item.body, receipt))
     return prepared
+
+
+class _Stamp:
+    """An ingest time as stored (``fmt``) and in milliseconds, formatted once per millisecond."""
+
+    def __init__(self) -> None:
+        self._ms = -1
+        self._text = ""
+
+    def __call__(self, now: datetime) -> tuple[str, int]:
+        ms = ((now if now.tzinfo else now.replace(tzinfo=UTC)) - _EPOCH) // _MS
+        if ms != self._ms:
+            self._ms, self._text = ms, fmt(now)
+        return self._text, ms
 
 
 def delivery_id(run_id: str, item: Received, raw_sha: str) -> str:
@@ -325,16 +383,6 @@ def delivery_id(run_id: str, item: Received, raw_sha: str) -> str:
     if item.line is None:
         return uuid.uuid4().hex + uuid.uuid4().hex
     return sha256_hex(f"{run_id}|{item.origin}|{item.line}|{raw_sha}".encode())
-
-
-def _record(p: Prepared, now: datetime, item: Received, delivery: str) -> NewReceipt:
-    lag = lag_ms(now, p.event_dt)
-    now_ms = ((now if now.tzinfo else now.replace(tzinfo=UTC)) - _EPOCH) // _MS
-    return NewReceipt(
-        p.event_id, p.source, p.event_type, p.entity_id, p.event_time, (p.event_dt - _EPOCH) // _MS,
-        fmt(now), now_ms, max(lag, 0), lag < 0, p.payload_sha, p.day, p.hour, p.raw_key,
-        p.raw_sha, len(p.body), p.idempotency_key, item.origin, item.line, delivery,
-    )  # fmt: skip
 
 
 def _rejection(item: Received, bad: Invalid, now: datetime) -> Rejection:
@@ -355,7 +403,7 @@ def _rejection(item: Received, bad: Invalid, now: datetime) -> Rejection:
 
 def _already_delivered(chunk: Sequence[Received], prepared: PreparedBatch, ledger: IngestLedger) -> set[int]:
     """Positions in ``chunk`` whose origin, line and bytes the ledger already holds."""
-    shas: dict[int, str] = {i: r.raw_sha for i, _, r in prepared.valid}
+    shas: dict[int, str] = {i: r.raw_sha.hex() for i, _, r in prepared.valid}
     shas.update((i, rej.sha256) for i, rej in prepared.rejected)
     by_origin: dict[str, list[tuple[int, int]]] = {}
     for i, item in enumerate(chunk):

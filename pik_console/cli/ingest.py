@@ -7,8 +7,10 @@ import argparse
 import contextlib
 import gc
 import hashlib
+import os
 import sys
 import time
+from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -18,6 +20,7 @@ from backend.identity import sha256_hex
 from backend.model import MAX_BODY_BYTES, IngestStatus
 from backend.ports import IngestLedger
 from backend.services.ingest import QUARANTINE_MAX_BYTES, Received, Resumed
+from backend.services.ingest_workers import PrepareWorkers, WorkerFailed
 from pik_console.cli.common import READ_ONLY_HELP, Failure, count, open_backend, print_json
 from pik_console.cli.ingest_progress import ingest_display, input_size
 from pik_console.text import safe
@@ -44,8 +47,35 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         "default a file is resumed: lines already stored from it, byte for byte at the same line, are "
         "skipped, so a re-run after an interruption finishes the job without adding duplicates)",
     )
+    p.add_argument(
+        "--workers",
+        type=_workers,
+        default=None,
+        metavar="N",
+        help="processes that parse and validate lines while the main one stores them (default: one per "
+        "core beyond the first, at most 2; 0: all in one process)",
+    )
     p.add_argument("--read-only", action="store_true", help=READ_ONLY_HELP)
     p.set_defaults(func=cmd_ingest)
+
+
+def _workers(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of processes, got {text!r}") from None
+    if not 0 <= value <= 64:
+        raise argparse.ArgumentTypeError(f"expected 0 to 64 processes, got {value}")
+    return value
+
+
+def default_workers() -> int:
+    """One worker per core beyond the one that stores, at most 2 (more only compete with the store)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return max(0, min(2, cores - 1))
 
 
 UTF8_BOM = b"\xef\xbb\xbf"
@@ -142,22 +172,34 @@ def open_input(source_name: str) -> tuple[IO[bytes], str]:
 
 
 class _Reading:
-    """The requests read from the input and not yet in a finished batch (at most one batch of them): after a
-    failure, which of them are stored is asked of the ledger."""
+    """The requests read from the input and not yet in a finished batch (the batches being prepared and
+    committed): after a failure, which of them are stored is asked of the ledger. Also where in the input
+    the finished lines end, for the progress bar (reading runs ahead of storing when workers prepare)."""
 
-    def __init__(self, requests: Iterator[Received]) -> None:
+    MARK_EVERY = 1000
+
+    def __init__(self, requests: Iterator[Received], reader: LineReader | None = None) -> None:
         self._requests = requests
+        self._reader = reader
         self.pending: dict[int, Received] = {}
+        self._marks: deque[tuple[int, int]] = deque()  # (line, bytes read through it), every MARK_EVERY lines
+        self.bytes_done = 0
 
     def __iter__(self) -> Iterator[Received]:
         for item in self._requests:
             if item.line is not None:
                 self.pending[item.line] = item
+                if self._reader is not None and item.line % self.MARK_EVERY == 0:
+                    self._marks.append((item.line, self._reader.bytes_read))
             yield item
 
     def finished(self, through_line: int) -> None:
         for line in [n for n in self.pending if n <= through_line]:
             del self.pending[line]
+        while self._marks and self._marks[0][0] <= through_line:
+            self.bytes_done = self._marks.popleft()[1]
+        if not self.pending and self._reader is not None:
+            self.bytes_done = self._reader.bytes_read
 
 
 def _stored_of_pending(ledger: IngestLedger | None, origin: str, reading: _Reading) -> int | None:
@@ -206,6 +248,24 @@ def _what_is_stored(
 def cmd_ingest(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     source_name = args.file
     stream, origin = open_input(source_name)
+    # Forked before the workspace is opened: a worker holds nothing of it.
+    workers = PrepareWorkers.start(default_workers() if args.workers is None else args.workers)
+    try:
+        return _ingest(args, out, err, stream, origin, workers)
+    finally:
+        if workers is not None:
+            workers.close()
+
+
+def _ingest(
+    args: argparse.Namespace,
+    out: IO[str],
+    err: IO[str],
+    stream: IO[bytes],
+    origin: str,
+    workers: PrepareWorkers | None,
+) -> int:
+    source_name = args.file
     backend = open_backend(args, create=True)
     service = backend.ingest()
     # A file is resumed: lines an earlier run of it stored are skipped. stdin is not (two pipes are two
@@ -218,15 +278,15 @@ def cmd_ingest(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     skipped = 0
     started = time.perf_counter()
     reader = LineReader(stream, origin)
-    reading = _Reading(iter(reader))
+    reading = _Reading(iter(reader), reader)
     display = ingest_display(err, err.isatty() and not args.json, input_size(stream))
     try:
         with stream, _bulk_gc(), display:
             requests: Iterator[Received] = iter(reading)
             if ledger is not None:
-                batches: Iterator[Resumed] = service.resume_stream(requests, ledger, args.batch_size)
+                batches: Iterator[Resumed] = service.resume_stream(requests, ledger, args.batch_size, workers)
             else:
-                batches = (Resumed(r, 0) for r in service.ingest_stream(requests, args.batch_size))
+                batches = (Resumed(r, 0) for r in service.ingest_stream(requests, args.batch_size, workers))
             for batch in batches:
                 for result in batch.results:
                     counts[result.status] += 1
@@ -236,13 +296,13 @@ def cmd_ingest(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
                 lines += len(batch.results) + batch.skipped
                 skipped += batch.skipped
                 reading.finished(lines)
-                display.update(lines, reader.bytes_read)
+                display.update(lines, reading.bytes_done)
     except ReadOnlyError:
         raise  # nothing was stored: no advice about re-running
     except OSError as exc:
         stored = _what_is_stored(backend, ledger, origin, reading, lines, skipped)
         raise Failure(f"reading {source_name} failed: {exc.strerror or exc}; {stored}") from None
-    except KitError as exc:
+    except (KitError, WorkerFailed) as exc:
         raise Failure(
             f"{exc} — {_what_is_stored(backend, ledger, origin, reading, lines, skipped)}"
         ) from None

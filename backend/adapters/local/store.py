@@ -92,23 +92,23 @@ class LocalStore:
         if not receipts:
             return []
         stored_at = self.raw.stamp()
-        fromhex = bytes.fromhex
+        keys = [r.key for r in receipts]
         raw_rows = [
-            (r.key, fromhex(r.raw_sha), r.raw_size, stored_at, body)
-            for r, body in zip(receipts, bodies, strict=True)
+            (key, r.raw_sha, r.raw_size, stored_at, body)
+            for key, r, body in zip(keys, receipts, bodies, strict=True)
         ]
         with self.index.writing("store events") as conn:
             _, stored = self.raw.insert(conn, raw_rows)
             # The bytes at each key: stored before this call, or the first body in this call with that key.
-            at_key = stored
-            for r in receipts:
-                if at_key.setdefault(r.key, r.raw_sha) != r.raw_sha:
+            at_key = {key: bytes.fromhex(sha) for key, sha in stored.items()}
+            for key, r in zip(keys, receipts, strict=True):
+                if at_key.setdefault(key, r.raw_sha) != r.raw_sha:
                     return [None] * len(receipts)
             rows = [
                 (
-                    fromhex(r.event_id), 0, r.entity_id, (r.source, r.event_type, r.day), r.event_ms,
-                    r.ingest_ms, r.ingest_lag_ms, int(r.clock_skew), fromhex(r.payload_sha), None,
-                    fromhex(r.raw_sha), r.raw_size, r.idempotency_key, r.origin, r.line,
+                    r.event_id, 0, r.entity_id, r.partition, r.event_ms, r.ingest_ms, r.ingest_lag_ms,
+                    int(r.clock_skew), r.payload_sha, None, r.raw_sha, r.raw_size, r.idempotency_key,
+                    r.origin, r.line,
                 )
                 for r in receipts
             ]  # fmt: skip

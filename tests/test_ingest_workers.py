@@ -1,0 +1,198 @@
+"""Ingest's quick ways store exactly what the plain way stores, and fail loudly, never partly.
+
+The plain way: every request through the validating parser, in this process, raw bytes then index as two
+separate stores (as S3 and DynamoDB are). The quick ways: the orjson fast path, the workspace taking raw
+bytes and index rows in one transaction (``store_receipts``), and batches prepared in worker processes.
+Each is compared row for row, table by table, on the hostile corpus and on benchmark data.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import backend.services.ingest as ingest_module
+from backend.adapters.local.store import LocalStore
+from backend.services.ingest import IngestService, Received
+from backend.services.ingest_workers import PrepareWorkers, WorkerFailed
+from backend.times import FixedClock
+from tests.reliability.hostile_cases import cases
+from tests.test_ingest_fast_path import TRICKY, _datagen_lines, _rows
+
+ROOT = Path(__file__).resolve().parent.parent
+CLOCK_AT = datetime(2025, 12, 29, 1, 2, 3, 456789, tzinfo=UTC)
+
+
+def _items(bodies: Sequence[bytes]) -> Iterator[Received]:
+    return (Received(body, "file:same.jsonl", n) for n, body in enumerate(bodies, 1))
+
+
+def _ingest(workspace: Path, bodies: Sequence[bytes], batch: int, *, quick: bool, workers: int) -> list[Any]:
+    clock = FixedClock(CLOCK_AT)
+    store = LocalStore(workspace, clock=clock)
+    original = ingest_module.prepare_fast
+    if not quick:
+        ingest_module.prepare_fast = lambda body: None  # type: ignore[assignment]
+    pool = PrepareWorkers.start(workers)  # forked here: the workers see the patched parser too
+    try:
+        if quick:
+            service = IngestService(store, store, clock, run_id="same")
+        else:
+            service = IngestService(store.raw, store.index, clock, run_id="same")
+        return [r.model_dump() for rs in service.ingest_stream(_items(bodies), batch, pool) for r in rs]
+    finally:
+        if pool is not None:
+            pool.close()
+        ingest_module.prepare_fast = original
+        store.close()
+
+
+def _compare(
+    tmp_path: Path, bodies: Sequence[bytes], batch: int, workers: int, kinds: set[str] | None = None
+) -> None:
+    plain = _ingest(tmp_path / "plain", bodies, batch, quick=False, workers=0)
+    quick = _ingest(tmp_path / "quick", bodies, batch, quick=True, workers=workers)
+    assert quick == plain
+    plain_rows, quick_rows = _rows(tmp_path / "plain"), _rows(tmp_path / "quick")
+    assert quick_rows.keys() == plain_rows.keys()
+    for table in plain_rows:
+        assert quick_rows[table] == plain_rows[table], table
+    # Otherwise the comparison would prove little.
+    assert {r["status"] for r in plain} >= (kinds or {"ACCEPTED", "DUPLICATE", "REJECTED"})
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_the_quick_ways_store_the_same_rows_for_the_hostile_corpus(tmp_path: Path, workers: int) -> None:
+    bodies = [case.body for case in cases()] + TRICKY
+    _compare(tmp_path, bodies + bodies[:50], batch=97, workers=workers)
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_the_quick_ways_store_the_same_rows_for_benchmark_data(tmp_path: Path, workers: int) -> None:
+    _compare(tmp_path, _datagen_lines(tmp_path, 3000), batch=500, workers=workers)
+
+
+def test_a_key_holding_other_bytes_keeps_the_receipts_in_arrival_order(tmp_path: Path) -> None:
+    """An idempotency-key retry with a new payload lands at a taken key: the batch goes the separate way,
+    and its receipts are numbered in arrival order, as the plain way numbers them."""
+    first = b'{"source":"s","event_type":"t","entity_id":"e","event_time":"2025-12-28T10:00:00Z",'
+    bodies = [
+        first + b'"payload":{"v":1},"idempotency_key":"k"}',
+        first + b'"payload":{"v":2},"idempotency_key":"k"}',  # same event id, other bytes
+        first + b'"payload":{"v":1},"idempotency_key":"k"}',  # the first bytes again
+    ]
+    kinds = {"ACCEPTED", "DUPLICATE"}
+    _compare(tmp_path / "one-batch", bodies + bodies, batch=10, workers=0, kinds=kinds)
+    _compare(tmp_path / "across-batches", bodies + bodies, batch=2, workers=0, kinds=kinds)
+    receipts = _rows(tmp_path / "one-batch" / "quick")["events"]
+    assert [row[2] for row in receipts] == [0, 1, 2, 3, 4, 5]  # one event id, six receipts in order
+
+
+def test_resuming_with_workers_skips_what_is_stored(tmp_path: Path) -> None:
+    bodies = _datagen_lines(tmp_path, 600)
+    store = LocalStore(tmp_path / "ws")
+    try:
+        list(IngestService(store, store).ingest_stream(_items(bodies[:250]), batch_size=100))
+        with PrepareWorkers.start(2) as pool:
+            resumed = list(IngestService(store, store).resume_stream(_items(bodies), store, 100, pool))
+        assert sum(b.skipped for b in resumed) == 250
+        assert sum(len(b.results) for b in resumed) == 350
+        lines = [r.line for b in resumed for r in b.results]
+        assert lines == list(range(251, 601))
+    finally:
+        store.close()
+
+
+def test_a_worker_that_dies_is_a_clear_error_and_nothing_of_its_batch_is_stored(tmp_path: Path) -> None:
+    bodies = _datagen_lines(tmp_path, 400)
+    store = LocalStore(tmp_path / "ws")
+    pool = PrepareWorkers.start(1)
+    assert pool is not None
+    try:
+        stream = IngestService(store, store).ingest_stream(_items(bodies), batch_size=100, workers=pool)
+        assert len(next(stream)) == 100
+        for process in pool._processes:
+            os.kill(process.pid, signal.SIGKILL)
+            process.join(5)
+        with pytest.raises(WorkerFailed, match="ended unexpectedly"):
+            next(stream)
+        assert store.stats().accepted + store.stats().duplicate <= 100
+    finally:
+        pool.close()
+        store.close()
+
+
+def _children(pid: int) -> list[int]:
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is dead for our purpose (reaped by init once its parent is gone).
+    state = subprocess.run(["ps", "-o", "stat=", "-p", str(pid)], capture_output=True, text=True).stdout
+    return bool(state.strip()) and not state.strip().startswith("Z")
+
+
+def _start_ingest(tmp_path: Path, lines: int) -> tuple[subprocess.Popen[str], list[int]]:
+    data = tmp_path / "events.jsonl"
+    data.write_bytes(b"\n".join(_datagen_lines(tmp_path, lines)) + b"\n")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pik_console.cli", "ingest", str(data), "--workspace", str(tmp_path / "ws"),
+         "--workers", "2", "--batch-size", "500"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, start_new_session=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while len(kids := _children(proc.pid)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(kids) == 2, "the two workers did not start"
+    return proc, kids
+
+
+def test_ctrl_c_with_workers_prints_one_message_and_leaves_no_process(tmp_path: Path) -> None:
+    proc, kids = _start_ingest(tmp_path, 20_000)
+    time.sleep(0.7)
+    os.killpg(proc.pid, signal.SIGINT)  # the terminal sends it to the whole group
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert err.count("pik ingest: interrupted") == 1 and "Traceback" not in err
+    deadline = time.monotonic() + 10
+    while any(_alive(k) for k in kids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(_alive(k) for k in kids)
+    # Running it again finishes the job: the counts are those of one uninterrupted run.
+    again = subprocess.run(
+        [sys.executable, "-m", "pik_console.cli", "ingest", str(tmp_path / "events.jsonl"), "--workspace",
+         str(tmp_path / "ws"), "--json"],
+        capture_output=True, text=True, cwd=ROOT, timeout=300,
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    store = LocalStore(tmp_path / "ws")
+    try:
+        stats = store.stats()
+    finally:
+        store.close()
+    assert (stats.accepted, stats.duplicate, stats.rejected) == (17_800, 2_000, 200)
+
+
+def test_workers_end_when_the_ingest_is_killed(tmp_path: Path) -> None:
+    proc, kids = _start_ingest(tmp_path, 20_000)
+    time.sleep(0.5)
+    proc.kill()
+    proc.communicate(timeout=30)
+    deadline = time.monotonic() + 10
+    while any(_alive(k) for k in kids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(_alive(k) for k in kids), "a worker outlived the killed ingest"
