@@ -73,7 +73,8 @@ class Stores:
 
 # Port methods that change a store: receiving a message counts toward its dead-letter limit, so it writes.
 WRITE_METHODS = {"put_new", "record", "quarantine", "send_batch", "receive", "receive_many", "delete",
-                 "release", "begin", "finish", "append", "apply_stream", "backfill", "store_receipts"}  # fmt: skip
+                 "release", "begin", "finish", "append", "apply_stream", "backfill",
+                 "store_receipts"}  # fmt: skip
 
 
 def _protocol_methods() -> set[str]:
