@@ -403,18 +403,21 @@ def _rejection(item: Received, bad: Invalid, now: datetime) -> Rejection:
 
 def _already_delivered(chunk: Sequence[Received], prepared: PreparedBatch, ledger: IngestLedger) -> set[int]:
     """Positions in ``chunk`` whose origin, line and bytes the ledger already holds."""
-    shas: dict[int, str] = {i: r.raw_sha.hex() for i, _, r in prepared.valid}
-    shas.update((i, rej.sha256) for i, rej in prepared.rejected)
     by_origin: dict[str, list[tuple[int, int]]] = {}
     for i, item in enumerate(chunk):
         if item.line is not None:
             by_origin.setdefault(item.origin, []).append((i, item.line))
+    shas: dict[int, str] | None = None  # built only if the ledger knows any line (not on a first run)
     skip: set[int] = set()
     for origin, numbered in by_origin.items():
         lines = [line for _, line in numbered]
         known = ledger.delivered(origin, min(lines), max(lines))
-        if known:
-            skip.update(i for i, line in numbered if shas[i] in known.get(line, ()))
+        if not known:
+            continue
+        if shas is None:
+            shas = {i: r.raw_sha.hex() for i, _, r in prepared.valid}
+            shas.update((i, rej.sha256) for i, rej in prepared.rejected)
+        skip.update(i for i, line in numbered if shas[i] in known.get(line, ()))
     return skip
 
 
