@@ -187,9 +187,9 @@ def ingest_script(kind: str) -> Path:
     return Path(sys.executable).parent / "pik" if kind == "pik" else STANDIN
 
 
-def ingest_command(kind: str, path: Path, workspace: Path) -> list[str]:
+def ingest_command(kind: str, path: Path, workspace: Path, extra: Sequence[str] = ()) -> list[str]:
     """``pik ingest FILE --workspace DIR --json`` (or the stand-in, run with this interpreter)."""
-    args = ["ingest", str(path), "--workspace", str(workspace), "--json"]
+    args = ["ingest", str(path), "--workspace", str(workspace), "--json", *extra]
     return [str(ingest_script(kind)), *args] if kind == "pik" else [sys.executable, str(STANDIN), *args]
 
 
@@ -243,11 +243,18 @@ def db_size_mib(db: Path) -> float:
 
 
 def run_pik(
-    kind: str, path: Path, expected: datagen.Expected, name: str, *, keep: bool = False
+    kind: str,
+    path: Path,
+    expected: datagen.Expected,
+    name: str,
+    *,
+    keep: bool = False,
+    extra: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """One ingest into a fresh workspace; checks the summary's counts. ``keep`` leaves the workspace."""
+    """One ingest into a fresh workspace; checks the summary's counts. ``keep`` leaves the workspace;
+    ``extra``: more options for the command."""
     workspace = fresh(OUT / "ws" / name)
-    child = run_child(ingest_command(kind, path, workspace), OUT / "logs", name)
+    child = run_child(ingest_command(kind, path, workspace, extra), OUT / "logs", name)
     if child.returncode != 0:
         raise BenchError(f"{name}: exit status {child.returncode}; stderr: {child.stderr.strip()[-500:]}")
     summary = parse_summary(child.stdout)
@@ -286,8 +293,10 @@ def run_pik(
 # also run through ``prepare()`` line by line (untimed for the baseline) to know which rows each batch of
 # input adds to the three per-batch tables, and how long validation and identity take on their own.
 
-# The adapter commits each batch as three transactions, in this order: quarantine, raw bytes, index.
+# The adapter commits each batch as two transactions, in this order: the quarantine, then raw bytes and
+# index rows together (LocalStore.store_receipts).
 BATCH_TABLES = ("rejections", "raw", "events")
+BATCH_TRANSACTIONS = (("rejections",), ("raw", "events"))
 
 
 # Per-connection settings that change write speed; page_size first (it must precede the first write).
@@ -365,10 +374,10 @@ def _insert_sql(table: str, columns: Sequence[str]) -> str:
 
 
 def baseline_transactions(reference_db: Path, shape: InputShape, pragmas: Sequence[str]) -> list[Transaction]:
-    """The reference run's rows as the adapter commits them: per input batch, one transaction for each of
-    BATCH_TABLES. Rows of any other table (entity and partition numbers, ...) go into the first index
-    transaction, ahead of the events that refer to them. Rows the schema migration itself writes are left
-    out: the fresh baseline database has them already."""
+    """The reference run's rows as the adapter commits them: per input batch, one transaction for each
+    group of BATCH_TRANSACTIONS. Rows of any other table (entity and partition numbers, ...) go into the
+    first index transaction, ahead of the events that refer to them. Rows the schema migration itself
+    writes are left out: the fresh baseline database has them already."""
     fresh_db = fresh(OUT / "bare" / "migrated.sqlite3")
     conn = sqlite3.connect(fresh_db, isolation_level=None)
     for pragma in pragmas:
@@ -393,12 +402,15 @@ def baseline_transactions(reference_db: Path, shape: InputShape, pragmas: Sequen
     txns: list[Transaction] = []
     offsets = dict.fromkeys(BATCH_TABLES, 0)
     for i, counts in enumerate(shape.per_batch):
-        for table in BATCH_TABLES:
-            start, n = offsets[table], counts[table]
-            offsets[table] += n
-            steps = others if (table == "events" and i == 0) else []
-            if n:
-                steps = [*steps, (sql[table], rows[table][start : start + n])]
+        for group in BATCH_TRANSACTIONS:
+            steps: list[tuple[str, list[tuple[Any, ...]]]] = []
+            for table in group:
+                start, n = offsets[table], counts[table]
+                offsets[table] += n
+                if table == "events" and i == 0:
+                    steps += others
+                if n:
+                    steps.append((sql[table], rows[table][start : start + n]))
             if steps:
                 txns.append(Transaction(steps))
     return txns
@@ -613,6 +625,7 @@ def run(
 
     log(f"\n== Figure 1: {label} of {main_lines:,} lines vs bare SQLite inserts (A B x {args.repeats})")
     pik_runs: list[dict[str, Any]] = []
+    single_runs: list[dict[str, Any]] = []  # the same command in one process (--workers 0)
     bare_runs: list[dict[str, Any]] = []
     for i in range(1, args.repeats + 1):
         a = run_pik(kind, main_path, main_expected, f"pik-{main_lines}-{i}")
@@ -627,6 +640,13 @@ def run(
                 else ""
             )
         )
+        if kind == "pik":
+            one = run_pik(kind, main_path, main_expected, f"pik1-{main_lines}-{i}", extra=["--workers", "0"])
+            single_runs.append(one)
+            log(
+                f"  A{i}' the same, --workers 0: {one['wall_s']:6.2f} s  "
+                f"{one['events_per_s']:8,.0f} events/s  CPU {one['cpu_s']:5.2f} s"
+            )
         b = bare_insert(OUT / "bare" / "bare.sqlite3", txns, pragmas, main_lines)
         bare_runs.append(b)
         log(
@@ -643,6 +663,14 @@ def run(
         "bare_wall_s": spread([r["wall_s"] for r in bare_runs]),
         "bare_events_per_s": spread([r["events_per_s"] for r in bare_runs]),
         "ratio_pik_over_bare": spread(ratios),
+        "single_process_events_per_s": (
+            spread([r["events_per_s"] for r in single_runs]) if single_runs else None
+        ),
+        "ratio_single_over_bare": (
+            spread([a["wall_s"] / b["wall_s"] for a, b in zip(single_runs, bare_runs, strict=True)])
+            if single_runs
+            else None
+        ),
         "tables": pik_runs[0]["tables"],
         "pik_db_mib": pik_runs[0]["db_mib"],
         "bare_db_mib": bare_runs[0]["db_mib"],
@@ -654,6 +682,10 @@ def run(
     log(f"  {label}: {fmt_spread(fig1['pik_events_per_s'], ' events/s')}")
     log(f"  bare insert: {fmt_spread(fig1['bare_events_per_s'], ' events/s')}")
     log(f"  ratio pik / bare (per pair): {fmt_spread(fig1['ratio_pik_over_bare'], 'x', 2)}")
+    if single_runs:
+        single = fmt_spread(fig1["single_process_events_per_s"], " events/s")
+        ratio = fmt_spread(fig1["ratio_single_over_bare"], "x", 2)
+        log(f"  in one process (--workers 0): {single}, ratio {ratio}")
     pik_med, bare_med = fig1["pik_wall_s"]["median"], fig1["bare_wall_s"]["median"]
     log(f"\n== Where the time goes: the same ingest on one thread, phase by phase ({PHASES.name})")
     phases = phase_split(main_path)
