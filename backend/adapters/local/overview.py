@@ -113,6 +113,12 @@ class ScanOverview:
         )
         return [WindowChurn(e, d, m, int(v), first, last, str(at)) for e, d, m, v, first, last, at in rows]
 
+    def partition_totals(self) -> list[PartitionCount] | None:
+        return None  # counted from the events: no rollups to read
+
+    def day_entities(self, day: str) -> list[EntityDayCount] | None:
+        return None
+
 
 class LocalOverview(ScanOverview):
     """:class:`backend.ports.OverviewIndex` over a :class:`LocalStore`'s database, from its rollups."""
@@ -158,6 +164,9 @@ class LocalOverview(ScanOverview):
 
     def partition_totals(self) -> list[PartitionCount] | None:
         return self._fresh().partition_totals()
+
+    def day_entities(self, day: str) -> list[EntityDayCount] | None:
+        return self.entity_day_counts(day, _day_text(_day_ms(day, "day") // _DAY_MS + 1))
 
 
 def _fold_hours(rows: list[Any]) -> list[HourRollup]:

@@ -165,7 +165,8 @@ class OverviewRollups:
         partitions of days ``[lo, hi)``, as ``backend.adapters.local.overview._fold_hours`` folds them;
         None when a late count is not settled by the arrival buckets."""
         parts = "part IN (SELECT id FROM partitions WHERE day >= ? AND day < ?)"
-        tail = f"seq > {_WATERMARK.format(name='events')} AND {parts}"
+        # "+part": the tail is read by its seq range, not through every event of the partitions.
+        tail = f"seq > {_WATERMARK.format(name='events')} AND +{parts}"
         rows = self._db.read(
             f"WITH r AS (SELECT * FROM rollup_hours WHERE {parts} "
             f"UNION ALL {_HOUR_ROWS.format(where=tail)}) "
