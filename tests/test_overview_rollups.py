@@ -167,3 +167,44 @@ def test_the_arrival_buckets_in_sql_are_the_aws_rollups_buckets(tmp_path: Path, 
         assert arrival == arrival_bucket(offset)
     finally:
         store.close()
+
+
+def test_catching_up_while_another_process_ingests_counts_every_receipt_once(tmp_path: Path) -> None:
+    """Two connections, as two processes would have: one records batches (a duplicate receipt in each)
+    while the other catches up in small chunks and reads; in the end the rollups hold exactly the scan."""
+    import threading
+
+    writer, keeper = LocalStore(tmp_path), LocalStore(tmp_path)
+    try:
+        overview = LocalOverview(keeper)
+        errors: list[BaseException] = []
+
+        def ingest() -> None:
+            try:
+                for b in range(40):
+                    batch = [
+                        rec(
+                            f"u{i % 5}",
+                            fmt(DAY0 + timedelta(minutes=7 * (b * 10 + i))),
+                            lag=i * HOUR,
+                            tag="x",
+                        )
+                        for i in range(10)
+                    ]
+                    writer.record([*batch, batch[0]])
+            except BaseException as exc:  # reported below, in the test's thread
+                errors.append(exc)
+
+        thread = threading.Thread(target=ingest)
+        thread.start()
+        while thread.is_alive():
+            overview.rollups.catch_up(chunk=7)
+            overview.hour_rollups(*RANGE, grace_ms=HOUR)
+        thread.join()
+        assert not errors
+        assert _answers(overview) == _answers(ScanOverview(writer))
+        assert overview.rollups.behind() == 0
+        assert sum(r.duplicate for r in overview.hour_rollups(*RANGE)) == 40
+    finally:
+        keeper.close()
+        writer.close()

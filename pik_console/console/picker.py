@@ -77,7 +77,9 @@ class PickScreen(TypeAhead, ModalScreen[str | None]):
     def compose(self) -> ComposeResult:
         with Vertical(classes="modal-box", id="pick-box"):
             yield Static(Text(self.title_text, style="bold"), markup=False)
-            yield Static("", id="pick-note", markup=False)
+            note = Static("", id="pick-note", markup=False)
+            note.display = False  # shown only for a list read another way than usual
+            yield note
             yield Input(placeholder="type to filter", id="pick-filter", compact=True)
             yield OptionList(id="pick-list")
             yield Static(Text("reading…", style="italic dim"), id="pick-status", markup=False)
@@ -101,7 +103,9 @@ class PickScreen(TypeAhead, ModalScreen[str | None]):
             return
         self.choices = message.listing.choices
         self.note = message.listing.note
-        self.query_one("#pick-note", Static).update(Text(message.listing.note, style="yellow"))
+        note = self.query_one("#pick-note", Static)
+        note.update(Text(message.listing.note, style="yellow"))
+        note.display = bool(message.listing.note)
         self.loaded = True
         self._show(self.query_one("#pick-filter", Input).value)
         if self.submit_when_loaded:
