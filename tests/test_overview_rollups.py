@@ -208,3 +208,28 @@ def test_catching_up_while_another_process_ingests_counts_every_receipt_once(tmp
     finally:
         keeper.close()
         writer.close()
+
+
+def test_a_workspace_that_cannot_be_written_still_answers_exactly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Opened for writing, but the file refuses writes (a read-only mount): the catch-up fails, the read
+    adds the uncounted events itself, and it stops trying."""
+    from backend.adapters.local.overview_rollups import OverviewRollups
+    from backend.errors import WorkspaceError
+
+    store = LocalStore(tmp_path)
+    try:
+        store.record([rec("u1", "2025-12-28T10:00:00.000Z", lag=2 * HOUR, tag="a")])
+        tries: list[int] = []
+
+        def refused(*_: Any) -> bool:
+            tries.append(1)
+            raise WorkspaceError("cannot bring the overview's rollups up to date: readonly database")
+
+        monkeypatch.setattr(OverviewRollups, "_step", refused)
+        ov = LocalOverview(store)
+        assert _answers(ov) == _answers(ScanOverview(store))
+        assert len(tries) == 1 and ov.rollups.behind() == 1
+    finally:
+        store.close()

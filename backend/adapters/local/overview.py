@@ -16,6 +16,7 @@ from typing import Any
 from backend.adapters.local.investigate import _day_ms, _day_text, _grace
 from backend.adapters.local.overview_rollups import OverviewRollups
 from backend.adapters.local.store import LocalStore
+from backend.errors import StoreError, WorkspaceError
 from backend.ports import (
     LAG_BUCKETS_MS,
     EntityDayCount,
@@ -130,9 +131,16 @@ class LocalOverview(ScanOverview):
 
     def _fresh(self) -> OverviewRollups:
         # Counted once here, the rows past the watermark need not be added up again by every read; a
-        # read-only workspace adds them in each read instead, writing nothing.
+        # read-only workspace adds them in each read instead, writing nothing. So does one whose file
+        # cannot be written after all (a read-only mount) or whose write lock stays taken: the answer is
+        # the same, only slower, so a failed catch-up is no reason to fail the read.
         if self._writable and self.rollups.behind():
-            self.rollups.catch_up()
+            try:
+                self.rollups.catch_up()
+            except WorkspaceError:
+                self._writable = False  # the file cannot be written: do not try again on every read
+            except StoreError:
+                pass  # the lock stayed taken (a long write elsewhere): the next read tries again
         return self.rollups
 
     def hour_rollups(self, first_day: str, end_day: str, *, grace_ms: int = 0) -> list[HourRollup]:
