@@ -737,3 +737,15 @@ class OverviewIndex(Protocol):
     def churned_windows(self, first_day: str, end_day: str) -> list[WindowChurn]:
         """The (entity, day, metric) windows of these days with two versions or more."""
         ...
+
+    def partition_totals(self) -> list[PartitionCount] | None:
+        """Accepted events and duplicate receipts per (source, event_type) over every day, sorted by source
+        and type, read from the rollups (O(partitions x days)); None when the store keeps none to read them
+        from (an AWS stack without the rollups' directory of the days): IndexStats counts them by a scan."""
+        ...
+
+    def day_entities(self, day: str) -> list[EntityDayCount] | None:
+        """The entities with an accepted event on event day ``day`` (every source/type), sorted by entity;
+        ``late`` counts the events ingested after the day ended. Read from the rollups; None as for
+        :meth:`partition_totals`."""
+        ...

@@ -103,7 +103,8 @@ def table_rows(ws: Path) -> dict[str, list[tuple[Any, ...]]]:
                 "WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name"
             )
         ]
-        return {t: conn.execute(f"SELECT * FROM {t} ORDER BY rowid").fetchall() for t in tables}
+        # In a stable order that needs no rowid (the overview's rollup tables are WITHOUT ROWID).
+        return {t: sorted(conn.execute(f"SELECT * FROM {t}").fetchall(), key=repr) for t in tables}
 
 
 # -- the database itself refuses to rewrite history ----------------------------------------------------

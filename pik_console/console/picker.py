@@ -1,5 +1,10 @@
 """Pick, don't type: a list to choose an entity, a source/type or a day from, filtered as you type (k9s's
-``/``). The choices are read in a worker when the list opens; enter picks, escape leaves."""
+``/``). The choices are read in a worker when the list opens; enter picks, escape leaves.
+
+The lists come from the rollups where the store keeps them (the local workspace's rollup tables; on AWS
+the rollups' directory of the days, ``pik aws rollup-backfill``): the source/types with their totals and a
+day's entities cost O(partitions x days) items, not a read of every receipt. Where there are none, a list
+says how it was read instead (the source/types by a full read of the events table), under its title."""
 
 from __future__ import annotations
 
@@ -36,6 +41,14 @@ class Choice:
     label: str  # what is shown beside the value (counts)
 
 
+@dataclass(frozen=True)
+class Listing:
+    """The choices of a list and, when they were not read the usual way, a note that says how."""
+
+    choices: list[Choice]
+    note: str = ""
+
+
 class PickScreen(TypeAhead, ModalScreen[str | None]):
     """A filtered list of choices from ``load()`` (run in a thread); dismisses with the chosen value."""
 
@@ -47,22 +60,26 @@ class PickScreen(TypeAhead, ModalScreen[str | None]):
     ]
 
     class Loaded(Message):
-        def __init__(self, choices: list[Choice] | None, error: str | None) -> None:
+        def __init__(self, listing: Listing | None, error: str | None) -> None:
             super().__init__()
-            self.choices = choices
+            self.listing = listing
             self.error = error
 
-    def __init__(self, title: str, load: Callable[[], list[Choice]]) -> None:
+    def __init__(self, title: str, load: Callable[[], Listing]) -> None:
         super().__init__()
         self.title_text = title
         self.load = load
         self.choices: list[Choice] = []
+        self.note = ""
         self.loaded = False
         self.submit_when_loaded = False
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="modal-box", id="pick-box"):
             yield Static(Text(self.title_text, style="bold"), markup=False)
+            note = Static("", id="pick-note", markup=False)
+            note.display = False  # shown only for a list read another way than usual
+            yield note
             yield Input(placeholder="type to filter", id="pick-filter", compact=True)
             yield OptionList(id="pick-list")
             yield Static(Text("reading…", style="italic dim"), id="pick-status", markup=False)
@@ -79,12 +96,16 @@ class PickScreen(TypeAhead, ModalScreen[str | None]):
 
     @on(Loaded)
     def _loaded(self, message: Loaded) -> None:
-        if message.choices is None:
+        if message.listing is None:
             self.query_one("#pick-status", Static).update(
                 Text(f"Reading failed: {message.error}", style="red")
             )
             return
-        self.choices = message.choices
+        self.choices = message.listing.choices
+        self.note = message.listing.note
+        note = self.query_one("#pick-note", Static)
+        note.update(Text(message.listing.note, style="yellow"))
+        note.display = bool(message.listing.note)
         self.loaded = True
         self._show(self.query_one("#pick-filter", Input).value)
         if self.submit_when_loaded:
@@ -140,19 +161,41 @@ class PickScreen(TypeAhead, ModalScreen[str | None]):
 # -- what there is to pick from ---------------------------------------------------------------------------
 
 
-def partition_choices(kit: Kit) -> list[Choice]:
-    """Every source/type, the busiest first (the workspace totals: one read of the index)."""
-    stats = kit.index.stats()
-    parts = sorted(stats.partitions, key=lambda p: (-(p.accepted + p.duplicate), p.source, p.event_type))
-    return [
-        Choice(f"{p.source}/{p.event_type}", f"{p.accepted:,} events · {p.duplicate:,} duplicates")
-        for p in parts
-    ]
+NO_ROLLUPS = "This store keeps no rollup directory (on AWS: pik aws rollup-backfill)"
 
 
-def entity_choices(kit: Kit, ctx: Context) -> list[Choice]:
+def partition_choices(kit: Kit) -> Listing:
+    """Every source/type, the busiest first: from the rollups (O(partitions x days)), else from the index
+    totals (a read of every receipt), with a note saying so."""
+    totals = kit.overview_index.partition_totals() if kit.overview_index is not None else None
+    note = ""
+    if totals is None:
+        totals = kit.index.stats().partitions
+        note = f"{NO_ROLLUPS}: counted by reading every receipt."
+    parts = sorted(totals, key=lambda p: (-(p.accepted + p.duplicate), p.source, p.event_type))
+    return Listing(
+        [
+            Choice(f"{p.source}/{p.event_type}", f"{p.accepted:,} events · {p.duplicate:,} duplicates")
+            for p in parts
+        ],
+        note,
+    )
+
+
+def entity_choices(kit: Kit, ctx: Context) -> Listing:
     """The entities of the source/type and day in focus, the busiest first (one scan of that partition-day,
-    bounded by ENTITY_SCAN receipts)."""
+    bounded by ENTITY_SCAN receipts); with a day but no source/type, the day's entities of every
+    source/type, from the rollups."""
+    if ctx.day and not (ctx.source and ctx.event_type):
+        rows = kit.overview_index.day_entities(ctx.day) if kit.overview_index is not None else None
+        if rows is None:
+            raise LookupError(f"{NO_ROLLUPS}: choose a source/type (s) to list the entities of its day")
+        return Listing(
+            [
+                Choice(r.entity_id, f"{r.accepted:,} events on {ctx.day} · {r.late:,} late")
+                for r in sorted(rows, key=lambda r: (-r.accepted, r.entity_id))
+            ]
+        )
     if not (ctx.source and ctx.event_type and ctx.day):
         raise LookupError("choose a source/type (s) and a day (d) first: their entities are listed")
     counts: Counter[str] = Counter()
@@ -166,13 +209,15 @@ def entity_choices(kit: Kit, ctx: Context) -> list[Choice]:
         if after is None:
             break
     cut = " (first 50,000 receipts)" if after is not None else ""
-    return [
-        Choice(entity, f"{n:,} receipts on {ctx.day}{cut}")
-        for entity, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
-    ]
+    return Listing(
+        [
+            Choice(entity, f"{n:,} receipts on {ctx.day}{cut}")
+            for entity, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+        ]
+    )
 
 
-def day_choices(kit: Kit, ctx: Context, first_day: str, end_day: str) -> list[Choice]:
+def day_choices(kit: Kit, ctx: Context, first_day: str, end_day: str) -> Listing:
     """The days with events of the entity (or else the source/type) in focus, newest first, with counts."""
     investigate: Any = kit.investigate
     if ctx.entity:
@@ -185,10 +230,12 @@ def day_choices(kit: Kit, ctx: Context, first_day: str, end_day: str) -> list[Ch
         whose = f"{ctx.source}/{ctx.event_type}"
     else:
         raise LookupError("choose an entity (e) or a source/type (s) first: their days are listed")
-    return [
-        Choice(c.day, f"{c.accepted:,} events of {whose} · {c.late:,} late · {c.duplicate:,} duplicates")
-        for c in sorted(counts, key=lambda c: c.day, reverse=True)
-    ]
+    return Listing(
+        [
+            Choice(c.day, f"{c.accepted:,} events of {whose} · {c.late:,} late · {c.duplicate:,} duplicates")
+            for c in sorted(counts, key=lambda c: c.day, reverse=True)
+        ]
+    )
 
 
 def day_range(ctx: Context, span_days: int = 62) -> tuple[str, str]:
@@ -208,10 +255,14 @@ def open_picker(app: Any, what: str) -> None:
     ctx = app.context
     try:
         if what == "entity":
-            title = f"Entities of {ctx.source}/{ctx.event_type} on {ctx.day}"
-            load = partial(entity_choices, app.kit, ctx)
-            if not (ctx.source and ctx.event_type and ctx.day):
+            if not ctx.day:
                 raise LookupError("Choose a source/type (s) and a day (d) first: their entities are listed")
+            title = (
+                f"Entities of {ctx.source}/{ctx.event_type} on {ctx.day}"
+                if ctx.source and ctx.event_type
+                else f"Entities on {ctx.day}, every source/type"
+            )
+            load = partial(entity_choices, app.kit, ctx)
         elif what == "partition":
             title, load = "Sources/types, the busiest first", partial(partition_choices, app.kit)
         else:

@@ -107,3 +107,20 @@ async def test_the_lag_and_events_panes_read_an_original_kit_stack(original_kit_
         await settle(pilot)
         largest = app.query_one("#lag-largest", DataTable)
         assert largest.row_count == 7  # each event once: no DuplicateKey
+
+
+async def test_s_on_a_stack_without_rollups_lists_the_source_types_and_says_how_they_were_read(
+    aws_backend: Any,
+) -> None:
+    from pik_console.console.picker import PickScreen
+
+    app = PikConsole(aws_backend, context=Context())
+    async with app.run_test(size=(130, 34)) as pilot:
+        await settle(pilot)
+        await pilot.press("s")
+        await settle(pilot)
+        picker = app.screen
+        assert isinstance(picker, PickScreen)
+        assert [c.value for c in picker.choices] == ["mobile/heartbeat"]
+        note = plain(picker.query_one("#pick-note", Static).content)
+        assert "no rollup directory" in note and "pik aws rollup-backfill" in note

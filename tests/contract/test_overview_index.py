@@ -123,3 +123,24 @@ def test_entity_day_counts_can_leave_out_entities_below_both_floors(adapter: Ada
     assert [c.entity_id for c in ov.entity_day_counts(*RANGE, min_accepted=3, min_skewed=5)] == ["user_1"] * 2
     assert [c.entity_id for c in ov.entity_day_counts(*RANGE, min_accepted=4, min_skewed=1)] == ["user_2"]
     assert ov.entity_day_counts(*RANGE, min_accepted=4, min_skewed=2) == []
+
+
+def test_the_pickers_totals_are_the_index_totals_where_the_store_has_rollups(
+    adapter: Adapter, ov: Any
+) -> None:
+    """Where the store keeps rollups (a workspace always; a stack once backfilled, tests/aws/
+    test_picker_rollups.py) the source/type totals and a day's entities are read from them, with the
+    counts of a full read; elsewhere the port says it has none (None), never a partial list."""
+    _fill(adapter)
+    totals, entities = ov.partition_totals(), ov.day_entities("2025-12-28")
+    if adapter.name == "local":
+        assert totals is not None and entities is not None
+    if totals is not None:
+        assert totals == adapter.index.stats().partitions
+    if entities is not None:
+        assert [(e.entity_id, e.accepted, e.late, e.skewed) for e in entities] == [
+            ("user_1", 3, 1, 0),
+            ("user_2", 1, 0, 1),
+        ]
+    with pytest.raises(InvalidRequest):
+        ov.day_entities("2025-12-32")

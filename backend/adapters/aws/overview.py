@@ -20,7 +20,7 @@ aggregates table (no events are read).
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
 from backend.adapters.aws.aggregates import DynamoAggregates, _version_from
@@ -28,10 +28,23 @@ from backend.adapters.aws.dynamo import str_attr, value_of
 from backend.adapters.aws.errors import aws
 from backend.adapters.aws.event_items import ACCEPTED_RECEIPT
 from backend.adapters.aws.investigate import _day, _grace, _late_from
-from backend.adapters.aws.overview_rollups import day_span, entity_rows, histogram_bucket, hour_rows
+from backend.adapters.aws.overview_rollups import (
+    day_span,
+    entity_rows,
+    histogram_bucket,
+    hour_rows,
+    partition_totals,
+)
 from backend.adapters.aws.rollup_reads import RollupReader
 from backend.adapters.aws.store import AwsStore
-from backend.ports import LAG_BUCKETS_MS, EntityDayCount, HourRollup, RejectionCount, WindowChurn
+from backend.ports import (
+    LAG_BUCKETS_MS,
+    EntityDayCount,
+    HourRollup,
+    PartitionCount,
+    RejectionCount,
+    WindowChurn,
+)
 from backend.times import fmt, parse_iso
 
 _Key = tuple[str, str, int]  # first day, end day, grace
@@ -226,3 +239,16 @@ class AwsOverview:
                 )
             )
         return out
+
+    def partition_totals(self) -> list[PartitionCount] | None:
+        if not self.rollups.days_ready():
+            return None
+        return partition_totals(self._store.ddb, self._store.t.events)
+
+    def day_entities(self, day: str) -> list[EntityDayCount] | None:
+        lo = _day(day, "day")
+        if not self.rollups.days_ready():
+            return None
+        end = (lo + timedelta(days=1)).date().isoformat()
+        # Grace 0 is a bucket boundary: the late count is always settled from the buckets.
+        return entity_rows(self._store.ddb, self._store.t.events, lo.date().isoformat(), end, 0)

@@ -4,6 +4,7 @@ O(partitions + shards) Queries, whatever the number of events.
 
 * the partitions of a range of days: one Query of ``ROLLUP#DAYS``; their hours: one Query per partition;
 * the entities of the days: one Query per shard of ``ROLLUP#ENTITIES#<k>``;
+* the totals of each source/type (the ``s`` picker): the same Query of ``ROLLUP#DAYS``, every day;
 * the first and last event day: a Query of ``ROLLUP#DAYS`` from each end, stopped at the first day with an
   accepted event.
 
@@ -28,7 +29,7 @@ from backend.adapters.aws.rollup_items import (
 )
 from backend.adapters.aws.rollups import rollup_items
 from backend.lag_buckets import count_from, lag_width
-from backend.ports import LAG_BUCKETS_MS, EntityDayCount, HourRollup
+from backend.ports import LAG_BUCKETS_MS, EntityDayCount, HourRollup, PartitionCount
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -137,3 +138,19 @@ def entity_rows(
                 return None
             rows.append(EntityDayCount(entity, day, accepted, late, int(value_of(item, "skew") or 0)))
     return sorted(rows, key=lambda r: (r.entity_id, r.day))
+
+
+def partition_totals(ddb: DynamoDBClient, table: str) -> list[PartitionCount]:
+    """Accepted events and duplicate receipts per (source, type) over every day: one Query of the
+    directory of the days (one item per partition-day)."""
+    totals: dict[tuple[str, str], list[int]] = {}
+    for item in rollup_items(ddb, table, DAYS_PK, "DAY#", "DAY#~"):
+        # SK = DAY#<day>#SRC#<source>#TYPE#<type>; neither source nor type can hold "#"
+        source, event_type = str(value_of(item, "SK")).split("#")[3:6:2]
+        row = totals.setdefault((source, event_type), [0, 0])
+        row[0] += _accepted(item)
+        row[1] += int(value_of(item, "dup") or 0)
+    return [
+        PartitionCount(source=s, event_type=t, accepted=a, duplicate=d)
+        for (s, t), (a, d) in sorted(totals.items())
+    ]

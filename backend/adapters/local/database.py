@@ -46,6 +46,7 @@ class Database:
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         self._upgrade = upgrade
+        self.read_only = not upgrade  # opened to read: nothing may be written, derived data included
         if self.path.exists() and not self.path.is_dir():
             raise WorkspaceError(f"workspace {self.path} is not a folder")
         if not self.db_path.exists():

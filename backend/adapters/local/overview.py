@@ -1,8 +1,12 @@
 """The overview's rollups on a local workspace (:class:`backend.ports.OverviewIndex`).
 
-Each method is one SQL aggregate: events are reached through the partitions of the asked days (the
-``events_by_lag`` index), so the rows that come back to Python are one per (partition, hour, lag bucket),
-per (entity, day), per (day, reason) or per versioned window, never one per event.
+The per-hour, per-entity-day and per-rejection-reason counts are read from the workspace's rollup tables
+(:mod:`backend.adapters.local.overview_rollups`: O(partitions x hours + entities x days) rows, whatever
+the number of events), brought up to date first unless the workspace is read-only (a read adds the rows
+not counted yet either way, so the answer is exact). When a grace period splits an arrival bucket that
+holds events, the counts come from the events instead: one SQL aggregate reached through the partitions of
+the asked days (the ``events_by_lag`` index), as :class:`ScanOverview` does for every count; the property
+tests hold the two to the same answers.
 """
 
 from __future__ import annotations
@@ -10,8 +14,17 @@ from __future__ import annotations
 from typing import Any
 
 from backend.adapters.local.investigate import _day_ms, _day_text, _grace
+from backend.adapters.local.overview_rollups import OverviewRollups
 from backend.adapters.local.store import LocalStore
-from backend.ports import LAG_BUCKETS_MS, EntityDayCount, HourRollup, RejectionCount, WindowChurn
+from backend.errors import StoreError, WorkspaceError
+from backend.ports import (
+    LAG_BUCKETS_MS,
+    EntityDayCount,
+    HourRollup,
+    PartitionCount,
+    RejectionCount,
+    WindowChurn,
+)
 
 _DAY_MS = 86_400_000
 # The lag bucket of a receipt, as LAG_BUCKETS_MS numbers them.
@@ -30,8 +43,9 @@ def _days(first_day: str, end_day: str) -> tuple[str, str]:
     return first_day, end_day
 
 
-class LocalOverview:
-    """:class:`backend.ports.OverviewIndex` over a :class:`LocalStore`'s database."""
+class ScanOverview:
+    """:class:`backend.ports.OverviewIndex` counted from the events themselves (no rollup): the definition
+    the rollups must equal, and what answers when they cannot settle a late count."""
 
     def __init__(self, store: LocalStore) -> None:
         self._db = store.db
@@ -99,6 +113,68 @@ class LocalOverview:
             (lo, hi),
         )
         return [WindowChurn(e, d, m, int(v), first, last, str(at)) for e, d, m, v, first, last, at in rows]
+
+    def partition_totals(self) -> list[PartitionCount] | None:
+        return None  # counted from the events: no rollups to read
+
+    def day_entities(self, day: str) -> list[EntityDayCount] | None:
+        return None
+
+
+class LocalOverview(ScanOverview):
+    """:class:`backend.ports.OverviewIndex` over a :class:`LocalStore`'s database, from its rollups."""
+
+    def __init__(self, store: LocalStore) -> None:
+        super().__init__(store)
+        self.rollups = OverviewRollups(store.db)
+        self._writable = not store.db.read_only
+
+    def _fresh(self) -> OverviewRollups:
+        # Counted once here, the rows past the watermark need not be added up again by every read; a
+        # read-only workspace adds them in each read instead, writing nothing. So does one whose file
+        # cannot be written after all (a read-only mount) or whose write lock stays taken: the answer is
+        # the same, only slower, so a failed catch-up is no reason to fail the read.
+        if self._writable and self.rollups.behind():
+            try:
+                self.rollups.catch_up()
+            except WorkspaceError:
+                self._writable = False  # the file cannot be written: do not try again on every read
+            except StoreError:
+                pass  # the lock stayed taken (a long write elsewhere): the next read tries again
+        return self.rollups
+
+    def hour_rollups(self, first_day: str, end_day: str, *, grace_ms: int = 0) -> list[HourRollup]:
+        lo, hi = _days(first_day, end_day)
+        rows = self._fresh().hour_rows(lo, hi, _grace(grace_ms))
+        return super().hour_rollups(lo, hi, grace_ms=grace_ms) if rows is None else _fold_hours(rows)
+
+    def entity_day_counts(
+        self, first_day: str, end_day: str, *, grace_ms: int = 0, min_accepted: int = 0, min_skewed: int = 0
+    ) -> list[EntityDayCount]:
+        lo, hi = _days(first_day, end_day)
+        rows = self._fresh().entity_days(
+            _day_ms(lo, "first day") // _DAY_MS,
+            _day_ms(hi, "end day") // _DAY_MS,
+            _grace(grace_ms),
+            min_accepted,
+            min_skewed,
+        )
+        if rows is None:
+            return super().entity_day_counts(
+                lo, hi, grace_ms=grace_ms, min_accepted=min_accepted, min_skewed=min_skewed
+            )
+        out = [EntityDayCount(entity, _day_text(d), n, late, skew) for entity, d, n, late, skew in rows]
+        return sorted(out, key=lambda c: (c.entity_id, c.day))
+
+    def rejection_counts(self, first_day: str, end_day: str) -> list[RejectionCount]:
+        lo, hi = _days(first_day, end_day)
+        return self._fresh().rejections(lo, hi)
+
+    def partition_totals(self) -> list[PartitionCount] | None:
+        return self._fresh().partition_totals()
+
+    def day_entities(self, day: str) -> list[EntityDayCount] | None:
+        return self.entity_day_counts(day, _day_text(_day_ms(day, "day") // _DAY_MS + 1))
 
 
 def _fold_hours(rows: list[Any]) -> list[HourRollup]:

@@ -229,6 +229,50 @@ CREATE INDEX events_by_origin ON events (origin, line) WHERE origin IS NOT NULL;
 CREATE INDEX rejections_by_origin ON rejections (origin, line);
 """
 
+# Version 5: the overview's rollups (backend.adapters.local.overview_rollups). They are kept from the event
+# index and the quarantine, which are append-only with growing row numbers: a watermark per table says how
+# far they count, and they are brought up to date when read, never by ingest. Derived data: nothing here is
+# a record of its own, so these tables are not guarded like the ones above.
+_V5 = """
+CREATE TABLE rollup_watermarks (
+    name TEXT PRIMARY KEY,  -- 'events' (counted up to events.seq) or 'rejections' (rejections.id)
+    last INTEGER NOT NULL
+);
+-- Receipts per (partition, event hour, arrival bucket, LAG_BUCKETS_MS bucket). arrival: -1 when ingested
+-- before the event day ended, else how long after it, rounded down to its arrival bucket's lower bound.
+CREATE TABLE rollup_hours (
+    part      INTEGER NOT NULL,
+    hour      INTEGER NOT NULL,
+    arrival   INTEGER NOT NULL,
+    lag       INTEGER NOT NULL,
+    accepted  INTEGER NOT NULL,
+    duplicate INTEGER NOT NULL,
+    skewed    INTEGER NOT NULL,
+    max_lag   INTEGER NOT NULL,  -- the largest lag of the accepted events (0 without one)
+    PRIMARY KEY (part, hour, arrival, lag)
+) WITHOUT ROWID;
+-- Accepted events per (event day number, entity, arrival bucket).
+CREATE TABLE rollup_entity_days (
+    day      INTEGER NOT NULL,
+    entity   INTEGER NOT NULL,
+    arrival  INTEGER NOT NULL,
+    accepted INTEGER NOT NULL,
+    skewed   INTEGER NOT NULL,
+    PRIMARY KEY (day, entity, arrival)
+) WITHOUT ROWID;
+-- Quarantined requests per (receive day, source, type, reason); source and type may be unknown (NULL).
+CREATE TABLE rollup_rejections (
+    day        TEXT NOT NULL,
+    source     TEXT,
+    event_type TEXT,
+    reason     TEXT NOT NULL,
+    count      INTEGER NOT NULL
+);
+CREATE UNIQUE INDEX rollup_rejections_key ON rollup_rejections (
+    day, source IS NULL, ifnull(source, ''), event_type IS NULL, ifnull(event_type, ''), reason
+);
+"""
+
 Migration = Callable[[sqlite3.Connection], None]
 
 
@@ -256,7 +300,7 @@ def _statements(sql: str) -> list[str]:
 
 
 # MIGRATIONS[i] takes a workspace from version i to version i + 1.
-MIGRATIONS: list[Migration] = [_script(_V1), _script(_V2), _script(_V3), _script(_V4)]
+MIGRATIONS: list[Migration] = [_script(_V1), _script(_V2), _script(_V3), _script(_V4), _script(_V5)]
 
 
 def inspect(conn: sqlite3.Connection) -> str:
