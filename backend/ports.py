@@ -326,9 +326,11 @@ class InvestigationIndex(Protocol):
         ...
 
     def day_counts_entity(
-        self, entity_id: str, first_day: str, end_day: str, *, grace_ms: int = 0
+        self, entity_id: str, first_day: str, end_day: str, *, grace_ms: int = 0, late: bool = True
     ) -> list[DayCount]:
-        """Per event day of one entity: accepted events, how many of them arrived late, duplicates."""
+        """Per event day of one entity: accepted events, how many of them arrived late, duplicates. With
+        ``late=False`` the caller needs no late figures: a store may then leave them 0 and None when that
+        is cheaper (locally the counts then come from the entity index alone)."""
         ...
 
     def day_counts_partition(
