@@ -8,7 +8,7 @@ spends at most a put and a transaction per event. Every method either completes 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, NamedTuple, Protocol, runtime_checkable
@@ -289,6 +289,9 @@ class ReplaySelection:
     last_event_time: str | None
     sample: list[Receipt]
     fingerprint: str
+    # The fingerprint so far after every CHECKPOINT_EVERY planned receipts (backend.replay_fingerprint): an
+    # execution checks each stretch it reads again against these before sending it.
+    checkpoints: tuple[str, ...] = ()
 
 
 class InvestigationIndex(Protocol):
@@ -344,11 +347,26 @@ class InvestigationIndex(Protocol):
         store keeps none (the caller then computes it from :meth:`scan_partition`)."""
         ...
 
-    def select_replay(self, request: ReplayRequest, *, sample: int) -> ReplaySelection:
+    def select_replay(
+        self,
+        request: ReplayRequest,
+        *,
+        sample: int,
+        progress: Callable[[int, int | None], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> ReplaySelection:
         """The selection of a replay of ``request`` (a normalized request; its raw keys checked in this
         backend's raw store), with the first ``sample`` planned receipts: exactly what
         :func:`backend.replay_selection.select_by_scans` answers over :meth:`scan_entity` /
-        :meth:`scan_partition` and :meth:`RawCatalog.missing`, at whatever cost the store allows."""
+        :meth:`scan_partition` and :meth:`RawCatalog.missing`, at whatever cost the store allows.
+        ``progress(receipts read, receipts to read when known)`` hears of each page or chunk read;
+        ``should_stop()`` is asked between them, and True raises :class:`backend.errors.Cancelled`."""
+        ...
+
+    def replay_receipts(self, request: ReplayRequest) -> Iterator[Receipt]:
+        """The planned receipts of :meth:`select_replay`, in its order, read a page at a time (never the
+        whole scope at once): what an execution sends. Exactly what
+        :func:`backend.replay_selection.planned_receipts` yields."""
         ...
 
 

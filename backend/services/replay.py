@@ -28,12 +28,13 @@ Beside this module: the scope checks (:mod:`backend.services.scope`), the messag
 from __future__ import annotations
 
 import contextlib
+import itertools
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from backend.errors import InvalidRequest, KitError, NotConfigured, ReadOnlyError, StoreError
+from backend.errors import Cancelled, InvalidRequest, KitError, NotConfigured, ReadOnlyError, StoreError
 from backend.model import (
     ReplayAudit,
     ReplayOutcome,
@@ -50,9 +51,9 @@ from backend.ports import (
     ReplayQueue,
     ReplaySelection,
 )
+from backend.replay_fingerprint import CHECKPOINT_EVERY, Fingerprint
 from backend.replay_selection import RAW_CHECK_CHUNK as RAW_CHECK_CHUNK  # re-exported
 from backend.replay_selection import SCAN_PAGE as SCAN_PAGE  # re-exported
-from backend.replay_selection import select_by_scans
 from backend.services.projection import Projection, Projector
 from backend.services.replay_messages import message_body, new_replay_id, replay_message
 from backend.services.scope import MAX_LIMIT as MAX_LIMIT  # re-exported: callers check --limit against it
@@ -73,6 +74,11 @@ class AuditNotFinished(StoreError):
     def __init__(self, message: str, audit: ReplayAudit) -> None:
         super().__init__(message)
         self.audit = audit
+
+
+class PlanChanged(KitError):
+    """The list read for sending is not the one checked against the preview (the index changed in
+    between): raised before the stretch that differs is sent."""
 
 
 class ReplayRefused(KitError):
@@ -139,16 +145,30 @@ class ReplayService:
 
     # -- the plan ---------------------------------------------------------------------------------------
 
-    def plan(self, request: ReplayRequest, *, actor: str) -> ReplayPlan:
+    def plan(
+        self,
+        request: ReplayRequest,
+        *,
+        actor: str,
+        on_progress: Callable[[int, int | None], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> ReplayPlan:
         """The dry run: what a replay of ``request`` would send. Sends nothing; audits the preview.
 
         The index answers the selection in one pass (:meth:`InvestigationIndex.select_replay`: in SQL on
-        the local backend, no receipt per row); :meth:`execute` lists the receipts themselves, and the
-        fingerprint is the same either way."""
+        the local backend, no receipt per row, never the whole scope in memory); :meth:`execute` reads the
+        same list again to send it, and the fingerprint is the same either way.
+        ``on_progress(receipts read, receipts to read when known)`` hears of each page read;
+        ``should_stop()`` is asked between pages, and True raises :class:`backend.errors.Cancelled`
+        (nothing audited, nothing sent)."""
         request = normalize(request)
-        selection = self.scans.select_replay(request, sample=SAMPLE_SIZE)
+        selection = self.scans.select_replay(
+            request, sample=SAMPLE_SIZE, progress=on_progress, should_stop=should_stop
+        )
         projection = None
         if self.projector is not None and selection.planned:
+            if should_stop is not None and should_stop():
+                raise Cancelled("stopped before the projection")
             projection = self.projector.project(selection.windows)
         plan = self._plan_of(request, selection, projection)
         if not self.read_only:
@@ -157,12 +177,6 @@ class ReplayService:
                 self._audit(plan, actor, ReplayOutcome.DRY_RUN, dry_run=True, finished=plan.created_at),
             )
         return plan
-
-    def _plan(self, request: ReplayRequest) -> tuple[ReplayPlan, list[Receipt]]:
-        """The plan of ``request`` and its receipts, receipt by receipt (what an execution sends)."""
-        request = normalize(request)
-        selection, planned = select_by_scans(self.scans, self.catalog, request, sample=SAMPLE_SIZE)
-        return self._plan_of(request, selection), planned
 
     def _plan_of(
         self, request: ReplayRequest, selection: ReplaySelection, projection: Projection | None = None
@@ -279,7 +293,9 @@ class ReplayService:
         expected = (expected_fingerprint or "").strip().lower() or None
         if expected is not None and len(expected) < 12:
             raise InvalidRequest("an expected fingerprint needs at least its first 12 characters")
-        plan, items = self._plan(request)
+        request = normalize(request)
+        selection = self.scans.select_replay(request, sample=SAMPLE_SIZE)
+        plan = self._plan_of(request, selection)
         reason = self._refusal(plan, expected, force)
         if reason is not None:
             refused = self._audit(plan, actor, ReplayOutcome.REFUSED, finished=fmt(self.clock.now()))
@@ -290,7 +306,11 @@ class ReplayService:
         self._audit_write(self.audit.begin, record)
         progress = _Progress()
         try:
-            error = self._send(plan, items, progress, on_progress)
+            error = self._send(plan, self._checked(request, selection), progress, on_progress)
+        except PlanChanged as exc:
+            # Caught before its stretch was sent: what was sent is counted, the rest was not sent.
+            progress.failed = plan.would_send - progress.sent
+            error = str(exc)
         except BaseException:
             interrupted = record.model_copy(
                 update={
@@ -379,24 +399,61 @@ class ReplayService:
         assert error is not None
         raise error
 
+    def _checked(self, request: ReplayRequest, selection: ReplaySelection) -> Iterator[Receipt]:
+        """The planned receipts read again (:meth:`InvestigationIndex.replay_receipts`), a stretch of
+        :data:`CHECKPOINT_EVERY` at a time, each let through only once the fingerprint so far equals the
+        selection's checkpoint there (the last stretch against the whole fingerprint): a list that changed
+        since it was checked raises :class:`PlanChanged` before the stretch that differs is sent."""
+        fingerprint = Fingerprint()
+        stretch: list[Receipt] = []
+
+        def verified(last: bool) -> list[Receipt]:
+            fingerprint.add(stretch)
+            if last:
+                same = (fingerprint.count, fingerprint.hexdigest()) == (
+                    selection.planned,
+                    selection.fingerprint,
+                )
+            else:
+                n = len(fingerprint.checkpoints)
+                same = (
+                    n <= len(selection.checkpoints)
+                    and fingerprint.checkpoints[-1] == selection.checkpoints[n - 1]
+                )
+            if not same:
+                first = fingerprint.count - len(stretch) + 1
+                raise PlanChanged(
+                    f"the index changed while the replay was sent: receipts {first:,} to "
+                    f"{fingerprint.count:,} are not the ones checked; the rest was not sent: preview again"
+                )
+            return stretch
+
+        for r in self.scans.replay_receipts(request):
+            stretch.append(r)
+            if len(stretch) == CHECKPOINT_EVERY:
+                yield from verified(last=False)
+                stretch = []
+        yield from verified(last=True)
+
     def _send(
         self,
         plan: ReplayPlan,
-        items: list[Receipt],
+        items: Iterable[Receipt],
         progress: _Progress,
         on_progress: Callable[[int, int, int], None] | None,
     ) -> str | None:
-        """Send ``items`` in batches, counting into ``progress``; returns the last error, if any failed."""
+        """Send ``items`` in batches as they are read, counting into ``progress``; returns the last error,
+        if any failed. Nothing but the batch in hand is held."""
         assert self.queue is not None
         errors_in_a_row = 0
         last_error: str | None = None
-        for start in range(0, len(items), QUEUE_BATCH):
-            bodies = [
-                message_body(r, plan.replay_id, self.bucket) for r in items[start : start + QUEUE_BATCH]
-            ]
+        receipts = iter(items)
+        while batch := list(itertools.islice(receipts, QUEUE_BATCH)):
             if errors_in_a_row >= MAX_BATCH_ERRORS_IN_A_ROW:
-                progress.failed += len(bodies)  # the queue is down: the rest is not sent
-                continue
+                # The queue is down: the rest is not sent (nor read).
+                progress.failed = plan.would_send - progress.sent
+                break
+            bodies = [message_body(r, plan.replay_id, self.bucket) for r in batch]
             pending = list(range(len(bodies)))
             whole_call_failed = True
             for attempt in range(self.retries + 1):
