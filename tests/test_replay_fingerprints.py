@@ -19,7 +19,10 @@ from backend.adapters.local.store import LocalStore
 from backend.adapters.local.workspace import LocalPorts, local_ports
 from backend.model import EventRecord, ReplayRequest
 from backend.ports import RawObject
+from backend.replay_fingerprint import CHECKPOINT_EVERY, fingerprint
+from backend.replay_selection import select_by_scans
 from backend.services.replay import ReplayService
+from backend.services.scope import normalize
 from tests.contract.test_event_index import rec, sha
 
 DAYS = ("2025-12-27", "2025-12-28", "2025-12-29")
@@ -264,3 +267,18 @@ def test_an_execution_sends_the_pinned_list(workspace: tuple[LocalStore, LocalPo
         ports.queue.delete([m.receipt_handle for m in batch])
     assert (audit.sent, audit.fingerprint) == (6000, EXECUTED)
     assert len(messages) == 6000 and _sent_fingerprint(messages) == EXECUTED
+
+
+def test_checkpoints_are_the_fingerprint_every_4096_receipts(
+    workspace: tuple[LocalStore, LocalPorts],
+) -> None:
+    """The selection's checkpoints are the digests of the planned list's first 4,096, 8,192... receipts,
+    the same from SQL as from the receipts an execution reads."""
+    ports = workspace[1]
+    request = normalize(ReplayRequest(**{**ENTITY, "include_duplicates": True, "limit": 100_000}))
+    selection = ports.investigate.select_replay(request, sample=10)
+    listed = list(ports.investigate.replay_receipts(request))
+    want = [fingerprint(listed[:n]) for n in range(CHECKPOINT_EVERY, len(listed) + 1, CHECKPOINT_EVERY)]
+    assert len(listed) == 7994 and list(selection.checkpoints) == want and len(want) == 1
+    generic = select_by_scans(ports.investigate, ports.catalog, request, sample=10)
+    assert generic == selection

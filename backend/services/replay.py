@@ -28,7 +28,6 @@ Beside this module: the scope checks (:mod:`backend.services.scope`), the messag
 from __future__ import annotations
 
 import contextlib
-import itertools
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -445,14 +444,12 @@ class ReplayService:
         """Send ``items`` in batches as they are read, counting into ``progress``; returns the last error,
         if any failed. Nothing but the batch in hand is held."""
         assert self.queue is not None
+        queue = self.queue
         errors_in_a_row = 0
         last_error: str | None = None
-        receipts = iter(items)
-        while batch := list(itertools.islice(receipts, QUEUE_BATCH)):
-            if errors_in_a_row >= MAX_BATCH_ERRORS_IN_A_ROW:
-                # The queue is down: the rest is not sent (nor read).
-                progress.failed = plan.would_send - progress.sent
-                break
+
+        def send(batch: list[Receipt]) -> None:
+            nonlocal errors_in_a_row, last_error
             bodies = [message_body(r, plan.replay_id, self.bucket) for r in batch]
             pending = list(range(len(bodies)))
             whole_call_failed = True
@@ -460,7 +457,7 @@ class ReplayService:
                 if attempt:
                     self.sleep(self.backoff_s * 2 ** (attempt - 1))
                 try:
-                    failures = self.queue.send_batch([bodies[i] for i in pending])
+                    failures = queue.send_batch([bodies[i] for i in pending])
                 except StoreError as exc:
                     # The call may have been taken before it failed: its entries are unconfirmed, and
                     # sending them again may deliver them twice (at least once, as the port says).
@@ -484,6 +481,27 @@ class ReplayService:
             errors_in_a_row = errors_in_a_row + 1 if whole_call_failed else 0
             if on_progress is not None:
                 on_progress(progress.sent, progress.failed, plan.would_send)
+
+        batch: list[Receipt] = []
+        try:
+            for r in items:
+                batch.append(r)
+                if len(batch) == QUEUE_BATCH:
+                    send(batch)
+                    batch = []
+                    if errors_in_a_row >= MAX_BATCH_ERRORS_IN_A_ROW:
+                        # The queue is down: the rest is not sent (nor read).
+                        progress.failed = plan.would_send - progress.sent
+                        break
+        except PlanChanged:
+            if batch:
+                send(batch)  # read and checked before the stretch that changed
+            raise
+        else:
+            if batch and errors_in_a_row >= MAX_BATCH_ERRORS_IN_A_ROW:
+                progress.failed = plan.would_send - progress.sent
+            elif batch:
+                send(batch)
         if errors_in_a_row >= MAX_BATCH_ERRORS_IN_A_ROW and last_error:
             last_error = f"the replay queue failed {MAX_BATCH_ERRORS_IN_A_ROW} batches in a row: {last_error}"
         return last_error if progress.failed else None
