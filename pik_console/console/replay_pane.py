@@ -18,6 +18,7 @@ from textual.message import Message
 from textual.timer import Timer
 from textual.widgets import Button, Checkbox, DataTable, Input, ProgressBar, Select, Static
 
+from backend.errors import Cancelled as PlanCancelled
 from backend.errors import InvalidRequest
 from backend.kit import current_user as actor
 from backend.model import IngestStatus, ReplayAudit, ReplayPlan, ReplayRequest
@@ -58,11 +59,21 @@ class ReplayPane(Vertical):
     ]
 
     class PlanRead(Message):
-        def __init__(self, serial: int, plan: ReplayPlan | None, error: str | None) -> None:
+        def __init__(
+            self, serial: int, plan: ReplayPlan | None, error: str | None, *, cancelled: bool = False
+        ) -> None:
             super().__init__()
             self.serial = serial
             self.plan = plan
             self.error = error
+            self.cancelled = cancelled
+
+    class Planning(Message):
+        def __init__(self, serial: int, read: int, total: int | None) -> None:
+            super().__init__()
+            self.serial = serial
+            self.read = read
+            self.total = total
 
     class Sending(Message):
         def __init__(self, sent: int, failed: int, total: int) -> None:
@@ -103,6 +114,10 @@ class ReplayPane(Vertical):
         self._cancel = threading.Event()
         self._work: str | None = None
         self._started = 0.0
+        # The dry run in a worker: stopped by c (or q), or by a newer one (the form changed).
+        self._planning = False
+        self._plan_stop = threading.Event()
+        self._plan_started = 0.0
 
     @property
     def kit(self) -> Any:
@@ -164,7 +179,7 @@ class ReplayPane(Vertical):
         if action == "process" and self.busy:
             return None
         if action == "cancel":
-            return self.busy
+            return self.busy or self._planning
         return True
 
     def refusal(self, key: str) -> str | None:
@@ -183,11 +198,17 @@ class ReplayPane(Vertical):
         return None
 
     def running_work(self) -> str | None:
-        return self._work if self.busy else None
+        if self.busy:
+            return self._work
+        return "the dry run" if self._planning else None
 
     def cancel_work(self) -> None:
         """Ask the running send or processor to stop at its next batch; what was done stays done and
-        recorded (the audit says INTERRUPTED; the processor's held messages are finished or released)."""
+        recorded (the audit says INTERRUPTED; the processor's held messages are finished or released).
+        A dry run being planned stops at its next page (it sends nothing and is not audited)."""
+        if self._planning and not self.busy:
+            self._plan_stop.set()
+            return
         if not self.busy or self._cancel.is_set():
             return
         self._cancel.set()
@@ -196,6 +217,10 @@ class ReplayPane(Vertical):
         )
 
     def action_cancel(self) -> None:
+        if self._planning and not self.busy:
+            self.cancel_work()
+            self.query_one("#replay-plan", Static).update(t("cancelling the dry run…", "bold yellow"))
+            return
         if not self.busy:
             self.notify("Nothing is running to cancel", severity="warning")
             return
@@ -282,7 +307,11 @@ class ReplayPane(Vertical):
         self.request = request
         self._share(request)
         self.query_one("#replay-plan", Static).update(Text("planning…", style="italic dim"))
-        self._plan(self._serial, request)
+        self._plan_stop = threading.Event()  # the previous dry run, if any, stops on its own serial
+        self._planning = True
+        self._plan_started = time.monotonic()
+        self.refresh_bindings()
+        self._plan(self._serial, request, self._plan_stop)
 
     def _share(self, r: ReplayRequest) -> None:
         """The scope typed here becomes the console's context (the header, and the panes shown next)."""
@@ -301,23 +330,62 @@ class ReplayPane(Vertical):
         if ctx != app.context:
             self._applied = app.share(**{f: getattr(ctx, f) for f in SHARED_FIELDS})
 
-    def _show_plan_problem(self, problem: str) -> None:
+    def _show_plan_problem(self, problem: str, style: str = "yellow") -> None:
         self.plan = None
-        self.query_one("#replay-plan", Static).update(t(problem, "yellow"))
+        self._planning = False
+        self.query_one("#replay-plan", Static).update(t(problem, style))
         self._update_buttons()
 
     @work(thread=True, exclusive=True, group="replay-plan", exit_on_error=False)
-    def _plan(self, serial: int, request: ReplayRequest) -> None:
+    def _plan(self, serial: int, request: ReplayRequest, stop: threading.Event) -> None:
+        last = 0.0
+
+        def progress(read: int, total: int | None) -> None:
+            nonlocal last
+            now = time.monotonic()
+            if now - last >= PROGRESS_EVERY_S:
+                last = now
+                self.post_message(self.Planning(serial, read, total))
+
+        def should_stop() -> bool:
+            return stop.is_set() or serial != self._serial  # c, q, or a newer dry run
+
         try:
-            plan = self.kit.replay(preview=True).plan(request, actor=actor())
+            plan = self.kit.replay(preview=True).plan(
+                request, actor=actor(), on_progress=progress, should_stop=should_stop
+            )
             self.post_message(self.PlanRead(serial, plan, None))
+        except PlanCancelled as exc:
+            self.post_message(self.PlanRead(serial, None, str(exc), cancelled=True))
         except Exception as exc:
             self.post_message(self.PlanRead(serial, None, str(exc)))
+
+    @on(Planning)
+    def _planning_progress(self, message: Planning) -> None:
+        if message.serial != self._serial or self._plan_stop.is_set():
+            return
+        self.query_one("#replay-plan", Static).update(
+            work_line(
+                "planning",
+                message.read,
+                message.total,
+                time.monotonic() - self._plan_started,
+                "receipts read",
+            )
+        )
 
     @on(PlanRead)
     def _plan_read(self, message: PlanRead) -> None:
         if message.serial != self._serial:
             return  # the form changed since
+        self._planning = False
+        self.refresh_bindings()
+        if message.cancelled:
+            self.notify("Dry run cancelled: nothing was sent", title="Replay", markup=False)
+            self._show_plan_problem(
+                f"Dry run cancelled ({message.error}): change the form to plan again", style="bold yellow"
+            )
+            return
         if message.plan is None:
             self._show_plan_problem(message.error or "the dry run failed")
             return
