@@ -14,19 +14,18 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.message import Message
 from textual.timer import Timer
 from textual.widgets import Button, Checkbox, DataTable, Input, ProgressBar, Select, Static
 
 from backend.errors import Cancelled as PlanCancelled
 from backend.errors import InvalidRequest
 from backend.kit import current_user as actor
-from backend.model import IngestStatus, ReplayAudit, ReplayPlan, ReplayRequest
-from backend.services.drain import DrainResult
+from backend.model import ReplayAudit, ReplayPlan, ReplayRequest
 from backend.services.replay import ReplayRefused
-from backend.times import TimeFormatError, fmt, parse_bound
-from pik_console.console.context import Context, day_start, next_day
+from pik_console.console.context import Context
 from pik_console.console.render import t, title, work_line
+from pik_console.console.replay_events import Draining, Executed, Planning, PlanRead, Processed, Sending
+from pik_console.console.replay_form import context_values, fill, read_request
 from pik_console.console.replay_views import ReplayHistory, plan_view, result_view
 from pik_console.console.widgets import FormSelect
 
@@ -58,49 +57,12 @@ class ReplayPane(Vertical):
         ),
     ]
 
-    class PlanRead(Message):
-        def __init__(
-            self, serial: int, plan: ReplayPlan | None, error: str | None, *, cancelled: bool = False
-        ) -> None:
-            super().__init__()
-            self.serial = serial
-            self.plan = plan
-            self.error = error
-            self.cancelled = cancelled
-
-    class Planning(Message):
-        def __init__(self, serial: int, read: int, total: int | None) -> None:
-            super().__init__()
-            self.serial = serial
-            self.read = read
-            self.total = total
-
-    class Sending(Message):
-        def __init__(self, sent: int, failed: int, total: int) -> None:
-            super().__init__()
-            self.sent = sent
-            self.failed = failed
-            self.total = total
-
-    class Draining(Message):
-        def __init__(self, received: int, versions: int, total: int | None) -> None:
-            super().__init__()
-            self.received = received
-            self.versions = versions
-            self.total = total
-
-    class Executed(Message):
-        def __init__(self, audit: ReplayAudit | None, error: str | None, *, cancelled: bool = False) -> None:
-            super().__init__()
-            self.audit = audit
-            self.error = error
-            self.cancelled = cancelled
-
-    class Processed(Message):
-        def __init__(self, report: DrainResult | None, error: str | None) -> None:
-            super().__init__()
-            self.report = report
-            self.error = error
+    PlanRead = PlanRead
+    Planning = Planning
+    Sending = Sending
+    Draining = Draining
+    Executed = Executed
+    Processed = Processed
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -232,24 +194,8 @@ class ReplayPane(Vertical):
         if ctx == self._applied:
             return
         self._applied = ctx
-        if ctx.entity and ctx.window:
-            start, end = ctx.window
-            values = dict.fromkeys(("rp-source", "rp-type", "rp-first", "rp-endday"), "")
-            values.update({"rp-entity": ctx.entity, "rp-start": start, "rp-end": end})
-        elif ctx.source and ctx.event_type and ctx.day:
-            values = dict.fromkeys(("rp-entity", "rp-start", "rp-end"), "")
-            values.update(
-                {
-                    "rp-source": ctx.source,
-                    "rp-type": ctx.event_type,
-                    "rp-first": ctx.day,
-                    "rp-endday": next_day(ctx.day),
-                }
-            )
-        else:
-            values = {}
         with self.prevent(Input.Changed):
-            for widget_id, value in values.items():
+            for widget_id, value in context_values(ctx).items():
                 self.query_one(f"#{widget_id}", Input).value = value
         self.reload()
 
@@ -258,35 +204,7 @@ class ReplayPane(Vertical):
         self.query_one(ReplayHistory).read()
 
     def read_request(self) -> ReplayRequest:
-        def value(widget_id: str) -> str | None:
-            return self.query_one(f"#{widget_id}", Input).value.strip() or None
-
-        status = self.query_one("#rp-status", Select).value
-        try:
-            limit = int((value("rp-limit") or "500").replace(",", "").replace("_", ""))
-        except ValueError:
-            raise InvalidRequest("the limit is a whole number") from None
-        entity = value("rp-entity")
-        start, end = value("rp-start"), value("rp-end")
-        try:
-            if start and len(start) == 10 and end is None:
-                end = day_start(next_day(start))
-            start = fmt(parse_bound(start, what="from")) if start else None
-            end = fmt(parse_bound(end, what="to")) if end else None
-        except TimeFormatError as exc:
-            raise InvalidRequest(str(exc)) from None
-        return ReplayRequest(
-            entity_id=entity,
-            start_time=start if entity else None,
-            end_time=end if entity else None,
-            source=value("rp-source"),
-            event_type=value("rp-type"),
-            start_day=None if entity else value("rp-first"),
-            end_day=None if entity else value("rp-endday"),
-            status=IngestStatus(status) if isinstance(status, str) and status else None,
-            limit=max(limit, 1),
-            include_duplicates=self.query_one("#rp-dups", Checkbox).value,
-        )
+        return read_request(self)
 
     @on(Input.Changed, "#replay-form Input, #replay-form-2 Input")
     @on(Checkbox.Changed)
@@ -613,19 +531,5 @@ class ReplayPane(Vertical):
         )
 
     def show_request(self, r: ReplayRequest) -> None:
-        values = {
-            "rp-entity": r.entity_id,
-            "rp-start": r.start_time,
-            "rp-end": r.end_time,
-            "rp-source": r.source,
-            "rp-type": r.event_type,
-            "rp-first": r.start_day,
-            "rp-endday": r.end_day,
-            "rp-limit": str(r.limit),
-        }
-        with self.prevent(Input.Changed, Checkbox.Changed, Select.Changed):
-            for widget_id, value in values.items():
-                self.query_one(f"#{widget_id}", Input).value = value or ""
-            self.query_one("#rp-status", Select).value = r.status.value if r.status else ""
-            self.query_one("#rp-dups", Checkbox).value = r.include_duplicates
+        fill(self, r)
         self._preview_now()
