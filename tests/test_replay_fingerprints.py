@@ -282,3 +282,30 @@ def test_checkpoints_are_the_fingerprint_every_4096_receipts(
     assert len(listed) == 7994 and list(selection.checkpoints) == want and len(want) == 1
     generic = select_by_scans(ports.investigate, ports.catalog, request, sample=10)
     assert generic == selection
+
+
+def test_the_pinned_scopes_check_raw_keys_both_ways(workspace: tuple[LocalStore, LocalPorts]) -> None:
+    """Locally a partition small beside the plan has its raw keys read as one range, a big one row by row:
+    the pinned scopes above go both ways (so both give today's fingerprints)."""
+    from backend.adapters.local import replay_plan
+
+    store = workspace[0]
+    conn = store.db.connection()
+    ways = set()
+    for scope, _, _ in PINNED:
+        request = normalize(ReplayRequest(**scope))
+        s = replay_plan._scope(conn, request)
+        scanned, filtered, duplicate = replay_plan._counts(conn, s)
+        need = min(scanned - filtered - duplicate, request.limit)
+        ranged = replay_plan._ranged_keys(conn, request, s, need)
+        ways.add("range" if ranged else "row by row")
+        # A ranged partition's keys are exactly its identity keys present in the raw table.
+        for part, ids in ranged.items():
+            (n,) = conn.execute(
+                "SELECT count(*) FROM raw WHERE key > 'raw/' AND key LIKE '%/event_id=%' AND key IN "
+                "(SELECT 'raw/source=' || source || '/event_type=' || event_type || '/event_date=' || day "
+                "|| '/event_id=' || ? || '.json' FROM partitions WHERE id = ?)",
+                (next(iter(ids)), part),
+            ).fetchone()
+            assert n == 1
+    assert ways == {"range", "row by row"}

@@ -27,6 +27,10 @@ from backend.replay_fingerprint import Fingerprint
 from backend.times import day_range
 
 _FETCH = 4096
+# See _ranged_keys: a partition of at most RANGE_FACTOR x the receipts a plan needs has its raw keys read as
+# one range; sizing the candidates reads at most SIZING_FACTOR x that many index entries in all.
+RANGE_FACTOR = 2
+SIZING_FACTOR = 2
 # Days since the epoch stay below 2**20 (the kit's times end in 2099): an (entity, day) pair as one integer.
 _DAY_BITS = 1 << 20
 # Whether a receipt's raw bytes exist: its key (stored, or derived as backend.identity.raw_key does) looked
@@ -114,18 +118,66 @@ def _counts(conn: sqlite3.Connection, s: _Scope) -> tuple[int, int, int]:
     return scanned, filtered, duplicate
 
 
-def _cut(rows: list[Any], remaining: int) -> tuple[list[Any], list[Any]]:
+def _cut(rows: list[Any], remaining: int, flags: list[Any] | None = None) -> tuple[list[Any], list[Any]]:
     """The rows read and the rows planned of one fetch, when ``remaining`` more may be planned: raw keys
-    are checked in order until the limit is filled, so the fetch is cut after the row that fills it."""
-    present = [r for r in rows if r[-1]]
+    are checked in order until the limit is filled, so the fetch is cut after the row that fills it.
+    ``flags`` say whether each row's raw bytes exist (default: each row's last column)."""
+    flags = flags if flags is not None else [r[-1] for r in rows]
+    present = [r for r, f in zip(rows, flags, strict=True) if f]
     if len(present) < remaining:
         return rows, present
     seen = cut = 0
-    for cut, r in enumerate(rows):  # noqa: B007
-        seen += r[-1]
+    for cut, f in enumerate(flags):  # noqa: B007
+        seen += f
         if seen == remaining:
             break
     return rows[: cut + 1], present[:remaining]
+
+
+def _ranged_keys(
+    conn: sqlite3.Connection, request: ReplayRequest, s: _Scope, need: int
+) -> dict[int, set[str]]:
+    """The event ids (hex) whose identity key is in the raw table, by partition, for the partitions that
+    cost less to read whole, as one range of the raw key index, than to look up row by row: those with at
+    most RANGE_FACTOR times the receipts the plan needs. Sizing them is bounded too (SIZING_FACTOR)."""
+    if need == 0 or not s.scopes:
+        return {}
+    if request.entity_id is not None:
+        assert request.start_time is not None and request.end_time is not None
+        last_day = iso_ms(to_ms(request.end_time) - 1)[:10]
+        candidates = conn.execute(
+            "SELECT id, source, event_type, day FROM partitions WHERE day >= ? AND day <= ?",
+            (request.start_time[:10], last_day),
+        ).fetchall()
+    else:
+        ids = [params[0] for _, params, _ in s.scopes]
+        marks = ",".join("?" * len(ids))
+        candidates = conn.execute(
+            f"SELECT id, source, event_type, day FROM partitions WHERE id IN ({marks})", ids
+        ).fetchall()
+    bound = RANGE_FACTOR * need
+    budget = SIZING_FACTOR * bound
+    out: dict[int, set[str]] = {}
+    for part, source, event_type, day in candidates:
+        if budget <= 0:
+            break
+        (size,) = conn.execute(
+            "SELECT count(*) FROM (SELECT 1 FROM events WHERE part = ? LIMIT ?)", (part, bound + 1)
+        ).fetchone()
+        budget -= size
+        if size == 0 or size > bound:
+            continue
+        # backend.identity.raw_key's form: the prefix, the event id in hex, ".json" ('>' follows '=').
+        prefix = f"raw/source={source}/event_type={event_type}/event_date={day}/event_id="
+        start = len(prefix)
+        out[part] = {
+            key[start:-5]
+            for (key,) in conn.execute(
+                "SELECT key FROM raw WHERE key > ? AND key < ?", (prefix, prefix[:-1] + ">")
+            )
+            if key.endswith(".json")
+        }
+    return out
 
 
 def select(
@@ -141,6 +193,12 @@ def select(
     scanned, filtered, duplicate = _counts(conn, s)
     eligible = scanned - filtered - duplicate
     total = eligible if eligible <= request.limit else None
+    ranged = _ranged_keys(conn, request, s, min(eligible, request.limit))
+    present_sql = RAW_PRESENT
+    if ranged:
+        # Rows of a partition read as a range are looked up in Python (NULL here); the others in SQL.
+        parts = ",".join(str(int(p)) for p in ranged)
+        present_sql = f"CASE WHEN e.s3_key IS NULL AND e.part IN ({parts}) THEN NULL ELSE {RAW_PRESENT} END"
     remaining = request.limit
     used = missing = 0
     fingerprint = Fingerprint()
@@ -152,7 +210,7 @@ def select(
         if remaining == 0:
             break
         cursor = conn.execute(
-            f"SELECT {_PLAN_COLUMNS}, {RAW_PRESENT} FROM {SCAN_FROM} "
+            f"SELECT {_PLAN_COLUMNS}, e.part, {present_sql} FROM {SCAN_FROM} "
             f"WHERE {where} AND {s.eligible} ORDER BY {order}",
             [*params, *s.passes_params],
         )
@@ -163,7 +221,10 @@ def select(
                 rows = cursor.fetchmany(_FETCH)
                 if not rows:
                     break
-                rows, present = _cut(rows, remaining)
+                flags = [
+                    r[-1] if r[-1] is not None else r[0].partition(":")[0] in ranged[r[-2]] for r in rows
+                ]
+                rows, present = _cut(rows, remaining, flags)
                 used += len(rows)
                 missing += len(rows) - len(present)
                 remaining -= len(present)
