@@ -292,6 +292,9 @@ class ReplaySelection:
     # The fingerprint so far after every CHECKPOINT_EVERY planned receipts (backend.replay_fingerprint): an
     # execution checks each stretch it reads again against these before sending it.
     checkpoints: tuple[str, ...] = ()
+    # The raw keys found missing, when the store kept them (None: not kept): an execution hands them back
+    # to replay_receipts, which then checks no raw key again (raw bytes are never deleted).
+    missing_keys: frozenset[str] | None = None
 
 
 class InvestigationIndex(Protocol):
@@ -363,10 +366,13 @@ class InvestigationIndex(Protocol):
         ``should_stop()`` is asked between them, and True raises :class:`backend.errors.Cancelled`."""
         ...
 
-    def replay_receipts(self, request: ReplayRequest) -> Iterator[Receipt]:
+    def replay_receipts(
+        self, request: ReplayRequest, *, missing: frozenset[str] | None = None
+    ) -> Iterator[Receipt]:
         """The planned receipts of :meth:`select_replay`, in its order, read a page at a time (never the
         whole scope at once): what an execution sends. Exactly what
-        :func:`backend.replay_selection.planned_receipts` yields."""
+        :func:`backend.replay_selection.planned_receipts` yields. With ``missing`` (a selection's
+        ``missing_keys``) a store may take exactly those raw keys as missing instead of checking again."""
         ...
 
 

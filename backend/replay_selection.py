@@ -10,7 +10,7 @@ checked a chunk at a time, so memory is bounded by a page whatever the window's 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from backend.errors import Cancelled
 from backend.model import IngestStatus, ReplayRequest
@@ -20,6 +20,8 @@ from backend.times import day_range
 
 SCAN_PAGE = 5000
 RAW_CHECK_CHUNK = 1000
+# A selection keeps at most this many missing raw keys for its execution (beyond, it checks them again).
+MAX_MISSING_KEPT = 10_000
 
 Progress = Callable[[int, int | None], None]
 """``progress(receipts read so far, receipts in scope when known)``."""
@@ -39,6 +41,7 @@ class Tally:
     used: int = 0
     missing_raw: int = 0
     planned: int = 0
+    missing_keys: set[str] = field(default_factory=set)
 
 
 def planned_receipts(
@@ -49,10 +52,13 @@ def planned_receipts(
     *,
     progress: Progress | None = None,
     should_stop: StopCheck | None = None,
+    missing: frozenset[str] | None = None,
 ) -> Iterator[Receipt]:
     """The planned receipts of a normalized ``request``, in order: eligible ones (past the filters,
     duplicates only when included) whose raw bytes exist, up to the limit. Raw keys are checked in order
-    until the limit is filled; the rest of the scope is still read, to count it into ``tally``."""
+    until the limit is filled; the rest of the scope is still read, to count it into ``tally``. With
+    ``missing`` (the keys an earlier pass found missing) the catalog is not asked again: raw bytes are never
+    deleted, so a key found then is still there, and one missing then is left out as it was."""
     tally = tally if tally is not None else Tally()
     filters = has_filters(request)
     pending: list[Receipt] = []  # eligible receipts whose raw keys are not checked yet, in order
@@ -63,8 +69,10 @@ def planned_receipts(
 
     def check(chunk: list[Receipt]) -> list[Receipt]:
         tally.used += len(chunk)
-        missing = catalog.missing([r.s3_key for r in chunk])
-        present = [r for r in chunk if r.s3_key not in missing]
+        gone = missing if missing is not None else catalog.missing([r.s3_key for r in chunk])
+        present = [r for r in chunk if r.s3_key not in gone]
+        if len(present) < len(chunk):
+            tally.missing_keys.update(r.s3_key for r in chunk if r.s3_key in gone)
         tally.missing_raw += len(chunk) - len(present)
         tally.planned += len(present)
         return present
@@ -139,6 +147,7 @@ def select_by_scans(
         sample=kept,
         fingerprint=fingerprint.hexdigest(),
         checkpoints=tuple(fingerprint.checkpoints),
+        missing_keys=frozenset(tally.missing_keys) if len(tally.missing_keys) <= MAX_MISSING_KEPT else None,
     )
 
 

@@ -61,10 +61,10 @@ class _Changing:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
 
-    def replay_receipts(self, request: ReplayRequest) -> Iterator[Receipt]:
+    def replay_receipts(self, request: ReplayRequest, **kw: Any) -> Iterator[Receipt]:
         if self._at == 0:
             self._land()
-        for n, r in enumerate(self._inner.replay_receipts(request)):
+        for n, r in enumerate(self._inner.replay_receipts(request, **kw)):
             if n == self._at:
                 self._land()
             yield r

@@ -427,7 +427,7 @@ class ReplayService:
                 )
             return stretch
 
-        for r in self.scans.replay_receipts(request):
+        for r in self.scans.replay_receipts(request, missing=selection.missing_keys):
             stretch.append(r)
             if len(stretch) == CHECKPOINT_EVERY:
                 yield from verified(last=False)

@@ -246,8 +246,11 @@ class AwsInvestigation:
             self, AwsCatalog(self._store), request, sample=sample, progress=progress, should_stop=should_stop
         )
 
-    def replay_receipts(self, request: ReplayRequest) -> Iterator[Receipt]:
-        return planned_receipts(self, AwsCatalog(self._store), request)
+    def replay_receipts(
+        self, request: ReplayRequest, *, missing: frozenset[str] | None = None
+    ) -> Iterator[Receipt]:
+        # With the keys the check found missing, no HEAD or listing again: one pass of raw checks a replay.
+        return planned_receipts(self, AwsCatalog(self._store), request, missing=missing)
 
     def day_counts_partition(
         self, source: str, event_type: str, first_day: str, end_day: str, *, grace_ms: int = 0

@@ -148,7 +148,10 @@ class LocalInvestigation:
         except sqlite3.Error as exc:
             raise self._db.error("read", exc) from None
 
-    def replay_receipts(self, request: ReplayRequest) -> Iterator[Receipt]:
+    def replay_receipts(
+        self, request: ReplayRequest, *, missing: frozenset[str] | None = None
+    ) -> Iterator[Receipt]:
+        # The raw check is part of the SQL (an index lookup a row): ``missing`` saves nothing here.
         return replay_plan.planned(self._db, request)
 
     def _receipts_of(self, conn: sqlite3.Connection, keys: list[tuple[bytes, int]]) -> list[Receipt]:
