@@ -9,10 +9,14 @@ aggregate windows they belong to. It never changes events, raw bytes or aggregat
   and a fingerprint of the exact message list. With a :class:`~backend.services.projection.Projector` it
   also projects the aggregate versions a processor run would then produce (the what-if, bounded, computed
   by the processor's own dry run). It sends nothing; it writes a DRY_RUN audit record, nothing else.
-* :meth:`ReplayService.execute` plans again, refuses if the plan is over the size guard without ``force``
-  or differs from the previewed fingerprint, then sends exactly the planned messages, ten per batch call,
-  retrying the entries the queue did not take. ``sent + failed == would_send``, always; the audit record
-  is written before the first message (RUNNING) and finished with the counts and the outcome.
+* :meth:`ReplayService.execute` checks the plan (the index's selection: counts and fingerprint, no
+  receipt held), refuses if it is over the size guard without ``force`` or differs from the previewed
+  fingerprint, then reads the planned receipts again a page at a time and sends them, ten per batch call,
+  retrying the entries the queue did not take: memory holds a stretch of 4,096 receipts, whatever the size.
+  Each stretch is sent only once its fingerprint so far equals the checked plan's checkpoint there, so an
+  index that changed between the check and the send stops the send before the stretch that differs (the
+  audit says FAILED or PARTIAL, with why). ``sent + failed == would_send``, always; the audit record is
+  written before the first message (RUNNING) and finished with the counts and the outcome.
 
 Delivery is at least once: a batch call that fails as a whole may have delivered some entries, and its
 retry sends them again. The audit record counts such sends as ``unconfirmed``: the queue holds between
