@@ -295,6 +295,8 @@ class ReplaySelection:
     # The raw keys found missing, when the store kept them (None: not kept): an execution hands them back
     # to replay_receipts, which then checks no raw key again (raw bytes are never deleted).
     missing_keys: frozenset[str] | None = None
+    # The planned receipts themselves, when asked to keep them (``keep``) and there are at most that many.
+    receipts: list[Receipt] | None = None
 
 
 class InvestigationIndex(Protocol):
@@ -357,13 +359,16 @@ class InvestigationIndex(Protocol):
         sample: int,
         progress: Callable[[int, int | None], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
+        keep: int = 0,
     ) -> ReplaySelection:
         """The selection of a replay of ``request`` (a normalized request; its raw keys checked in this
         backend's raw store), with the first ``sample`` planned receipts: exactly what
         :func:`backend.replay_selection.select_by_scans` answers over :meth:`scan_entity` /
         :meth:`scan_partition` and :meth:`RawCatalog.missing`, at whatever cost the store allows.
         ``progress(receipts read, receipts to read when known)`` hears of each page or chunk read;
-        ``should_stop()`` is asked between them, and True raises :class:`backend.errors.Cancelled`."""
+        ``should_stop()`` is asked between them, and True raises :class:`backend.errors.Cancelled`.
+        With ``keep``, a store that reads the receipts anyway may return them (``receipts``) when the plan
+        has at most ``keep``: an execution then sends them without reading the scope again."""
         ...
 
     def replay_receipts(

@@ -105,9 +105,11 @@ def select_by_scans(
     sample: int,
     progress: Progress | None = None,
     should_stop: StopCheck | None = None,
+    keep: int = 0,
 ) -> ReplaySelection:
     """The selection of a normalized ``request``, read once and never held: counts, days, windows, the
-    first ``sample`` receipts and the fingerprint (with its checkpoints) built as the receipts go by."""
+    first ``sample`` receipts and the fingerprint (with its checkpoints) built as the receipts go by; the
+    planned receipts themselves too when there are at most ``keep``."""
     tally = Tally()
     by_day: dict[str, int] = {}
     windows: set[tuple[str, str]] = set()
@@ -125,7 +127,7 @@ def select_by_scans(
         entities.add(r.entity_id)
         first = r.event_time if first is None or r.event_time < first else first
         last = r.event_time if last is None or r.event_time > last else last
-        if len(kept) < sample:
+        if len(kept) < max(sample, keep + 1):
             kept.append(r)
         batch.append(r)
         if len(batch) >= RAW_CHECK_CHUNK:
@@ -144,10 +146,11 @@ def select_by_scans(
         entities=len(entities),
         first_event_time=first,
         last_event_time=last,
-        sample=kept,
+        sample=kept[:sample],
         fingerprint=fingerprint.hexdigest(),
         checkpoints=tuple(fingerprint.checkpoints),
         missing_keys=frozenset(tally.missing_keys) if len(tally.missing_keys) <= MAX_MISSING_KEPT else None,
+        receipts=kept if keep and len(kept) <= keep else None,
     )
 
 

@@ -311,3 +311,19 @@ def test_the_pinned_scopes_check_raw_keys_both_ways(workspace: tuple[LocalStore,
             ).fetchone()
             assert n == 1
     assert ways == {"range", "row by row"}
+
+
+def test_a_selection_keeps_its_receipts_only_when_asked_and_few(
+    workspace: tuple[LocalStore, LocalPorts],
+) -> None:
+    """The receipt-by-receipt selection (AWS's) keeps the planned receipts for the execution when there are
+    at most ``keep`` of them: exactly the list fingerprinted; more than that, none."""
+    ports = workspace[1]
+    request = normalize(ReplayRequest(**{**ENTITY, "limit": 4096}))
+    kept = select_by_scans(ports.investigate, ports.catalog, request, sample=10, keep=4096)
+    assert kept.receipts is not None and len(kept.receipts) == 4096
+    assert fingerprint(kept.receipts) == kept.fingerprint == PINNED[2][2]
+    assert kept.sample == kept.receipts[:10]
+    bigger = normalize(ReplayRequest(**{**ENTITY, "limit": 5001}))
+    assert select_by_scans(ports.investigate, ports.catalog, bigger, sample=10, keep=4096).receipts is None
+    assert select_by_scans(ports.investigate, ports.catalog, request, sample=10).receipts is None

@@ -182,13 +182,22 @@ class ReplayService:
         return plan
 
     def _plan_of(
-        self, request: ReplayRequest, selection: ReplaySelection, projection: Projection | None = None
+        self,
+        request: ReplayRequest,
+        selection: ReplaySelection,
+        projection: Projection | None = None,
+        *,
+        blast_radius: bool = True,
     ) -> ReplayPlan:
         replay_id = new_replay_id(self.clock)
         created_at = fmt(self.clock.now())
         s = selection
+        # The windows that already have versions are the preview's to say (on AWS a query a window): an
+        # execution does not ask again, and its record says None (not known here).
         with_versions = (
-            len(self.aggregates.windows_with_versions(s.windows)) if self.aggregates is not None else None
+            len(self.aggregates.windows_with_versions(s.windows))
+            if self.aggregates is not None and blast_radius
+            else None
         )
         plan = ReplayPlan(
             replay_id=replay_id,
@@ -297,8 +306,8 @@ class ReplayService:
         if expected is not None and len(expected) < 12:
             raise InvalidRequest("an expected fingerprint needs at least its first 12 characters")
         request = normalize(request)
-        selection = self.scans.select_replay(request, sample=SAMPLE_SIZE)
-        plan = self._plan_of(request, selection)
+        selection = self.scans.select_replay(request, sample=SAMPLE_SIZE, keep=CHECKPOINT_EVERY)
+        plan = self._plan_of(request, selection, blast_radius=False)
         reason = self._refusal(plan, expected, force)
         if reason is not None:
             refused = self._audit(plan, actor, ReplayOutcome.REFUSED, finished=fmt(self.clock.now()))
@@ -407,6 +416,10 @@ class ReplayService:
         :data:`CHECKPOINT_EVERY` at a time, each let through only once the fingerprint so far equals the
         selection's checkpoint there (the last stretch against the whole fingerprint): a list that changed
         since it was checked raises :class:`PlanChanged` before the stretch that differs is sent."""
+        if selection.receipts is not None:
+            # The store kept the planned receipts as it checked them (a plan of one stretch at most).
+            yield from selection.receipts
+            return
         fingerprint = Fingerprint()
         stretch: list[Receipt] = []
 

@@ -239,11 +239,18 @@ class AwsInvestigation:
         sample: int,
         progress: Callable[[int, int | None], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
+        keep: int = 0,
     ) -> ReplaySelection:
         """DynamoDB has no aggregate to ask: the selection is made receipt by receipt (the generic path),
-        its raw keys checked by prefix listings."""
+        its raw keys checked by prefix listings; up to ``keep`` planned receipts are kept as they go by."""
         return select_by_scans(
-            self, AwsCatalog(self._store), request, sample=sample, progress=progress, should_stop=should_stop
+            self,
+            AwsCatalog(self._store),
+            request,
+            sample=sample,
+            progress=progress,
+            should_stop=should_stop,
+            keep=keep,
         )
 
     def replay_receipts(

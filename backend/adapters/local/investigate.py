@@ -128,11 +128,12 @@ class LocalInvestigation:
         sample: int,
         progress: Callable[[int, int | None], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
+        keep: int = 0,
     ) -> ReplaySelection:
         """In SQL (:mod:`backend.adapters.local.replay_plan`): the counts are one aggregate, the planned
         receipts one ordered scan that checks raw keys as it goes and stops when the limit is filled;
-        receipts are built for the sample only. One read transaction, so the counts and the list see the
-        same index."""
+        receipts are built for the sample only (``keep`` is not taken: reading the list again is one cheap
+        scan here). One read transaction, so the counts and the list see the same index."""
         conn = self._db.connection()
         own = not conn.in_transaction
         try:
