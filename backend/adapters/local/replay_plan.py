@@ -41,10 +41,10 @@ RAW_PRESENT = (
     "|| '.json'))"
 )
 # A dry run's columns: the fingerprint line (backend.replay_fingerprint.line), (entity, day) as one number,
-# the event time, the key of the row; whether its raw bytes exist last.
+# the event time (then the partition, and whether its raw bytes exist, last).
 _PLAN_COLUMNS = (
     "lower(hex(e.event_id)) || ':' || e.receipt || char(10), "
-    f"e.entity * {_DAY_BITS} + e.event_ms / {DAY_MS}, e.event_ms, e.event_id, e.receipt"
+    f"e.entity * {_DAY_BITS} + e.event_ms / {DAY_MS}, e.event_ms"
 )
 
 
@@ -132,6 +132,12 @@ def _cut(rows: list[Any], remaining: int, flags: list[Any] | None = None) -> tup
         if seen == remaining:
             break
     return rows[: cut + 1], present[:remaining]
+
+
+def _key_of(line: str) -> tuple[bytes, int]:
+    """(event id, receipt number) of a fingerprint line, ``"<hex id>:<receipt>\\n"``."""
+    event_id, _, receipt = line.partition(":")
+    return bytes.fromhex(event_id), int(receipt)
 
 
 def _ranged_keys(
@@ -239,7 +245,7 @@ def select(
                 first = low if first is None else min(first, low)
                 last = high if last is None else max(last, high)
                 if len(sample_keys) < sample:
-                    sample_keys += [(r[3], r[4]) for r in present[: sample - len(sample_keys)]]
+                    sample_keys += [_key_of(r[0]) for r in present[: sample - len(sample_keys)]]
         finally:
             cursor.close()
     pairs = {divmod(w, _DAY_BITS): n for w, n in windows.items()}
