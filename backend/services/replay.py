@@ -33,8 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from backend.errors import Cancelled, InvalidRequest, KitError, NotConfigured, ReadOnlyError, StoreError
@@ -46,19 +45,19 @@ from backend.model import (
     ReplaySkips,
 )
 from backend.ports import (
-    QUEUE_BATCH,
     AuditLog,
     InvestigationIndex,
     RawCatalog,
-    Receipt,
     ReplayQueue,
     ReplaySelection,
 )
-from backend.replay_fingerprint import CHECKPOINT_EVERY, Fingerprint
+from backend.replay_fingerprint import CHECKPOINT_EVERY
 from backend.replay_selection import RAW_CHECK_CHUNK as RAW_CHECK_CHUNK  # re-exported
 from backend.replay_selection import SCAN_PAGE as SCAN_PAGE  # re-exported
 from backend.services.projection import Projection, Projector
-from backend.services.replay_messages import message_body, new_replay_id, replay_message
+from backend.services.replay_messages import new_replay_id, replay_message
+from backend.services.replay_send import MAX_BATCH_ERRORS_IN_A_ROW as MAX_BATCH_ERRORS_IN_A_ROW  # re-exported
+from backend.services.replay_send import PlanChanged, Progress, checked, send
 from backend.services.scope import MAX_LIMIT as MAX_LIMIT  # re-exported: callers check --limit against it
 from backend.services.scope import normalize
 from backend.times import Clock, fmt
@@ -66,8 +65,6 @@ from backend.times import Clock, fmt
 # A replay of more messages than this needs force (the console asks for a typed confirmation instead).
 DEFAULT_CONFIRM_ABOVE = 1000
 SAMPLE_SIZE = 10
-# Consecutive batch calls failing as a whole before the queue is taken to be down (the rest not sent).
-MAX_BATCH_ERRORS_IN_A_ROW = 3
 
 
 class AuditNotFinished(StoreError):
@@ -79,11 +76,6 @@ class AuditNotFinished(StoreError):
         self.audit = audit
 
 
-class PlanChanged(KitError):
-    """The list read for sending is not the one checked against the preview (the index changed in
-    between): raised before the stretch that differs is sent."""
-
-
 class ReplayRefused(KitError):
     """The replay was not sent (nothing was); ``audit`` is its REFUSED record, ``plan`` what it would do."""
 
@@ -91,13 +83,6 @@ class ReplayRefused(KitError):
         super().__init__(message)
         self.plan = plan
         self.audit = audit
-
-
-@dataclass(slots=True)
-class _Progress:
-    sent: int = 0
-    failed: int = 0
-    unconfirmed: int = 0  # sends in calls that failed as a whole (the queue may have taken them)
 
 
 class VersionedWindows(Protocol):
@@ -316,9 +301,9 @@ class ReplayService:
             raise ReplayRefused(f"replay {plan.replay_id} not sent: {reason}", plan, refused)
         record = self._audit(plan, actor, ReplayOutcome.RUNNING).model_copy(update={"forced": force})
         self._audit_write(self.audit.begin, record)
-        progress = _Progress()
+        progress = Progress()
         try:
-            error = self._send(plan, self._checked(request, selection), progress, on_progress)
+            error = send(self, plan, checked(self.scans, request, selection), progress, on_progress)
         except PlanChanged as exc:
             # Caught before its stretch was sent: what was sent is counted, the rest was not sent.
             progress.failed = plan.would_send - progress.sent
@@ -363,7 +348,7 @@ class ReplayService:
             )
         return None
 
-    def _finished(self, record: ReplayAudit, progress: _Progress, error: str | None) -> ReplayAudit:
+    def _finished(self, record: ReplayAudit, progress: Progress, error: str | None) -> ReplayAudit:
         """The RUNNING ``record`` finished with the counts of ``progress`` and the outcome they make."""
         if progress.failed == 0:
             outcome = ReplayOutcome.SENT
@@ -410,118 +395,6 @@ class ReplayService:
                 error = exc
         assert error is not None
         raise error
-
-    def _checked(self, request: ReplayRequest, selection: ReplaySelection) -> Iterator[Receipt]:
-        """The planned receipts read again (:meth:`InvestigationIndex.replay_receipts`), a stretch of
-        :data:`CHECKPOINT_EVERY` at a time, each let through only once the fingerprint so far equals the
-        selection's checkpoint there (the last stretch against the whole fingerprint): a list that changed
-        since it was checked raises :class:`PlanChanged` before the stretch that differs is sent."""
-        if selection.receipts is not None:
-            # The store kept the planned receipts as it checked them (a plan of one stretch at most).
-            yield from selection.receipts
-            return
-        fingerprint = Fingerprint()
-        stretch: list[Receipt] = []
-
-        def verified(last: bool) -> list[Receipt]:
-            fingerprint.add(stretch)
-            if last:
-                same = (fingerprint.count, fingerprint.hexdigest()) == (
-                    selection.planned,
-                    selection.fingerprint,
-                )
-            else:
-                n = len(fingerprint.checkpoints)
-                same = (
-                    n <= len(selection.checkpoints)
-                    and fingerprint.checkpoints[-1] == selection.checkpoints[n - 1]
-                )
-            if not same:
-                first = fingerprint.count - len(stretch) + 1
-                raise PlanChanged(
-                    f"the index changed while the replay was sent: receipts {first:,} to "
-                    f"{fingerprint.count:,} are not the ones checked; the rest was not sent: preview again"
-                )
-            return stretch
-
-        for r in self.scans.replay_receipts(request, missing=selection.missing_keys):
-            stretch.append(r)
-            if len(stretch) == CHECKPOINT_EVERY:
-                yield from verified(last=False)
-                stretch = []
-        yield from verified(last=True)
-
-    def _send(
-        self,
-        plan: ReplayPlan,
-        items: Iterable[Receipt],
-        progress: _Progress,
-        on_progress: Callable[[int, int, int], None] | None,
-    ) -> str | None:
-        """Send ``items`` in batches as they are read, counting into ``progress``; returns the last error,
-        if any failed. Nothing but the batch in hand is held."""
-        assert self.queue is not None
-        queue = self.queue
-        errors_in_a_row = 0
-        last_error: str | None = None
-
-        def send(batch: list[Receipt]) -> None:
-            nonlocal errors_in_a_row, last_error
-            bodies = [message_body(r, plan.replay_id, self.bucket) for r in batch]
-            pending = list(range(len(bodies)))
-            whole_call_failed = True
-            for attempt in range(self.retries + 1):
-                if attempt:
-                    self.sleep(self.backoff_s * 2 ** (attempt - 1))
-                try:
-                    failures = queue.send_batch([bodies[i] for i in pending])
-                except StoreError as exc:
-                    # The call may have been taken before it failed: its entries are unconfirmed, and
-                    # sending them again may deliver them twice (at least once, as the port says).
-                    progress.unconfirmed += len(pending)
-                    last_error = str(exc)
-                    continue
-                whole_call_failed = False
-                retry = []
-                for f in failures:
-                    entry = pending[f.index]
-                    last_error = f"{f.code}: {f.message}"
-                    if f.sender_fault:
-                        progress.failed += 1  # sending it again would fail again
-                    else:
-                        retry.append(entry)
-                progress.sent += len(pending) - len(failures)
-                pending = retry
-                if not pending:
-                    break
-            progress.failed += len(pending)
-            errors_in_a_row = errors_in_a_row + 1 if whole_call_failed else 0
-            if on_progress is not None:
-                on_progress(progress.sent, progress.failed, plan.would_send)
-
-        batch: list[Receipt] = []
-        try:
-            for r in items:
-                batch.append(r)
-                if len(batch) == QUEUE_BATCH:
-                    send(batch)
-                    batch = []
-                    if errors_in_a_row >= MAX_BATCH_ERRORS_IN_A_ROW:
-                        # The queue is down: the rest is not sent (nor read).
-                        progress.failed = plan.would_send - progress.sent
-                        break
-        except PlanChanged:
-            if batch:
-                send(batch)  # read and checked before the stretch that changed
-            raise
-        else:
-            if batch and errors_in_a_row >= MAX_BATCH_ERRORS_IN_A_ROW:
-                progress.failed = plan.would_send - progress.sent
-            elif batch:
-                send(batch)
-        if errors_in_a_row >= MAX_BATCH_ERRORS_IN_A_ROW and last_error:
-            last_error = f"the replay queue failed {MAX_BATCH_ERRORS_IN_A_ROW} batches in a row: {last_error}"
-        return last_error if progress.failed else None
 
     def _audit(
         self,
