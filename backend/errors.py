@@ -25,3 +25,7 @@ class ReadOnlyError(KitError):
 
 class InvalidRequest(KitError):
     """A query or request is malformed (bad cursor, bad window, unknown status...)."""
+
+
+class Cancelled(KitError):
+    """The caller's stop check asked a long read to stop; it changed nothing."""

@@ -8,7 +8,7 @@ spends at most a put and a transaction per event. Every method either completes 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, NamedTuple, Protocol, runtime_checkable
@@ -358,6 +358,14 @@ class ReplaySelection:
     last_event_time: str | None
     sample: list[Receipt]
     fingerprint: str
+    # The fingerprint so far after every CHECKPOINT_EVERY planned receipts (backend.replay_fingerprint): an
+    # execution checks each stretch it reads again against these before sending it.
+    checkpoints: tuple[str, ...] = ()
+    # The raw keys found missing, when the store kept them (None: not kept): an execution hands them back
+    # to replay_receipts, which then checks no raw key again (raw bytes are never deleted).
+    missing_keys: frozenset[str] | None = None
+    # The planned receipts themselves, when asked to keep them (``keep``) and there are at most that many.
+    receipts: list[Receipt] | None = None
 
 
 class InvestigationIndex(Protocol):
@@ -395,9 +403,11 @@ class InvestigationIndex(Protocol):
         ...
 
     def day_counts_entity(
-        self, entity_id: str, first_day: str, end_day: str, *, grace_ms: int = 0
+        self, entity_id: str, first_day: str, end_day: str, *, grace_ms: int = 0, late: bool = True
     ) -> list[DayCount]:
-        """Per event day of one entity: accepted events, how many of them arrived late, duplicates."""
+        """Per event day of one entity: accepted events, how many of them arrived late, duplicates. With
+        ``late=False`` the caller needs no late figures: a store may then leave them 0 and None when that
+        is cheaper (locally the counts then come from the entity index alone)."""
         ...
 
     def day_counts_partition(
@@ -411,11 +421,32 @@ class InvestigationIndex(Protocol):
         store keeps none (the caller then computes it from :meth:`scan_partition`)."""
         ...
 
-    def select_replay(self, request: ReplayRequest, *, sample: int) -> ReplaySelection:
+    def select_replay(
+        self,
+        request: ReplayRequest,
+        *,
+        sample: int,
+        progress: Callable[[int, int | None], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+        keep: int = 0,
+    ) -> ReplaySelection:
         """The selection of a replay of ``request`` (a normalized request; its raw keys checked in this
         backend's raw store), with the first ``sample`` planned receipts: exactly what
         :func:`backend.replay_selection.select_by_scans` answers over :meth:`scan_entity` /
-        :meth:`scan_partition` and :meth:`RawCatalog.missing`, at whatever cost the store allows."""
+        :meth:`scan_partition` and :meth:`RawCatalog.missing`, at whatever cost the store allows.
+        ``progress(receipts read, receipts to read when known)`` hears of each page or chunk read;
+        ``should_stop()`` is asked between them, and True raises :class:`backend.errors.Cancelled`.
+        With ``keep``, a store that reads the receipts anyway may return them (``receipts``) when the plan
+        has at most ``keep``: an execution then sends them without reading the scope again."""
+        ...
+
+    def replay_receipts(
+        self, request: ReplayRequest, *, missing: frozenset[str] | None = None
+    ) -> Iterator[Receipt]:
+        """The planned receipts of :meth:`select_replay`, in its order, read a page at a time (never the
+        whole scope at once): what an execution sends. Exactly what
+        :func:`backend.replay_selection.planned_receipts` yields. With ``missing`` (a selection's
+        ``missing_keys``) a store may take exactly those raw keys as missing instead of checking again."""
         ...
 
 

@@ -237,15 +237,35 @@ def _plan_scaling(info: dict[str, Any], sizes: list[int], lag_shards: int) -> in
                                     end_day=end, limit=size)  # fmt: skip
             plan = service.plan(request, actor="bench")
             assert plan.would_send == size, (plan.would_send, size)
+            # The execution of the previewed plan, counted apart (its SQS sends among them).
+            plan_calls, plan_items = Counter(calls), Counter(items)
+            calls.clear()
+            items.clear()
+            record = service.execute(request, actor="bench", expected_fingerprint=plan.fingerprint)
+            assert record.sent == size and record.failed == 0, record
+            exec_calls, exec_items = Counter(calls), Counter(items)
+            calls.clear()
+            items.clear()
+            calls.update(plan_calls)
+            items.update(plan_items)
         finally:
             close()
+        non_sqs = {k: v for k, v in exec_calls.items() if k not in ("SendMessageBatch", "SendMessage")}
         run = {"events": size, "calls": dict(calls), "items_read": dict(items),
-               "total_calls": sum(calls.values()), "total_items": sum(items.values())}  # fmt: skip
+               "total_calls": sum(calls.values()), "total_items": sum(items.values()),
+               "execute_calls": dict(exec_calls), "execute_items_read": dict(exec_items),
+               "execute_non_sqs_calls": sum(non_sqs.values())}  # fmt: skip
         runs.append(run)
         print(f"\ndry run of {size:,} events (web/click, {PLAN_DAYS} days, LAG_SHARDS={lag_shards}):")
         for what, counts in (("calls", calls), ("items", items)):
             text = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
             print(f"  {what} {sum(counts.values()):>6,}  ({text})")
+        print(f"execution of the previewed plan ({size:,} messages):")
+        for what, counts in (("calls", exec_calls), ("items", exec_items)):
+            text = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+            print(f"  {what} {sum(counts.values()):>6,}  ({text})")
+        other = run["execute_non_sqs_calls"]
+        print(f"  non-SQS calls {other:,} ({other / size:.3f} per event)")
     slopes = []
     for a, b in itertools.pairwise(runs):
         de = b["events"] - a["events"]

@@ -17,8 +17,10 @@ import pytest
 
 from backend.handlers.replay import api_reply
 from backend.kit import Kit, open_local
-from backend.model import ReplayOutcome, ReplayRequest
+from backend.model import ProjectedVersion, ReplayOutcome, ReplayRequest
+from backend.ports import DayCount
 from backend.services.ingest import Received
+from backend.services.projection import Projector
 from pik_console.cli import main
 from tests.conftest import make_event
 from tests.test_projection_properties import METRICS_TOML, _ingest, _replay_and_process, open_test_kit
@@ -265,7 +267,8 @@ def test_a_window_the_processor_cannot_recompute_is_said_not_projected(local: Ki
 
 
 def test_the_projection_stops_at_its_event_budget_and_says_why(tmp_path: Path) -> None:
-    """A window is recomputed whole: above ``project_events`` the dry run counts it and says why instead."""
+    """A window is recomputed whole: above ``project_events`` the dry run counts it and says why instead.
+    (A window whose first versions are counts of its events is projected from its counts, reading none.)"""
     kit = open_local(tmp_path / "ws", create=True)
     lines = [
         json.dumps(
@@ -281,10 +284,40 @@ def test_the_projection_stops_at_its_event_budget_and_says_why(tmp_path: Path) -
         for i in range(count)
     ]
     list(kit.ingest().ingest_stream(iter(Received(b, "t", n + 1) for n, b in enumerate(lines))))
-    (tmp_path / "ws" / "settings.toml").write_text("[replay]\nproject_events = 20\n")
+    # A metric of a payload field: its windows must be read (a count alone is projected from counts).
+    (tmp_path / "ws" / "settings.toml").write_text(
+        '[replay]\nproject_events = 20\n\n[[metrics]]\nname = "n_total"\nkind = "sum"\nfield = "n"\n'
+    )
     request = ReplayRequest(source="iot", event_type="reading", start_day="2025-12-01", end_day="2025-12-02")
     plan = kit.replay(preview=True).plan(request, actor="test")
     projected = {p.entity_id for p in plan.projected}
     assert plan.windows == 2 and plan.windows_projected + plan.windows_not_projected == 2
     assert projected == {"small"} and plan.windows_not_projected == 1  # the smaller window still projected
     assert any("over the projection's budget of 20" in line and "40 events" in line for line in plan.why)
+
+
+class _RecomputeAlways(Projector):
+    """The projector with every window recomputed by the processor (no projection from counts)."""
+
+    def _first_versions(
+        self, window: tuple[str, str], count: DayCount | None
+    ) -> list[ProjectedVersion] | None:
+        return None
+
+
+def test_first_versions_projected_from_counts_are_what_the_processor_answers(local: Kit) -> None:
+    """Windows without versions, counted only: the same projection, field for field, as the recompute."""
+    _ingest(local, [heartbeat("u1", 1, 10), heartbeat("u1", 2, 20), heartbeat("u1", 1, 10)])
+    _ingest(local, [heartbeat("u2", 5, 1), make_event(entity_id="u1", event_time="2025-12-29T01:00:00Z")])
+    windows = [("u1", DAY), ("u2", DAY), ("u1", "2025-12-29")]
+    ports = (local.investigate, local.catalog, local.aggregates)
+    counted = Projector(*ports).project(windows)
+    recomputed = _RecomputeAlways(*ports).project(windows)
+    assert counted.projected == recomputed.projected and counted.windows_projected == 3
+    assert [p.projected_value for p in counted.projected] == [2, 1, 1]
+    assert "1 duplicate receipt excluded" in counted.projected[0].reason
+    # Once a window has a version, it is the processor's to recompute (the reason needs its inputs).
+    _replay_and_process(local, window("u1"))
+    again = Projector(*ports).project(windows[:1])
+    assert again.projected == _RecomputeAlways(*ports).project(windows[:1]).projected
+    assert again.projected[0].new_version is False

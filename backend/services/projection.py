@@ -21,8 +21,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
-from backend.model import AggregateVersion, MetricSpec, ProjectedVersion
-from backend.ports import AggregateStore, InvestigationIndex, ManifestEntry, RawCatalog
+from backend.model import AggregateVersion, MetricKind, MetricSpec, ProjectedVersion
+from backend.ports import AggregateStore, DayCount, InvestigationIndex, ManifestEntry, RawCatalog
 from backend.services.processor import MetricResult, ProcessorService, WindowResult
 from backend.services.versions import value_text
 from backend.times import human_ms
@@ -109,6 +109,7 @@ class Projector:
         self.limit = limit
         self.max_events = max_events
         self.processor = ProcessorService(scans, catalog, aggregates, metrics, dry_run=True, read_only=True)
+        self.metrics = self.processor.metrics
 
     def project(self, windows: Sequence[tuple[str, str]]) -> Projection:
         """The projection of ``windows`` ((entity, day) pairs, in the order given): the first ``limit``
@@ -121,8 +122,17 @@ class Projector:
         # (counted, and said), the smaller ones after it still projected (one count each to know).
         chosen: list[tuple[str, str]] = []
         events = 0
+        counts = self._counts(bounded)
+        # Windows whose first versions follow from their counts alone are projected without reading them
+        # (and so do not use the budget); the others are recomputed by the processor, within the budget.
+        counted: dict[tuple[str, str], list[ProjectedVersion]] = {}
         for window in bounded:
-            size = self._events(*window)
+            first = self._first_versions(window, counts.get(window))
+            if first is not None:
+                counted[window] = first
+                chosen.append(window)
+                continue
+            size = counts[window].accepted + counts[window].duplicate if window in counts else 0
             if events + size > self.max_events:
                 out.over_budget += 1
                 out.budget_events += size
@@ -130,28 +140,81 @@ class Projector:
                 continue
             events += size
             chosen.append(window)
-        outcomes = self.processor.recompute_windows({w: () for w in chosen})
+        outcomes = self.processor.recompute_windows({w: () for w in chosen if w not in counted})
         manifests: dict[str, list[ManifestEntry] | None] = {}
         for window in chosen:
+            if window in counted:
+                out.windows_projected += 1
+                out.projected.extend(counted[window])
+                continue
             outcome = outcomes[window]
             if isinstance(outcome, str):
                 out.failed[window] = outcome
                 out.windows_not_projected += 1
                 continue
             out.windows_projected += 1
-            duplicates = self._duplicates(*window)
+            duplicates = counts[window].duplicate if window in counts else 0
             out.projected.extend(self._metric(outcome, m, duplicates, manifests) for m in outcome.metrics)
         return out
 
-    def _events(self, entity_id: str, day: str) -> int:
-        """Receipts in the window (one count, no rows): what its recompute reads."""
-        end = (date.fromisoformat(day) + timedelta(days=1)).isoformat()
-        return sum(c.accepted + c.duplicate for c in self.scans.day_counts_entity(entity_id, day, end))
+    def _first_versions(
+        self, window: tuple[str, str], count: DayCount | None
+    ) -> list[ProjectedVersion] | None:
+        """The projection of a window none of whose metrics has a version yet, when every metric is a
+        count of all the window's events (no field, no filter): version 1 of each, valued at the window's
+        accepted events, exactly what the processor's recompute answers (``tests/test_projection.py``
+        compares them), read from the counts instead of the events. None when that is not the case."""
+        if any(m.kind is not MetricKind.COUNT or m.field or m.source or m.event_type for m in self.metrics):
+            return None
+        entity_id, day = window
+        if any(self.aggregates.latest(entity_id, day, m.name) is not None for m in self.metrics):
+            return None
+        accepted = count.accepted if count is not None else 0
+        events = _plural(accepted, "event")
+        reason = f"the window has no version yet: version 1 would be computed from {events}"
+        if count is not None and count.duplicate:
+            duplicates = _plural(count.duplicate, "duplicate receipt")
+            reason += f"; {duplicates} excluded (each event counts once)"
+        return [
+            ProjectedVersion(
+                entity_id=entity_id,
+                day=day,
+                metric=m.name,
+                current_version=None,
+                current_value=None,
+                projected_version=1,
+                projected_value=accepted,
+                delta=None,
+                new_version=True,
+                current_inputs=None,
+                projected_inputs=accepted,
+                reason=reason + ".",
+            )
+            for m in self.metrics
+        ]
 
-    def _duplicates(self, entity_id: str, day: str) -> int:
-        """Duplicate receipts in the window (one count, no rows): the processor leaves them out."""
-        end = (date.fromisoformat(day) + timedelta(days=1)).isoformat()
-        return sum(c.duplicate for c in self.scans.day_counts_entity(entity_id, day, end))
+    def _counts(self, windows: Sequence[tuple[str, str]]) -> dict[tuple[str, str], DayCount]:
+        """The receipt counts of each window (no rows): one count per entity over the span of its days,
+        so that a plan of many days of one entity asks once. A window without receipts is left out."""
+        days: dict[str, list[str]] = {}
+        for entity_id, day in windows:
+            days.setdefault(entity_id, []).append(day)
+        wanted = set(windows)
+        out: dict[tuple[str, str], DayCount] = {}
+        for entity_id, some in days.items():
+            first, last = date.fromisoformat(min(some)), date.fromisoformat(max(some))
+            # One count over the span, unless the days are so far apart that it would count mostly others.
+            spans = (
+                [(first, last)]
+                if (last - first).days < 2 * len(some)
+                else [(date.fromisoformat(d), date.fromisoformat(d)) for d in some]
+            )
+            for a, b in spans:
+                end = (b + timedelta(days=1)).isoformat()
+                for c in self.scans.day_counts_entity(entity_id, a.isoformat(), end, late=False):
+                    if (entity_id, c.day) in wanted:
+                        out[(entity_id, c.day)] = c
+        return out
 
     def _metric(
         self,

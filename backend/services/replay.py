@@ -9,10 +9,14 @@ aggregate windows they belong to. It never changes events, raw bytes or aggregat
   and a fingerprint of the exact message list. With a :class:`~backend.services.projection.Projector` it
   also projects the aggregate versions a processor run would then produce (the what-if, bounded, computed
   by the processor's own dry run). It sends nothing; it writes a DRY_RUN audit record, nothing else.
-* :meth:`ReplayService.execute` plans again, refuses if the plan is over the size guard without ``force``
-  or differs from the previewed fingerprint, then sends exactly the planned messages, ten per batch call,
-  retrying the entries the queue did not take. ``sent + failed == would_send``, always; the audit record
-  is written before the first message (RUNNING) and finished with the counts and the outcome.
+* :meth:`ReplayService.execute` checks the plan (the index's selection: counts and fingerprint, no
+  receipt held), refuses if it is over the size guard without ``force`` or differs from the previewed
+  fingerprint, then reads the planned receipts again a page at a time and sends them, ten per batch call,
+  retrying the entries the queue did not take: memory holds a stretch of 4,096 receipts, whatever the size.
+  Each stretch is sent only once its fingerprint so far equals the checked plan's checkpoint there, so an
+  index that changed between the check and the send stops the send before the stretch that differs (the
+  audit says FAILED or PARTIAL, with why). ``sent + failed == would_send``, always; the audit record is
+  written before the first message (RUNNING) and finished with the counts and the outcome.
 
 Delivery is at least once: a batch call that fails as a whole may have delivered some entries, and its
 retry sends them again. The audit record counts such sends as ``unconfirmed``: the queue holds between
@@ -30,10 +34,9 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Protocol
 
-from backend.errors import InvalidRequest, KitError, NotConfigured, ReadOnlyError, StoreError
+from backend.errors import Cancelled, InvalidRequest, KitError, NotConfigured, ReadOnlyError, StoreError
 from backend.model import (
     ReplayAudit,
     ReplayOutcome,
@@ -42,19 +45,19 @@ from backend.model import (
     ReplaySkips,
 )
 from backend.ports import (
-    QUEUE_BATCH,
     AuditLog,
     InvestigationIndex,
     RawCatalog,
-    Receipt,
     ReplayQueue,
     ReplaySelection,
 )
+from backend.replay_fingerprint import CHECKPOINT_EVERY
 from backend.replay_selection import RAW_CHECK_CHUNK as RAW_CHECK_CHUNK  # re-exported
 from backend.replay_selection import SCAN_PAGE as SCAN_PAGE  # re-exported
-from backend.replay_selection import select_by_scans
 from backend.services.projection import Projection, Projector
-from backend.services.replay_messages import message_body, new_replay_id, replay_message
+from backend.services.replay_messages import new_replay_id, replay_message
+from backend.services.replay_send import MAX_BATCH_ERRORS_IN_A_ROW as MAX_BATCH_ERRORS_IN_A_ROW  # re-exported
+from backend.services.replay_send import PlanChanged, Progress, checked, send
 from backend.services.scope import MAX_LIMIT as MAX_LIMIT  # re-exported: callers check --limit against it
 from backend.services.scope import normalize
 from backend.times import Clock, fmt
@@ -62,8 +65,6 @@ from backend.times import Clock, fmt
 # A replay of more messages than this needs force (the console asks for a typed confirmation instead).
 DEFAULT_CONFIRM_ABOVE = 1000
 SAMPLE_SIZE = 10
-# Consecutive batch calls failing as a whole before the queue is taken to be down (the rest not sent).
-MAX_BATCH_ERRORS_IN_A_ROW = 3
 
 
 class AuditNotFinished(StoreError):
@@ -82,13 +83,6 @@ class ReplayRefused(KitError):
         super().__init__(message)
         self.plan = plan
         self.audit = audit
-
-
-@dataclass(slots=True)
-class _Progress:
-    sent: int = 0
-    failed: int = 0
-    unconfirmed: int = 0  # sends in calls that failed as a whole (the queue may have taken them)
 
 
 class VersionedWindows(Protocol):
@@ -139,16 +133,30 @@ class ReplayService:
 
     # -- the plan ---------------------------------------------------------------------------------------
 
-    def plan(self, request: ReplayRequest, *, actor: str) -> ReplayPlan:
+    def plan(
+        self,
+        request: ReplayRequest,
+        *,
+        actor: str,
+        on_progress: Callable[[int, int | None], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> ReplayPlan:
         """The dry run: what a replay of ``request`` would send. Sends nothing; audits the preview.
 
         The index answers the selection in one pass (:meth:`InvestigationIndex.select_replay`: in SQL on
-        the local backend, no receipt per row); :meth:`execute` lists the receipts themselves, and the
-        fingerprint is the same either way."""
+        the local backend, no receipt per row, never the whole scope in memory); :meth:`execute` reads the
+        same list again to send it, and the fingerprint is the same either way.
+        ``on_progress(receipts read, receipts to read when known)`` hears of each page read;
+        ``should_stop()`` is asked between pages, and True raises :class:`backend.errors.Cancelled`
+        (nothing audited, nothing sent)."""
         request = normalize(request)
-        selection = self.scans.select_replay(request, sample=SAMPLE_SIZE)
+        selection = self.scans.select_replay(
+            request, sample=SAMPLE_SIZE, progress=on_progress, should_stop=should_stop
+        )
         projection = None
         if self.projector is not None and selection.planned:
+            if should_stop is not None and should_stop():
+                raise Cancelled("stopped before the projection")
             projection = self.projector.project(selection.windows)
         plan = self._plan_of(request, selection, projection)
         if not self.read_only:
@@ -158,20 +166,23 @@ class ReplayService:
             )
         return plan
 
-    def _plan(self, request: ReplayRequest) -> tuple[ReplayPlan, list[Receipt]]:
-        """The plan of ``request`` and its receipts, receipt by receipt (what an execution sends)."""
-        request = normalize(request)
-        selection, planned = select_by_scans(self.scans, self.catalog, request, sample=SAMPLE_SIZE)
-        return self._plan_of(request, selection), planned
-
     def _plan_of(
-        self, request: ReplayRequest, selection: ReplaySelection, projection: Projection | None = None
+        self,
+        request: ReplayRequest,
+        selection: ReplaySelection,
+        projection: Projection | None = None,
+        *,
+        blast_radius: bool = True,
     ) -> ReplayPlan:
         replay_id = new_replay_id(self.clock)
         created_at = fmt(self.clock.now())
         s = selection
+        # The windows that already have versions are the preview's to say (on AWS a query a window): an
+        # execution does not ask again, and its record says None (not known here).
         with_versions = (
-            len(self.aggregates.windows_with_versions(s.windows)) if self.aggregates is not None else None
+            len(self.aggregates.windows_with_versions(s.windows))
+            if self.aggregates is not None and blast_radius
+            else None
         )
         plan = ReplayPlan(
             replay_id=replay_id,
@@ -279,7 +290,9 @@ class ReplayService:
         expected = (expected_fingerprint or "").strip().lower() or None
         if expected is not None and len(expected) < 12:
             raise InvalidRequest("an expected fingerprint needs at least its first 12 characters")
-        plan, items = self._plan(request)
+        request = normalize(request)
+        selection = self.scans.select_replay(request, sample=SAMPLE_SIZE, keep=CHECKPOINT_EVERY)
+        plan = self._plan_of(request, selection, blast_radius=False)
         reason = self._refusal(plan, expected, force)
         if reason is not None:
             refused = self._audit(plan, actor, ReplayOutcome.REFUSED, finished=fmt(self.clock.now()))
@@ -288,9 +301,13 @@ class ReplayService:
             raise ReplayRefused(f"replay {plan.replay_id} not sent: {reason}", plan, refused)
         record = self._audit(plan, actor, ReplayOutcome.RUNNING).model_copy(update={"forced": force})
         self._audit_write(self.audit.begin, record)
-        progress = _Progress()
+        progress = Progress()
         try:
-            error = self._send(plan, items, progress, on_progress)
+            error = send(self, plan, checked(self.scans, request, selection), progress, on_progress)
+        except PlanChanged as exc:
+            # Caught before its stretch was sent: what was sent is counted, the rest was not sent.
+            progress.failed = plan.would_send - progress.sent
+            error = str(exc)
         except BaseException:
             interrupted = record.model_copy(
                 update={
@@ -331,7 +348,7 @@ class ReplayService:
             )
         return None
 
-    def _finished(self, record: ReplayAudit, progress: _Progress, error: str | None) -> ReplayAudit:
+    def _finished(self, record: ReplayAudit, progress: Progress, error: str | None) -> ReplayAudit:
         """The RUNNING ``record`` finished with the counts of ``progress`` and the outcome they make."""
         if progress.failed == 0:
             outcome = ReplayOutcome.SENT
@@ -378,58 +395,6 @@ class ReplayService:
                 error = exc
         assert error is not None
         raise error
-
-    def _send(
-        self,
-        plan: ReplayPlan,
-        items: list[Receipt],
-        progress: _Progress,
-        on_progress: Callable[[int, int, int], None] | None,
-    ) -> str | None:
-        """Send ``items`` in batches, counting into ``progress``; returns the last error, if any failed."""
-        assert self.queue is not None
-        errors_in_a_row = 0
-        last_error: str | None = None
-        for start in range(0, len(items), QUEUE_BATCH):
-            bodies = [
-                message_body(r, plan.replay_id, self.bucket) for r in items[start : start + QUEUE_BATCH]
-            ]
-            if errors_in_a_row >= MAX_BATCH_ERRORS_IN_A_ROW:
-                progress.failed += len(bodies)  # the queue is down: the rest is not sent
-                continue
-            pending = list(range(len(bodies)))
-            whole_call_failed = True
-            for attempt in range(self.retries + 1):
-                if attempt:
-                    self.sleep(self.backoff_s * 2 ** (attempt - 1))
-                try:
-                    failures = self.queue.send_batch([bodies[i] for i in pending])
-                except StoreError as exc:
-                    # The call may have been taken before it failed: its entries are unconfirmed, and
-                    # sending them again may deliver them twice (at least once, as the port says).
-                    progress.unconfirmed += len(pending)
-                    last_error = str(exc)
-                    continue
-                whole_call_failed = False
-                retry = []
-                for f in failures:
-                    entry = pending[f.index]
-                    last_error = f"{f.code}: {f.message}"
-                    if f.sender_fault:
-                        progress.failed += 1  # sending it again would fail again
-                    else:
-                        retry.append(entry)
-                progress.sent += len(pending) - len(failures)
-                pending = retry
-                if not pending:
-                    break
-            progress.failed += len(pending)
-            errors_in_a_row = errors_in_a_row + 1 if whole_call_failed else 0
-            if on_progress is not None:
-                on_progress(progress.sent, progress.failed, plan.would_send)
-        if errors_in_a_row >= MAX_BATCH_ERRORS_IN_A_ROW and last_error:
-            last_error = f"the replay queue failed {MAX_BATCH_ERRORS_IN_A_ROW} batches in a row: {last_error}"
-        return last_error if progress.failed else None
 
     def _audit(
         self,

@@ -409,7 +409,10 @@ class PikConsole(App[None]):
             return None
 
     def _quit_when_idle(self) -> None:
-        if not any(w.is_running and w.group in ("replay-execute", "replay-process") for w in self.workers):
+        if not any(
+            w.is_running and w.group in ("replay-execute", "replay-process", "replay-plan")
+            for w in self.workers
+        ):
             self.exit()
 
     def action_pick(self, what: str) -> None:

@@ -14,18 +14,18 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.message import Message
 from textual.timer import Timer
 from textual.widgets import Button, Checkbox, DataTable, Input, ProgressBar, Select, Static
 
+from backend.errors import Cancelled as PlanCancelled
 from backend.errors import InvalidRequest
 from backend.kit import current_user as actor
-from backend.model import IngestStatus, ReplayAudit, ReplayPlan, ReplayRequest
-from backend.services.drain import DrainResult
+from backend.model import ReplayAudit, ReplayPlan, ReplayRequest
 from backend.services.replay import ReplayRefused
-from backend.times import TimeFormatError, fmt, parse_bound
-from pik_console.console.context import Context, day_start, next_day
+from pik_console.console.context import Context
 from pik_console.console.render import t, title, work_line
+from pik_console.console.replay_events import Draining, Executed, Planning, PlanRead, Processed, Sending
+from pik_console.console.replay_form import context_values, fill, read_request
 from pik_console.console.replay_views import ReplayHistory, plan_view, result_view
 from pik_console.console.widgets import FormSelect
 
@@ -57,39 +57,12 @@ class ReplayPane(Vertical):
         ),
     ]
 
-    class PlanRead(Message):
-        def __init__(self, serial: int, plan: ReplayPlan | None, error: str | None) -> None:
-            super().__init__()
-            self.serial = serial
-            self.plan = plan
-            self.error = error
-
-    class Sending(Message):
-        def __init__(self, sent: int, failed: int, total: int) -> None:
-            super().__init__()
-            self.sent = sent
-            self.failed = failed
-            self.total = total
-
-    class Draining(Message):
-        def __init__(self, received: int, versions: int, total: int | None) -> None:
-            super().__init__()
-            self.received = received
-            self.versions = versions
-            self.total = total
-
-    class Executed(Message):
-        def __init__(self, audit: ReplayAudit | None, error: str | None, *, cancelled: bool = False) -> None:
-            super().__init__()
-            self.audit = audit
-            self.error = error
-            self.cancelled = cancelled
-
-    class Processed(Message):
-        def __init__(self, report: DrainResult | None, error: str | None) -> None:
-            super().__init__()
-            self.report = report
-            self.error = error
+    PlanRead = PlanRead
+    Planning = Planning
+    Sending = Sending
+    Draining = Draining
+    Executed = Executed
+    Processed = Processed
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -103,6 +76,10 @@ class ReplayPane(Vertical):
         self._cancel = threading.Event()
         self._work: str | None = None
         self._started = 0.0
+        # The dry run in a worker: stopped by c (or q), or by a newer one (the form changed).
+        self._planning = False
+        self._plan_stop = threading.Event()
+        self._plan_started = 0.0
 
     @property
     def kit(self) -> Any:
@@ -164,7 +141,7 @@ class ReplayPane(Vertical):
         if action == "process" and self.busy:
             return None
         if action == "cancel":
-            return self.busy
+            return self.busy or self._planning
         return True
 
     def refusal(self, key: str) -> str | None:
@@ -183,11 +160,17 @@ class ReplayPane(Vertical):
         return None
 
     def running_work(self) -> str | None:
-        return self._work if self.busy else None
+        if self.busy:
+            return self._work
+        return "the dry run" if self._planning else None
 
     def cancel_work(self) -> None:
         """Ask the running send or processor to stop at its next batch; what was done stays done and
-        recorded (the audit says INTERRUPTED; the processor's held messages are finished or released)."""
+        recorded (the audit says INTERRUPTED; the processor's held messages are finished or released).
+        A dry run being planned stops at its next page (it sends nothing and is not audited)."""
+        if self._planning and not self.busy:
+            self._plan_stop.set()
+            return
         if not self.busy or self._cancel.is_set():
             return
         self._cancel.set()
@@ -196,6 +179,10 @@ class ReplayPane(Vertical):
         )
 
     def action_cancel(self) -> None:
+        if self._planning and not self.busy:
+            self.cancel_work()
+            self.query_one("#replay-plan", Static).update(t("cancelling the dry run…", "bold yellow"))
+            return
         if not self.busy:
             self.notify("Nothing is running to cancel", severity="warning")
             return
@@ -207,24 +194,8 @@ class ReplayPane(Vertical):
         if ctx == self._applied:
             return
         self._applied = ctx
-        if ctx.entity and ctx.window:
-            start, end = ctx.window
-            values = dict.fromkeys(("rp-source", "rp-type", "rp-first", "rp-endday"), "")
-            values.update({"rp-entity": ctx.entity, "rp-start": start, "rp-end": end})
-        elif ctx.source and ctx.event_type and ctx.day:
-            values = dict.fromkeys(("rp-entity", "rp-start", "rp-end"), "")
-            values.update(
-                {
-                    "rp-source": ctx.source,
-                    "rp-type": ctx.event_type,
-                    "rp-first": ctx.day,
-                    "rp-endday": next_day(ctx.day),
-                }
-            )
-        else:
-            values = {}
         with self.prevent(Input.Changed):
-            for widget_id, value in values.items():
+            for widget_id, value in context_values(ctx).items():
                 self.query_one(f"#{widget_id}", Input).value = value
         self.reload()
 
@@ -233,35 +204,7 @@ class ReplayPane(Vertical):
         self.query_one(ReplayHistory).read()
 
     def read_request(self) -> ReplayRequest:
-        def value(widget_id: str) -> str | None:
-            return self.query_one(f"#{widget_id}", Input).value.strip() or None
-
-        status = self.query_one("#rp-status", Select).value
-        try:
-            limit = int((value("rp-limit") or "500").replace(",", "").replace("_", ""))
-        except ValueError:
-            raise InvalidRequest("the limit is a whole number") from None
-        entity = value("rp-entity")
-        start, end = value("rp-start"), value("rp-end")
-        try:
-            if start and len(start) == 10 and end is None:
-                end = day_start(next_day(start))
-            start = fmt(parse_bound(start, what="from")) if start else None
-            end = fmt(parse_bound(end, what="to")) if end else None
-        except TimeFormatError as exc:
-            raise InvalidRequest(str(exc)) from None
-        return ReplayRequest(
-            entity_id=entity,
-            start_time=start if entity else None,
-            end_time=end if entity else None,
-            source=value("rp-source"),
-            event_type=value("rp-type"),
-            start_day=None if entity else value("rp-first"),
-            end_day=None if entity else value("rp-endday"),
-            status=IngestStatus(status) if isinstance(status, str) and status else None,
-            limit=max(limit, 1),
-            include_duplicates=self.query_one("#rp-dups", Checkbox).value,
-        )
+        return read_request(self)
 
     @on(Input.Changed, "#replay-form Input, #replay-form-2 Input")
     @on(Checkbox.Changed)
@@ -282,7 +225,11 @@ class ReplayPane(Vertical):
         self.request = request
         self._share(request)
         self.query_one("#replay-plan", Static).update(Text("planning…", style="italic dim"))
-        self._plan(self._serial, request)
+        self._plan_stop = threading.Event()  # the previous dry run, if any, stops on its own serial
+        self._planning = True
+        self._plan_started = time.monotonic()
+        self.refresh_bindings()
+        self._plan(self._serial, request, self._plan_stop)
 
     def _share(self, r: ReplayRequest) -> None:
         """The scope typed here becomes the console's context (the header, and the panes shown next)."""
@@ -301,23 +248,62 @@ class ReplayPane(Vertical):
         if ctx != app.context:
             self._applied = app.share(**{f: getattr(ctx, f) for f in SHARED_FIELDS})
 
-    def _show_plan_problem(self, problem: str) -> None:
+    def _show_plan_problem(self, problem: str, style: str = "yellow") -> None:
         self.plan = None
-        self.query_one("#replay-plan", Static).update(t(problem, "yellow"))
+        self._planning = False
+        self.query_one("#replay-plan", Static).update(t(problem, style))
         self._update_buttons()
 
     @work(thread=True, exclusive=True, group="replay-plan", exit_on_error=False)
-    def _plan(self, serial: int, request: ReplayRequest) -> None:
+    def _plan(self, serial: int, request: ReplayRequest, stop: threading.Event) -> None:
+        last = 0.0
+
+        def progress(read: int, total: int | None) -> None:
+            nonlocal last
+            now = time.monotonic()
+            if now - last >= PROGRESS_EVERY_S:
+                last = now
+                self.post_message(self.Planning(serial, read, total))
+
+        def should_stop() -> bool:
+            return stop.is_set() or serial != self._serial  # c, q, or a newer dry run
+
         try:
-            plan = self.kit.replay(preview=True).plan(request, actor=actor())
+            plan = self.kit.replay(preview=True).plan(
+                request, actor=actor(), on_progress=progress, should_stop=should_stop
+            )
             self.post_message(self.PlanRead(serial, plan, None))
+        except PlanCancelled as exc:
+            self.post_message(self.PlanRead(serial, None, str(exc), cancelled=True))
         except Exception as exc:
             self.post_message(self.PlanRead(serial, None, str(exc)))
+
+    @on(Planning)
+    def _planning_progress(self, message: Planning) -> None:
+        if message.serial != self._serial or self._plan_stop.is_set():
+            return
+        self.query_one("#replay-plan", Static).update(
+            work_line(
+                "planning",
+                message.read,
+                message.total,
+                time.monotonic() - self._plan_started,
+                "receipts read",
+            )
+        )
 
     @on(PlanRead)
     def _plan_read(self, message: PlanRead) -> None:
         if message.serial != self._serial:
             return  # the form changed since
+        self._planning = False
+        self.refresh_bindings()
+        if message.cancelled:
+            self.notify("Dry run cancelled: nothing was sent", title="Replay", markup=False)
+            self._show_plan_problem(
+                f"Dry run cancelled ({message.error}): change the form to plan again", style="bold yellow"
+            )
+            return
         if message.plan is None:
             self._show_plan_problem(message.error or "the dry run failed")
             return
@@ -545,19 +531,5 @@ class ReplayPane(Vertical):
         )
 
     def show_request(self, r: ReplayRequest) -> None:
-        values = {
-            "rp-entity": r.entity_id,
-            "rp-start": r.start_time,
-            "rp-end": r.end_time,
-            "rp-source": r.source,
-            "rp-type": r.event_type,
-            "rp-first": r.start_day,
-            "rp-endday": r.end_day,
-            "rp-limit": str(r.limit),
-        }
-        with self.prevent(Input.Changed, Checkbox.Changed, Select.Changed):
-            for widget_id, value in values.items():
-                self.query_one(f"#{widget_id}", Input).value = value or ""
-            self.query_one("#rp-status", Select).value = r.status.value if r.status else ""
-            self.query_one("#rp-dups", Checkbox).value = r.include_duplicates
+        fill(self, r)
         self._preview_now()

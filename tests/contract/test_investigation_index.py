@@ -138,6 +138,9 @@ def test_day_counts_of_an_entity_split_late_arrivals_at_the_exact_boundary(
     no_grace = inv.day_counts_entity("user_1", "2025-12-27", "2025-12-28")
     assert [(c.accepted, c.late) for c in no_grace] == [(4, 2)]
     assert inv.day_counts_entity("nobody", "2025-12-26", "2025-12-30") == []
+    # Without the late figures, the same days and counts (a store may leave lateness out).
+    lean = inv.day_counts_entity("user_1", "2025-12-26", "2025-12-30", grace_ms=3_600_000, late=False)
+    assert [(c.day, c.accepted, c.duplicate) for c in lean] == [("2025-12-27", 4, 1), ("2025-12-29", 2, 0)]
 
 
 def test_day_counts_of_a_partition(adapter: Adapter, inv: Any) -> None:

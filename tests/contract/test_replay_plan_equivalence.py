@@ -205,3 +205,23 @@ def test_fingerprints_are_todays(adapter: Adapter, n: int) -> None:
     _fill(adapter)
     service = ReplayService(adapter.investigate, adapter.catalog, adapter.audit, read_only=True)
     assert service.plan(ReplayRequest(**SCOPES[n]), actor="t").fingerprint == RECORDED[adapter.name][n]
+
+
+@pytest.mark.parametrize("scope", SCOPES, ids=[json.dumps(s, sort_keys=True) for s in SCOPES])
+def test_the_receipts_an_execution_reads_are_the_plans(adapter: Adapter, scope: dict[str, Any]) -> None:
+    """``replay_receipts`` (what an execution sends, read again a page at a time) lists exactly the plan:
+    the same receipts in the same order as the reference planner, and the selection's fingerprint."""
+    if adapter.investigate is None or adapter.catalog is None:
+        pytest.skip(f"the {adapter.name} adapter has no replay ports yet")
+    _fill(adapter)
+    request = normalize(ReplayRequest(**scope))
+    listed = list(adapter.investigate.replay_receipts(request))
+    selection = adapter.investigate.select_replay(request, sample=SAMPLE_SIZE)
+    assert fingerprint(listed) == selection.fingerprint == _reference(adapter, request)["fingerprint"]
+    assert len(listed) == selection.planned
+    # Given the keys the selection found missing (when it kept them), the same list without a raw check.
+    again = list(adapter.investigate.replay_receipts(request, missing=selection.missing_keys))
+    assert fingerprint(again) == selection.fingerprint
+    assert [replay_message(r, "RID", "BUCKET") for r in listed[:SAMPLE_SIZE]] == [
+        replay_message(r, "RID", "BUCKET") for r in selection.sample
+    ]

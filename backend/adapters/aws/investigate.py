@@ -12,7 +12,7 @@ hands those keys to HEAD requests) and by HEAD requests otherwise.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
@@ -28,7 +28,7 @@ from backend.adapters.aws.store import AwsStore
 from backend.errors import InvalidRequest
 from backend.model import EventRecord, IngestStatus, Page, ReplayRequest
 from backend.ports import DayCount, LagRollup, Receipt, ReplaySelection
-from backend.replay_selection import select_by_scans
+from backend.replay_selection import planned_receipts, select_by_scans
 from backend.times import TimeFormatError, fmt, parse_day, parse_iso
 
 # A prefix holding at least this many of the asked keys is listed (its key range) instead of HEAD per key.
@@ -196,8 +196,9 @@ class AwsInvestigation:
         return Page[Receipt](items=[_receipt(r) for r in page.items], next_cursor=page.next_cursor)
 
     def day_counts_entity(
-        self, entity_id: str, first_day: str, end_day: str, *, grace_ms: int = 0
+        self, entity_id: str, first_day: str, end_day: str, *, grace_ms: int = 0, late: bool = True
     ) -> list[DayCount]:
+        # ``late=False`` saves nothing here: the rollups and the scan count lateness at no extra read.
         lo, hi = fmt(_day(first_day, "first day")), fmt(_day(end_day, "end day"))
         grace = _grace(grace_ms)
         if lo < hi and self._rollups.ready():
@@ -231,8 +232,32 @@ class AwsInvestigation:
         self._tally(items, day_of, tallies, grace)
         return [tallies[d].count(d) for d in sorted(tallies)]
 
-    def select_replay(self, request: ReplayRequest, *, sample: int) -> ReplaySelection:
-        return _select_replay(self, request, sample)
+    def select_replay(
+        self,
+        request: ReplayRequest,
+        *,
+        sample: int,
+        progress: Callable[[int, int | None], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+        keep: int = 0,
+    ) -> ReplaySelection:
+        """DynamoDB has no aggregate to ask: the selection is made receipt by receipt (the generic path),
+        its raw keys checked by prefix listings; up to ``keep`` planned receipts are kept as they go by."""
+        return select_by_scans(
+            self,
+            AwsCatalog(self._store),
+            request,
+            sample=sample,
+            progress=progress,
+            should_stop=should_stop,
+            keep=keep,
+        )
+
+    def replay_receipts(
+        self, request: ReplayRequest, *, missing: frozenset[str] | None = None
+    ) -> Iterator[Receipt]:
+        # With the keys the check found missing, no HEAD or listing again: one pass of raw checks a replay.
+        return planned_receipts(self, AwsCatalog(self._store), request, missing=missing)
 
     def day_counts_partition(
         self, source: str, event_type: str, first_day: str, end_day: str, *, grace_ms: int = 0
@@ -308,12 +333,6 @@ def _pages_left(prefix: str, first: str, listed_to: str, last: str, pages: int) 
     if a is None or b is None or c is None or b <= a:
         return 0.0
     return pages * (c - b) / (b - a)
-
-
-def _select_replay(scans: AwsInvestigation, request: ReplayRequest, sample: int) -> ReplaySelection:
-    """DynamoDB has no aggregate to ask: the selection is made receipt by receipt (the generic path),
-    its raw keys checked by prefix listings."""
-    return select_by_scans(scans, AwsCatalog(scans._store), request, sample=sample)[0]
 
 
 class AwsCatalog:
