@@ -24,11 +24,17 @@ GRACES = [0, 90_000, 3_600_000, 86_400_000, 1_234_567, 250]
 LATES = [0, 1_000, 60_000, 3_600_000, 1_234_567, 777]
 
 
-@pytest.fixture(scope="module", params=[1, 4], ids=["unsharded", "4-lag-shards"])
+@pytest.fixture(
+    scope="module",
+    params=[(1, 1), (4, 1), (1, 3)],
+    ids=["unsharded", "4-lag-shards", "3-entity-shards"],
+)
 def stack(request: pytest.FixtureRequest) -> Iterator[StreamStack]:
-    """An unsharded stack and one whose lag index has 4 shards (the late counts a rollup bucket cannot
-    answer alone are read from every shard of the day)."""
-    s = stream_stack(lag_shards=request.param)
+    """An unsharded stack, one whose lag index has 4 shards (the late counts a rollup bucket cannot
+    answer alone are read from every shard of the day) and one whose entities' receipts have 3 (each
+    shard's receipts gated by their own rollup items: stream order holds within one partition key only)."""
+    lag, entity = request.param
+    s = stream_stack(lag_shards=lag, entity_shards=entity)
     s.rollups().backfill(settle_s=0)  # an empty table: the rollups are ready, the stream counts from here
     try:
         yield s
