@@ -166,6 +166,7 @@ def _replay(
 
 
 PLAN_DAYS = 7
+SEED_EVERY = 10  # every 10th window of a dry run's scope has a version before it is planned
 
 
 def _plan_scaling(info: dict[str, Any], sizes: list[int], lag_shards: int) -> int:
@@ -179,6 +180,7 @@ def _plan_scaling(info: dict[str, Any], sizes: list[int], lag_shards: int) -> in
     from backend.services.replay import ReplayService
     from backend.times import FixedClock
     from tests.aws_env import moto_backend
+    from tests.contract.test_aggregate_store import manifest, version
 
     runs: list[dict[str, Any]] = []
     first = datetime(2025, 12, 1, tzinfo=UTC)
@@ -197,6 +199,16 @@ def _plan_scaling(info: dict[str, Any], sizes: list[int], lag_shards: int) -> in
                 chunk = bodies[start : start + 500]
                 ingest.ingest_batch([Received(b, "bench", start + k) for k, b in enumerate(chunk)])
             ports = aws_ports(store, settings)
+            # Every 10th (entity, day) window of the scope already has a version: the blast radius has
+            # something to find, and the aggregates table is not empty (as on a stack in use).
+            windows = sorted({(f"u{i % 997}", (first + timedelta(seconds=i * PLAN_DAYS * 86_400 // size))
+                               .date().isoformat()) for i in range(size)})  # fmt: skip
+            seeded = windows[::SEED_EVERY]
+            inputs = manifest("seed")
+            assert ports.aggregates is not None
+            for entity, day in seeded:
+                v = version(1, inputs).model_copy(update={"entity_id": entity, "day": day})
+                assert ports.aggregates.append(v, inputs)
             service = ReplayService(ports.investigate, ports.catalog, ports.audit, ports.queue,
                                     ports.aggregates, bucket=store.location, confirm_above=size)  # fmt: skip
             calls: Counter[str] = Counter()
@@ -237,9 +249,11 @@ def _plan_scaling(info: dict[str, Any], sizes: list[int], lag_shards: int) -> in
                                     end_day=end, limit=size)  # fmt: skip
             plan = service.plan(request, actor="bench")
             assert plan.would_send == size, (plan.would_send, size)
+            assert (plan.windows, plan.windows_with_versions) == (len(windows), len(seeded)), plan
         finally:
             close()
-        run = {"events": size, "calls": dict(calls), "items_read": dict(items),
+        run = {"events": size, "windows": len(windows), "windows_with_versions": len(seeded),
+               "calls": dict(calls), "items_read": dict(items),
                "total_calls": sum(calls.values()), "total_items": sum(items.values())}  # fmt: skip
         runs.append(run)
         print(f"\ndry run of {size:,} events (web/click, {PLAN_DAYS} days, LAG_SHARDS={lag_shards}):")
