@@ -454,3 +454,26 @@ def test_the_original_kits_stack_reads_the_same_with_shard_settings() -> None:
             sharded.close()
     finally:
         restore()
+
+
+def _matches(rule: Any, pk: str) -> bool:
+    return pk == rule if isinstance(rule, str) else pk.startswith(rule["prefix"])
+
+
+def test_the_rollup_functions_stream_filter_lets_every_receipt_and_rejection_key_through() -> None:
+    from tests.aws.test_template import load_template
+
+    template = load_template()
+    [function] = [
+        r for r in template["Resources"].values() if "FilterCriteria" in json.dumps(r.get("Properties", {}))
+    ]
+    patterns = [
+        json.loads(f["Pattern"])
+        for event in function["Properties"]["Events"].values()
+        for f in event["Properties"]["FilterCriteria"]["Filters"]
+    ]
+    rules = [rule for p in patterns for rule in p["dynamodb"]["Keys"]["PK"]["S"]]
+    counted = ["ENTITY#hot", entity_pk("hot", 7), entity_pk("a#b:c", 0), "REJECTED", rejection_pk(5)]
+    assert all(any(_matches(r, pk) for r in rules) for pk in counted)
+    for pk in ("ROLLUP#ENTITY#hot", "ROLLUP#ENTITY:7#hot", "ROLLUP#REJECTED", "STACK"):
+        assert not any(_matches(r, pk) for r in rules), pk  # the rollups' own writes never come back

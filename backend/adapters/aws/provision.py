@@ -33,6 +33,7 @@ from backend.adapters.aws.lag_shards import (
     recorded_shards,
 )
 from backend.adapters.aws.resources import (
+    AGGREGATES,
     EVENTS,
     MAX_RECEIVE_COUNT,
     RAW_BUCKET,
@@ -43,6 +44,7 @@ from backend.adapters.aws.resources import (
     VISIBILITY_TIMEOUT,
     TableSpec,
 )
+from backend.adapters.aws.window_heads import WindowHeads, backfill_heads
 from backend.errors import InvalidRequest, StoreError
 from backend.settings import AwsSettings
 
@@ -150,6 +152,12 @@ def provision(
     }
     for kind in KINDS:
         values[kind.setting] = str(_shards(ddb, names[EVENTS.setting], kind, wanted[kind.setting], url))
+    # The aggregates table keeps a head item per window with versions (backend.adapters.aws.window_heads):
+    # a new table is marked at once; one with versions gets their heads (a Scan, once).
+    heads = WindowHeads(ddb, names[AGGREGATES.setting])
+    with _aws("mark the aggregates table's window heads", url):
+        if not heads.kept():
+            backfill_heads(ddb, names[AGGREGATES.setting])
     return {setting: values[setting] for setting in SETTINGS}
 
 
