@@ -174,6 +174,7 @@ def _plan_scaling(info: dict[str, Any], sizes: list[int], lag_shards: int) -> in
     for each size; the slope (per event) between consecutive sizes."""
     from datetime import UTC, datetime, timedelta
 
+    from backend.adapters.aws.aggregates import DynamoAggregates
     from backend.adapters.aws.ports import aws_ports
     from backend.model import ReplayRequest
     from backend.services.ingest import IngestService, Received
@@ -205,10 +206,11 @@ def _plan_scaling(info: dict[str, Any], sizes: list[int], lag_shards: int) -> in
                                .date().isoformat()) for i in range(size)})  # fmt: skip
             seeded = windows[::SEED_EVERY]
             inputs = manifest("seed")
-            assert ports.aggregates is not None
+            # Written by another process (the processor): the plan's store learns what the table keeps itself.
+            writer = DynamoAggregates(store.clients, settings.agg_table or "", store.location)
             for entity, day in seeded:
                 v = version(1, inputs).model_copy(update={"entity_id": entity, "day": day})
-                assert ports.aggregates.append(v, inputs)
+                assert writer.append(v, inputs)
             service = ReplayService(ports.investigate, ports.catalog, ports.audit, ports.queue,
                                     ports.aggregates, bucket=store.location, confirm_above=size)  # fmt: skip
             calls: Counter[str] = Counter()
@@ -225,7 +227,8 @@ def _plan_scaling(info: dict[str, Any], sizes: list[int], lag_shards: int) -> in
             ) -> None:
                 op = event_name.split(".", 2)[2]
                 # The blast radius (windows that already have versions) is asked of the aggregates table.
-                on_aggregates = (params or {}).get("TableName") == aggregates_table
+                params = params or {}
+                on_aggregates = aggregates_table in (params.get("TableName"), *params.get("RequestItems", {}))
                 calls[f"{op}(aggregates)" if on_aggregates else op] += 1
 
             def after(event_name: str, parsed: Any = None, items: Counter[str] = items, **_: Any) -> None:
