@@ -103,6 +103,19 @@ class AwsSettings(BaseSettings):
     (recorded in the stack on first use); readers take what the stack records, else this, else 1. The
     template's default, 60, keeps a key at <= 500 writes/s at 10,000 events/s per source/type with a 3x
     diurnal peak (docs/aws.md, "Scale")."""
+    entity_shards: int | None = Field(
+        None, ge=1, le=1000, validation_alias=AliasChoices("ENTITY_SHARDS", "entity_shards")
+    )
+    """Shards of each entity's receipts in the events table (``ENTITY#<id>`` becomes ``ENTITY:<m>#<id>``),
+    recorded in the stack like ``LAG_SHARDS``. The template's default, 30, keeps an entity sending 5,000
+    events/s (5% of 100,000) with a 3x peak at <= 500 writes/s a key; an entity window costs one query per
+    shard, so size it for the busiest entity (docs/aws.md, "Scale")."""
+    rejection_shards: int | None = Field(
+        None, ge=1, le=1000, validation_alias=AliasChoices("REJECTION_SHARDS", "rejection_shards")
+    )
+    """Shards of the quarantine (``REJECTED`` becomes ``REJECTED#S#<r>``), recorded in the stack like
+    ``LAG_SHARDS``. The template's default, 6, holds 1,000 rejections/s with a 3x peak at <= 500 writes/s
+    a key (docs/aws.md, "Scale")."""
     region: str | None = Field(
         None, validation_alias=AliasChoices("AWS_REGION", "AWS_DEFAULT_REGION", "region")
     )

@@ -166,6 +166,7 @@ def _replay(
 
 
 PLAN_DAYS = 7
+SEED_EVERY = 10  # every 10th window of a dry run's scope has a version before it is planned
 
 
 def _plan_scaling(info: dict[str, Any], sizes: list[int], lag_shards: int) -> int:
@@ -173,12 +174,14 @@ def _plan_scaling(info: dict[str, Any], sizes: list[int], lag_shards: int) -> in
     for each size; the slope (per event) between consecutive sizes."""
     from datetime import UTC, datetime, timedelta
 
+    from backend.adapters.aws.aggregates import DynamoAggregates
     from backend.adapters.aws.ports import aws_ports
     from backend.model import ReplayRequest
     from backend.services.ingest import IngestService, Received
     from backend.services.replay import ReplayService
     from backend.times import FixedClock
     from tests.aws_env import moto_backend
+    from tests.contract.test_aggregate_store import manifest, version
 
     runs: list[dict[str, Any]] = []
     first = datetime(2025, 12, 1, tzinfo=UTC)
@@ -197,6 +200,17 @@ def _plan_scaling(info: dict[str, Any], sizes: list[int], lag_shards: int) -> in
                 chunk = bodies[start : start + 500]
                 ingest.ingest_batch([Received(b, "bench", start + k) for k, b in enumerate(chunk)])
             ports = aws_ports(store, settings)
+            # Every 10th (entity, day) window of the scope already has a version: the blast radius has
+            # something to find, and the aggregates table is not empty (as on a stack in use).
+            windows = sorted({(f"u{i % 997}", (first + timedelta(seconds=i * PLAN_DAYS * 86_400 // size))
+                               .date().isoformat()) for i in range(size)})  # fmt: skip
+            seeded = windows[::SEED_EVERY]
+            inputs = manifest("seed")
+            # Written by another process (the processor): the plan's store learns what the table keeps itself.
+            writer = DynamoAggregates(store.clients, settings.agg_table or "", store.location)
+            for entity, day in seeded:
+                v = version(1, inputs).model_copy(update={"entity_id": entity, "day": day})
+                assert writer.append(v, inputs)
             service = ReplayService(ports.investigate, ports.catalog, ports.audit, ports.queue,
                                     ports.aggregates, bucket=store.location, confirm_above=size)  # fmt: skip
             calls: Counter[str] = Counter()
@@ -213,7 +227,8 @@ def _plan_scaling(info: dict[str, Any], sizes: list[int], lag_shards: int) -> in
             ) -> None:
                 op = event_name.split(".", 2)[2]
                 # The blast radius (windows that already have versions) is asked of the aggregates table.
-                on_aggregates = (params or {}).get("TableName") == aggregates_table
+                params = params or {}
+                on_aggregates = aggregates_table in (params.get("TableName"), *params.get("RequestItems", {}))
                 calls[f"{op}(aggregates)" if on_aggregates else op] += 1
 
             def after(event_name: str, parsed: Any = None, items: Counter[str] = items, **_: Any) -> None:
@@ -237,6 +252,7 @@ def _plan_scaling(info: dict[str, Any], sizes: list[int], lag_shards: int) -> in
                                     end_day=end, limit=size)  # fmt: skip
             plan = service.plan(request, actor="bench")
             assert plan.would_send == size, (plan.would_send, size)
+            assert (plan.windows, plan.windows_with_versions) == (len(windows), len(seeded)), plan
             # The execution of the previewed plan, counted apart (its SQS sends among them).
             plan_calls, plan_items = Counter(calls), Counter(items)
             calls.clear()
@@ -251,7 +267,8 @@ def _plan_scaling(info: dict[str, Any], sizes: list[int], lag_shards: int) -> in
         finally:
             close()
         non_sqs = {k: v for k, v in exec_calls.items() if k not in ("SendMessageBatch", "SendMessage")}
-        run = {"events": size, "calls": dict(calls), "items_read": dict(items),
+        run = {"events": size, "windows": len(windows), "windows_with_versions": len(seeded),
+               "calls": dict(calls), "items_read": dict(items),
                "total_calls": sum(calls.values()), "total_items": sum(items.values()),
                "execute_calls": dict(exec_calls), "execute_items_read": dict(exec_items),
                "execute_non_sqs_calls": sum(non_sqs.values())}  # fmt: skip

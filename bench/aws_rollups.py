@@ -124,11 +124,13 @@ def run(n: int) -> dict[str, Any]:
 
 def _records(store: Any) -> list[dict[str, Any]]:
     """INSERT records of every receipt, in ingest order, as a NEW_IMAGE stream would carry them."""
+    from backend.adapters.aws.event_items import is_receipt_pk
+
     items: list[dict[str, Any]] = []
     kwargs: dict[str, Any] = {"TableName": store.t.events}
     while True:
         page = store.ddb.scan(**kwargs)
-        items += [i for i in page["Items"] if i["PK"]["S"].startswith("ENTITY#")]
+        items += [i for i in page["Items"] if is_receipt_pk(i["PK"]["S"])]
         if not page.get("LastEvaluatedKey"):
             break
         kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]

@@ -1,7 +1,8 @@
 """Key heat: the writes/s that the hottest DynamoDB partition key of each table and index takes at the
 peak of a synthetic day, against the 1,000 writes/s that one partition serves (target: every key <= 50%).
 
-    .venv/bin/python bench/key_heat.py [--sample N] [--lag-shards N ...] [--json]
+    .venv/bin/python bench/key_heat.py [--sample N] [--lag-shards N ...] [--entity-shards M]
+                                       [--rejection-shards R]
 
 The day: 100,000 events/s for the stack on average, 10,000 events/s per ordinary source/type, one
 source/type sending 40% of everything, one entity 5%, a diurnal curve whose peak hour is 3x the mean, and
@@ -34,15 +35,18 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from backend.adapters.aws.event_items import (  # noqa: E402
-    REJECTED_PK,
     entity_pk,
     event_item,
+    is_rejection_pk,
     lag_pk,
     lag_shard,
     receipts_pk,
+    rejection_shard_pk,
 )
 from backend.adapters.aws.lag_shards import (  # noqa: E402
+    DEFAULT_ENTITY_SHARDS,
     DEFAULT_LAG_SHARDS,
+    DEFAULT_REJECTION_SHARDS,
     KEY_BUDGET,
     PARTITION_WRITES_PER_S,
     shards_for,
@@ -154,9 +158,17 @@ class KeyHeat:
 TABLES = ("events", "GSI1", "GSI2", "dedupe")
 
 
-def simulate(work: Workload, lag_shards: int, sample: int = 400_000, top: int = 3) -> dict[str, Any]:
+def simulate(
+    work: Workload,
+    lag_shards: int,
+    sample: int = 400_000,
+    top: int = 3,
+    entity_shards: int = 1,
+    rejection_shards: int = 1,
+) -> dict[str, Any]:
     """The ``top`` hottest keys of the events table, its lag index (GSI1), its receipts index (GSI2) and
-    the dedupe table at the peak hour of ``work`` with ``lag_shards`` lag shards, from ``sample`` events.
+    the dedupe table at the peak hour of ``work`` with ``lag_shards`` lag shards, ``entity_shards``
+    entity shards and ``rejection_shards`` rejection shards, from ``sample`` events.
 
     Each class of events (a source/type, from the hot entity or not; the rejections) gets its share of
     the sample; each event's keys come from the real key functions. A key's expected writes/s is, over the
@@ -165,7 +177,9 @@ def simulate(work: Workload, lag_shards: int, sample: int = 400_000, top: int = 
     them than there are)."""
     curve = diurnal(work.peak_factor)
     peak_rate = work.stack_rate * max(curve)  # events/s in the peak hour
-    size_item = event_item(_record("a" * 64, "hot", "type", "hot-entity"), "0", "bucket", lag_shards)
+    size_item = event_item(
+        _record("a" * 64, "hot", "type", "hot-entity"), "0", "bucket", lag_shards, entity_shards
+    )
     units = {"events": write_units(size_item), "GSI1": write_units(size_item), "GSI2": write_units(size_item)}
     units["dedupe"] = 1  # the dedupe item is small (< 1 KB)
     sampled: dict[str, Counter[str]] = {t: Counter() for t in TABLES}
@@ -186,7 +200,9 @@ def simulate(work: Workload, lag_shards: int, sample: int = 400_000, top: int = 
             event_id = hashlib.sha256(f"{source}|{event_type}|{hot}|{i}".encode()).hexdigest()
             entity = "hot-entity" if hot else f"user_{i * 7919 % work.entities}"
             shard = lag_shard(event_id, lag_shards) if lag_shards > 1 else None
-            keys["events"][entity_pk(entity)] += 1
+            keys["events"][
+                entity_pk(entity, lag_shard(event_id, entity_shards) if entity_shards > 1 else None)
+            ] += 1
             keys["GSI1"][lag_pk(source, event_type, DAY, shard)] += 1
             keys["GSI2"][receipts_pk(event_id)] += 1
             if i < count * first_receipts:
@@ -198,33 +214,71 @@ def simulate(work: Workload, lag_shards: int, sample: int = 400_000, top: int = 
                 expected[table][key] += per_key
                 sampled[table][key] += c
     rejected = peak_rate * work.rejected_share
-    expected["events"][REJECTED_PK] += rejected * units["events"]  # every rejection: one key
-    sampled["events"][REJECTED_PK] += round(sample * work.rejected_share)
+    count = round(sample * work.rejected_share)
+    if rejected > 0:
+        # Rejection ids as the adapter makes them (receive time and a receipt counter), through its key.
+        reached = Counter(
+            rejection_shard_pk(f"{DAY}T15:04:05.123Z#{i:019d}0000", rejection_shards)
+            for i in range(max(1, count))
+        )
+        for key, c in reached.items():
+            expected["events"][key] += rejected * units["events"] / len(reached)
+            sampled["events"][key] += c if count else 0
     scale = peak_rate / sample
-    hottest = [
-        KeyHeat(table, key, rate, sampled[table][key] * scale * units[table], rate / PARTITION_WRITES_PER_S)
-        for table in TABLES
-        for key, rate in expected[table].most_common(top)
-    ]
+
+    def heat(table: str, key: str, rate: float) -> KeyHeat:
+        return KeyHeat(
+            table, key, rate, sampled[table][key] * scale * units[table], rate / PARTITION_WRITES_PER_S
+        )
+
+    hottest = [heat(table, key, rate) for table in TABLES for key, rate in expected[table].most_common(top)]
+    quarantine = [(k, r) for k, r in expected["events"].most_common() if is_rejection_pk(k)]
+    rejections = heat("events", *quarantine[0]) if quarantine else None
     return {
         "lag_shards": lag_shards,
+        "entity_shards": entity_shards,
+        "rejection_shards": rejection_shards,
         "peak_events_per_s": peak_rate,
         "item_bytes": item_size(size_item),
         "write_units_per_item": units["events"],
         "sampled_events": n,
         "hottest": hottest,
+        "hottest_rejection_key": rejections,
+        # The rejection rate at which the hottest rejection key reaches the budget (evenly spread).
+        "rejection_share_at_budget": (
+            KEY_BUDGET * PARTITION_WRITES_PER_S * rejection_shards / (peak_rate * units["events"])
+        ),
     }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sample", type=int, default=400_000, help="sampled events (default 400,000)")
-    parser.add_argument("--lag-shards", type=int, nargs="*", help="shard counts to compare (default: 1, "
-                        "the template's default, and the count sized for the hot source/type)")  # fmt: skip
+    parser.add_argument(
+        "--lag-shards",
+        type=int,
+        nargs="*",
+        help="lag shard counts to compare (default: unsharded, the template's default, the count sized for "
+        "the hot source/type)",
+    )
+    parser.add_argument(
+        "--entity-shards",
+        type=int,
+        default=DEFAULT_ENTITY_SHARDS,
+        help=f"entity shards of the sharded runs (default {DEFAULT_ENTITY_SHARDS})",
+    )
+    parser.add_argument(
+        "--rejection-shards",
+        type=int,
+        default=DEFAULT_REJECTION_SHARDS,
+        help=f"rejection shards of the sharded runs (default {DEFAULT_REJECTION_SHARDS})",
+    )
     args = parser.parse_args(argv)
     work = Workload()
     hot_rate = work.stack_rate * work.hot_type_share
     counts = args.lag_shards or [1, DEFAULT_LAG_SHARDS, shards_for(hot_rate, work.peak_factor)]
+    # The unsharded run (LAG_SHARDS=1) shards nothing: the stack as it was before any key was sharded.
+    configs = [(n, 1, 1) if n == 1 else (n, args.entity_shards, args.rejection_shards) for n in counts]
     curve = diurnal(work.peak_factor)
     print(f"Workload: {work.stack_rate:,.0f} events/s for the stack (mean), "
           f"{work.type_rate:,.0f} per ordinary source/type, hot source/type {work.hot_type_share:.0%}, "
@@ -233,9 +287,10 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"rejections {work.rejected_share:.1%}")  # fmt: skip
     print(f"Budget per key: {KEY_BUDGET:.0%} of {PARTITION_WRITES_PER_S:,} writes/s")
     report: dict[str, Any] = {"workload": asdict(work), "diurnal": curve, "runs": []}
-    for shards in counts:
-        run = simulate(work, shards, args.sample)
-        print(f"\nLAG_SHARDS={shards}: peak {run['peak_events_per_s']:,.0f} events/s, items of "
+    for shards, entity, rejection in configs:
+        run = simulate(work, shards, args.sample, entity_shards=entity, rejection_shards=rejection)
+        print(f"\nLAG_SHARDS={shards} ENTITY_SHARDS={entity} REJECTION_SHARDS={rejection}: "
+              f"peak {run['peak_events_per_s']:,.0f} events/s, items of "
               f"{run['item_bytes']} bytes = {run['write_units_per_item']} WCU, "
               f"{run['sampled_events']:,} sampled")  # fmt: skip
         print(f"  {'table':<7} {'WCU/s':>10}  {'of 1,000':>8}       {'sampled':>9}  key")
@@ -243,6 +298,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             verdict = "ok" if h.ok else "OVER"
             print(f"  {h.table:<7} {h.writes_per_s:>10,.0f}  {h.share_of_partition:>8.1%}  {verdict:<4} "
                   f"{h.sampled_per_s:>9,.0f}  {h.key[:64]}")  # fmt: skip
+        r = run["hottest_rejection_key"]
+        if r is not None:
+            at_budget = run["rejection_share_at_budget"]
+            print(f"  {'quarant':<7} {r.writes_per_s:>10,.0f}  {r.share_of_partition:>8.1%}  "
+                  f"{'ok' if r.ok else 'OVER':<4} {r.sampled_per_s:>9,.0f}  {r.key}  (the hottest rejection "
+                  f"key; over budget above a {at_budget:.2%} rejection rate)")  # fmt: skip
+            run["hottest_rejection_key"] = {**asdict(r), "ok": r.ok}
         run["hottest"] = [{**asdict(h), "ok": h.ok} for h in run["hottest"]]
         report["runs"].append(run)
     OUT.mkdir(parents=True, exist_ok=True)

@@ -118,7 +118,13 @@ def moto_store(endpoint_url: str | None = None, workers: int = 1) -> tuple[AwsSt
 
 
 def moto_backend(
-    endpoint_url: str | None = None, workers: int = 1, *, full: bool = True, lag_shards: int | None = None
+    endpoint_url: str | None = None,
+    workers: int = 1,
+    *,
+    full: bool = True,
+    lag_shards: int | None = None,
+    entity_shards: int | None = None,
+    rejection_shards: int | None = None,
 ) -> tuple[AwsStore, AwsSettings, Callable[[], None]]:
     """A fresh AwsStore on moto (in-process unless ``endpoint_url`` names a moto server); and its closer.
 
@@ -142,6 +148,8 @@ def moto_backend(
         settings.dedupe_table or "",
         workers=workers,
         lag_shards=lag_shards,
+        entity_shards=entity_shards,
+        rejection_shards=rejection_shards,
     )
 
     def close() -> None:

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from backend.adapters.aws.event_items import REJECTED_PK, entity_pk, lag_pk
+from backend.adapters.aws.event_items import REJECTED_PK, entity_pk, lag_pk, rejection_pk
 from bench.key_heat import Workload, diurnal, item_size, simulate, write_units
 
 
@@ -58,3 +58,21 @@ def test_rejections_all_land_on_one_key() -> None:
     run = simulate(work, 1, sample=5_000, top=1)
     [events] = [h for h in run["hottest"] if h.table == "events"]
     assert events.key == REJECTED_PK and math.isclose(events.writes_per_s, 200.0)
+
+
+def test_entity_shards_split_the_hot_entity_and_rejection_shards_the_quarantine() -> None:
+    # The hot entity (10% of a 2,000/s peak = 200 writes/s) over 4 entity shards: 50 each; 20% rejected
+    # (400/s at the peak) over 5 rejection shards: 80 each, and the budget holds up to 5 x 500 / 2,000.
+    work = Workload(stack_rate=1000, type_rate=1000, hot_type_share=1.0, hot_entity_share=0.10,
+                    peak_factor=2.0, duplicate_share=0.0, rejected_share=0.2, entities=10**6)  # fmt: skip
+    run = simulate(work, 1, sample=20_000, top=9, entity_shards=4, rejection_shards=5)
+    hot = {h.key: h for h in run["hottest"] if h.table == "events" and "hot-entity" in h.key}
+    assert set(hot) == {entity_pk("hot-entity", m) for m in range(4)}
+    assert all(math.isclose(h.writes_per_s, 200.0 * 0.8 / 4, rel_tol=1e-9) for h in hot.values())
+    quarantine = run["hottest_rejection_key"]
+    assert quarantine.key in {rejection_pk(r) for r in range(5)}
+    assert math.isclose(quarantine.writes_per_s, 400.0 / 5, rel_tol=1e-9) and quarantine.ok
+    assert math.isclose(run["rejection_share_at_budget"], 5 * 500 / 2000)
+    flat = simulate(work, 1, sample=20_000, top=4)
+    assert flat["hottest_rejection_key"].key == REJECTED_PK
+    assert math.isclose(flat["rejection_share_at_budget"], 500 / 2000)

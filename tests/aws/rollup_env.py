@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from backend.adapters.aws.event_items import is_receipt_pk
 from backend.adapters.aws.investigate import AwsInvestigation
 from backend.adapters.aws.rollup_backfill import AwsRollups
 from backend.adapters.aws.store import AwsStore
@@ -73,8 +74,10 @@ class StreamStack:
         return json.loads(json.dumps(out, default=str))
 
 
-def stream_stack(lag_shards: int = 1) -> StreamStack:
-    store, _settings, close = moto_backend(full=False, lag_shards=lag_shards)
+def stream_stack(lag_shards: int = 1, entity_shards: int = 1, rejection_shards: int = 1) -> StreamStack:
+    store, _settings, close = moto_backend(
+        full=False, lag_shards=lag_shards, entity_shards=entity_shards, rejection_shards=rejection_shards
+    )
     ddb = store.ddb
     answer = ddb.update_table(
         TableName=store.t.events, StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_IMAGE"}
@@ -119,7 +122,7 @@ def records_of(store: AwsStore) -> list[dict[str, Any]]:
     kwargs: dict[str, Any] = {"TableName": store.t.events}
     while True:
         page = store.ddb.scan(**kwargs)
-        items += [i for i in page["Items"] if i["PK"]["S"].startswith("ENTITY#")]
+        items += [i for i in page["Items"] if is_receipt_pk(i["PK"]["S"])]
         if not page.get("LastEvaluatedKey"):
             break
         kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]

@@ -239,3 +239,34 @@ def test_usage_errors_exit_2_before_any_call(endpoint: str, argv: list[str], mes
     assert code == 2 and out == ""
     assert err.startswith("pik aws: error: ") and message in err
     assert client("dynamodb", endpoint).list_tables()["TableNames"] == []
+
+
+def test_init_records_the_shard_counts_and_marks_the_aggregates_window_heads(
+    endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ENTITY_SHARDS", "4")
+    code, out, err = pik("aws", "init", "--endpoint-url", endpoint, "--prefix", "heads")
+    assert (code, err) == (0, "")
+    settings = exports(out)
+    assert (settings["LAG_SHARDS"], settings["ENTITY_SHARDS"], settings["REJECTION_SHARDS"]) == (
+        "1",
+        "4",
+        "1",
+    )
+    ddb = client("dynamodb", endpoint)
+    stack = ddb.get_item(
+        TableName=settings[res.EVENTS.setting], Key={"PK": {"S": "STACK"}, "SK": {"S": "ENTITY_SHARDS"}}
+    )
+    assert stack["Item"]["shards"] == {"N": "4"}
+    agg = settings[res.AGGREGATES.setting]
+    record = {"PK": {"S": "STACK"}, "SK": {"S": "WINDOW_HEADS"}}
+    assert ddb.get_item(TableName=agg, Key=record).get("Item")  # a new table keeps heads from the start
+    # An aggregates table with versions and no record (written before heads): the next init backfills.
+    ddb.delete_item(TableName=agg, Key=record)
+    ddb.put_item(
+        TableName=agg, Item={"PK": {"S": "ENTITY#a#b"}, "SK": {"S": "DAY#2025-12-28#VER#1766900000"}}
+    )
+    assert pik("aws", "init", "--endpoint-url", endpoint, "--prefix", "heads")[0] == 0
+    assert ddb.get_item(TableName=agg, Key=record).get("Item")
+    head = ddb.get_item(TableName=agg, Key={"PK": {"S": "ENTITY#a#b"}, "SK": {"S": "DAY#2025-12-28#HEAD"}})
+    assert head["Item"]["entity_id"] == {"S": "a#b"}

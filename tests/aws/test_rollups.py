@@ -12,6 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from backend.adapters.aws.event_items import is_receipt_pk
 from backend.handlers import common
 from backend.handlers.rollup import handler
 from backend.lag_buckets import LAG_ERROR
@@ -24,11 +25,17 @@ GRACES = [0, 90_000, 3_600_000, 86_400_000, 1_234_567, 250]
 LATES = [0, 1_000, 60_000, 3_600_000, 1_234_567, 777]
 
 
-@pytest.fixture(scope="module", params=[1, 4], ids=["unsharded", "4-lag-shards"])
+@pytest.fixture(
+    scope="module",
+    params=[(1, 1), (4, 1), (1, 3)],
+    ids=["unsharded", "4-lag-shards", "3-entity-shards"],
+)
 def stack(request: pytest.FixtureRequest) -> Iterator[StreamStack]:
-    """An unsharded stack and one whose lag index has 4 shards (the late counts a rollup bucket cannot
-    answer alone are read from every shard of the day)."""
-    s = stream_stack(lag_shards=request.param)
+    """An unsharded stack, one whose lag index has 4 shards (the late counts a rollup bucket cannot
+    answer alone are read from every shard of the day) and one whose entities' receipts have 3 (each
+    shard's receipts gated by their own rollup items: stream order holds within one partition key only)."""
+    lag, entity = request.param
+    s = stream_stack(lag_shards=lag, entity_shards=entity)
     s.rollups().backfill(settle_s=0)  # an empty table: the rollups are ready, the stream counts from here
     try:
         yield s
@@ -124,7 +131,7 @@ def test_rollups_equal_a_full_scan(stack: StreamStack, seed: int, n: int, batch:
 def test_a_replayed_batch_counts_once(stack: StreamStack) -> None:
     _ingest(stack, "replay", 7, 60)
     # as the template's filter criteria deliver them: receipts and rejections, not the rollups' own writes
-    records = [r for r in stack.stream() if r["dynamodb"]["Keys"]["PK"]["S"].startswith("ENTITY#")]
+    records = [r for r in stack.stream() if is_receipt_pk(r["dynamodb"]["Keys"]["PK"]["S"])]
     writer = stack.rollups()
     first = writer.apply_stream(records[:40])
     assert first.counted > 0 and first.replayed == 0
@@ -150,7 +157,7 @@ def test_the_lambda_handler_counts_stream_events_and_ignores_modify_and_remove(s
     records = stack.stream()
     # moto writes no REMOVE record for a delete: one in the shape DynamoDB gives with NEW_IMAGE (keys, no
     # image), for a receipt, which must not be subtracted (events are append-only)
-    receipt = next(r for r in records if r["dynamodb"]["Keys"]["PK"]["S"].startswith("ENTITY#"))
+    receipt = next(r for r in records if is_receipt_pk(r["dynamodb"]["Keys"]["PK"]["S"]))
     body = {k: v for k, v in receipt["dynamodb"].items() if k != "NewImage"}
     body["SequenceNumber"] = str(int(records[-1]["dynamodb"]["SequenceNumber"]) + 1)
     records.append({**receipt, "eventName": "REMOVE", "dynamodb": body})
@@ -162,7 +169,7 @@ def test_the_lambda_handler_counts_stream_events_and_ignores_modify_and_remove(s
         assert answer["counted"] == sum(
             1
             for r in records
-            if r["eventName"] == "INSERT" and r["dynamodb"]["Keys"]["PK"]["S"].startswith("ENTITY#")
+            if r["eventName"] == "INSERT" and is_receipt_pk(r["dynamodb"]["Keys"]["PK"]["S"])
         )
         assert answer["ignored"] >= 3
         assert handler({"Records": records}, _Context())["counted"] == 0  # delivered again

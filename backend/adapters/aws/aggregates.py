@@ -11,8 +11,9 @@ the table, the original kit's attribute names: ``metric_name``, ``value``, ``inp
 
 **Append** is one ``TransactWriteItems``: a ``ConditionCheck`` that version n - 1 exists and a ``Put`` of
 version n with ``attribute_not_exists(PK)``. A taken n cancels it (False: another processor got there
-first); a missing n - 1 is a gap (InvalidRequest). Version 1 is a conditional ``PutItem``. Nothing is
-ever overwritten or deleted.
+first); a missing n - 1 is a gap (InvalidRequest). Version 1 is a conditional ``Put`` in a transaction
+with the window's head item (``backend.adapters.aws.window_heads``: the plan's blast radius reads the heads,
+100 windows a call). Nothing is ever overwritten or deleted.
 
 **Manifests** (every input's event id, payload hash, ingest time and lag) outgrow an item: a 10,000-event
 manifest is about 0.8 MB, twice DynamoDB's 400 KB limit. They are S3 objects
@@ -56,8 +57,9 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from backend.adapters.aws.clients import AwsClients
-from backend.adapters.aws.dynamo import num_attr, put_new, str_attr, transact, value_of
+from backend.adapters.aws.dynamo import num_attr, str_attr, transact, value_of
 from backend.adapters.aws.errors import NOT_FOUND_CODES, aws, error_code, store_error
+from backend.adapters.aws.window_heads import WindowHeads, head_put
 from backend.errors import InvalidRequest, StoreError
 from backend.model import SOURCE_PATTERN, AggregateVersion, MetricKind, MetricSpec, Page
 from backend.paging import decode_cursor, encode_cursor
@@ -130,6 +132,7 @@ class DynamoAggregates:
         self.table = table
         self.bucket = bucket
         self._map: Mapper = map_fn or (lambda fn, items: [fn(i) for i in items])
+        self.heads = WindowHeads(self.ddb, table)
         # Inputs hashes whose manifest this process stored or saw stored: metrics over the same inputs are
         # appended one after the other, and the second need not send 0.8 MB again to be refused.
         self._stored: set[str] = set()
@@ -250,6 +253,10 @@ class DynamoAggregates:
 
     def windows_with_versions(self, windows: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
         wanted = [w for w in dict.fromkeys(windows) if _keyable(w[1], None)]
+        if not wanted:
+            return set()
+        if self.heads.kept():  # one BatchGetItem per 100 windows (backend.adapters.aws.window_heads)
+            return self.heads.having_heads(wanted)
 
         def has_versions(window: tuple[str, str]) -> bool:
             entity_id, day = window
@@ -285,13 +292,16 @@ class DynamoAggregates:
         what = f"version {v.version} of {v.metric} of {v.entity_id!r} on {v.day}"
         self._store_manifest(v.inputs_hash, manifest)
         item = self._item(v)
-        if v.version == 1:
-            if self._legacy(v.entity_id, v.day).get(v.metric):
-                return False  # version 1 is the original kit's
-            return put_new(self.ddb, f"write {what}", self.table, item)
         put = {
             "Put": {"TableName": self.table, "Item": item, "ConditionExpression": "attribute_not_exists(PK)"}
         }
+        if v.version == 1:
+            if self._legacy(v.entity_id, v.day).get(v.metric):
+                return False  # version 1 is the original kit's
+            # With the window's head (backend.adapters.aws.window_heads), in one transaction.
+            self.heads.mark_if_empty()
+            head = head_put(self.table, v.entity_id, v.day)
+            return transact(self.ddb, f"write {what}", [put, head]) is None
         previous = {"PK": str_attr(_pk(v.entity_id)), "SK": str_attr(_sk(v.day, v.metric, v.version - 1))}
         reasons = transact(self.ddb, f"write {what}", [self._exists(previous), put])
         if reasons is None:

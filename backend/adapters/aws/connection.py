@@ -24,7 +24,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from backend.adapters.aws.clients import AwsClients
 from backend.adapters.aws.errors import error_code
-from backend.adapters.aws.lag_shards import record_shards, recorded_shards
+from backend.adapters.aws.lag_shards import ENTITY, LAG, REJECTION, ShardKind, record_shards, recorded_all
 
 T = TypeVar("T")
 
@@ -122,11 +122,18 @@ class AwsConnection:
         *,
         workers: int = 16,
         lag_shards: int | None = None,
+        entity_shards: int | None = None,
+        rejection_shards: int | None = None,
     ) -> None:
         self.clients = clients
-        # The LAG_SHARDS setting (None: not set); what the stack records is read when first needed.
-        self.lag_shards_setting = lag_shards
-        self._stack_shards: int | None = None
+        # The LAG_SHARDS, ENTITY_SHARDS and REJECTION_SHARDS settings (None: not set); what the stack
+        # records is read when first needed.
+        self.shard_settings: dict[str, int | None] = {
+            LAG.setting: lag_shards,
+            ENTITY.setting: entity_shards,
+            REJECTION.setting: rejection_shards,
+        }
+        self._stack_shards: dict[str, int] = {}
         self._stack_read = False
         self._stack_read_at = 0.0
         self._shards_lock = threading.Lock()
@@ -155,28 +162,46 @@ class AwsConnection:
         if getattr(http, "status_code", 200) >= 500 or code in THROTTLING_CODES:
             self.backoff.cut()
 
-    def read_lag_shards(self) -> int:
-        """How many lag shards to read (``backend.adapters.aws.lag_shards``): the stack's record, else the
-        setting, else 1. Read once per store."""
+    @property
+    def lag_shards_setting(self) -> int | None:
+        return self.shard_settings[LAG.setting]
+
+    def read_shards(self, kind: ShardKind) -> int:
+        """How many shards of ``kind`` to read (``backend.adapters.aws.lag_shards``): the stack's record,
+        else the setting, else 1. The records of every kind are read together, once per store."""
         with self._shards_lock:
-            # A record, once read, holds for the stack's life; its absence is asked again after a while
+            # A record, once read, holds for the stack's life; a missing one is asked again after a while
             # (a long-lived console may have opened the stack before its first sharded write).
-            stale = self._stack_shards is None and time.monotonic() - self._stack_read_at > 60.0
+            complete = len(self._stack_shards) == len(self.shard_settings)
+            stale = not complete and time.monotonic() - self._stack_read_at > 60.0
             if not self._stack_read or stale:
-                self._stack_shards = recorded_shards(self.ddb, self.t.events)
+                self._stack_shards = {**recorded_all(self.ddb, self.t.events), **self._stack_shards}
                 self._stack_read = True
                 self._stack_read_at = time.monotonic()
-        return self._stack_shards or self.lag_shards_setting or 1
+            recorded = self._stack_shards.get(kind.setting)
+        return recorded or self.shard_settings[kind.setting] or 1
 
-    def write_lag_shards(self) -> int:
-        """How many lag shards to write: the setting (recorded in the stack the first time when > 1; a
-        stack that records another N refuses it with StoreError), else 1. No call unless it is > 1."""
-        shards = self.lag_shards_setting or 1
+    def write_shards(self, kind: ShardKind) -> int:
+        """How many shards of ``kind`` to write: the setting (recorded in the stack the first time when > 1;
+        a stack that records another N refuses it with StoreError), else 1. No call unless it is > 1."""
+        shards = self.shard_settings[kind.setting] or 1
         if shards > 1:
-            record_shards(self.ddb, self.t.events, shards)
+            record_shards(self.ddb, self.t.events, shards, kind)
             with self._shards_lock:
-                self._stack_shards, self._stack_read = shards, True
+                self._stack_shards[kind.setting] = shards
         return shards
+
+    def read_lag_shards(self) -> int:
+        """:meth:`read_shards` of the lag index."""
+        return self.read_shards(LAG)
+
+    def read_entity_shards(self) -> int:
+        """:meth:`read_shards` of the entity keys."""
+        return self.read_shards(ENTITY)
+
+    def read_rejection_shards(self) -> int:
+        """:meth:`read_shards` of the quarantine."""
+        return self.read_shards(REJECTION)
 
     def close(self) -> None:
         """Stops the worker pool once its calls are done; a later batch starts a new one."""

@@ -2,15 +2,20 @@
 
 Keys (``backend.adapters.aws.resources``), in the original kit's shapes where it had them:
 
-* receipt: ``PK=ENTITY#<entity>``; the accepted one ``SK=TS#<event_time>#EID#<id>``, duplicates
-  ``...#R#<receipt>``, so a window is one key range, in event-time order, the accepted receipt first;
+* receipt: ``PK=ENTITY#<entity>``, or on a stack with M > 1 entity shards ``PK=ENTITY:<m>#<entity>``
+  with ``m = lag_shard(event_id, M)`` (every receipt of an event in one shard; the shard goes before the
+  entity, which may hold any ``#``, so no entity id can forge another's shard key); the accepted one
+  ``SK=TS#<event_time>#EID#<id>``, duplicates ``...#R#<receipt>``, so a window is one key range per shard,
+  in event-time order, the accepted receipt first, and the shards merge by ``SK``;
 * lag index ``GSI1``: ``GSI1PK=SRC#<source>#TYPE#<type>#DAY#<day>``, or on a stack with N > 1 lag shards
   ``...#DAY#<day>#S#<n>`` with ``n = lag_shard(event_id, N)`` (every receipt of an event in one shard);
   ``GSI1SK=LAG#<14-digit lag>#TS#<ingest_time>#EID#<id>#R#<receipt>`` (numeric order, ties by arrival);
 * receipts of one event ``GSI2``: ``GSI2PK=EID#<id>``, ``GSI2SK=R#<receipt>``;
 * the stack's own description: ``PK=STACK``, ``SK=LAG_SHARDS`` holds N (``shards``), so a reader knows
-  which lag keys exist (a stack without it is unsharded, as the original kit's are);
-* rejections: ``PK=REJECTED``, ``SK=RJ#<received_at>#<n>`` (bytes bounded, in the item);
+  which lag keys exist (a stack without it is unsharded, as the original kit's are); ``SK=ENTITY_SHARDS``
+  and ``SK=REJECTION_SHARDS`` the same for the entity keys and the quarantine;
+* rejections: ``PK=REJECTED``, or on a stack with R > 1 rejection shards ``PK=REJECTED#S#<r>`` with ``r``
+  a stable hash of the rejection id; ``SK=RJ#<received_at>#<n>`` (bytes bounded, in the item);
 * dedupe table: one item per accepted event id, with the accepted receipt's key and bytes' sha256 (and
   its delivery's identity); and the ingest ledger, one item per line of an input that was ever stored,
   ``event_id=LINE#<origin>#<line>`` with the set of the sha256s stored from it (``shas``): an event id is
@@ -44,9 +49,53 @@ LAG_SHARDS_SK = "LAG_SHARDS"
 MAX_LAG_SHARDS = 1000
 
 
-def entity_pk(entity_id: str) -> str:
-    """The events-table partition key of ``entity_id``'s receipts."""
-    return f"ENTITY#{entity_id}"
+ENTITY_PREFIX = "ENTITY"  # every receipt's partition key starts with it: ENTITY#... or ENTITY:<m>#...
+
+
+def entity_pk(entity_id: str, shard: int | None = None) -> str:
+    """The events-table partition key of ``entity_id``'s receipts: unsharded (the original kit's shape)
+    when ``shard`` is None, else that shard's."""
+    return f"ENTITY#{entity_id}" if shard is None else f"ENTITY:{shard}#{entity_id}"
+
+
+def entity_pks(entity_id: str, shards: int) -> list[str]:
+    """Every partition key that may hold receipts of ``entity_id`` on a stack with ``shards`` entity shards:
+    the unsharded key (receipts written before the stack was sharded, and the original kit's) and, when
+    ``shards`` > 1, each shard's."""
+    keys = [entity_pk(entity_id)]
+    if shards > 1:
+        keys += [entity_pk(entity_id, m) for m in range(shards)]
+    return keys
+
+
+def event_entity_pk(r: EventRecord, shards: int) -> str:
+    """The partition key that receipts of ``r`` are written under on a stack with ``shards`` entity shards."""
+    return entity_pk(r.entity_id, lag_shard(r.event_id, shards) if shards > 1 else None)
+
+
+def is_receipt_pk(pk: str) -> bool:
+    """Whether ``pk`` is a receipt's partition key (an entity's, sharded or not)."""
+    return pk.startswith("ENTITY#") or (pk.startswith("ENTITY:") and "#" in pk)
+
+
+def rejection_pk(shard: int | None = None) -> str:
+    """The quarantine's partition key: unsharded when ``shard`` is None, else that shard's."""
+    return REJECTED_PK if shard is None else f"{REJECTED_PK}#S#{shard}"
+
+
+def rejection_pks(shards: int) -> list[str]:
+    """Every partition key that may hold rejections on a stack with ``shards`` rejection shards."""
+    return [rejection_pk()] + ([rejection_pk(n) for n in range(shards)] if shards > 1 else [])
+
+
+def rejection_shard_pk(rejection_id: str, shards: int) -> str:
+    """The partition key of rejection ``rejection_id`` on a stack with ``shards`` rejection shards."""
+    return rejection_pk(lag_shard(rejection_id, shards) if shards > 1 else None)
+
+
+def is_rejection_pk(pk: str) -> bool:
+    """Whether ``pk`` is a partition key of the quarantine."""
+    return pk == REJECTED_PK or pk.startswith(f"{REJECTED_PK}#S#")
 
 
 def receipts_pk(event_id: str) -> str:
@@ -55,8 +104,8 @@ def receipts_pk(event_id: str) -> str:
 
 
 def lag_shard(event_id: str, shards: int) -> int:
-    """The lag-index shard (0..shards-1) of ``event_id``: a stable hash, the same in every process and
-    release, so every receipt of an event lands in the same shard."""
+    """The shard (0..shards-1) of ``event_id`` (the lag index's and the entity keys'): a stable hash, the
+    same in every process and release, so every receipt of an event lands in the same shard."""
     digest = hashlib.blake2b(event_id.encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") % shards
 
@@ -90,8 +139,9 @@ def event_sk(r: EventRecord, receipt: str) -> str:
     return base if receipt == ACCEPTED_RECEIPT else f"{base}#R#{receipt}"
 
 
-def dedupe_item(r: EventRecord) -> dict[str, Any]:
-    """The dedupe-table item that marks ``r`` as its event id's accepted receipt."""
+def dedupe_item(r: EventRecord, entity_shards: int = 1) -> dict[str, Any]:
+    """The dedupe-table item that marks ``r`` as its event id's accepted receipt; on a stack with entity
+    shards it names the receipt's partition key too (``pk``; without it the key is the unsharded one)."""
     dedupe = {
         "event_id": str_attr(r.event_id),
         "first_seen_ingest_time": str_attr(r.ingest_time),
@@ -102,6 +152,8 @@ def dedupe_item(r: EventRecord) -> dict[str, Any]:
         "sk": str_attr(event_sk(r, ACCEPTED_RECEIPT)),
         "s3_key": str_attr(r.s3_key),
     }
+    if entity_shards > 1:
+        dedupe["pk"] = str_attr(event_entity_pk(r, entity_shards))
     if r.raw_sha is not None:
         dedupe["raw_sha"] = str_attr(r.raw_sha)
     if r.delivery is not None:
@@ -134,12 +186,14 @@ def line_update(dedupe_table: str, origin: str, line: int, sha256: str) -> dict[
     }
 
 
-def event_item(r: EventRecord, receipt: str, bucket: str, shards: int = 1) -> dict[str, Any]:
+def event_item(
+    r: EventRecord, receipt: str, bucket: str, shards: int = 1, entity_shards: int = 1
+) -> dict[str, Any]:
     """The events-table item of receipt ``receipt`` of ``r`` (whose bytes are in ``bucket``), on a stack
-    whose lag index has ``shards`` shards."""
+    whose lag index has ``shards`` shards and whose entity keys ``entity_shards``."""
     status = IngestStatus.ACCEPTED if receipt == ACCEPTED_RECEIPT else IngestStatus.DUPLICATE
     item: dict[str, Any] = {
-        "PK": str_attr(entity_pk(r.entity_id)),
+        "PK": str_attr(event_entity_pk(r, entity_shards)),
         "SK": str_attr(event_sk(r, receipt)),
         "GSI1PK": str_attr(event_lag_pk(r, shards)),
         "GSI1SK": str_attr(
@@ -238,10 +292,11 @@ def stored_time(item: dict[str, Any]) -> str:
     return fmt(parse_iso(value))
 
 
-def rejection_item(rejection_id: str, r: Rejection) -> dict[str, Any]:
-    """The events-table item that quarantines ``r`` under ``rejection_id``."""
+def rejection_item(rejection_id: str, r: Rejection, shards: int = 1) -> dict[str, Any]:
+    """The events-table item that quarantines ``r`` under ``rejection_id``, on a stack with ``shards``
+    rejection shards."""
     item: dict[str, Any] = {
-        "PK": str_attr(REJECTED_PK),
+        "PK": str_attr(rejection_shard_pk(rejection_id, shards)),
         "SK": str_attr(f"RJ#{rejection_id}"),
         "status": str_attr("REJECTED"),
         "received_at": str_attr(r.received_at),

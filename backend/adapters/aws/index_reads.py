@@ -23,10 +23,16 @@ from backend.adapters.aws.event_items import (
     ACCEPTED_RECEIPT,
     PADDED_LAG_RANGE,
     REJECTED_PK,
+    entity_pk,
+    entity_pks,
+    is_receipt_pk,
+    is_rejection_pk,
     lag_pk,
     lag_pks,
     record_from,
     rejection_from,
+    rejection_pks,
+    rejection_shard_pk,
     status_matches,
     stored_time,
 )
@@ -39,7 +45,7 @@ from backend.adapters.aws.legacy import (
     legacy_partition,
 )
 from backend.adapters.aws.resources import RECEIPTS_INDEX
-from backend.adapters.aws.shard_merge import merged
+from backend.adapters.aws.shard_merge import TABLE_KEYS, merged
 from backend.errors import InvalidRequest
 from backend.model import EventRecord, IngestStatus, Page, Rejection
 from backend.paging import decode_cursor, encode_cursor
@@ -74,12 +80,14 @@ class EventIndexReads(AwsConnection):
             ).get("Item")
         if not seen:
             return None
-        # The original kit's dedupe item has no "sk": its one row per event is keyed by time and id.
+        # The original kit's dedupe item has no "sk": its one row per event is keyed by time and id. One
+        # without "pk" was written unsharded.
         sk = value_of(seen, "sk") or f"TS#{value_of(seen, 'event_time')}#EID#{event_id}"
+        pk = value_of(seen, "pk") or entity_pk(str(value_of(seen, "entity_id")))
         with aws(f"read event {event_id}"):
             item = self.ddb.get_item(
                 TableName=self.t.events,
-                Key={"PK": str_attr(f"ENTITY#{value_of(seen, 'entity_id')}"), "SK": str_attr(sk)},
+                Key={"PK": str_attr(pk), "SK": str_attr(sk)},
                 ConsistentRead=True,
             ).get("Item")
         if not item:
@@ -146,7 +154,7 @@ class EventIndexReads(AwsConnection):
                 KeyConditionExpression="PK = :pk",
                 FilterExpression="event_id = :id",
                 ExpressionAttributeValues={
-                    ":pk": str_attr(f"ENTITY#{value_of(seen, 'entity_id')}"),
+                    ":pk": str_attr(entity_pk(str(value_of(seen, "entity_id")))),
                     ":id": str_attr(event_id),
                 },
             )
@@ -217,9 +225,29 @@ class EventIndexReads(AwsConnection):
         descending: bool = False,
     ) -> Page[EventRecord]:
         lo, hi = _check_time(start, "start"), _check_time(end, "end")
-        pk = f"ENTITY#{entity_id}"
+        pk = entity_pk(entity_id)
         if lo >= hi:
             return Page[EventRecord](items=[])
+        action = f"read the events of entity {entity_id!r}"
+        bounds = (f"TS#{lo}", f"TS#{hi}")
+
+        def keep(item: dict[str, Any]) -> bool:
+            return status_matches(item, status) and lo <= stored_time(item) < hi
+
+        shards = self.read_entity_shards()
+        if shards > 1:
+            items, cursor = self._merged_page(
+                action,
+                "aws-entity",
+                entity_pks(entity_id, shards),
+                bounds,
+                "TS#",
+                after,
+                limit,
+                descending,
+                keep,
+            )
+            return Page[EventRecord](items=self.records(items, status), next_cursor=cursor)
 
         def start_key(key: list[Any]) -> dict[str, Any]:
             (sk,) = key
@@ -230,23 +258,60 @@ class EventIndexReads(AwsConnection):
         # BETWEEN is inclusive; no key equals "TS#<end>" itself (keys go on with "#EID#..."), and every
         # key of an event at ``end`` sorts after it, ours and the original kit's ("...00Z" > "...00.000Z").
         items, cursor = self._paged(
-            f"read the events of entity {entity_id!r}",
+            action,
             "aws-entity",
             after,
             limit,
             descending,
             start_key,
             lambda item: [value_of(item, "SK")],
-            lambda item: status_matches(item, status) and lo <= stored_time(item) < hi,
+            keep,
             both=status is None,
             KeyConditionExpression="PK = :pk AND SK BETWEEN :lo AND :hi",
             ExpressionAttributeValues={
                 ":pk": str_attr(pk),
-                ":lo": str_attr(f"TS#{lo}"),
-                ":hi": str_attr(f"TS#{hi}"),
+                ":lo": str_attr(bounds[0]),
+                ":hi": str_attr(bounds[1]),
             },
         )
         return Page[EventRecord](items=self.records(items, status), next_cursor=cursor)
+
+    def _merged_page(
+        self,
+        action: str,
+        kind: str,
+        pks: list[str],
+        bounds: tuple[str, str],
+        prefix: str,
+        after: str | None,
+        limit: int,
+        descending: bool,
+        keep: Callable[[dict[str, Any]], bool],
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """One page of a listing of the table's ``SK`` order over the sharded keys ``pks``, a merge of their
+        queries (``backend.adapters.aws.shard_merge``). Its cursor has the unsharded listing's shape, the
+        last ``SK``: one key places every shard, so a cursor handed out before the stack was sharded works."""
+        if limit < 1:
+            raise InvalidRequest("limit must be at least 1")
+        kind = f"{kind}:{'desc' if descending else 'asc'}"
+        last: str | None = None
+        if after is not None:
+            (last,) = decode_cursor(kind, after, _arity(kind))
+            if not isinstance(last, str) or not last.startswith(prefix):
+                raise InvalidRequest(f"cursor {after[:40]!r} is not a cursor of this listing")
+        items, more = merged(
+            self,
+            pks,
+            bounds,
+            descending=descending,
+            after=last,
+            limit=limit,
+            keep=keep,
+            action=action,
+            keys=TABLE_KEYS,
+        )
+        cursor = encode_cursor(kind, [value_of(items[-1], "SK")]) if more else None
+        return items, cursor
 
     def query_partition(
         self,
@@ -318,6 +383,13 @@ class EventIndexReads(AwsConnection):
                 raise ValueError
             return {"PK": str_attr(REJECTED_PK), "SK": str_attr(sk)}
 
+        shards = self.read_rejection_shards()
+        if shards > 1:
+            items, cursor = self._merged_page(
+                "read rejections", "aws-rejections", rejection_pks(shards), (lo, hi), "RJ#", after, limit,
+                descending, keep,
+            )  # fmt: skip
+            return Page[Rejection](items=[rejection_from(i) for i in items], next_cursor=cursor)
         items, cursor = self._paged(
             "read rejections",
             "aws-rejections",
@@ -339,13 +411,19 @@ class EventIndexReads(AwsConnection):
     def get_rejection(self, rejection_id: str) -> Rejection | None:
         if not _REJECTION_ID.match(rejection_id):
             return None
-        with aws("read rejection"):
-            item = self.ddb.get_item(
-                TableName=self.t.events,
-                Key={"PK": str_attr(REJECTED_PK), "SK": str_attr(f"RJ#{rejection_id}")},
-                ConsistentRead=True,
-            ).get("Item")
-        return rejection_from(item) if item else None
+        shards = self.read_rejection_shards()
+        # Its shard's key, then (quarantined before the stack was sharded) the unsharded one.
+        pks = list(dict.fromkeys([rejection_shard_pk(rejection_id, shards), REJECTED_PK]))
+        for pk in pks:
+            with aws("read rejection"):
+                item = self.ddb.get_item(
+                    TableName=self.t.events,
+                    Key={"PK": str_attr(pk), "SK": str_attr(f"RJ#{rejection_id}")},
+                    ConsistentRead=True,
+                ).get("Item")
+            if item:
+                return rejection_from(item)
+        return None
 
     def stats(self) -> IndexStats:
         accepted = duplicate = rejected = 0
@@ -370,11 +448,11 @@ class EventIndexReads(AwsConnection):
             with aws("count the index"):
                 page = self.ddb.scan(**kwargs)
             for item in page.get("Items", []):
-                pk = value_of(item, "PK")
-                if pk == REJECTED_PK:
+                pk = str(value_of(item, "PK"))
+                if is_rejection_pk(pk):
                     rejected += 1
                     continue
-                if not str(pk).startswith("ENTITY#"):
+                if not is_receipt_pk(pk):
                     continue
                 receipt = value_of(item, "receipt")
                 counts = parts.setdefault((value_of(item, "source"), value_of(item, "event_type")), [0, 0])

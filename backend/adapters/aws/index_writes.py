@@ -30,6 +30,7 @@ from backend.adapters.aws.event_items import (
     line_update,
     rejection_item,
 )
+from backend.adapters.aws.lag_shards import ENTITY, LAG, REJECTION
 from backend.errors import StoreError
 from backend.model import EventRecord, Rejection
 from backend.ports import Claim, Recorded
@@ -66,10 +67,23 @@ class EventIndexWrites(AwsConnection):
         *,
         workers: int = 16,
         lag_shards: int | None = None,
+        entity_shards: int | None = None,
+        rejection_shards: int | None = None,
     ) -> None:
-        super().__init__(clients, bucket, events_table, dedupe_table, workers=workers, lag_shards=lag_shards)
+        super().__init__(
+            clients,
+            bucket,
+            events_table,
+            dedupe_table,
+            workers=workers,
+            lag_shards=lag_shards,
+            entity_shards=entity_shards,
+            rejection_shards=rejection_shards,
+        )
         self._receipts = _ReceiptIds()
-        self._write_shards: int | None = None
+        # (lag, entity) shards to write receipts with, and rejection shards: settled on first use.
+        self._write_shards: tuple[int, int] | None = None
+        self._quarantine_shards: int | None = None
 
     def record(self, records: Sequence[EventRecord], claims: Sequence[Claim] | None = None) -> list[Recorded]:
         if claims is not None and len(claims) != len(records):
@@ -80,7 +94,7 @@ class EventIndexWrites(AwsConnection):
             groups.setdefault(r.event_id, []).append(i)
         outcomes: list[Recorded | None] = [None] * len(records)
         if records and self._write_shards is None:
-            self._write_shards = self.write_lag_shards()
+            self._write_shards = (self.write_shards(LAG), self.write_shards(ENTITY))
 
         def run(indices: list[int]) -> None:
             for i in indices:
@@ -89,9 +103,9 @@ class EventIndexWrites(AwsConnection):
         self.map_concurrently(run, list(groups.values()))
         return [o for o in outcomes if o is not None]
 
-    @property
-    def _shards(self) -> int:
-        return self._write_shards or 1
+    def _item(self, r: EventRecord, receipt: str) -> dict[str, Any]:
+        lag, entity = self._write_shards or (1, 1)
+        return event_item(r, receipt, self.t.bucket, lag, entity)
 
     def _record_one(self, r: EventRecord, claim: Claim) -> Recorded:
         """Record one delivery. Its receipt id is chosen once: every attempt (botocore's retries, the kit's
@@ -144,7 +158,7 @@ class EventIndexWrites(AwsConnection):
                     {
                         "Put": {
                             "TableName": self.t.dedupe,
-                            "Item": dedupe_item(r),
+                            "Item": dedupe_item(r, (self._write_shards or (1, 1))[1]),
                             "ConditionExpression": "attribute_not_exists(event_id)",
                             "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
                         }
@@ -152,7 +166,7 @@ class EventIndexWrites(AwsConnection):
                     {
                         "Put": {
                             "TableName": self.t.events,
-                            "Item": event_item(r, ACCEPTED_RECEIPT, self.t.bucket, self._shards),
+                            "Item": self._item(r, ACCEPTED_RECEIPT),
                             "ConditionExpression": "attribute_not_exists(PK)",
                         }
                     },
@@ -214,7 +228,7 @@ class EventIndexWrites(AwsConnection):
     def _receipt_put(self, r: EventRecord, receipt: str) -> Any:
         return {
             "TableName": self.t.events,
-            "Item": event_item(r, receipt, self.t.bucket, self._shards),
+            "Item": self._item(r, receipt),
             "ConditionExpression": "attribute_not_exists(PK)",
             "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
         }
@@ -248,8 +262,11 @@ class EventIndexWrites(AwsConnection):
 
     def quarantine(self, rejections: Sequence[Rejection]) -> list[str]:
         ids = [f"{r.received_at}#{self._receipts.next()[1:]}" for r in rejections]
+        if rejections and self._quarantine_shards is None:
+            self._quarantine_shards = self.write_shards(REJECTION)
+        shards = self._quarantine_shards or 1
         requests = [
-            {"Put": {"TableName": self.t.events, "Item": rejection_item(rid, r)}}
+            {"Put": {"TableName": self.t.events, "Item": rejection_item(rid, r, shards)}}
             for rid, r in zip(ids, rejections, strict=True)
         ]
         # Puts in transactions (up to 100 items and 4 MB each): the role needs PutItem only, never the

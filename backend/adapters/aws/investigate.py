@@ -20,7 +20,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from backend.adapters.aws.dynamo import str_attr, value_of
 from backend.adapters.aws.errors import NOT_FOUND_CODES, aws, error_code, store_error
-from backend.adapters.aws.event_items import ACCEPTED_RECEIPT, lag_pks
+from backend.adapters.aws.event_items import ACCEPTED_RECEIPT, entity_pks, lag_pks
 from backend.adapters.aws.legacy import LegacyKind
 from backend.adapters.aws.resources import LAG_INDEX
 from backend.adapters.aws.rollup_reads import DaySum, RollupReader, day_count, lag_rollup
@@ -202,7 +202,7 @@ class AwsInvestigation:
         lo, hi = fmt(_day(first_day, "first day")), fmt(_day(end_day, "end day"))
         grace = _grace(grace_ms)
         if lo < hi and self._rollups.ready():
-            sums = self._rollups.entity_days(entity_id, lo[:10], hi[:10])
+            sums = self._rollups.entity_days(entity_id, lo[:10], hi[:10], self._store.read_entity_shards())
             return self._from_rollups(
                 sums, grace, lambda a, b: self._scan_counts_entity(entity_id, a, b, grace)
             )
@@ -213,16 +213,21 @@ class AwsInvestigation:
         tallies: dict[str, _Tally] = {}
         if lo >= hi:
             return []
-        items = self._store.query_items(
-            f"count the events of entity {entity_id!r}",
-            KeyConditionExpression="PK = :pk AND SK BETWEEN :lo AND :hi",
-            ExpressionAttributeValues={
-                ":pk": str_attr(f"ENTITY#{entity_id}"),
-                ":lo": str_attr(f"TS#{lo}"),
-                ":hi": str_attr(f"TS#{hi}"),
-            },
-            ProjectionExpression=self._PROJECTION,
-            ExpressionAttributeNames=self._NAMES,
+        # Every key of the entity (each shard's and the unsharded one): counts need no order.
+        items = (
+            item
+            for pk in entity_pks(entity_id, self._store.read_entity_shards())
+            for item in self._store.query_items(
+                f"count the events of entity {entity_id!r}",
+                KeyConditionExpression="PK = :pk AND SK BETWEEN :lo AND :hi",
+                ExpressionAttributeValues={
+                    ":pk": str_attr(pk),
+                    ":lo": str_attr(f"TS#{lo}"),
+                    ":hi": str_attr(f"TS#{hi}"),
+                },
+                ProjectionExpression=self._PROJECTION,
+                ExpressionAttributeNames=self._NAMES,
+            )
         )
 
         def day_of(item: dict[str, Any]) -> str | None:

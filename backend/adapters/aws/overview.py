@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 from backend.adapters.aws.aggregates import DynamoAggregates, _version_from
 from backend.adapters.aws.dynamo import str_attr, value_of
 from backend.adapters.aws.errors import aws
-from backend.adapters.aws.event_items import ACCEPTED_RECEIPT
+from backend.adapters.aws.event_items import ACCEPTED_RECEIPT, ENTITY_PREFIX
 from backend.adapters.aws.investigate import _day, _grace, _late_from
 from backend.adapters.aws.overview_rollups import (
     day_span,
@@ -92,7 +92,7 @@ class AwsOverview:
             ProjectionExpression="#d",
             FilterExpression="begins_with(PK, :e)",
             ExpressionAttributeNames={"#d": "day"},
-            ExpressionAttributeValues={":e": str_attr("ENTITY#")},
+            ExpressionAttributeValues={":e": str_attr(ENTITY_PREFIX)},
         )
         days = sorted({str(value_of(i, "day")) for i in items if value_of(i, "day")})
         return (days[0], days[-1]) if days else None
@@ -117,7 +117,7 @@ class AwsOverview:
                 FilterExpression="begins_with(PK, :e) AND #d >= :lo AND #d < :hi",
                 ExpressionAttributeNames=self._NAMES,
                 ExpressionAttributeValues={
-                    ":e": str_attr("ENTITY#"),
+                    ":e": str_attr(ENTITY_PREFIX),
                     ":lo": str_attr(lo.date().isoformat()),
                     ":hi": str_attr(hi.date().isoformat()),
                 },

@@ -23,10 +23,18 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError, NoCredentialsError
 
 from backend.adapters.aws.clients import CLIENT_CONFIG
-from backend.adapters.aws.lag_shards import record_shards, recorded_shards
+from backend.adapters.aws.lag_shards import (
+    ENTITY,
+    KINDS,
+    LAG,
+    REJECTION,
+    ShardKind,
+    record_shards,
+    recorded_shards,
+)
 from backend.adapters.aws.resources import (
+    AGGREGATES,
     EVENTS,
-    LAG_SHARDS,
     MAX_RECEIVE_COUNT,
     RAW_BUCKET,
     REPLAY_DLQ,
@@ -36,6 +44,7 @@ from backend.adapters.aws.resources import (
     VISIBILITY_TIMEOUT,
     TableSpec,
 )
+from backend.adapters.aws.window_heads import WindowHeads, backfill_heads
 from backend.errors import InvalidRequest, StoreError
 from backend.settings import AwsSettings
 
@@ -136,20 +145,32 @@ def provision(
     report(queue)
     steps += [dlq, queue]
     values = {step.setting: step.value for step in steps}
-    values[LAG_SHARDS] = str(_lag_shards(ddb, names[EVENTS.setting], settings.lag_shards, url))
+    wanted = {
+        LAG.setting: settings.lag_shards,
+        ENTITY.setting: settings.entity_shards,
+        REJECTION.setting: settings.rejection_shards,
+    }
+    for kind in KINDS:
+        values[kind.setting] = str(_shards(ddb, names[EVENTS.setting], kind, wanted[kind.setting], url))
+    # The aggregates table keeps a head item per window with versions (backend.adapters.aws.window_heads):
+    # a new table is marked at once; one with versions gets their heads (a Scan, once).
+    heads = WindowHeads(ddb, names[AGGREGATES.setting])
+    with _aws("mark the aggregates table's window heads", url):
+        if not heads.kept():
+            backfill_heads(ddb, names[AGGREGATES.setting])
     return {setting: values[setting] for setting in SETTINGS}
 
 
-def _lag_shards(ddb: DynamoDBClient, events_table: str, wanted: int | None, url: str) -> int:
-    """The stack's lag shards: ``LAG_SHARDS`` if set (recorded in the events table; a stack that records
-    another count refuses it), else what the stack records, else 1 (an endpoint for development takes no
-    production rate; the template's default is sized for one, docs/aws.md "Scale")."""
-    with _aws("read the stack's lag shards", url):
-        recorded = recorded_shards(ddb, events_table)
+def _shards(ddb: DynamoDBClient, events_table: str, kind: ShardKind, wanted: int | None, url: str) -> int:
+    """The stack's shards of ``kind``: its setting (``LAG_SHARDS``...) if set (recorded in the events table;
+    a stack that records another count refuses it), else what the stack records, else 1 (an endpoint for
+    development takes no production rate; the template's defaults are sized for one, docs/aws.md "Scale")."""
+    with _aws(f"read the stack's {kind.noun}", url):
+        recorded = recorded_shards(ddb, events_table, kind)
     shards = wanted or recorded or 1
     if shards > 1:
-        with _aws("record the stack's lag shards", url):
-            record_shards(ddb, events_table, shards)
+        with _aws(f"record the stack's {kind.noun}", url):
+            record_shards(ddb, events_table, shards, kind)
     return shards
 
 

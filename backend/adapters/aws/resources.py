@@ -133,6 +133,11 @@ VISIBILITY_TIMEOUT = 180
 # given back as an output (backend.adapters.aws.lag_shards).
 LAG_SHARDS = "LAG_SHARDS"
 LAG_SHARDS_OUTPUT = "LagShards"
+# The same for the entity keys and the quarantine of the events table.
+ENTITY_SHARDS = "ENTITY_SHARDS"
+ENTITY_SHARDS_OUTPUT = "EntityShards"
+REJECTION_SHARDS = "REJECTION_SHARDS"
+REJECTION_SHARDS_OUTPUT = "RejectionShards"
 
 # Every setting the functions and the CLI read, in the order `pik aws init` prints them.
 SETTINGS: tuple[str, ...] = (
@@ -144,6 +149,8 @@ SETTINGS: tuple[str, ...] = (
     REPLAY_QUEUE.setting,
     REPLAY_DLQ.setting,
     LAG_SHARDS,
+    ENTITY_SHARDS,
+    REJECTION_SHARDS,
 )
 # CloudFormation output name -> setting, for `--stack NAME`.
 OUTPUT_TO_SETTING: dict[str, str] = {
@@ -152,4 +159,6 @@ OUTPUT_TO_SETTING: dict[str, str] = {
     REPLAY_QUEUE.output: REPLAY_QUEUE.setting,
     REPLAY_DLQ.output: REPLAY_DLQ.setting,
     LAG_SHARDS_OUTPUT: LAG_SHARDS,
+    ENTITY_SHARDS_OUTPUT: ENTITY_SHARDS,
+    REJECTION_SHARDS_OUTPUT: REJECTION_SHARDS,
 }

@@ -1,16 +1,19 @@
 """The rollup items of the events table: their keys, and what one stream record adds to them.
 
 Rollups live in the events table beside the receipts (``docs/aws.md``, "Rollups", argues why), under
-partition keys that no receipt can have (receipts start ``ENTITY#``, rejections are ``REJECTED``):
+partition keys that no receipt can have (receipts start ``ENTITY#`` or ``ENTITY:``, rejections are
+``REJECTED`` or ``REJECTED#S#<r>``):
 
 * per (source, type, event hour): ``PK=ROLLUP#SRC#<source>#TYPE#<type>``, ``SK=DAY#<day>#HOUR#<hh>`` with
   ``n`` accepted events, ``dup`` duplicate receipts, ``skew`` events with clock skew, ``L<lo>`` lag buckets
   and ``A<lo>`` arrival buckets (:mod:`backend.lag_buckets`) of the accepted events. Fourteen days of a
   partition are one Query of at most 336 items;
-* per (entity, event day): ``PK=ROLLUP#ENTITY#<entity>``, ``SK=DAY#<day>`` with ``n``, ``dup`` and ``A<lo>``,
+* per (entity, event day): ``PK=ROLLUP#ENTITY#<entity>`` (``ROLLUP#`` and the receipts' own partition key:
+  ``ROLLUP#ENTITY:<m>#<entity>`` for entity shard ``m``), ``SK=DAY#<day>`` with ``n``, ``dup`` and ``A<lo>``,
   and ``wm``, the stream sequence number of the last receipt of that entity and day it counts (the
   watermark that makes a replayed stream batch count once: ``backend.adapters.aws.rollups``);
-* rejections per day they were received: ``PK=ROLLUP#REJECTED``, ``SK=DAY#<day>``, ``n`` and ``wm``;
+* rejections per day they were received: ``PK=ROLLUP#REJECTED`` (``ROLLUP#REJECTED#S#<r>`` for rejection
+  shard ``r``), ``SK=DAY#<day>``, ``n`` and ``wm``;
 * the directory of the days, for ``pik overview``, which must find every partition and entity of a range
   of days without a scan: per (event day, source, type) ``PK=ROLLUP#DAYS``, ``SK=DAY#<day>#SRC#<source>#TYPE#
   <type>`` with ``n`` and ``dup``; per (event day, entity) ``PK=ROLLUP#ENTITIES#<k>`` (``k`` one of
@@ -31,7 +34,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from backend.adapters.aws.dynamo import value_of
-from backend.adapters.aws.event_items import ACCEPTED_RECEIPT, REJECTED_PK
+from backend.adapters.aws.event_items import ACCEPTED_RECEIPT, is_receipt_pk, is_rejection_pk
+from backend.adapters.aws.event_items import entity_pk as receipt_entity_pk
 from backend.lag_buckets import arrival_bucket, lag_bucket
 from backend.times import fmt, parse_iso
 
@@ -48,15 +52,22 @@ def hour_sk(day: str, hour: str) -> str:
     return f"DAY#{day}#HOUR#{hour}"
 
 
-def entity_pk(entity_id: str) -> str:
-    return f"ROLLUP#ENTITY#{entity_id}"
+def gate_pk(receipt_pk: str) -> str:
+    """The rollup partition key of the receipts (or rejections) under ``receipt_pk``: ``ROLLUP#`` before
+    it, so each shard of an entity (or of the quarantine) has its own gated items. It must: the watermark
+    compares stream sequence numbers, which are ordered within one partition key only."""
+    return f"{ROLLUP_PREFIX}{receipt_pk}"
+
+
+def entity_pk(entity_id: str, shard: int | None = None) -> str:
+    """The rollup partition key of ``entity_id``'s receipts under its unsharded key, or shard ``shard``."""
+    return gate_pk(receipt_entity_pk(entity_id, shard))
 
 
 def day_sk(day: str) -> str:
     return f"DAY#{day}"
 
 
-REJECTED_ROLLUP_PK = "ROLLUP#REJECTED"
 DAYS_PK = "ROLLUP#DAYS"
 DAY_ENTITY_SHARDS = 32  # at 10,000 receipts/s of distinct entities, ~300 updates/s per key
 
@@ -129,14 +140,14 @@ def contribution(image: dict[str, Any], seq: str, cutoff: str = "") -> Contribut
     counts."""
     pk = str(value_of(image, "PK") or "")
     seq = padded_seq(seq)
-    if pk == REJECTED_PK:
+    if is_rejection_pk(pk):
         received = fmt(parse_iso(str(value_of(image, "received_at"))))
         if received < cutoff:
             return None
-        key = (REJECTED_ROLLUP_PK, day_sk(received[:10]))
+        key = (gate_pk(pk), day_sk(received[:10]))
         return Contribution(seq, key, {key: {"n": 1, f"H{received[11:13]}": 1}})
     receipt = value_of(image, "receipt")
-    if not pk.startswith("ENTITY#") or receipt is None:
+    if not is_receipt_pk(pk) or receipt is None:
         return None
     ingest_time = fmt(parse_iso(str(value_of(image, "ingest_time"))))
     if ingest_time < cutoff:
@@ -146,7 +157,7 @@ def contribution(image: dict[str, Any], seq: str, cutoff: str = "") -> Contribut
     source, event_type = str(value_of(image, "source")), str(value_of(image, "event_type"))
     entity_id = str(value_of(image, "entity_id"))
     part = (partition_pk(source, event_type), hour_sk(day, hour))
-    entity = (entity_pk(entity_id), day_sk(day))
+    entity = (gate_pk(pk), day_sk(day))
     listed = (DAYS_PK, days_sk(day, source, event_type))
     day_entity = day_entity_key(day, entity_id)
     if receipt != ACCEPTED_RECEIPT:

@@ -20,15 +20,15 @@ from typing import TYPE_CHECKING, Any
 
 from backend.adapters.aws.dynamo import str_attr, value_of
 from backend.adapters.aws.errors import aws
-from backend.adapters.aws.event_items import ACCEPTED_RECEIPT, LAG_DIGITS, lag_pks, stored_time
+from backend.adapters.aws.event_items import ACCEPTED_RECEIPT, LAG_DIGITS, lag_pks, rejection_pks, stored_time
 from backend.adapters.aws.resources import LAG_INDEX
 from backend.adapters.aws.rollup_items import (
     META_KEY,
-    REJECTED_ROLLUP_PK,
     buckets,
     day_end_ms,
     day_sk,
     entity_pk,
+    gate_pk,
     hour_sk,
     partition_pk,
 )
@@ -114,9 +114,17 @@ class RollupReader:
                 out.setdefault(day, DaySum()).add(item)
         return out
 
-    def entity_days(self, entity_id: str, first_day: str, end_day: str) -> dict[str, DaySum]:
-        """As :meth:`partition_days`, for one entity."""
-        items = rollup_items(self.ddb, self.table, entity_pk(entity_id), day_sk(first_day), day_sk(end_day))
+    def entity_days(self, entity_id: str, first_day: str, end_day: str, shards: int = 1) -> dict[str, DaySum]:
+        """As :meth:`partition_days`, for one entity on a stack with ``shards`` entity shards: one Query per
+        shard and one of the unsharded key."""
+        pks = [entity_pk(entity_id)] + (
+            [entity_pk(entity_id, m) for m in range(shards)] if shards > 1 else []
+        )
+        items = [
+            i
+            for pk in pks
+            for i in rollup_items(self.ddb, self.table, pk, day_sk(first_day), day_sk(end_day))
+        ]
         out: dict[str, DaySum] = {}
         for item in items:
             day = str(value_of(item, "SK"))[4:14]
@@ -130,10 +138,14 @@ class RollupReader:
             self.ddb, self.table, partition_pk(source, event_type), hour_sk(day, "00"), hour_sk(day, "23")
         )
 
-    def rejections(self, first_day: str, end_day: str) -> dict[str, int]:
-        """Rejections received per day in ``[first_day, end_day)``."""
-        items = rollup_items(self.ddb, self.table, REJECTED_ROLLUP_PK, day_sk(first_day), day_sk(end_day))
-        out = {str(value_of(i, "SK"))[4:]: int(value_of(i, "n") or 0) for i in items}
+    def rejections(self, first_day: str, end_day: str, shards: int = 1) -> dict[str, int]:
+        """Rejections received per day in ``[first_day, end_day)`` on a stack with ``shards`` rejection
+        shards (one Query per shard and one of the unsharded key)."""
+        out: dict[str, int] = {}
+        for pk in rejection_pks(shards):
+            for i in rollup_items(self.ddb, self.table, gate_pk(pk), day_sk(first_day), day_sk(end_day)):
+                day = str(value_of(i, "SK"))[4:]
+                out[day] = out.get(day, 0) + int(value_of(i, "n") or 0)
         return {d: n for d, n in out.items() if first_day <= d < end_day}
 
 

@@ -57,18 +57,19 @@ class AwsStore(S3RawStore, EventIndexWrites, EventIndexReads, IngestLedgerReads)
         # undoing writes other threads made meanwhile, and a snapshot taken during a write fails with 500).
         workers = AWS_WRITERS if settings.endpoint_url is None else ENDPOINT_WRITERS
         # A stack output arrives as text (``--stack``): the setting's bounds are checked here too.
-        shards = _shards(settings.lag_shards)
         return cls(
             clients,
             settings.raw_bucket,
             settings.events_table,
             settings.dedupe_table,
             workers=workers,
-            lag_shards=shards,
+            lag_shards=_shards(settings.lag_shards),
+            entity_shards=_shards(settings.entity_shards, "ENTITY_SHARDS"),
+            rejection_shards=_shards(settings.rejection_shards, "REJECTION_SHARDS"),
         )
 
 
-def _shards(value: object) -> int | None:
+def _shards(value: object, name: str = "LAG_SHARDS") -> int | None:
     if value is None or value == "":
         return None
     try:
@@ -76,5 +77,5 @@ def _shards(value: object) -> int | None:
     except ValueError:
         shards = 0
     if not 1 <= shards <= MAX_LAG_SHARDS:
-        raise StoreError(f"LAG_SHARDS must be a whole number from 1 to {MAX_LAG_SHARDS}, got {value!r}")
+        raise StoreError(f"{name} must be a whole number from 1 to {MAX_LAG_SHARDS}, got {value!r}")
     return shards
