@@ -581,7 +581,8 @@ def run(
 ) -> None:
     log("\n== Datasets (bench/out/)")
     datasets: dict[str, tuple[Path, datagen.Expected]] = {}
-    for name, n in (("main", main_lines), ("big", big_lines)):
+    sizes = [("main", main_lines)] + ([] if args.ingest_only else [("big", big_lines)])
+    for name, n in sizes:
         started = time.perf_counter()
         path, expected, made = datagen.ensure(OUT, n)
         how = f"generated in {time.perf_counter() - started:.1f} s" if made else "reused"
