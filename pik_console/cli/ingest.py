@@ -26,6 +26,8 @@ from pik_console.cli.ingest_progress import ingest_display, input_size
 from pik_console.text import safe
 
 REJECTIONS_IN_JSON = 1000
+# Below this size a file is ingested in one process by default (about one batch of typical events).
+SMALL_INPUT_BYTES = 2 * 2**20
 REJECTIONS_IN_TEXT = 20
 
 
@@ -53,7 +55,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         default=None,
         metavar="N",
         help="processes that parse and validate lines while the main one stores them (default: one per "
-        "core beyond the first, at most 2; 0: all in one process)",
+        "core beyond the first, at most 2, for inputs over 2 MiB; 0: all in one process)",
     )
     p.add_argument("--read-only", action="store_true", help=READ_ONLY_HELP)
     p.set_defaults(func=cmd_ingest)
@@ -248,8 +250,13 @@ def _what_is_stored(
 def cmd_ingest(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     source_name = args.file
     stream, origin = open_input(source_name)
-    # Forked before the workspace is opened: a worker holds nothing of it.
-    workers = PrepareWorkers.start(default_workers() if args.workers is None else args.workers)
+    # Forked before the workspace is opened: a worker holds nothing of it. A file of less than one batch
+    # is over before a worker would have helped.
+    count = args.workers
+    if count is None:
+        size = input_size(stream)
+        count = 0 if size is not None and size < SMALL_INPUT_BYTES else default_workers()
+    workers = PrepareWorkers.start(count)
     try:
         return _ingest(args, out, err, stream, origin, workers)
     finally:
