@@ -104,14 +104,17 @@ def test_fast_path_takes_the_plain_events(tmp_path: Path) -> None:
 def _rows(workspace: Path) -> dict[str, list[tuple[Any, ...]]]:
     conn = sqlite3.connect(workspace / "pik.sqlite3")
     try:
-        tables = [
-            name
-            for (name,) in conn.execute(
-                "SELECT name FROM sqlite_schema "
-                "WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name"
-            )
-        ]
-        return {t: conn.execute(f"SELECT * FROM {t} ORDER BY rowid").fetchall() for t in tables}
+        tables = conn.execute(
+            "SELECT name, sql FROM sqlite_schema "
+            "WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name"
+        ).fetchall()
+        out: dict[str, list[tuple[Any, ...]]] = {}
+        for name, sql in tables:
+            if "WITHOUT ROWID" in sql.upper():  # in primary key order, which SELECT * does not promise
+                out[name] = sorted(conn.execute(f"SELECT * FROM {name}").fetchall(), key=repr)
+            else:
+                out[name] = conn.execute(f"SELECT * FROM {name} ORDER BY rowid").fetchall()
+        return out
     finally:
         conn.close()
 
