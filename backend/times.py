@@ -81,6 +81,8 @@ def identity_iso(value: datetime) -> str:
 
 def fmt(value: datetime) -> str:
     """Fixed-precision UTC form used in every stored time: ``YYYY-MM-DDTHH:MM:SS.mmmZ``."""
+    if value.tzinfo is UTC:  # the usual case (parsed and clock times): no offset to look at
+        return value.isoformat(timespec="milliseconds")[:23] + "Z"
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
     elif value.utcoffset() != timedelta(0):
