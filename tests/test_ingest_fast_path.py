@@ -111,7 +111,8 @@ def _rows(workspace: Path) -> dict[str, list[tuple[Any, ...]]]:
                 "WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name"
             )
         ]
-        return {t: conn.execute(f"SELECT * FROM {t} ORDER BY rowid").fetchall() for t in tables}
+        # In a stable order that needs no rowid (the overview's rollup tables are WITHOUT ROWID).
+        return {t: sorted(conn.execute(f"SELECT * FROM {t}").fetchall(), key=repr) for t in tables}
     finally:
         conn.close()
 
