@@ -69,6 +69,23 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--json", action="store_true", help="print what was counted as JSON")
     p.set_defaults(func=cmd_rollup_backfill)
+    p = commands.add_parser(
+        "heads-backfill",
+        parents=[common],
+        help="write the window heads of aggregate versions from before them, so dry runs read heads",
+        description="Scan the aggregates table once, write the head item of every (entity, day) window "
+        "whose versions have none (versions of an earlier release, or of the original kit), then record "
+        "that every window has its head: a replay's dry run then reads the heads 100 windows per call "
+        "instead of one query per window. Safe to run again; an interrupted run resumes where it stopped "
+        "(docs/aws.md, Window heads).",
+    )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="count the windows that lack a head and write nothing (allowed in read-only mode)",
+    )
+    p.add_argument("--json", action="store_true", help="print what was found and written as JSON")
+    p.set_defaults(func=cmd_heads_backfill)
 
 
 def cmd_rollup_backfill(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
@@ -92,6 +109,69 @@ def cmd_rollup_backfill(args: argparse.Namespace, out: IO[str], err: IO[str]) ->
             f"Counted {counted:,} receipts and rejections into the rollups; gaps and lag read them now.\n"
         )
     return 0
+
+
+def cmd_heads_backfill(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
+    if settings_from(args).backend != "aws":
+        raise usage("pik aws heads-backfill works on an AWS stack: add --backend aws (and --stack NAME)")
+    progress = _progress(err) if not args.json and err.isatty() else None
+    kit = open_backend(args, create=False)
+    try:
+        if kit.window_heads is None:
+            raise Failure(
+                f"the {kit.name} backend has no aggregates table (AGG_TABLE is not set): "
+                "no window heads to write"
+            )
+        if kit.read_only and not args.dry_run:
+            raise Failure(
+                "pik aws heads-backfill writes window heads: refused in read-only mode (try --dry-run)"
+            )
+        done = kit.window_heads.backfill(dry_run=args.dry_run, on_progress=progress)
+    finally:
+        kit.close()
+    if progress:
+        err.write("\n")
+    if args.json:
+        print_json(
+            {
+                "dry_run": args.dry_run,
+                "windows": done.windows,
+                "lacking": done.lacking,
+                "written": done.written,
+                "marked": done.marked,
+                "was_marked": done.was_marked,
+            },
+            out,
+        )
+        return 0
+    if args.dry_run:
+        out.write(
+            f"{done.lacking:,} of {done.windows:,} windows with versions lack a head; "
+            + (
+                "the table records that every window has one.\n"
+                if done.marked
+                else "the table is not marked yet: dry runs ask one query per window until it is.\n"
+            )
+            + "Nothing was written (dry run).\n"
+        )
+        return 0
+    out.write(
+        f"Wrote the heads of {done.written:,} windows ({done.windows - done.lacking:,} of the "
+        f"{done.windows:,} windows with versions had theirs already); "
+        + ("the table was marked already: " if done.was_marked else "the table is marked now: ")
+        + "a dry run reads the heads, 100 windows per call.\n"
+    )
+    return 0
+
+
+def _progress(err: IO[str]) -> Any:
+    """What a terminal shows while the backfill runs: one line, rewritten."""
+
+    def show(phase: str, count: int) -> None:
+        err.write(f"\r{phase} {count:,} {'items' if phase == 'scanned' else 'heads'}   ")
+        err.flush()
+
+    return show
 
 
 def cmd_init(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
