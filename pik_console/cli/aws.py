@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 from pik_console.cli.common import (
     DEFAULT_ENDPOINT_REGION,
+    READ_ONLY_HELP,
     Failure,
     aws_settings,
     open_backend,
@@ -84,6 +85,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         action="store_true",
         help="count the windows that lack a head and write nothing (allowed in read-only mode)",
     )
+    p.add_argument("--read-only", action="store_true", help=READ_ONLY_HELP + " (--dry-run is allowed)")
     p.add_argument("--json", action="store_true", help="print what was found and written as JSON")
     p.set_defaults(func=cmd_heads_backfill)
 
