@@ -5,6 +5,7 @@ and a replay's dry run reads the heads (BatchGetItem) instead of one Query per w
 
 from __future__ import annotations
 
+import io
 import json
 from collections import Counter
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ from backend.adapters.aws.aggregates import DynamoAggregates
 from backend.adapters.aws.window_heads import RECORD_KEY, head_key
 from backend.kit import open_aws
 from backend.settings import AwsSettings
+from pik_console.cli import main
 from tests.aws.test_aws_init import REGION, endpoint, exports, pik
 from tests.contract.test_aggregate_store import manifest, version
 
@@ -232,3 +234,19 @@ def test_what_the_backfill_refuses_is_one_line(stack: Stack, monkeypatch: pytest
     code, _, err = pik("aws", "heads-backfill", *stack.target)
     assert code == 2 and "--stack NAME" in err and len(err.strip().splitlines()) == 1
     assert stack.items() == before and not stack.marked()
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_a_terminal_sees_the_progress_and_json_stays_clean(stack: Stack) -> None:
+    out, err = io.StringIO(), Terminal()
+    assert main(["aws", "heads-backfill", *stack.target], out, err) == 0
+    shown = err.getvalue()
+    assert "\rscanned " in shown and "\rwritten 25 heads" in shown and "\rwritten 36 heads" in shown
+    assert shown.endswith("\n") and "Wrote the heads of 36 windows" in out.getvalue()
+    out, err = io.StringIO(), Terminal()
+    assert main(["aws", "heads-backfill", *stack.target, "--json"], out, err) == 0
+    assert err.getvalue() == "" and json.loads(out.getvalue())["was_marked"] is True
