@@ -1,5 +1,6 @@
 """``pik aws``: the AWS side. ``pik aws init`` creates the template's resources on an AWS-compatible endpoint
-(a moto server, LocalStack) and prints the settings that point the kit at them.
+(a moto server, LocalStack) and prints the settings that point the kit at them; ``pik aws rollup-backfill``
+and ``pik aws heads-backfill`` bring a deployed stack's rollups and window heads up to what it holds.
 
 On AWS itself, deploy ``backend/template.yaml`` with ``sam deploy`` and use ``--stack NAME`` instead.
 """
@@ -116,7 +117,8 @@ def cmd_rollup_backfill(args: argparse.Namespace, out: IO[str], err: IO[str]) ->
 def cmd_heads_backfill(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     if settings_from(args).backend != "aws":
         raise usage("pik aws heads-backfill works on an AWS stack: add --backend aws (and --stack NAME)")
-    progress = _progress(err) if not args.json and err.isatty() else None
+    shown: list[bool] = []
+    progress = _progress(err, shown) if not args.json and err.isatty() else None
     kit = open_backend(args, create=False)
     try:
         if kit.window_heads is None:
@@ -131,8 +133,8 @@ def cmd_heads_backfill(args: argparse.Namespace, out: IO[str], err: IO[str]) -> 
         done = kit.window_heads.backfill(dry_run=args.dry_run, on_progress=progress)
     finally:
         kit.close()
-    if progress:
-        err.write("\n")
+        if shown:  # end the progress line, before the answer or the error
+            err.write("\n")
     if args.json:
         print_json(
             {
@@ -145,31 +147,32 @@ def cmd_heads_backfill(args: argparse.Namespace, out: IO[str], err: IO[str]) -> 
             },
             out,
         )
-        return 0
-    if args.dry_run:
+    elif done.lacking == 0 and done.marked and (args.dry_run or done.was_marked):
         out.write(
-            f"{done.lacking:,} of {done.windows:,} windows with versions lack a head; "
-            + (
-                "the table records that every window has one.\n"
-                if done.marked
-                else "the table is not marked yet: dry runs ask one query per window until it is.\n"
-            )
-            + "Nothing was written (dry run).\n"
+            f"All {done.windows:,} windows with versions have their heads and the table records it: "
+            "nothing to write; a dry run reads the heads, 100 windows per call.\n"
         )
-        return 0
-    out.write(
-        f"Wrote the heads of {done.written:,} windows ({done.windows - done.lacking:,} of the "
-        f"{done.windows:,} windows with versions had theirs already); "
-        + ("the table was marked already: " if done.was_marked else "the table is marked now: ")
-        + "a dry run reads the heads, 100 windows per call.\n"
-    )
+    elif args.dry_run:
+        unmarked = "" if done.marked else "; the table is not marked yet: a dry run asks one query per window"
+        out.write(
+            f"{done.lacking:,} of {done.windows:,} windows with versions lack a head{unmarked}.\n"
+            "Nothing was written (dry run); run it without --dry-run to write them.\n"
+        )
+    else:
+        out.write(
+            f"Wrote the heads of {done.written:,} windows ({done.windows - done.lacking:,} of the "
+            f"{done.windows:,} windows with versions had theirs already); "
+            + ("the table was marked already: " if done.was_marked else "the table is marked now: ")
+            + "a dry run reads the heads, 100 windows per call.\n"
+        )
     return 0
 
 
-def _progress(err: IO[str]) -> Any:
-    """What a terminal shows while the backfill runs: one line, rewritten."""
+def _progress(err: IO[str], shown: list[bool]) -> Any:
+    """What a terminal shows while the backfill runs: one line, rewritten (``shown`` once it is)."""
 
     def show(phase: str, count: int) -> None:
+        shown[:] = [True]
         err.write(f"\r{phase} {count:,} {'items' if phase == 'scanned' else 'heads'}   ")
         err.flush()
 

@@ -62,6 +62,11 @@ class Stack:
         return code, (json.loads(out) if code == 0 else {}), err
 
 
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
 @pytest.fixture
 def stack(endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
     """A stack made by `pik aws init` whose aggregates table holds versions from before window heads: 6
@@ -152,6 +157,11 @@ def test_the_backfill_writes_the_missing_heads_then_the_record_and_a_second_run_
     assert stack.items() == before  # nothing rewritten, the record's `since` kept
     assert calls[f"BatchWriteItem:{stack.agg}"] == 0 and calls[f"PutItem:{stack.agg}"] == 0
     assert stack.backfill("--dry-run")[1]["lacking"] == 0
+    for extra in ((), ("--dry-run",)):
+        code, out, err = pik("aws", "heads-backfill", *stack.target, *extra)
+        assert (code, err) == (0, "")
+        assert out.startswith("All 42 windows with versions have their heads and the table records it")
+    assert stack.items() == before
 
 
 def test_an_interrupted_backfill_leaves_no_record_and_the_next_run_writes_the_rest(
@@ -169,9 +179,12 @@ def test_an_interrupted_backfill_leaves_no_record_and_the_next_run_writes_the_re
         return real(client, operation, params)
 
     monkeypatch.setattr(botocore.client.BaseClient, "_make_api_call", failing)
-    code, out, err = pik("aws", "heads-backfill", *stack.target)
-    assert code == 1 and out == ""
-    assert err.startswith("pik aws: error: ") and len(err.strip().splitlines()) == 1
+    out, terminal = io.StringIO(), Terminal()
+    assert main(["aws", "heads-backfill", *stack.target], out, terminal) == 1
+    assert out.getvalue() == ""
+    progress, error = terminal.getvalue().split("\n")[:2]  # the error on a line of its own
+    assert progress.endswith("\rwritten 25 heads   ") and error.startswith("pik aws: error: ")
+    assert terminal.getvalue().endswith("\n") and terminal.getvalue().count("\n") == 2
     assert not stack.marked()  # readers keep asking window by window: never wrong
     assert sum(stack.has_head(w) for w in OLD) == 25  # the first batch stayed
     monkeypatch.setattr(botocore.client.BaseClient, "_make_api_call", real)
@@ -234,11 +247,6 @@ def test_what_the_backfill_refuses_is_one_line(stack: Stack, monkeypatch: pytest
     code, _, err = pik("aws", "heads-backfill", *stack.target)
     assert code == 2 and "--stack NAME" in err and len(err.strip().splitlines()) == 1
     assert stack.items() == before and not stack.marked()
-
-
-class Terminal(io.StringIO):
-    def isatty(self) -> bool:
-        return True
 
 
 def test_a_terminal_sees_the_progress_and_json_stays_clean(stack: Stack) -> None:
