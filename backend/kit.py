@@ -33,6 +33,7 @@ from backend.ports import (
     RawStore,
     ReplayQueue,
     RollupMaintainer,
+    WindowHeadsMaintainer,
 )
 from backend.services.drain import DrainService
 from backend.services.gaps import GapService
@@ -88,6 +89,8 @@ class Kit:
     read_only: bool = False
     rollups: RollupMaintainer | None = None
     """Keeps the stack's rollups from its events stream (AWS only: ``handlers/rollup.py``)."""
+    window_heads: WindowHeadsMaintainer | None = None
+    """Backfills the aggregates table's window heads (AWS with an aggregates table only)."""
     _close: Callable[[], None] = field(default=lambda: None, repr=False)
     overview_index: OverviewIndex | None = None
     """The overview's rollups (per hour, entity-day, rejection reason, versioned window)."""
@@ -318,6 +321,7 @@ def aws_kit(
     ports = aws_ports(store, aws)
     kit = _kit("aws", location, store, ports, store, settings, read_only, close or (lambda: None))
     kit.rollups = ports.rollups
+    kit.window_heads = ports.window_heads
     return kit
 
 

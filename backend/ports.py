@@ -476,6 +476,36 @@ class RollupMaintainer(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class HeadsBackfill:
+    """What a backfill of the aggregates table's window heads found and did."""
+
+    windows: int
+    """(entity, day) windows that have at least one aggregate version."""
+    lacking: int
+    """Of those, the windows that had no head item when the table was scanned."""
+    written: int
+    """Heads this run wrote (0 on a dry run; ``lacking`` otherwise)."""
+    marked: bool
+    """Whether the table now records that every window has its head (the blast radius reads heads)."""
+    was_marked: bool
+    """Whether it recorded so before this run."""
+
+
+class WindowHeadsMaintainer(Protocol):
+    """Keeps the window heads of an aggregates table (AWS: ``backend.adapters.aws.window_heads``)."""
+
+    def backfill(
+        self, *, dry_run: bool = False, on_progress: Callable[[str, int], None] | None = None
+    ) -> HeadsBackfill:
+        """Scan the table once; write the head of each window with versions that lacks one, then record that
+        every window has its head. Idempotent and resumable: an interrupted run leaves the heads it wrote and
+        no record, and the next run writes only the rest. ``dry_run`` writes nothing. ``on_progress`` hears
+        ``("scanned", items so far)`` after each page and ``("written", heads so far)`` after each batch.
+        Raises StoreError when the store fails."""
+        ...
+
+
 # -- Raw bytes in bulk ------------------------------------------------------------------------------------
 
 

@@ -1,5 +1,6 @@
 """``pik aws``: the AWS side. ``pik aws init`` creates the template's resources on an AWS-compatible endpoint
-(a moto server, LocalStack) and prints the settings that point the kit at them.
+(a moto server, LocalStack) and prints the settings that point the kit at them; ``pik aws rollup-backfill``
+and ``pik aws heads-backfill`` bring a deployed stack's rollups and window heads up to what it holds.
 
 On AWS itself, deploy ``backend/template.yaml`` with ``sam deploy`` and use ``--stack NAME`` instead.
 """
@@ -13,6 +14,7 @@ from urllib.parse import urlsplit
 
 from pik_console.cli.common import (
     DEFAULT_ENDPOINT_REGION,
+    READ_ONLY_HELP,
     Failure,
     aws_settings,
     open_backend,
@@ -69,6 +71,24 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--json", action="store_true", help="print what was counted as JSON")
     p.set_defaults(func=cmd_rollup_backfill)
+    p = commands.add_parser(
+        "heads-backfill",
+        parents=[common],
+        help="write the window heads of aggregate versions from before them, so dry runs read heads",
+        description="Scan the aggregates table once, write the head item of every (entity, day) window "
+        "whose versions have none (versions of an earlier release, or of the original kit), then record "
+        "that every window has its head: a replay's dry run then reads the heads 100 windows per call "
+        "instead of one query per window. Safe to run again; an interrupted run resumes where it stopped "
+        "(docs/aws.md, Window heads).",
+    )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="count the windows that lack a head and write nothing (allowed in read-only mode)",
+    )
+    p.add_argument("--read-only", action="store_true", help=READ_ONLY_HELP + " (--dry-run is allowed)")
+    p.add_argument("--json", action="store_true", help="print what was found and written as JSON")
+    p.set_defaults(func=cmd_heads_backfill)
 
 
 def cmd_rollup_backfill(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
@@ -92,6 +112,71 @@ def cmd_rollup_backfill(args: argparse.Namespace, out: IO[str], err: IO[str]) ->
             f"Counted {counted:,} receipts and rejections into the rollups; gaps and lag read them now.\n"
         )
     return 0
+
+
+def cmd_heads_backfill(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
+    if settings_from(args).backend != "aws":
+        raise usage("pik aws heads-backfill works on an AWS stack: add --backend aws (and --stack NAME)")
+    shown: list[bool] = []
+    progress = _progress(err, shown) if not args.json and err.isatty() else None
+    kit = open_backend(args, create=False)
+    try:
+        if kit.window_heads is None:
+            raise Failure(
+                f"the {kit.name} backend has no aggregates table (AGG_TABLE is not set): "
+                "no window heads to write"
+            )
+        if kit.read_only and not args.dry_run:
+            raise Failure(
+                "pik aws heads-backfill writes window heads: refused in read-only mode (try --dry-run)"
+            )
+        done = kit.window_heads.backfill(dry_run=args.dry_run, on_progress=progress)
+    finally:
+        kit.close()
+        if shown:  # end the progress line, before the answer or the error
+            err.write("\n")
+    if args.json:
+        print_json(
+            {
+                "dry_run": args.dry_run,
+                "windows": done.windows,
+                "lacking": done.lacking,
+                "written": done.written,
+                "marked": done.marked,
+                "was_marked": done.was_marked,
+            },
+            out,
+        )
+    elif done.lacking == 0 and done.marked and (args.dry_run or done.was_marked):
+        out.write(
+            f"All {done.windows:,} windows with versions have their heads and the table records it: "
+            "nothing to write; a dry run reads the heads, 100 windows per call.\n"
+        )
+    elif args.dry_run:
+        unmarked = "" if done.marked else "; the table is not marked yet: a dry run asks one query per window"
+        out.write(
+            f"{done.lacking:,} of {done.windows:,} windows with versions lack a head{unmarked}.\n"
+            "Nothing was written (dry run); run it without --dry-run to write them.\n"
+        )
+    else:
+        out.write(
+            f"Wrote the heads of {done.written:,} windows ({done.windows - done.lacking:,} of the "
+            f"{done.windows:,} windows with versions had theirs already); "
+            + ("the table was marked already: " if done.was_marked else "the table is marked now: ")
+            + "a dry run reads the heads, 100 windows per call.\n"
+        )
+    return 0
+
+
+def _progress(err: IO[str], shown: list[bool]) -> Any:
+    """What a terminal shows while the backfill runs: one line, rewritten (``shown`` once it is)."""
+
+    def show(phase: str, count: int) -> None:
+        shown[:] = [True]
+        err.write(f"\r{phase} {count:,} {'items' if phase == 'scanned' else 'heads'}   ")
+        err.flush()
+
+    return show
 
 
 def cmd_init(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:

@@ -16,6 +16,7 @@ from backend.adapters.aws.overview import AwsOverview
 from backend.adapters.aws.queue import SqsReplayQueue
 from backend.adapters.aws.rollup_backfill import AwsRollups
 from backend.adapters.aws.store import AwsStore
+from backend.adapters.aws.window_heads import HeadsMaintainer
 from backend.settings import AwsSettings
 
 
@@ -28,6 +29,7 @@ class AwsPorts:
     aggregates: DynamoAggregates | None = None
     overview: AwsOverview | None = None
     rollups: AwsRollups | None = None
+    window_heads: HeadsMaintainer | None = None
 
 
 def aws_ports(store: AwsStore, settings: AwsSettings, *, max_receives: int | None = None) -> AwsPorts:
@@ -46,6 +48,7 @@ def aws_ports(store: AwsStore, settings: AwsSettings, *, max_receives: int | Non
             store.clients, settings.agg_table, store.location, map_fn=store.map_concurrently
         )
     rollups = AwsRollups(store.ddb, store.t.events)
+    heads = HeadsMaintainer(store.ddb, settings.agg_table) if settings.agg_table else None
     return AwsPorts(
         AwsInvestigation(store),
         AwsCatalog(store),
@@ -54,4 +57,5 @@ def aws_ports(store: AwsStore, settings: AwsSettings, *, max_receives: int | Non
         aggregates,
         overview=AwsOverview(store, aggregates),
         rollups=rollups,
+        window_heads=heads,
     )

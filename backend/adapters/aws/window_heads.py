@@ -11,9 +11,11 @@ item ``PK=STACK, SK=WINDOW_HEADS``, written
 
 * by the first version written to an empty table (one ``Scan`` with ``Limit=1`` per process, until the
   record is there), and by ``pik aws init`` on a new table;
-* by :func:`backfill_heads` on a table that has versions without heads: those of an earlier release of this
-  kit, or of the original kit (``SK=DAY#<day>#VER#<seconds>``). It writes every window's head, then the
-  record; versions written meanwhile by this release write their heads themselves.
+* by :class:`HeadsMaintainer` (``pik aws heads-backfill``; ``pik aws init`` through :func:`backfill_heads`)
+  on a table that has versions without heads: those of an earlier release of this kit, or of the original
+  kit (``SK=DAY#<day>#VER#<seconds>``). It scans the table's keys once, writes the head of each window that
+  lacks one, then the record; versions written meanwhile by this release write their heads themselves. An
+  interrupted run leaves no record; the next one finds the heads already written and writes the rest.
 
 Without the record (a table not backfilled yet, the original kit's read-only) the plan asks the versions
 window by window, as before: slower, never wrong.
@@ -24,13 +26,14 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from backend.adapters.aws.dynamo import str_attr, value_of
 from backend.adapters.aws.errors import aws
 from backend.errors import StoreError
+from backend.ports import HeadsBackfill
 from backend.times import fmt
 
 if TYPE_CHECKING:
@@ -41,7 +44,10 @@ RECORD_KEY = {"PK": {"S": "STACK"}, "SK": {"S": "WINDOW_HEADS"}}
 BATCH = 100  # BatchGetItem takes at most 100 keys
 # A version's SK, this kit's or the original kit's: the window's day is its first field.
 _VERSION_SK = re.compile(r"^DAY#(\d{4}-\d{2}-\d{2})#(?:MET#.+#)?VER#\d+$")
+_HEAD_SK = re.compile(r"^DAY#(\d{4}-\d{2}-\d{2})#HEAD$")
 _ENTITY_PK = "ENTITY#"
+WRITE_BATCH = 25  # BatchWriteItem takes at most 25 items
+Window = tuple[str, str]  # (entity_id, day)
 
 
 def head_key(entity_id: str, day: str) -> dict[str, Any]:
@@ -122,31 +128,91 @@ class WindowHeads:
         return found
 
 
+class HeadsMaintainer:
+    """The backfill of one aggregates table's heads (``pik aws heads-backfill``)."""
+
+    def __init__(self, ddb: DynamoDBClient, table: str) -> None:
+        self.ddb = ddb
+        self.table = table
+
+    def backfill(
+        self, *, dry_run: bool = False, on_progress: Callable[[str, int], None] | None = None
+    ) -> HeadsBackfill:
+        """See :meth:`backend.ports.WindowHeadsMaintainer.backfill`."""
+        progress = on_progress or (lambda _phase, _n: None)
+        with aws("read whether the aggregates table keeps window heads"):
+            was_marked = bool(
+                self.ddb.get_item(TableName=self.table, Key=RECORD_KEY, ConsistentRead=True).get("Item")
+            )
+        windows, heads = self._scan(progress)
+        lacking = sorted(windows - heads)
+        if dry_run:
+            return HeadsBackfill(len(windows), len(lacking), 0, was_marked, was_marked)
+        self._write(lacking, progress)
+        if not was_marked:  # the record last: until it is there, readers ask window by window
+            WindowHeads(self.ddb, self.table)._record()
+        return HeadsBackfill(len(windows), len(lacking), len(lacking), True, was_marked)
+
+    def _scan(self, progress: Callable[[str, int], None]) -> tuple[set[Window], set[Window]]:
+        """The windows that have a version, and those that have a head: one Scan of the table's keys."""
+        windows: set[Window] = set()
+        heads: set[Window] = set()
+        scanned = 0
+        kwargs: dict[str, Any] = {"TableName": self.table, "ProjectionExpression": "PK, SK"}
+        while True:
+            with aws("scan the aggregates table for its windows"):
+                page = self.ddb.scan(**kwargs)
+            items = page.get("Items", [])
+            windows.update(_windows(items))
+            heads.update(_heads(items))
+            scanned += len(items)
+            progress("scanned", scanned)
+            if not page.get("LastEvaluatedKey"):
+                return windows, heads
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def _write(self, windows: Sequence[Window], progress: Callable[[str, int], None]) -> None:
+        """Put the heads of ``windows``, 25 per ``BatchWriteItem`` (what it leaves unprocessed is put again).
+        A head is always the same item, so a version's transaction putting it meanwhile changes nothing."""
+        for start in range(0, len(windows), WRITE_BATCH):
+            chunk = windows[start : start + WRITE_BATCH]
+            request: dict[str, Any] = {
+                self.table: [
+                    {"PutRequest": {"Item": head_put(self.table, e, d)["Put"]["Item"]}} for e, d in chunk
+                ]
+            }
+            for attempt in range(10):
+                with aws("write window heads"):
+                    answer = self.ddb.batch_write_item(RequestItems=request)
+                request = answer.get("UnprocessedItems") or {}
+                if not request:
+                    break
+                time.sleep(min(1.0, 0.05 * 2**attempt))
+            else:
+                raise StoreError("cannot write the window heads: DynamoDB kept leaving items unprocessed")
+            progress("written", start + len(chunk))
+
+
 def backfill_heads(ddb: DynamoDBClient, table: str) -> int:
-    """Write the head of every window that has a version (this kit's or the original kit's), then the
-    record; the number of windows. Idempotent: a second run writes the same items again."""
-    windows: set[tuple[str, str]] = set()
-    kwargs: dict[str, Any] = {"TableName": table, "ProjectionExpression": "PK, SK"}
-    while True:
-        with aws("scan the aggregates table for its windows"):
-            page = ddb.scan(**kwargs)
-        windows |= set(_windows(page.get("Items", [])))
-        if not page.get("LastEvaluatedKey"):
-            break
-        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-    ordered = sorted(windows)
-    for start in range(0, len(ordered), 25):
-        chunk = ordered[start : start + 25]
-        with aws("write window heads"):
-            ddb.transact_write_items(TransactItems=[head_put(table, e, d) for e, d in chunk])  # type: ignore[misc]
-    WindowHeads(ddb, table)._record()
-    return len(ordered)
+    """Write the head of every window that has a version (this kit's or the original kit's) and lacks one,
+    then the record; the number of windows with versions. Idempotent: a second run writes nothing new."""
+    return HeadsMaintainer(ddb, table).backfill().windows
 
 
-def _windows(items: Iterable[dict[str, Any]]) -> Iterable[tuple[str, str]]:
+def _windows(items: Iterable[dict[str, Any]]) -> Iterable[Window]:
+    """The windows of the versions among ``items``."""
     for item in items:
         pk, sk = str(value_of(item, "PK")), str(value_of(item, "SK"))
         match = _VERSION_SK.match(sk)
+        if pk.startswith(_ENTITY_PK) and match:
+            yield pk[len(_ENTITY_PK) :], match.group(1)
+
+
+def _heads(items: Iterable[dict[str, Any]]) -> Iterable[Window]:
+    """The windows of the head items among ``items``."""
+    for item in items:
+        pk, sk = str(value_of(item, "PK")), str(value_of(item, "SK"))
+        match = _HEAD_SK.match(sk)
         if pk.startswith(_ENTITY_PK) and match:
             yield pk[len(_ENTITY_PK) :], match.group(1)
 
