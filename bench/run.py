@@ -389,9 +389,12 @@ def baseline_transactions(reference_db: Path, shape: InputShape, pragmas: Sequen
     rows: dict[str, list[tuple[Any, ...]]] = {}
     sql: dict[str, str] = {}
     for table in _tables(ref):
-        without_rowid = "WITHOUT ROWID" in str(
-            ref.execute("SELECT sql FROM sqlite_schema WHERE name = ?", (table,)).fetchone()[0]
-        ).upper()
+        without_rowid = (
+            "WITHOUT ROWID"
+            in str(
+                ref.execute("SELECT sql FROM sqlite_schema WHERE name = ?", (table,)).fetchone()[0]
+            ).upper()
+        )
         cur = ref.execute(f'SELECT * FROM "{table}"' + ("" if without_rowid else " ORDER BY rowid"))
         sql[table] = _insert_sql(table, [d[0] for d in cur.description])
         rows[table] = [r for r in cur.fetchall() if r not in preexisting.get(table, ())]
