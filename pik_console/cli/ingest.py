@@ -13,17 +13,19 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from backend.errors import KitError, ReadOnlyError
 from backend.identity import sha256_hex
 from backend.model import MAX_BODY_BYTES, IngestStatus
 from backend.ports import IngestLedger
 from backend.services.ingest import QUARANTINE_MAX_BYTES, Received, Resumed
-from backend.services.ingest_workers import PrepareWorkers, WorkerFailed
 from pik_console.cli.common import READ_ONLY_HELP, Failure, count, open_backend, print_json
 from pik_console.cli.ingest_progress import ingest_display, input_size
 from pik_console.text import safe
+
+if TYPE_CHECKING:
+    from backend.services.ingest_workers import PrepareWorkers
 
 REJECTIONS_IN_JSON = 1000
 # Below this size a file is ingested in one process by default (about one batch of typical events).
@@ -250,6 +252,9 @@ def _what_is_stored(
 def cmd_ingest(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     source_name = args.file
     stream, origin = open_input(source_name)
+    # Imported here, not with the CLI: every other command starts without multiprocessing.
+    from backend.services.ingest_workers import PrepareWorkers
+
     # Forked before the workspace is opened: a worker holds nothing of it. A file of less than one batch
     # is over before a worker would have helped.
     count = args.workers
@@ -272,6 +277,8 @@ def _ingest(
     origin: str,
     workers: PrepareWorkers | None,
 ) -> int:
+    from backend.services.ingest_workers import WorkerFailed
+
     source_name = args.file
     backend = open_backend(args, create=True)
     service = backend.ingest()
