@@ -185,6 +185,7 @@ class PikConsole(App[None]):
         self._quitting = False
         self._quit_waits = 0
         self._mounting: set[str] = {"events"}
+        self._wanted_pane = ""  # the pane the last pane key asked for (action_pane)
 
     # -- layout --------------------------------------------------------------------------------------
 
@@ -300,8 +301,19 @@ class PikConsole(App[None]):
     # -- actions -----------------------------------------------------------------------------------------
 
     def action_pane(self, name: str) -> None:
+        self._wanted_pane = name
         self.query_one(TabbedContent).active = name
-        self.call_after_refresh(self.when_mounted, name, lambda pane: pane.focus_main(), mount=True)
+        self.call_after_refresh(
+            self.when_mounted, name, lambda pane: self._show_if_wanted(name, pane), mount=True
+        )
+
+    def _show_if_wanted(self, name: str, pane: Any) -> None:
+        """Once pane ``name`` is mounted, show it and focus its list, unless a later pane key asked for
+        another pane meanwhile: a pane that mounted slowly must not take the screen back from it (2 5 4 typed
+        as the console started could end on 5)."""
+        if self._wanted_pane == name:
+            self.query_one(TabbedContent).active = name
+            pane.focus_main()
 
     def pane_mounted(self) -> None:
         """A pane mounted (the first time it was shown): its fields take the size's layout."""
