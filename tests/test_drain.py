@@ -177,8 +177,8 @@ def test_an_interrupt_between_receives_releases_every_held_message(
     monkeypatch.setattr(drain_module, "BULK_RECEIVE", 10)
     _fill(env, 40)
 
-    def progress(received: int, written: int) -> None:
-        if received == 30:
+    def progress(at: drain_module.DrainProgress) -> None:
+        if at.received == 30:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
@@ -241,15 +241,44 @@ def _interrupted(ws: str, wait_for: str, signals: int, recompute_s: float) -> tu
     return proc.returncode, out, "".join(seen) + err
 
 
-def test_one_sigint_stops_receiving_and_stores_what_was_received(env: Env) -> None:
+def test_a_stop_during_a_long_flush_ends_it_within_one_chunk_of_windows(env: Env) -> None:
+    entities = [f"user_{i}" for i in range(100)]
+    _fill(env, 3, entities=entities)  # 300 messages of 100 windows, held together in one receive
+    processor = _counting(env)
+    asked = []
+
+    def should_stop() -> bool:
+        # Asked before the receive, then before each chunk: stop once 40 windows are recomputed.
+        asked.append(len(processor.calls))
+        return len(processor.calls) >= 40
+
+    result = DrainService(env.ports.queue, processor).run(should_stop=should_stop)
+    chunk = drain_module.FLUSH_WINDOWS
+    done = -(-40 // chunk) * chunk  # whole chunks: the one in progress when asked is finished
+    # Asked between chunks (and before each receive, with nothing recomputed yet).
+    assert sorted(set(asked)) == [chunk * i for i in range(done // chunk + 1)]
+    assert len(processor.calls) == done
+    assert result.interrupted and (result.received, result.recomputes) == (300, done)
+    assert (result.processed, result.versions_written) == (3 * done, 2 * done)
+    # The windows recomputed are stored and their messages deleted; the others' are back in the queue.
+    assert env.ports.queue.depth() == QueueDepth(300 - 3 * done, 0, 0)
+    assert len(_versions(env, entities)) == 2 * done
+    rest = DrainService(env.ports.queue, _counting(env)).run()
+    assert (rest.received, rest.recomputes, rest.versions_written) == (
+        300 - 3 * done,
+        100 - done,
+        2 * (100 - done),
+    )
+    assert env.ports.queue.depth() == QueueDepth(0, 0, 0) and len(_versions(env, entities)) == 200
+
+
+def test_one_sigint_stops_the_drain_and_releases_what_was_not_recomputed(env: Env) -> None:
     _fill(env, 100, entities=("user_1",))
     code, out, err = _interrupted(env.store.location, "received", 1, 0.0)
     report = json.loads(out)
     assert code == 130 and report["interrupted"] and "stopping" in err
-    done = report["processed"]
-    assert 10 <= done < 100 and report["received"] == done and report["recomputes"] == 1
-    assert env.ports.queue.depth() == QueueDepth(100 - done, 0, 0)
-    assert [v["input_count"] for v in _versions(env, ("user_1",))] == [3]
+    assert 10 <= report["received"] < 100 and (report["processed"], report["recomputes"]) == (0, 0)
+    assert env.ports.queue.depth() == QueueDepth(100, 0, 0) and _versions(env, ("user_1",)) == []
 
 
 def test_two_sigints_during_a_recompute_release_everything(env: Env) -> None:

@@ -473,12 +473,18 @@ def test_the_drain_service_reports_progress_and_stops_when_asked(env: Env) -> No
     env.add(entity="user_2", minute=0)
     for _ in range(12):  # 120 messages of two windows, received (and held) in one bulk receive
         env.ports.queue.send_batch([env.message(), env.message("user_2")] * 5)
-    progress: list[tuple[int, int]] = []
+    progress: list[tuple[int, int, int]] = []
     drainer = DrainService(env.ports.queue, env.processor())
-    result = drainer.run(on_progress=lambda received, written: progress.append((received, written)),
+    result = drainer.run(on_progress=lambda at: progress.append(tuple(at)),
                          should_stop=lambda: len(progress) >= 1)  # fmt: skip
-    # Stopped after the first receive: what it held was still recomputed (once per window) and deleted.
-    assert progress == [(120, 0), (120, 2)] and result.interrupted
+    # Stopped after the first receive, before any recompute: what it held is back in the queue.
+    assert progress == [(120, 0, 0)] and result.interrupted
+    assert (result.received, result.processed, result.versions_written, result.recomputes) == (120, 0, 0, 0)
+    assert env.ports.queue.depth() == QueueDepth(120, 0, 0)
+    progress.clear()
+    result = drainer.run(on_progress=lambda at: progress.append(tuple(at)))
+    # Not stopped: both windows recomputed once, in one chunk, their messages deleted.
+    assert progress == [(120, 0, 0), (120, 120, 2)] and not result.interrupted
     assert (result.received, result.processed, result.versions_written, result.recomputes) == (120, 120, 2, 2)
     assert env.ports.queue.depth() == QueueDepth(0, 0, 0)
     env.ports.queue.send_batch([env.message()] * 10)

@@ -7,6 +7,7 @@ nothing: ``pik process`` and the console's ``p`` key show its progress and its r
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,6 +29,19 @@ MAX_HELD = 250_000
 HOLD_SHARE = 1 / 3
 # Failing messages listed in a result (the count is always complete).
 MAX_FAILURES_LISTED = 20
+# Windows recomputed between two looks at ``should_stop`` (and two progress reports) in a flush: a stop
+# waits for at most this many recomputes (a few milliseconds each on a workspace).
+FLUSH_WINDOWS = 32
+
+
+class DrainProgress(NamedTuple):
+    """Where a drain is, as ``on_progress`` hears it: messages received so far (a message received again
+    after its window failed counts again), messages whose window is stored (deleted from the queue), and
+    versions written."""
+
+    received: int
+    processed: int
+    versions_written: int
 
 
 class DrainFailure(BaseModel):
@@ -88,11 +102,13 @@ class DrainService:
 
     Messages are coalesced by window: the drain receives and parses messages, holding each under its
     (entity, day) window, and recomputes every held window **once** when the queue has nothing more
-    visible, when ``should_stop`` asks it to stop, or when the held set reaches a bound (MAX_HELD
+    visible, when ``max_messages`` were received, or when the held set reaches a bound (MAX_HELD
     messages, or a third of the visibility timeout since its first receive, leaving two thirds for the
-    recompute and the delete). Then the messages of each window that was stored are deleted, and those of
-    a window that failed are released. So a window with N messages costs one recompute per flush instead
-    of one per 50 messages, and a message is deleted only after its window's versions are written.
+    recompute and the delete). After each chunk of FLUSH_WINDOWS windows, the messages of each window
+    that was stored are deleted, and those of a window that failed are released; a stop asked in
+    between releases the windows not recomputed yet. So a window with N messages costs one recompute per
+    flush instead of one per 50 messages, and a message is deleted only after its window's versions are
+    written.
 
     A held message that becomes visible again all the same (a recompute longer than two thirds of the
     timeout) is not lost: it is received again, and its first handle's delete is ignored by the queue; it
@@ -110,14 +126,19 @@ class DrainService:
         self,
         *,
         max_messages: int | None = None,
-        on_progress: Callable[[int, int], None] | None = None,
+        on_progress: Callable[[DrainProgress], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
     ) -> DrainResult:
         """Receive, coalesce by window, recompute, delete (or release the failed ones) until the queue has
-        nothing visible, or ``max_messages`` were received, or ``should_stop()`` answers True (asked
-        before every receive; the messages held then are still recomputed and deleted, or released).
+        nothing visible, or ``max_messages`` were received, or ``should_stop()`` answers True.
 
-        ``on_progress(received, versions_written)`` is called after every receive and every recompute.
+        ``should_stop`` is asked before every receive and, in a flush, before every FLUSH_WINDOWS windows:
+        a stop ends the run within one such chunk of recomputes. The windows recomputed by then keep their
+        versions and their messages are deleted; the messages of the windows not recomputed yet are
+        released, visible again for the next drain (nothing is half-written: a window's versions are
+        appended before any of its messages is deleted).
+
+        ``on_progress(DrainProgress)`` is called after every receive and every chunk of recomputes.
         A failed message is released at the flush that failed it, so it is retried in this same run until
         the queue dead-letters it after its maximum receives. A malformed message is released at once. In
         a dry run every message is released at the end, untouched. If this raises (a store failure, a
@@ -152,14 +173,18 @@ class DrainService:
                         break
                     # Nothing more visible: recompute what is held, then look again (the messages of a
                     # window that failed are visible again, to be retried in this run).
-                    self._flush(tally, on_progress)
+                    if not self._flush(tally, on_progress, should_stop):
+                        interrupted = True
+                        break
                     continue
                 self._hold(batch, tally)
-                if on_progress is not None:
-                    on_progress(tally.received, tally.written)
-                if tally.held_count >= MAX_HELD or time.perf_counter() - tally.held_since >= hold_s:
-                    self._flush(tally, on_progress)
-            self._flush(tally, on_progress)
+                _report(on_progress, tally)
+                full = tally.held_count >= MAX_HELD or time.perf_counter() - tally.held_since >= hold_s
+                if full and not self._flush(tally, on_progress, should_stop):
+                    interrupted = True
+                    break
+            if not self._flush(tally, on_progress, should_stop):
+                interrupted = True
         finally:
             # Whatever stopped the run, nothing it received stays hidden: what is still held (an exception
             # before or during a flush) and, in a dry run, everything, is released.
@@ -219,35 +244,47 @@ class DrainService:
         if bad:
             self._done([], [m.receipt_handle for m in bad], tally)
 
-    def _flush(self, tally: _Tally, on_progress: Callable[[int, int], None] | None) -> None:
-        """Recompute every held window once; delete the messages of the stored ones, release the rest."""
-        if not tally.held:
-            return
-        windows = {key: sorted(tally.replays.get(key, ())) for key in tally.held}
-        outcomes = self.processor.recompute_windows(windows)
-        ok: list[str] = []
-        bad: list[str] = []
-        for key, outcome in outcomes.items():
-            held = tally.held[key]
-            if isinstance(outcome, WindowResult):
-                tally.recomputes += 1
-                tally.windows.add(key)
-                tally.written += sum(m.written for m in outcome.metrics)
-                tally.unchanged += sum(not m.written for m in outcome.metrics)
-                tally.processed += len(held)
-                for h in held:
-                    tally.failed_ids.pop(h.message_id, None)
-                ok += [h.receipt_handle for h in held]
-            else:
-                for h in held:
-                    self._failed(h.message_id, h.receive_count, outcome, tally)
-                bad += [h.receipt_handle for h in held]
-        self._done(ok, bad, tally)
-        tally.held.clear()
-        tally.replays.clear()
-        tally.held_count = 0
-        if on_progress is not None:
-            on_progress(tally.received, tally.written)
+    def _flush(
+        self,
+        tally: _Tally,
+        on_progress: Callable[[DrainProgress], None] | None,
+        should_stop: Callable[[], bool] | None,
+    ) -> bool:
+        """Recompute every held window once, FLUSH_WINDOWS at a time; after each chunk delete the messages of
+        the windows stored and release those of the windows that failed. False when ``should_stop`` ended
+        it first: the windows not recomputed stay held (``run`` releases them)."""
+        while tally.held:
+            if should_stop is not None and should_stop():
+                return False
+            keys = list(itertools.islice(tally.held, FLUSH_WINDOWS))
+            windows = {key: sorted(tally.replays.get(key, ())) for key in keys}
+            outcomes = self.processor.recompute_windows(windows)
+            ok: list[str] = []
+            bad: list[str] = []
+            for key in keys:
+                outcome = outcomes[key]
+                held = tally.held[key]
+                if isinstance(outcome, WindowResult):
+                    tally.recomputes += 1
+                    tally.windows.add(key)
+                    tally.written += sum(m.written for m in outcome.metrics)
+                    tally.unchanged += sum(not m.written for m in outcome.metrics)
+                    tally.processed += len(held)
+                    for h in held:
+                        tally.failed_ids.pop(h.message_id, None)
+                    ok += [h.receipt_handle for h in held]
+                else:
+                    for h in held:
+                        self._failed(h.message_id, h.receive_count, outcome, tally)
+                    bad += [h.receipt_handle for h in held]
+            # Deleted (or released) before they stop being held: if this raises, run releases them all,
+            # the stored windows' messages too (recomputing those again appends nothing).
+            self._done(ok, bad, tally)
+            for key in keys:
+                tally.held_count -= len(tally.held.pop(key))
+                tally.replays.pop(key, None)
+            _report(on_progress, tally)
+        return True
 
     def _failed(self, message_id: str, receive_count: int, reason: str, tally: _Tally) -> None:
         tally.attempts_failed += 1
@@ -263,3 +300,8 @@ class DrainService:
             self.queue.delete(ok)
         if bad:
             self.queue.release(bad)
+
+
+def _report(on_progress: Callable[[DrainProgress], None] | None, tally: _Tally) -> None:
+    if on_progress is not None:
+        on_progress(DrainProgress(tally.received, tally.processed, tally.written))

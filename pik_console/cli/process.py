@@ -14,7 +14,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from backend.errors import InvalidRequest
 from backend.ports import ReplayQueue
-from backend.services.drain import DrainService
+from backend.services.drain import DrainProgress, DrainService
 from backend.services.processor import ProcessorService
 from pik_console.cli.common import (
     READ_ONLY_HELP,
@@ -76,8 +76,9 @@ def run_drain(drainer: DrainService, max_messages: int | None, err: IO[str], qui
     depth, rate, ETA) when that is a terminal and not ``quiet``; the result as ``pik process --json``
     prints it (before the queue depth and the metric names are added).
 
-    The first Ctrl-C (SIGINT) stops receiving: the windows already held are recomputed and their
-    messages deleted, the result says ``interrupted``. A second one interrupts that too
+    The first Ctrl-C (SIGINT) stops the drain at the next chunk of windows: the windows already
+    recomputed keep their versions and their messages are deleted, the others' messages are released to
+    the queue, and the result says ``interrupted``. A second one interrupts the chunk in progress too
     (KeyboardInterrupt): the drain releases every message it still holds before it propagates."""
     stop = _StopOnSigint(err)
     with stop:
@@ -97,13 +98,16 @@ def run_drain(drainer: DrainService, max_messages: int | None, err: IO[str], qui
             task = bar.add_task("drain", total=total or None, count=f"0/{total:,}", rate="", note="")
             started = time.monotonic()
 
-            def progress(received: int, written: int) -> None:
+            def progress(at: DrainProgress) -> None:
                 elapsed = time.monotonic() - started
-                rate = f"{received / elapsed:,.0f}/s" if elapsed > 0 else ""
-                note = f"{written:,} versions written" + (" · stopping" if stop.asked else "")
-                most = max(total, received)
-                count = f"{received:,}/{most:,}"
-                bar.update(task, completed=received, total=most or None, count=count, rate=rate, note=note)
+                rate = f"{at.processed / elapsed:,.0f}/s" if elapsed > 0 and at.processed else ""
+                note = f"{at.received:,} received · {at.versions_written:,} versions written"
+                note += " · stopping" if stop.asked else ""
+                most = max(total, at.processed)
+                count = f"{at.processed:,}/{most:,}"
+                bar.update(
+                    task, completed=at.processed, total=most or None, count=count, rate=rate, note=note
+                )
 
             result = drainer.run(max_messages=max_messages, on_progress=progress, should_stop=stop)
         return result.model_dump()
@@ -126,8 +130,8 @@ class _StopOnSigint:
             raise KeyboardInterrupt
         self.asked = True
         self.err.write(
-            "\npik process: stopping: the windows received so far are being stored "
-            "(Ctrl-C again releases them to the queue instead)\n"
+            "\npik process: stopping after the windows being recomputed; the messages not done "
+            "go back to the queue (Ctrl-C again stops at once)\n"
         )
         self.err.flush()
 

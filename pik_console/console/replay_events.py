@@ -37,9 +37,10 @@ class Sending(Message):
 
 
 class Draining(Message):
-    def __init__(self, received: int, versions: int, total: int | None) -> None:
+    def __init__(self, received: int, processed: int, versions: int, total: int | None) -> None:
         super().__init__()
         self.received = received
+        self.processed = processed
         self.versions = versions
         self.total = total
 

@@ -459,12 +459,12 @@ class ReplayPane(Vertical):
                 total = None  # the depth is only for the ETA
             last = 0.0
 
-            def progress(received: int, versions: int) -> None:
+            def progress(at: Any) -> None:  # a DrainProgress
                 nonlocal last
                 now = time.monotonic()
                 if now - last >= PROGRESS_EVERY_S:
                     last = now
-                    self.post_message(self.Draining(received, versions, total))
+                    self.post_message(self.Draining(at.received, at.processed, at.versions_written, total))
 
             report = drain.run(on_progress=progress, should_stop=self._cancel.is_set)
             self.post_message(self.Processed(report, None))
@@ -477,16 +477,16 @@ class ReplayPane(Vertical):
             return
         bar_ = self.query_one("#replay-progress", ProgressBar)
         bar_.display = True
-        total = max(message.total or 0, message.received) or None
-        bar_.update(total=total, progress=message.received)
+        total = max(message.total or 0, message.processed) or None
+        bar_.update(total=total, progress=message.processed)
         self.query_one("#replay-result", Static).update(
             work_line(
                 "processing",
-                message.received,
+                message.processed,
                 total,
                 time.monotonic() - self._started,
                 "messages",
-                f"{message.versions:,} new versions",
+                f"{message.received:,} received · {message.versions:,} new versions",
             )
         )
 
@@ -503,7 +503,7 @@ class ReplayPane(Vertical):
         text = Text()
         if r.interrupted:
             text.append(
-                "Processor stopped on request; the messages not received stay queued (p resumes).\n",
+                "Processor stopped on request; the messages not processed are queued again (p resumes).\n",
                 style="bold yellow",
             )
         text.append(f"Processor: {r.received:,} messages, {r.windows:,} windows, ", style="bold")

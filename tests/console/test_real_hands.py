@@ -14,6 +14,7 @@ from textual.widgets import DataTable, Input, Select, Static
 from backend.adapters.local.workspace import local_ports
 from backend.kit import open_local
 from backend.model import EventRecord, ReplayOutcome, ReplayRequest
+from backend.ports import QueueDepth
 from pik_console.console.app import PikConsole
 from pik_console.console.context import Context
 from pik_console.console.event_list import EventList
@@ -298,8 +299,9 @@ async def test_enter_on_an_audit_row_puts_that_replays_scope_in_the_form(demo_ws
 
 
 async def test_q_during_a_long_processor_run_stops_it_cleanly_and_exits(big_ws: Path, tmp_path: Path) -> None:
-    """q while the processor drains: the console asks it to stop, it finishes the batch it holds, the rest
-    stays queued (none left in flight), and the console exits (it hung on a blank screen before)."""
+    """q while the processor drains: the console asks it to stop, the drain releases the messages of the
+    windows it has not recomputed (none left in flight, nothing half-written), and the console exits (it
+    hung on a blank screen before)."""
     import shutil
 
     ws = tmp_path / "ws"
@@ -338,8 +340,9 @@ async def test_q_during_a_long_processor_run_stops_it_cleanly_and_exits(big_ws: 
         assert not app.is_running
     assert time.monotonic() - started < 30
     depth = local_ports(open_local(ws, create=False).index).queue.depth()
-    assert depth.in_flight == 0
-    assert 0 < depth.visible < 1000  # stopped part-way: the rest is still queued for the next run
+    # Stopped while receiving: the one window was not recomputed, so all its messages are queued again.
+    assert depth == QueueDepth(1000, 0, 0)
+    assert open_local(ws, create=False).aggregates.latest(BIG_ENTITY, BIG_DAY, "daily_event_count") is None
 
 
 async def test_long_work_shows_count_rate_and_eta_and_c_cancels_a_send(big_ws: Path, tmp_path: Path) -> None:
