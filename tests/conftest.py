@@ -18,6 +18,10 @@ import pytest
 from backend.adapters.local.store import LocalStore
 from backend.errors import StoreError
 from backend.ports import EventIndex, RawStore
+from tests import moto_transactions
+
+# moto copies a table once per item of a transaction: once per transaction is the same state, faster.
+moto_transactions.install()
 
 ADAPTERS: list[str] = ["local", "aws"]
 
