@@ -12,57 +12,30 @@ import importlib
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from rich.text import Text
 from textual import events, on, work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding, BindingType
-from textual.containers import Horizontal
 from textual.css.query import NoMatches
 from textual.message import Message
 from textual.reactive import reactive
 from textual.screen import Screen
-from textual.widgets import Footer, Static, TabbedContent, TabPane
+from textual.widgets import Footer, TabbedContent, TabPane
 
-from backend.kit import Kit
-from backend.ports import IndexStats
 from pik_console.console.context import Context, day_start, next_day
-from pik_console.console.event_list import EventList
+from pik_console.console.header import NARROW, ConsoleHeader
 from pik_console.console.keys import COMMAND_KEYS, KEY_NAMES, PANE_KEYS, help_sections, palette_entries
+from pik_console.console.opening import MAX_QUEUED_KEYS, QUIT_KEYS, KitOpened, Opener, Opening
 from pik_console.console.widgets import TypeAhead
-from pik_console.text import safe
+
+if TYPE_CHECKING:
+    # Imported when the backend opens, after the first frame (pik_console.console.opening).
+    from backend.kit import Kit
+    from backend.ports import IndexStats
 
 PANES = ("overview", "events", "lag", "gaps", "replay", "aggregates")
 
-
-class ConsoleHeader(Horizontal):
-    """The backend (workspace path, or region and stack), the context, and the READ-ONLY badge."""
-
-    def compose(self) -> ComposeResult:
-        yield Static("", id="header-title", markup=False)
-        yield Static("", id="header-context", markup=False)
-        yield Static(Text(" READ-ONLY ", style="bold"), id="header-badge", markup=False)
-
-    def show(self, kit: Kit, context: Context, width: int = 160) -> None:
-        narrow = width < NARROW
-        described = safe(context.describe(short=narrow), 120)
-        title = Text("" if narrow else " pik console ", style="bold")
-        title.append(f" {kit.name} · ", style="dim")
-        # The location keeps its end (the folder's name, the stack) when the line is short.
-        room = width - (len(described) + 2) - len(title) - (11 if kit.read_only else 0) - 1
-        location = safe(kit.location, 200)
-        if len(location) > room:
-            location = "…" + location[-(room - 1) :] if room >= 8 else ""
-        title.append(location)
-        self.query_one("#header-title", Static).update(title)
-        self.query_one("#header-context", Static).update(Text(described))
-        self.query_one("#header-badge", Static).display = kit.read_only
-
-
-# Below this many columns the console is laid out for a small terminal (80x24): stacked panes, compact
-# forms, the event detail on enter instead of beside the list.
-NARROW = 110
 
 # How many times (0.05 s apart) q waits for a pane being mounted before quitting anyway.
 QUIT_WAITS = 40
@@ -173,42 +146,70 @@ class PikConsole(App[None]):
 
     def __init__(
         self,
-        kit: Kit,
+        kit: Kit | None = None,
         *,
         context: Context | None = None,
+        opener: Opener | None = None,
+        opening: str = "Opening the workspace",
     ) -> None:
+        """On an opened backend (``kit``), or on one that ``opener`` opens after the first frame is drawn
+        (``opening`` says what, on screen, meanwhile): the console then imports no backend module before it
+        paints, and keys typed meanwhile wait for it."""
         super().__init__()
-        self.kit = kit
+        if (kit is None) == (opener is None):
+            raise ValueError("PikConsole needs either an opened kit or an opener")
+        self.kit: Kit = kit  # type: ignore[assignment]  # None only until the opener is done
+        self.opener = opener
+        self.open_error: BaseException | None = None
+        self._opening = opening
+        self._queued_keys: list[tuple[str, str | None]] = []
+        self._waiting: list[tuple[str, Callable[[Any], None], bool]] = []
         self._initial = context or Context()
         self.stats: IndexStats | None = None
         self.reports: list[str] = []
         self._quitting = False
         self._quit_waits = 0
-        self._mounting: set[str] = {"events"}
+        self._mounting: set[str] = {"events"} if kit is not None else set()
         self._wanted_pane = ""  # the pane the last pane key asked for (action_pane)
+
+    @property
+    def ready(self) -> bool:
+        """The backend is open (the panes can be mounted and read)."""
+        return self.kit is not None
 
     # -- layout --------------------------------------------------------------------------------------
 
     def compose(self) -> ComposeResult:
-        from pik_console.console.events_pane import EventsPane
-
         yield ConsoleHeader(id="header")
-        # Only Events is composed for the first frame; each other pane is imported and mounted the first time
-        # it is shown (``mount_pane``), so the first screen costs one pane, not six. With nothing chosen
-        # the console opens on the Overview (what is wrong here, ranked); with an entity or a partition on
-        # Events.
+        # The first frame is the chrome and one pane at most: with an opened backend, Events; while it
+        # opens, a line saying so in each tab (no backend module imported yet). Each other pane is imported
+        # and mounted the first time it is shown (``mount_pane``), so the first screen costs one pane, not
+        # six. With nothing chosen the console opens on the Overview (what is wrong here, ranked); with an
+        # entity or a partition on Events.
         with TabbedContent(initial=self._first_pane(), id="panes"):
-            yield TabPane(f"{PANE_KEYS['overview']} Overview", id="overview")
-            with TabPane("1 Events", id="events"):
-                yield EventsPane(id="events-pane")
-            for name in PANES[2:]:
-                yield TabPane(f"{PANE_KEYS[name]} {name.title()}", id=name)
+            for name in PANES:
+                key = PANE_KEYS[name]
+                with TabPane(f"{key} {name.title()}", id=name):
+                    if not self.ready:
+                        yield Opening(self._opening, id=f"{name}-opening")
+                    elif name == "events":
+                        from pik_console.console.events_pane import EventsPane
+
+                        yield EventsPane(id="events-pane")
         yield Footer()
 
     def on_mount(self) -> None:
         self.set_reactive(PikConsole.context, self._initial)
         self._fit()
-        self.pane("events").apply_context(self.context)
+        if self.ready:
+            self._start()
+        else:
+            # After the first frame is drawn: the backend's imports and opening must not delay it.
+            self.call_after_refresh(self._open_backend)
+
+    def _start(self) -> None:
+        """The backend is open: fill the panes."""
+        self.when_mounted("events", lambda pane: pane.apply_context(self.context), mount=True)
         ctx = self.context
         if self.kit.name == "local" and not (ctx.entity or (ctx.source and ctx.event_type and ctx.day)):
             # Nothing to open on: the workspace's totals choose (a whole-index scan, so only then).
@@ -216,12 +217,72 @@ class PikConsole(App[None]):
         if self._first_pane() == "overview":
             self.action_pane("overview")
 
+    @work(thread=True, exclusive=True, group="open", exit_on_error=False)
+    def _open_backend(self) -> None:
+        assert self.opener is not None
+        self.post_message(self.opener.open())
+
+    @on(KitOpened)
+    def _backend_opened(self, message: KitOpened) -> None:
+        if message.kit is None:
+            if message.error is None:
+                return  # the console closed while the backend was being opened
+            self.open_error = message.error
+            self._queued_keys.clear()
+            for placeholder in self.query(Opening):
+                placeholder.failed(str(message.error))
+            self._opening = "could not open the backend"
+            self._show_header()
+            self.notify(f"Could not open it: {message.error}", severity="error", timeout=30, markup=False)
+            return
+        self.kit = message.kit
+        self._show_header()
+        self.refresh_bindings()
+        self.query(Opening).remove()
+        self._start()
+        # The pane in view (the first, or a tab clicked meanwhile) is shown and its list focused, unless a
+        # key typed meanwhile, replayed below, asks for another.
+        self.action_pane(self.active_pane)
+        waiting, self._waiting = self._waiting, []
+        for name, then, mount in waiting:
+            self.when_mounted(name, then, mount=mount)
+        keys, self._queued_keys = self._queued_keys, []
+        if keys:
+            # In the order typed, once the first pane shows the context (a field it fills must not overwrite
+            # what was typed into it), as if typed at the start-up of a console given an open backend.
+            self.when_mounted(
+                "events", lambda _: self.call_after_refresh(self._replay_keys, keys), mount=True
+            )
+
+    @work(exclusive=True, group="held-keys", exit_on_error=False)
+    async def _replay_keys(self, keys: list[tuple[str, str | None]]) -> None:
+        """The keys typed while the backend opened, in order, each once the console has caught up with the
+        one before (as typed keys arrive): a key that mounts a pane or moves the focus (/) has done it
+        before the next key is read."""
+        for key, character in keys:
+            self.post_message(events.Key(key, character))
+            for _ in range(PANE_MOUNT_TRIES):
+                await self.screen.wait_for_refresh()  # the key handled, and what it asked for drawn
+                if not (self._mounting - self._panes_ready()):
+                    break
+            await self.screen.wait_for_refresh()  # a focus moved by the key (it moves on the next turn)
+
+    def close_backend(self) -> None:
+        """Close the backend the opener opened (now, or as soon as it is open)."""
+        if self.opener is not None:
+            self.opener.close()
+
     def _first_pane(self) -> str:
         ctx = self._initial
         return "events" if ctx.entity or (ctx.source and ctx.event_type and ctx.day) else "overview"
 
     def pane(self, name: str) -> Any:
         return self.query_one(f"#{name}-pane")
+
+    @property
+    def read_only(self) -> bool:
+        """Mutating actions are refused (False until the backend is open: they wait for it anyway)."""
+        return self.ready and self.kit.read_only
 
     @property
     def active_pane(self) -> str:
@@ -240,6 +301,24 @@ class PikConsole(App[None]):
         if isinstance(screen, TypeAhead) and screen.take_key(event):
             event.prevent_default()
             event.stop()
+        elif not self.ready and event.key not in QUIT_KEYS:
+            self._hold_key(event)
+
+    def _hold_key(self, event: events.Key) -> None:
+        """A key typed before the backend is open waits for it (q leaves at once); once the backend has
+        failed to open, the key is refused and says why."""
+        event.prevent_default()
+        event.stop()
+        if self.open_error is not None:
+            self.notify(
+                f"Nothing to act on: it could not be opened ({self.open_error}). Press q to leave.",
+                severity="error",
+                markup=False,
+            )
+        elif len(self._queued_keys) < MAX_QUEUED_KEYS:
+            self._queued_keys.append((event.key, event.character))
+        else:
+            self.notify(f"Still {self._opening.lower()}: that key was not kept", severity="warning")
 
     def share(self, **changes: Any) -> Context:
         """A pane sets part of the context (what its form or cursor now shows): the header follows at once,
@@ -250,7 +329,7 @@ class PikConsole(App[None]):
         return ctx
 
     def _show_header(self) -> None:
-        self.query_one(ConsoleHeader).show(self.kit, self.context, self.size.width)
+        self.query_one(ConsoleHeader).show(self.kit, self.context, self.size.width, self._opening + "…")
 
     def on_resize(self) -> None:
         self._fit()
@@ -288,14 +367,14 @@ class PikConsole(App[None]):
             biggest = max(stats.partitions, key=lambda p: p.accepted + p.duplicate)
             ctx = replace(ctx, source=biggest.source, event_type=biggest.event_type, day=last)
             self.context = ctx
-            self.pane("events").apply_context(ctx)
+            self.when_mounted("events", lambda pane: pane.apply_context(ctx), mount=True)
         else:
             self.context = ctx
 
     @on(TabbedContent.TabActivated)
     def _tab(self, event: TabbedContent.TabActivated) -> None:
         name = event.pane.id or ""
-        if name in PANES:
+        if name in PANES and self.ready:  # before, the pane shown when it opens is filled then
             self.when_mounted(name, lambda pane: pane.apply_context(self.context), mount=True)
 
     # -- actions -----------------------------------------------------------------------------------------
@@ -321,7 +400,7 @@ class PikConsole(App[None]):
 
     def mount_pane(self, name: str) -> None:
         """Import and mount pane ``name`` into its tab, once."""
-        if name in self._mounting:
+        if name in self._mounting or not self.ready:
             return
         try:
             tab = self.query_one(f"TabPane#{name}", TabPane)
@@ -338,7 +417,12 @@ class PikConsole(App[None]):
     ) -> None:
         """``then(pane)`` as soon as pane ``name`` is mounted. A pane is mounted the first time it is shown
         (``mount=True`` mounts it); a key pressed before that must wait for its pane, not crash the console.
-        Without ``mount``, a pane never shown is left alone (it reads everything fresh when first shown)."""
+        Without ``mount``, a pane never shown is left alone (it reads everything fresh when first shown).
+        Before the backend is open, ``then`` waits for it."""
+        if not self.ready:
+            if self.open_error is None:
+                self._waiting.append((name, then, mount))
+            return
         try:
             pane = self.pane(name)
             if not pane.is_mounted:  # in the DOM, its children not composed yet
@@ -451,14 +535,14 @@ class PikConsole(App[None]):
 
     def action_refresh(self) -> None:
         if self.active_pane == "events":
-            self.pane("events").refresh_listing()
+            self.when_mounted("events", lambda pane: pane.refresh_listing())
         else:
             self.when_mounted(self.active_pane, lambda pane: pane.reload(), mount=True)
 
     def action_help(self) -> None:
         from pik_console.console.modals import HelpScreen
 
-        self.push_screen(HelpScreen(help_sections(), self.kit.read_only))
+        self.push_screen(HelpScreen(help_sections(), self.read_only))
 
     def action_report(self) -> None:
         ctx = self.context
@@ -493,11 +577,10 @@ class PikConsole(App[None]):
         self.context = self.context.with_event(entity, day, self.context.source or "", "")
         start, end = day_start(day), day_start(next_day(day))
         self.query_one(TabbedContent).active = "events"
-        pane = self.pane("events")
-        pane.set_filter(
-            EventFilter(entity=entity, start=start, end=end), anchor=event_time, select_event=event_id
+        f = EventFilter(entity=entity, start=start, end=end)
+        self.when_mounted(
+            "events", lambda pane: self._list(pane, f, anchor=event_time, select_event=event_id)
         )
-        self.call_after_refresh(self.query_one("#event-list").focus)
 
     def open_day(
         self, *, day: str, entity: str | None = None, source: str | None = None, event_type: str | None = None
@@ -509,7 +592,11 @@ class PikConsole(App[None]):
         else:
             f = EventFilter(source=source, event_type=event_type, day=day)
         self.query_one(TabbedContent).active = "events"
-        self.pane("events").set_filter(f)
+        self.when_mounted("events", lambda pane: self._list(pane, f))
+
+    def _list(self, pane: Any, f: Any, **where: Any) -> None:
+        """Events lists ``f`` (``where``: anchor, select_event) and its list takes the keys."""
+        pane.set_filter(f, **where)
         self.call_after_refresh(self.query_one("#event-list").focus)
 
     class EventFound(Message):
@@ -556,13 +643,13 @@ class PikConsole(App[None]):
     # -- pane actions by name (footer of the pane, palette, tests) ------------------------------------
 
     def action_events_jump(self) -> None:
-        self.pane("events").action_jump()
+        self.when_mounted("events", lambda pane: pane.action_jump())
 
     def action_events_first(self) -> None:
-        self.query_one("#event-list", EventList).action_first()
+        self.when_mounted("events", lambda pane: pane.query_one("#event-list").action_first())
 
     def action_events_last(self) -> None:
-        self.query_one("#event-list", EventList).action_last()
+        self.when_mounted("events", lambda pane: pane.query_one("#event-list").action_last())
 
     def action_lag_threshold(self, factor: float) -> None:
         self.when_mounted("lag", lambda pane: pane.action_threshold(factor), mount=True)
@@ -580,7 +667,9 @@ class PikConsole(App[None]):
         self.when_mounted("replay", lambda pane: pane.action_process(), mount=True)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action in ("replay_execute", "replay_process") and self.kit.read_only:
+        if not self.ready and action not in ("quit", "pane", "back", "command_palette"):
+            return None  # shown disabled until the backend is open (a key typed meanwhile waits for it)
+        if action in ("replay_execute", "replay_process") and self.read_only:
             return None
         return True
 
@@ -593,5 +682,5 @@ class PikConsole(App[None]):
 
     def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
-        for title, help_text, action in palette_entries(self.kit.read_only):
+        for title, help_text, action in palette_entries(self.read_only):
             yield SystemCommand(title, help_text, lambda a=action: self.call_later(self.run_actions, a))
