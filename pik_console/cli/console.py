@@ -23,6 +23,12 @@ def build_console(args: argparse.Namespace) -> Any:
     """The console of ``pik console ARGS``, not yet run: it paints first and opens the backend after, in a
     thread (``PikConsole.opener``). Raises a usage error for a bad --day before anything is drawn."""
     from pik_console.console.app import PikConsole
+
+    return PikConsole(**console_options(args))
+
+
+def console_options(args: argparse.Namespace) -> dict[str, Any]:
+    """PikConsole's arguments for ``pik console ARGS`` (the console bench builds its console with them)."""
     from pik_console.console.opening import Opener
 
     def warm() -> None:
@@ -30,11 +36,11 @@ def build_console(args: argparse.Namespace) -> Any:
         import pik_console.console.events_pane
         import pik_console.console.overview_pane  # noqa: F401
 
-    return PikConsole(
-        context=_context(args),
-        opener=Opener(lambda: open_backend(args, create=False), warm=warm),
-        opening=_opening(args),
-    )
+    return {
+        "context": _context(args),
+        "opener": Opener(lambda: open_backend(args, create=False), warm=warm),
+        "opening": _opening(args),
+    }
 
 
 def _opening(args: argparse.Namespace) -> str:

@@ -11,8 +11,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
-from importlib.metadata import PackageNotFoundError, version
-from typing import IO
+from typing import IO, Any, NoReturn
 
 from backend.errors import KitError
 from pik_console.cli.common import Failure, Parser, UsageError, common_options
@@ -38,10 +37,24 @@ COMMANDS: tuple[tuple[str, tuple[str, ...]], ...] = (
 
 
 def kit_version() -> str:
+    # importlib.metadata costs a command's start more than argparse does: read only for --version.
+    from importlib.metadata import PackageNotFoundError, version
+
     try:
         return version("pipeline-investigation-kit")
     except PackageNotFoundError:  # run from a source tree that was never installed
         return "unknown"
+
+
+class VersionAction(argparse.Action):
+    """``--version``: the installed kit's version, looked up only when asked for."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS, **kw: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kw)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kw: Any) -> NoReturn:
+        sys.stdout.write(f"pik {kit_version()}\n")
+        parser.exit()
 
 
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
@@ -51,7 +64,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         prog="pik",
         description="Pipeline Investigation Kit: investigate data-pipeline incidents without losing data.",
     )
-    parser.add_argument("--version", action="version", version=f"pik {kit_version()}")
+    parser.add_argument("--version", action=VersionAction, help="show the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True
     common = common_options()
