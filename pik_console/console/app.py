@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from textual import events, on, work
 from textual.app import App, ComposeResult, SystemCommand
-from textual.binding import Binding, BindingType
+from textual.binding import BindingType
 from textual.css.query import NoMatches
 from textual.message import Message
 from textual.reactive import reactive
@@ -25,8 +25,15 @@ from textual.widgets import Footer, TabbedContent, TabPane
 
 from pik_console.console.context import Context, day_start, next_day
 from pik_console.console.header import NARROW, ConsoleHeader
-from pik_console.console.keys import COMMAND_KEYS, KEY_NAMES, PANE_KEYS, help_sections, palette_entries
-from pik_console.console.opening import MAX_QUEUED_KEYS, QUIT_KEYS, KitOpened, Opener, Opening
+from pik_console.console.keys import (
+    APP_BINDINGS,
+    COMMAND_KEYS,
+    KEY_NAMES,
+    PANE_KEYS,
+    help_sections,
+    palette_entries,
+)
+from pik_console.console.opening import Opener, Opening, PaintFirst
 from pik_console.console.widgets import TypeAhead
 
 if TYPE_CHECKING:
@@ -44,7 +51,7 @@ QUIT_WAITS = 40
 PANE_MOUNT_TRIES = 50
 
 
-class PikConsole(App[None]):
+class PikConsole(PaintFirst, App[None]):
     """The investigation console over an opened backend."""
 
     CSS_PATH = Path(__file__).with_name("console.tcss")
@@ -54,87 +61,7 @@ class PikConsole(App[None]):
     # console starts go to the list and the app's keys, not into a field or nowhere.
     AUTO_FOCUS = "#event-list"
 
-    BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("question_mark", "help", "Help", tooltip="Every key, pane by pane", id="app.help"),
-        Binding("slash", "filter", "Filter", tooltip="Edit the filter or form of this pane", id="app.filter"),
-        # The tabs show the pane keys ("1 Events" …): the footer keeps its room for the pane's own keys.
-        Binding(
-            "0",
-            "pane('overview')",
-            "Overview",
-            show=False,
-            tooltip="What is wrong here, ranked",
-            id="app.pane.overview",
-        ),
-        Binding(
-            "1", "pane('events')", "Events", show=False, tooltip="Browse events by page", id="app.pane.events"
-        ),
-        Binding("2", "pane('lag')", "Lag", show=False, tooltip="Lag of a source/type/day", id="app.pane.lag"),
-        Binding(
-            "3",
-            "pane('gaps')",
-            "Gaps",
-            show=False,
-            tooltip="Events per day; missing days",
-            id="app.pane.gaps",
-        ),
-        Binding(
-            "4",
-            "pane('replay')",
-            "Replay",
-            show=False,
-            tooltip="Preview and run a replay",
-            id="app.pane.replay",
-        ),
-        Binding(
-            "5",
-            "pane('aggregates')",
-            "Aggregates",
-            show=False,
-            tooltip="Aggregate versions and diffs",
-            id="app.pane.aggregates",
-        ),
-        Binding(
-            "e",
-            "pick('entity')",
-            "Entity",
-            tooltip="Pick an entity of the source/type and day",
-            id="app.pick.entity",
-        ),
-        Binding("s", "pick('partition')", "Source", tooltip="Pick a source/type", id="app.pick.partition"),
-        Binding(
-            "d", "pick('day')", "Day", tooltip="Pick a day of the entity or source/type", id="app.pick.day"
-        ),
-        Binding("r", "refresh", "Refresh", show=False, tooltip="Read this pane again", id="app.refresh"),
-        Binding(
-            "w",
-            "report",
-            "Report",
-            tooltip="Write a Markdown incident report of the entity and day",
-            id="app.report",
-        ),
-        Binding("q", "quit", "Quit", tooltip="Leave the console (stops running work first)", id="app.quit"),
-        Binding(
-            "escape",
-            "back",
-            "Back",
-            show=False,
-            tooltip="Leave the field: back to the pane's list",
-            id="app.back",
-        ),
-        # A pane's command key pressed where it means nothing (another pane, read-only, nothing to act on)
-        # reaches these last: they say why instead of doing nothing.
-        *(
-            Binding(
-                key,
-                f"refused('{key}')",
-                show=False,
-                tooltip=f"{what}: says why it cannot be done here",
-                id=f"app.refused.{key}",
-            )
-            for key, (_, what) in COMMAND_KEYS.items()
-        ),
-    ]
+    BINDINGS: ClassVar[list[BindingType]] = APP_BINDINGS
 
     context: reactive[Context] = reactive(Context, init=False)
 
@@ -156,14 +83,7 @@ class PikConsole(App[None]):
         (``opening`` says what, on screen, meanwhile): the console then imports no backend module before it
         paints, and keys typed meanwhile wait for it."""
         super().__init__()
-        if (kit is None) == (opener is None):
-            raise ValueError("PikConsole needs either an opened kit or an opener")
-        self.kit: Kit = kit  # type: ignore[assignment]  # None only until the opener is done
-        self.opener = opener
-        self.open_error: BaseException | None = None
-        self._opening = opening
-        self._queued_keys: list[tuple[str, str | None]] = []
-        self._waiting: list[tuple[str, Callable[[Any], None], bool]] = []
+        self.init_opening(kit, opener, opening)
         self._initial = context or Context()
         self.stats: IndexStats | None = None
         self.reports: list[str] = []
@@ -171,11 +91,6 @@ class PikConsole(App[None]):
         self._quit_waits = 0
         self._mounting: set[str] = {"events"} if kit is not None else set()
         self._wanted_pane = ""  # the pane the last pane key asked for (action_pane)
-
-    @property
-    def ready(self) -> bool:
-        """The backend is open (the panes can be mounted and read)."""
-        return self.kit is not None
 
     # -- layout --------------------------------------------------------------------------------------
 
@@ -217,61 +132,6 @@ class PikConsole(App[None]):
         if self._first_pane() == "overview":
             self.action_pane("overview")
 
-    @work(thread=True, exclusive=True, group="open", exit_on_error=False)
-    def _open_backend(self) -> None:
-        assert self.opener is not None
-        self.post_message(self.opener.open())
-
-    @on(KitOpened)
-    def _backend_opened(self, message: KitOpened) -> None:
-        if message.kit is None:
-            if message.error is None:
-                return  # the console closed while the backend was being opened
-            self.open_error = message.error
-            self._queued_keys.clear()
-            for placeholder in self.query(Opening):
-                placeholder.failed(str(message.error))
-            self._opening = "could not open the backend"
-            self._show_header()
-            self.notify(f"Could not open it: {message.error}", severity="error", timeout=30, markup=False)
-            return
-        self.kit = message.kit
-        self._show_header()
-        self.refresh_bindings()
-        self.query(Opening).remove()
-        self._start()
-        # The pane in view (the first, or a tab clicked meanwhile) is shown and its list focused, unless a
-        # key typed meanwhile, replayed below, asks for another.
-        self.action_pane(self.active_pane)
-        waiting, self._waiting = self._waiting, []
-        for name, then, mount in waiting:
-            self.when_mounted(name, then, mount=mount)
-        keys, self._queued_keys = self._queued_keys, []
-        if keys:
-            # In the order typed, once the first pane shows the context (a field it fills must not overwrite
-            # what was typed into it), as if typed at the start-up of a console given an open backend.
-            self.when_mounted(
-                "events", lambda _: self.call_after_refresh(self._replay_keys, keys), mount=True
-            )
-
-    @work(exclusive=True, group="held-keys", exit_on_error=False)
-    async def _replay_keys(self, keys: list[tuple[str, str | None]]) -> None:
-        """The keys typed while the backend opened, in order, each once the console has caught up with the
-        one before (as typed keys arrive): a key that mounts a pane or moves the focus (/) has done it
-        before the next key is read."""
-        for key, character in keys:
-            self.post_message(events.Key(key, character))
-            for _ in range(PANE_MOUNT_TRIES):
-                await self.screen.wait_for_refresh()  # the key handled, and what it asked for drawn
-                if not (self._mounting - self._panes_ready()):
-                    break
-            await self.screen.wait_for_refresh()  # a focus moved by the key (it moves on the next turn)
-
-    def close_backend(self) -> None:
-        """Close the backend the opener opened (now, or as soon as it is open)."""
-        if self.opener is not None:
-            self.opener.close()
-
     def _first_pane(self) -> str:
         ctx = self._initial
         return "events" if ctx.entity or (ctx.source and ctx.event_type and ctx.day) else "overview"
@@ -301,24 +161,8 @@ class PikConsole(App[None]):
         if isinstance(screen, TypeAhead) and screen.take_key(event):
             event.prevent_default()
             event.stop()
-        elif not self.ready and event.key not in QUIT_KEYS:
+        elif self.holds_key(event):
             self._hold_key(event)
-
-    def _hold_key(self, event: events.Key) -> None:
-        """A key typed before the backend is open waits for it (q leaves at once); once the backend has
-        failed to open, the key is refused and says why."""
-        event.prevent_default()
-        event.stop()
-        if self.open_error is not None:
-            self.notify(
-                f"Nothing to act on: it could not be opened ({self.open_error}). Press q to leave.",
-                severity="error",
-                markup=False,
-            )
-        elif len(self._queued_keys) < MAX_QUEUED_KEYS:
-            self._queued_keys.append((event.key, event.character))
-        else:
-            self.notify(f"Still {self._opening.lower()}: that key was not kept", severity="warning")
 
     def share(self, **changes: Any) -> Context:
         """A pane sets part of the context (what its form or cursor now shows): the header follows at once,

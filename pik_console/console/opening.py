@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
+from textual import events, work
 from textual.message import Message
 from textual.widgets import Static
 
@@ -26,6 +27,9 @@ if TYPE_CHECKING:
 
 QUIT_KEYS = frozenset({"q", "ctrl+q", "ctrl+c"})
 """Keys that leave the console at once, even before the backend is open."""
+
+KEY_SETTLE_REFRESHES = 50
+"""Refreshes a replayed key may take to mount the pane it asked for before the next key is replayed."""
 
 MAX_QUEUED_KEYS = 200
 """Keys typed before the backend is open are kept up to this many (a held key repeats; the rest are
@@ -90,3 +94,115 @@ class Opener:
             kit, self.kit = self.kit, None
         if kit is not None:
             kit.close()
+
+
+class PaintFirst:
+    """What PikConsole does while its backend opens: open it after the first frame, keep the keys typed
+    meanwhile and replay them, say why when it could not be opened. (A part of PikConsole, kept here with
+    the rest of the opening; it calls the console's ``_start``, ``action_pane`` and ``when_mounted``.)"""
+
+    kit: Kit
+    _mounting: set[str]
+
+    def init_opening(self, kit: Kit | None, opener: Opener | None, opening: str) -> None:
+        if (kit is None) == (opener is None):
+            raise ValueError("PikConsole needs either an opened kit or an opener")
+        self.kit = kit  # type: ignore[assignment]  # None only until the opener is done
+        self.opener = opener
+        self.open_error: BaseException | None = None
+        self._opening = opening
+        self._queued_keys: list[tuple[str, str | None]] = []
+        self._replaying = False  # the held keys are being replayed (keys typed meanwhile join them)
+        self._replayed: set[int] = set()  # the ids of the replayed key events, which pass
+        self._waiting: list[tuple[str, Callable[[Any], None], bool]] = []
+
+    @property
+    def ready(self) -> bool:
+        """The backend is open (the panes can be mounted and read)."""
+        return self.kit is not None
+
+    @work(thread=True, exclusive=True, group="open", exit_on_error=False)
+    def _open_backend(self) -> None:
+        assert self.opener is not None
+        self.post_message(self.opener.open())
+
+    def on_kit_opened(self, message: KitOpened) -> None:
+        if message.kit is None:
+            if message.error is None:
+                return  # the console closed while the backend was being opened
+            self.open_error = message.error
+            self._queued_keys.clear()
+            for placeholder in self.query(Opening):
+                placeholder.failed(str(message.error))
+            self._opening = "could not open the backend"
+            self._show_header()
+            self.notify(f"Could not open it: {message.error}", severity="error", timeout=30, markup=False)
+            return
+        self.kit = message.kit
+        self._show_header()
+        self.refresh_bindings()
+        self.query(Opening).remove()
+        self._start()
+        # The pane in view (the first, or a tab clicked meanwhile) is shown and its list focused, unless a
+        # key typed meanwhile, replayed below, asks for another.
+        self.action_pane(self.active_pane)
+        waiting, self._waiting = self._waiting, []
+        for name, then, mount in waiting:
+            self.when_mounted(name, then, mount=mount)
+        if self._queued_keys:
+            # In the order typed, once the first pane shows the context (a field it fills must not overwrite
+            # what was typed into it), as if typed at the start-up of a console given an open backend. Keys
+            # typed during the replay join its end.
+            self._replaying = True
+            self.when_mounted("events", lambda _: self.call_after_refresh(self._replay_keys), mount=True)
+
+    def holds_key(self, event: events.Key) -> bool:
+        """Whether ``event`` must wait (or be refused): typed before the backend is open or while the keys
+        typed then are replayed, and not a key that leaves."""
+        if event.key in QUIT_KEYS or id(event) in self._replayed:
+            return False
+        return not self.ready or self._replaying
+
+    @work(exclusive=True, group="held-keys", exit_on_error=False)
+    async def _replay_keys(self) -> None:
+        """The keys held while the backend opened, in order, each once the console has caught up with the
+        one before (as typed keys arrive): a key that mounts a pane or moves the focus (/) has done it
+        before the next key is read."""
+        try:
+            while self._queued_keys:
+                key, character = self._queued_keys.pop(0)
+                event = events.Key(key, character)
+                self._replayed.add(id(event))
+                try:
+                    self.post_message(event)
+                    for _ in range(KEY_SETTLE_REFRESHES):
+                        await self.screen.wait_for_refresh()  # the key handled, what it asked for drawn
+                        if not (self._mounting - self._panes_ready()):
+                            break
+                    await self.screen.wait_for_refresh()  # a focus the key moved (it moves a turn later)
+                finally:
+                    self._replayed.discard(id(event))
+        finally:
+            self._replaying = False
+            self._queued_keys.clear()
+
+    def close_backend(self) -> None:
+        """Close the backend the opener opened (now, or as soon as it is open)."""
+        if self.opener is not None:
+            self.opener.close()
+
+    def _hold_key(self, event: events.Key) -> None:
+        """A key typed before the backend is open waits for it (q leaves at once); once the backend has
+        failed to open, the key is refused and says why."""
+        event.prevent_default()
+        event.stop()
+        if self.open_error is not None:
+            self.notify(
+                f"Nothing to act on: it could not be opened ({self.open_error}). Press q to leave.",
+                severity="error",
+                markup=False,
+            )
+        elif len(self._queued_keys) < MAX_QUEUED_KEYS:
+            self._queued_keys.append((event.key, event.character))
+        else:
+            self.notify(f"Still {self._opening.lower()}: that key was not kept", severity="warning")
