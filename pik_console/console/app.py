@@ -52,7 +52,7 @@ PANE_MOUNT_TRIES = 50
 
 
 class PikConsole(PaintFirst, App[None]):
-    """The investigation console over an opened backend."""
+    """The investigation console over a backend: given open, or opened after the first frame (``opener``)."""
 
     CSS_PATH = Path(__file__).with_name("console.tcss")
     TITLE = "pik console"
@@ -173,7 +173,7 @@ class PikConsole(PaintFirst, App[None]):
         return ctx
 
     def _show_header(self) -> None:
-        self.query_one(ConsoleHeader).show(self.kit, self.context, self.size.width, self._opening + "…")
+        self.query_one(ConsoleHeader).show(self.kit, self.context, self.size.width, self.opening_note)
 
     def on_resize(self) -> None:
         self._fit()

@@ -117,6 +117,11 @@ class PaintFirst:
         self._waiting: list[tuple[str, Callable[[Any], None], bool]] = []
 
     @property
+    def opening_note(self) -> str:
+        """What the header says until the backend is open."""
+        return "Could not open it: q leaves" if self.open_error is not None else f"{self._opening}…"
+
+    @property
     def ready(self) -> bool:
         """The backend is open (the panes can be mounted and read)."""
         return self.kit is not None
@@ -134,7 +139,6 @@ class PaintFirst:
             self._queued_keys.clear()
             for placeholder in self.query(Opening):
                 placeholder.failed(str(message.error))
-            self._opening = "could not open the backend"
             self._show_header()
             self.notify(f"Could not open it: {message.error}", severity="error", timeout=30, markup=False)
             return

@@ -208,6 +208,7 @@ def _headless_run(answer: list[Any]) -> Any:
                     if self.ready or self.open_error is not None:
                         break
                     await pilot.pause(0.05)
+                await settle(pilot)
                 answer.append(_placeholders(self))
                 await pilot.press("q")
 
@@ -259,3 +260,46 @@ def test_pik_console_opens_a_workspace_and_closes_it(
     assert rc == 0
     assert shown == [[]]  # opened: no placeholder left
     assert built[0].open_error is None and built[0].opener is not None and built[0].opener.kit is None
+
+
+# -- what the first frame looks like ------------------------------------------------------------------
+
+
+@pytest.fixture
+def opening_app(demo_ws: Path) -> Any:
+    """A console whose backend is still opening while the snapshot is taken (let go afterwards)."""
+    gate = Gate(demo_ws)
+    app = PikConsole(context=OUTAGE, opener=Opener(gate), opening="Opening the workspace .pik-demo")
+    yield app
+    app.close_backend()
+    gate.release.set()
+
+
+@pytest.fixture
+def failed_app(tmp_path: Path) -> PikConsole:
+    from backend.errors import WorkspaceError
+
+    gate = Gate(
+        tmp_path, WorkspaceError("no workspace at ./nope (create one with `pik ingest` or `pik demo`)")
+    )
+    gate.release.set()
+    return PikConsole(context=OUTAGE, opener=Opener(gate), opening="Opening the workspace ./nope")
+
+
+def test_the_first_frame_while_the_workspace_opens(opening_app: PikConsole, snap_compare: Any) -> None:
+    """The chrome (header, tabs, footer) and what is being opened, at 80x24."""
+
+    async def run_before(pilot: Any) -> None:
+        await pilot.pause(0.1)
+        assert not opening_app.ready
+
+    assert snap_compare(opening_app, terminal_size=(80, 24), run_before=run_before)
+
+
+def test_the_frame_when_the_workspace_cannot_be_opened(failed_app: PikConsole, snap_compare: Any) -> None:
+    async def run_before(pilot: Any) -> None:
+        await settle(pilot)
+        assert failed_app.open_error is not None
+        failed_app.clear_notifications()  # the same words as the pane's; the toast times out
+
+    assert snap_compare(failed_app, terminal_size=(80, 24), run_before=run_before)
