@@ -112,6 +112,7 @@ class PaintFirst:
         self.open_error: BaseException | None = None
         self._opening = opening
         self._queued_keys: list[tuple[str, str | None]] = []
+        self._opener_thread: threading.Thread | None = None
         self._replaying = False  # the held keys are being replayed (keys typed meanwhile join them)
         self._replayed: set[int] = set()  # the ids of the replayed key events, which pass
         self._waiting: list[tuple[str, Callable[[Any], None], bool]] = []
@@ -126,10 +127,21 @@ class PaintFirst:
         """The backend is open (the panes can be mounted and read)."""
         return self.kit is not None
 
-    @work(thread=True, exclusive=True, group="open", exit_on_error=False)
     def _open_backend(self) -> None:
-        assert self.opener is not None
-        self.post_message(self.opener.open())
+        """Open the backend in a thread of its own, not a Textual worker: those run in the event loop's
+        executor, which the process waits for when it ends, so q during a slow opening (a stack that does
+        not answer) would hang until the opening timed out. This thread is a daemon: q leaves at once."""
+        opener = self.opener
+        assert opener is not None
+        self._opener_thread = threading.Thread(
+            target=lambda: self.post_message(opener.open()), name="pik-open", daemon=True
+        )
+        self._opener_thread.start()
+
+    @property
+    def opening_now(self) -> bool:
+        """The backend is being opened: neither open nor failed yet (what it became not yet handled)."""
+        return self._opener_thread is not None and not self.ready and self.open_error is None
 
     def on_kit_opened(self, message: KitOpened) -> None:
         if message.kit is None:

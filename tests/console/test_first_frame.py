@@ -170,8 +170,8 @@ async def test_q_while_the_backend_opens_leaves_and_the_late_backend_is_closed(d
         assert not app.is_running
     app.close_backend()
     gate.release.set()  # the opening ends after the console closed
-    for worker in app.workers:
-        await worker.wait()
+    assert app._opener_thread is not None
+    app._opener_thread.join(30)
     assert len(gate.kits) == 1 and opener.kit is None
     assert gate.closed == 1
 
@@ -303,3 +303,41 @@ def test_the_frame_when_the_workspace_cannot_be_opened(failed_app: PikConsole, s
         failed_app.clear_notifications()  # the same words as the pane's; the toast times out
 
     assert snap_compare(failed_app, terminal_size=(80, 24), run_before=run_before)
+
+
+QUIT_WHILE_OPENING = """
+import threading, time
+from pik_console.console.app import PikConsole
+from pik_console.console.context import Context
+from pik_console.console.opening import Opener
+
+never = threading.Event()
+
+def opener():
+    never.wait()  # a stack that never answers
+
+async def press_q(pilot):
+    await pilot.pause(0.3)
+    assert not pilot.app.ready
+    await pilot.press("q")
+
+app = PikConsole(context=Context(), opener=Opener(opener))
+app.run(headless=True, size=(80, 24), auto_pilot=press_q)
+print("left")
+"""
+
+
+def test_q_while_a_stack_never_answers_leaves_the_process() -> None:
+    """The opening runs in a daemon thread: the process ends on q, it does not wait for the opening (it did
+    with a Textual thread worker, whose executor the event loop joins on the way out)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-c", QUIT_WHILE_OPENING],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=90,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().endswith("left")
