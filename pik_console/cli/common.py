@@ -12,11 +12,17 @@ import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import IO, Any, NoReturn
+from typing import IO, TYPE_CHECKING, Any, NoReturn
 
-from backend.kit import Kit, current_user, open_kit, stack_settings
-from backend.settings import DEFAULT_WORKSPACE, AwsSettings, Settings, load_settings
+if TYPE_CHECKING:
+    from backend.kit import Kit
+    from backend.settings import AwsSettings, Settings
 
+# The backend (its models, pydantic-settings, boto3) is imported by the functions that open it, not here: a
+# command starts, and the console paints its first frame, without it.
+
+DEFAULT_WORKSPACE = ".pik"
+"""backend.settings.DEFAULT_WORKSPACE, for the help text (a test holds the two equal)."""
 READ_ONLY_HELP = "refuse to write anything (also PIK_READ_ONLY=1): the command fails with exit 1"
 DEFAULT_ENDPOINT_REGION = "us-east-1"
 """The region an AWS-compatible endpoint (moto, LocalStack) is signed for when none is configured."""
@@ -81,6 +87,8 @@ def settings_from(args: argparse.Namespace, *, workspace: Path | None = None) ->
     """The settings tree with the command line on top (environment, then settings.toml, below it).
 
     Raises :class:`backend.settings.SettingsError` (exit 2) for an invalid value anywhere."""
+    from backend.settings import load_settings
+
     return load_settings(
         {
             "backend": getattr(args, "backend", None),
@@ -92,6 +100,9 @@ def settings_from(args: argparse.Namespace, *, workspace: Path | None = None) ->
 
 def aws_settings(args: argparse.Namespace, base: AwsSettings | None = None) -> AwsSettings:
     """AWS settings from the options, then the stack's outputs (``--stack``), then the environment."""
+    from backend.kit import stack_settings
+    from backend.settings import AwsSettings
+
     given = {
         k: v
         for k, v in {
@@ -120,6 +131,8 @@ def open_backend(args: argparse.Namespace, *, create: bool, workspace: Path | No
     """The backend the options name, opened through the composition root: a local workspace (default) or
     an AWS stack (``--backend aws``), read-only with ``--read-only`` or ``PIK_READ_ONLY`` (the services then
     refuse every write). The caller closes it."""
+    from backend.kit import open_kit
+
     settings = settings_from(args, workspace=workspace)
     if settings.backend == "aws":
         if getattr(args, "workspace", None):
@@ -138,8 +151,11 @@ def open_backend(args: argparse.Namespace, *, create: bool, workspace: Path | No
 # -- output ----------------------------------------------------------------------------------------------
 
 
-actor = current_user
-"""Who runs a replay, for the audit trail: the OS user."""
+def actor() -> str:
+    """Who runs a replay, for the audit trail: the OS user."""
+    from backend.kit import current_user
+
+    return current_user()
 
 
 def print_json(data: Any, out: IO[str]) -> None:

@@ -4,11 +4,12 @@ action in the UI, and the services refuse them too)."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import IO, Any
 
 from backend.times import TimeFormatError, parse_day
-from pik_console.cli.common import Failure, open_backend, usage
+from pik_console.cli.common import DEFAULT_WORKSPACE, Failure, open_backend, usage
 
 
 def run_console(backend: Any, context: Any = None) -> None:
@@ -16,6 +17,39 @@ def run_console(backend: Any, context: Any = None) -> None:
     from pik_console.console.app import PikConsole
 
     PikConsole(backend, context=context).run()
+
+
+def build_console(args: argparse.Namespace) -> Any:
+    """The console of ``pik console ARGS``, not yet run: it paints first and opens the backend after, in a
+    thread (``PikConsole.opener``). Raises a usage error for a bad --day before anything is drawn."""
+    from pik_console.console.app import PikConsole
+
+    return PikConsole(**console_options(args))
+
+
+def console_options(args: argparse.Namespace) -> dict[str, Any]:
+    """PikConsole's arguments for ``pik console ARGS`` (the console bench builds its console with them)."""
+    from pik_console.console.opening import Opener
+
+    def warm() -> None:
+        # The first pane's imports, in the opener's thread rather than the UI's.
+        import pik_console.console.events_pane
+        import pik_console.console.overview_pane  # noqa: F401
+
+    return {
+        "context": _context(args),
+        "opener": Opener(lambda: open_backend(args, create=False), warm=warm),
+        "opening": _opening(args),
+    }
+
+
+def _opening(args: argparse.Namespace) -> str:
+    """What the console says it is opening, from the command line (the settings are read when it opens)."""
+    if args.stack:
+        return f"Opening the stack {args.stack}"
+    if args.backend == "aws" or (not args.backend and os.environ.get("PIK_BACKEND") == "aws"):
+        return "Opening the AWS backend"
+    return f"Opening the workspace {args.workspace or os.environ.get('PIK_WORKSPACE') or DEFAULT_WORKSPACE}"
 
 
 def _context(args: argparse.Namespace) -> Any:
@@ -38,14 +72,17 @@ def is_terminal(stream: IO[str]) -> bool:
 
 
 def cmd_console(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
-    context = _context(args)
+    _context(args)  # a bad --day is a usage error before the terminal is taken
     if not is_terminal(out):
         raise Failure("the console needs a terminal (stdin and stdout); for scripts use the other commands")
-    backend = open_backend(args, create=False)
+    app = build_console(args)
     try:
-        run_console(backend, context)
+        app.run()
     finally:
-        backend.close()
+        app.close_backend()
+    if app.open_error is not None:
+        # Shown on screen already; the same line and exit code as any command that could not open it.
+        raise app.open_error
     return 0
 
 

@@ -12,57 +12,37 @@ import importlib
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from rich.text import Text
 from textual import events, on, work
 from textual.app import App, ComposeResult, SystemCommand
-from textual.binding import Binding, BindingType
-from textual.containers import Horizontal
+from textual.binding import BindingType
 from textual.css.query import NoMatches
 from textual.message import Message
 from textual.reactive import reactive
 from textual.screen import Screen
-from textual.widgets import Footer, Static, TabbedContent, TabPane
+from textual.widgets import Footer, TabbedContent, TabPane
 
-from backend.kit import Kit
-from backend.ports import IndexStats
 from pik_console.console.context import Context, day_start, next_day
-from pik_console.console.event_list import EventList
-from pik_console.console.keys import COMMAND_KEYS, KEY_NAMES, PANE_KEYS, help_sections, palette_entries
+from pik_console.console.header import NARROW, ConsoleHeader
+from pik_console.console.keys import (
+    APP_BINDINGS,
+    COMMAND_KEYS,
+    KEY_NAMES,
+    PANE_KEYS,
+    help_sections,
+    palette_entries,
+)
+from pik_console.console.opening import Opener, Opening, PaintFirst
 from pik_console.console.widgets import TypeAhead
-from pik_console.text import safe
+
+if TYPE_CHECKING:
+    # Imported when the backend opens, after the first frame (pik_console.console.opening).
+    from backend.kit import Kit
+    from backend.ports import IndexStats
 
 PANES = ("overview", "events", "lag", "gaps", "replay", "aggregates")
 
-
-class ConsoleHeader(Horizontal):
-    """The backend (workspace path, or region and stack), the context, and the READ-ONLY badge."""
-
-    def compose(self) -> ComposeResult:
-        yield Static("", id="header-title", markup=False)
-        yield Static("", id="header-context", markup=False)
-        yield Static(Text(" READ-ONLY ", style="bold"), id="header-badge", markup=False)
-
-    def show(self, kit: Kit, context: Context, width: int = 160) -> None:
-        narrow = width < NARROW
-        described = safe(context.describe(short=narrow), 120)
-        title = Text("" if narrow else " pik console ", style="bold")
-        title.append(f" {kit.name} · ", style="dim")
-        # The location keeps its end (the folder's name, the stack) when the line is short.
-        room = width - (len(described) + 2) - len(title) - (11 if kit.read_only else 0) - 1
-        location = safe(kit.location, 200)
-        if len(location) > room:
-            location = "…" + location[-(room - 1) :] if room >= 8 else ""
-        title.append(location)
-        self.query_one("#header-title", Static).update(title)
-        self.query_one("#header-context", Static).update(Text(described))
-        self.query_one("#header-badge", Static).display = kit.read_only
-
-
-# Below this many columns the console is laid out for a small terminal (80x24): stacked panes, compact
-# forms, the event detail on enter instead of beside the list.
-NARROW = 110
 
 # How many times (0.05 s apart) q waits for a pane being mounted before quitting anyway.
 QUIT_WAITS = 40
@@ -71,8 +51,8 @@ QUIT_WAITS = 40
 PANE_MOUNT_TRIES = 50
 
 
-class PikConsole(App[None]):
-    """The investigation console over an opened backend."""
+class PikConsole(PaintFirst, App[None]):
+    """The investigation console over a backend: given open, or opened after the first frame (``opener``)."""
 
     CSS_PATH = Path(__file__).with_name("console.tcss")
     TITLE = "pik console"
@@ -81,87 +61,7 @@ class PikConsole(App[None]):
     # console starts go to the list and the app's keys, not into a field or nowhere.
     AUTO_FOCUS = "#event-list"
 
-    BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("question_mark", "help", "Help", tooltip="Every key, pane by pane", id="app.help"),
-        Binding("slash", "filter", "Filter", tooltip="Edit the filter or form of this pane", id="app.filter"),
-        # The tabs show the pane keys ("1 Events" …): the footer keeps its room for the pane's own keys.
-        Binding(
-            "0",
-            "pane('overview')",
-            "Overview",
-            show=False,
-            tooltip="What is wrong here, ranked",
-            id="app.pane.overview",
-        ),
-        Binding(
-            "1", "pane('events')", "Events", show=False, tooltip="Browse events by page", id="app.pane.events"
-        ),
-        Binding("2", "pane('lag')", "Lag", show=False, tooltip="Lag of a source/type/day", id="app.pane.lag"),
-        Binding(
-            "3",
-            "pane('gaps')",
-            "Gaps",
-            show=False,
-            tooltip="Events per day; missing days",
-            id="app.pane.gaps",
-        ),
-        Binding(
-            "4",
-            "pane('replay')",
-            "Replay",
-            show=False,
-            tooltip="Preview and run a replay",
-            id="app.pane.replay",
-        ),
-        Binding(
-            "5",
-            "pane('aggregates')",
-            "Aggregates",
-            show=False,
-            tooltip="Aggregate versions and diffs",
-            id="app.pane.aggregates",
-        ),
-        Binding(
-            "e",
-            "pick('entity')",
-            "Entity",
-            tooltip="Pick an entity of the source/type and day",
-            id="app.pick.entity",
-        ),
-        Binding("s", "pick('partition')", "Source", tooltip="Pick a source/type", id="app.pick.partition"),
-        Binding(
-            "d", "pick('day')", "Day", tooltip="Pick a day of the entity or source/type", id="app.pick.day"
-        ),
-        Binding("r", "refresh", "Refresh", show=False, tooltip="Read this pane again", id="app.refresh"),
-        Binding(
-            "w",
-            "report",
-            "Report",
-            tooltip="Write a Markdown incident report of the entity and day",
-            id="app.report",
-        ),
-        Binding("q", "quit", "Quit", tooltip="Leave the console (stops running work first)", id="app.quit"),
-        Binding(
-            "escape",
-            "back",
-            "Back",
-            show=False,
-            tooltip="Leave the field: back to the pane's list",
-            id="app.back",
-        ),
-        # A pane's command key pressed where it means nothing (another pane, read-only, nothing to act on)
-        # reaches these last: they say why instead of doing nothing.
-        *(
-            Binding(
-                key,
-                f"refused('{key}')",
-                show=False,
-                tooltip=f"{what}: says why it cannot be done here",
-                id=f"app.refused.{key}",
-            )
-            for key, (_, what) in COMMAND_KEYS.items()
-        ),
-    ]
+    BINDINGS: ClassVar[list[BindingType]] = APP_BINDINGS
 
     context: reactive[Context] = reactive(Context, init=False)
 
@@ -173,42 +73,58 @@ class PikConsole(App[None]):
 
     def __init__(
         self,
-        kit: Kit,
+        kit: Kit | None = None,
         *,
         context: Context | None = None,
+        opener: Opener | None = None,
+        opening: str = "Opening the workspace",
     ) -> None:
+        """On an opened backend (``kit``), or on one that ``opener`` opens after the first frame is drawn
+        (``opening`` says what, on screen, meanwhile): the console then imports no backend module before it
+        paints, and keys typed meanwhile wait for it."""
         super().__init__()
-        self.kit = kit
+        self.init_opening(kit, opener, opening)
         self._initial = context or Context()
         self.stats: IndexStats | None = None
         self.reports: list[str] = []
         self._quitting = False
         self._quit_waits = 0
-        self._mounting: set[str] = {"events"}
+        self._mounting: set[str] = {"events"} if kit is not None else set()
         self._wanted_pane = ""  # the pane the last pane key asked for (action_pane)
 
     # -- layout --------------------------------------------------------------------------------------
 
     def compose(self) -> ComposeResult:
-        from pik_console.console.events_pane import EventsPane
-
         yield ConsoleHeader(id="header")
-        # Only Events is composed for the first frame; each other pane is imported and mounted the first time
-        # it is shown (``mount_pane``), so the first screen costs one pane, not six. With nothing chosen
-        # the console opens on the Overview (what is wrong here, ranked); with an entity or a partition on
-        # Events.
+        # The first frame is the chrome and one pane at most: with an opened backend, Events; while it
+        # opens, a line saying so in each tab (no backend module imported yet). Each other pane is imported
+        # and mounted the first time it is shown (``mount_pane``), so the first screen costs one pane, not
+        # six. With nothing chosen the console opens on the Overview (what is wrong here, ranked); with an
+        # entity or a partition on Events.
         with TabbedContent(initial=self._first_pane(), id="panes"):
-            yield TabPane(f"{PANE_KEYS['overview']} Overview", id="overview")
-            with TabPane("1 Events", id="events"):
-                yield EventsPane(id="events-pane")
-            for name in PANES[2:]:
-                yield TabPane(f"{PANE_KEYS[name]} {name.title()}", id=name)
+            for name in PANES:
+                key = PANE_KEYS[name]
+                with TabPane(f"{key} {name.title()}", id=name):
+                    if not self.ready:
+                        yield Opening(self._opening, id=f"{name}-opening")
+                    elif name == "events":
+                        from pik_console.console.events_pane import EventsPane
+
+                        yield EventsPane(id="events-pane")
         yield Footer()
 
     def on_mount(self) -> None:
         self.set_reactive(PikConsole.context, self._initial)
         self._fit()
-        self.pane("events").apply_context(self.context)
+        if self.ready:
+            self._start()
+        else:
+            # After the first frame is drawn: the backend's imports and opening must not delay it.
+            self.call_after_refresh(self._open_backend)
+
+    def _start(self) -> None:
+        """The backend is open: fill the panes."""
+        self.when_mounted("events", lambda pane: pane.apply_context(self.context), mount=True)
         ctx = self.context
         if self.kit.name == "local" and not (ctx.entity or (ctx.source and ctx.event_type and ctx.day)):
             # Nothing to open on: the workspace's totals choose (a whole-index scan, so only then).
@@ -222,6 +138,11 @@ class PikConsole(App[None]):
 
     def pane(self, name: str) -> Any:
         return self.query_one(f"#{name}-pane")
+
+    @property
+    def read_only(self) -> bool:
+        """Mutating actions are refused (False until the backend is open: they wait for it anyway)."""
+        return self.ready and self.kit.read_only
 
     @property
     def active_pane(self) -> str:
@@ -240,6 +161,8 @@ class PikConsole(App[None]):
         if isinstance(screen, TypeAhead) and screen.take_key(event):
             event.prevent_default()
             event.stop()
+        elif self.holds_key(event):
+            self._hold_key(event)
 
     def share(self, **changes: Any) -> Context:
         """A pane sets part of the context (what its form or cursor now shows): the header follows at once,
@@ -250,7 +173,7 @@ class PikConsole(App[None]):
         return ctx
 
     def _show_header(self) -> None:
-        self.query_one(ConsoleHeader).show(self.kit, self.context, self.size.width)
+        self.query_one(ConsoleHeader).show(self.kit, self.context, self.size.width, self.opening_note)
 
     def on_resize(self) -> None:
         self._fit()
@@ -288,14 +211,14 @@ class PikConsole(App[None]):
             biggest = max(stats.partitions, key=lambda p: p.accepted + p.duplicate)
             ctx = replace(ctx, source=biggest.source, event_type=biggest.event_type, day=last)
             self.context = ctx
-            self.pane("events").apply_context(ctx)
+            self.when_mounted("events", lambda pane: pane.apply_context(ctx), mount=True)
         else:
             self.context = ctx
 
     @on(TabbedContent.TabActivated)
     def _tab(self, event: TabbedContent.TabActivated) -> None:
         name = event.pane.id or ""
-        if name in PANES:
+        if name in PANES and self.ready:  # before, the pane shown when it opens is filled then
             self.when_mounted(name, lambda pane: pane.apply_context(self.context), mount=True)
 
     # -- actions -----------------------------------------------------------------------------------------
@@ -321,7 +244,7 @@ class PikConsole(App[None]):
 
     def mount_pane(self, name: str) -> None:
         """Import and mount pane ``name`` into its tab, once."""
-        if name in self._mounting:
+        if name in self._mounting or not self.ready:
             return
         try:
             tab = self.query_one(f"TabPane#{name}", TabPane)
@@ -338,7 +261,12 @@ class PikConsole(App[None]):
     ) -> None:
         """``then(pane)`` as soon as pane ``name`` is mounted. A pane is mounted the first time it is shown
         (``mount=True`` mounts it); a key pressed before that must wait for its pane, not crash the console.
-        Without ``mount``, a pane never shown is left alone (it reads everything fresh when first shown)."""
+        Without ``mount``, a pane never shown is left alone (it reads everything fresh when first shown).
+        Before the backend is open, ``then`` waits for it."""
+        if not self.ready:
+            if self.open_error is None:
+                self._waiting.append((name, then, mount))
+            return
         try:
             pane = self.pane(name)
             if not pane.is_mounted:  # in the DOM, its children not composed yet
@@ -451,14 +379,14 @@ class PikConsole(App[None]):
 
     def action_refresh(self) -> None:
         if self.active_pane == "events":
-            self.pane("events").refresh_listing()
+            self.when_mounted("events", lambda pane: pane.refresh_listing())
         else:
             self.when_mounted(self.active_pane, lambda pane: pane.reload(), mount=True)
 
     def action_help(self) -> None:
         from pik_console.console.modals import HelpScreen
 
-        self.push_screen(HelpScreen(help_sections(), self.kit.read_only))
+        self.push_screen(HelpScreen(help_sections(), self.read_only))
 
     def action_report(self) -> None:
         ctx = self.context
@@ -493,11 +421,10 @@ class PikConsole(App[None]):
         self.context = self.context.with_event(entity, day, self.context.source or "", "")
         start, end = day_start(day), day_start(next_day(day))
         self.query_one(TabbedContent).active = "events"
-        pane = self.pane("events")
-        pane.set_filter(
-            EventFilter(entity=entity, start=start, end=end), anchor=event_time, select_event=event_id
+        f = EventFilter(entity=entity, start=start, end=end)
+        self.when_mounted(
+            "events", lambda pane: self._list(pane, f, anchor=event_time, select_event=event_id)
         )
-        self.call_after_refresh(self.query_one("#event-list").focus)
 
     def open_day(
         self, *, day: str, entity: str | None = None, source: str | None = None, event_type: str | None = None
@@ -509,7 +436,11 @@ class PikConsole(App[None]):
         else:
             f = EventFilter(source=source, event_type=event_type, day=day)
         self.query_one(TabbedContent).active = "events"
-        self.pane("events").set_filter(f)
+        self.when_mounted("events", lambda pane: self._list(pane, f))
+
+    def _list(self, pane: Any, f: Any, **where: Any) -> None:
+        """Events lists ``f`` (``where``: anchor, select_event) and its list takes the keys."""
+        pane.set_filter(f, **where)
         self.call_after_refresh(self.query_one("#event-list").focus)
 
     class EventFound(Message):
@@ -556,13 +487,13 @@ class PikConsole(App[None]):
     # -- pane actions by name (footer of the pane, palette, tests) ------------------------------------
 
     def action_events_jump(self) -> None:
-        self.pane("events").action_jump()
+        self.when_mounted("events", lambda pane: pane.action_jump())
 
     def action_events_first(self) -> None:
-        self.query_one("#event-list", EventList).action_first()
+        self.when_mounted("events", lambda pane: pane.query_one("#event-list").action_first())
 
     def action_events_last(self) -> None:
-        self.query_one("#event-list", EventList).action_last()
+        self.when_mounted("events", lambda pane: pane.query_one("#event-list").action_last())
 
     def action_lag_threshold(self, factor: float) -> None:
         self.when_mounted("lag", lambda pane: pane.action_threshold(factor), mount=True)
@@ -580,7 +511,9 @@ class PikConsole(App[None]):
         self.when_mounted("replay", lambda pane: pane.action_process(), mount=True)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action in ("replay_execute", "replay_process") and self.kit.read_only:
+        if not self.ready and action not in ("quit", "pane", "back", "command_palette"):
+            return None  # shown disabled until the backend is open (a key typed meanwhile waits for it)
+        if action in ("replay_execute", "replay_process") and self.read_only:
             return None
         return True
 
@@ -593,5 +526,5 @@ class PikConsole(App[None]):
 
     def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
-        for title, help_text, action in palette_entries(self.kit.read_only):
+        for title, help_text, action in palette_entries(self.read_only):
             yield SystemCommand(title, help_text, lambda a=action: self.call_later(self.run_actions, a))

@@ -1,7 +1,9 @@
-"""The console's keys in one place: which pane owns each command key (so a key pressed elsewhere is refused
-with the reason), the command palette's entries and the help's sections."""
+"""The console's keys in one place: its own bindings (APP_BINDINGS), which pane owns each command key (so a
+key pressed elsewhere is refused with the reason), the command palette's entries and the help's sections."""
 
 from __future__ import annotations
+
+from textual.binding import Binding, BindingType
 
 # The pane keys, and the key each pane's command keys are refused with elsewhere (a refusal always says why).
 PANE_KEYS = {"overview": "0", "events": "1", "lag": "2", "gaps": "3", "replay": "4", "aggregates": "5"}
@@ -116,3 +118,85 @@ def help_sections() -> list[tuple[str, list[tuple[str, str]]]]:
             ],
         ),
     ]
+
+
+# The console's own keys (PikConsole.BINDINGS); each pane adds its own.
+APP_BINDINGS: list[BindingType] = [
+    Binding("question_mark", "help", "Help", tooltip="Every key, pane by pane", id="app.help"),
+    Binding("slash", "filter", "Filter", tooltip="Edit the filter or form of this pane", id="app.filter"),
+    # The tabs show the pane keys ("1 Events" …): the footer keeps its room for the pane's own keys.
+    Binding(
+        "0",
+        "pane('overview')",
+        "Overview",
+        show=False,
+        tooltip="What is wrong here, ranked",
+        id="app.pane.overview",
+    ),
+    Binding(
+        "1", "pane('events')", "Events", show=False, tooltip="Browse events by page", id="app.pane.events"
+    ),
+    Binding("2", "pane('lag')", "Lag", show=False, tooltip="Lag of a source/type/day", id="app.pane.lag"),
+    Binding(
+        "3",
+        "pane('gaps')",
+        "Gaps",
+        show=False,
+        tooltip="Events per day; missing days",
+        id="app.pane.gaps",
+    ),
+    Binding(
+        "4",
+        "pane('replay')",
+        "Replay",
+        show=False,
+        tooltip="Preview and run a replay",
+        id="app.pane.replay",
+    ),
+    Binding(
+        "5",
+        "pane('aggregates')",
+        "Aggregates",
+        show=False,
+        tooltip="Aggregate versions and diffs",
+        id="app.pane.aggregates",
+    ),
+    Binding(
+        "e",
+        "pick('entity')",
+        "Entity",
+        tooltip="Pick an entity of the source/type and day",
+        id="app.pick.entity",
+    ),
+    Binding("s", "pick('partition')", "Source", tooltip="Pick a source/type", id="app.pick.partition"),
+    Binding("d", "pick('day')", "Day", tooltip="Pick a day of the entity or source/type", id="app.pick.day"),
+    Binding("r", "refresh", "Refresh", show=False, tooltip="Read this pane again", id="app.refresh"),
+    Binding(
+        "w",
+        "report",
+        "Report",
+        tooltip="Write a Markdown incident report of the entity and day",
+        id="app.report",
+    ),
+    Binding("q", "quit", "Quit", tooltip="Leave the console (stops running work first)", id="app.quit"),
+    Binding(
+        "escape",
+        "back",
+        "Back",
+        show=False,
+        tooltip="Leave the field: back to the pane's list",
+        id="app.back",
+    ),
+    # A pane's command key pressed where it means nothing (another pane, read-only, nothing to act on)
+    # reaches these last: they say why instead of doing nothing.
+    *(
+        Binding(
+            key,
+            f"refused('{key}')",
+            show=False,
+            tooltip=f"{what}: says why it cannot be done here",
+            id=f"app.refused.{key}",
+        )
+        for key, (_, what) in COMMAND_KEYS.items()
+    ),
+]

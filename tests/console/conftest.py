@@ -87,7 +87,12 @@ def big_ws(tmp_path_factory: pytest.TempPathFactory) -> Path:
 async def settle(pilot: Pilot[None], rounds: int = 6) -> None:
     """Wait until no worker runs and the messages they posted are handled."""
     app: App[None] = pilot.app
-    # A pane is mounted the first time it is shown: wait for it too (PikConsole).
+    # The backend being opened (in a thread of its own, not a worker), then a pane mounted the first time
+    # it is shown: wait for them too (PikConsole).
+    for _ in range(1500):
+        if not getattr(app, "opening_now", False):
+            break
+        await pilot.pause(0.02)
     for _ in range(100):
         pending = getattr(app, "_mounting", set()) - getattr(app, "_panes_ready", set)()
         if not pending:
