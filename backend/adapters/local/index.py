@@ -32,12 +32,15 @@ from backend.ports import Claim, IndexStats, PartitionCount, Recorded
 _EVENT_COLUMNS = (
     "e.seq, e.event_id, e.receipt, p.source, p.event_type, n.entity_id, e.event_ms, e.ingest_ms, "
     "e.ingest_lag_ms, e.clock_skew, e.payload_sha, p.day, e.s3_key, e.raw_sha, e.raw_size, "
-    "e.idempotency_key, e.origin, e.line"
+    "e.idempotency_key, o.origin, e.line"
 )
-_EVENT_FROM = "events e JOIN entities n ON n.id = e.entity JOIN partitions p ON p.id = e.part"
+_EVENT_FROM = (
+    "events e JOIN entities n ON n.id = e.entity JOIN partitions p ON p.id = e.part "
+    "LEFT JOIN origins o ON o.id = e.origin_id"
+)
 _EVENT_TARGET = (
     "events (event_id, receipt, entity, part, event_ms, ingest_ms, ingest_lag_ms, clock_skew, payload_sha, "
-    "s3_key, raw_sha, raw_size, idempotency_key, origin, line)"
+    "s3_key, raw_sha, raw_size, idempotency_key, origin_id, line)"
 )
 _EVENT_ARITY = 15
 _INSERT_EVENT = f"INSERT INTO {_EVENT_TARGET} VALUES ({','.join('?' * _EVENT_ARITY)})"
@@ -65,8 +68,9 @@ class LocalIndex:
         # Entity and partition numbers never change once committed, so they are cached per index.
         self._entity_ids: dict[str, int] = {}
         self._part_ids: dict[tuple[str, str, str], int] = {}
-        # Numbers assigned by writes not yet committed (see settle).
-        self._pending: list[tuple[dict[str, int], dict[tuple[str, str, str], int]]] = []
+        self._origin_ids: dict[str, int] = {}
+        # Numbers assigned by writes not yet committed (see writing): (cache, numbers) pairs.
+        self._pending: list[tuple[dict[Any, int], dict[Any, int]]] = []
 
     # -- EventIndex: writes ----------------------------------------------------------------------------
 
@@ -125,10 +129,14 @@ class LocalIndex:
             entity_ids = self._intern(
                 conn, self._entity_ids, {r[2] for r in rows}, "entities", ("entity_id",)
             )
-            part_ids = self._intern(
-                conn, self._part_ids, {r[3] for r in rows}, "partitions", ("source", "event_type", "day")
+            part_ids = self.partition_ids(conn, {r[3] for r in rows})
+            origin_ids = self._intern(
+                conn, self._origin_ids, {r[13] for r in rows if r[13] is not None}, "origins", ("origin",)
             )
-            rows = [(r[0], 0, entity_ids[r[2]], part_ids[r[3]], *r[4:]) for r in rows]
+            rows = [
+                (r[0], 0, entity_ids[r[2]], part_ids[r[3]], *r[4:13], origin_ids.get(r[13]), *r[14:])
+                for r in rows
+            ]
             # Try every event id's first appearance in the batch as receipt 0 (the acceptance). The insert
             # guard skips it if the id was accepted before; the rows above the old maximum seq are the
             # winners (we hold the write lock, and seq only grows).
@@ -168,8 +176,17 @@ class LocalIndex:
                     next_receipt[eid] = n + 1
                     dup_rows.append((eid, n, *rows[i][2:]))
                 conn.executemany(_INSERT_EVENT, dup_rows)
-            self._pending.append((entity_ids, part_ids))
+            self._pending += [(self._entity_ids, entity_ids), (self._origin_ids, origin_ids)]
         return statuses
+
+    def partition_ids(
+        self, conn: sqlite3.Connection, names: set[tuple[str, str, str]]
+    ) -> dict[tuple[str, str, str], int]:
+        """Numbers of the (source, event_type, day) partitions ``names``, adding the new ones, in ``conn``'s
+        write transaction (opened with :meth:`writing`)."""
+        found = self._intern(conn, self._part_ids, names, "partitions", ("source", "event_type", "day"))
+        self._pending.append((self._part_ids, found))
+        return found
 
     @contextlib.contextmanager
     def writing(self, action: str) -> Iterator[sqlite3.Connection]:
@@ -184,9 +201,8 @@ class LocalIndex:
                 self._pending.clear()
             raise
         if not joined:
-            for entity_ids, part_ids in self._pending:
-                self._entity_ids.update(entity_ids)
-                self._part_ids.update(part_ids)
+            for cache, numbers in self._pending:
+                cache.update(numbers)
             self._pending.clear()
 
     @staticmethod
@@ -247,7 +263,8 @@ class LocalIndex:
     def delivered(self, origin: str, first_line: int, last_line: int) -> dict[int, set[str]]:
         found: dict[int, set[str]] = {}
         rows = self._db.read(
-            "SELECT line, raw_sha FROM events WHERE origin = ? AND line BETWEEN ? AND ?",
+            "SELECT line, raw_sha FROM events "
+            "WHERE origin_id = (SELECT id FROM origins WHERE origin = ?) AND line BETWEEN ? AND ?",
             (origin, first_line, last_line),
         )
         for line, sha in rows:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable, Sequence
 
+from backend.adapters.local.schema_v6 import migrate_v6
 from backend.errors import WorkspaceError
 
 # "PIK1" in ASCII: marks the file as a kit workspace (PRAGMA application_id).
@@ -299,8 +300,13 @@ def _statements(sql: str) -> list[str]:
     return out
 
 
+def _v6(conn: sqlite3.Connection) -> None:
+    # Version 6 (backend.adapters.local.schema_v6): each key and name stored once, raw bytes compressed.
+    migrate_v6(conn, _statements)
+
+
 # MIGRATIONS[i] takes a workspace from version i to version i + 1.
-MIGRATIONS: list[Migration] = [_script(_V1), _script(_V2), _script(_V3), _script(_V4), _script(_V5)]
+MIGRATIONS: list[Migration] = [_script(_V1), _script(_V2), _script(_V3), _script(_V4), _script(_V5), _v6]
 
 
 def inspect(conn: sqlite3.Connection) -> str:
@@ -344,8 +350,9 @@ def migrate(
         if inspect(conn) == "ours" and version < latest:
             raise WorkspaceError(
                 f"this workspace has schema version {version} and this kit reads version {latest}; opened "
-                "read-only, it is not upgraded. Open it once without --read-only (the upgrade only adds "
-                "tables and indexes; no stored data changes), or open an upgraded copy read-only"
+                "read-only, it is not upgraded. Open it once without --read-only (the upgrade keeps every "
+                "stored byte; it adds tables and indexes and stores keys and names once), or open an "
+                "upgraded copy read-only"
             )
     while True:
         conn.execute("BEGIN IMMEDIATE")
