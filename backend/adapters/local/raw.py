@@ -23,6 +23,9 @@ from backend.adapters.local.raw_keys import parse_identity_key
 from backend.ports import RawObject, RawPut, RawPutStatus
 from backend.times import Clock
 
+# One identity key's row (parameters: part, event id, event id), through the raw_by_identity index.
+IDENTITY_MATCH = "part = ? AND substr(event_id, 1, 8) = substr(?, 1, 8) AND event_id = ?"
+
 if TYPE_CHECKING:
     from backend.adapters.local.index import LocalIndex
 
@@ -161,7 +164,7 @@ class LocalRaw:
             row = conn.execute("SELECT codec, data FROM raw WHERE key = ?", (key,)).fetchone()
         else:
             row = conn.execute(
-                "SELECT codec, data FROM raw WHERE part = ? AND event_id = ?", (part, eid)
+                f"SELECT codec, data FROM raw WHERE {IDENTITY_MATCH}", (part, eid, eid)
             ).fetchone()
         if row is None:
             return None
@@ -221,8 +224,9 @@ class LocalRaw:
             values = ",".join(["(?,?)"] * len(chunk))
             at = {(pid, eid): key for pid, eid, key in chunk}
             for row in conn.execute(
-                f"SELECT r.part, r.event_id, {columns} FROM raw r "
-                f"WHERE (r.part, r.event_id) IN (VALUES {values})",
+                f"WITH w (part, eid) AS (VALUES {values}) SELECT r.part, r.event_id, {columns} FROM w "
+                "JOIN raw r ON r.part = w.part AND substr(r.event_id, 1, 8) = substr(w.eid, 1, 8) "
+                "AND r.event_id = w.eid",
                 [v for pid, eid, _ in chunk for v in (pid, eid)],
             ):
                 out.append((at[(row[0], bytes(row[1]))], *row[2:]))

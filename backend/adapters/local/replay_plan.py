@@ -37,7 +37,8 @@ _DAY_BITS = 1 << 20
 # (backend.identity.raw_key) is the raw table's (part, event_id), any other key is looked up as text.
 RAW_PRESENT = (
     "CASE WHEN e.s3_key IS NULL "
-    "THEN EXISTS (SELECT 1 FROM raw WHERE raw.part = e.part AND raw.event_id = e.event_id) "
+    "THEN EXISTS (SELECT 1 FROM raw WHERE raw.part = e.part "
+    "AND substr(raw.event_id, 1, 8) = substr(e.event_id, 1, 8) AND raw.event_id = e.event_id) "
     "ELSE EXISTS (SELECT 1 FROM raw WHERE raw.key = e.s3_key) END"
 )
 # A dry run's columns: the fingerprint line (backend.replay_fingerprint.line), (entity, day) as one number,
