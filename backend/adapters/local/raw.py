@@ -23,9 +23,6 @@ from backend.adapters.local.raw_keys import parse_identity_key
 from backend.ports import RawObject, RawPut, RawPutStatus
 from backend.times import Clock
 
-# One identity key's row (parameters: part, event id, event id), through the raw_by_identity index.
-IDENTITY_MATCH = "part = ? AND substr(event_id, 1, 8) = substr(?, 1, 8) AND event_id = ?"
-
 if TYPE_CHECKING:
     from backend.adapters.local.index import LocalIndex
 
@@ -106,10 +103,9 @@ class LocalRaw:
             for part, eid, key in conn.execute("SELECT part, event_id, key FROM raw WHERE id > ?", (before,))
         }
         stored: dict[Any, str] = {}
-        for ident in keys - created:
-            found = self._read(conn, ident)
-            if found is not None:
-                stored[ident] = hashlib.sha256(found).hexdigest()
+        for ident, codec, data in self._by_ident(conn, list(keys - created), "r.codec, r.data"):
+            body = raw_codec.unpack(codec, data, self._dictionary(conn, codec))
+            stored[ident] = hashlib.sha256(body).hexdigest()
         return created, stored
 
     # -- compression --------------------------------------------------------------------------------------
@@ -156,19 +152,33 @@ class LocalRaw:
 
     # -- reads ------------------------------------------------------------------------------------------
 
-    def _read(
-        self, conn: sqlite3.Connection, ident: tuple[int | None, bytes | None, str | None]
-    ) -> bytes | None:
-        part, eid, key = ident
-        if key is not None:
-            row = conn.execute("SELECT codec, data FROM raw WHERE key = ?", (key,)).fetchone()
-        else:
-            row = conn.execute(
-                f"SELECT codec, data FROM raw WHERE {IDENTITY_MATCH}", (part, eid, eid)
-            ).fetchone()
-        if row is None:
-            return None
-        return raw_codec.unpack(row[0], row[1], self._dictionary(conn, row[0]))
+    def _by_ident(
+        self,
+        conn: sqlite3.Connection,
+        idents: Sequence[tuple[int | None, bytes | None, str | None]],
+        columns: str,
+    ) -> list[tuple[Any, ...]]:
+        """``(ident, *columns)`` of the rows at ``idents`` (``_ident``; ``r`` is the raw table), a few
+        hundred keys per statement."""
+        out: list[tuple[Any, ...]] = []
+        texts = [key for _, _, key in idents if key is not None]
+        for chunk in chunks(texts):
+            marks = ",".join("?" * len(chunk))
+            for key, *rest in conn.execute(
+                f"SELECT r.key, {columns} FROM raw r WHERE r.key IN ({marks})", chunk
+            ):
+                out.append(((None, None, key), *rest))
+        pairs = [(part, eid) for part, eid, key in idents if key is None]
+        for chunk in chunks(pairs):
+            values = ",".join(["(?,?)"] * len(chunk))
+            for part, eid, *rest in conn.execute(
+                f"WITH w (part, eid) AS (VALUES {values}) SELECT r.part, r.event_id, {columns} FROM w "
+                "JOIN raw r ON r.part = w.part AND substr(r.event_id, 1, 8) = substr(w.eid, 1, 8) "
+                "AND r.event_id = w.eid",
+                [v for pair in chunk for v in pair],
+            ):
+                out.append(((part, bytes(eid), None), *rest))
+        return out
 
     def get(self, key: str) -> bytes | None:
         return self.get_many([key]).get(key)
@@ -203,12 +213,6 @@ class LocalRaw:
                 texts.append(key)
             else:
                 by_identity[(*identity[0], identity[1])] = key
-        out: list[tuple[Any, ...]] = []
-        for part in chunks(texts):
-            marks = ",".join("?" * len(part))
-            out += conn.execute(
-                f"SELECT r.key, {columns} FROM raw r WHERE r.key IN ({marks})", part
-            ).fetchall()
         names = list({ident[:3] for ident in by_identity})
         parts: dict[tuple[str, str, str], int] = {}
         for chunk in chunks(names, 300):
@@ -219,18 +223,9 @@ class LocalRaw:
                 [v for name in chunk for v in name],
             ):
                 parts[(source, event_type, day)] = pid
-        lookups = [(parts[i[:3]], i[3], key) for i, key in by_identity.items() if i[:3] in parts]
-        for chunk in chunks(lookups, 400):
-            values = ",".join(["(?,?)"] * len(chunk))
-            at = {(pid, eid): key for pid, eid, key in chunk}
-            for row in conn.execute(
-                f"WITH w (part, eid) AS (VALUES {values}) SELECT r.part, r.event_id, {columns} FROM w "
-                "JOIN raw r ON r.part = w.part AND substr(r.event_id, 1, 8) = substr(w.eid, 1, 8) "
-                "AND r.event_id = w.eid",
-                [v for pid, eid, _ in chunk for v in (pid, eid)],
-            ):
-                out.append((at[(row[0], bytes(row[1]))], *row[2:]))
-        return out
+        at: dict[tuple[int | None, bytes | None, str | None], str] = {(None, None, k): k for k in texts}
+        at.update({(parts[i[:3]], i[3], None): key for i, key in by_identity.items() if i[:3] in parts})
+        return [(at[ident], *rest) for ident, *rest in self._by_ident(conn, list(at), columns)]
 
     def sha256(self, key: str) -> str | None:
         data = self.get(key)
