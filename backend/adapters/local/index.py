@@ -24,6 +24,7 @@ from backend.adapters.local.encoding import (
     stored_ms,
     to_ms,
 )
+from backend.adapters.local.schema_v6 import EVENT_ID_MATCH
 from backend.errors import InvalidRequest
 from backend.identity import raw_key
 from backend.model import EventRecord, IngestStatus, Page, Rejection
@@ -93,8 +94,8 @@ class LocalIndex:
                 r = records[i]
                 accepted = self._db.read(
                     "SELECT e.s3_key, e.raw_sha, p.source, p.event_type, p.day FROM events e "
-                    "JOIN partitions p ON p.id = e.part WHERE e.event_id = ? AND e.receipt = 0",
-                    (bytes.fromhex(r.event_id),),
+                    f"JOIN partitions p ON p.id = e.part WHERE {EVENT_ID_MATCH} AND e.receipt = 0",
+                    (bytes.fromhex(r.event_id),) * 2,
                 )
                 if not accepted and not any(records[j].event_id == r.event_id for j in keep):
                     statuses[i] = Recorded.UNSEEN
@@ -162,10 +163,11 @@ class LocalIndex:
                 next_receipt: dict[bytes, int] = {}
                 ids = list({rows[i][0] for i in dups})
                 for part in chunks(ids):
-                    marks = ",".join("?" * len(part))
+                    values = ",".join(["(?)"] * len(part))
                     for eid, top in conn.execute(
-                        "SELECT event_id, max(receipt) FROM events "
-                        f"WHERE event_id IN ({marks}) GROUP BY event_id",
+                        f"WITH w (eid) AS (VALUES {values}) SELECT e.event_id, max(e.receipt) FROM w "
+                        "JOIN events e ON substr(e.event_id, 1, 8) = substr(w.eid, 1, 8) "
+                        "AND e.event_id = w.eid GROUP BY e.event_id",
                         part,
                     ):
                         next_receipt[eid] = top + 1
@@ -327,7 +329,7 @@ class LocalIndex:
         if eid is None:
             return None
         rows = self._db.read(
-            f"SELECT {_EVENT_COLUMNS} FROM {_EVENT_FROM} WHERE e.event_id = ? AND e.receipt = 0", (eid,)
+            f"SELECT {_EVENT_COLUMNS} FROM {_EVENT_FROM} WHERE {EVENT_ID_MATCH} AND e.receipt = 0", (eid, eid)
         )
         return self._event(rows[0]) if rows else None
 
@@ -336,7 +338,8 @@ class LocalIndex:
         if eid is None:
             return []
         rows = self._db.read(
-            f"SELECT {_EVENT_COLUMNS} FROM {_EVENT_FROM} WHERE e.event_id = ? ORDER BY e.receipt", (eid,)
+            f"SELECT {_EVENT_COLUMNS} FROM {_EVENT_FROM} WHERE {EVENT_ID_MATCH} ORDER BY e.receipt",
+            (eid, eid),
         )
         return [self._event(r) for r in rows]
 

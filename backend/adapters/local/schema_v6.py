@@ -9,9 +9,11 @@
 * ``raw_dictionaries``: the compression dictionaries, immutable like the rows that need them.
 * ``origins``: each input's origin (``file:...``, ``api``) numbered once; ``events.origin_id`` refers to it
   instead of repeating the text in every receipt and in the resume index.
+* ``events`` finds an event id's receipts by 8 bytes of the id (``events_by_id``), not by a unique key that
+  held all 32 bytes again; its insert guard keeps (event_id, receipt) unique.
 
-The upgrade rebuilds ``raw`` and rewrites ``events.origin`` in the one transaction that ``migrate`` gives
-each step: interrupted, it leaves the workspace as it was (version 5), and the next open does it again.
+The upgrade rebuilds ``raw`` and ``events`` in the one transaction that ``migrate`` gives each step:
+interrupted, it leaves the workspace as it was (version 5), and the next open does it again.
 """
 
 from __future__ import annotations
@@ -84,11 +86,49 @@ CREATE TRIGGER raw_no_delete BEFORE DELETE ON raw
 BEGIN SELECT RAISE(ABORT, 'raw events are immutable: delete refused'); END;
 """
 
-EVENTS_ORIGIN = """
+# The event index, rebuilt: the same columns, origin_id (a number in origins) in place of the origin's text.
+# An event id's receipts are found by the first 8 bytes of the id (then the whole id), as raw keys are: the
+# unique key (event_id, receipt) of version 5 held all 32 bytes a second time. The insert guard is what
+# makes a receipt number unique for an event id (so acceptance unique, invariant 2), from any connection.
+EVENTS = """
+CREATE TABLE events_v6 (
+    seq             INTEGER PRIMARY KEY,
+    event_id        BLOB NOT NULL,
+    receipt         INTEGER NOT NULL CHECK (receipt >= 0),
+    entity          INTEGER NOT NULL REFERENCES entities (id),
+    part            INTEGER NOT NULL REFERENCES partitions (id),
+    event_ms        INTEGER NOT NULL,
+    ingest_ms       INTEGER NOT NULL,
+    ingest_lag_ms   INTEGER NOT NULL CHECK (ingest_lag_ms >= 0),
+    clock_skew      INTEGER NOT NULL,
+    payload_sha     BLOB NOT NULL,
+    s3_key          TEXT,
+    raw_sha         BLOB NOT NULL,
+    raw_size        INTEGER NOT NULL,
+    idempotency_key TEXT,
+    origin_id       INTEGER REFERENCES origins (id),
+    line            INTEGER
+);
+"""
+
+EVENTS_GUARDS = """
+CREATE INDEX events_by_id ON events (substr(event_id, 1, 8), receipt);
+CREATE INDEX events_by_entity ON events (entity, event_ms, event_id, receipt);
+CREATE INDEX events_by_lag ON events (part, ingest_lag_ms, seq);
 CREATE INDEX events_by_origin ON events (origin_id, line) WHERE origin_id IS NOT NULL;
+CREATE TRIGGER events_no_overwrite BEFORE INSERT ON events
+WHEN EXISTS (SELECT 1 FROM events WHERE substr(event_id, 1, 8) = substr(NEW.event_id, 1, 8)
+             AND receipt = NEW.receipt AND event_id = NEW.event_id)
+  OR EXISTS (SELECT 1 FROM events WHERE seq = NEW.seq)
+BEGIN SELECT RAISE(IGNORE); END;
 CREATE TRIGGER events_no_update BEFORE UPDATE ON events
 BEGIN SELECT RAISE(ABORT, 'the event index is append-only: update refused'); END;
+CREATE TRIGGER events_no_delete BEFORE DELETE ON events
+BEGIN SELECT RAISE(ABORT, 'the event index is append-only: delete refused'); END;
 """
+
+# One event id's receipts through events_by_id (``e`` is the events table; parameters: id, id).
+EVENT_ID_MATCH = "substr(e.event_id, 1, 8) = substr(?, 1, 8) AND e.event_id = ?"
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _COPY_ROWS = 20_000
@@ -114,17 +154,17 @@ def migrate_v6(conn: sqlite3.Connection, statements: object) -> None:
     conn.execute("DROP TABLE raw")
     conn.execute("ALTER TABLE raw_v6 RENAME TO raw")
     _run(conn, RAW_GUARDS, statements)
-    # Origins by number: the append-only trigger is lifted for this one rewrite, inside the transaction.
+    # The event index, rebuilt with origins by number (same rows, same seq: the rollups' watermark holds).
     conn.execute("INSERT INTO origins (origin) SELECT DISTINCT origin FROM events WHERE origin IS NOT NULL")
-    conn.execute("ALTER TABLE events ADD COLUMN origin_id INTEGER REFERENCES origins (id)")
-    conn.execute("DROP TRIGGER events_no_update")
-    conn.execute("DROP INDEX events_by_origin")
+    _run(conn, EVENTS, statements)
     conn.execute(
-        "UPDATE events SET origin_id = (SELECT id FROM origins WHERE origins.origin = events.origin) "
-        "WHERE origin IS NOT NULL"
+        "INSERT INTO events_v6 SELECT seq, event_id, receipt, entity, part, event_ms, ingest_ms, "
+        "ingest_lag_ms, clock_skew, payload_sha, s3_key, raw_sha, raw_size, idempotency_key, "
+        "(SELECT id FROM origins o WHERE o.origin = events.origin), line FROM events ORDER BY seq"
     )
-    conn.execute("ALTER TABLE events DROP COLUMN origin")
-    _run(conn, EVENTS_ORIGIN, statements)
+    conn.execute("DROP TABLE events")
+    conn.execute("ALTER TABLE events_v6 RENAME TO events")
+    _run(conn, EVENTS_GUARDS, statements)
 
 
 def _copy_raw(conn: sqlite3.Connection) -> None:
