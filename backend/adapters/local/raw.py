@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 from backend.adapters.local import raw_codec
 from backend.adapters.local.database import Database, chunks
@@ -27,15 +27,9 @@ if TYPE_CHECKING:
     from backend.adapters.local.index import LocalIndex
 
 
-class RawRow(NamedTuple):
-    """A row of ``raw`` to insert: an identity key (``part``, ``event_id``) or another ``key``, its bytes as
-    stored (``codec``, ``data``) and as received (``body``, for the digest of a taken key)."""
-
-    part: int | None
-    event_id: bytes | None
-    key: str | None
-    codec: int
-    data: bytes
+Ident = tuple[
+    int | None, bytes | None, str | None
+]  # a raw key as stored: (part, event_id, None) or (None, None, key)
 
 
 class LocalRaw:
@@ -63,14 +57,13 @@ class LocalRaw:
             )
             identities = [parse_identity_key(o.key) for o in objects]
             parts = self._index.partition_ids(conn, {i[0] for i in identities if i is not None})
-            rows = [
-                RawRow(parts[i[0]], i[1], None, c, d) if i else RawRow(None, None, o.key, c, d)
-                for o, i, c, d in zip(objects, identities, codecs, stored, strict=True)
+            idents: list[Ident] = [
+                (parts[i[0]], i[1], None) if i else (None, None, o.key)
+                for o, i in zip(objects, identities, strict=True)
             ]
-            created, stored_sha = self.insert(conn, rows)
+            created, stored_sha = self.insert(conn, idents, codecs, stored)
         results: list[RawPut] = []
-        for obj, row in zip(objects, rows, strict=True):
-            ident = _ident(row)
+        for obj, ident in zip(objects, idents, strict=True):
             if ident in created:
                 created.discard(ident)  # a later object with the same key in this call found it taken
                 results.append(RawPut(obj.key, RawPutStatus.CREATED, obj.sha256))
@@ -83,9 +76,12 @@ class LocalRaw:
         """The ``stored_ms`` of objects stored now."""
         return int(self._clock.now().timestamp() * 1000)
 
-    def insert(self, conn: sqlite3.Connection, rows: Sequence[RawRow]) -> tuple[set[Any], dict[Any, str]]:
-        """Insert ``rows`` in ``conn``'s open write transaction. Returns the keys (``_ident``) this call
-        created and, for the keys it found taken, the sha256 (hex) of the bytes stored there."""
+    def insert(
+        self, conn: sqlite3.Connection, idents: Sequence[Ident], codecs: Sequence[int], datas: Sequence[bytes]
+    ) -> tuple[set[Ident], dict[Ident, str]]:
+        """Insert a row per key (``idents``) with its bytes as stored (``codecs``, ``datas``), in ``conn``'s
+        open write transaction. Returns the keys this call created and, for the keys it found taken, the
+        sha256 (hex) of the bytes stored there."""
         stored_ms = self.stamp_ms()
         # The schema's insert guard skips a taken key (nothing overwritten, no error). Rows are appended
         # in rowid order and nobody else writes while we hold the lock, so the rows above the old
@@ -93,16 +89,16 @@ class LocalRaw:
         before = conn.execute("SELECT coalesce(max(id), 0) FROM raw").fetchone()[0]
         conn.executemany(
             "INSERT INTO raw (part, event_id, key, stored_ms, codec, data) VALUES (?,?,?,?,?,?)",
-            [(r.part, r.event_id, r.key, stored_ms, r.codec, r.data) for r in rows],
+            (
+                (*ident, stored_ms, codec, data)
+                for ident, codec, data in zip(idents, codecs, datas, strict=True)
+            ),
         )
-        keys = {_ident(r) for r in rows}
+        keys = set(idents)
         if conn.execute("SELECT count(*) FROM raw WHERE id > ?", (before,)).fetchone()[0] == len(keys):
             return keys, {}  # as many new rows as distinct keys: every key was created (the usual case)
-        created = {
-            (part, bytes(eid) if eid is not None else None, key)
-            for part, eid, key in conn.execute("SELECT part, event_id, key FROM raw WHERE id > ?", (before,))
-        }
-        stored: dict[Any, str] = {}
+        created: set[Ident] = set(conn.execute("SELECT part, event_id, key FROM raw WHERE id > ?", (before,)))
+        stored: dict[Ident, str] = {}
         for ident, codec, data in self._by_ident(conn, list(keys - created), "r.codec, r.data"):
             body = raw_codec.unpack(codec, data, self._dictionary(conn, codec))
             stored[ident] = hashlib.sha256(body).hexdigest()
@@ -223,14 +219,10 @@ class LocalRaw:
                 [v for name in chunk for v in name],
             ):
                 parts[(source, event_type, day)] = pid
-        at: dict[tuple[int | None, bytes | None, str | None], str] = {(None, None, k): k for k in texts}
+        at: dict[Ident, str] = {(None, None, k): k for k in texts}
         at.update({(parts[i[:3]], i[3], None): key for i, key in by_identity.items() if i[:3] in parts})
         return [(at[ident], *rest) for ident, *rest in self._by_ident(conn, list(at), columns)]
 
     def sha256(self, key: str) -> str | None:
         data = self.get(key)
         return hashlib.sha256(data).hexdigest() if data is not None else None
-
-
-def _ident(row: RawRow) -> tuple[int | None, bytes | None, str | None]:
-    return (row.part, row.event_id, row.key)

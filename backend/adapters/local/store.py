@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from backend.adapters.local.database import DB_NAME, Database
 from backend.adapters.local.index import LocalIndex
-from backend.adapters.local.raw import LocalRaw, RawRow
+from backend.adapters.local.raw import Ident, LocalRaw
 from backend.adapters.local.raw_codec import PLAIN
 from backend.model import EventRecord, IngestStatus, Page, Rejection
 from backend.ports import Claim, IndexStats, NewReceipt, RawObject, RawPacker, RawPut, Recorded
@@ -108,17 +108,14 @@ class LocalStore:
                 packed = packer.pack_many(bodies) if packer else ([PLAIN] * len(bodies), bodies)
             codecs, datas = packed
             part_ids = self.index.partition_ids(conn, {r.partition for r in receipts})
-            idents = [(part_ids[r.partition], r.event_id, None) for r in receipts]
-            raw_rows = [
-                RawRow(part, eid, None, codec, data)
-                for (part, eid, _), codec, data in zip(idents, codecs, datas, strict=True)
-            ]
-            _, stored = self.raw.insert(conn, raw_rows)
-            # The bytes at each key: stored before this call, or the first body in this call with that key.
-            at_key = {key: bytes.fromhex(sha) for key, sha in stored.items()}
-            for ident, r in zip(idents, receipts, strict=True):
-                if at_key.setdefault(ident, r.raw_sha) != r.raw_sha:
-                    return [None] * len(receipts)
+            idents: list[Ident] = [(part_ids[r.partition], r.event_id, None) for r in receipts]
+            created, stored = self.raw.insert(conn, idents, codecs, datas)
+            if stored or len(created) < len(receipts):
+                # The bytes at each key: stored before this call, or the first body in this call with it.
+                at_key = {key: bytes.fromhex(sha) for key, sha in stored.items()}
+                for ident, r in zip(idents, receipts, strict=True):
+                    if at_key.setdefault(ident, r.raw_sha) != r.raw_sha:
+                        return [None] * len(receipts)
             rows = [
                 (
                     r.event_id, 0, r.entity_id, r.partition, r.event_ms, r.ingest_ms, r.ingest_lag_ms,
