@@ -125,19 +125,40 @@ class LocalIndex:
         ACCEPTED for each event id's first receipt ever, DUPLICATE (the next receipt number) for the rest."""
         if not rows:
             return []
+        with self.writing("record events") as conn:
+            entity_ids, part_ids, origin_ids = self.numbers(
+                conn, {r[2] for r in rows}, {r[3] for r in rows}, {r[13] for r in rows}
+            )
+            return self.insert_numbered(
+                [
+                    (r[0], 0, entity_ids[r[2]], part_ids[r[3]], *r[4:13], origin_ids[r[13]], *r[14:])
+                    for r in rows
+                ]
+            )
+
+    def numbers(
+        self,
+        conn: sqlite3.Connection,
+        entities: set[str],
+        partitions: set[tuple[str, str, str]],
+        origins: set[str | None],
+    ) -> tuple[dict[str, int], dict[tuple[str, str, str], int], dict[str | None, int | None]]:
+        """The numbers of these entity ids, partitions and origins (None: none), adding the new ones, in
+        ``conn``'s write transaction (opened with :meth:`writing`)."""
+        entity_ids = self._intern(conn, self._entity_ids, entities, "entities", ("entity_id",))
+        self._pending.append((self._entity_ids, entity_ids))
+        named = {o for o in origins if o is not None}
+        origin_ids: dict[str | None, int | None] = {}
+        origin_ids.update(self._intern(conn, self._origin_ids, named, "origins", ("origin",)))
+        self._pending.append((self._origin_ids, {k: v for k, v in origin_ids.items() if v is not None}))
+        origin_ids[None] = None
+        return entity_ids, self.partition_ids(conn, partitions), origin_ids
+
+    def insert_numbered(self, rows: Sequence[tuple[Any, ...]]) -> list[Recorded]:
+        """As :meth:`insert_rows`, the rows already holding entity, partition and origin numbers (in
+        ``events`` column order), in the transaction that :meth:`numbers` numbered them in."""
         statuses = [Recorded.DUPLICATE] * len(rows)
         with self.writing("record events") as conn:
-            entity_ids = self._intern(
-                conn, self._entity_ids, {r[2] for r in rows}, "entities", ("entity_id",)
-            )
-            part_ids = self.partition_ids(conn, {r[3] for r in rows})
-            origin_ids = self._intern(
-                conn, self._origin_ids, {r[13] for r in rows if r[13] is not None}, "origins", ("origin",)
-            )
-            rows = [
-                (r[0], 0, entity_ids[r[2]], part_ids[r[3]], *r[4:13], origin_ids.get(r[13]), *r[14:])
-                for r in rows
-            ]
             # Try every event id's first appearance in the batch as receipt 0 (the acceptance). The insert
             # guard skips it if the id was accepted before; the rows above the old maximum seq are the
             # winners (we hold the write lock, and seq only grows).
@@ -178,7 +199,6 @@ class LocalIndex:
                     next_receipt[eid] = n + 1
                     dup_rows.append((eid, n, *rows[i][2:]))
                 conn.executemany(_INSERT_EVENT, dup_rows)
-            self._pending += [(self._entity_ids, entity_ids), (self._origin_ids, origin_ids)]
         return statuses
 
     def partition_ids(

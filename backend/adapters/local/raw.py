@@ -13,8 +13,9 @@ any other key as text; the bytes as received or compressed with one of the works
 from __future__ import annotations
 
 import hashlib
+import itertools
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from backend.adapters.local import raw_codec
@@ -61,7 +62,9 @@ class LocalRaw:
                 (parts[i[0]], i[1], None) if i else (None, None, o.key)
                 for o, i in zip(objects, identities, strict=True)
             ]
-            created, stored_sha = self.insert(conn, idents, codecs, stored)
+            created, stored_sha = self.insert(
+                conn, [i[0] for i in idents], [i[1] for i in idents], [i[2] for i in idents], codecs, stored
+            )
         results: list[RawPut] = []
         for obj, ident in zip(objects, idents, strict=True):
             if ident in created:
@@ -77,29 +80,37 @@ class LocalRaw:
         return int(self._clock.now().timestamp() * 1000)
 
     def insert(
-        self, conn: sqlite3.Connection, idents: Sequence[Ident], codecs: Sequence[int], datas: Sequence[bytes]
+        self,
+        conn: sqlite3.Connection,
+        parts: Sequence[int | None],
+        eids: Sequence[bytes | None],
+        keys: Sequence[str | None] | None,
+        codecs: Sequence[int],
+        datas: Sequence[bytes],
     ) -> tuple[set[Ident], dict[Ident, str]]:
-        """Insert a row per key (``idents``) with its bytes as stored (``codecs``, ``datas``), in ``conn``'s
-        open write transaction. Returns the keys this call created and, for the keys it found taken, the
-        sha256 (hex) of the bytes stored there."""
+        """Insert a row per key, given as columns: an identity key's partition and event id or another
+        key's text (``keys``; None: identity keys only), and its bytes as stored (``codecs``, ``datas``), in
+        ``conn``'s open write transaction. Returns the keys (:data:`Ident`) this call created and, for the
+        keys it found taken, the sha256 (hex) of the bytes stored there."""
         stored_ms = self.stamp_ms()
+        n = len(parts)
+        texts: Iterable[str | None] = keys if keys is not None else itertools.repeat(None, n)
         # The schema's insert guard skips a taken key (nothing overwritten, no error). Rows are appended
         # in rowid order and nobody else writes while we hold the lock, so the rows above the old
         # maximum are exactly the ones this call created. (Cheaper than INSERT ... RETURNING.)
         before = conn.execute("SELECT coalesce(max(id), 0) FROM raw").fetchone()[0]
         conn.executemany(
             "INSERT INTO raw (part, event_id, key, stored_ms, codec, data) VALUES (?,?,?,?,?,?)",
-            (
-                (*ident, stored_ms, codec, data)
-                for ident, codec, data in zip(idents, codecs, datas, strict=True)
-            ),
+            zip(parts, eids, texts, itertools.repeat(stored_ms, n), codecs, datas, strict=True),
         )
-        keys = set(idents)
-        if conn.execute("SELECT count(*) FROM raw WHERE id > ?", (before,)).fetchone()[0] == len(keys):
-            return keys, {}  # as many new rows as distinct keys: every key was created (the usual case)
+        wanted: set[Ident] = set(
+            zip(parts, eids, keys if keys is not None else itertools.repeat(None, n), strict=True)
+        )
+        if conn.execute("SELECT count(*) FROM raw WHERE id > ?", (before,)).fetchone()[0] == len(wanted):
+            return wanted, {}  # as many new rows as distinct keys: every key was created (the usual case)
         created: set[Ident] = set(conn.execute("SELECT part, event_id, key FROM raw WHERE id > ?", (before,)))
         stored: dict[Ident, str] = {}
-        for ident, codec, data in self._by_ident(conn, list(keys - created), "r.codec, r.data"):
+        for ident, codec, data in self._by_ident(conn, list(wanted - created), "r.codec, r.data"):
             body = raw_codec.unpack(codec, data, self._dictionary(conn, codec))
             stored[ident] = hashlib.sha256(body).hexdigest()
         return created, stored

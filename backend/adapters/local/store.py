@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from backend.adapters.local.database import DB_NAME, Database
 from backend.adapters.local.index import LocalIndex
-from backend.adapters.local.raw import Ident, LocalRaw
+from backend.adapters.local.raw import LocalRaw
 from backend.adapters.local.raw_codec import PLAIN
 from backend.model import EventRecord, IngestStatus, Page, Rejection
 from backend.ports import Claim, IndexStats, NewReceipt, RawObject, RawPacker, RawPut, Recorded
@@ -107,24 +107,30 @@ class LocalStore:
                 packer = self.raw.ensure_packer(conn, bodies)
                 packed = packer.pack_many(bodies) if packer else ([PLAIN] * len(bodies), bodies)
             codecs, datas = packed
-            part_ids = self.index.partition_ids(conn, {r.partition for r in receipts})
-            idents: list[Ident] = [(part_ids[r.partition], r.event_id, None) for r in receipts]
-            created, stored = self.raw.insert(conn, idents, codecs, datas)
+            entity_ids, part_ids, origin_ids = self.index.numbers(
+                conn,
+                {r.entity_id for r in receipts},
+                {r.partition for r in receipts},
+                {r.origin for r in receipts},
+            )
+            parts = [part_ids[r.partition] for r in receipts]
+            eids = [r.event_id for r in receipts]
+            created, stored = self.raw.insert(conn, parts, eids, None, codecs, datas)
             if stored or len(created) < len(receipts):
                 # The bytes at each key: stored before this call, or the first body in this call with it.
                 at_key = {key: bytes.fromhex(sha) for key, sha in stored.items()}
-                for ident, r in zip(idents, receipts, strict=True):
-                    if at_key.setdefault(ident, r.raw_sha) != r.raw_sha:
+                for part, eid, r in zip(parts, eids, receipts, strict=True):
+                    if at_key.setdefault((part, eid, None), r.raw_sha) != r.raw_sha:
                         return [None] * len(receipts)
             rows = [
                 (
-                    r.event_id, 0, r.entity_id, r.partition, r.event_ms, r.ingest_ms, r.ingest_lag_ms,
+                    r.event_id, 0, entity_ids[r.entity_id], part, r.event_ms, r.ingest_ms, r.ingest_lag_ms,
                     int(r.clock_skew), r.payload_sha, None, r.raw_sha, r.raw_size, r.idempotency_key,
-                    r.origin, r.line,
+                    origin_ids[r.origin], r.line,
                 )
-                for r in receipts
+                for r, part in zip(receipts, parts, strict=True)
             ]  # fmt: skip
-            return list(self.index.insert_rows(rows))
+            return list(self.index.insert_numbered(rows))
 
     def quarantine(self, rejections: Sequence[Rejection]) -> list[str]:
         return self.index.quarantine(rejections)
