@@ -209,7 +209,7 @@ class IngestService:
             raise ReadOnlyError("ingest refused: the kit is in read-only mode")
         chunks = _batched(items, batch_size)
         if workers is not None:
-            yield from workers.prepare(chunks, self.clock, self.run_id, self.raw_packer)
+            yield from workers.prepare(chunks, self.clock, self.run_id, self._raw_packer)
             return
         for chunk in chunks:
             yield chunk, self.prepare_batch(chunk)
@@ -219,9 +219,9 @@ class IngestService:
         per request, in order."""
         if self.read_only:
             raise ReadOnlyError("ingest refused: the kit is in read-only mode")
-        return prepare_requests(batch, self.clock, self.run_id, self.raw_packer())
+        return prepare_requests(batch, self.clock, self.run_id, self._raw_packer())
 
-    def raw_packer(self) -> RawPacker | None:
+    def _raw_packer(self) -> RawPacker | None:
         """How the store wants raw bytes compressed now (:class:`RawPacker`), if it takes them packed."""
         return self._receipts.raw_packer() if self._receipts is not None else None
 
