@@ -255,6 +255,15 @@ class NewReceipt(NamedTuple):
         )
 
 
+class RawPacker(Protocol):
+    """How a store compresses raw bytes (the local workspace: zstd with a dictionary of its own). A plain,
+    picklable value, so that ingest can compress in its prepare worker processes, not in the one writer."""
+
+    def pack_many(self, bodies: Sequence[bytes]) -> tuple[list[int], list[bytes]]:
+        """Each body's codec (0: as received) and stored form, for :meth:`ReceiptStore.store_receipts`."""
+        ...
+
+
 @runtime_checkable
 class ReceiptStore(Protocol):
     """A store that holds both the raw bytes and the event index and can take a batch of new receipts in
@@ -262,13 +271,21 @@ class ReceiptStore(Protocol):
     index are the same object and it has this method, and the separate :class:`RawStore` then
     :class:`EventIndex` path otherwise (S3 and DynamoDB)."""
 
+    def raw_packer(self) -> RawPacker | None:
+        """How to compress bodies for :meth:`store_receipts` now (None: send them as received)."""
+        ...
+
     def store_receipts(
-        self, receipts: Sequence[NewReceipt], bodies: Sequence[bytes]
+        self,
+        receipts: Sequence[NewReceipt],
+        bodies: Sequence[bytes],
+        packed: tuple[Sequence[int], Sequence[bytes]] | None = None,
     ) -> list[Recorded | None]:
         """Store each body under its receipt's key unless the key is taken, and record each receipt, in
         one transaction: ACCEPTED or DUPLICATE per receipt, as :meth:`EventIndex.record` with STORED or
         SEEN claims. None (nothing written for it) where the key holds *other* bytes: the caller stores
-        that body elsewhere and records it through the separate path."""
+        that body elsewhere and records it through the separate path. ``packed``: the bodies as
+        :meth:`raw_packer`'s ``pack_many`` gave them, if the caller compressed them."""
         ...
 
 

@@ -25,6 +25,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from backend.adapters.local import raw_codec
+
 DB_NAME = "pik.sqlite3"  # the workspace's file (backend.adapters.local.database.DB_NAME)
 DICT_ROWS = 2000  # rows a dictionary is made from; the figures are measured on the rows after them
 DICT_BYTES = 16 * 1024
@@ -39,6 +41,9 @@ def breakdown(workspace: Path) -> dict[str, Any]:
     conn = _connect(workspace)
     try:
         events = conn.execute("SELECT count(*) FROM events WHERE receipt = 0").fetchone()[0]
+        raw_rows, compressed = conn.execute(
+            "SELECT count(*), count(*) FILTER (WHERE codec > 0) FROM raw"
+        ).fetchone()
         receipts = conn.execute("SELECT count(*) FROM events").fetchone()[0]
         rejections = conn.execute("SELECT count(*) FROM rejections").fetchone()[0]
         parts = conn.execute(
@@ -50,6 +55,8 @@ def breakdown(workspace: Path) -> dict[str, Any]:
     file_bytes = page_size * pages
     return {
         "accepted_events": events,
+        "raw_rows": raw_rows,
+        "raw_rows_compressed": compressed,
         "receipts": receipts,
         "lines": receipts + rejections,
         "file_bytes": file_bytes,
@@ -113,9 +120,13 @@ def raw_compression(workspace: Path, sample: int = 50_000, dict_rows: int = DICT
     first ``dict_rows`` make the dictionaries and are not measured."""
     conn = _connect(workspace)
     try:
+        # The bytes as received: a workspace of schema 6 or later keeps most of them compressed already.
+        dictionaries = {n: bytes(d) for n, d in conn.execute("SELECT id, data FROM raw_dictionaries")}
         rows = [
-            bytes(d)
-            for (d,) in conn.execute("SELECT data FROM raw ORDER BY id LIMIT ?", (dict_rows + sample,))
+            raw_codec.unpack(codec, d, dictionaries)
+            for codec, d in conn.execute(
+                "SELECT codec, data FROM raw ORDER BY id LIMIT ?", (dict_rows + sample,)
+            )
         ]
     finally:
         conn.close()
@@ -149,6 +160,7 @@ def report(workspace: Path, json_bytes_per_line: float | None, sample: int) -> d
         f"accepted events, {parts['file_bytes_per_event']:,.0f} B per accepted event, "
         f"{parts['file_bytes_per_line']:,.0f} B per line{json_note}"
     )
+    print(f"  raw rows: {parts['raw_rows']:,}, of which compressed: {parts['raw_rows_compressed']:,}")
     for p in parts["parts"]:
         if p["share"] >= 0.005:
             print(f"  {p['name']:<28} {p['bytes_per_event']:>7,.0f} B/event  {p['share']:>6.1%}")

@@ -128,6 +128,10 @@ TAMPERS = {
     "rejections": Tamper(
         "rejections", "1 = 1", "reason = 'forged'", lambda s, p: s.get_rejection(p.rejection_id)
     ),
+    # Receipts name their origin by number (schema v6): renaming the origin would rewrite every receipt's.
+    "origins": Tamper(
+        "origins", "1 = 1", "origin = 'forged'", lambda s, p: [r.origin for r in s.receipts(p.event_id)]
+    ),
 }
 
 
@@ -179,7 +183,8 @@ def test_a_taken_raw_key_cannot_be_inserted_again(populated: Populated) -> None:
     with plain_connection(populated.ws, recursive_triggers=False) as conn:
         rows = conn.execute("SELECT count(*) FROM raw").fetchone()[0]
         conn.execute(
-            "INSERT INTO raw (key, sha256, size, stored_at, data) SELECT key, x'00', 1, 'x', x'00' FROM raw"
+            "INSERT INTO raw (part, event_id, key, stored_ms, codec, data) "
+            "SELECT part, event_id, key, 0, 0, x'00' FROM raw"
         )
         conn.execute("INSERT INTO raw SELECT * FROM raw")
         assert conn.execute("SELECT count(*) FROM raw").fetchone()[0] == rows

@@ -304,12 +304,12 @@ def test_the_pinned_scopes_check_raw_keys_both_ways(workspace: tuple[LocalStore,
         # A ranged partition's keys are exactly its identity keys present in the raw table.
         for part, ids in ranged.items():
             (n,) = conn.execute(
-                "SELECT count(*) FROM raw WHERE key > 'raw/' AND key LIKE '%/event_id=%' AND key IN "
-                "(SELECT 'raw/source=' || source || '/event_type=' || event_type || '/event_date=' || day "
-                "|| '/event_id=' || ? || '.json' FROM partitions WHERE id = ?)",
-                (next(iter(ids)), part),
+                "SELECT count(*) FROM raw WHERE part = ? AND event_id = ? AND key IS NULL",
+                (part, bytes.fromhex(next(iter(ids)))),
             ).fetchone()
             assert n == 1
+            (total,) = conn.execute("SELECT count(*) FROM raw WHERE part = ?", (part,)).fetchone()
+            assert total == len(ids)
     assert ways == {"range", "row by row"}
 
 

@@ -14,6 +14,7 @@ from backend.errors import StoreError
 from backend.model import IngestStatus
 from backend.services.ingest import IngestService, Received
 from tests.conftest import Flaky, make_event
+from tests.raw_rows import raw_objects
 
 ACCEPTED, DUPLICATE, REJECTED = IngestStatus.ACCEPTED, IngestStatus.DUPLICATE, IngestStatus.REJECTED
 
@@ -37,11 +38,11 @@ def feed(bodies: list[bytes], origin: str = "file:events.jsonl") -> list[Receive
 def receipts(store: LocalStore) -> list[tuple[object, ...]]:
     """What a run leaves, less the ingest times (which differ between any two runs)."""
     events = store.db.read(
-        "SELECT hex(event_id), receipt, coalesce(s3_key, ''), hex(raw_sha), origin, line "
-        "FROM events ORDER BY 1, 2"
+        "SELECT hex(e.event_id), e.receipt, coalesce(e.s3_key, ''), hex(e.raw_sha), o.origin, e.line "
+        "FROM events e LEFT JOIN origins o ON o.id = e.origin_id ORDER BY 1, 2"
     )
     rejected = store.db.read("SELECT reason, origin, line, sha256, data FROM rejections ORDER BY line")
-    raw = store.db.read("SELECT key, hex(sha256) FROM raw ORDER BY key")
+    raw = [(key, hashlib.sha256(data).hexdigest().upper()) for key, data in raw_objects(store)]
     return (
         [("event", *r) for r in events] + [("rejection", *r) for r in rejected] + [("raw", *r) for r in raw]
     )

@@ -32,6 +32,7 @@ from backend.ports import (
     IngestLedger,
     NewReceipt,
     RawObject,
+    RawPacker,
     RawPutStatus,
     RawStore,
     ReceiptStore,
@@ -95,6 +96,8 @@ class PreparedBatch:
     rejected: list[tuple[int, Rejection]] = field(default_factory=list)
     # The rejections' reasons without any value from the request (Invalid.summary), by position: for logs.
     summaries: dict[int, str] = field(default_factory=dict)
+    # The valid bodies as the store keeps them (codecs, stored forms; RawPacker), if prepared with a packer.
+    packed: tuple[list[int], list[bytes]] | None = None
 
     # Sent between processes as columns of plain values: a named tuple rebuilt by its class costs several
     # times the plain tuple it holds.
@@ -102,11 +105,11 @@ class PreparedBatch:
         valid = self.valid
         return (
             self.lines, [i for i, _, _ in valid], [b for _, b, _ in valid], [tuple(r) for _, _, r in valid],
-            self.rejected, self.summaries,
+            self.rejected, self.summaries, self.packed,
         )  # fmt: skip
 
     def __setstate__(self, state: tuple[Any, ...]) -> None:
-        lines, positions, bodies, receipts, self.rejected, self.summaries = state
+        lines, positions, bodies, receipts, self.rejected, self.summaries, self.packed = state
         self.lines = lines
         new = tuple.__new__
         self.valid = [
@@ -206,7 +209,7 @@ class IngestService:
             raise ReadOnlyError("ingest refused: the kit is in read-only mode")
         chunks = _batched(items, batch_size)
         if workers is not None:
-            yield from workers.prepare(chunks, self.clock, self.run_id)
+            yield from workers.prepare(chunks, self.clock, self.run_id, self._raw_packer)
             return
         for chunk in chunks:
             yield chunk, self.prepare_batch(chunk)
@@ -216,7 +219,11 @@ class IngestService:
         per request, in order."""
         if self.read_only:
             raise ReadOnlyError("ingest refused: the kit is in read-only mode")
-        return prepare_requests(batch, self.clock, self.run_id)
+        return prepare_requests(batch, self.clock, self.run_id, self._raw_packer())
+
+    def _raw_packer(self) -> RawPacker | None:
+        """How the store wants raw bytes compressed now (:class:`RawPacker`), if it takes them packed."""
+        return self._receipts.raw_packer() if self._receipts is not None else None
 
     def commit(self, prepared: PreparedBatch) -> list[IngestResult]:
         """Store a prepared batch: quarantine, then raw bytes, then the index. Raises StoreError."""
@@ -236,7 +243,9 @@ class IngestService:
                 )
         if prepared.valid:
             valid = prepared.valid
-            keys, statuses = self._store([body for _, body, _ in valid], [r for _, _, r in valid])
+            keys, statuses = self._store(
+                [body for _, body, _ in valid], [r for _, _, r in valid], prepared.packed
+            )
             for (i, _, r), key, status in zip(valid, keys, statuses, strict=True):
                 results[i] = IngestResult(
                     status=status,
@@ -250,12 +259,17 @@ class IngestService:
                 )
         return [r for r in results if r is not None]
 
-    def _store(self, bodies: list[bytes], receipts: list[NewReceipt]) -> tuple[list[str], list[IngestStatus]]:
+    def _store(
+        self,
+        bodies: list[bytes],
+        receipts: list[NewReceipt],
+        packed: tuple[list[int], list[bytes]] | None = None,
+    ) -> tuple[list[str], list[IngestStatus]]:
         """Store each body and index its receipt; returns where each body is and each receipt's status.
         A store of both takes the batch in one step (:class:`ReceiptStore`), unless some key holds other
         bytes: then, as for separate stores, :meth:`_store_records`."""
         if self._receipts is not None:
-            outcomes = self._receipts.store_receipts(receipts, bodies)
+            outcomes = self._receipts.store_receipts(receipts, bodies, packed)
             if all(o is not None for o in outcomes):
                 return [r.key for r in receipts], [_STATUS[o] for o in outcomes if o is not None]
         records, statuses = self._store_records(
@@ -329,9 +343,12 @@ def _sha(record: EventRecord) -> str:
     return record.raw_sha
 
 
-def prepare_requests(batch: Sequence[Received], clock: Clock, run_id: str | None = None) -> PreparedBatch:
+def prepare_requests(
+    batch: Sequence[Received], clock: Clock, run_id: str | None = None, packer: RawPacker | None = None
+) -> PreparedBatch:
     """Validate a batch and build its receipts; ``clock`` is read once per request, in order.
-    ``run_id`` names the run for the deliveries' identities (a random one if None)."""
+    ``run_id`` names the run for the deliveries' identities (a random one if None); with ``packer``, the
+    valid bodies are also compressed as the store keeps them (``PreparedBatch.packed``)."""
     run = run_id or uuid.uuid4().hex
     prepared = PreparedBatch(lines=[item.line for item in batch])
     # Names repeat across a batch: one object each, so a batch sent between processes carries each once.
@@ -359,6 +376,8 @@ def prepare_requests(batch: Sequence[Received], clock: Clock, run_id: str | None
             bytes.fromhex(delivery_id(run, item, p.raw_sha)), p.raw_key,
         )  # fmt: skip
         prepared.valid.append((i, item.body, receipt))
+    if packer is not None and prepared.valid:
+        prepared.packed = packer.pack_many([body for _, body, _ in prepared.valid])
     return prepared
 
 
@@ -425,7 +444,12 @@ def _without(prepared: PreparedBatch, skip: set[int]) -> PreparedBatch:
     """``prepared`` less the requests at ``skip``, renumbered."""
     keep = [i for i in range(len(prepared.lines)) if i not in skip]
     new_pos = {old: new for new, old in enumerate(keep)}
+    packed = None
+    if prepared.packed is not None:
+        kept = [n for n, (i, _, _) in enumerate(prepared.valid) if i in new_pos]
+        packed = ([prepared.packed[0][n] for n in kept], [prepared.packed[1][n] for n in kept])
     return PreparedBatch(
+        packed=packed,
         lines=[prepared.lines[i] for i in keep],
         valid=[(new_pos[i], body, rec) for i, body, rec in prepared.valid if i in new_pos],
         rejected=[(new_pos[i], rej) for i, rej in prepared.rejected if i in new_pos],

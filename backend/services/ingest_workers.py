@@ -20,10 +20,11 @@ import multiprocessing
 import os
 import signal
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from multiprocessing.connection import Connection
 from typing import Any
 
+from backend.ports import RawPacker
 from backend.services.ingest import PreparedBatch, Received, prepare_requests
 from backend.times import Clock
 
@@ -49,10 +50,10 @@ def _serve(conn: Connection, others: list[Connection]) -> None:  # pragma: no co
                 break
             if job is None:
                 break
-            clock, run_id, origins, items = job
+            clock, run_id, packer, origins, items = job
             batch = [Received(body, origins[o], line, size, sha) for body, o, line, size, sha in items]
             try:
-                conn.send(("ok", prepare_requests(batch, clock, run_id)))
+                conn.send(("ok", prepare_requests(batch, clock, run_id, packer)))
             except Exception as exc:  # sent back as text: the parent raises it as WorkerFailed
                 conn.send(("error", f"{type(exc).__name__}: {exc}"))
     except (BrokenPipeError, ConnectionResetError):
@@ -86,10 +87,15 @@ class PrepareWorkers:
         return cls(processes, parents)
 
     def prepare(
-        self, chunks: Iterable[list[Received]], clock: Clock, run_id: str
+        self,
+        chunks: Iterable[list[Received]],
+        clock: Clock,
+        run_id: str,
+        packer: Callable[[], RawPacker | None] | None = None,
     ) -> Iterator[tuple[list[Received], PreparedBatch]]:
         """Each chunk with its batch prepared, in order, as :func:`prepare_requests` would in this process.
-        The clock is sent with each chunk and read in the worker (a wall clock: when it prepares it)."""
+        The clock is sent with each chunk and read in the worker (a wall clock: when it prepares it); so is
+        ``packer()`` as it is when the chunk is sent, so the worker compresses the raw bytes too."""
         # One batch at a time per worker, sent while it waits for work: a send never meets a worker that
         # is itself sending (two large messages crossing in a pipe would block both ends).
         pending: deque[tuple[Connection, list[Received]]] = deque()
@@ -98,7 +104,7 @@ class PrepareWorkers:
         def feed(conn: Connection) -> None:
             chunk = next(source, None)
             if chunk is not None:
-                self._send(conn, clock, run_id, chunk)
+                self._send(conn, clock, run_id, packer() if packer else None, chunk)
                 pending.append((conn, chunk))
 
         for conn in self._conns:
@@ -110,13 +116,15 @@ class PrepareWorkers:
             yield chunk, batch
 
     @staticmethod
-    def _send(conn: Connection, clock: Clock, run_id: str, chunk: list[Received]) -> None:
+    def _send(
+        conn: Connection, clock: Clock, run_id: str, packer: RawPacker | None, chunk: list[Received]
+    ) -> None:
         origins: dict[str, int] = {}
         items = [
             (r.body, origins.setdefault(r.origin, len(origins)), r.line, r.size, r.sha256) for r in chunk
         ]
         try:
-            conn.send((clock, run_id, list(origins), items))
+            conn.send((clock, run_id, packer, list(origins), items))
         except (BrokenPipeError, ConnectionResetError, EOFError) as exc:
             raise WorkerFailed(f"an ingest worker process ended unexpectedly ({exc})") from None
 

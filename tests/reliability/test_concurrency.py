@@ -347,7 +347,12 @@ def check_ingested(ws: Path, files: Sequence[Sent], runs: Sequence[Ran | None]) 
         store.close()
     check_database(ws)
     # How often consecutive receipts in the index came from different processes.
-    origins = [o for (o,) in sql(ws, "SELECT origin FROM events ORDER BY seq")]
+    origins = [
+        o
+        for (o,) in sql(
+            ws, "SELECT o.origin FROM events e LEFT JOIN origins o ON o.id = e.origin_id ORDER BY e.seq"
+        )
+    ]
     switches = sum(a != b for a, b in itertools.pairwise(origins))
     return {
         "lines": sum(len(f.lines) for f in files),

@@ -24,7 +24,8 @@ from typing import Any
 
 import pytest
 
-from backend.adapters.local.store import DB_NAME
+from backend.adapters.local.store import DB_NAME, LocalStore
+from tests.raw_rows import raw_objects
 from tests.reliability.conftest import soak
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -118,21 +119,24 @@ def _stored(ws: Path) -> int:
 
 def _contents(ws: Path) -> dict[str, Any]:
     """Everything an ingest leaves, less ingest times and the lags computed from them."""
+    store = LocalStore(ws, create=False)
+    try:
+        raw = raw_objects(store)  # the bytes as received, whatever the table keeps
+    finally:
+        store.close()
     conn = _connect(ws)
     try:
-        raw = conn.execute("SELECT key, sha256, size, data FROM raw ORDER BY key").fetchall()
-        for key, sha, size, data in raw:
-            assert hashlib.sha256(data).digest() == bytes(sha) and len(data) == size, key
         return {
             "events": conn.execute(
                 "SELECT hex(e.event_id), e.receipt, coalesce(e.s3_key, ''), hex(e.raw_sha), e.raw_size, "
-                "e.origin, e.line, e.event_ms, hex(e.payload_sha), e.idempotency_key, n.entity_id "
-                "FROM events e JOIN entities n ON n.id = e.entity ORDER BY e.event_id, e.receipt"
+                "o.origin, e.line, e.event_ms, hex(e.payload_sha), e.idempotency_key, n.entity_id "
+                "FROM events e JOIN entities n ON n.id = e.entity LEFT JOIN origins o ON o.id = e.origin_id "
+                "ORDER BY e.event_id, e.receipt"
             ).fetchall(),
             "rejections": conn.execute(
                 "SELECT reason, origin, line, size, sha256, data, truncated FROM rejections ORDER BY line"
             ).fetchall(),
-            "raw": [(key, bytes(sha).hex(), size) for key, sha, size, _ in raw],
+            "raw": [(key, hashlib.sha256(data).hexdigest(), len(data)) for key, data in raw],
         }
     finally:
         conn.close()

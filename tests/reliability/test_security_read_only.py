@@ -93,7 +93,8 @@ def test_every_port_method_is_known_to_read_or_write() -> None:
              "get_many", "depth",
              "dead_letters", "query", "latest", "versions", "manifest", "windows_with_versions",
              "delivered", "event_day_span", "hour_rollups", "entity_day_counts", "rejection_counts",
-             "churned_windows", "lag_rollup", "partition_totals", "day_entities"}  # fmt: skip
+             "churned_windows", "lag_rollup", "partition_totals", "day_entities",
+             "raw_packer", "pack_many"}  # fmt: skip
     assert _protocol_methods() == reads | WRITE_METHODS
     assert not reads & WRITE_METHODS
 

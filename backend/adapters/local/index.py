@@ -24,6 +24,7 @@ from backend.adapters.local.encoding import (
     stored_ms,
     to_ms,
 )
+from backend.adapters.local.schema_v6 import EVENT_ID_MATCH
 from backend.errors import InvalidRequest
 from backend.identity import raw_key
 from backend.model import EventRecord, IngestStatus, Page, Rejection
@@ -32,12 +33,15 @@ from backend.ports import Claim, IndexStats, PartitionCount, Recorded
 _EVENT_COLUMNS = (
     "e.seq, e.event_id, e.receipt, p.source, p.event_type, n.entity_id, e.event_ms, e.ingest_ms, "
     "e.ingest_lag_ms, e.clock_skew, e.payload_sha, p.day, e.s3_key, e.raw_sha, e.raw_size, "
-    "e.idempotency_key, e.origin, e.line"
+    "e.idempotency_key, o.origin, e.line"
 )
-_EVENT_FROM = "events e JOIN entities n ON n.id = e.entity JOIN partitions p ON p.id = e.part"
+_EVENT_FROM = (
+    "events e JOIN entities n ON n.id = e.entity JOIN partitions p ON p.id = e.part "
+    "LEFT JOIN origins o ON o.id = e.origin_id"
+)
 _EVENT_TARGET = (
     "events (event_id, receipt, entity, part, event_ms, ingest_ms, ingest_lag_ms, clock_skew, payload_sha, "
-    "s3_key, raw_sha, raw_size, idempotency_key, origin, line)"
+    "s3_key, raw_sha, raw_size, idempotency_key, origin_id, line)"
 )
 _EVENT_ARITY = 15
 _INSERT_EVENT = f"INSERT INTO {_EVENT_TARGET} VALUES ({','.join('?' * _EVENT_ARITY)})"
@@ -65,8 +69,9 @@ class LocalIndex:
         # Entity and partition numbers never change once committed, so they are cached per index.
         self._entity_ids: dict[str, int] = {}
         self._part_ids: dict[tuple[str, str, str], int] = {}
-        # Numbers assigned by writes not yet committed (see settle).
-        self._pending: list[tuple[dict[str, int], dict[tuple[str, str, str], int]]] = []
+        self._origin_ids: dict[str, int] = {}
+        # Numbers assigned by writes not yet committed (see writing): (cache, numbers) pairs.
+        self._pending: list[tuple[dict[Any, int], dict[Any, int]]] = []
 
     # -- EventIndex: writes ----------------------------------------------------------------------------
 
@@ -89,8 +94,8 @@ class LocalIndex:
                 r = records[i]
                 accepted = self._db.read(
                     "SELECT e.s3_key, e.raw_sha, p.source, p.event_type, p.day FROM events e "
-                    "JOIN partitions p ON p.id = e.part WHERE e.event_id = ? AND e.receipt = 0",
-                    (bytes.fromhex(r.event_id),),
+                    f"JOIN partitions p ON p.id = e.part WHERE {EVENT_ID_MATCH} AND e.receipt = 0",
+                    (bytes.fromhex(r.event_id),) * 2,
                 )
                 if not accepted and not any(records[j].event_id == r.event_id for j in keep):
                     statuses[i] = Recorded.UNSEEN
@@ -120,15 +125,40 @@ class LocalIndex:
         ACCEPTED for each event id's first receipt ever, DUPLICATE (the next receipt number) for the rest."""
         if not rows:
             return []
+        with self.writing("record events") as conn:
+            entity_ids, part_ids, origin_ids = self.numbers(
+                conn, {r[2] for r in rows}, {r[3] for r in rows}, {r[13] for r in rows}
+            )
+            return self.insert_numbered(
+                [
+                    (r[0], 0, entity_ids[r[2]], part_ids[r[3]], *r[4:13], origin_ids[r[13]], *r[14:])
+                    for r in rows
+                ]
+            )
+
+    def numbers(
+        self,
+        conn: sqlite3.Connection,
+        entities: set[str],
+        partitions: set[tuple[str, str, str]],
+        origins: set[str | None],
+    ) -> tuple[dict[str, int], dict[tuple[str, str, str], int], dict[str | None, int | None]]:
+        """The numbers of these entity ids, partitions and origins (None: none), adding the new ones, in
+        ``conn``'s write transaction (opened with :meth:`writing`)."""
+        entity_ids = self._intern(conn, self._entity_ids, entities, "entities", ("entity_id",))
+        self._pending.append((self._entity_ids, entity_ids))
+        named = {o for o in origins if o is not None}
+        origin_ids: dict[str | None, int | None] = {}
+        origin_ids.update(self._intern(conn, self._origin_ids, named, "origins", ("origin",)))
+        self._pending.append((self._origin_ids, {k: v for k, v in origin_ids.items() if v is not None}))
+        origin_ids[None] = None
+        return entity_ids, self.partition_ids(conn, partitions), origin_ids
+
+    def insert_numbered(self, rows: Sequence[tuple[Any, ...]]) -> list[Recorded]:
+        """As :meth:`insert_rows`, the rows already holding entity, partition and origin numbers (in
+        ``events`` column order), in the transaction that :meth:`numbers` numbered them in."""
         statuses = [Recorded.DUPLICATE] * len(rows)
         with self.writing("record events") as conn:
-            entity_ids = self._intern(
-                conn, self._entity_ids, {r[2] for r in rows}, "entities", ("entity_id",)
-            )
-            part_ids = self._intern(
-                conn, self._part_ids, {r[3] for r in rows}, "partitions", ("source", "event_type", "day")
-            )
-            rows = [(r[0], 0, entity_ids[r[2]], part_ids[r[3]], *r[4:]) for r in rows]
             # Try every event id's first appearance in the batch as receipt 0 (the acceptance). The insert
             # guard skips it if the id was accepted before; the rows above the old maximum seq are the
             # winners (we hold the write lock, and seq only grows).
@@ -154,10 +184,11 @@ class LocalIndex:
                 next_receipt: dict[bytes, int] = {}
                 ids = list({rows[i][0] for i in dups})
                 for part in chunks(ids):
-                    marks = ",".join("?" * len(part))
+                    values = ",".join(["(?)"] * len(part))
                     for eid, top in conn.execute(
-                        "SELECT event_id, max(receipt) FROM events "
-                        f"WHERE event_id IN ({marks}) GROUP BY event_id",
+                        f"WITH w (eid) AS (VALUES {values}) SELECT e.event_id, max(e.receipt) FROM w "
+                        "JOIN events e ON substr(e.event_id, 1, 8) = substr(w.eid, 1, 8) "
+                        "AND e.event_id = w.eid GROUP BY e.event_id",
                         part,
                     ):
                         next_receipt[eid] = top + 1
@@ -168,8 +199,16 @@ class LocalIndex:
                     next_receipt[eid] = n + 1
                     dup_rows.append((eid, n, *rows[i][2:]))
                 conn.executemany(_INSERT_EVENT, dup_rows)
-            self._pending.append((entity_ids, part_ids))
         return statuses
+
+    def partition_ids(
+        self, conn: sqlite3.Connection, names: set[tuple[str, str, str]]
+    ) -> dict[tuple[str, str, str], int]:
+        """Numbers of the (source, event_type, day) partitions ``names``, adding the new ones, in ``conn``'s
+        write transaction (opened with :meth:`writing`)."""
+        found = self._intern(conn, self._part_ids, names, "partitions", ("source", "event_type", "day"))
+        self._pending.append((self._part_ids, found))
+        return found
 
     @contextlib.contextmanager
     def writing(self, action: str) -> Iterator[sqlite3.Connection]:
@@ -184,9 +223,8 @@ class LocalIndex:
                 self._pending.clear()
             raise
         if not joined:
-            for entity_ids, part_ids in self._pending:
-                self._entity_ids.update(entity_ids)
-                self._part_ids.update(part_ids)
+            for cache, numbers in self._pending:
+                cache.update(numbers)
             self._pending.clear()
 
     @staticmethod
@@ -247,7 +285,8 @@ class LocalIndex:
     def delivered(self, origin: str, first_line: int, last_line: int) -> dict[int, set[str]]:
         found: dict[int, set[str]] = {}
         rows = self._db.read(
-            "SELECT line, raw_sha FROM events WHERE origin = ? AND line BETWEEN ? AND ?",
+            "SELECT line, raw_sha FROM events "
+            "WHERE origin_id = (SELECT id FROM origins WHERE origin = ?) AND line BETWEEN ? AND ?",
             (origin, first_line, last_line),
         )
         for line, sha in rows:
@@ -310,7 +349,7 @@ class LocalIndex:
         if eid is None:
             return None
         rows = self._db.read(
-            f"SELECT {_EVENT_COLUMNS} FROM {_EVENT_FROM} WHERE e.event_id = ? AND e.receipt = 0", (eid,)
+            f"SELECT {_EVENT_COLUMNS} FROM {_EVENT_FROM} WHERE {EVENT_ID_MATCH} AND e.receipt = 0", (eid, eid)
         )
         return self._event(rows[0]) if rows else None
 
@@ -319,7 +358,8 @@ class LocalIndex:
         if eid is None:
             return []
         rows = self._db.read(
-            f"SELECT {_EVENT_COLUMNS} FROM {_EVENT_FROM} WHERE e.event_id = ? ORDER BY e.receipt", (eid,)
+            f"SELECT {_EVENT_COLUMNS} FROM {_EVENT_FROM} WHERE {EVENT_ID_MATCH} ORDER BY e.receipt",
+            (eid, eid),
         )
         return [self._event(r) for r in rows]
 

@@ -16,6 +16,7 @@ from typing import Any
 from backend.adapters.local import replay_plan
 from backend.adapters.local.encoding import cursor_event_id, to_ms
 from backend.adapters.local.receipt_rows import DAY_MS, SCAN_COLUMNS, SCAN_FROM, day_text, iso_ms, receipts
+from backend.adapters.local.schema_v6 import EVENT_ID_MATCH
 from backend.adapters.local.store import LocalStore
 from backend.errors import InvalidRequest
 from backend.model import Page, ReplayRequest
@@ -160,8 +161,8 @@ class LocalInvestigation:
         rows = [
             conn.execute(
                 f"SELECT {SCAN_COLUMNS.format(entity='n.entity_id')} FROM {SCAN_FROM} "
-                "JOIN entities n ON n.id = e.entity WHERE e.event_id = ? AND e.receipt = ?",
-                key,
+                f"JOIN entities n ON n.id = e.entity WHERE {EVENT_ID_MATCH} AND e.receipt = ?",
+                (key[0], key[0], key[1]),
             ).fetchone()
             for key in keys
         ]

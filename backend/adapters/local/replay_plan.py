@@ -33,12 +33,13 @@ RANGE_FACTOR = 2
 SIZING_FACTOR = 2
 # Days since the epoch stay below 2**20 (the kit's times end in 2099): an (entity, day) pair as one integer.
 _DAY_BITS = 1 << 20
-# Whether a receipt's raw bytes exist: its key (stored, or derived as backend.identity.raw_key does) looked
-# up in the raw table's key index, inside the scan: no key list goes through Python.
+# Whether a receipt's raw bytes exist, inside the scan (no key list goes through Python): its identity key
+# (backend.identity.raw_key) is the raw table's (part, event_id), any other key is looked up as text.
 RAW_PRESENT = (
-    "EXISTS (SELECT 1 FROM raw WHERE key = coalesce(e.s3_key, 'raw/source=' || p.source || "
-    "'/event_type=' || p.event_type || '/event_date=' || p.day || '/event_id=' || lower(hex(e.event_id)) "
-    "|| '.json'))"
+    "CASE WHEN e.s3_key IS NULL "
+    "THEN EXISTS (SELECT 1 FROM raw WHERE raw.part = e.part "
+    "AND substr(raw.event_id, 1, 8) = substr(e.event_id, 1, 8) AND raw.event_id = e.event_id) "
+    "ELSE EXISTS (SELECT 1 FROM raw WHERE raw.key = e.s3_key) END"
 )
 # A dry run's columns: the fingerprint line (backend.replay_fingerprint.line), (entity, day) as one number,
 # the event time (then the partition, and whether its raw bytes exist, last).
@@ -144,7 +145,7 @@ def _ranged_keys(
     conn: sqlite3.Connection, request: ReplayRequest, s: _Scope, need: int
 ) -> dict[int, set[str]]:
     """The event ids (hex) whose identity key is in the raw table, by partition, for the partitions that
-    cost less to read whole, as one range of the raw key index, than to look up row by row: those with at
+    cost less to read whole, as one range of the raw identity index, than to look up row by row: those with at
     most RANGE_FACTOR times the receipts the plan needs. Sizing them is bounded too (SIZING_FACTOR)."""
     if need == 0 or not s.scopes:
         return {}
@@ -164,7 +165,7 @@ def _ranged_keys(
     bound = RANGE_FACTOR * need
     budget = SIZING_FACTOR * bound
     out: dict[int, set[str]] = {}
-    for part, source, event_type, day in candidates:
+    for part, *_ in candidates:
         if budget <= 0:
             break
         (size,) = conn.execute(
@@ -173,15 +174,8 @@ def _ranged_keys(
         budget -= size
         if size == 0 or size > bound:
             continue
-        # backend.identity.raw_key's form: the prefix, the event id in hex, ".json" ('>' follows '=').
-        prefix = f"raw/source={source}/event_type={event_type}/event_date={day}/event_id="
-        start = len(prefix)
         out[part] = {
-            key[start:-5]
-            for (key,) in conn.execute(
-                "SELECT key FROM raw WHERE key > ? AND key < ?", (prefix, prefix[:-1] + ">")
-            )
-            if key.endswith(".json")
+            eid for (eid,) in conn.execute("SELECT lower(hex(event_id)) FROM raw WHERE part = ?", (part,))
         }
     return out
 

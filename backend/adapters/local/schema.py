@@ -7,9 +7,11 @@ kit is refused rather than guessed at.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections.abc import Callable, Sequence
 
+from backend.adapters.local.schema_v6 import migrate_v6
 from backend.errors import WorkspaceError
 
 # "PIK1" in ASCII: marks the file as a kit workspace (PRAGMA application_id).
@@ -299,8 +301,24 @@ def _statements(sql: str) -> list[str]:
     return out
 
 
+def _v6(conn: sqlite3.Connection) -> None:
+    # Version 6 (backend.adapters.local.schema_v6): each key and name stored once, raw bytes compressed.
+    migrate_v6(conn, _statements)
+
+
+# Steps that rebuild tables: the pages they free are given back to the file system once the upgrade is done.
+_COMPACT_AFTER = (_v6,)
+
+
+def _compact(conn: sqlite3.Connection) -> None:
+    """VACUUM after a rebuild, best effort: if another connection holds the database, the free pages stay in
+    the file and later writes reuse them (nothing is lost either way; VACUUM is atomic)."""
+    with contextlib.suppress(sqlite3.OperationalError):
+        conn.execute("VACUUM")
+
+
 # MIGRATIONS[i] takes a workspace from version i to version i + 1.
-MIGRATIONS: list[Migration] = [_script(_V1), _script(_V2), _script(_V3), _script(_V4), _script(_V5)]
+MIGRATIONS: list[Migration] = [_script(_V1), _script(_V2), _script(_V3), _script(_V4), _script(_V5), _v6]
 
 
 def inspect(conn: sqlite3.Connection) -> str:
@@ -344,9 +362,11 @@ def migrate(
         if inspect(conn) == "ours" and version < latest:
             raise WorkspaceError(
                 f"this workspace has schema version {version} and this kit reads version {latest}; opened "
-                "read-only, it is not upgraded. Open it once without --read-only (the upgrade only adds "
-                "tables and indexes; no stored data changes), or open an upgraded copy read-only"
+                "read-only, it is not upgraded. Open it once without --read-only (the upgrade keeps every "
+                "stored byte; it adds tables and indexes and stores keys and names once), or open an "
+                "upgraded copy read-only"
             )
+    compact = False
     while True:
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -360,6 +380,7 @@ def migrate(
                     f"({latest}); upgrade the kit to open it"
                 )
             if version < latest:
+                compact = compact or migrations[version] in _COMPACT_AFTER
                 migrations[version](conn)
                 version += 1
                 conn.execute(f"PRAGMA user_version = {version}")
@@ -369,4 +390,6 @@ def migrate(
             conn.execute("ROLLBACK")
             raise
         if version >= latest:
+            if compact:
+                _compact(conn)
             return version

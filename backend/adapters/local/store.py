@@ -17,8 +17,9 @@ from collections.abc import Sequence
 from backend.adapters.local.database import DB_NAME, Database
 from backend.adapters.local.index import LocalIndex
 from backend.adapters.local.raw import LocalRaw
+from backend.adapters.local.raw_codec import PLAIN
 from backend.model import EventRecord, IngestStatus, Page, Rejection
-from backend.ports import Claim, IndexStats, NewReceipt, RawObject, RawPut, Recorded
+from backend.ports import Claim, IndexStats, NewReceipt, RawObject, RawPacker, RawPut, Recorded
 from backend.times import Clock
 
 __all__ = ["DB_NAME", "LocalStore"]
@@ -44,8 +45,8 @@ class LocalStore:
         self.location = str(self.path)
         self.db_path = self.db.db_path
         self.schema_version = self.db.schema_version
-        self.raw = LocalRaw(self.db, clock or Clock())
         self.index = LocalIndex(self.db)
+        self.raw = LocalRaw(self.db, clock or Clock(), self.index)
 
     def close(self) -> None:
         self.db.close()
@@ -79,8 +80,15 @@ class LocalStore:
     def record(self, records: Sequence[EventRecord], claims: Sequence[Claim] | None = None) -> list[Recorded]:
         return self.index.record(records, claims)
 
+    def raw_packer(self) -> RawPacker | None:
+        """:class:`backend.ports.ReceiptStore`: how to compress bodies for :meth:`store_receipts`."""
+        return self.raw.packer()
+
     def store_receipts(
-        self, receipts: Sequence[NewReceipt], bodies: Sequence[bytes]
+        self,
+        receipts: Sequence[NewReceipt],
+        bodies: Sequence[bytes],
+        packed: tuple[Sequence[int], Sequence[bytes]] | None = None,
     ) -> list[Recorded | None]:
         """:class:`backend.ports.ReceiptStore`: raw bytes and index rows in one transaction.
 
@@ -88,31 +96,41 @@ class LocalStore:
         the bytes are stored but no receipt is recorded, and every answer is None: the caller then records
         the whole batch through :meth:`put_new` and :meth:`record` (which find these bytes already stored),
         so that receipts keep their arrival order.
+
+        ``packed``: each body's codec and stored form, as this store's :meth:`raw_packer` made them (in
+        the prepare workers); without it, bodies are compressed here if the workspace has a dictionary.
         """
         if not receipts:
             return []
-        stored_at = self.raw.stamp()
-        keys = [r.key for r in receipts]
-        raw_rows = [
-            (key, r.raw_sha, r.raw_size, stored_at, body)
-            for key, r, body in zip(keys, receipts, bodies, strict=True)
-        ]
         with self.index.writing("store events") as conn:
-            _, stored = self.raw.insert(conn, raw_rows)
-            # The bytes at each key: stored before this call, or the first body in this call with that key.
-            at_key = {key: bytes.fromhex(sha) for key, sha in stored.items()}
-            for key, r in zip(keys, receipts, strict=True):
-                if at_key.setdefault(key, r.raw_sha) != r.raw_sha:
-                    return [None] * len(receipts)
+            if packed is None:
+                packer = self.raw.ensure_packer(conn, bodies)
+                packed = packer.pack_many(bodies) if packer else ([PLAIN] * len(bodies), bodies)
+            codecs, datas = packed
+            entity_ids, part_ids, origin_ids = self.index.numbers(
+                conn,
+                {r.entity_id for r in receipts},
+                {r.partition for r in receipts},
+                {r.origin for r in receipts},
+            )
+            parts = [part_ids[r.partition] for r in receipts]
+            eids = [r.event_id for r in receipts]
+            created, stored = self.raw.insert(conn, parts, eids, None, codecs, datas)
+            if stored or len(created) < len(receipts):
+                # The bytes at each key: stored before this call, or the first body in this call with it.
+                at_key = {key: bytes.fromhex(sha) for key, sha in stored.items()}
+                for part, eid, r in zip(parts, eids, receipts, strict=True):
+                    if at_key.setdefault((part, eid, None), r.raw_sha) != r.raw_sha:
+                        return [None] * len(receipts)
             rows = [
                 (
-                    r.event_id, 0, r.entity_id, r.partition, r.event_ms, r.ingest_ms, r.ingest_lag_ms,
+                    r.event_id, 0, entity_ids[r.entity_id], part, r.event_ms, r.ingest_ms, r.ingest_lag_ms,
                     int(r.clock_skew), r.payload_sha, None, r.raw_sha, r.raw_size, r.idempotency_key,
-                    r.origin, r.line,
+                    origin_ids[r.origin], r.line,
                 )
-                for r in receipts
+                for r, part in zip(receipts, parts, strict=True)
             ]  # fmt: skip
-            return list(self.index.insert_rows(rows))
+            return list(self.index.insert_numbered(rows))
 
     def quarantine(self, rejections: Sequence[Rejection]) -> list[str]:
         return self.index.quarantine(rejections)
