@@ -54,7 +54,6 @@ TARGET_DRY_RUN_100K_S = 0.4
 TARGET_DRY_RUN_GROWTH = 10.0  # the 1M-event dry run takes at most 10x the 100k one: linear
 TARGET_WORKSPACE_RATIO = 2.5
 PROCESS_TIMEOUT_S = 1200  # a drain still running then is stopped with SIGINT (Ctrl-C) and reported as such
-WINDOW = {"entity_id": ENTITY, "start_time": "2025-12-01", "end_time": "2025-12-05"}
 DAY = START.date().isoformat()
 NEXT_DAY = (START.date() + timedelta(days=1)).isoformat()
 
@@ -93,6 +92,12 @@ def sql_floor(workspace: Path) -> float:
         conn.close()
 
 
+def _window(events: int) -> dict[str, str]:
+    """The whole window of ``events`` events (investigate_bench spreads them over 25,000 a day)."""
+    end = START.date() + timedelta(days=investigate_bench.window_days(events))
+    return {"entity_id": ENTITY, "start_time": START.date().isoformat(), "end_time": end.isoformat()}
+
+
 def dry_run_figures(sizes: list[int], log: Callable[[str], None]) -> dict[str, Any]:
     """The dry run of one entity's window of each size, all of it planned, and the SQL floor beside it."""
     figures: dict[str, Any] = {}
@@ -105,7 +110,7 @@ def dry_run_figures(sizes: list[int], log: Callable[[str], None]) -> dict[str, A
             service = kit.replay()  # the default settings: the what-if projection included
             bare = kit.replay()
             bare.projector = None  # the plan alone, beside it
-            request = ReplayRequest(**WINDOW, limit=n)
+            request = ReplayRequest(**_window(n), limit=n)
             repeats = 5 if n <= 100_000 else 2
             # Alternating runs, so that both see the same machine.
             with_runs: list[float] = []
