@@ -228,8 +228,9 @@ class NewReceipt(NamedTuple):
     delivery: bytes
     key: str  # the identity key its bytes go under (backend.identity.raw_key)
 
-    def record(self, s3_key: str | None = None) -> EventRecord:
-        """The index record of this receipt, its bytes at ``s3_key`` (default: the identity key)."""
+    def record(self, s3_key: str | None = None, payload: str | None = None) -> EventRecord:
+        """The index record of this receipt, its bytes at ``s3_key`` (default: the identity key), carrying
+        ``payload`` (see :attr:`EventRecord.payload`)."""
         source, event_type, day = self.partition
         return EventRecord(
             event_id=self.event_id.hex(),
@@ -252,6 +253,7 @@ class NewReceipt(NamedTuple):
             origin=self.origin,
             line=self.line,
             delivery=self.delivery.hex(),
+            payload=payload,
         )
 
 
@@ -293,6 +295,9 @@ class Receipt(NamedTuple):
     s3_key: str
     s3_bucket: str | None = None
     receipt: str | None = None  # as EventRecord.receipt: orders the receipts of one event
+    # The payload as canonical JSON when the index carries it (EventRecord.payload), else None: a reader
+    # that needs it then reads the raw bytes. Trust it only if its sha256 is payload_sha.
+    payload: str | None = None
 
     @property
     def day(self) -> str:

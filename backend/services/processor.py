@@ -27,7 +27,7 @@ from datetime import date, timedelta
 from typing import Any
 
 from backend.errors import InvalidRequest, ReadOnlyError, StoreError
-from backend.identity import canonical_json
+from backend.identity import canonical_json, carried_payload
 from backend.model import AggregateVersion, MetricKind, MetricSpec
 from backend.ports import AggregateStore, InvestigationIndex, ManifestEntry, RawCatalog, Receipt
 from backend.times import Clock, TimeFormatError, fmt, parse_iso
@@ -356,12 +356,21 @@ class ProcessorService:
         return receipts
 
     def _payloads(self, receipts: Sequence[Receipt], metrics: Sequence[MetricSpec]) -> dict[str, Any]:
-        """Payloads by event id, read from the raw store only for the events a field metric needs."""
-        needed = [r for r in receipts if any(m.field and _matches(m, r) for m in metrics)]
-        if not needed:
-            return {}
-        stored = self.catalog.get_many([r.s3_key for r in needed])
+        """Payloads by event id, for the events a field metric needs: the ones the index carries (checked
+        against their payload_sha) from the receipts already read, the others from the raw store in bulk."""
         out: dict[str, Any] = {}
+        needed: list[Receipt] = []
+        for r in receipts:
+            if not any(m.field and _matches(m, r) for m in metrics):
+                continue
+            carried, payload = carried_payload(r.payload, r.payload_sha)
+            if carried:
+                out[r.event_id] = payload
+            else:
+                needed.append(r)
+        if not needed:
+            return out
+        stored = self.catalog.get_many([r.s3_key for r in needed])
         for r in needed:
             data = stored.get(r.s3_key)
             if data is None:

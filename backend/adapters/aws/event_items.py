@@ -47,6 +47,8 @@ ACCEPTED_RECEIPT = "0"
 STACK_PK = "STACK"
 LAG_SHARDS_SK = "LAG_SHARDS"
 MAX_LAG_SHARDS = 1000
+# The accepted receipt's payload as canonical JSON, when small (EventRecord.payload); never in an index.
+PAYLOAD = "payload"
 
 
 ENTITY_PREFIX = "ENTITY"  # every receipt's partition key starts with it: ENTITY#... or ENTITY:<m>#...
@@ -229,6 +231,10 @@ def event_item(
         item["line"] = num_attr(r.line)
     if r.delivery is not None:
         item["delivery"] = str_attr(r.delivery)
+    if r.payload is not None and receipt == ACCEPTED_RECEIPT:
+        # Only the accepted receipt: a recompute reads accepted receipts alone. The lag and receipts
+        # indexes do not project it (resources.INDEX_ATTRIBUTES), so it costs write units once.
+        item[PAYLOAD] = str_attr(r.payload)
     return item
 
 
@@ -269,6 +275,7 @@ def record_from(item: dict[str, Any]) -> EventRecord:
         origin=value_of(item, "origin"),
         line=value_of(item, "line"),
         receipt=receipt,
+        payload=value_of(item, PAYLOAD),
     )
 
 
