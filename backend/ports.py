@@ -656,6 +656,21 @@ class ManifestEntry:
     ingest_lag_ms: int
 
 
+@runtime_checkable
+class LatestVersions(Protocol):
+    """Optional on an :class:`AggregateStore`: the latest versions of many windows at once, in a number of
+    calls that grows with the pages read, not with the windows (on DynamoDB: the window heads, 100 windows
+    a call, then one Query per entity over the span of its days). The processor and a dry run's projection
+    use it when the store has it, and :meth:`AggregateStore.latest` per window and metric otherwise."""
+
+    def latest_many(
+        self, windows: Sequence[tuple[str, str]], metrics: Sequence[str]
+    ) -> dict[tuple[str, str, str], AggregateVersion | None]:
+        """For each (entity, day) of ``windows`` and each of ``metrics``: what :meth:`AggregateStore.latest`
+        answers for it, keyed ``(entity, day, metric)``."""
+        ...
+
+
 class AggregateStore(Protocol):
     """Versions 1, 2, 3... of each (entity, day, metric), append-only, with their input manifests.
 

@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from boto3.dynamodb.types import TypeSerializer
 
 from backend.adapters.aws.dynamo import str_attr
 from backend.adapters.aws.event_items import PAYLOAD
@@ -25,6 +26,7 @@ from backend.model import MetricKind, MetricSpec
 from backend.services.ingest import IngestService, Received
 from backend.services.processor import ProcessorService
 from backend.times import FixedClock, fmt
+from tests.aws.test_legacy_stack import legacy_item
 from tests.aws_env import moto_backend
 from tests.conftest import make_event
 
@@ -187,3 +189,24 @@ def test_a_window_of_receipts_written_before_recomputes_through_s3(
     value, ops = _recompute(ports)
     assert value == total
     assert ops["GetObject"] == 15
+
+
+def test_an_original_kit_stack_recomputes_through_s3(aws: tuple[AwsStore, AwsPorts, Calls]) -> None:
+    store, ports, _ = aws
+    serialize = TypeSerializer().serialize
+    for n in range(8):
+        event_time = f"2025-12-28T0{n}:00:00Z"
+        payload = {"steps": n * 3}
+        item = legacy_item(n, event_time, "2025-12-28T09:00:00Z", 1000, entity="user_1")
+        item["payload_sha"] = hashlib.sha256(canonical_json(payload)).hexdigest()
+        item["s3_bucket"] = store.t.bucket
+        body = {"source": "demo", "event_type": "heartbeat", "entity_id": "user_1"}
+        store.s3.put_object(
+            Bucket=store.t.bucket,
+            Key=item["s3_key"],
+            Body=json.dumps({**body, "event_time": event_time, "payload": payload}).encode(),
+        )
+        store.ddb.put_item(TableName=store.t.events, Item={k: serialize(v) for k, v in item.items()})
+    value, ops = _recompute(ports)
+    assert value == sum(n * 3 for n in range(8))
+    assert ops["GetObject"] == 8
