@@ -82,9 +82,10 @@ def test_a_table_without_heads_and_the_original_kits_versions(env: Env) -> None:
     earlier = version(1, manifest("x")).model_copy(update={"entity_id": "early", "day": _day(0)})
     env.store.clients.dynamodb.put_item(TableName=env.table, Item=env.aggregates()._item(earlier))
     for seconds, value in ((1762000000, 3), (1762000100, 5)):
+        sk = f"DAY#{_day(1)}#VER#{seconds}"
         table.put_item(
-            Item={"PK": "ENTITY#legacy", "SK": f"DAY#{_day(1)}#VER#{seconds}", "metric_name": "daily_event_count",
-                  "value": value, "computed_at": "2025-11-02T00:00:00Z"}
+            Item={"PK": "ENTITY#legacy", "SK": sk, "metric_name": "daily_event_count", "value": value,
+                  "computed_at": "2025-11-02T00:00:00Z"}
         )  # fmt: skip
     windows = [("early", _day(0)), ("legacy", _day(1)), ("none", _day(0))]
     reader = env.aggregates()
