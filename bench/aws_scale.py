@@ -99,7 +99,9 @@ def populate(store: Any, settings: Any, n: int) -> dict[str, Any]:
     events = _events(n)
     ddb, table = store.ddb, store.t.events
     # The aggregates first, while moto's transaction snapshots are small.
-    ddb.put_item(TableName=settings.agg_table, Item={**RECORD_KEY, "since": str_attr("2025-11-30T00:00:00.000Z")})
+    ddb.put_item(
+        TableName=settings.agg_table, Item={**RECORD_KEY, "since": str_attr("2025-11-30T00:00:00.000Z")}
+    )
     windows = sorted({(json.loads(b)["entity_id"], json.loads(b)["event_time"][:10]) for b, _ in events})
     writer = DynamoAggregates(store.clients, settings.agg_table, store.location)
     inputs = manifest("seed")
@@ -247,7 +249,9 @@ def main(argv: list[str] | None = None) -> int:
                      "dry_run_14_days"):  # fmt: skip
             if what in r:
                 a = r[what]
-                print(f"{r['events']:>8} {what:<22} {a['calls']:>7,} {a['items_read']:>11,}  {a['calls_by_op']}")
+                print(
+                    f"{r['events']:>8} {what:<22} {a['calls']:>7,} {a['items_read']:>11,}  {a['calls_by_op']}"
+                )
     slopes = []
     for a, b in itertools.pairwise(results):
         de = b["events"] - a["events"]

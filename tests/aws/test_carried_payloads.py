@@ -16,14 +16,14 @@ from typing import Any
 import pytest
 from boto3.dynamodb.types import TypeSerializer
 
-from backend.adapters.aws.dynamo import str_attr
-from backend.adapters.aws.event_items import PAYLOAD
+from backend.adapters.aws.dynamo import item_size, str_attr
+from backend.adapters.aws.event_items import PAYLOAD, event_item
 from backend.adapters.aws.ports import AwsPorts, aws_ports
-from backend.adapters.aws.resources import LAG_INDEX, RECEIPTS_INDEX
+from backend.adapters.aws.resources import INDEX_ATTRIBUTES, LAG_INDEX, RECEIPTS_INDEX
 from backend.adapters.aws.store import AwsStore
-from backend.identity import INLINE_PAYLOAD_MAX, canonical_json
+from backend.identity import INLINE_PAYLOAD_MAX, canonical_json, inline_payload
 from backend.model import MetricKind, MetricSpec
-from backend.services.ingest import IngestService, Received
+from backend.services.ingest import IngestService, Received, prepare_requests
 from backend.services.processor import ProcessorService
 from backend.times import FixedClock, fmt
 from tests.aws.test_legacy_stack import legacy_item
@@ -31,6 +31,7 @@ from tests.aws_env import moto_backend
 from tests.conftest import make_event
 
 DAY = datetime(2025, 12, 28, tzinfo=UTC)
+NOW = FixedClock(datetime(2025, 12, 29, 0, 0, 1, tzinfo=UTC))
 STEPS = MetricSpec(name="steps", kind=MetricKind.SUM, field="steps")
 BIG = "x" * INLINE_PAYLOAD_MAX  # a payload holding it is over the limit
 
@@ -210,3 +211,29 @@ def test_an_original_kit_stack_recomputes_through_s3(aws: tuple[AwsStore, AwsPor
     value, ops = _recompute(ports)
     assert value == sum(n * 3 for n in range(8))
     assert ops["GetObject"] == 8
+
+
+def test_item_size_counts_names_and_values() -> None:
+    assert item_size({"ab": {"S": "é"}, "n": {"N": "12345"}, "b": {"BOOL": True}, "d": {"B": b"xyz"}}) == (
+        2 + 2 + 1 + 4 + 1 + 1 + 1 + 3
+    )
+
+
+def test_a_carried_payload_at_the_limit_adds_no_write_unit_to_the_seed_event() -> None:
+    """The seed's event is already over 1 KB (2 write units) without its payload; 512 bytes more stay in
+    the same 2 KB, and the index items (INCLUDE) do not grow at all."""
+    keys = {"PK", "SK", "GSI1PK", "GSI1SK", "GSI2PK", "GSI2SK"}
+    for payload in ({"steps": 10}, {"k": "x" * (INLINE_PAYLOAD_MAX - 8)}):
+        body = make_event(payload=payload)
+        receipt = prepare_requests([Received(body, "file:events.jsonl", 12)], NOW).valid[0][2]
+        carried = inline_payload(body, receipt.payload_sha.hex())
+        assert carried is not None and len(carried.encode()) <= INLINE_PAYLOAD_MAX
+        with_payload = event_item(receipt.record(payload=carried), "0", "pik-prod-raw", 60, 30)
+        without = event_item(receipt.record(), "0", "pik-prod-raw", 60, 30)
+        assert 1024 < item_size(without) < item_size(with_payload) <= 2048
+        projected = {k: v for k, v in with_payload.items() if k in keys or k in INDEX_ATTRIBUTES}
+        assert item_size(projected) == item_size(without)
+    too_big = make_event(payload={"k": "x" * INLINE_PAYLOAD_MAX})
+    receipt = prepare_requests([Received(too_big, "api")], NOW).valid[0][2]
+    assert inline_payload(too_big, receipt.payload_sha.hex()) is None
+    assert inline_payload(make_event(payload={"steps": 1}), "0" * 64) is None  # not its payload_sha
