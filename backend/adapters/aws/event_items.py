@@ -21,6 +21,10 @@ Keys (``backend.adapters.aws.resources``), in the original kit's shapes where it
   ``event_id=LINE#<origin>#<line>`` with the set of the sha256s stored from it (``shas``): an event id is
   64 hex digits, so the two cannot meet.
 
+The accepted receipt carries ``payload``, the payload's canonical JSON, when the receipt came with one
+(``EventRecord.payload``: at most 512 bytes); the indexes do not project it (``resources.INDEX_ATTRIBUTES``),
+and a reader trusts it only if its sha256 is ``payload_sha`` (docs/aws.md, "Payloads in the index").
+
 Every receipt and the dedupe item carry ``delivery``, the identity of the delivery that wrote them
 (``EventRecord.delivery``): a write tried again after an ambiguous failure recognises its own items by it.
 
