@@ -161,6 +161,7 @@ def run(n: int, scans_too: bool) -> dict[str, Any]:
     store, settings, close = moto_backend(lag_shards=LAG_SHARDS)
     try:
         out: dict[str, Any] = {"events": n, **populate(store, settings, n)}
+        print(f"populated {n:,} events in {out['populate_s']} s", flush=True)
         calls: Counter[str] = Counter()
         items: Counter[str] = Counter()
 
@@ -223,6 +224,7 @@ def run(n: int, scans_too: bool) -> dict[str, Any]:
                 "items_by_op": dict(items),
                 "moto_s": round(time.perf_counter() - started, 1),
             }
+            print(f"  {what}: {json.dumps(out[what])}", flush=True)
         return out
     finally:
         close()
