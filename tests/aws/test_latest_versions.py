@@ -5,20 +5,29 @@ read through its chain."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 import boto3
 import pytest
 
 from backend.adapters.aws.aggregates import DynamoAggregates
+from backend.adapters.aws.ports import aws_ports
+from backend.model import MetricKind, MetricSpec
 from backend.ports import LatestVersions
+from backend.services.ingest import IngestService, Received
+from backend.services.processor import ProcessorService, WindowResult
+from backend.times import FixedClock
 from tests.aws.test_window_heads import Env
 from tests.aws_env import REGION, moto_backend
+from tests.conftest import make_event
 from tests.contract.test_aggregate_store import manifest, version
 
 START = date(2025, 11, 1)
 METRICS = ["daily_event_count", "steps"]
+STEPS = MetricSpec(name="steps", kind=MetricKind.SUM, field="steps")
 
 
 @pytest.fixture
@@ -95,3 +104,39 @@ def test_a_table_without_heads_and_the_original_kits_versions(env: Env) -> None:
     assert legacy is not None and (legacy.version, legacy.value) == (2, 5)
     assert got[("early", _day(0), "daily_event_count")] == earlier
     assert got[("none", _day(0), "steps")] is None
+
+
+def test_a_processor_run_reads_the_versions_once_per_entity() -> None:
+    """12 windows of 2 entities, versions current: the second run asks the aggregates table for its
+    windows' versions with one BatchGetItem and a Query per entity (it took a Query per window and metric),
+    and writes nothing."""
+    store, settings, close = moto_backend()
+    try:
+        ports = aws_ports(store, settings)
+        assert ports.aggregates is not None
+        ingest = IngestService(store, store, FixedClock(datetime(2025, 12, 1, tzinfo=UTC)))
+        bodies = [
+            make_event(entity_id=e, event_time=f"{_day(d)}T0{k}:00:00Z", payload={"steps": d + k})
+            for e in ("a", "b") for d in range(6) for k in range(2)
+        ]  # fmt: skip
+        ingest.ingest_batch([Received(b) for b in bodies])
+        windows = {(e, _day(d)): () for e in ("a", "b") for d in range(6)}
+        processor = ProcessorService(ports.investigate, ports.catalog, ports.aggregates, [STEPS])
+        first = processor.recompute_windows(windows)
+        assert all(isinstance(w, WindowResult) and all(m.written for m in w.metrics) for w in first.values())
+        asked: Counter[str] = Counter()
+
+        def count(event_name: str, params: Any = None, **_: Any) -> None:
+            params = params or {}
+            if settings.agg_table in (params.get("TableName"), *params.get("RequestItems", {})):
+                asked[event_name.split(".", 2)[2]] += 1
+
+        store.ddb.meta.events.register("before-parameter-build.dynamodb.*", count)
+        again = ProcessorService(ports.investigate, ports.catalog, ports.aggregates, [STEPS])
+        second = again.recompute_windows(windows)
+        assert all(
+            isinstance(w, WindowResult) and not any(m.written for m in w.metrics) for w in second.values()
+        )
+        assert asked == {"BatchGetItem": 1, "Query": 2}
+    finally:
+        close()
