@@ -307,7 +307,11 @@ class ProcessorService:
         out: dict[tuple[str, str], WindowResult | str] = {}
         for (entity_id, day), replay_ids in windows.items():
             try:
-                out[(entity_id, day)] = self.recompute(entity_id, day, replay_ids, prefetched)
+                out[(entity_id, day)] = (
+                    self.recompute(entity_id, day, replay_ids)
+                    if prefetched is None
+                    else self.recompute(entity_id, day, replay_ids, prefetched)
+                )
             except Exception as exc:  # one window's failure must not fail the others' messages
                 out[(entity_id, day)] = (
                     f"recomputing {entity_id!r} on {day} failed: {type(exc).__name__}: {exc}"
