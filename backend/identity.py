@@ -32,6 +32,41 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+# A payload whose canonical JSON is at most this many bytes travels with its receipt (EventRecord.payload):
+# half of DynamoDB's 1 KB write unit (docs/aws.md, "Payloads in the index").
+INLINE_PAYLOAD_MAX = 512
+# Bodies longer than this are not parsed again for it (their payload is almost never that small).
+_INLINE_BODY_MAX = 4096
+
+
+def inline_payload(body: bytes, payload_sha: str) -> str | None:
+    """The canonical JSON of the payload of the valid request ``body`` when it is at most
+    :data:`INLINE_PAYLOAD_MAX` bytes and its sha256 is ``payload_sha``; else None."""
+    if len(body) > _INLINE_BODY_MAX:
+        return None
+    try:
+        canonical = canonical_json(json.loads(body)["payload"])
+    except (ValueError, KeyError, TypeError, RecursionError):
+        return None
+    if len(canonical) > INLINE_PAYLOAD_MAX or sha256_hex(canonical) != payload_sha:
+        return None
+    return canonical.decode("utf-8")
+
+
+def carried_payload(text: str | None, payload_sha: str) -> tuple[bool, Any]:
+    """``(True, payload)`` when ``text`` is a carried payload whose sha256 is ``payload_sha``; else
+    ``(False, None)``: the reader then reads the raw bytes, which stay the truth."""
+    if text is None:
+        return False, None
+    data = text.encode("utf-8")
+    if sha256_hex(data) != payload_sha:
+        return False, None
+    try:
+        return True, json.loads(data)
+    except ValueError:
+        return False, None
+
+
 def event_id(
     source: str,
     event_type: str,

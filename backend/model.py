@@ -93,6 +93,10 @@ class EventRecord(BaseModel):
     # kit): a store that retries a write after an ambiguous failure recognises its own earlier receipt by
     # it instead of adding another one.
     delivery: str | None = None
+    # The payload as canonical JSON (its sha256 is ``payload_sha``) when it is small enough to travel with
+    # the receipt (``backend.identity.INLINE_PAYLOAD_MAX``): a store may keep it in the index so that a
+    # recompute reads no raw object. None when larger or not known; the raw bytes stay the truth.
+    payload: str | None = Field(default=None, exclude=True, repr=False)
 
 
 class Rejection(BaseModel):

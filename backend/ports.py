@@ -228,8 +228,9 @@ class NewReceipt(NamedTuple):
     delivery: bytes
     key: str  # the identity key its bytes go under (backend.identity.raw_key)
 
-    def record(self, s3_key: str | None = None) -> EventRecord:
-        """The index record of this receipt, its bytes at ``s3_key`` (default: the identity key)."""
+    def record(self, s3_key: str | None = None, payload: str | None = None) -> EventRecord:
+        """The index record of this receipt, its bytes at ``s3_key`` (default: the identity key), carrying
+        ``payload`` (see :attr:`EventRecord.payload`)."""
         source, event_type, day = self.partition
         return EventRecord(
             event_id=self.event_id.hex(),
@@ -252,6 +253,7 @@ class NewReceipt(NamedTuple):
             origin=self.origin,
             line=self.line,
             delivery=self.delivery.hex(),
+            payload=payload,
         )
 
 
@@ -310,6 +312,9 @@ class Receipt(NamedTuple):
     s3_key: str
     s3_bucket: str | None = None
     receipt: str | None = None  # as EventRecord.receipt: orders the receipts of one event
+    # The payload as canonical JSON when the index carries it (EventRecord.payload), else None: a reader
+    # that needs it then reads the raw bytes. Trust it only if its sha256 is payload_sha.
+    payload: str | None = None
 
     @property
     def day(self) -> str:
@@ -666,6 +671,21 @@ class ManifestEntry:
     payload_sha: str
     ingest_time: str
     ingest_lag_ms: int
+
+
+@runtime_checkable
+class LatestVersions(Protocol):
+    """Optional on an :class:`AggregateStore`: the latest versions of many windows at once, in a number of
+    calls that grows with the pages read, not with the windows (on DynamoDB: the window heads, 100 windows
+    a call, then one Query per entity over the span of its days). The processor and a dry run's projection
+    use it when the store has it, and :meth:`AggregateStore.latest` per window and metric otherwise."""
+
+    def latest_many(
+        self, windows: Sequence[tuple[str, str]], metrics: Sequence[str]
+    ) -> dict[tuple[str, str, str], AggregateVersion | None]:
+        """For each (entity, day) of ``windows`` and each of ``metrics``: what :meth:`AggregateStore.latest`
+        answers for it, keyed ``(entity, day, metric)``."""
+        ...
 
 
 class AggregateStore(Protocol):

@@ -300,7 +300,7 @@ class _RecomputeAlways(Projector):
     """The projector with every window recomputed by the processor (no projection from counts)."""
 
     def _first_versions(
-        self, window: tuple[str, str], count: DayCount | None
+        self, window: tuple[str, str], count: DayCount | None, prefetched: object = None
     ) -> list[ProjectedVersion] | None:
         return None
 

@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
 
 from backend.errors import ReadOnlyError
-from backend.identity import receipt_key, sha256_hex
+from backend.identity import inline_payload, receipt_key, sha256_hex
 from backend.model import (
     MAX_BODY_BYTES,
     EventRecord,
@@ -273,7 +273,10 @@ class IngestService:
             if all(o is not None for o in outcomes):
                 return [r.key for r in receipts], [_STATUS[o] for o in outcomes if o is not None]
         records, statuses = self._store_records(
-            [(b, r.record()) for b, r in zip(bodies, receipts, strict=True)]
+            [
+                (b, r.record(payload=inline_payload(b, r.payload_sha.hex())))
+                for b, r in zip(bodies, receipts, strict=True)
+            ]
         )
         return [r.s3_key for r in records], statuses
 

@@ -27,9 +27,17 @@ from datetime import date, timedelta
 from typing import Any
 
 from backend.errors import InvalidRequest, ReadOnlyError, StoreError
-from backend.identity import canonical_json
+from backend.identity import canonical_json, carried_payload
 from backend.model import AggregateVersion, MetricKind, MetricSpec
-from backend.ports import AggregateStore, InvestigationIndex, ManifestEntry, RawCatalog, Receipt
+from backend.ports import (
+    AggregateStore,
+    DayCount,
+    InvestigationIndex,
+    LatestVersions,
+    ManifestEntry,
+    RawCatalog,
+    Receipt,
+)
 from backend.times import Clock, TimeFormatError, fmt, parse_iso
 
 DAILY_EVENT_COUNT = MetricSpec(name="daily_event_count", kind=MetricKind.COUNT)
@@ -272,26 +280,49 @@ class ProcessorService:
                     result.failed[i] = outcome
         return result
 
+    def prefetch(self, windows: Sequence[tuple[str, str]]) -> Prefetched | None:
+        """The latest versions of every metric of ``windows`` and then their counts, read in bulk when the
+        aggregate store can (:class:`LatestVersions`: O(pages), not a read per window and metric); None
+        when it cannot (each window then reads its own)."""
+        if not windows or not isinstance(self.aggregates, LatestVersions):
+            return None
+        try:
+            latest = self.aggregates.latest_many(windows, [m.name for m in self.metrics])
+            # After the versions (see the module docstring): the window only grows.
+            return Prefetched(latest, window_counts(self.scans, windows))
+        except StoreError:
+            return None  # each window reads its own, and fails (or not) on its own
+
     def recompute_windows(
-        self, windows: Mapping[tuple[str, str], Sequence[str]]
+        self, windows: Mapping[tuple[str, str], Sequence[str]], prefetched: Prefetched | None = None
     ) -> dict[tuple[str, str], WindowResult | str]:
         """Recompute each (entity, day) window of ``windows`` once, with the replay ids given for it (in
         that order), in the order given. Each window maps to its result, or to why it failed: one window's
-        failure does not fail the others. ReadOnlyError (nothing read or written) when read-only and not a
-        dry run."""
+        failure does not fail the others. ``prefetched`` (default: :meth:`prefetch` of the windows) is what
+        the first attempt at each window starts from. ReadOnlyError (nothing read or written) when read-only
+        and not a dry run."""
         self._check_writable()
+        if prefetched is None:
+            prefetched = self.prefetch(list(windows))
         out: dict[tuple[str, str], WindowResult | str] = {}
         for (entity_id, day), replay_ids in windows.items():
             try:
-                out[(entity_id, day)] = self.recompute(entity_id, day, replay_ids)
+                out[(entity_id, day)] = (
+                    self.recompute(entity_id, day, replay_ids)
+                    if prefetched is None
+                    else self.recompute(entity_id, day, replay_ids, prefetched)
+                )
             except Exception as exc:  # one window's failure must not fail the others' messages
                 out[(entity_id, day)] = (
                     f"recomputing {entity_id!r} on {day} failed: {type(exc).__name__}: {exc}"
                 )
         return out
 
-    def recompute(self, entity_id: str, day: str, replay_ids: Sequence[str] = ()) -> WindowResult:
-        """Recompute every metric of one window and append the versions whose inputs changed.
+    def recompute(
+        self, entity_id: str, day: str, replay_ids: Sequence[str] = (), prefetched: Prefetched | None = None
+    ) -> WindowResult:
+        """Recompute every metric of one window and append the versions whose inputs changed; the first
+        attempt starts from ``prefetched`` when it holds the window (a lost race reads again).
         ReadOnlyError (nothing read or written) when read-only and not a dry run."""
         self._check_writable()
         start = f"{day}T00:00:00.000Z"
@@ -299,10 +330,15 @@ class ProcessorService:
         pending = list(self.metrics)
         done: dict[str, MetricResult] = {}
         inputs = 0
+        known = prefetched.of(entity_id, day, pending) if prefetched is not None else None
         for _ in range(MAX_ATTEMPTS):
             # The latest versions first, then the window: see the module docstring.
-            latest = {m.name: self.aggregates.latest(entity_id, day, m.name) for m in pending}
-            count = self._window_count(entity_id, day, end[:10])
+            if known is not None:
+                latest, count = known
+                known = None
+            else:
+                latest = {m.name: self.aggregates.latest(entity_id, day, m.name) for m in pending}
+                count = self._window_count(entity_id, day, end[:10])
             current = {m.name: v for m in pending if (v := latest[m.name]) and _current(v, m, count)}
             if len(current) == len(pending):
                 # Nothing arrived since these versions were computed: no need to read the window.
@@ -356,12 +392,21 @@ class ProcessorService:
         return receipts
 
     def _payloads(self, receipts: Sequence[Receipt], metrics: Sequence[MetricSpec]) -> dict[str, Any]:
-        """Payloads by event id, read from the raw store only for the events a field metric needs."""
-        needed = [r for r in receipts if any(m.field and _matches(m, r) for m in metrics)]
-        if not needed:
-            return {}
-        stored = self.catalog.get_many([r.s3_key for r in needed])
+        """Payloads by event id, for the events a field metric needs: the ones the index carries (checked
+        against their payload_sha) from the receipts already read, the others from the raw store in bulk."""
         out: dict[str, Any] = {}
+        needed: list[Receipt] = []
+        for r in receipts:
+            if not any(m.field and _matches(m, r) for m in metrics):
+                continue
+            carried, payload = carried_payload(r.payload, r.payload_sha)
+            if carried:
+                out[r.event_id] = payload
+            else:
+                needed.append(r)
+        if not needed:
+            return out
+        stored = self.catalog.get_many([r.s3_key for r in needed])
         for r in needed:
             data = stored.get(r.s3_key)
             if data is None:
@@ -421,6 +466,51 @@ class ProcessorService:
         if self.dry_run or self.aggregates.append(version, inputs.manifest):
             return MetricResult(metric.name, True, version, inputs.manifest)
         return None
+
+
+@dataclass(frozen=True, slots=True)
+class Prefetched:
+    """What was read for many windows before any of them: the latest version of each (entity, day,
+    metric), then each window's receipt counts (a window without receipts is left out)."""
+
+    latest: Mapping[tuple[str, str, str], AggregateVersion | None]
+    counts: Mapping[tuple[str, str], DayCount]
+
+    def of(
+        self, entity_id: str, day: str, metrics: Sequence[MetricSpec]
+    ) -> tuple[dict[str, AggregateVersion | None], int] | None:
+        """The latest versions of ``metrics`` and the accepted events of one window; None if not read."""
+        keys = [(entity_id, day, m.name) for m in metrics]
+        if any(k not in self.latest for k in keys):
+            return None
+        count = self.counts.get((entity_id, day))
+        return {k[2]: self.latest[k] for k in keys}, count.accepted if count is not None else 0
+
+
+def window_counts(
+    scans: InvestigationIndex, windows: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], DayCount]:
+    """The receipt counts of each window (no rows): one count per entity over the span of its days, so
+    that many days of one entity are asked once (unless they are so far apart that the span would count
+    mostly others). A window without receipts is left out."""
+    days: dict[str, list[str]] = {}
+    for entity_id, day in windows:
+        days.setdefault(entity_id, []).append(day)
+    wanted = set(windows)
+    out: dict[tuple[str, str], DayCount] = {}
+    for entity_id, some in days.items():
+        first, last = date.fromisoformat(min(some)), date.fromisoformat(max(some))
+        spans = (
+            [(first, last)]
+            if (last - first).days < 2 * len(some)
+            else [(date.fromisoformat(d), date.fromisoformat(d)) for d in some]
+        )
+        for a, b in spans:
+            end = (b + timedelta(days=1)).isoformat()
+            for c in scans.day_counts_entity(entity_id, a.isoformat(), end, late=False):
+                if (entity_id, c.day) in wanted:
+                    out[(entity_id, c.day)] = c
+    return out
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,11 +19,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date, timedelta
 
 from backend.model import AggregateVersion, MetricKind, MetricSpec, ProjectedVersion
 from backend.ports import AggregateStore, DayCount, InvestigationIndex, ManifestEntry, RawCatalog
-from backend.services.processor import MetricResult, ProcessorService, WindowResult
+from backend.services.processor import (
+    MetricResult,
+    Prefetched,
+    ProcessorService,
+    WindowResult,
+    window_counts,
+)
 from backend.services.versions import value_text
 from backend.times import human_ms
 
@@ -122,12 +127,15 @@ class Projector:
         # (counted, and said), the smaller ones after it still projected (one count each to know).
         chosen: list[tuple[str, str]] = []
         events = 0
-        counts = self._counts(bounded)
+        # The latest versions and counts of every bounded window in bulk where the store can (O(pages));
+        # else the counts per entity, and each window its own versions.
+        prefetched = self.processor.prefetch(bounded)
+        counts = prefetched.counts if prefetched is not None else window_counts(self.scans, bounded)
         # Windows whose first versions follow from their counts alone are projected without reading them
         # (and so do not use the budget); the others are recomputed by the processor, within the budget.
         counted: dict[tuple[str, str], list[ProjectedVersion]] = {}
         for window in bounded:
-            first = self._first_versions(window, counts.get(window))
+            first = self._first_versions(window, counts.get(window), prefetched)
             if first is not None:
                 counted[window] = first
                 chosen.append(window)
@@ -140,7 +148,7 @@ class Projector:
                 continue
             events += size
             chosen.append(window)
-        outcomes = self.processor.recompute_windows({w: () for w in chosen if w not in counted})
+        outcomes = self.processor.recompute_windows({w: () for w in chosen if w not in counted}, prefetched)
         manifests: dict[str, list[ManifestEntry] | None] = {}
         for window in chosen:
             if window in counted:
@@ -158,7 +166,7 @@ class Projector:
         return out
 
     def _first_versions(
-        self, window: tuple[str, str], count: DayCount | None
+        self, window: tuple[str, str], count: DayCount | None, prefetched: Prefetched | None = None
     ) -> list[ProjectedVersion] | None:
         """The projection of a window none of whose metrics has a version yet, when every metric is a
         count of all the window's events (no field, no filter): version 1 of each, valued at the window's
@@ -167,7 +175,11 @@ class Projector:
         if any(m.kind is not MetricKind.COUNT or m.field or m.source or m.event_type for m in self.metrics):
             return None
         entity_id, day = window
-        if any(self.aggregates.latest(entity_id, day, m.name) is not None for m in self.metrics):
+        known = prefetched.of(entity_id, day, self.metrics) if prefetched is not None else None
+        if known is not None:
+            if any(v is not None for v in known[0].values()):
+                return None
+        elif any(self.aggregates.latest(entity_id, day, m.name) is not None for m in self.metrics):
             return None
         accepted = count.accepted if count is not None else 0
         events = _plural(accepted, "event")
@@ -192,29 +204,6 @@ class Projector:
             )
             for m in self.metrics
         ]
-
-    def _counts(self, windows: Sequence[tuple[str, str]]) -> dict[tuple[str, str], DayCount]:
-        """The receipt counts of each window (no rows): one count per entity over the span of its days,
-        so that a plan of many days of one entity asks once. A window without receipts is left out."""
-        days: dict[str, list[str]] = {}
-        for entity_id, day in windows:
-            days.setdefault(entity_id, []).append(day)
-        wanted = set(windows)
-        out: dict[tuple[str, str], DayCount] = {}
-        for entity_id, some in days.items():
-            first, last = date.fromisoformat(min(some)), date.fromisoformat(max(some))
-            # One count over the span, unless the days are so far apart that it would count mostly others.
-            spans = (
-                [(first, last)]
-                if (last - first).days < 2 * len(some)
-                else [(date.fromisoformat(d), date.fromisoformat(d)) for d in some]
-            )
-            for a, b in spans:
-                end = (b + timedelta(days=1)).isoformat()
-                for c in self.scans.day_counts_entity(entity_id, a.isoformat(), end, late=False):
-                    if (entity_id, c.day) in wanted:
-                        out[(entity_id, c.day)] = c
-        return out
 
     def _metric(
         self,

@@ -163,3 +163,19 @@ def test_day_counts_refuse_malformed_days(adapter: Adapter, inv: Any, bad: str) 
         inv.day_counts_partition("demo", "heartbeat", "2025-12-01", bad)
     with pytest.raises(InvalidRequest):
         inv.day_counts_entity("user_1", "2025-12-01", "2025-12-30", grace_ms=-1)
+
+
+def test_a_carried_payload_comes_back_as_recorded_or_not_at_all(adapter: Adapter, inv: Any) -> None:
+    """A store may keep a record's small payload (EventRecord.payload) and hand it back in scans, or keep
+    none (the reader then reads the raw bytes); it never hands back another text."""
+    text = '{"steps":7,"zone":"é"}'
+    carried = rec(event_time="2025-12-28T10:00:00.000Z", tag="p").model_copy(update={"payload": text})
+    plain = rec(event_time="2025-12-28T11:00:00.000Z", tag="q")
+    adapter.index.record([carried, plain])
+    got = {
+        r.event_id: r.payload
+        for r in collect(inv.scan_entity, 10, entity_id="user_1", start=WINDOW[0], end=WINDOW[1])
+    }
+    assert got[carried.event_id] in (text, None)
+    assert got[plain.event_id] is None
+    assert adapter.name != "aws" or got[carried.event_id] == text

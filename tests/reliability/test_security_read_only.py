@@ -46,7 +46,7 @@ from backend.services.drain import DrainService
 from backend.services.gaps import GapService
 from backend.services.ingest import IngestService, Received, prepare
 from backend.services.lag import LagService
-from backend.services.processor import ProcessorService
+from backend.services.processor import ProcessorService, window_counts
 from backend.services.replay import ReplayService
 from backend.services.report import ReportService
 from backend.services.versions import VersionService
@@ -90,7 +90,7 @@ def test_every_port_method_is_known_to_read_or_write() -> None:
     reads = {"get", "sha256", "get_accepted", "receipts", "query_entity", "query_partition",
              "query_rejections", "get_rejection", "stats", "scan_entity", "scan_partition",
              "day_counts_entity", "day_counts_partition", "select_replay", "replay_receipts", "missing",
-             "get_many", "depth",
+             "get_many", "depth", "latest_many",
              "dead_letters", "query", "latest", "versions", "manifest", "windows_with_versions",
              "delivered", "event_day_span", "hour_rollups", "entity_day_counts", "rejection_counts",
              "churned_windows", "lag_rollup", "partition_totals", "day_entities",
@@ -208,6 +208,8 @@ RECIPES: dict[str, Recipe] = {
     "ProcessorService.recompute_windows": lambda s, c, ro: (
         _processor(s, c, read_only=ro).recompute_windows({("u4", DAY): []})
     ),
+    "ProcessorService.prefetch": lambda s, c, ro: _processor(s, c, read_only=ro).prefetch([("u4", DAY)]),
+    "processor.window_counts": lambda s, c, ro: window_counts(s.investigate, [("u4", DAY)]),
     "DrainService.run": lambda s, c, ro: DrainService(s.queue, _processor(s, c, read_only=ro)).run(),
     "LagService.lag": lambda s, c, ro: LagService(s.index, s.investigate).lag("web", "click", DAY),
     "GapService.gaps": lambda s, c, ro: (
@@ -380,9 +382,9 @@ def test_read_only_services_write_nothing_on_either_adapter(name: str, tmp_path:
         before = _contents(a)
         assert before["queue"].visible == 4 and len(before["audit"]) == 1
         refused = sum(_refused(recipe_name, recipe, stores, clock) for recipe_name, recipe in RECIPES.items())
-        # All but the dry run (plan) and the five reads of LagService, GapService, VersionService and
-        # ReportService.
-        assert refused == len(RECIPES) - len(ALLOWED_IN_READ_ONLY) - 5
+        # All but the dry run (plan) and the seven reads of LagService, GapService, VersionService,
+        # ReportService and the processor's prefetch (ProcessorService.prefetch, window_counts).
+        assert refused == len(RECIPES) - len(ALLOWED_IN_READ_ONLY) - 7
         # pik process: even a dry run would receive (and count receives toward the dead-letter queue).
         with pytest.raises(ReadOnlyError, match="read-only"):
             drain(

@@ -59,6 +59,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from backend.adapters.aws.clients import AwsClients
 from backend.adapters.aws.dynamo import num_attr, str_attr, transact, value_of
 from backend.adapters.aws.errors import NOT_FOUND_CODES, aws, error_code, store_error
+from backend.adapters.aws.latest_versions import latest_many
 from backend.adapters.aws.window_heads import WindowHeads, head_put
 from backend.errors import InvalidRequest, StoreError
 from backend.model import SOURCE_PATTERN, AggregateVersion, MetricKind, MetricSpec, Page
@@ -158,6 +159,12 @@ class DynamoAggregates:
             return _version_from(items[0])
         legacy = self._legacy(entity_id, day).get(metric)
         return legacy[-1] if legacy else None
+
+    def latest_many(
+        self, windows: Sequence[tuple[str, str]], metrics: Sequence[str]
+    ) -> dict[tuple[str, str, str], AggregateVersion | None]:
+        """:class:`backend.ports.LatestVersions`: heads, then a Query per entity (latest_versions.py)."""
+        return latest_many(self, windows, metrics)
 
     def get(self, entity_id: str, day: str, metric: str, version: int) -> AggregateVersion | None:
         if not _keyable(day, metric) or not 1 <= version <= MAX_VERSION:

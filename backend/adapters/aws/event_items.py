@@ -21,6 +21,10 @@ Keys (``backend.adapters.aws.resources``), in the original kit's shapes where it
   ``event_id=LINE#<origin>#<line>`` with the set of the sha256s stored from it (``shas``): an event id is
   64 hex digits, so the two cannot meet.
 
+The accepted receipt carries ``payload``, the payload's canonical JSON, when the receipt came with one
+(``EventRecord.payload``: at most 512 bytes); the indexes do not project it (``resources.INDEX_ATTRIBUTES``),
+and a reader trusts it only if its sha256 is ``payload_sha`` (docs/aws.md, "Payloads in the index").
+
 Every receipt and the dedupe item carry ``delivery``, the identity of the delivery that wrote them
 (``EventRecord.delivery``): a write tried again after an ambiguous failure recognises its own items by it.
 
@@ -47,6 +51,8 @@ ACCEPTED_RECEIPT = "0"
 STACK_PK = "STACK"
 LAG_SHARDS_SK = "LAG_SHARDS"
 MAX_LAG_SHARDS = 1000
+# The accepted receipt's payload as canonical JSON, when small (EventRecord.payload); never in an index.
+PAYLOAD = "payload"
 
 
 ENTITY_PREFIX = "ENTITY"  # every receipt's partition key starts with it: ENTITY#... or ENTITY:<m>#...
@@ -229,6 +235,10 @@ def event_item(
         item["line"] = num_attr(r.line)
     if r.delivery is not None:
         item["delivery"] = str_attr(r.delivery)
+    if r.payload is not None and receipt == ACCEPTED_RECEIPT:
+        # Only the accepted receipt: a recompute reads accepted receipts alone. The lag and receipts
+        # indexes do not project it (resources.INDEX_ATTRIBUTES), so it costs write units once.
+        item[PAYLOAD] = str_attr(r.payload)
     return item
 
 
@@ -269,6 +279,7 @@ def record_from(item: dict[str, Any]) -> EventRecord:
         origin=value_of(item, "origin"),
         line=value_of(item, "line"),
         receipt=receipt,
+        payload=value_of(item, PAYLOAD),
     )
 
 

@@ -51,6 +51,7 @@ def _receipt(r: EventRecord) -> Receipt:
         r.s3_key,
         r.s3_bucket,
         r.receipt,
+        r.payload,
     )
 
 

@@ -18,6 +18,13 @@ class Gsi:
     name: str
     hash_key: str
     range_key: str
+    # The non-key attributes the index copies (INCLUDE); None: every attribute (ALL).
+    attributes: tuple[str, ...] | None = None
+
+    def projection(self) -> dict[str, Any]:
+        if self.attributes is None:
+            return {"ProjectionType": "ALL"}
+        return {"ProjectionType": "INCLUDE", "NonKeyAttributes": list(self.attributes)}
 
 
 @dataclass(frozen=True)
@@ -64,16 +71,27 @@ class TableSpec:
                         {"AttributeName": g.hash_key, "KeyType": "HASH"},
                         {"AttributeName": g.range_key, "KeyType": "RANGE"},
                     ],
-                    "Projection": {"ProjectionType": "ALL"},
+                    "Projection": g.projection(),
                 }
                 for g in self.gsis
             ]
         return kwargs
 
 
+# Every attribute a receipt item holds (ours and the original kit's) but its keys and its carried
+# ``payload`` (backend.adapters.aws.event_items.PAYLOAD): what the two indexes copy. Leaving the payload out
+# keeps an index item the size it was, so a carried payload costs write units in the base table only
+# (docs/aws.md, "Payloads in the index"). A stack deployed with ALL (the template's IndexProjection=ALL)
+# reads the same.
+INDEX_ATTRIBUTES: tuple[str, ...] = (
+    "event_id", "receipt", "status", "source", "event_type", "entity_id", "event_time", "ingest_time",
+    "ingest_lag_ms", "clock_skew", "payload_sha", "day", "hour", "s3_key", "s3_bucket", "raw_sha",
+    "raw_size", "idempotency_key", "origin", "line", "delivery",
+)  # fmt: skip
+
 # The lag index (the original kit's GSI1, with the lag zero-padded) and the receipts of one event id.
-LAG_INDEX = Gsi("GSI1", "GSI1PK", "GSI1SK")
-RECEIPTS_INDEX = Gsi("GSI2", "GSI2PK", "GSI2SK")
+LAG_INDEX = Gsi("GSI1", "GSI1PK", "GSI1SK", INDEX_ATTRIBUTES)
+RECEIPTS_INDEX = Gsi("GSI2", "GSI2PK", "GSI2SK", INDEX_ATTRIBUTES)
 
 EVENTS = TableSpec(
     logical_id="EventsTable",
