@@ -173,7 +173,9 @@ class PikConsole(PaintFirst, App[None]):
         return ctx
 
     def _show_header(self) -> None:
-        self.query_one(ConsoleHeader).show(self.kit, self.context, self.size.width, self.opening_note)
+        # No header while the app closes (a worker's answer can arrive after q took the screen down).
+        for header in self.query(ConsoleHeader):
+            header.show(self.kit, self.context, self.size.width, self.opening_note)
 
     def on_resize(self) -> None:
         self._fit()
@@ -197,6 +199,8 @@ class PikConsole(PaintFirst, App[None]):
 
     @on(StatsRead)
     def _stats_read(self, message: StatsRead) -> None:
+        if not self.is_running:  # read before q, answered after: nothing to show it on
+            return
         if message.stats is None:
             self.notify(
                 f"Reading the workspace totals failed: {message.error}", severity="error", markup=False

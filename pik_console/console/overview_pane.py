@@ -47,6 +47,8 @@ class OverviewPane(Vertical):
             yield Static("", id="overview-detail", markup=False)
 
     def on_mount(self) -> None:
+        if not self.app.is_running:  # mounted as the app closes (q right after start): nothing to set up
+            return
         cast(Any, self.app).pane_mounted()  # mounted when first shown: take the size's layout
         table = self.query_one("#overview-findings", DataTable)
         for label, width in (("SEV", 4), ("KIND", 16), ("WHERE", 24), ("WHEN", 14)):
