@@ -159,9 +159,12 @@ class PaintFirst:
         self.refresh_bindings()
         self.query(Opening).remove()
         self._start()
-        # The pane in view (the first, or a tab clicked meanwhile) is shown and its list focused, unless a
-        # key typed meanwhile, replayed below, asks for another.
-        self.action_pane(self.active_pane)
+        # The pane in view (the first, or a tab clicked meanwhile) is shown, read and its list focused, unless
+        # a key typed meanwhile, replayed below, asks for another. Its tab was activated before the backend
+        # was open, when nothing could be read: it is read now (a slow opening left the Overview unread).
+        shown = self.active_pane
+        self.action_pane(shown)
+        self.when_mounted(shown, lambda pane: pane.apply_context(self.context), mount=True)
         waiting, self._waiting = self._waiting, []
         for name, then, mount in waiting:
             self.when_mounted(name, then, mount=mount)

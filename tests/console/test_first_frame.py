@@ -146,6 +146,29 @@ async def test_keys_typed_while_the_backend_opens_wait_for_it_in_order(demo_ws: 
 
 
 @pytest.mark.asyncio
+async def test_a_slow_opening_still_reads_the_overview_it_opens_on(demo_ws: Path) -> None:
+    # Seen in tmux: a workspace upgraded on opening (5 s) left the Overview at "reading the findings…" for
+    # good; the tab's activation had come and gone while the backend opened, and nothing read the pane after.
+    gate = Gate(demo_ws)
+    app = PikConsole(opener=Opener(gate))  # no context: it opens on the Overview
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause(0.3)  # the first frames, the tab activated, all before the backend is open
+        assert not app.ready and app.active_pane == "overview"
+        gate.release.set()
+        await settle(pilot)
+        for _ in range(100):
+            if app.pane("overview").overview is not None:
+                break
+            await pilot.pause(0.05)
+        pane = app.pane("overview")
+        assert pane.overview is not None, "the Overview was never read"
+        head = " ".join(plain(app.query_one("#overview-head", Static).render(), 1000).split())
+        assert head.startswith("What is wrong in"), head
+        assert app.focused is app.query_one("#overview-findings")
+    app.close_backend()
+
+
+@pytest.mark.asyncio
 async def test_a_filter_typed_while_the_backend_opens_lands_in_the_field(demo_ws: Path) -> None:
     gate = Gate(demo_ws)
     app = PikConsole(context=OUTAGE, opener=Opener(gate))
