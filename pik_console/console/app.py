@@ -528,7 +528,12 @@ class PikConsole(PaintFirst, App[None]):
         for action in actions.split(";"):
             await self.run_action(action)
 
+    def _chosen(self, actions: str, title: str) -> None:
+        """A palette entry chosen: run now, or wait for the backend as a key typed meanwhile does."""
+        if not self.hold_actions(actions, title):
+            self.call_later(self.run_actions, actions)
+
     def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
         for title, help_text, action in palette_entries(self.read_only):
-            yield SystemCommand(title, help_text, lambda a=action: self.call_later(self.run_actions, a))
+            yield SystemCommand(title, help_text, lambda a=action, t=title: self._chosen(a, t))

@@ -103,6 +103,8 @@ class PaintFirst:
 
     kit: Kit
     _mounting: set[str]
+    run_actions: Callable[[str], Any]
+    screen_stack: list[Any]
 
     def init_opening(self, kit: Kit | None, opener: Opener | None, opening: str) -> None:
         if (kit is None) == (opener is None):
@@ -111,6 +113,7 @@ class PaintFirst:
         self.opener = opener
         self.open_error: BaseException | None = None
         self._opening = opening
+        # Keys typed (key, character) and palette actions chosen ("", actions) before the backend is open.
         self._queued_keys: list[tuple[str, str | None]] = []
         self._opener_thread: threading.Thread | None = None
         self._replaying = False  # the held keys are being replayed (keys typed meanwhile join them)
@@ -121,6 +124,10 @@ class PaintFirst:
     def opening_note(self) -> str:
         """What the header says until the backend is open."""
         return "Could not open it: q leaves" if self.open_error is not None else f"{self._opening}…"
+
+    @property
+    def _still(self) -> str:
+        return f"still {self._opening[:1].lower()}{self._opening[1:]}, and {MAX_QUEUED_KEYS} keys are waiting"
 
     @property
     def ready(self) -> bool:
@@ -180,6 +187,8 @@ class PaintFirst:
         typed then are replayed, and not a key that leaves."""
         if event.key in QUIT_KEYS or id(event) in self._replayed:
             return False
+        if len(self.screen_stack) > 1:
+            return False  # typed into a screen over the console's (the command palette): that screen's
         return not self.ready or self._replaying
 
     @work(exclusive=True, group="held-keys", exit_on_error=False)
@@ -190,6 +199,10 @@ class PaintFirst:
         try:
             while self._queued_keys:
                 key, character = self._queued_keys.pop(0)
+                if not key:  # a palette action chosen while it opened
+                    await self.run_actions(character or "")
+                    await self.screen.wait_for_refresh()
+                    continue
                 event = events.Key(key, character)
                 self._replayed.add(id(event))
                 try:
@@ -210,6 +223,24 @@ class PaintFirst:
         if self.opener is not None:
             self.opener.close()
 
+    def hold_actions(self, actions: str, title: str) -> bool:
+        """Whether the palette's ``actions`` must wait like a key typed meanwhile (True: held, or refused with
+        the reason once the opening failed); False when they can run now."""
+        if self.ready and not self._replaying:
+            return False
+        if self.open_error is not None:
+            self.notify(
+                f"{title}: nothing to act on, it could not be opened ({self.open_error}). Press q to leave.",
+                severity="error",
+                markup=False,
+            )
+        elif len(self._queued_keys) < MAX_QUEUED_KEYS:
+            self._queued_keys.append(("", actions))
+            self.notify(f"{title}: runs as soon as it is open ({self._opening}…)", markup=False)
+        else:
+            self.notify(f"{title} was not kept: {self._still}", severity="warning", markup=False)
+        return True
+
     def _hold_key(self, event: events.Key) -> None:
         """A key typed before the backend is open waits for it (q leaves at once); once the backend has
         failed to open, the key is refused and says why."""
@@ -224,4 +255,4 @@ class PaintFirst:
         elif len(self._queued_keys) < MAX_QUEUED_KEYS:
             self._queued_keys.append((event.key, event.character))
         else:
-            self.notify(f"Still {self._opening.lower()}: that key was not kept", severity="warning")
+            self.notify(f"That key was not kept: {self._still}", severity="warning", markup=False)

@@ -168,6 +168,55 @@ async def test_a_slow_opening_still_reads_the_overview_it_opens_on(demo_ws: Path
     app.close_backend()
 
 
+async def _palette(pilot: Any, app: PikConsole, title: str) -> None:
+    """Choose ``title`` in the command palette, as typed (ctrl+p, the title, enter)."""
+    from textual.command import CommandList, CommandPalette
+
+    await pilot.press("ctrl+p")
+    await pilot.pause(0.2)
+    assert isinstance(app.screen, CommandPalette)
+    await pilot.press(*title)
+    for _ in range(40):  # the palette searches as it is typed
+        await pilot.pause(0.05)
+        if app.screen.query_one(CommandList).option_count:
+            break
+    await pilot.press("enter")
+    await pilot.pause(0.2)
+
+
+@pytest.mark.asyncio
+async def test_a_palette_action_chosen_while_the_backend_opens_waits_for_it_and_says_so(demo_ws: Path) -> None:
+    gate = Gate(demo_ws)
+    app = PikConsole(context=OUTAGE, opener=Opener(gate), opening="Opening the workspace demo")
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause(0.1)
+        await _palette(pilot, app, "Gaps: show pane")
+        assert not app.ready and app.is_running
+        assert any("Gaps: show pane: runs as soon as it is open" in m for m in _said(app)), _said(app)
+        gate.release.set()
+        await settle(pilot)
+        assert app.ready and app.active_pane == "gaps"
+        assert app.pane("gaps").is_mounted
+    app.close_backend()
+
+
+@pytest.mark.asyncio
+async def test_a_palette_action_after_the_opening_failed_says_why(tmp_path: Path) -> None:
+    from backend.errors import WorkspaceError
+
+    gate = Gate(tmp_path, WorkspaceError("no workspace at /nowhere"))
+    gate.release.set()
+    app = PikConsole(context=OUTAGE, opener=Opener(gate))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        assert app.open_error is not None
+        before = app.active_pane
+        await _palette(pilot, app, "Gaps: show pane")
+        said = [m for m in _said(app) if m.startswith("Gaps: show pane")]
+        assert said and "could not be opened (no workspace at /nowhere)" in said[0], _said(app)
+        assert app.active_pane == before != "gaps" and not app.query("#gaps-pane")
+
+
 @pytest.mark.asyncio
 async def test_a_filter_typed_while_the_backend_opens_lands_in_the_field(demo_ws: Path) -> None:
     gate = Gate(demo_ws)
