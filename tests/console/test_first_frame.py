@@ -185,7 +185,7 @@ async def _palette(pilot: Any, app: PikConsole, title: str) -> None:
 
 
 @pytest.mark.asyncio
-async def test_a_palette_action_chosen_while_the_backend_opens_waits_for_it_and_says_so(demo_ws: Path) -> None:
+async def test_a_palette_action_chosen_while_it_opens_waits_for_it_and_says_so(demo_ws: Path) -> None:
     gate = Gate(demo_ws)
     app = PikConsole(context=OUTAGE, opener=Opener(gate), opening="Opening the workspace demo")
     async with app.run_test(size=SIZE) as pilot:
