@@ -76,6 +76,9 @@ def cmd_console(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     if not is_terminal(out):
         raise Failure("the console needs a terminal (stdin and stdout); for scripts use the other commands")
     app = build_console(args)
+    from pik_console.console.terminal_keys import install
+
+    install()  # Escape and the key after it, read in one go, stay two keys
     try:
         app.run()
     finally:

@@ -21,7 +21,7 @@ from backend.services.versions import VersionDiff, value_text
 from backend.times import TimeFormatError, human_ms, parse_day
 from pik_console.console.context import Context
 from pik_console.console.render import t, title
-from pik_console.console.widgets import FormSelect
+from pik_console.console.widgets import FormSelect, focus_now
 
 
 def _cause(v: AggregateVersion) -> str:
@@ -168,7 +168,7 @@ class AggregatesPane(Vertical):
         self.set_interval(POLL_S, self._poll)
 
     def focus_main(self) -> None:
-        self.query_one("#agg-versions", DataTable).focus()
+        focus_now(self.query_one("#agg-versions", DataTable))
 
     def focus_filter(self) -> None:
         self.query_one("#agg-entity", Input).focus()

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from textual import events, on, work
+from textual.actions import SkipAction
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import BindingType
 from textual.css.query import NoMatches
@@ -22,6 +23,7 @@ from textual.message import Message
 from textual.reactive import reactive
 from textual.screen import Screen
 from textual.widgets import Footer, TabbedContent, TabPane
+from textual.widgets._select import SelectOverlay
 
 from pik_console.console.context import Context, day_start, next_day
 from pik_console.console.header import NARROW, ConsoleHeader
@@ -285,7 +287,10 @@ class PikConsole(PaintFirst, App[None]):
         then(pane)
 
     def action_back(self) -> None:
-        """Escape: out of any field, back to the pane's list (k9s, lazygit)."""
+        """Escape: out of any field, back to the pane's list (k9s, lazygit). A screen over the console's (a
+        list to pick from, a confirmation, the palette) and an open Select close themselves on Escape."""
+        if len(self.screen_stack) > 1 or isinstance(self.focused, SelectOverlay):
+            raise SkipAction()
         self.when_mounted(self.active_pane, lambda pane: pane.focus_main())
 
     def action_refused(self, key: str) -> None:

@@ -24,7 +24,7 @@ from pik_console.console.context import Context, day_start, next_day
 from pik_console.console.event_list import EventList, column_header
 from pik_console.console.listings import ANCHOR_START, EventFilter, Listing
 from pik_console.console.render import fields, group, hexdump, json_text, t, title
-from pik_console.console.widgets import FormSelect
+from pik_console.console.widgets import FormSelect, focus_now
 from pik_console.text import preview
 
 if TYPE_CHECKING:
@@ -252,7 +252,7 @@ class EventsPane(Vertical):
         return None
 
     def focus_main(self) -> None:
-        self.query_one(EventList).focus()
+        focus_now(self.query_one(EventList))
 
     def on_descendant_focus(self, event: events.DescendantFocus) -> None:
         # On a small terminal the detail takes the list's place while it has the focus (enter; escape).

@@ -17,6 +17,7 @@ from backend.services.gaps import DayStatus, GapReport
 from backend.times import EVENT_TIME_MAX, EVENT_TIME_MIN, fmt, human_ms, parse_duration
 from pik_console.console.context import Context, add_days
 from pik_console.console.render import num, stacked_bar, t
+from pik_console.console.widgets import focus_now
 
 BAR_WIDTH = 30
 RANGE_DAYS = 14
@@ -80,7 +81,7 @@ class GapsPane(Vertical):
         )
 
     def focus_main(self) -> None:
-        self.query_one("#gaps-table", DataTable).focus()
+        focus_now(self.query_one("#gaps-table", DataTable))
 
     def focus_filter(self) -> None:
         self.query_one("#gaps-entity", Input).focus()

@@ -179,11 +179,14 @@ APP_BINDINGS: list[BindingType] = [
         id="app.report",
     ),
     Binding("q", "quit", "Quit", tooltip="Leave the console (stops running work first)", id="app.quit"),
+    # Before the field sees it (priority), so that the focus has moved when the key typed next is read; a
+    # screen over the console's, or an open Select, keeps its own Escape (the action skips).
     Binding(
         "escape",
         "back",
         "Back",
         show=False,
+        priority=True,
         tooltip="Leave the field: back to the pane's list",
         id="app.back",
     ),

@@ -21,6 +21,7 @@ from backend.services.lag import LagReport
 from backend.times import TimeFormatError, human_ms, parse_day, parse_duration
 from pik_console.console.context import Context, day_start, next_day
 from pik_console.console.render import num, t, title
+from pik_console.console.widgets import focus_now
 
 BLOCKS = " ▁▂▃▄▅▆▇█"
 HISTOGRAM_ROWS = 8
@@ -144,7 +145,7 @@ class LagPane(Vertical):
         )
 
     def focus_main(self) -> None:
-        self.query_one("#lag-partitions", DataTable).focus()
+        focus_now(self.query_one("#lag-partitions", DataTable))
 
     def focus_filter(self) -> None:
         self.query_one("#lag-source", Input).focus()

@@ -21,6 +21,7 @@ from backend.services.findings import Finding
 from backend.services.overview import Overview
 from pik_console.console.context import Context, day_start, next_day
 from pik_console.console.render import fields, t
+from pik_console.console.widgets import focus_now
 from pik_console.overview_view import finding_rows, finding_target
 
 SEVERITY_STYLE = ((70, "bold red"), (40, "yellow"), (0, ""))
@@ -56,7 +57,7 @@ class OverviewPane(Vertical):
         table.add_column("SUMMARY")
 
     def focus_main(self) -> None:
-        self.query_one("#overview-findings", DataTable).focus()
+        focus_now(self.query_one("#overview-findings", DataTable))
 
     def focus_filter(self) -> None:
         self.notify("The overview has no form: enter opens a finding; r reads it again", severity="warning")

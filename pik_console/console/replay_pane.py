@@ -27,7 +27,7 @@ from pik_console.console.render import t, title, work_line
 from pik_console.console.replay_events import Draining, Executed, Planning, PlanRead, Processed, Sending
 from pik_console.console.replay_form import context_values, fill, read_request
 from pik_console.console.replay_views import ReplayHistory, plan_view, result_view
-from pik_console.console.widgets import FormSelect
+from pik_console.console.widgets import FormSelect, focus_now
 
 DEBOUNCE_S = 0.35
 SHARED_FIELDS = ("entity", "day", "start", "end", "source", "event_type")
@@ -126,7 +126,7 @@ class ReplayPane(Vertical):
             )
 
     def focus_main(self) -> None:
-        self.query_one("#replay-history", DataTable).focus()
+        focus_now(self.query_one("#replay-history", DataTable))
 
     def focus_filter(self) -> None:
         self.query_one("#rp-entity", Input).focus()

@@ -8,6 +8,7 @@ from typing import Any, ClassVar, cast
 from textual import events
 from textual.binding import Binding, BindingType
 from textual.css.query import NoMatches
+from textual.widget import Widget
 from textual.widgets import Input, Select
 
 
@@ -114,3 +115,9 @@ class TypeAhead:
         if held:
             app.call_after_refresh(lambda: [app.post_message(events.Key(k, c)) for k, c in held])
         return done
+
+
+def focus_now(widget: Widget) -> None:
+    """Focus ``widget`` before the next key is read. ``Widget.focus`` moves the focus a turn later, so a key
+    read in the same go as Escape (ESC x) still went to the field Escape was leaving."""
+    widget.screen.set_focus(widget)

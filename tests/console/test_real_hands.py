@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from textual import events
 from textual.widgets import DataTable, Input, Select, Static
 
 from backend.adapters.local.workspace import local_ports
@@ -107,6 +108,46 @@ async def test_escape_leaves_every_form_and_a_command_key_then_never_types(
     # Nothing was sent or processed by the x and p pressed after Escape outside the Replay pane.
     ports = local_ports(open_local(demo_copy, create=False).index)
     assert ports.queue.depth().visible == 0
+
+
+def _read_by_the_terminal(data: str) -> list[Any]:
+    """The key events the console's terminal parser makes of ``data`` arriving in one read."""
+    from pik_console.console.terminal_keys import EscapeThenKey
+
+    parser = EscapeThenKey()
+    return [e for e in [*parser.feed(data), *parser.feed("")] if isinstance(e, events.Key)]
+
+
+@pytest.mark.parametrize(("key", "name", "field", "main"), PANES, ids=[p[1] for p in PANES])
+async def test_escape_and_a_key_in_one_read_are_escape_then_the_key(
+    demo_copy: Path, key: str, name: str, field: str, main: str
+) -> None:
+    # A fast hand, or a remote session that joins the two bytes: Textual's parser read ESC 2 as "™" and ESC z
+    # as alt+z, which typed into the field Escape was meant to leave, and the pane key was lost.
+    app = _app(demo_copy)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press(key)
+        await settle(pilot)
+        await pilot.press("slash")
+        await pilot.pause()
+        widget = app.query_one(field, Input)
+        assert app.focused is widget
+        await pilot.press("end", "z")
+        typed = widget.value
+        other = "1" if name != "events" else "2"
+        for event in _read_by_the_terminal("\x1b" + other):
+            app.post_message(event)
+        await settle(pilot)
+        assert widget.value == typed
+        assert app.active_pane == ("events" if name != "events" else "lag")
+        widget.focus()
+        await pilot.pause()
+        for event in _read_by_the_terminal("\x1bz"):
+            app.post_message(event)
+        await settle(pilot)
+        assert widget.value == typed
+        assert app.focused is not None and app.focused.id == main
 
 
 async def test_escape_returns_focus_to_the_panes_list(demo_ws: Path) -> None:
