@@ -286,6 +286,31 @@ def open_local(
     return _kit("local", str(path), store, ports, store, settings, read_only, store.close)
 
 
+def pending_upgrade(path: str | Path) -> tuple[int, int] | None:
+    """(its schema version, this kit's) when opening the workspace at ``path`` for writing will upgrade its
+    schema first (which rewrites the file: seconds to minutes on a large one), else None. Reads two numbers
+    from the file without locking or changing anything; None too when there is nothing readable there."""
+    import sqlite3
+
+    from backend.adapters.local.schema import APPLICATION_ID, MIGRATIONS
+    from backend.adapters.local.store import DB_NAME
+
+    db = Path(path).expanduser() / DB_NAME
+    if not db.is_file():
+        return None
+    try:
+        conn = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True, timeout=1.0)
+        try:
+            app_id = int(conn.execute("PRAGMA application_id").fetchone()[0])
+            version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return None  # the opening itself says what is wrong with it
+    latest = len(MIGRATIONS)
+    return (version, latest) if app_id == APPLICATION_ID and version < latest else None
+
+
 def workspace_exists(path: str | Path) -> bool:
     """Whether ``path`` holds a workspace's database (without opening it)."""
     from backend.adapters.local.store import DB_NAME

@@ -10,7 +10,7 @@ import argparse
 import json
 import shutil
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, NoReturn
 
@@ -127,11 +127,18 @@ def aws_settings(args: argparse.Namespace, base: AwsSettings | None = None) -> A
     return settings
 
 
-def open_backend(args: argparse.Namespace, *, create: bool, workspace: Path | None = None) -> Kit:
+def open_backend(
+    args: argparse.Namespace,
+    *,
+    create: bool,
+    workspace: Path | None = None,
+    notice: Callable[[str], None] | None = None,
+) -> Kit:
     """The backend the options name, opened through the composition root: a local workspace (default) or
     an AWS stack (``--backend aws``), read-only with ``--read-only`` or ``PIK_READ_ONLY`` (the services then
-    refuse every write). The caller closes it."""
-    from backend.kit import open_kit
+    refuse every write). The caller closes it. An older workspace is upgraded as it opens, which can take a
+    while: ``notice`` is told first (by default the command's ``args.notice``, a line on its stderr)."""
+    from backend.kit import open_kit, pending_upgrade
 
     settings = settings_from(args, workspace=workspace)
     if settings.backend == "aws":
@@ -145,7 +152,16 @@ def open_backend(args: argparse.Namespace, *, create: bool, workspace: Path | No
     for option in ("stack", "endpoint_url", "region", "profile"):
         if getattr(args, option, None):
             raise usage(f"--{option.replace('_', '-')} is for the AWS backend; add --backend aws")
+    if not settings.read_only and (upgrade := pending_upgrade(settings.workspace)) is not None:
+        (notice or getattr(args, "notice", None) or _say_on_stderr)(
+            f"upgrading the workspace {settings.workspace} from schema version {upgrade[0]} to {upgrade[1]} "
+            "(once; every stored byte is kept)"
+        )
     return open_kit(settings, create=create)
+
+
+def _say_on_stderr(text: str) -> None:
+    print(f"pik: {text}…", file=sys.stderr, flush=True)
 
 
 # -- output ----------------------------------------------------------------------------------------------

@@ -36,11 +36,8 @@ def console_options(args: argparse.Namespace) -> dict[str, Any]:
         import pik_console.console.events_pane
         import pik_console.console.overview_pane  # noqa: F401
 
-    return {
-        "context": _context(args),
-        "opener": Opener(lambda: open_backend(args, create=False), warm=warm),
-        "opening": _opening(args),
-    }
+    opener = Opener(lambda: open_backend(args, create=False, notice=opener.notice), warm=warm)
+    return {"context": _context(args), "opener": opener, "opening": _opening(args)}
 
 
 def _opening(args: argparse.Namespace) -> str:

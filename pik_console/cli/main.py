@@ -106,6 +106,8 @@ def main(argv: Sequence[str] | None = None, out: IO[str] | None = None, err: IO[
         parser.error("--limit must be between 1 and 10000")
     if getattr(args, "batch_size", 1) < 1:
         parser.error("--batch-size must be at least 1")
+    # What opening the backend does that takes a while (an upgrade) is said on this command's stderr.
+    args.notice = lambda text: (err.write(f"pik {args.command}: {text}…\n"), err.flush())
     try:
         return int(args.func(args, out, err))
     except (UsageError, Failure, KitError) as exc:

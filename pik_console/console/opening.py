@@ -49,6 +49,14 @@ class Opening(Static):
         self.update(text)
 
 
+class OpeningNoticed(Message):
+    """The opening says what it is doing that takes a while (``text``: an upgrade of the workspace)."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
+
 class KitOpened(Message):
     """The backend is open (``kit``), or could not be opened (``error``)."""
 
@@ -68,6 +76,13 @@ class Opener:
         self._lock = threading.Lock()
         self._closed = False
         self.kit: Kit | None = None
+        self._on_notice: Callable[[str], None] | None = None
+
+    def notice(self, text: str) -> None:
+        """What the opening is doing that takes a while (an upgrade): the console shows it in place of what it
+        said it was opening. Called from the opening's thread."""
+        if self._on_notice is not None:
+            self._on_notice(text)
 
     def open(self) -> KitOpened:
         """Open the backend (in the calling thread), then run ``warm`` (imports the first pane needs, so the
@@ -140,6 +155,7 @@ class PaintFirst:
         not answer) would hang until the opening timed out. This thread is a daemon: q leaves at once."""
         opener = self.opener
         assert opener is not None
+        opener._on_notice = lambda text: self.post_message(OpeningNoticed(text))
         self._opener_thread = threading.Thread(
             target=lambda: self.post_message(opener.open()), name="pik-open", daemon=True
         )
@@ -149,6 +165,13 @@ class PaintFirst:
     def opening_now(self) -> bool:
         """The backend is being opened: neither open nor failed yet (what it became not yet handled)."""
         return self._opener_thread is not None and not self.ready and self.open_error is None
+
+    def on_opening_noticed(self, message: OpeningNoticed) -> None:
+        if self.opening_now:
+            self._opening = message.text[:1].upper() + message.text[1:]
+            for placeholder in self.query(Opening):
+                placeholder.update(Text(f"{self._opening}…", style="dim"))
+            self._show_header()
 
     def on_kit_opened(self, message: KitOpened) -> None:
         if message.kit is None:

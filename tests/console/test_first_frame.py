@@ -218,6 +218,35 @@ async def test_a_palette_action_after_the_opening_failed_says_why(tmp_path: Path
 
 
 @pytest.mark.asyncio
+async def test_what_a_long_opening_is_doing_is_shown_while_it_does_it(demo_ws: Path) -> None:
+    gate = Gate(demo_ws)
+
+    def upgrading() -> Any:
+        opener.notice(
+            "upgrading the workspace demo from schema version 5 to 6 (once; every stored byte is kept)"
+        )
+        return gate()
+
+    opener = Opener(upgrading)
+    app = PikConsole(context=OUTAGE, opener=opener, opening="Opening the workspace demo")
+    async with app.run_test(size=SIZE) as pilot:
+        for _ in range(40):
+            await pilot.pause(0.05)
+            if "Upgrading" in "".join(_placeholders(app)):
+                break
+        shown = "".join(_placeholders(app))
+        assert (
+            "Upgrading the workspace demo from schema version 5 to 6 (once; every stored byte is kept)…"
+            in shown
+        )
+        assert app.opening_note.startswith("Upgrading the workspace demo")
+        gate.release.set()
+        await settle(pilot)
+        assert app.ready and not app.query(".opening")
+    app.close_backend()
+
+
+@pytest.mark.asyncio
 async def test_a_filter_typed_while_the_backend_opens_lands_in_the_field(demo_ws: Path) -> None:
     gate = Gate(demo_ws)
     app = PikConsole(context=OUTAGE, opener=Opener(gate))
