@@ -539,6 +539,16 @@ class PikConsole(PaintFirst, App[None]):
             self.call_later(self.run_actions, actions)
 
     def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
-        yield from super().get_system_commands(screen)
+        for command in super().get_system_commands(screen):
+            if command.title == "Screenshot":
+                # Textual's saves to a downloads folder (and fails, "Failed to save screenshot", where there is
+                # none): the console's saves in the current directory and says where, or why not.
+                yield SystemCommand(
+                    "Screenshot",
+                    "Save an SVG of the screen in the current directory",
+                    lambda: self.set_timer(0.1, self.action_screenshot),
+                )
+            else:
+                yield command
         for title, help_text, action in palette_entries(self.read_only):
             yield SystemCommand(title, help_text, lambda a=action, t=title: self._chosen(a, t))

@@ -571,3 +571,26 @@ async def test_the_aggregates_pane_shows_versions_another_processor_writes(demo_
         await settle(pilot)
         assert pane.to_version == before + 1
         assert pane.diff is not None and pane.diff.newer.version == before + 1
+
+
+async def test_the_palettes_screenshot_is_saved_where_it_says(
+    demo_ws: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Palette -> Screenshot said "Failed to save screenshot" (Textual's own saves to a downloads folder).
+    from textual.command import CommandList, CommandPalette
+
+    monkeypatch.chdir(tmp_path)
+    app = _app(demo_ws)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("ctrl+p")
+        await pilot.pause(0.2)
+        assert isinstance(app.screen, CommandPalette)
+        await pilot.press(*"Screenshot")
+        await _until(pilot, lambda: app.screen.query_one(CommandList).option_count > 0)
+        await pilot.press("enter")
+        await _until(pilot, lambda: any("Screenshot" in n.message for n in app._notifications))
+        said = [n.message for n in app._notifications if "Screenshot" in n.message]
+        saved = list(tmp_path.glob("*.svg"))
+        assert len(saved) == 1 and said == [f"Screenshot saved to {saved[0]}"], said
+        assert "<svg" in saved[0].read_text(encoding="utf-8")[:2000]
