@@ -541,8 +541,8 @@ class PikConsole(PaintFirst, App[None]):
     def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
         for command in super().get_system_commands(screen):
             if command.title == "Screenshot":
-                # Textual's saves to a downloads folder (and fails, "Failed to save screenshot", where there is
-                # none): the console's saves in the current directory and says where, or why not.
+                # Textual's saves to a downloads folder (and fails, "Failed to save screenshot", where there
+                # is none): the console's saves in the current directory and says where, or why not.
                 yield SystemCommand(
                     "Screenshot",
                     "Save an SVG of the screen in the current directory",
