@@ -515,3 +515,32 @@ def test_stored_times_round_trip_through_integer_milliseconds(value: datetime) -
     text = fmt(value)
     assert stored_ms(text) == to_ms(text)
     assert from_ms(stored_ms(text)) == text
+
+
+def test_a_reading_connection_keeps_a_small_page_cache_and_ingest_a_large_one(tmp_path: Path) -> None:
+    # One connection per thread: with ingest's 128 MiB cache on every one, the console's readers (the
+    # workspace totals, the overview, a big plan: each on a worker thread) held 384 MB; a reader keeps 8 MiB.
+    from backend.adapters.local.database import READER_CACHE_KIB, WRITER_CACHE_KIB
+
+    store = LocalStore(tmp_path / "ws")
+    try:
+
+        def cache_kib() -> int:
+            return -int(store.db.connection().execute("PRAGMA cache_size").fetchone()[0])
+
+        assert cache_kib() == READER_CACHE_KIB
+        answers: dict[str, int] = {}
+
+        def reader() -> None:
+            store.index.stats()
+            answers["reader"] = cache_kib()
+
+        thread = threading.Thread(target=reader)
+        thread.start()
+        thread.join()
+        assert answers["reader"] == READER_CACHE_KIB
+        result = IngestService(store, store, FixedClock(NOW)).ingest(make_event())
+        assert result.status == IngestStatus.ACCEPTED
+        assert cache_kib() == WRITER_CACHE_KIB  # the thread that ingested keeps the writer's cache
+    finally:
+        store.close()

@@ -29,6 +29,11 @@ DB_NAME = "pik.sqlite3"
 # Stay well below SQLite's bound-parameter limit in IN (...) lists.
 CHUNK = 400
 
+READER_CACHE_KIB = 8 * 1024
+"""SQLite's page cache of a connection that only reads (one connection per thread)."""
+WRITER_CACHE_KIB = 128 * 1024
+"""SQLite's page cache of a connection once it has written a bulk batch (ingest)."""
+
 
 def chunks(items: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
     """``items`` in slices of at most ``size``: one slice per ``IN (...)`` list of bound parameters."""
@@ -87,9 +92,11 @@ class Database:
             # Without this, INSERT OR REPLACE deletes rows without firing the immutability triggers (the
             # insert guards in the schema refuse it anyway; this is the second line).
             conn.execute("PRAGMA recursive_triggers = ON")
-            # Index pages stay cached across batches (the default 2 MB thrashes from ~50k events on), and
-            # fewer, larger checkpoints: ingest speed roughly doubles. Both are per connection, not stored.
-            conn.execute("PRAGMA cache_size = -131072")
+            # A reader's page cache stays small: a connection per thread, and a scan (the workspace's
+            # totals, a big plan) would otherwise keep up to WRITER_CACHE_KIB of pages in each (the console
+            # reached 384 MB). A connection that writes in bulk takes the writer's cache (see ``write``).
+            conn.execute(f"PRAGMA cache_size = -{READER_CACHE_KIB}")
+            # Fewer, larger checkpoints (per connection, not stored).
             conn.execute("PRAGMA wal_autocheckpoint = 8192")
         except sqlite3.Error as exc:
             raise self.error("open", exc) from None
@@ -139,13 +146,20 @@ class Database:
     # -- transactions and reads ----------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def write(self, action: str) -> Iterator[sqlite3.Connection]:
+    def write(self, action: str, *, bulk: bool = False) -> Iterator[sqlite3.Connection]:
         """One transaction holding the database's write lock; rolled back whole on any failure. Called
-        inside another on the same thread, it joins that one."""
+        inside another on the same thread, it joins that one. ``bulk``: one of many large writes (ingest's
+        batches): this thread's connection keeps the writer's page cache from then on."""
         conn = self.connection()
         if conn.in_transaction:
             yield conn
             return
+        if bulk and not getattr(self._local, "writer", False):
+            # Index pages stay cached across batches (the reader's cache thrashes from ~50k events on):
+            # ingest speed roughly doubles.
+            self._local.writer = True
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute(f"PRAGMA cache_size = -{WRITER_CACHE_KIB}")
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:

@@ -216,7 +216,7 @@ class LocalIndex:
         are cached only once it commits: a rolled-back number may be given to another name later."""
         joined = self._db.connection().in_transaction
         try:
-            with self._db.write(action) as conn:
+            with self._db.write(action, bulk=True) as conn:
                 yield conn
         except BaseException:
             if not joined:
