@@ -251,17 +251,7 @@ class PaintFirst:
         the reason once the opening failed); False when they can run now."""
         if self.ready and not self._replaying:
             return False
-        if self.open_error is not None:
-            self.notify(
-                f"{title}: nothing to act on, it could not be opened ({self.open_error}). Press q to leave.",
-                severity="error",
-                markup=False,
-            )
-        elif len(self._queued_keys) < MAX_QUEUED_KEYS:
-            self._queued_keys.append(("", actions))
-            self.notify(f"{title}: runs as soon as it is open ({self._opening}…)", markup=False)
-        else:
-            self.notify(f"{title} was not kept: {self._still}", severity="warning", markup=False)
+        self._hold(("", actions), title, f"{title}: runs as soon as it is open ({self._opening}…)")
         return True
 
     def _hold_key(self, event: events.Key) -> None:
@@ -269,13 +259,20 @@ class PaintFirst:
         failed to open, the key is refused and says why."""
         event.prevent_default()
         event.stop()
+        self._hold((event.key, event.character), "That key", None)
+
+    def _hold(self, entry: tuple[str, str | None], what: str, held: str | None) -> None:
+        """Queue ``entry`` (a key, or a palette action) for when the backend is open, saying ``held`` if
+        given; refused with the reason once the opening failed, or when too many are waiting."""
         if self.open_error is not None:
             self.notify(
-                f"Nothing to act on: it could not be opened ({self.open_error}). Press q to leave.",
+                f"{what}: nothing to act on, it could not be opened ({self.open_error}). Press q to leave.",
                 severity="error",
                 markup=False,
             )
         elif len(self._queued_keys) < MAX_QUEUED_KEYS:
-            self._queued_keys.append((event.key, event.character))
+            self._queued_keys.append(entry)
+            if held is not None:
+                self.notify(held, markup=False)
         else:
-            self.notify(f"That key was not kept: {self._still}", severity="warning", markup=False)
+            self.notify(f"{what} was not kept: {self._still}", severity="warning", markup=False)

@@ -83,22 +83,27 @@ async def test_keys_typed_in_a_burst_at_start_up_reach_the_list_and_the_filter(d
         assert isinstance(item, EventRecord) and item.entity_id == "user_007"
 
 
+async def _typed_into_the_form(pilot: Any, app: PikConsole, key: str, field: str) -> tuple[Input, str]:
+    """Pane ``key`` shown, ``/`` into its form, a ``z`` typed at the end of ``field``: the field and its text."""
+    await settle(pilot)
+    await pilot.press(key)
+    await settle(pilot)
+    await pilot.press("slash")
+    await pilot.pause()
+    widget = app.query_one(field, Input)
+    assert app.focused is widget
+    await pilot.press("end", "z")
+    assert widget.value.endswith("z")
+    return widget, widget.value
+
+
 @pytest.mark.parametrize(("key", "name", "field", "main"), PANES, ids=[p[1] for p in PANES])
 async def test_escape_leaves_every_form_and_a_command_key_then_never_types(
     demo_copy: Path, key: str, name: str, field: str, main: str
 ) -> None:
     app = _app(demo_copy)
     async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
-        await pilot.press(key)
-        await settle(pilot)
-        await pilot.press("slash")
-        await pilot.pause()
-        widget = app.query_one(field, Input)
-        assert app.focused is widget
-        await pilot.press("end", "z")
-        typed = widget.value
-        assert typed.endswith("z")
+        widget, typed = await _typed_into_the_form(pilot, app, key, field)
         # In the Replay pane x and p act (the confirmation, the processor): there only the pane key.
         commands = ("x", "p") if name != "replay" else ()
         await pilot.press("escape", *commands, "1" if name != "events" else "2")
@@ -126,15 +131,7 @@ async def test_escape_and_a_key_in_one_read_are_escape_then_the_key(
     # as alt+z, which typed into the field Escape was meant to leave, and the pane key was lost.
     app = _app(demo_copy)
     async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
-        await pilot.press(key)
-        await settle(pilot)
-        await pilot.press("slash")
-        await pilot.pause()
-        widget = app.query_one(field, Input)
-        assert app.focused is widget
-        await pilot.press("end", "z")
-        typed = widget.value
+        widget, typed = await _typed_into_the_form(pilot, app, key, field)
         other = "1" if name != "events" else "2"
         for event in _read_by_the_terminal("\x1b" + other):
             app.post_message(event)
