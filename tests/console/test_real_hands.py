@@ -84,7 +84,7 @@ async def test_keys_typed_in_a_burst_at_start_up_reach_the_list_and_the_filter(d
 
 
 async def _typed_into_the_form(pilot: Any, app: PikConsole, key: str, field: str) -> tuple[Input, str]:
-    """Pane ``key`` shown, ``/`` into its form, a ``z`` typed at the end of ``field``: the field and its text."""
+    """Pane ``key`` shown, ``/`` into its form, a ``z`` typed at the end of ``field``: the field, its text."""
     await settle(pilot)
     await pilot.press(key)
     await settle(pilot)
