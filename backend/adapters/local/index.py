@@ -242,12 +242,13 @@ class LocalIndex:
             return found
         keyed = [name if isinstance(name, tuple) else (name,) for name in missing]
         cols = ", ".join(columns)
+        one = "(" + ",".join("?" * len(columns)) + ")"
+        # One row per statement, not many rows per INSERT: a statement writing hundreds of rows journals
+        # enough pages to spill SQLite's statement journal to a temporary file, and every later statement
+        # of the transaction (the batch's raw and index inserts) then pays for it: a quarter more time for
+        # the same inserts (docs/benchmarks.md).
+        conn.executemany(f"INSERT INTO {table} ({cols}) VALUES {one} ON CONFLICT DO NOTHING", keyed)
         for part in chunks(keyed, 200):
-            one = "(" + ",".join("?" * len(columns)) + ")"
-            conn.execute(
-                f"INSERT INTO {table} ({cols}) VALUES {','.join([one] * len(part))} ON CONFLICT DO NOTHING",
-                [v for key in part for v in key],
-            )
             match = " OR ".join([f"({' AND '.join(c + ' = ?' for c in columns)})"] * len(part))
             for row in conn.execute(
                 f"SELECT id, {cols} FROM {table} WHERE {match}", [v for k in part for v in k]
