@@ -8,7 +8,7 @@ spends at most a put and a transaction per event. Every method either completes 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, NamedTuple, Protocol, runtime_checkable
@@ -257,12 +257,53 @@ class NewReceipt(NamedTuple):
         )
 
 
+class ReceiptColumns(NamedTuple):
+    """A batch of :class:`NewReceipt` as columns: one list per field, the same names in the same order.
+
+    What ingest's prepare step sends back from a worker process and what a store writes a batch from: a
+    few lists of plain values cost far less to send between processes and to turn into SQL parameters
+    than one object per request."""
+
+    event_id: list[bytes]
+    partition: list[tuple[str, str, str]]
+    entity_id: list[str]
+    event_time: list[str]
+    event_ms: list[int]
+    ingest_time: list[str]
+    ingest_ms: list[int]
+    ingest_lag_ms: list[int]
+    clock_skew: list[bool]
+    payload_sha: list[bytes]
+    raw_sha: list[bytes]
+    raw_size: list[int]
+    idempotency_key: list[str | None]
+    origin: list[str]
+    line: list[int | None]
+    delivery: list[bytes]
+    key: list[str]
+
+    @classmethod
+    def of(cls, receipts: Iterable[tuple[Any, ...]]) -> ReceiptColumns:
+        """The columns of ``receipts`` (each a :class:`NewReceipt`, or a plain tuple in its field order)."""
+        columns = [list(column) for column in zip(*receipts, strict=True)]
+        return cls(*columns) if columns else cls(*([] for _ in cls._fields))
+
+    def receipts(self) -> list[NewReceipt]:
+        """The batch as one :class:`NewReceipt` per request, in order."""
+        return [NewReceipt._make(row) for row in zip(*self, strict=True)]
+
+    def select(self, which: Sequence[int]) -> ReceiptColumns:
+        """The receipts at positions ``which``, in that order."""
+        columns: list[list[Any]] = [[column[i] for i in which] for column in self]
+        return ReceiptColumns(*columns)
+
+
 class RawPacker(Protocol):
     """How a store compresses raw bytes (the local workspace: zstd with a dictionary of its own). A plain,
     picklable value, so that ingest can compress in its prepare worker processes, not in the one writer."""
 
     def pack_many(self, bodies: Sequence[bytes]) -> tuple[list[int], list[bytes]]:
-        """Each body's codec (0: as received) and stored form, for :meth:`ReceiptStore.store_receipts`."""
+        """Each body's codec (0: as received) and stored form, for :meth:`ReceiptStore.store_columns`."""
         ...
 
 
@@ -274,20 +315,21 @@ class ReceiptStore(Protocol):
     :class:`EventIndex` path otherwise (S3 and DynamoDB)."""
 
     def raw_packer(self) -> RawPacker | None:
-        """How to compress bodies for :meth:`store_receipts` now (None: send them as received)."""
+        """How to compress bodies for :meth:`store_columns` now (None: send them as received)."""
         ...
 
-    def store_receipts(
+    def store_columns(
         self,
-        receipts: Sequence[NewReceipt],
+        receipts: ReceiptColumns,
         bodies: Sequence[bytes],
         packed: tuple[Sequence[int], Sequence[bytes]] | None = None,
-    ) -> list[Recorded | None]:
+    ) -> list[int] | None:
         """Store each body under its receipt's key unless the key is taken, and record each receipt, in
-        one transaction: ACCEPTED or DUPLICATE per receipt, as :meth:`EventIndex.record` with STORED or
-        SEEN claims. None (nothing written for it) where the key holds *other* bytes: the caller stores
-        that body elsewhere and records it through the separate path. ``packed``: the bodies as
-        :meth:`raw_packer`'s ``pack_many`` gave them, if the caller compressed them."""
+        one transaction, as :meth:`EventIndex.record` with STORED or SEEN claims would. Returns the
+        positions (in ``receipts``) of the DUPLICATE receipts, in order: every other receipt is ACCEPTED.
+        None if some key holds *other* bytes than its receipt's: then no receipt is recorded (bodies may
+        be stored), and the caller records the batch through the separate path. ``packed``: the bodies
+        as :meth:`raw_packer`'s ``pack_many`` gave them, if the caller compressed them."""
         ...
 
 

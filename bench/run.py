@@ -705,7 +705,7 @@ def run(
         storage = phases["commit_s"] - bare_med
         log(f"  read lines     {phases['read_s']:6.2f} s")
         log(f"  prepare_batch  {phases['prepare_batch_s']:6.2f} s   parse, validate, identify (CPU only)")
-        log(f"  commit         {phases['commit_s']:6.2f} s   quarantine, raw, index, records, results")
+        log(f"  commit         {phases['commit_s']:6.2f} s   quarantine, raw, index (IngestService.store)")
         log(f"  close          {phases['close_s']:6.2f} s")
         log(f"  total          {phases['total_s']:6.2f} s   ({main_lines / phases['total_s']:,.0f} events/s)")
         own = [r["reported_seconds"] for r in pik_runs if isinstance(r["reported_seconds"], int | float)]
@@ -713,7 +713,7 @@ def run(
         log(f"  compare `{label}`: median {pik_med:.2f} s wall{own_text}")
         log(
             f"  the bare insert of the same rows takes {bare_med:.2f} s (median): commit spends "
-            f"{storage:.2f} s beyond plain inserts (Python objects per event, row building)"
+            f"{storage:.2f} s beyond plain inserts (Python around the SQL, and the SQL of its own stream)"
         )
         results["phases"] = {**phases, "pik_median_s": pik_med, "bare_median_s": bare_med}
     del txns

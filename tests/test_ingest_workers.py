@@ -2,7 +2,7 @@
 
 The plain way: every request through the validating parser, in this process, raw bytes then index as two
 separate stores (as S3 and DynamoDB are). The quick ways: the orjson fast path, the workspace taking raw
-bytes and index rows in one transaction (``store_receipts``), and batches prepared in worker processes.
+bytes and index rows in one transaction (``store_columns``), and batches prepared in worker processes.
 Each is compared row for row, table by table, on the hostile corpus and on benchmark data.
 """
 

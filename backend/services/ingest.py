@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
 
@@ -30,14 +30,16 @@ from backend.ports import (
     Claim,
     EventIndex,
     IngestLedger,
-    NewReceipt,
     RawObject,
     RawPacker,
     RawPutStatus,
     RawStore,
+    ReceiptColumns,
     ReceiptStore,
     Recorded,
 )
+from backend.services.ingest_batch import Committed as Committed
+from backend.services.ingest_batch import PreparedBatch as PreparedBatch
 
 # Parsing and validation live in ingest_validation; these names stay importable from here.
 from backend.services.ingest_validation import MAX_REASON_CHARS as MAX_REASON_CHARS
@@ -85,45 +87,19 @@ def _batched(items: Iterable[Received], size: int) -> Iterator[list[Received]]:
         yield chunk
 
 
-@dataclass(slots=True)
-class PreparedBatch:
-    """A validated batch, ready to store: for each valid request its position, its exact bytes and its
-    receipt (``key`` = the identity key; a receipt with other bytes gets another key at commit). Plain
-    values only, so a batch prepared in a worker process is cheap to send back."""
-
-    lines: list[int | None]
-    valid: list[tuple[int, bytes, NewReceipt]] = field(default_factory=list)
-    rejected: list[tuple[int, Rejection]] = field(default_factory=list)
-    # The rejections' reasons without any value from the request (Invalid.summary), by position: for logs.
-    summaries: dict[int, str] = field(default_factory=dict)
-    # The valid bodies as the store keeps them (codecs, stored forms; RawPacker), if prepared with a packer.
-    packed: tuple[list[int], list[bytes]] | None = None
-
-    # Sent between processes as columns of plain values: a named tuple rebuilt by its class costs several
-    # times the plain tuple it holds.
-    def __getstate__(self) -> tuple[Any, ...]:
-        valid = self.valid
-        return (
-            self.lines, [i for i, _, _ in valid], [b for _, b, _ in valid], [tuple(r) for _, _, r in valid],
-            self.rejected, self.summaries, self.packed,
-        )  # fmt: skip
-
-    def __setstate__(self, state: tuple[Any, ...]) -> None:
-        lines, positions, bodies, receipts, self.rejected, self.summaries, self.packed = state
-        self.lines = lines
-        new = tuple.__new__
-        self.valid = [
-            (i, body, new(NewReceipt, r)) for i, body, r in zip(positions, bodies, receipts, strict=True)
-        ]
-
-
 @dataclass(frozen=True, slots=True)
 class Resumed:
-    """One committed batch of :meth:`IngestService.resume_stream`: the results of the requests it stored,
-    and how many of the batch an earlier run had already stored (skipped, no result)."""
+    """One committed batch of :meth:`IngestService.resume_stream`: the requests it stored, told by counts
+    and exceptions (:class:`Committed`), and how many of the batch an earlier run had already stored
+    (skipped, no result)."""
 
-    results: list[IngestResult]
+    committed: Committed
     skipped: int
+
+    @property
+    def results(self) -> list[IngestResult]:
+        """The result of each request stored (not of those skipped), in order; built on each call."""
+        return self.committed.results()
 
 
 # -- the service ----------------------------------------------------------------------------------------
@@ -181,7 +157,7 @@ class IngestService:
     def resume_stream(
         self,
         items: Iterable[Received],
-        ledger: IngestLedger,
+        ledger: IngestLedger | None,
         batch_size: int = 10_000,
         workers: PrepareWorkers | None = None,
     ) -> Iterator[Resumed]:
@@ -191,14 +167,15 @@ class IngestService:
         line with the same bytes: the earlier run stored it, and storing it again would add a DUPLICATE
         receipt that no producer sent. So a run killed at any point and started again on the same input
         ends with the workspace an uninterrupted run would have left. Requests without a line number, and
-        lines whose bytes changed since, are ingested as usual. Commits, failures and ``workers`` are as in
-        :meth:`ingest_stream`.
+        lines whose bytes changed since, are ingested as usual; with no ``ledger``, every request is.
+        Commits, failures and ``workers`` are as in :meth:`ingest_stream`; each batch is told by its counts
+        and exceptions (:class:`Committed`), its per-request results built only if asked for.
         """
         for chunk, prepared in self._prepared(items, batch_size, workers):
-            skip = _already_delivered(chunk, prepared, ledger)
+            skip = _already_delivered(chunk, prepared, ledger) if ledger is not None else set()
             if skip:
                 prepared = _without(prepared, skip)
-            yield Resumed(self.commit(prepared), len(skip))
+            yield Resumed(self.store(prepared), len(skip))
 
     def _prepared(
         self, items: Iterable[Received], batch_size: int, workers: PrepareWorkers | None
@@ -226,59 +203,41 @@ class IngestService:
         return self._receipts.raw_packer() if self._receipts is not None else None
 
     def commit(self, prepared: PreparedBatch) -> list[IngestResult]:
-        """Store a prepared batch: quarantine, then raw bytes, then the index. Raises StoreError."""
+        """Store a prepared batch: quarantine, then raw bytes, then the index; one result per request, in
+        order. Raises StoreError."""
+        return self.store(prepared).results()
+
+    def store(self, prepared: PreparedBatch) -> Committed:
+        """:meth:`commit`, answered by counts and exceptions (:class:`Committed`), for a caller that needs
+        no object per request. Raises StoreError."""
         if self.read_only:
             raise ReadOnlyError("ingest refused: the kit is in read-only mode")
-        lines = prepared.lines
-        results: list[IngestResult | None] = [None] * len(lines)
-        if prepared.rejected:
-            ids = self.index.quarantine([r for _, r in prepared.rejected])
-            for (i, rej), rid in zip(prepared.rejected, ids, strict=True):
-                results[i] = IngestResult(
-                    status=IngestStatus.REJECTED,
-                    reason=rej.reason,
-                    rejection_id=rid,
-                    line=lines[i],
-                    ingest_time=rej.received_at,
-                )
-        if prepared.valid:
-            valid = prepared.valid
-            keys, statuses = self._store(
-                [body for _, body, _ in valid], [r for _, _, r in valid], prepared.packed
-            )
-            for (i, _, r), key, status in zip(valid, keys, statuses, strict=True):
-                results[i] = IngestResult(
-                    status=status,
-                    event_id=r.event_id.hex(),
-                    ingest_lag_ms=r.ingest_lag_ms,
-                    s3_key=key,
-                    event_time=r.event_time,
-                    ingest_time=r.ingest_time,
-                    clock_skew=r.clock_skew,
-                    line=lines[i],
-                )
-        return [r for r in results if r is not None]
+        ids = self.index.quarantine([r for _, r in prepared.rejected]) if prepared.rejected else []
+        keys: list[str] | None = None
+        duplicates: list[int] = []
+        if prepared.positions:
+            keys, duplicates = self._store(prepared)
+        return Committed(prepared, duplicates, ids, keys)
 
-    def _store(
-        self,
-        bodies: list[bytes],
-        receipts: list[NewReceipt],
-        packed: tuple[list[int], list[bytes]] | None = None,
-    ) -> tuple[list[str], list[IngestStatus]]:
-        """Store each body and index its receipt; returns where each body is and each receipt's status.
-        A store of both takes the batch in one step (:class:`ReceiptStore`), unless some key holds other
-        bytes: then, as for separate stores, :meth:`_store_records`."""
+    def _store(self, prepared: PreparedBatch) -> tuple[list[str] | None, list[int]]:
+        """Store each valid body and index its receipt; returns where each body is (None: each at its
+        receipt's key) and the indexes of the DUPLICATE receipts. A store of both takes the batch in one
+        step (:class:`ReceiptStore`), unless some key holds other bytes: then, as for separate stores,
+        :meth:`_store_records`."""
+        bodies = prepared.bodies
         if self._receipts is not None:
-            outcomes = self._receipts.store_receipts(receipts, bodies, packed)
-            if all(o is not None for o in outcomes):
-                return [r.key for r in receipts], [_STATUS[o] for o in outcomes if o is not None]
+            duplicates = self._receipts.store_columns(prepared.receipts, bodies, prepared.packed)
+            if duplicates is not None:
+                return None, duplicates
         records, statuses = self._store_records(
             [
                 (b, r.record(payload=inline_payload(b, r.payload_sha.hex())))
-                for b, r in zip(bodies, receipts, strict=True)
+                for b, r in zip(bodies, prepared.receipts.receipts(), strict=True)
             ]
         )
-        return [r.s3_key for r in records], statuses
+        return [r.s3_key for r in records], [
+            j for j, status in enumerate(statuses) if status is IngestStatus.DUPLICATE
+        ]
 
     def _store_records(
         self, items: Sequence[tuple[bytes, EventRecord]]
@@ -357,8 +316,13 @@ def prepare_requests(
     # Names repeat across a batch: one object each, so a batch sent between processes carries each once.
     names: dict[Any, Any] = {}
     stamp = _Stamp()
+    rows: list[tuple[Any, ...]] = []  # the receipts, as plain tuples in NewReceipt's field order
+    positions, bodies, origins = prepared.positions, prepared.bodies, prepared.origins
     for i, item in enumerate(batch):
         now = clock.now()
+        if item.line is not None:
+            first, last = origins.get(item.origin, (item.line, item.line))
+            origins[item.origin] = (min(first, item.line), max(last, item.line))
         try:
             if item.size is not None and item.size > len(item.body):
                 raise Invalid(
@@ -371,16 +335,18 @@ def prepare_requests(
             continue
         lag = lag_ms(now, p.event_dt)
         partition = (p.source, p.event_type, p.day)
-        receipt = NewReceipt(
+        rows.append((
             bytes.fromhex(p.event_id), names.setdefault(partition, partition),
             names.setdefault(p.entity_id, p.entity_id), p.event_time, (p.event_dt - _EPOCH) // _MS,
             *stamp(now), max(lag, 0), lag < 0, bytes.fromhex(p.payload_sha), bytes.fromhex(p.raw_sha),
             len(p.body), p.idempotency_key, item.origin, item.line,
             bytes.fromhex(delivery_id(run, item, p.raw_sha)), p.raw_key,
-        )  # fmt: skip
-        prepared.valid.append((i, item.body, receipt))
-    if packer is not None and prepared.valid:
-        prepared.packed = packer.pack_many([body for _, body, _ in prepared.valid])
+        ))  # fmt: skip
+        positions.append(i)
+        bodies.append(item.body)
+    prepared.receipts = ReceiptColumns.of(rows)
+    if packer is not None and bodies:
+        prepared.packed = packer.pack_many(bodies)
     return prepared
 
 
@@ -424,22 +390,23 @@ def _rejection(item: Received, bad: Invalid, now: datetime) -> Rejection:
 
 
 def _already_delivered(chunk: Sequence[Received], prepared: PreparedBatch, ledger: IngestLedger) -> set[int]:
-    """Positions in ``chunk`` whose origin, line and bytes the ledger already holds."""
-    by_origin: dict[str, list[tuple[int, int]]] = {}
-    for i, item in enumerate(chunk):
-        if item.line is not None:
-            by_origin.setdefault(item.origin, []).append((i, item.line))
+    """Positions in ``chunk`` whose origin, line and bytes the ledger already holds. One question per
+    origin of the batch; the requests are looked at one by one only where the ledger knows some line."""
     shas: dict[int, str] | None = None  # built only if the ledger knows any line (not on a first run)
     skip: set[int] = set()
-    for origin, numbered in by_origin.items():
-        lines = [line for _, line in numbered]
-        known = ledger.delivered(origin, min(lines), max(lines))
+    for origin, (first, last) in prepared.origins.items():
+        known = ledger.delivered(origin, first, last)
         if not known:
             continue
         if shas is None:
-            shas = {i: r.raw_sha.hex() for i, _, r in prepared.valid}
+            valid = zip(prepared.positions, prepared.receipts.raw_sha, strict=True)
+            shas = {i: sha.hex() for i, sha in valid}
             shas.update((i, rej.sha256) for i, rej in prepared.rejected)
-        skip.update(i for i, line in numbered if shas[i] in known.get(line, ()))
+        skip.update(
+            i
+            for i, item in enumerate(chunk)
+            if item.origin == origin and item.line is not None and shas[i] in known.get(item.line, ())
+        )
     return skip
 
 
@@ -447,13 +414,17 @@ def _without(prepared: PreparedBatch, skip: set[int]) -> PreparedBatch:
     """``prepared`` less the requests at ``skip``, renumbered."""
     keep = [i for i in range(len(prepared.lines)) if i not in skip]
     new_pos = {old: new for new, old in enumerate(keep)}
+    kept = [j for j, i in enumerate(prepared.positions) if i in new_pos]
     packed = None
     if prepared.packed is not None:
-        kept = [n for n, (i, _, _) in enumerate(prepared.valid) if i in new_pos]
-        packed = ([prepared.packed[0][n] for n in kept], [prepared.packed[1][n] for n in kept])
+        packed = ([prepared.packed[0][j] for j in kept], [prepared.packed[1][j] for j in kept])
     return PreparedBatch(
-        packed=packed,
         lines=[prepared.lines[i] for i in keep],
-        valid=[(new_pos[i], body, rec) for i, body, rec in prepared.valid if i in new_pos],
+        positions=[new_pos[prepared.positions[j]] for j in kept],
+        receipts=prepared.receipts.select(kept),
         rejected=[(new_pos[i], rej) for i, rej in prepared.rejected if i in new_pos],
+        summaries={new_pos[i]: text for i, text in prepared.summaries.items() if i in new_pos},
+        packed=packed,
+        origins=prepared.origins,
+        bodies=[prepared.bodies[j] for j in kept],
     )

@@ -112,6 +112,7 @@ class PrepareWorkers:
         while pending:
             conn, chunk = pending.popleft()
             batch = self._receive(conn)
+            batch.attach([r.body for r in chunk])
             feed(conn)  # the next batch is prepared while the caller commits this one
             yield chunk, batch
 

@@ -19,7 +19,7 @@ from backend.errors import KitError, ReadOnlyError
 from backend.identity import sha256_hex
 from backend.model import MAX_BODY_BYTES, IngestStatus
 from backend.ports import IngestLedger
-from backend.services.ingest import QUARANTINE_MAX_BYTES, Received, Resumed
+from backend.services.ingest import QUARANTINE_MAX_BYTES, Received
 from pik_console.cli.common import READ_ONLY_HELP, Failure, count, open_backend, print_json
 from pik_console.cli.ingest_progress import ingest_display, input_size
 from pik_console.text import safe
@@ -297,17 +297,19 @@ def _ingest(
     try:
         with stream, _bulk_gc(), display:
             requests: Iterator[Received] = iter(reading)
-            if ledger is not None:
-                batches: Iterator[Resumed] = service.resume_stream(requests, ledger, args.batch_size, workers)
-            else:
-                batches = (Resumed(r, 0) for r in service.ingest_stream(requests, args.batch_size, workers))
-            for batch in batches:
-                for result in batch.results:
-                    counts[result.status] += 1
-                    if result.status is IngestStatus.REJECTED and len(rejections) < REJECTIONS_IN_JSON:
-                        rejections.append({"line": result.line, "reason": result.reason})
-                    skewed += result.clock_skew
-                lines += len(batch.results) + batch.skipped
+            for batch in service.resume_stream(requests, ledger, args.batch_size, workers):
+                done = batch.committed
+                counts[IngestStatus.ACCEPTED] += done.accepted
+                counts[IngestStatus.DUPLICATE] += done.duplicate
+                counts[IngestStatus.REJECTED] += done.rejected
+                if done.rejected and len(rejections) < REJECTIONS_IN_JSON:
+                    rejections.extend(
+                        {"line": line, "reason": reason}
+                        for line, reason in done.rejections()[: REJECTIONS_IN_JSON - len(rejections)]
+                    )
+                skewed += done.clock_skew
+                told = done.accepted + done.duplicate + done.rejected
+                lines += told + batch.skipped
                 skipped += batch.skipped
                 reading.finished(lines)
                 display.update(lines, reading.bytes_done)

@@ -321,16 +321,16 @@ def test_read_only_refuses_with_403(tmp_path: Path, context: FakeLambdaContext) 
         ("put_new", "after"),
         ("put_new", "before"),
         ("record", "before"),
-        ("store_receipts", "before"),
+        ("store_columns", "before"),
     ],
 )
 def test_a_store_failure_is_503_and_a_retry_is_accepted_once(
     method: str, when: str, backend: Kit, context: FakeLambdaContext
 ) -> None:
     """put_new and record: raw bytes and index as separate stores (as S3 and DynamoDB are);
-    store_receipts: one store taking both in one transaction (the local workspace; a failure after its
+    store_columns: one store taking both in one transaction (the local workspace; a failure after its
     commit is one after record's: the event is stored, and a retry is a duplicate receipt)."""
-    if method == "store_receipts":
+    if method == "store_columns":
         raw = index = Flaky(backend.raw)
         raw.fail(method, when)
     else:
@@ -355,7 +355,7 @@ def test_an_unexpected_error_is_a_json_500_without_a_traceback(
         raise RuntimeError("secret internals")
 
     monkeypatch.setattr(backend.index, "record", broken)
-    monkeypatch.setattr(backend.index, "store_receipts", broken)
+    monkeypatch.setattr(backend.index, "store_columns", broken)
     status, body = call(rest_v1_event(SEED_BODY), context)
     assert status == 500 and body["status"] == 500
     assert "secret internals" not in json.dumps(body) and "Traceback" not in json.dumps(body)

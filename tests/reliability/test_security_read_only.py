@@ -74,7 +74,7 @@ class Stores:
 # Port methods that change a store: receiving a message counts toward its dead-letter limit, so it writes.
 WRITE_METHODS = {"put_new", "record", "quarantine", "send_batch", "receive", "receive_many", "delete",
                  "release", "begin", "finish", "append", "apply_stream", "backfill",
-                 "store_receipts"}  # fmt: skip
+                 "store_columns"}  # fmt: skip
 
 
 def _protocol_methods() -> set[str]:
@@ -193,6 +193,9 @@ RECIPES: dict[str, Recipe] = {
         )
     ),
     "IngestService.prepare_batch": lambda s, c, ro: _ingest(ro, s, c).prepare_batch(_new()),
+    "IngestService.store": lambda s, c, ro: (
+        _ingest(ro, s, c).store(_ingest(False, s, c).prepare_batch(_new()))
+    ),
     "IngestService.commit": lambda s, c, ro: (
         _ingest(ro, s, c).commit(_ingest(False, s, c).prepare_batch(_new()))
     ),
@@ -338,6 +341,7 @@ def test_every_service_entry_point_writes_nothing_in_read_only_mode(tmp_path: Pa
         "IngestService.ingest_stream",
         "IngestService.resume_stream",
         "IngestService.commit",
+        "IngestService.store",
         "ReplayService.plan",
         "ReplayService.execute",
         "replay.api_reply",

@@ -157,49 +157,53 @@ class LocalIndex:
     def insert_numbered(self, rows: Sequence[tuple[Any, ...]]) -> list[Recorded]:
         """As :meth:`insert_rows`, the rows already holding entity, partition and origin numbers (in
         ``events`` column order), in the transaction that :meth:`numbers` numbered them in."""
-        statuses = [Recorded.DUPLICATE] * len(rows)
+        statuses = [Recorded.ACCEPTED] * len(rows)
+        for i in self.insert_new(rows):
+            statuses[i] = Recorded.DUPLICATE
+        return statuses
+
+    def insert_new(self, rows: Sequence[tuple[Any, ...]]) -> list[int]:
+        """:meth:`insert_numbered`, answered as the positions of the DUPLICATE receipts, in order (every
+        other row is its event id's ACCEPTED receipt): per row, nothing but the inserts themselves."""
         with self.writing("record events") as conn:
             # Try every event id's first appearance in the batch as receipt 0 (the acceptance). The insert
             # guard skips it if the id was accepted before; the rows above the old maximum seq are the
             # winners (we hold the write lock, and seq only grows).
-            first: dict[bytes, int] = {}
-            for i, row in enumerate(rows):
-                first.setdefault(row[0], i)
+            n = len(rows)
+            eids = [row[0] for row in rows]
+            first = dict(zip(reversed(eids), range(n - 1, -1, -1), strict=True))  # id -> first position
+            firsts = rows if len(first) == n else [rows[i] for i in sorted(first.values())]
             before = conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
-            conn.executemany(_INSERT_EVENT, [rows[i] for i in first.values()])
+            conn.executemany(_INSERT_EVENT, firsts)
             new_rows = conn.execute("SELECT count(*) FROM events WHERE seq > ?", (before,)).fetchone()[0]
             if new_rows == len(first):  # every first appearance went in (the usual case): no read-back
-                accepted = set(first)
+                if len(first) == n:
+                    return []
+                dups = [i for i, eid in enumerate(eids) if first[eid] != i]
             else:
-                new = conn.execute("SELECT event_id FROM events WHERE seq > ?", (before,))
-                accepted = {e for (e,) in new}
-            dups: list[int] = []
-            for i, row in enumerate(rows):
-                if first[row[0]] == i and row[0] in accepted:
-                    statuses[i] = Recorded.ACCEPTED
-                else:
-                    dups.append(i)
-            if dups:
-                # Duplicate receipts take the next numbers; we hold the write lock, nobody interleaves.
-                next_receipt: dict[bytes, int] = {}
-                ids = list({rows[i][0] for i in dups})
-                for part in chunks(ids):
-                    values = ",".join(["(?)"] * len(part))
-                    for eid, top in conn.execute(
-                        f"WITH w (eid) AS (VALUES {values}) SELECT e.event_id, max(e.receipt) FROM w "
-                        "JOIN events e ON substr(e.event_id, 1, 8) = substr(w.eid, 1, 8) "
-                        "AND e.event_id = w.eid GROUP BY e.event_id",
-                        part,
-                    ):
-                        next_receipt[eid] = top + 1
-                dup_rows = []
-                for i in dups:
-                    eid = rows[i][0]
-                    n = next_receipt[eid]
-                    next_receipt[eid] = n + 1
-                    dup_rows.append((eid, n, *rows[i][2:]))
-                conn.executemany(_INSERT_EVENT, dup_rows)
-        return statuses
+                accepted = {
+                    e for (e,) in conn.execute("SELECT event_id FROM events WHERE seq > ?", (before,))
+                }
+                dups = [i for i, eid in enumerate(eids) if first[eid] != i or eid not in accepted]
+            # Duplicate receipts take the next numbers; we hold the write lock, nobody interleaves.
+            next_receipt: dict[bytes, int] = {}
+            for part in chunks(list({eids[i] for i in dups})):
+                values = ",".join(["(?)"] * len(part))
+                for eid, top in conn.execute(
+                    f"WITH w (eid) AS (VALUES {values}) SELECT e.event_id, max(e.receipt) FROM w "
+                    "JOIN events e ON substr(e.event_id, 1, 8) = substr(w.eid, 1, 8) "
+                    "AND e.event_id = w.eid GROUP BY e.event_id",
+                    part,
+                ):
+                    next_receipt[eid] = top + 1
+            dup_rows = []
+            for i in dups:
+                eid = eids[i]
+                number = next_receipt[eid]
+                next_receipt[eid] = number + 1
+                dup_rows.append((eid, number, *rows[i][2:]))
+            conn.executemany(_INSERT_EVENT, dup_rows)
+        return dups
 
     def partition_ids(
         self, conn: sqlite3.Connection, names: set[tuple[str, str, str]]
@@ -238,12 +242,13 @@ class LocalIndex:
             return found
         keyed = [name if isinstance(name, tuple) else (name,) for name in missing]
         cols = ", ".join(columns)
+        one = "(" + ",".join("?" * len(columns)) + ")"
+        # One row per statement, not many rows per INSERT: a statement writing hundreds of rows journals
+        # enough pages to spill SQLite's statement journal to a temporary file, and every later statement
+        # of the transaction (the batch's raw and index inserts) then pays for it: a quarter more time for
+        # the same inserts (docs/benchmarks.md).
+        conn.executemany(f"INSERT INTO {table} ({cols}) VALUES {one} ON CONFLICT DO NOTHING", keyed)
         for part in chunks(keyed, 200):
-            one = "(" + ",".join("?" * len(columns)) + ")"
-            conn.execute(
-                f"INSERT INTO {table} ({cols}) VALUES {','.join([one] * len(part))} ON CONFLICT DO NOTHING",
-                [v for key in part for v in key],
-            )
             match = " OR ".join([f"({' AND '.join(c + ' = ?' for c in columns)})"] * len(part))
             for row in conn.execute(
                 f"SELECT id, {cols} FROM {table} WHERE {match}", [v for k in part for v in k]

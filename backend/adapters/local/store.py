@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from itertools import repeat
 
 from backend.adapters.local.database import DB_NAME, Database
 from backend.adapters.local.index import LocalIndex
 from backend.adapters.local.raw import LocalRaw
 from backend.adapters.local.raw_codec import PLAIN
 from backend.model import EventRecord, IngestStatus, Page, Rejection
-from backend.ports import Claim, IndexStats, NewReceipt, RawObject, RawPacker, RawPut, Recorded
+from backend.ports import Claim, IndexStats, RawObject, RawPacker, RawPut, ReceiptColumns, Recorded
 from backend.times import Clock
 
 __all__ = ["DB_NAME", "LocalStore"]
@@ -81,56 +82,60 @@ class LocalStore:
         return self.index.record(records, claims)
 
     def raw_packer(self) -> RawPacker | None:
-        """:class:`backend.ports.ReceiptStore`: how to compress bodies for :meth:`store_receipts`."""
+        """:class:`backend.ports.ReceiptStore`: how to compress bodies for :meth:`store_columns`."""
         return self.raw.packer()
 
-    def store_receipts(
+    def store_columns(
         self,
-        receipts: Sequence[NewReceipt],
+        receipts: ReceiptColumns,
         bodies: Sequence[bytes],
         packed: tuple[Sequence[int], Sequence[bytes]] | None = None,
-    ) -> list[Recorded | None]:
-        """:class:`backend.ports.ReceiptStore`: raw bytes and index rows in one transaction.
+    ) -> list[int] | None:
+        """:class:`backend.ports.ReceiptStore`: raw bytes and index rows in one transaction; the positions
+        of the DUPLICATE receipts.
+
+        The rows are built column by column (names to numbers, then one ``zip``): per request, this
+        process does little more than the ``executemany`` calls themselves.
 
         If any key holds other bytes than its receipt's (an idempotency-key retry with a new payload, say),
-        the bytes are stored but no receipt is recorded, and every answer is None: the caller then records
+        the bytes are stored but no receipt is recorded, and the answer is None: the caller then records
         the whole batch through :meth:`put_new` and :meth:`record` (which find these bytes already stored),
         so that receipts keep their arrival order.
 
         ``packed``: each body's codec and stored form, as this store's :meth:`raw_packer` made them (in
         the prepare workers); without it, bodies are compressed here if the workspace has a dictionary.
         """
-        if not receipts:
+        n = len(receipts.event_id)
+        if not n:
             return []
         with self.index.writing("store events") as conn:
             if packed is None:
                 packer = self.raw.ensure_packer(conn, bodies)
-                packed = packer.pack_many(bodies) if packer else ([PLAIN] * len(bodies), bodies)
+                packed = packer.pack_many(bodies) if packer else ([PLAIN] * n, bodies)
             codecs, datas = packed
             entity_ids, part_ids, origin_ids = self.index.numbers(
-                conn,
-                {r.entity_id for r in receipts},
-                {r.partition for r in receipts},
-                {r.origin for r in receipts},
+                conn, set(receipts.entity_id), set(receipts.partition), set(receipts.origin)
             )
-            parts = [part_ids[r.partition] for r in receipts]
-            eids = [r.event_id for r in receipts]
+            parts = list(map(part_ids.__getitem__, receipts.partition))
+            eids = receipts.event_id
             created, stored = self.raw.insert(conn, parts, eids, None, codecs, datas)
-            if stored or len(created) < len(receipts):
+            if stored or len(created) < n:
                 # The bytes at each key: stored before this call, or the first body in this call with it.
                 at_key = {key: bytes.fromhex(sha) for key, sha in stored.items()}
-                for part, eid, r in zip(parts, eids, receipts, strict=True):
-                    if at_key.setdefault((part, eid, None), r.raw_sha) != r.raw_sha:
-                        return [None] * len(receipts)
-            rows = [
-                (
-                    r.event_id, 0, entity_ids[r.entity_id], part, r.event_ms, r.ingest_ms, r.ingest_lag_ms,
-                    int(r.clock_skew), r.payload_sha, None, r.raw_sha, r.raw_size, r.idempotency_key,
-                    origin_ids[r.origin], r.line,
+                for part, eid, sha in zip(parts, eids, receipts.raw_sha, strict=True):
+                    if at_key.setdefault((part, eid, None), sha) != sha:
+                        return None
+            rows = list(
+                zip(
+                    eids, repeat(0, n), map(entity_ids.__getitem__, receipts.entity_id), parts,
+                    receipts.event_ms, receipts.ingest_ms, receipts.ingest_lag_ms,
+                    map(int, receipts.clock_skew),
+                    receipts.payload_sha, repeat(None, n), receipts.raw_sha, receipts.raw_size,
+                    receipts.idempotency_key, map(origin_ids.__getitem__, receipts.origin), receipts.line,
+                    strict=True,
                 )
-                for r, part in zip(receipts, parts, strict=True)
-            ]  # fmt: skip
-            return list(self.index.insert_numbered(rows))
+            )  # fmt: skip
+            return self.index.insert_new(rows)
 
     def quarantine(self, rejections: Sequence[Rejection]) -> list[str]:
         return self.index.quarantine(rejections)
