@@ -307,11 +307,14 @@ PRAGMA_NAMES = (
 
 
 def adapter_pragmas() -> list[str]:
-    """The PRAGMAs in effect on a LocalStore connection (read from a live one in a scratch workspace, so
-    the baseline follows the adapter), as statements to apply to the baseline."""
+    """The PRAGMAs in effect on the LocalStore connection that ingests (read from a live one in a scratch
+    workspace, after an empty bulk write: that is when it takes the writer's page cache; so the baseline
+    follows the adapter), as statements to apply to the baseline."""
     workspace = fresh(OUT / "ws" / "pragmas")
     store = local_store.LocalStore(workspace)
     try:
+        with store.db.write("read the ingest connection's pragmas", bulk=True):
+            pass
         conn = store.db.connection()
         values = {name: conn.execute(f"PRAGMA {name}").fetchone()[0] for name in PRAGMA_NAMES}
     finally:
