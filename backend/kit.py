@@ -253,9 +253,13 @@ def current_user() -> str:
 # -- opening ------------------------------------------------------------------------------------------------
 
 
-def open_kit(settings: Settings, *, create: bool = False) -> Kit:
+def open_kit(
+    settings: Settings, *, create: bool = False, on_upgrade: Callable[[int, int], None] | None = None
+) -> Kit:
     """The backend ``settings.backend`` names, opened. ``create``: make a local workspace that does not
-    exist yet (refused read-only). Raises StoreError (WorkspaceError, NotConfigured) naming the problem."""
+    exist yet (refused read-only). ``on_upgrade(version, latest)``: told before an older local workspace's
+    schema is upgraded (which can take a while). Raises StoreError (WorkspaceError, NotConfigured) naming
+    the problem."""
     if settings.backend == "aws":
         missing = settings.aws.missing("raw_bucket", "events_table", "dedupe_table")
         if missing:
@@ -263,20 +267,28 @@ def open_kit(settings: Settings, *, create: bool = False) -> Kit:
                 "the aws backend needs a --stack NAME or the environment names " + ", ".join(missing)
             )
         return open_aws(settings.aws, settings=settings)
-    return open_local(settings.workspace, create=create, settings=settings)
+    return open_local(settings.workspace, create=create, settings=settings, on_upgrade=on_upgrade)
 
 
 def open_local(
-    path: str | Path, *, create: bool = True, read_only: bool = False, settings: Settings | None = None
+    path: str | Path,
+    *,
+    create: bool = True,
+    read_only: bool = False,
+    settings: Settings | None = None,
+    on_upgrade: Callable[[int, int], None] | None = None,
 ) -> Kit:
     """A local workspace folder. Read-only (``read_only`` or ``settings.read_only``) writes nothing, not
-    even the upgrade of an older workspace's schema (it is refused, with how to upgrade it)."""
+    even the upgrade of an older workspace's schema (it is refused, with how to upgrade it); otherwise
+    ``on_upgrade(version, latest)`` is told before one is upgraded."""
     from backend.adapters.local.store import LocalStore
     from backend.adapters.local.workspace import local_ports
 
     settings = settings or load_settings({"backend": "local", "workspace": Path(path)})
     read_only = read_only or settings.read_only
-    store = LocalStore(Path(path), create=create and not read_only, upgrade=not read_only)
+    store = LocalStore(
+        Path(path), create=create and not read_only, upgrade=not read_only, on_upgrade=on_upgrade
+    )
     try:
         sections = load_settings({"backend": "local", "workspace": Path(path)}).workspace_sections
         ports = local_ports(store, max_receives=sections.queue.max_receives)
@@ -284,31 +296,6 @@ def open_local(
         store.close()
         raise
     return _kit("local", str(path), store, ports, store, settings, read_only, store.close)
-
-
-def pending_upgrade(path: str | Path) -> tuple[int, int] | None:
-    """(its schema version, this kit's) when opening the workspace at ``path`` for writing will upgrade its
-    schema first (which rewrites the file: seconds to minutes on a large one), else None. Reads two numbers
-    from the file without locking or changing anything; None too when there is nothing readable there."""
-    import sqlite3
-
-    from backend.adapters.local.schema import APPLICATION_ID, MIGRATIONS
-    from backend.adapters.local.store import DB_NAME
-
-    db = Path(path).expanduser() / DB_NAME
-    if not db.is_file():
-        return None
-    try:
-        conn = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True, timeout=1.0)
-        try:
-            app_id = int(conn.execute("PRAGMA application_id").fetchone()[0])
-            version = int(conn.execute("PRAGMA user_version").fetchone()[0])
-        finally:
-            conn.close()
-    except sqlite3.Error:
-        return None  # the opening itself says what is wrong with it
-    latest = len(MIGRATIONS)
-    return (version, latest) if app_id == APPLICATION_ID and version < latest else None
 
 
 def workspace_exists(path: str | Path) -> bool:

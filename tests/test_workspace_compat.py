@@ -97,16 +97,12 @@ def test_an_older_workspace_opened_read_only_is_refused_untouched_with_what_to_d
 
 def test_an_upgrade_on_opening_is_said_before_it_starts(tmp_path: Path) -> None:
     # Upgrading a large workspace rewrites the file (seconds to minutes): the command says so first, once.
-    from backend.kit import open_local, pending_upgrade
+    from backend.kit import open_local
     from pik_console.cli import main
 
     ws = tmp_path / "ws"
     ws.mkdir()
     shutil.copyfile(FIXTURES / "workspace-v1.sqlite3", ws / DB_NAME)
-    before = (ws / DB_NAME).read_bytes()
-    assert pending_upgrade(ws) == (1, len(MIGRATIONS))
-    assert (ws / DB_NAME).read_bytes() == before  # asking changed nothing
-    assert sorted(p.name for p in ws.iterdir()) == [DB_NAME]
     out, err = io.StringIO(), io.StringIO()
     assert main(["events", "--status", "REJECTED", "--workspace", str(ws)], out, err) == 0
     said = [line for line in err.getvalue().splitlines() if "upgrading" in line]
@@ -114,13 +110,17 @@ def test_an_upgrade_on_opening_is_said_before_it_starts(tmp_path: Path) -> None:
         f"pik events: upgrading the workspace {ws} from schema version 1 to {len(MIGRATIONS)} "
         "(once; every stored byte is kept)…"
     ]
-    assert pending_upgrade(ws) is None
     out, err = io.StringIO(), io.StringIO()
     assert main(["events", "--status", "REJECTED", "--workspace", str(ws)], out, err) == 0
     assert "upgrading" not in err.getvalue()  # said once: the upgrade is done
-    assert pending_upgrade(tmp_path / "nowhere") is None
-    foreign = tmp_path / "foreign"
-    foreign.mkdir()
-    (foreign / DB_NAME).write_bytes(b"not a database at all, and long enough to be read as one " * 4)
-    assert pending_upgrade(foreign) is None  # the opening says what is wrong with it
-    open_local(ws, read_only=True).close()
+    # Told once, for an existing workspace only.
+    told: list[tuple[int, int, int]] = []
+    old = tmp_path / "old"
+    old.mkdir()
+    shutil.copyfile(FIXTURES / "workspace-v1.sqlite3", old / DB_NAME)
+    open_local(old, on_upgrade=lambda v, latest: told.append((v, latest, -1))).close()
+    assert told == [(1, len(MIGRATIONS), -1)]
+    told.clear()
+    open_local(tmp_path / "new", on_upgrade=lambda v, latest: told.append((v, latest, -1))).close()
+    open_local(old, on_upgrade=lambda v, latest: told.append((v, latest, -1))).close()
+    assert told == []  # a new workspace is created, a current one opened: nothing to say

@@ -138,7 +138,7 @@ def open_backend(
     an AWS stack (``--backend aws``), read-only with ``--read-only`` or ``PIK_READ_ONLY`` (the services then
     refuse every write). The caller closes it. An older workspace is upgraded as it opens, which can take a
     while: ``notice`` is told first (by default the command's ``args.notice``, a line on its stderr)."""
-    from backend.kit import open_kit, pending_upgrade
+    from backend.kit import open_kit
 
     settings = settings_from(args, workspace=workspace)
     if settings.backend == "aws":
@@ -152,12 +152,15 @@ def open_backend(
     for option in ("stack", "endpoint_url", "region", "profile"):
         if getattr(args, option, None):
             raise usage(f"--{option.replace('_', '-')} is for the AWS backend; add --backend aws")
-    if not settings.read_only and (upgrade := pending_upgrade(settings.workspace)) is not None:
-        (notice or getattr(args, "notice", None) or _say_on_stderr)(
-            f"upgrading the workspace {settings.workspace} from schema version {upgrade[0]} to {upgrade[1]} "
+    say = notice or getattr(args, "notice", None) or _say_on_stderr
+
+    def upgrading(version: int, latest: int) -> None:
+        say(
+            f"upgrading the workspace {settings.workspace} from schema version {version} to {latest} "
             "(once; every stored byte is kept)"
         )
-    return open_kit(settings, create=create)
+
+    return open_kit(settings, create=create, on_upgrade=upgrading)
 
 
 def _say_on_stderr(text: str) -> None:

@@ -93,6 +93,11 @@ async def settle(pilot: Pilot[None], rounds: int = 6) -> None:
         if not getattr(app, "opening_now", False):
             break
         await pilot.pause(0.02)
+    for _ in range(500):
+        # The keys typed while it opened, replayed one by one once the first pane is up.
+        if not getattr(app, "_replaying", False):
+            break
+        await pilot.pause(0.02)
     for _ in range(100):
         pending = getattr(app, "_mounting", set()) - getattr(app, "_panes_ready", set)()
         if not pending:

@@ -16,7 +16,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +44,14 @@ def chunks(items: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
 class Database:
     """The SQLite file ``pik.sqlite3`` in a workspace folder. Thread-safe: one connection per thread."""
 
-    def __init__(self, workspace: str | os.PathLike[str], *, create: bool = True, upgrade: bool = True):
+    def __init__(
+        self,
+        workspace: str | os.PathLike[str],
+        *,
+        create: bool = True,
+        upgrade: bool = True,
+        on_upgrade: Callable[[int, int], None] | None = None,
+    ):
         self.path = Path(workspace).expanduser().resolve()
         self.db_path = self.path / DB_NAME
         self._local = threading.local()
@@ -66,7 +73,7 @@ class Database:
                 raise WorkspaceError(f"cannot create workspace {self.path}: {exc.strerror or exc}") from None
         conn = self.connection()
         try:
-            self.schema_version = migrate(conn, upgrade=upgrade)
+            self.schema_version = migrate(conn, upgrade=upgrade, on_upgrade=on_upgrade)
         except sqlite3.Error as exc:
             raise self.error("open", exc) from None
 

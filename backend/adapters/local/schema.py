@@ -338,7 +338,11 @@ def inspect(conn: sqlite3.Connection) -> str:
 
 
 def migrate(
-    conn: sqlite3.Connection, migrations: Sequence[Migration] = MIGRATIONS, *, upgrade: bool = True
+    conn: sqlite3.Connection,
+    migrations: Sequence[Migration] = MIGRATIONS,
+    *,
+    upgrade: bool = True,
+    on_upgrade: Callable[[int, int], None] | None = None,
 ) -> int:
     """Bring the database to the newest schema; returns the version it is at. ``conn`` is in autocommit
     mode. Each step commits with its version number, so an interrupted upgrade resumes where it stopped.
@@ -350,7 +354,10 @@ def migrate(
     never waits for a writer that holds the lock, which in WAL mode reads need not do.
 
     Without ``upgrade`` (a workspace opened read-only) nothing is written: an older workspace raises
-    WorkspaceError saying how to upgrade it, rather than being upgraded behind the caller's back."""
+    WorkspaceError saying how to upgrade it, rather than being upgraded behind the caller's back.
+
+    ``on_upgrade(version, latest)`` is told once, before the first step, when an existing workspace is to be
+    upgraded (which can take a while on a large one); not when a new one is created."""
     latest = len(migrations)
     if (
         int(conn.execute("PRAGMA application_id").fetchone()[0]) == APPLICATION_ID
@@ -380,6 +387,9 @@ def migrate(
                     f"({latest}); upgrade the kit to open it"
                 )
             if version < latest:
+                if on_upgrade is not None and kind == "ours":  # not a workspace being created
+                    on_upgrade(version, latest)
+                on_upgrade = None  # told at the first step, or never
                 compact = compact or migrations[version] in _COMPACT_AFTER
                 migrations[version](conn)
                 version += 1

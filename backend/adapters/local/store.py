@@ -12,7 +12,7 @@ index and the quarantine). The other local ports reach the same database through
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from itertools import repeat
 
 from backend.adapters.local.database import DB_NAME, Database
@@ -40,8 +40,9 @@ class LocalStore:
         create: bool = True,
         clock: Clock | None = None,
         upgrade: bool = True,
+        on_upgrade: Callable[[int, int], None] | None = None,
     ):
-        self.db = Database(workspace, create=create, upgrade=upgrade)
+        self.db = Database(workspace, create=create, upgrade=upgrade, on_upgrade=on_upgrade)
         self.path = self.db.path
         self.location = str(self.path)
         self.db_path = self.db.db_path
