@@ -16,22 +16,16 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from textual import events
+from textual._ansi_sequences import ANSI_SEQUENCES_KEYS
+from textual._xterm_parser import XTermParser
 
 ESC = "\x1b"
 
 
-def _parser_base() -> type:
-    from textual._xterm_parser import XTermParser
-
-    return XTermParser
-
-
-class EscapeThenKey(_parser_base()):  # type: ignore[misc]
+class EscapeThenKey(XTermParser):
     """Textual's terminal parser, except that ESC and a printable key are read as Escape, then the key."""
 
     def _sequence_to_key_events(self, sequence: str, alt: bool = False) -> Iterable[events.Key]:
-        from textual._ansi_sequences import ANSI_SEQUENCES_KEYS
-
         if alt and len(sequence) == 1 and sequence.isprintable():
             yield events.Key("escape", ESC)  # alt+x, or "/" with the ESC before it dropped
             yield from super()._sequence_to_key_events(sequence)
@@ -54,7 +48,7 @@ def install() -> bool:
         from textual.drivers import linux_driver
     except ImportError:  # pragma: no cover - not a POSIX terminal
         return False
-    if getattr(linux_driver, "XTermParser", None) not in (_parser_base(), EscapeThenKey):
+    if getattr(linux_driver, "XTermParser", None) not in (XTermParser, EscapeThenKey):
         return False
     linux_driver.XTermParser = EscapeThenKey  # type: ignore[attr-defined]
     return True
