@@ -250,6 +250,7 @@ class AggregatesPane(Vertical):
             self._key = message.key
             self._following = True
         if not self.versions:
+            self.refresh_bindings()
             self.diff = None
             self.query_one("#agg-diff", Static).update(
                 t(f"No aggregate versions for {entity} on {day}: run a replay and the processor.", "yellow")
@@ -331,6 +332,7 @@ class AggregatesPane(Vertical):
             self._show()
 
     def _show(self) -> None:
+        self.refresh_bindings()  # [ and ] are offered by what can be stepped to now (check_action)
         if self.metric is None or self.to_version is None:
             return
         pair = (self.to_version - 1, self.to_version) if self.to_version > 1 else None

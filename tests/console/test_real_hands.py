@@ -268,6 +268,31 @@ async def test_the_aggregates_pane_follows_new_versions_as_they_are_written(demo
         )
 
 
+async def test_the_footer_offers_the_version_steps_that_exist(demo_ws: Path) -> None:
+    # At the newest pair "] Newer" was drawn enabled in 1 of 2 screenshots: the footer was not told when the
+    # versions came in, only when the focus moved.
+    from textual.widgets._footer import FooterKey
+
+    def enabled(key: str) -> bool:
+        found = [k for k in app.query(FooterKey) if k.key == key]
+        assert found, key
+        return not found[0].has_class("-disabled")
+
+    app = _app(demo_ws)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("5")
+        await settle(pilot)
+        await pilot.pause(0.1)
+        pane = app.pane("aggregates")
+        assert pane.to_version == max(v.version for v in pane.versions if v.metric == pane.metric) > 1
+        assert not enabled("right_square_bracket") and enabled("left_square_bracket")
+        await pilot.press("left_square_bracket")
+        await settle(pilot)
+        await pilot.pause(0.1)
+        assert enabled("right_square_bracket")
+
+
 async def test_y_copies_the_event_id_and_shift_y_its_json(demo_ws: Path) -> None:
     app = _app(demo_ws)
     async with app.run_test(size=SIZE) as pilot:
