@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 from unittest import mock
 
+from textual.widgets import Input
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -39,11 +41,23 @@ SMALL = (80, 24)
 
 
 async def settle(pilot: Any) -> None:
+    """Until the console is at rest: no pane still mounting, no worker running, and what they posted
+    handled and drawn (a table sizes its columns when idle: shot earlier, a column kept its label's width)."""
+    app = pilot.app
+    for _ in range(100):
+        if not (app._mounting - app._panes_ready()):
+            break
+        await pilot.pause(0.02)
     for _ in range(8):
-        await pilot.app.workers.wait_for_complete()
+        await app.workers.wait_for_complete()
         await pilot.pause(0.1)
-        if not any(w.is_running for w in pilot.app.workers):
-            return
+        if not any(w.is_running for w in app.workers):
+            break
+    for field in app.screen.query(Input):
+        field.cursor_blink = False  # a blinking cursor is drawn or not depending on the moment of the shot
+    await pilot.wait_for_scheduled_animations()
+    await app.screen.wait_for_refresh()
+    await pilot.pause(0.1)
 
 
 Step = Callable[[PikConsole, Any], Awaitable[None]]
@@ -181,6 +195,7 @@ async def shoot(out: Path, size: tuple[int, int], only: set[str] | None) -> list
         app = PikConsole(open_local(WORKSPACE, create=False, read_only=read_only), context=context)
         async with app.run_test(size=size) as pilot:
             await step(app, pilot)
+            await settle(pilot)
             path = app.save_screenshot(f"{name}.svg", str(out))
         saved.append(Path(path))
         print(f"  {Path(path).relative_to(ROOT) if Path(path).is_relative_to(ROOT) else path}")

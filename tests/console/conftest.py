@@ -111,7 +111,10 @@ async def settle(pilot: Pilot[None], rounds: int = 6) -> None:
         if not any(w.is_running for w in app.workers):
             await pilot.pause(0.05)
             if not any(w.is_running for w in app.workers):
-                return
+                break
+    # What the workers' answers changed, drawn (a table sizes its columns when idle, then redraws).
+    with contextlib.suppress(Exception):  # no screen while the app closes
+        await app.screen.wait_for_refresh()
     await asyncio.sleep(0)
 
 
