@@ -15,7 +15,8 @@ import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, cast
+from itertools import count, repeat
+from typing import TYPE_CHECKING, Any, cast, overload
 
 from backend.errors import ReadOnlyError
 from backend.identity import inline_payload, receipt_key, sha256_hex
@@ -74,6 +75,71 @@ class Received:
     line: int | None = None
     size: int | None = None
     sha256: str | None = None
+
+
+class NumberedLines(Sequence[Received]):
+    """Consecutive lines of one input as a reader splits them: line ``first`` onwards, each line's request
+    bytes in ``bodies``. It is a sequence of :class:`Received`, made only when one is asked for, and it
+    travels to a prepare worker as one list of bytes: the one process that stores does next to nothing per
+    line to read them or to send them.
+
+    ``oversize``: for a line too long to hold (by its index in the batch), the whole line's size and
+    sha256; its body is then only the prefix kept in quarantine. ``end``: how many bytes of the input
+    are read through the last line, framing included (for progress)."""
+
+    __slots__ = ("bodies", "end", "first", "origin", "oversize")
+
+    def __init__(
+        self,
+        origin: str,
+        first: int,
+        bodies: list[bytes],
+        oversize: dict[int, tuple[int, str]] | None = None,
+        end: int = 0,
+    ) -> None:
+        self.origin = origin
+        self.first = first
+        self.bodies = bodies
+        self.oversize = oversize or {}
+        self.end = end
+
+    @property
+    def last(self) -> int:
+        """The number of the last line (``first - 1`` when empty)."""
+        return self.first + len(self.bodies) - 1
+
+    def __len__(self) -> int:
+        return len(self.bodies)
+
+    @overload
+    def __getitem__(self, index: int) -> Received: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[Received]: ...
+    def __getitem__(self, index: int | slice) -> Received | list[Received]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self.bodies)))]
+        if index < 0:
+            index += len(self.bodies)
+        body = self.bodies[index]  # IndexError when out of range
+        long = self.oversize.get(index)
+        if long is None:
+            return Received(body, self.origin, self.first + index)
+        return Received(body, self.origin, self.first + index, size=long[0], sha256=long[1])
+
+    def __iter__(self) -> Iterator[Received]:
+        if self.oversize:
+            return (self[i] for i in range(len(self.bodies)))
+        return map(Received, self.bodies, repeat(self.origin), count(self.first))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (NumberedLines, (self.origin, self.first, self.bodies, self.oversize, self.end))
+
+
+def bodies_of(batch: Sequence[Received]) -> Sequence[bytes]:
+    """Each request's bytes, in order."""
+    if isinstance(batch, NumberedLines):
+        return batch.bodies
+    return [item.body for item in batch]
 
 
 def _batched(items: Iterable[Received], size: int) -> Iterator[list[Received]]:
@@ -151,7 +217,9 @@ class IngestService:
         StoreError is raised here; every batch yielded before it is durable. With ``workers``, batches are
         prepared in those processes while earlier ones are committed here.
         """
-        for _, prepared in self._prepared(items, batch_size, workers):
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        for _, prepared in self._prepared(_batched(items, batch_size), workers):
             yield self.commit(prepared)
 
     def resume_stream(
@@ -171,20 +239,29 @@ class IngestService:
         Commits, failures and ``workers`` are as in :meth:`ingest_stream`; each batch is told by its counts
         and exceptions (:class:`Committed`), its per-request results built only if asked for.
         """
-        for chunk, prepared in self._prepared(items, batch_size, workers):
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        return self.resume_batches(_batched(items, batch_size), ledger, workers)
+
+    def resume_batches(
+        self,
+        batches: Iterable[Sequence[Received]],
+        ledger: IngestLedger | None,
+        workers: PrepareWorkers | None = None,
+    ) -> Iterator[Resumed]:
+        """:meth:`resume_stream` over requests already in batches (a reader's :class:`NumberedLines`, say):
+        each batch is committed as it comes, whatever its size."""
+        for chunk, prepared in self._prepared(batches, workers):
             skip = _already_delivered(chunk, prepared, ledger) if ledger is not None else set()
             if skip:
                 prepared = _without(prepared, skip)
             yield Resumed(self.store(prepared), len(skip))
 
     def _prepared(
-        self, items: Iterable[Received], batch_size: int, workers: PrepareWorkers | None
-    ) -> Iterator[tuple[list[Received], PreparedBatch]]:
-        if batch_size < 1:
-            raise ValueError("batch_size must be at least 1")
+        self, chunks: Iterable[Sequence[Received]], workers: PrepareWorkers | None
+    ) -> Iterator[tuple[Sequence[Received], PreparedBatch]]:
         if self.read_only:
             raise ReadOnlyError("ingest refused: the kit is in read-only mode")
-        chunks = _batched(items, batch_size)
         if workers is not None:
             yield from workers.prepare(chunks, self.clock, self.run_id, self._raw_packer)
             return

@@ -20,12 +20,12 @@ import multiprocessing
 import os
 import signal
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from multiprocessing.connection import Connection
 from typing import Any
 
 from backend.ports import RawPacker
-from backend.services.ingest import PreparedBatch, Received, prepare_requests
+from backend.services.ingest import NumberedLines, PreparedBatch, Received, bodies_of, prepare_requests
 from backend.times import Clock
 
 
@@ -51,7 +51,11 @@ def _serve(conn: Connection, others: list[Connection]) -> None:  # pragma: no co
             if job is None:
                 break
             clock, run_id, packer, origins, items = job
-            batch = [Received(body, origins[o], line, size, sha) for body, o, line, size, sha in items]
+            batch: Sequence[Received] = (
+                items  # a reader's NumberedLines, sent as they are
+                if origins is None
+                else [Received(body, origins[o], line, size, sha) for body, o, line, size, sha in items]
+            )
             try:
                 conn.send(("ok", prepare_requests(batch, clock, run_id, packer)))
             except Exception as exc:  # sent back as text: the parent raises it as WorkerFailed
@@ -88,17 +92,17 @@ class PrepareWorkers:
 
     def prepare(
         self,
-        chunks: Iterable[list[Received]],
+        chunks: Iterable[Sequence[Received]],
         clock: Clock,
         run_id: str,
         packer: Callable[[], RawPacker | None] | None = None,
-    ) -> Iterator[tuple[list[Received], PreparedBatch]]:
+    ) -> Iterator[tuple[Sequence[Received], PreparedBatch]]:
         """Each chunk with its batch prepared, in order, as :func:`prepare_requests` would in this process.
         The clock is sent with each chunk and read in the worker (a wall clock: when it prepares it); so is
         ``packer()`` as it is when the chunk is sent, so the worker compresses the raw bytes too."""
         # One batch at a time per worker, sent while it waits for work: a send never meets a worker that
         # is itself sending (two large messages crossing in a pipe would block both ends).
-        pending: deque[tuple[Connection, list[Received]]] = deque()
+        pending: deque[tuple[Connection, Sequence[Received]]] = deque()
         source = iter(chunks)
 
         def feed(conn: Connection) -> None:
@@ -112,20 +116,25 @@ class PrepareWorkers:
         while pending:
             conn, chunk = pending.popleft()
             batch = self._receive(conn)
-            batch.attach([r.body for r in chunk])
+            batch.attach(bodies_of(chunk))
             feed(conn)  # the next batch is prepared while the caller commits this one
             yield chunk, batch
 
     @staticmethod
     def _send(
-        conn: Connection, clock: Clock, run_id: str, packer: RawPacker | None, chunk: list[Received]
+        conn: Connection, clock: Clock, run_id: str, packer: RawPacker | None, chunk: Sequence[Received]
     ) -> None:
-        origins: dict[str, int] = {}
-        items = [
-            (r.body, origins.setdefault(r.origin, len(origins)), r.line, r.size, r.sha256) for r in chunk
-        ]
+        job: tuple[Any, ...]
+        if isinstance(chunk, NumberedLines):
+            job = (clock, run_id, packer, None, chunk)
+        else:
+            origins: dict[str, int] = {}
+            items = [
+                (r.body, origins.setdefault(r.origin, len(origins)), r.line, r.size, r.sha256) for r in chunk
+            ]
+            job = (clock, run_id, packer, list(origins), items)
         try:
-            conn.send((clock, run_id, packer, list(origins), items))
+            conn.send(job)
         except (BrokenPipeError, ConnectionResetError, EOFError) as exc:
             raise WorkerFailed(f"an ingest worker process ended unexpectedly ({exc})") from None
 

@@ -19,7 +19,7 @@ from backend.errors import KitError, ReadOnlyError
 from backend.identity import sha256_hex
 from backend.model import MAX_BODY_BYTES, IngestStatus
 from backend.ports import IngestLedger
-from backend.services.ingest import QUARANTINE_MAX_BYTES, Received
+from backend.services.ingest import QUARANTINE_MAX_BYTES, NumberedLines, Received
 from pik_console.cli.common import READ_ONLY_HELP, Failure, count, open_backend, print_json
 from pik_console.cli.ingest_progress import ingest_display, input_size
 from pik_console.text import safe
@@ -86,7 +86,11 @@ UTF8_BOM = b"\xef\xbb\xbf"
 
 
 class LineReader:
-    """JSON Lines from ``stream`` as requests, one at a time: memory stays bounded whatever the file size.
+    """JSON Lines from ``stream`` as requests, a batch of lines at a time (:meth:`batches`) or one at a
+    time (iterating it): memory stays bounded whatever the file size.
+
+    The input is read in blocks and split at newlines in bulk: per line, the reader does almost nothing
+    in Python, so the one process that stores spends its time storing.
 
     A line longer than ``limit`` is not held: its prefix, size and sha256 are passed on so that it is
     rejected for its size and quarantined (bounded), and reading continues with the next line.
@@ -98,6 +102,8 @@ class LineReader:
     and rejected as such. ``bytes_read`` counts every byte read, framing included.
     """
 
+    BLOCK = 1 << 20  # bytes asked of the stream per read (a pipe may answer fewer)
+
     def __init__(self, stream: IO[bytes], origin: str, limit: int = MAX_BODY_BYTES) -> None:
         self._stream = stream
         self._origin = origin
@@ -105,42 +111,141 @@ class LineReader:
         self.bytes_read = 0
 
     def __iter__(self) -> Iterator[Received]:
-        stream, origin, limit = self._stream, self._origin, self._limit
-        number = 0
+        for batch in self.batches(1000):
+            yield from batch
+
+    def batches(self, size: int) -> Iterator[NumberedLines]:
+        """The input's lines, ``size`` to a batch (the last batch may have fewer)."""
+        if size < 1:
+            raise ValueError("a batch needs at least one line")
+        first = 1
+        bodies: list[bytes] = []
+        oversize: dict[int, tuple[int, str]] = {}
+        end = 0
+        for block in self._blocks():
+            lines, n, i = block.lines, len(block.lines), 0
+            while i < n:
+                take = min(size - len(bodies), n - i)
+                base = len(bodies)
+                bodies.extend(lines if take == n else lines[i : i + take])
+                for j, long in block.oversize.items():
+                    if i <= j < i + take:
+                        oversize[base + j - i] = long
+                i += take
+                end = block.end(i)
+                if len(bodies) == size:
+                    yield NumberedLines(self._origin, first, bodies, oversize, end)
+                    first += size
+                    bodies, oversize = [], {}
+        if bodies:
+            yield NumberedLines(self._origin, first, bodies, oversize, end)
+
+    def _read(self) -> bytes:
+        read1 = getattr(self._stream, "read1", None)  # what is there, up to BLOCK: a pipe is not waited on
+        data = read1(self.BLOCK) if read1 is not None else self._stream.read(self.BLOCK)
+        self.bytes_read += len(data)
+        return data
+
+    def _blocks(self) -> Iterator[_Block]:
+        """The input's lines, a block at a time, in order."""
+        limit = self._limit
+        buf = b""
+        offset = 0  # where ``buf`` starts in the input
+        while len(buf) < len(UTF8_BOM):  # a pipe may deliver the first bytes one at a time
+            data = self._read()
+            if not data:
+                break
+            buf += data
+        if buf.startswith(UTF8_BOM):
+            buf, offset = buf[len(UTF8_BOM) :], len(UTF8_BOM)
         while True:
-            line = stream.readline(limit + 2 + (len(UTF8_BOM) if number == 0 else 0))
-            if not line:
+            cut = buf.rfind(b"\n")
+            if cut >= 0:
+                complete, buf = buf[:cut], buf[cut + 1 :]
+                yield _Block.split(complete, offset, True, limit)
+                offset += cut + 1
+            if len(buf) > limit + 1:  # no newline in sight and too long to be one request (even with \r)
+                block, buf = self._too_long(buf, offset)
+                yield block
+                offset = block.end(1)
+                continue
+            data = self._read()
+            if not data:
+                if buf:
+                    yield _Block.split(buf, offset, False, limit)
                 return
-            self.bytes_read += len(line)
-            if number == 0 and line.startswith(UTF8_BOM):
-                line = line[len(UTF8_BOM) :]
-            number += 1
-            if line.endswith(b"\n") or len(line) <= limit:
-                body = line[:-1] if line.endswith(b"\n") else line
-                if body.endswith(b"\r"):
-                    body = body[:-1]
-                if len(body) <= limit:
-                    yield Received(body, origin, number)
-                    continue
-            # Too long: stream the rest of the line through a hash, keep only the quarantine prefix.
-            digest = hashlib.sha256()
-            prefix = line[:QUARANTINE_MAX_BYTES]
-            size = 0
-            while True:
-                chunk = line[:-1] if line.endswith(b"\n") else line
-                digest.update(chunk)
-                size += len(chunk)
-                if line.endswith(b"\n"):
-                    break
-                line = stream.readline(1 << 20)
-                self.bytes_read += len(line)
-                if not line:
-                    break
-            yield Received(prefix, origin, number, size=size, sha256=digest.hexdigest())
+            buf = buf + data if buf else data
+
+    def _too_long(self, start: bytes, offset: int) -> tuple[_Block, bytes]:
+        """A line too long to hold that begins with ``start``: its prefix, size and sha256, streamed to its
+        end; and what was read after it."""
+        digest = hashlib.sha256(start)
+        prefix = start[:QUARANTINE_MAX_BYTES]
+        size = len(start)
+        rest = b""
+        newline = False
+        while True:
+            data = self._read()
+            if not data:
+                break
+            cut = data.find(b"\n")
+            part = data if cut < 0 else data[:cut]
+            digest.update(part)
+            size += len(part)
+            if len(prefix) < QUARANTINE_MAX_BYTES:
+                prefix += part[: QUARANTINE_MAX_BYTES - len(prefix)]
+            if cut >= 0:
+                rest, newline = data[cut + 1 :], True
+                break
+        block = _Block([prefix], offset, None, newline, {0: (size, digest.hexdigest())}, size)
+        return block, rest
+
+
+class _Block:
+    """Consecutive lines read in one go: each line's request (``lines``), where the first starts in the
+    input (``offset``), and each line as read without its ``\n`` (``raw``: None when the one line is too long
+    to hold; ``size`` is then its length). ``newline``: whether the last line ends with one."""
+
+    __slots__ = ("lines", "newline", "offset", "oversize", "raw", "size")
+
+    def __init__(
+        self,
+        lines: list[bytes],
+        offset: int,
+        raw: list[bytes] | None,
+        newline: bool,
+        oversize: dict[int, tuple[int, str]],
+        size: int = 0,
+    ) -> None:
+        self.lines, self.offset, self.raw, self.newline = lines, offset, raw, newline
+        self.oversize, self.size = oversize, size
+
+    @classmethod
+    def split(cls, data: bytes, offset: int, newline: bool, limit: int) -> _Block:
+        """The lines of ``data`` (split at each ``\n``; the last one ends with one if ``newline``)."""
+        raw = data.split(b"\n")
+        lines = raw
+        if b"\r" in data:
+            lines = [line[:-1] if line.endswith(b"\r") else line for line in raw]
+        oversize: dict[int, tuple[int, str]] = {}
+        if len(data) > limit and max(map(len, lines)) > limit:
+            lines = list(lines)
+            for i, line in enumerate(raw):
+                if len(lines[i]) > limit:  # kept as its prefix, with the whole line's size and digest
+                    oversize[i] = (len(line), hashlib.sha256(line).hexdigest())
+                    lines[i] = line[:QUARANTINE_MAX_BYTES]
+        return cls(lines, offset, raw, newline, oversize)
+
+    def end(self, count: int) -> int:
+        """Where in the input the first ``count`` lines end, their framing included."""
+        if self.raw is None:
+            return self.offset + self.size + self.newline
+        newlines = count if self.newline or count < len(self.raw) else count - 1
+        return self.offset + sum(map(len, self.raw[:count])) + newlines
 
 
 def read_lines(stream: IO[bytes], origin: str, limit: int = MAX_BODY_BYTES) -> Iterator[Received]:
-    """The requests of :class:`LineReader` over ``stream``, for callers that need no byte count."""
+    """The requests of :class:`LineReader` over ``stream``, one at a time."""
     return iter(LineReader(stream, origin, limit))
 
 
@@ -176,51 +281,46 @@ def open_input(source_name: str) -> tuple[IO[bytes], str]:
 
 
 class _Reading:
-    """The requests read from the input and not yet in a finished batch (the batches being prepared and
-    committed): after a failure, which of them are stored is asked of the ledger. Also where in the input
-    the finished lines end, for the progress bar (reading runs ahead of storing when workers prepare)."""
+    """The batches read from the input and not yet committed (the ones being prepared and committed):
+    after a failure, which of their lines are stored is asked of the ledger. Also where in the input the
+    committed lines end, for the progress bar (reading runs ahead of storing when workers prepare)."""
 
-    MARK_EVERY = 1000
-
-    def __init__(self, requests: Iterator[Received], reader: LineReader | None = None) -> None:
-        self._requests = requests
+    def __init__(self, reader: LineReader, size: int) -> None:
         self._reader = reader
-        self.pending: dict[int, Received] = {}
-        self._marks: deque[tuple[int, int]] = deque()  # (line, bytes read through it), every MARK_EVERY lines
+        self._size = size
+        self.pending: deque[NumberedLines] = deque()
         self.bytes_done = 0
 
-    def __iter__(self) -> Iterator[Received]:
-        for item in self._requests:
-            if item.line is not None:
-                self.pending[item.line] = item
-                if self._reader is not None and item.line % self.MARK_EVERY == 0:
-                    self._marks.append((item.line, self._reader.bytes_read))
-            yield item
+    def __iter__(self) -> Iterator[NumberedLines]:
+        for batch in self._reader.batches(self._size):
+            self.pending.append(batch)
+            yield batch
 
     def finished(self, through_line: int) -> None:
-        for line in [n for n in self.pending if n <= through_line]:
-            del self.pending[line]
-        while self._marks and self._marks[0][0] <= through_line:
-            self.bytes_done = self._marks.popleft()[1]
-        if not self.pending and self._reader is not None:
+        while self.pending and self.pending[0].last <= through_line:
+            self.bytes_done = self.pending.popleft().end
+        if not self.pending:
             self.bytes_done = self._reader.bytes_read
+
+    def unfinished(self) -> int:
+        return sum(len(batch) for batch in self.pending)
 
 
 def _stored_of_pending(ledger: IngestLedger | None, origin: str, reading: _Reading) -> int | None:
-    """How many of the requests of the unfinished batch are stored, as the index says (None: unknown)."""
+    """How many of the requests of the unfinished batches are stored, as the index says (None: unknown)."""
     if not reading.pending:
         return 0
     if ledger is None:
         return None
-    lines = sorted(reading.pending)
     try:
-        known = ledger.delivered(origin, lines[0], lines[-1])
+        known = ledger.delivered(origin, reading.pending[0].first, reading.pending[-1].last)
     except KitError:
         return None
     stored = 0
-    for line in lines:
-        item = reading.pending[line]
-        stored += (item.sha256 or sha256_hex(item.body)) in known.get(line, ())
+    for batch in reading.pending:
+        for item in batch:
+            line = item.line if item.line is not None else 0
+            stored += (item.sha256 or sha256_hex(item.body)) in known.get(line, ())
     return stored
 
 
@@ -228,13 +328,13 @@ def _what_is_stored(
     backend: Any, ledger: IngestLedger | None, origin: str, reading: _Reading, done: int, skipped: int
 ) -> str:
     """What a failed or interrupted run leaves, exactly, and what running it again does."""
-    read = done + len(reading.pending)
+    read = done + reading.unfinished()
     pending = _stored_of_pending(ledger, origin, reading)
     if pending is None and backend.name == "local":
         pending = 0  # a local batch is one transaction: the unfinished one left nothing
     if pending is None:
         stored = (
-            f"{done:,} of the {read:,} lines read are stored, and some of the last {len(reading.pending):,} "
+            f"{done:,} of the {read:,} lines read are stored, and some of the last {reading.unfinished():,} "
             "may be too (on AWS a batch is not atomic)"
         )
     else:
@@ -292,12 +392,11 @@ def _ingest(
     skipped = 0
     started = time.perf_counter()
     reader = LineReader(stream, origin)
-    reading = _Reading(iter(reader), reader)
+    reading = _Reading(reader, args.batch_size)
     display = ingest_display(err, err.isatty() and not args.json, input_size(stream))
     try:
         with stream, _bulk_gc(), display:
-            requests: Iterator[Received] = iter(reading)
-            for batch in service.resume_stream(requests, ledger, args.batch_size, workers):
+            for batch in service.resume_batches(reading, ledger, workers):
                 done = batch.committed
                 counts[IngestStatus.ACCEPTED] += done.accepted
                 counts[IngestStatus.DUPLICATE] += done.duplicate
