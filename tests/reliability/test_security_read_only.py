@@ -44,7 +44,7 @@ from backend.handlers.replay import api_reply
 from backend.model import ReplayRequest
 from backend.services.drain import DrainService
 from backend.services.gaps import GapService
-from backend.services.ingest import IngestService, Received, prepare
+from backend.services.ingest import IngestService, NumberedLines, Received, prepare
 from backend.services.lag import LagService
 from backend.services.processor import ProcessorService, window_counts
 from backend.services.replay import ReplayService
@@ -191,6 +191,9 @@ RECIPES: dict[str, Recipe] = {
         _ingest(ro, s, c).resume_stream(
             iter([Received(b, "file:x", n) for n, b in enumerate(NEW, 1)]), _NothingDelivered()
         )
+    ),
+    "IngestService.resume_batches": lambda s, c, ro: list(
+        _ingest(ro, s, c).resume_batches([NumberedLines("file:x", 1, list(NEW))], _NothingDelivered())
     ),
     "IngestService.prepare_batch": lambda s, c, ro: _ingest(ro, s, c).prepare_batch(_new()),
     "IngestService.store": lambda s, c, ro: (
@@ -340,6 +343,7 @@ def test_every_service_entry_point_writes_nothing_in_read_only_mode(tmp_path: Pa
         "IngestService.ingest_batch",
         "IngestService.ingest_stream",
         "IngestService.resume_stream",
+        "IngestService.resume_batches",
         "IngestService.commit",
         "IngestService.store",
         "ReplayService.plan",
