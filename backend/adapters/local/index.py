@@ -176,6 +176,9 @@ class LocalIndex:
             before = conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
             conn.executemany(_INSERT_EVENT, firsts)
             new_rows = conn.execute("SELECT count(*) FROM events WHERE seq > ?", (before,)).fetchone()[0]
+            # Duplicate receipts take the next numbers; we hold the write lock, nobody interleaves. An id
+            # this batch accepted has its receipt 0 alone so far; the numbers of the others are looked up.
+            earlier: list[bytes] = []
             if new_rows == len(first):  # every first appearance went in (the usual case): no read-back
                 if len(first) == n:
                     return []
@@ -185,9 +188,9 @@ class LocalIndex:
                     e for (e,) in conn.execute("SELECT event_id FROM events WHERE seq > ?", (before,))
                 }
                 dups = [i for i, eid in enumerate(eids) if first[eid] != i or eid not in accepted]
-            # Duplicate receipts take the next numbers; we hold the write lock, nobody interleaves.
-            next_receipt: dict[bytes, int] = {}
-            for part in chunks(list({eids[i] for i in dups})):
+                earlier = [eid for eid in first if eid not in accepted]
+            next_receipt: dict[bytes, int] = dict.fromkeys((eids[i] for i in dups), 1)
+            for part in chunks(earlier):
                 values = ",".join(["(?)"] * len(part))
                 for eid, top in conn.execute(
                     f"WITH w (eid) AS (VALUES {values}) SELECT e.event_id, max(e.receipt) FROM w "

@@ -62,9 +62,10 @@ class LocalRaw:
                 (parts[i[0]], i[1], None) if i else (None, None, o.key)
                 for o, i in zip(objects, identities, strict=True)
             ]
-            created, stored_sha = self.insert(
+            made, stored_sha = self.insert(
                 conn, [i[0] for i in idents], [i[1] for i in idents], [i[2] for i in idents], codecs, stored
             )
+            created = set(idents) if made is None else made
         results: list[RawPut] = []
         for obj, ident in zip(objects, idents, strict=True):
             if ident in created:
@@ -87,11 +88,15 @@ class LocalRaw:
         keys: Sequence[str | None] | None,
         codecs: Sequence[int],
         datas: Sequence[bytes],
-    ) -> tuple[set[Ident], dict[Ident, str]]:
+        *,
+        distinct: bool = False,
+    ) -> tuple[set[Ident] | None, dict[Ident, str]]:
         """Insert a row per key, given as columns: an identity key's partition and event id or another
         key's text (``keys``; None: identity keys only), and its bytes as stored (``codecs``, ``datas``), in
         ``conn``'s open write transaction. Returns the keys (:data:`Ident`) this call created and, for the
-        keys it found taken, the sha256 (hex) of the bytes stored there."""
+        keys it found taken, the sha256 (hex) of the bytes stored there. With ``distinct`` (the caller
+        knows no key is given twice), the keys created are answered as None when they are all of them:
+        nothing is collected per key unless some were taken."""
         stored_ms = self.stamp_ms()
         n = len(parts)
         texts: Iterable[str | None] = keys if keys is not None else itertools.repeat(None, n)
@@ -103,11 +108,14 @@ class LocalRaw:
             "INSERT INTO raw (part, event_id, key, stored_ms, codec, data) VALUES (?,?,?,?,?,?)",
             zip(parts, eids, texts, itertools.repeat(stored_ms, n), codecs, datas, strict=True),
         )
+        new_rows = conn.execute("SELECT count(*) FROM raw WHERE id > ?", (before,)).fetchone()[0]
+        if distinct and new_rows == n:
+            return None, {}  # every key was created (the usual case)
         wanted: set[Ident] = set(
             zip(parts, eids, keys if keys is not None else itertools.repeat(None, n), strict=True)
         )
-        if conn.execute("SELECT count(*) FROM raw WHERE id > ?", (before,)).fetchone()[0] == len(wanted):
-            return wanted, {}  # as many new rows as distinct keys: every key was created (the usual case)
+        if new_rows == len(wanted):
+            return wanted, {}  # as many new rows as distinct keys: every key was created
         created: set[Ident] = set(conn.execute("SELECT part, event_id, key FROM raw WHERE id > ?", (before,)))
         stored: dict[Ident, str] = {}
         for ident, codec, data in self._by_ident(conn, list(wanted - created), "r.codec, r.data"):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from itertools import repeat
+from typing import cast
 
 from backend.adapters.local.database import DB_NAME, Database
 from backend.adapters.local.index import LocalIndex
@@ -118,20 +119,37 @@ class LocalStore:
                 conn, set(receipts.entity_id), set(receipts.partition), set(receipts.origin)
             )
             parts = list(map(part_ids.__getitem__, receipts.partition))
-            eids = receipts.event_id
-            created, stored = self.raw.insert(conn, parts, eids, None, codecs, datas)
-            if stored or len(created) < n:
-                # The bytes at each key: stored before this call, or the first body in this call with it.
-                at_key = {key: bytes.fromhex(sha) for key, sha in stored.items()}
-                for part, eid, sha in zip(parts, eids, receipts.raw_sha, strict=True):
-                    if at_key.setdefault((part, eid, None), sha) != sha:
-                        return None
+            eids, shas = receipts.event_id, receipts.raw_sha
+            # Each key's first request of the batch is offered to the raw table; a later one with the same
+            # key would find it taken by the first, so it is not offered at all, only checked to carry the
+            # same bytes (else: None, as below).
+            keys = list(zip(parts, eids, strict=True))
+            first = dict(zip(reversed(keys), range(n - 1, -1, -1), strict=True))
+            if len(first) == n:
+                _, stored = self.raw.insert(conn, parts, eids, None, codecs, datas, distinct=True)
+            else:
+                if any(shas[first[key]] != sha for key, sha in zip(keys, shas, strict=True)):
+                    return None
+                which = sorted(first.values())
+                _, stored = self.raw.insert(
+                    conn,
+                    [parts[i] for i in which],
+                    [eids[i] for i in which],
+                    None,
+                    [codecs[i] for i in which],
+                    [datas[i] for i in which],
+                    distinct=True,
+                )
+            # Keys taken before this batch must hold the bytes of this batch's requests with that key.
+            for (part, eid, _), sha in stored.items():
+                if bytes.fromhex(sha) != shas[first[(cast(int, part), cast(bytes, eid))]]:
+                    return None
             rows = list(
                 zip(
                     eids, repeat(0, n), map(entity_ids.__getitem__, receipts.entity_id), parts,
                     receipts.event_ms, receipts.ingest_ms, receipts.ingest_lag_ms,
                     map(int, receipts.clock_skew),
-                    receipts.payload_sha, repeat(None, n), receipts.raw_sha, receipts.raw_size,
+                    receipts.payload_sha, repeat(None, n), shas, receipts.raw_size,
                     receipts.idempotency_key, map(origin_ids.__getitem__, receipts.origin), receipts.line,
                     strict=True,
                 )
