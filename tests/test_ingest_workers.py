@@ -22,7 +22,7 @@ import pytest
 
 import backend.services.ingest as ingest_module
 from backend.adapters.local.store import LocalStore
-from backend.services.ingest import IngestService, Received
+from backend.services.ingest import IngestService, NumberedLines, PreparedBatch, Received, prepare_requests
 from backend.services.ingest_workers import PrepareWorkers, WorkerFailed
 from backend.times import FixedClock
 from tests.reliability.hostile_cases import cases
@@ -79,6 +79,57 @@ def test_the_quick_ways_store_the_same_rows_for_the_hostile_corpus(tmp_path: Pat
 @pytest.mark.parametrize("workers", [0, 1])
 def test_the_quick_ways_store_the_same_rows_for_benchmark_data(tmp_path: Path, workers: int) -> None:
     _compare(tmp_path, _datagen_lines(tmp_path, 3000), batch=500, workers=workers)
+
+
+def test_the_first_chunk_is_prepared_in_halves_here_and_in_a_worker(tmp_path: Path) -> None:
+    """The process that stores would wait for the first batch: it prepares the first chunk's second half
+    while a worker prepares the first. Two batches, in order, the same as the chunk prepared whole."""
+    bodies = _datagen_lines(tmp_path, 3000)
+    clock = FixedClock(CLOCK_AT)
+    # Stored: as the plain way stores the same requests in batches of 1200, 1200 and 600.
+    plain = LocalStore(tmp_path / "plain", clock=clock)
+    quick = LocalStore(tmp_path / "quick", clock=clock)
+    items = list(_items(bodies))
+    try:
+        with PrepareWorkers.start(1) as pool:
+            lines = [
+                NumberedLines("file:same.jsonl", 1, bodies[:2400]),
+                NumberedLines("file:same.jsonl", 2401, bodies[2400:]),
+            ]
+            done = list(IngestService(quick, quick, clock, run_id="same").resume_batches(lines, None, pool))
+        list(
+            IngestService(plain.raw, plain.index, clock, run_id="same").resume_batches(
+                [items[:1200], items[1200:2400], items[2400:]], None
+            )
+        )
+    finally:
+        plain.close()
+        quick.close()
+    assert [d.committed.accepted + d.committed.duplicate + d.committed.rejected for d in done] == [
+        1200,
+        1200,
+        600,
+    ]
+    assert _rows(tmp_path / "quick") == _rows(tmp_path / "plain")
+    # Prepared: the halves are the chunk prepared whole.
+    chunks = [NumberedLines("file:x", 1, bodies[:2400]), NumberedLines("file:x", 2401, bodies[2400:])]
+    here: list[int] = []
+
+    def prepare_here(chunk: Sequence[Received]) -> PreparedBatch:
+        here.append(len(chunk))
+        return prepare_requests(chunk, clock, "run")
+
+    with PrepareWorkers.start(1) as pool:
+        assert pool is not None
+        out = list(pool.prepare(chunks, clock, "run", None, prepare_here))
+    assert [len(chunk) for chunk, _ in out] == [1200, 1200, 600] and here == [1200]
+    assert [r.line for chunk, _ in out for r in chunk] == list(range(1, 3001))
+    whole = prepare_requests(chunks[0], clock, "run")
+    halves = [batch for _, batch in out[:2]]
+    assert [tuple(c) for c in whole.receipts] == [
+        tuple(a + b) for a, b in zip(halves[0].receipts, halves[1].receipts, strict=True)
+    ]
+    assert whole.bodies == halves[0].bodies + halves[1].bodies
 
 
 def test_a_key_holding_other_bytes_keeps_the_receipts_in_arrival_order(tmp_path: Path) -> None:

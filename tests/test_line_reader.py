@@ -128,3 +128,6 @@ def test_numbered_lines_travel_as_their_bodies_and_make_requests_on_demand() -> 
     assert again[-1] == Received(b"c", ORIGIN, 9)
     assert again[0:2] == [Received(b"a", ORIGIN, 7), again[1]]
     assert (again.first, again.last, again.end, len(again)) == (7, 9, 99, 3)
+    head, tail = again.split(2)
+    assert list(head) + list(tail) == list(batch)
+    assert (head.last, tail.first, tail.end, tail.oversize) == (8, 9, 99, {})

@@ -131,6 +131,15 @@ class NumberedLines(Sequence[Received]):
             return (self[i] for i in range(len(self.bodies)))
         return map(Received, self.bodies, repeat(self.origin), count(self.first))
 
+    def split(self, at: int) -> tuple[NumberedLines, NumberedLines]:
+        """The lines before index ``at`` and the lines from it (the first part's ``end`` is unknown: 0)."""
+        head = {i: v for i, v in self.oversize.items() if i < at}
+        tail = {i - at: v for i, v in self.oversize.items() if i >= at}
+        return (
+            NumberedLines(self.origin, self.first, self.bodies[:at], head),
+            NumberedLines(self.origin, self.first + at, self.bodies[at:], tail, self.end),
+        )
+
     def __reduce__(self) -> tuple[Any, ...]:
         return (NumberedLines, (self.origin, self.first, self.bodies, self.oversize, self.end))
 
@@ -263,7 +272,7 @@ class IngestService:
         if self.read_only:
             raise ReadOnlyError("ingest refused: the kit is in read-only mode")
         if workers is not None:
-            yield from workers.prepare(chunks, self.clock, self.run_id, self._raw_packer)
+            yield from workers.prepare(chunks, self.clock, self.run_id, self._raw_packer, self.prepare_batch)
             return
         for chunk in chunks:
             yield chunk, self.prepare_batch(chunk)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import itertools
 import multiprocessing
 import os
 import signal
@@ -27,6 +28,17 @@ from typing import Any
 from backend.ports import RawPacker
 from backend.services.ingest import NumberedLines, PreparedBatch, Received, bodies_of, prepare_requests
 from backend.times import Clock
+
+SPLIT_AT_LEAST = 500
+"""The fewest requests in each half of a first chunk cut in two (see :meth:`PrepareWorkers.prepare`)."""
+
+
+def halves(chunk: Sequence[Received]) -> tuple[Sequence[Received], Sequence[Received]]:
+    """``chunk`` cut in two halves, in order."""
+    middle = len(chunk) // 2
+    if isinstance(chunk, NumberedLines):
+        return chunk.split(middle)
+    return chunk[:middle], chunk[middle:]
 
 
 class WorkerFailed(RuntimeError):
@@ -96,10 +108,15 @@ class PrepareWorkers:
         clock: Clock,
         run_id: str,
         packer: Callable[[], RawPacker | None] | None = None,
+        prepare_here: Callable[[Sequence[Received]], PreparedBatch] | None = None,
     ) -> Iterator[tuple[Sequence[Received], PreparedBatch]]:
         """Each chunk with its batch prepared, in order, as :func:`prepare_requests` would in this process.
         The clock is sent with each chunk and read in the worker (a wall clock: when it prepares it); so is
-        ``packer()`` as it is when the chunk is sent, so the worker compresses the raw bytes too."""
+        ``packer()`` as it is when the chunk is sent, so the worker compresses the raw bytes too.
+
+        With ``prepare_here`` (this process's own way to prepare), the first chunk is cut in two: a worker
+        prepares the first half while this process prepares the second, which it would otherwise spend
+        waiting for the first batch. The two halves are then two batches."""
         # One batch at a time per worker, sent while it waits for work: a send never meets a worker that
         # is itself sending (two large messages crossing in a pipe would block both ends).
         pending: deque[tuple[Connection, Sequence[Received]]] = deque()
@@ -111,14 +128,29 @@ class PrepareWorkers:
                 self._send(conn, clock, run_id, packer() if packer else None, chunk)
                 pending.append((conn, chunk))
 
-        for conn in self._conns:
-            feed(conn)
+        here: list[tuple[Sequence[Received], PreparedBatch]] = []
+        first = next(source, None)
+        if first is None:
+            return
+        if prepare_here is not None and len(first) >= 2 * SPLIT_AT_LEAST:
+            head, tail = halves(first)
+            self._send(self._conns[0], clock, run_id, packer() if packer else None, head)
+            pending.append((self._conns[0], head))
+            for conn in self._conns[1:]:
+                feed(conn)
+            here.append((tail, prepare_here(tail)))
+        else:
+            source = itertools.chain([first], source)
+            for conn in self._conns:
+                feed(conn)
         while pending:
             conn, chunk = pending.popleft()
             batch = self._receive(conn)
             batch.attach(bodies_of(chunk))
             feed(conn)  # the next batch is prepared while the caller commits this one
             yield chunk, batch
+            if here:  # the first chunk's second half, right after its first
+                yield here.pop()
 
     @staticmethod
     def _send(

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import enum
 import inspect
@@ -263,9 +264,10 @@ SERVICE_MODULES = (
 
 
 def _is_service(cls: type) -> bool:
-    """A class that holds stores and acts on them: not a model, record, error, enum or protocol."""
+    """A class that holds stores and acts on them: not a model, record, error, enum, protocol or
+    sequence of values."""
     return not (
-        issubclass(cls, BaseModel | Exception | enum.Enum)
+        issubclass(cls, BaseModel | Exception | enum.Enum | collections.abc.Sequence)
         or dataclasses.is_dataclass(cls)
         or getattr(cls, "_is_protocol", False)
         or issubclass(cls, tuple)

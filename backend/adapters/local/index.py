@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from typing import Any
 
 from backend.adapters.local.database import Database, chunks
@@ -127,7 +127,10 @@ class LocalIndex:
             return []
         with self.writing("record events") as conn:
             entity_ids, part_ids, origin_ids = self.numbers(
-                conn, {r[2] for r in rows}, {r[3] for r in rows}, {r[13] for r in rows}
+                conn,
+                dict.fromkeys(r[2] for r in rows),
+                dict.fromkeys(r[3] for r in rows),
+                dict.fromkeys(r[13] for r in rows),
             )
             return self.insert_numbered(
                 [
@@ -139,15 +142,16 @@ class LocalIndex:
     def numbers(
         self,
         conn: sqlite3.Connection,
-        entities: set[str],
-        partitions: set[tuple[str, str, str]],
-        origins: set[str | None],
+        entities: Collection[str],
+        partitions: Collection[tuple[str, str, str]],
+        origins: Collection[str | None],
     ) -> tuple[dict[str, int], dict[tuple[str, str, str], int], dict[str | None, int | None]]:
-        """The numbers of these entity ids, partitions and origins (None: none), adding the new ones, in
-        ``conn``'s write transaction (opened with :meth:`writing`)."""
+        """The numbers of these entity ids, partitions and origins (None: none), adding the new ones in the
+        order given (first appearance: then a name's number does not depend on how the input was cut into
+        batches), in ``conn``'s write transaction (opened with :meth:`writing`)."""
         entity_ids = self._intern(conn, self._entity_ids, entities, "entities", ("entity_id",))
         self._pending.append((self._entity_ids, entity_ids))
-        named = {o for o in origins if o is not None}
+        named = [o for o in origins if o is not None]
         origin_ids: dict[str | None, int | None] = {}
         origin_ids.update(self._intern(conn, self._origin_ids, named, "origins", ("origin",)))
         self._pending.append((self._origin_ids, {k: v for k, v in origin_ids.items() if v is not None}))
@@ -209,7 +213,7 @@ class LocalIndex:
         return dups
 
     def partition_ids(
-        self, conn: sqlite3.Connection, names: set[tuple[str, str, str]]
+        self, conn: sqlite3.Connection, names: Collection[tuple[str, str, str]]
     ) -> dict[tuple[str, str, str], int]:
         """Numbers of the (source, event_type, day) partitions ``names``, adding the new ones, in ``conn``'s
         write transaction (opened with :meth:`writing`)."""
@@ -236,7 +240,11 @@ class LocalIndex:
 
     @staticmethod
     def _intern(
-        conn: sqlite3.Connection, cache: dict[Any, int], names: set[Any], table: str, columns: tuple[str, ...]
+        conn: sqlite3.Connection,
+        cache: dict[Any, int],
+        names: Collection[Any],
+        table: str,
+        columns: tuple[str, ...],
     ) -> dict[Any, int]:
         """Numbers for ``names`` in ``table``, adding the new ones; the cache is left to the caller."""
         found = {name: cache[name] for name in names if name in cache}

@@ -57,7 +57,7 @@ class LocalRaw:
                 else ([raw_codec.PLAIN] * len(objects), [o.data for o in objects])
             )
             identities = [parse_identity_key(o.key) for o in objects]
-            parts = self._index.partition_ids(conn, {i[0] for i in identities if i is not None})
+            parts = self._index.partition_ids(conn, dict.fromkeys(i[0] for i in identities if i is not None))
             idents: list[Ident] = [
                 (parts[i[0]], i[1], None) if i else (None, None, o.key)
                 for o, i in zip(objects, identities, strict=True)

@@ -116,7 +116,10 @@ class LocalStore:
                 packed = packer.pack_many(bodies) if packer else ([PLAIN] * n, bodies)
             codecs, datas = packed
             entity_ids, part_ids, origin_ids = self.index.numbers(
-                conn, set(receipts.entity_id), set(receipts.partition), set(receipts.origin)
+                conn,
+                dict.fromkeys(receipts.entity_id),
+                dict.fromkeys(receipts.partition),
+                dict.fromkeys(receipts.origin),
             )
             parts = list(map(part_ids.__getitem__, receipts.partition))
             eids, shas = receipts.event_id, receipts.raw_sha
