@@ -262,7 +262,10 @@ class ReceiptColumns(NamedTuple):
 
     What ingest's prepare step sends back from a worker process and what a store writes a batch from: a
     few lists of plain values cost far less to send between processes and to turn into SQL parameters
-    than one object per request."""
+    than one object per request.
+
+    Ingest prepares a batch without ``delivery`` and ``key`` (both empty: ``PreparedBatch.complete``
+    derives them when asked for); :meth:`receipts` needs them."""
 
     event_id: list[bytes]
     partition: list[tuple[str, str, str]]
@@ -293,8 +296,8 @@ class ReceiptColumns(NamedTuple):
         return [NewReceipt._make(row) for row in zip(*self, strict=True)]
 
     def select(self, which: Sequence[int]) -> ReceiptColumns:
-        """The receipts at positions ``which``, in that order."""
-        columns: list[list[Any]] = [[column[i] for i in which] for column in self]
+        """The receipts at positions ``which``, in that order (a column not derived yet stays empty)."""
+        columns: list[list[Any]] = [[column[i] for i in which] if column else [] for column in self]
         return ReceiptColumns(*columns)
 
 

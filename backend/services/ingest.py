@@ -56,6 +56,7 @@ if TYPE_CHECKING:
     from backend.services.ingest_workers import PrepareWorkers
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_PREPARED_FIELDS = len(ReceiptColumns._fields) - 2  # all but delivery and key, derived on demand
 _MS = timedelta(milliseconds=1)
 
 # How much of a rejected request is kept in quarantine (the full size and sha256 are always recorded).
@@ -318,7 +319,7 @@ class IngestService:
         records, statuses = self._store_records(
             [
                 (b, r.record(payload=inline_payload(b, r.payload_sha.hex())))
-                for b, r in zip(bodies, prepared.receipts.receipts(), strict=True)
+                for b, r in zip(bodies, prepared.complete().receipts(), strict=True)
             ]
         )
         return [r.s3_key for r in records], [
@@ -398,7 +399,7 @@ def prepare_requests(
     ``run_id`` names the run for the deliveries' identities (a random one if None); with ``packer``, the
     valid bodies are also compressed as the store keeps them (``PreparedBatch.packed``)."""
     run = run_id or uuid.uuid4().hex
-    prepared = PreparedBatch(lines=[item.line for item in batch])
+    prepared = PreparedBatch(lines=[item.line for item in batch], run_id=run)
     # Names repeat across a batch: one object each, so a batch sent between processes carries each once.
     names: dict[Any, Any] = {}
     stamp = _Stamp()
@@ -426,11 +427,13 @@ def prepare_requests(
             names.setdefault(p.entity_id, p.entity_id), p.event_time, (p.event_dt - _EPOCH) // _MS,
             *stamp(now), max(lag, 0), lag < 0, bytes.fromhex(p.payload_sha), bytes.fromhex(p.raw_sha),
             len(p.body), p.idempotency_key, item.origin, item.line,
-            bytes.fromhex(delivery_id(run, item, p.raw_sha)), p.raw_key,
         ))  # fmt: skip
         positions.append(i)
         bodies.append(item.body)
-    prepared.receipts = ReceiptColumns.of(rows)
+    # Deliveries and keys are derived when asked for (PreparedBatch.complete): the local store needs
+    # neither, and they would be most of what a worker sends back.
+    columns = [list(column) for column in zip(*rows, strict=True)] or [[] for _ in range(_PREPARED_FIELDS)]
+    prepared.receipts = ReceiptColumns._make([*columns, [], []])  # delivery and key: not yet
     if packer is not None and bodies:
         prepared.packed = packer.pack_many(bodies)
     return prepared
@@ -448,15 +451,6 @@ class _Stamp:
         if ms != self._ms:
             self._ms, self._text = ms, fmt(now)
         return self._text, ms
-
-
-def delivery_id(run_id: str, item: Received, raw_sha: str) -> str:
-    """The identity of one delivery: for a numbered line, sha256 over the run, the origin, the line and the
-    bytes' sha256 (the same line read again by the same run is the same delivery); without a line number,
-    random (two identical API requests are two deliveries)."""
-    if item.line is None:
-        return uuid.uuid4().hex + uuid.uuid4().hex
-    return sha256_hex(f"{run_id}|{item.origin}|{item.line}|{raw_sha}".encode())
 
 
 def _rejection(item: Received, bad: Invalid, now: datetime) -> Rejection:
@@ -513,4 +507,5 @@ def _without(prepared: PreparedBatch, skip: set[int]) -> PreparedBatch:
         packed=packed,
         origins=prepared.origins,
         bodies=[prepared.bodies[j] for j in kept],
+        run_id=prepared.run_id,
     )

@@ -9,12 +9,24 @@ are built only for a caller that asks for them.
 
 from __future__ import annotations
 
+import hashlib
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from backend.identity import raw_key
 from backend.model import IngestResult, IngestStatus, Rejection
 from backend.ports import NewReceipt, ReceiptColumns
+
+
+def delivery_of(run_id: str, origin: str, line: int | None, raw_sha: bytes) -> bytes:
+    """The identity of one delivery: for a numbered line, sha256 over the run, the origin, the line and the
+    bytes' sha256 (the same line read again by the same run is the same delivery); without a line number,
+    random (two identical API requests are two deliveries)."""
+    if line is None:
+        return uuid.uuid4().bytes + uuid.uuid4().bytes
+    return hashlib.sha256(f"{run_id}|{origin}|{line}|{raw_sha.hex()}".encode()).digest()
 
 
 def _no_receipts() -> ReceiptColumns:
@@ -42,11 +54,28 @@ class PreparedBatch:
     packed: tuple[list[int], list[bytes]] | None = None
     origins: dict[str, tuple[int, int]] = field(default_factory=dict)
     bodies: list[bytes] = field(default_factory=list)
+    run_id: str = ""  # the run the deliveries are of (see complete)
 
     @property
     def valid(self) -> list[tuple[int, bytes, NewReceipt]]:
         """Each valid request as (position, bytes, receipt), in order."""
-        return list(zip(self.positions, self.bodies, self.receipts.receipts(), strict=True))
+        return list(zip(self.positions, self.bodies, self.complete().receipts(), strict=True))
+
+    def complete(self) -> ReceiptColumns:
+        """The receipts with their deliveries and identity keys, derived on the first call (a batch is
+        prepared without them: the local store needs neither). Kept, so a delivery made up for a request
+        without a line number is the same on every later call."""
+        cols = self.receipts
+        n = len(cols.event_id)
+        if len(cols.delivery) == n and len(cols.key) == n:
+            return cols
+        deliveries = [
+            delivery_of(self.run_id, origin, line, sha)
+            for origin, line, sha in zip(cols.origin, cols.line, cols.raw_sha, strict=True)
+        ]
+        keys = [raw_key(*part, eid.hex()) for part, eid in zip(cols.partition, cols.event_id, strict=True)]
+        self.receipts = cols._replace(delivery=deliveries, key=keys)
+        return self.receipts
 
     def attach(self, bodies: Sequence[bytes]) -> None:
         """Give a batch received from another process its valid requests' bytes: ``bodies`` are every
@@ -56,12 +85,12 @@ class PreparedBatch:
     def __getstate__(self) -> tuple[Any, ...]:
         return (
             self.lines, self.positions, tuple(self.receipts), self.rejected, self.summaries, self.packed,
-            self.origins,
+            self.origins, self.run_id,
         )  # fmt: skip
 
     def __setstate__(self, state: tuple[Any, ...]) -> None:
-        lines, self.positions, receipts, self.rejected, self.summaries, self.packed, self.origins = state
-        self.lines = lines
+        lines, self.positions, receipts, self.rejected, self.summaries, self.packed, self.origins = state[:7]
+        self.lines, self.run_id = lines, state[7]
         self.receipts = ReceiptColumns(*receipts)
         self.bodies = []
 
@@ -114,7 +143,7 @@ class Committed:
                 ingest_time=rej.received_at,
             )
         cols = prepared.receipts
-        keys = self.keys if self.keys is not None else cols.key
+        keys = self.keys if self.keys is not None else prepared.complete().key
         duplicates = set(self.duplicates)
         for j, i in enumerate(prepared.positions):
             results[i] = IngestResult(
