@@ -176,7 +176,8 @@ class LocalIndex:
             n = len(rows)
             eids = [row[0] for row in rows]
             first = dict(zip(reversed(eids), range(n - 1, -1, -1), strict=True))  # id -> first position
-            firsts = rows if len(first) == n else [rows[i] for i in sorted(first.values())]
+            order = range(n) if len(first) == n else sorted(first.values())  # first appearances, in order
+            firsts = rows if len(first) == n else [rows[i] for i in order]
             before = conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
             conn.executemany(_INSERT_EVENT, firsts)
             new_rows = conn.execute("SELECT count(*) FROM events WHERE seq > ?", (before,)).fetchone()[0]
@@ -188,11 +189,17 @@ class LocalIndex:
                     return []
                 dups = [i for i, eid in enumerate(eids) if first[eid] != i]
             else:
-                accepted = {
-                    e for (e,) in conn.execute("SELECT event_id FROM events WHERE seq > ?", (before,))
-                }
-                dups = [i for i, eid in enumerate(eids) if first[eid] != i or eid not in accepted]
-                earlier = [eid for eid in first if eid not in accepted]
+                # The rows that went in are the first appearances of the ids not accepted before, in
+                # order: walk both.
+                new = conn.execute("SELECT event_id FROM events WHERE seq > ? ORDER BY seq", (before,))
+                upcoming = next(new, (None,))[0]
+                for eid in map(eids.__getitem__, order):
+                    if eid == upcoming:
+                        upcoming = next(new, (None,))[0]
+                    else:
+                        earlier.append(eid)
+                before_batch = set(earlier)
+                dups = [i for i, eid in enumerate(eids) if first[eid] != i or eid in before_batch]
             next_receipt: dict[bytes, int] = dict.fromkeys((eids[i] for i in dups), 1)
             for part in chunks(earlier):
                 values = ",".join(["(?)"] * len(part))

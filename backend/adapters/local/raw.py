@@ -95,8 +95,8 @@ class LocalRaw:
         key's text (``keys``; None: identity keys only), and its bytes as stored (``codecs``, ``datas``), in
         ``conn``'s open write transaction. Returns the keys (:data:`Ident`) this call created and, for the
         keys it found taken, the sha256 (hex) of the bytes stored there. With ``distinct`` (the caller
-        knows no key is given twice), the keys created are answered as None when they are all of them:
-        nothing is collected per key unless some were taken."""
+        knows no key is given twice), the keys created are not collected (answered as None), and nothing
+        is looked at per key unless some were taken."""
         stored_ms = self.stamp_ms()
         n = len(parts)
         texts: Iterable[str | None] = keys if keys is not None else itertools.repeat(None, n)
@@ -111,14 +111,26 @@ class LocalRaw:
         new_rows = conn.execute("SELECT count(*) FROM raw WHERE id > ?", (before,)).fetchone()[0]
         if distinct and new_rows == n:
             return None, {}  # every key was created (the usual case)
-        wanted: set[Ident] = set(
-            zip(parts, eids, keys if keys is not None else itertools.repeat(None, n), strict=True)
-        )
-        if new_rows == len(wanted):
-            return wanted, {}  # as many new rows as distinct keys: every key was created
-        created: set[Ident] = set(conn.execute("SELECT part, event_id, key FROM raw WHERE id > ?", (before,)))
+        idents = zip(parts, eids, keys if keys is not None else itertools.repeat(None, n), strict=True)
+        taken: list[Ident]
+        if distinct:
+            # The rows created are the keys not taken, in the order given: walk both.
+            new = conn.execute("SELECT part, event_id, key FROM raw WHERE id > ? ORDER BY id", (before,))
+            created: set[Ident] | None = None
+            taken, upcoming = [], next(new, None)
+            for ident in idents:
+                if ident == upcoming:
+                    upcoming = next(new, None)
+                else:
+                    taken.append(ident)
+        else:
+            wanted: set[Ident] = set(idents)
+            if new_rows == len(wanted):
+                return wanted, {}  # as many new rows as distinct keys: every key was created
+            created = set(conn.execute("SELECT part, event_id, key FROM raw WHERE id > ?", (before,)))
+            taken = list(wanted - created)
         stored: dict[Ident, str] = {}
-        for ident, codec, data in self._by_ident(conn, list(wanted - created), "r.codec, r.data"):
+        for ident, codec, data in self._by_ident(conn, taken, "r.codec, r.data"):
             body = raw_codec.unpack(codec, data, self._dictionary(conn, codec))
             stored[ident] = hashlib.sha256(body).hexdigest()
         return created, stored
