@@ -305,7 +305,7 @@ def test_the_pinned_scopes_check_raw_keys_both_ways(workspace: tuple[LocalStore,
         for part, ids in ranged.items():
             (n,) = conn.execute(
                 "SELECT count(*) FROM raw WHERE part = ? AND event_id = ? AND key IS NULL",
-                (part, bytes.fromhex(next(iter(ids)))),
+                (part, next(iter(ids))),
             ).fetchone()
             assert n == 1
             (total,) = conn.execute("SELECT count(*) FROM raw WHERE part = ?", (part,)).fetchone()

@@ -42,7 +42,7 @@ RAW_PRESENT = (
     "ELSE EXISTS (SELECT 1 FROM raw WHERE raw.key = e.s3_key) END"
 )
 # A dry run's columns: the fingerprint line (backend.replay_fingerprint.line), (entity, day) as one number,
-# the event time (then the partition, and whether its raw bytes exist, last).
+# the event time (then the event id, the partition, and whether its raw bytes exist, last).
 _PLAN_COLUMNS = (
     "lower(hex(e.event_id)) || ':' || e.receipt || char(10), "
     f"e.entity * {_DAY_BITS} + e.event_ms / {DAY_MS}, e.event_ms"
@@ -143,8 +143,8 @@ def _key_of(line: str) -> tuple[bytes, int]:
 
 def _ranged_keys(
     conn: sqlite3.Connection, request: ReplayRequest, s: _Scope, need: int
-) -> dict[int, set[str]]:
-    """The event ids (hex) whose identity key is in the raw table, by partition, for the partitions that
+) -> dict[int, set[bytes]]:
+    """The event ids whose identity key is in the raw table, by partition, for the partitions that
     cost less to read whole, as one range of the raw identity index, than to look up row by row: those with at
     most RANGE_FACTOR times the receipts the plan needs. Sizing them is bounded too (SIZING_FACTOR)."""
     if need == 0 or not s.scopes:
@@ -164,7 +164,7 @@ def _ranged_keys(
         ).fetchall()
     bound = RANGE_FACTOR * need
     budget = SIZING_FACTOR * bound
-    out: dict[int, set[str]] = {}
+    out: dict[int, set[bytes]] = {}
     for part, *_ in candidates:
         if budget <= 0:
             break
@@ -174,9 +174,8 @@ def _ranged_keys(
         budget -= size
         if size == 0 or size > bound:
             continue
-        out[part] = {
-            eid for (eid,) in conn.execute("SELECT lower(hex(event_id)) FROM raw WHERE part = ?", (part,))
-        }
+        rows = conn.execute("SELECT event_id FROM raw WHERE part = ?", (part,)).fetchall()
+        out[part] = {eid for (eid,) in rows}
     return out
 
 
@@ -210,7 +209,7 @@ def select(
         if remaining == 0:
             break
         cursor = conn.execute(
-            f"SELECT {_PLAN_COLUMNS}, e.part, {present_sql} FROM {SCAN_FROM} "
+            f"SELECT {_PLAN_COLUMNS}, e.event_id, e.part, {present_sql} FROM {SCAN_FROM} "
             f"WHERE {where} AND {s.eligible} ORDER BY {order}",
             [*params, *s.passes_params],
         )
@@ -221,9 +220,7 @@ def select(
                 rows = cursor.fetchmany(_FETCH)
                 if not rows:
                     break
-                flags = [
-                    r[-1] if r[-1] is not None else r[0].partition(":")[0] in ranged[r[-2]] for r in rows
-                ]
+                flags = [r[-1] if r[-1] is not None else r[-3] in ranged[r[-2]] for r in rows]
                 rows, present = _cut(rows, remaining, flags)
                 used += len(rows)
                 missing += len(rows) - len(present)
