@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
 
+import orjson
+
 from backend.errors import InvalidRequest, ReadOnlyError, StoreError
 from backend.identity import canonical_json, carried_payload
 from backend.model import AggregateVersion, MetricKind, MetricSpec
@@ -198,9 +200,12 @@ class MessageWindow:
 def parse_message(body: str) -> MessageWindow:
     """A replay message's window; InvalidRequest says what is wrong with a malformed one."""
     try:
-        data = json.loads(body)
-    except (ValueError, TypeError) as exc:
-        raise InvalidRequest(f"the message is not JSON: {exc}") from None
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        try:  # what orjson refuses and json reads (NaN, a lone surrogate) is read as before
+            data = json.loads(body)
+        except (ValueError, TypeError) as exc:
+            raise InvalidRequest(f"the message is not JSON: {exc}") from None
     if not isinstance(data, dict):
         raise InvalidRequest("the message is not a JSON object")
     entity, event_time, replay_id = data.get("entity_id"), data.get("event_time"), data.get("replay_id")

@@ -13,6 +13,8 @@ import zlib
 from collections.abc import Sequence
 from typing import Any
 
+import orjson
+
 from backend.adapters.local.database import chunks
 from backend.adapters.local.encoding import cursor_text, to_ms
 from backend.adapters.local.store import LocalStore
@@ -29,8 +31,14 @@ def _version(row: Sequence[Any]) -> AggregateVersion:
 
 def encode_manifest(entries: Sequence[ManifestEntry]) -> bytes:
     rows = [[e.event_id, e.payload_sha, e.ingest_time, e.ingest_lag_ms] for e in entries]
+    # orjson writes what json.dumps(rows, separators=(",", ":")) writes for ASCII text (hex digests, ISO
+    # times), ten times faster: a 300k-event window's manifest took a second. Anything else is written
+    # by json, escaped as before.
+    text = orjson.dumps(rows)
+    if not text.isascii():
+        text = json.dumps(rows, separators=(",", ":")).encode("ascii")
     # Level 1: hex digests barely compress further, and a recompute should not wait on zlib.
-    return zlib.compress(json.dumps(rows, separators=(",", ":")).encode("ascii"), 1)
+    return zlib.compress(text, 1)
 
 
 def decode_manifest(data: bytes) -> list[ManifestEntry]:
