@@ -10,6 +10,7 @@ import json
 import re
 import sqlite3
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from backend.model import ProjectedVersion, ReplayOutcome, ReplayRequest
 from backend.ports import DayCount
 from backend.services.ingest import Received
 from backend.services.projection import Projector
+from backend.times import Clock
 from pik_console.cli import main
 from tests.conftest import make_event
 from tests.test_projection_properties import METRICS_TOML, _ingest, _replay_and_process, open_test_kit
@@ -162,6 +164,21 @@ def test_each_projected_metric_says_why_it_moves_or_not(local: Kit) -> None:
     assert first.current_version is None and first.current_value is None and first.delta is None
     assert (first.projected_version, first.projected_value) == (1, 4)
     assert first.reason == "the window has no version yet: version 1 would be computed from 1 event."
+
+
+def test_an_input_ingested_in_the_millisecond_of_the_versions_stamp_is_late(
+    local: Kit, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Times are stored to the millisecond and a version reads its window before it is stamped: an event
+    it lacks, ingested in the same millisecond, arrived after the read (the test once failed when the late
+    ingest and the stamp fell in one millisecond)."""
+    now = datetime(2026, 1, 5, 9, 30, 0, 123456, tzinfo=UTC)
+    monkeypatch.setattr(Clock, "now", lambda self: now)
+    incident(local)
+    u1 = {p.metric: p for p in local.replay().plan(window("u1"), actor="t").projected}
+    assert u1["steps_max"].reason.startswith("1 event added late (ingested after version 1 was computed"), u1[
+        "steps_max"
+    ].reason
 
 
 def test_a_changed_metric_definition_is_the_reason(local: Kit) -> None:

@@ -271,7 +271,9 @@ class Projector:
             before = {e.event_id: e for e in old}
             now = {e.event_id: e for e in result.manifest}
             added = [e for i, e in now.items() if i not in before]
-            late = [e for e in added if e.ingest_time > current.computed_at]
+            # Times are stored to the millisecond, and a version reads its window before it is stamped:
+            # an input it lacks that was ingested in the millisecond of its stamp came after the read.
+            late = [e for e in added if e.ingest_time >= current.computed_at]
             missed = len(added) - len(late)
             removed = sum(1 for i in before if i not in now)
             changed = sum(1 for i, e in now.items() if i in before and before[i].payload_sha != e.payload_sha)
