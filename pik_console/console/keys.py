@@ -190,6 +190,18 @@ APP_BINDINGS: list[BindingType] = [
         tooltip="Leave the field: back to the pane's list",
         id="app.back",
     ),
+    # Tab and Shift+Tab, before the field sees them too: typed fast ("device-1", Tab, "2025-12-01..."), the
+    # keys read with Tab went to the field it was leaving, since the screen's own Tab acts only once the
+    # field has passed it on. Every screen's focus moves as before.
+    Binding("tab", "focus_next", show=False, priority=True, tooltip="The next field", id="app.focus_next"),
+    Binding(
+        "shift+tab",
+        "focus_previous",
+        show=False,
+        priority=True,
+        tooltip="The previous field",
+        id="app.focus_previous",
+    ),
     # A pane's command key pressed where it means nothing (another pane, read-only, nothing to act on)
     # reaches these last: they say why instead of doing nothing.
     *(

@@ -147,6 +147,32 @@ async def test_escape_and_a_key_in_one_read_are_escape_then_the_key(
         assert app.focused is not None and app.focused.id == main
 
 
+@pytest.mark.parametrize(("key", "name", "field", "main"), PANES, ids=[p[1] for p in PANES])
+async def test_tab_and_the_keys_after_it_in_one_read_go_to_the_next_field(
+    demo_copy: Path, key: str, name: str, field: str, main: str
+) -> None:
+    # Typed fast ("device-1", Tab, "2025-12-01..."), part of the date went into the field Tab was leaving:
+    # Tab moved the focus only after the keys read with it had been handed to that field.
+    app = _app(demo_copy)
+    async with app.run_test(size=SIZE) as pilot:
+        widget, typed = await _typed_into_the_form(pilot, app, key, field)
+        for event in _read_by_the_terminal("\tQ"):
+            app.post_message(event)
+        await settle(pilot)
+        assert widget.value == typed
+        assert app.focused is not None and app.focused is not widget
+        if isinstance(app.focused, Input):
+            assert app.focused.value.endswith("Q")
+        nxt = app.focused
+        for event in _read_by_the_terminal("\x1b[ZR"):  # shift+tab, then a key
+            app.post_message(event)
+        await settle(pilot)
+        # Back in the field (its text selected on focus, as after any Tab): the R went there.
+        assert app.focused is widget and widget.value.endswith("R")
+        if isinstance(nxt, Input):
+            assert not nxt.value.endswith("R")
+
+
 async def test_escape_returns_focus_to_the_panes_list(demo_ws: Path) -> None:
     app = _app(demo_ws)
     async with app.run_test(size=SIZE) as pilot:
