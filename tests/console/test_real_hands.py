@@ -123,6 +123,13 @@ def _read_by_the_terminal(data: str) -> list[Any]:
     return [e for e in [*parser.feed(data), *parser.feed("")] if isinstance(e, events.Key)]
 
 
+async def _typed_in_one_read(pilot: Any, app: PikConsole, data: str) -> None:
+    """``data`` typed as a fast hand types it: all its keys reach the console before it handles the first."""
+    for event in _read_by_the_terminal(data):
+        app.post_message(event)
+    await settle(pilot)
+
+
 @pytest.mark.parametrize(("key", "name", "field", "main"), PANES, ids=[p[1] for p in PANES])
 async def test_escape_and_a_key_in_one_read_are_escape_then_the_key(
     demo_copy: Path, key: str, name: str, field: str, main: str
@@ -133,16 +140,12 @@ async def test_escape_and_a_key_in_one_read_are_escape_then_the_key(
     async with app.run_test(size=SIZE) as pilot:
         widget, typed = await _typed_into_the_form(pilot, app, key, field)
         other = "1" if name != "events" else "2"
-        for event in _read_by_the_terminal("\x1b" + other):
-            app.post_message(event)
-        await settle(pilot)
+        await _typed_in_one_read(pilot, app, "\x1b" + other)
         assert widget.value == typed
         assert app.active_pane == ("events" if name != "events" else "lag")
         widget.focus()
         await pilot.pause()
-        for event in _read_by_the_terminal("\x1bz"):
-            app.post_message(event)
-        await settle(pilot)
+        await _typed_in_one_read(pilot, app, "\x1bz")
         assert widget.value == typed
         assert app.focused is not None and app.focused.id == main
 
@@ -156,17 +159,13 @@ async def test_tab_and_the_keys_after_it_in_one_read_go_to_the_next_field(
     app = _app(demo_copy)
     async with app.run_test(size=SIZE) as pilot:
         widget, typed = await _typed_into_the_form(pilot, app, key, field)
-        for event in _read_by_the_terminal("\tQ"):
-            app.post_message(event)
-        await settle(pilot)
+        await _typed_in_one_read(pilot, app, "\tQ")
         assert widget.value == typed
         assert app.focused is not None and app.focused is not widget
         if isinstance(app.focused, Input):
             assert app.focused.value.endswith("Q")
         nxt = app.focused
-        for event in _read_by_the_terminal("\x1b[ZR"):  # shift+tab, then a key
-            app.post_message(event)
-        await settle(pilot)
+        await _typed_in_one_read(pilot, app, "\x1b[ZR")  # shift+tab, then a key
         # Back in the field (its text selected on focus, as after any Tab): the R went there.
         assert app.focused is widget and widget.value.endswith("R")
         if isinstance(nxt, Input):
