@@ -153,6 +153,8 @@ def bodies_of(batch: Sequence[Received]) -> Sequence[bytes]:
 
 
 def _batched(items: Iterable[Received], size: int) -> Iterator[list[Received]]:
+    if size < 1:
+        raise ValueError("batch_size must be at least 1")
     chunk: list[Received] = []
     for item in items:
         chunk.append(item)
@@ -227,8 +229,6 @@ class IngestService:
         StoreError is raised here; every batch yielded before it is durable. With ``workers``, batches are
         prepared in those processes while earlier ones are committed here.
         """
-        if batch_size < 1:
-            raise ValueError("batch_size must be at least 1")
         for _, prepared in self._prepared(_batched(items, batch_size), workers):
             yield self.commit(prepared)
 
@@ -249,8 +249,6 @@ class IngestService:
         Commits, failures and ``workers`` are as in :meth:`ingest_stream`; each batch is told by its counts
         and exceptions (:class:`Committed`), its per-request results built only if asked for.
         """
-        if batch_size < 1:
-            raise ValueError("batch_size must be at least 1")
         return self.resume_batches(_batched(items, batch_size), ledger, workers)
 
     def resume_batches(
