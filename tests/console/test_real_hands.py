@@ -457,7 +457,9 @@ async def test_long_work_shows_count_rate_and_eta_and_c_cancels_a_send(big_ws: P
         await settle(pilot)
         assert pane.plan is not None and pane.plan.would_send == 1000
         pane._start_execute(pane.plan)
-        await pilot.pause(0.6)
+        # The first progress report comes after the plan is checked again and a batch is sent: on a loaded
+        # machine, later than any fixed pause.
+        await _until(pilot, lambda: "sending:" in plain(app.query_one("#replay-result", Static).content))
         line = plain(app.query_one("#replay-result", Static).content)
         assert "sending:" in line and "of 1,000 messages" in line and "/s" in line and "ETA" in line, line
         await pilot.press("c")
