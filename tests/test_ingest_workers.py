@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
 from collections.abc import Iterator, Sequence
+from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -212,9 +214,25 @@ def _start_ingest(tmp_path: Path, lines: int) -> tuple[subprocess.Popen[str], li
     return proc, kids
 
 
+def _wait_until_some_are_stored(proc: subprocess.Popen[str], workspace: Path) -> None:
+    """Return once the ingest has committed a batch and is still running: a signal then lands mid-work,
+    however fast or slow this machine is today."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "the ingest ended before it could be interrupted: give it more lines"
+        try:
+            with closing(sqlite3.connect(f"file:{workspace / 'pik.sqlite3'}?mode=ro", uri=True)) as db:
+                if db.execute("SELECT count(*) FROM raw").fetchone()[0] > 0:
+                    return
+        except sqlite3.OperationalError:
+            pass  # the workspace is still being created
+        time.sleep(0.02)
+    raise AssertionError("no batch was stored within 60 s")
+
+
 def test_ctrl_c_with_workers_prints_one_message_and_leaves_no_process(tmp_path: Path) -> None:
-    proc, kids = _start_ingest(tmp_path, 20_000)
-    time.sleep(0.7)
+    proc, kids = _start_ingest(tmp_path, 60_000)
+    _wait_until_some_are_stored(proc, tmp_path / "ws")
     os.killpg(proc.pid, signal.SIGINT)  # the terminal sends it to the whole group
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
@@ -235,12 +253,12 @@ def test_ctrl_c_with_workers_prints_one_message_and_leaves_no_process(tmp_path: 
         stats = store.stats()
     finally:
         store.close()
-    assert (stats.accepted, stats.duplicate, stats.rejected) == (17_800, 2_000, 200)
+    assert (stats.accepted, stats.duplicate, stats.rejected) == (53_400, 6_000, 600)
 
 
 def test_workers_end_when_the_ingest_is_killed(tmp_path: Path) -> None:
-    proc, kids = _start_ingest(tmp_path, 20_000)
-    time.sleep(0.5)
+    proc, kids = _start_ingest(tmp_path, 60_000)
+    _wait_until_some_are_stored(proc, tmp_path / "ws")
     proc.kill()
     proc.communicate(timeout=30)
     deadline = time.monotonic() + 10
