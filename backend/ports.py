@@ -718,6 +718,27 @@ class ManifestEntry:
     ingest_lag_ms: int
 
 
+@dataclass(frozen=True, slots=True)
+class WindowInputs:
+    """The accepted events of one (entity, time window) as a recompute of count metrics needs them: their
+    manifest entries sorted by event id, and the (source, event_type) of each, in the same order."""
+
+    entries: list[ManifestEntry]
+    streams: list[tuple[str, str]]
+
+
+@runtime_checkable
+class WindowInputsIndex(Protocol):
+    """Optional on an :class:`InvestigationIndex`: a window's inputs in one read, without a receipt per
+    event. The processor uses it when no metric it recomputes needs a payload field; a 300k-event window
+    is then read in a fraction of what paging :meth:`InvestigationIndex.scan_entity` costs."""
+
+    def window_inputs(self, entity_id: str, start: str, end: str) -> WindowInputs:
+        """The ACCEPTED receipts of ``entity_id`` with ``start <= event_time < end``, as
+        :meth:`InvestigationIndex.scan_entity` with ``accepted_only`` reads them, sorted by event id."""
+        ...
+
+
 @runtime_checkable
 class LatestVersions(Protocol):
     """Optional on an :class:`AggregateStore`: the latest versions of many windows at once, in a number of

@@ -16,7 +16,7 @@ from backend.adapters.local.store import LocalStore
 from backend.adapters.local.workspace import LocalPorts, local_ports
 from backend.errors import InvalidRequest, StoreError
 from backend.model import MetricKind, MetricSpec
-from backend.ports import QueueDepth
+from backend.ports import QueueDepth, WindowInputsIndex
 from backend.services.drain import DrainService
 from backend.services.ingest import IngestService, Received
 from backend.services.processor import ProcessorService, compute, metrics_with_default, parse_message
@@ -151,6 +151,47 @@ def test_a_window_is_recomputed_whole_and_duplicates_count_once(env: Env) -> Non
     assert manifest is not None and len(manifest) == 6
     assert [e.event_id for e in manifest] == sorted(e.event_id for e in manifest)
     assert all(e.ingest_time == fmt(env.clock.now()) for e in manifest)
+
+
+class _PagesOnly:
+    """The workspace's index without its one-read window (as the DynamoDB index is): scan_entity pages."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "window_inputs":
+            raise AttributeError(name)
+        return getattr(self._inner, name)
+
+
+def test_a_window_read_in_one_read_gives_what_its_pages_give(env: Env) -> None:
+    """Count metrics (filtered or not) take the index's one-read window; a field metric, the pages with
+    their receipts. Both ways give the same values, hashes, samples and manifests."""
+    for minute in range(0, 600, 7):
+        env.add(minute=minute, source="ios" if minute % 3 else "android")
+    env.add(minute=7, source="ios")  # a duplicate receipt
+    for minute in range(5, 300, 11):
+        env.add(minute=minute, event_type="click", payload={"target": "buy"})
+    clicks = MetricSpec(name="clicks", kind=MetricKind.COUNT, event_type="click")
+    ios = MetricSpec(name="ios_beats", kind=MetricKind.COUNT, event_type="heartbeat", source="ios")
+    metrics = (clicks, ios)
+    assert isinstance(env.ports.investigate, WindowInputsIndex)
+    assert not isinstance(_PagesOnly(env.ports.investigate), WindowInputsIndex)
+    one_read = env.processor(*metrics, dry_run=True).recompute("user_1", "2025-12-28")
+    paged = ProcessorService(
+        _PagesOnly(env.ports.investigate), env.ports.catalog, env.ports.aggregates, metrics, clock=env.clock,
+        dry_run=True,
+    ).recompute("user_1", "2025-12-28")  # fmt: skip
+    assert one_read == paged
+    assert [(m.version.value, m.version.input_count) for m in one_read.metrics] == [
+        (113, 113),
+        (27, 27),
+        (57, 57),
+    ]
+    assert [e.event_id for e in one_read.metrics[0].manifest] == sorted(
+        e.event_id for e in paged.metrics[0].manifest
+    )
 
 
 def test_a_new_version_only_when_the_inputs_change(env: Env) -> None:

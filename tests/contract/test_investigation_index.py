@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from backend.errors import InvalidRequest
-from backend.ports import DayCount, Receipt
+from backend.ports import DayCount, ManifestEntry, Receipt, WindowInputsIndex
 from tests.conftest import Adapter
 from tests.contract.test_event_index import WINDOW, collect, rec
 
@@ -63,6 +63,37 @@ def test_scan_entity_lists_what_query_entity_lists(adapter: Adapter, inv: Any, l
     )
     assert [r.event_id for r in accepted] == [e.event_id for e in expected if e.status.value == "ACCEPTED"]
     assert all(r.accepted for r in accepted)
+
+
+def test_window_inputs_are_the_accepted_scan_sorted_by_event_id(adapter: Adapter, inv: Any) -> None:
+    if not isinstance(inv, WindowInputsIndex):
+        pytest.skip(f"the {adapter.name} adapter reads windows by scan_entity pages only")
+    _fill(adapter)
+    adapter.index.record(
+        [
+            rec(event_time=f"2025-12-28T{i:02d}:45:00.000Z", source="ios", event_type="tap", tag=f"t{i}")
+            for i in range(5)
+        ]
+    )
+    scanned = collect(
+        inv.scan_entity, 1000, entity_id="user_1", start=WINDOW[0], end=WINDOW[1], accepted_only=True
+    )
+    scanned.sort(key=lambda r: r.event_id)
+    got = inv.window_inputs("user_1", *WINDOW)
+    assert len(got.entries) == len(scanned) == 18
+    assert got.entries == [
+        ManifestEntry(r.event_id, r.payload_sha, r.ingest_time, r.ingest_lag_ms) for r in scanned
+    ]
+    assert got.streams == [(r.source, r.event_type) for r in scanned]
+    assert {("ios", "tap"), ("demo", "heartbeat")} == set(got.streams)
+    # Half-open, as the scan: the next day's event is not in the day's window, and is the next day's only.
+    assert [
+        e.ingest_time
+        for e in inv.window_inputs("user_1", "2025-12-29T00:00:00.000Z", "2025-12-30T00:00:00.000Z").entries
+    ] == ["2025-12-29T00:00:01.000Z"]
+    assert inv.window_inputs("nobody", *WINDOW).entries == []
+    with pytest.raises(InvalidRequest, match="not a pair of ISO date-times"):
+        inv.window_inputs("user_1", "yesterday", WINDOW[1])
 
 
 def test_scan_entity_windows_are_half_open(adapter: Adapter, inv: Any) -> None:

@@ -94,8 +94,12 @@ def test_a_batch_recomputes_each_window_once_and_fails_only_the_bad_records(
     assert failures(response) == ["bad-json", "no-entity", "bad-time"]  # in the batch's order
     assert versions(ws, "user_1") == [("daily_event_count", 1, 3)]
     assert versions(ws, "user_2") == [("daily_event_count", 1, 2)]
-    # One recompute per (entity, day): user_1's three messages cost one count and one window read.
-    assert scans.calls == {"day_counts_entity": 2, "scan_entity": 2}
+    # One recompute per (entity, day): user_1's three messages cost one count and one window read (in one
+    # call where the index reads a window whole, else by pages of one scan).
+    assert scans.calls in (
+        {"day_counts_entity": 2, "window_inputs": 2},
+        {"day_counts_entity": 2, "scan_entity": 2},
+    )
     v = ws.ports.aggregates.latest("user_1", "2025-12-28", "daily_event_count")
     assert v is not None and v.replay_ids == ["rp-test"] and v.input_count == 3
 

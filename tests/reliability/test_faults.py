@@ -752,7 +752,9 @@ class Pipeline:
             if faults is not None:
                 from tests.reliability.faults import FlakyReads
 
-                investigate = FlakyReads(investigate, faults, {"scan_entity", "day_counts_entity"})
+                investigate = FlakyReads(
+                    investigate, faults, {"scan_entity", "window_inputs", "day_counts_entity"}
+                )
                 catalog = FlakyReads(catalog, faults, {"get_many"})
                 aggregates = FlakyReads(aggregates, faults, {"latest"})
 

@@ -91,7 +91,7 @@ def test_every_port_method_is_known_to_read_or_write() -> None:
     reads = {"get", "sha256", "get_accepted", "receipts", "query_entity", "query_partition",
              "query_rejections", "get_rejection", "stats", "scan_entity", "scan_partition",
              "day_counts_entity", "day_counts_partition", "select_replay", "replay_receipts", "missing",
-             "get_many", "depth", "latest_many",
+             "get_many", "depth", "latest_many", "window_inputs",
              "dead_letters", "query", "latest", "versions", "manifest", "windows_with_versions",
              "delivered", "event_day_span", "hour_rollups", "entity_day_counts", "rejection_counts",
              "churned_windows", "lag_rollup", "partition_totals", "day_entities",

@@ -14,14 +14,23 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from backend.adapters.local import replay_plan
+from backend.adapters.local.database import chunks
 from backend.adapters.local.encoding import cursor_event_id, to_ms
-from backend.adapters.local.receipt_rows import DAY_MS, SCAN_COLUMNS, SCAN_FROM, day_text, iso_ms, receipts
+from backend.adapters.local.receipt_rows import (
+    DAY_MS,
+    SCAN_COLUMNS,
+    SCAN_FROM,
+    day_text,
+    iso_ms,
+    manifest_entries,
+    receipts,
+)
 from backend.adapters.local.schema_v6 import EVENT_ID_MATCH
 from backend.adapters.local.store import LocalStore
 from backend.errors import InvalidRequest
 from backend.model import Page, ReplayRequest
 from backend.paging import decode_cursor
-from backend.ports import DayCount, LagRollup, Receipt, ReplaySelection
+from backend.ports import DayCount, LagRollup, Receipt, ReplaySelection, WindowInputs
 from backend.times import TimeFormatError, parse_day
 
 
@@ -92,6 +101,30 @@ class LocalInvestigation:
             _same,
         )
         return receipts(page)
+
+    def window_inputs(self, entity_id: str, start: str, end: str) -> WindowInputs:
+        """One read of the window's accepted receipts (the entity index's range, as :meth:`scan_entity`
+        pages it), sorted by event id here: the bytes of the ids sort as their hex texts do."""
+        try:
+            window = [to_ms(start), to_ms(end)]
+        except (ValueError, OverflowError):
+            raise InvalidRequest(f"window [{start!r}, {end!r}) is not a pair of ISO date-times") from None
+        rows = self._db.read(
+            "SELECT e.event_id, e.payload_sha, e.ingest_ms, e.ingest_lag_ms, e.part FROM events e "
+            "WHERE e.entity = (SELECT id FROM entities WHERE entity_id = ?) "
+            "AND e.event_ms >= ? AND e.event_ms < ? AND e.receipt = 0",
+            [entity_id, *window],
+        )
+        rows.sort()  # the first column, an event id, is unique among accepted receipts
+        parts = {r[4] for r in rows}
+        names: dict[int, tuple[str, str]] = {}
+        for some in chunks(sorted(parts)):
+            marks = ",".join("?" * len(some))
+            for part, source, event_type in self._db.read(
+                f"SELECT id, source, event_type FROM partitions WHERE id IN ({marks})", some
+            ):
+                names[part] = (source, event_type)
+        return WindowInputs(manifest_entries(rows), [names[r[4]] for r in rows])
 
     def scan_partition(
         self,

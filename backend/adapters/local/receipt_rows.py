@@ -10,7 +10,7 @@ from typing import Any
 
 from backend.identity import raw_key
 from backend.model import Page
-from backend.ports import Receipt
+from backend.ports import ManifestEntry, Receipt
 
 DAY_MS = 86_400_000
 _EPOCH_DAY = date(1970, 1, 1)
@@ -95,3 +95,17 @@ def receipts(page: Page[Any]) -> Page[Receipt]:
             )
         )
     return Page(items=out, next_cursor=page.next_cursor)
+
+
+def manifest_entries(rows: list[Any]) -> list[ManifestEntry]:
+    """``(event_id, payload_sha, ingest_ms, ingest_lag_ms, ...)`` rows as manifest entries, in their order:
+    the same tight loop as :func:`receipts`, for a recompute's window."""
+    seconds, millis = _clock_texts()
+    prefix = _day_prefix
+    out: list[ManifestEntry] = []
+    append = out.append
+    for eid, psha, ingest_ms, lag, *_ in rows:
+        d, rest = divmod(ingest_ms, DAY_MS)
+        s, ms = divmod(rest, 1000)
+        append(ManifestEntry(eid.hex(), psha.hex(), prefix(d) + seconds[s] + millis[ms], lag))
+    return out
