@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from backend.adapters.local.store import LocalStore
 from backend.adapters.local.workspace import local_ports
@@ -324,13 +326,58 @@ def test_handles_from_before_the_row_id_was_in_them_still_delete_and_release(tmp
         queue = local_ports(store).queue
         assert queue.send_batch(["a", "b"]) == []
         got = queue.receive(10, 60)
+        old = [f"{i:032x}" for i in range(len(got))]  # a random text per message, as those handles were
         with store.db.write("test: old handles") as conn:
-            for m in got:
-                old = m.receipt_handle.partition(".")[2]
+            for m, handle in zip(got, old, strict=True):
                 conn.execute("UPDATE queue_messages SET receipt_handle = ? WHERE receipt_handle = ?",
-                             (old, m.receipt_handle))  # fmt: skip
-        queue.delete([got[0].receipt_handle.partition(".")[2]])
-        queue.release([got[1].receipt_handle.partition(".")[2]])
+                             (handle, m.receipt_handle))  # fmt: skip
+        queue.delete([old[0]])
+        queue.release([old[1]])
         assert queue.depth() == QueueDepth(1, 0, 0)
+    finally:
+        store.close()
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    ops=st.lists(
+        st.tuples(st.sampled_from(["receive", "delete", "release"]), st.integers(1, 40), st.randoms()),
+        max_size=12,
+    )
+)
+def test_ranged_deletes_and_releases_act_on_exactly_the_handles_given(
+    tmp_path_factory: pytest.TempPathFactory, ops: list[tuple[str, int, Any]]
+) -> None:
+    """Delete and release find rows by runs of ids per receive: whatever mix of handles is given (several
+    receives', stale ones, gaps, repeats), exactly the messages whose latest handle is among them change.
+    (As on SQS, a released message's latest handle still deletes it until it is received again.)"""
+    store = LocalStore(tmp_path_factory.mktemp("q") / "ws")
+    try:
+        queue = local_ports(store, max_receives=100).queue
+        for i in range(0, 60, 10):
+            assert queue.send_batch([f"m{k}" for k in range(i, i + 10)]) == []
+        latest: dict[str, str] = {}  # body -> the handle of its latest receive
+        in_flight: set[str] = set()
+        gone: set[str] = set()
+        seen: list[tuple[str, str]] = []  # every (handle, body) handed out, stale ones too
+        for op, n, rnd in ops:
+            if op == "receive":
+                got = queue.receive_many(n, 3600)
+                assert not {m.body for m in got} & (gone | in_flight)  # only visible ones
+                for m in got:
+                    latest[m.body] = m.receipt_handle
+                    in_flight.add(m.body)
+                    seen.append((m.receipt_handle, m.body))
+                continue
+            chosen = rnd.sample(seen, min(n, len(seen))) + rnd.sample(seen, min(2, len(seen)))
+            (queue.delete if op == "delete" else queue.release)([h for h, _ in chosen])
+            for handle, body in chosen:
+                if body not in gone and latest.get(body) == handle:
+                    in_flight.discard(body)
+                    if op == "delete":
+                        gone.add(body)
+            assert queue.depth() == QueueDepth(60 - len(gone) - len(in_flight), len(in_flight), 0)
+        rest = queue.receive_many(1000, 3600)
+        assert sorted(m.body for m in rest) == sorted({f"m{k}" for k in range(60)} - gone - in_flight)
     finally:
         store.close()

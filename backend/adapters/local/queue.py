@@ -27,24 +27,36 @@ MAX_BODY_BYTES = 256 * 1024
 MAX_VISIBILITY_S = 12 * 3600
 
 
-def _handle(row_id: int) -> str:
-    # The row id in the handle lets delete and release find the row by its key, not by a scan of the
-    # table (receipt_handle has no index); the random part keeps an earlier receive's handle from
-    # matching. Handles stay opaque to callers.
-    return f"{row_id}.{secrets.token_hex(16)}"
+# A receipt handle is ``<row id>.<token>``, the token drawn at random once per receive and stored as part
+# of the handle (the row id's text, a dot and the token, written by SQLite in the receive's UPDATE). The row
+# id lets delete and release find the row by its key (receipt_handle has no index); the token keeps an
+# earlier receive's handle from matching. Handles stay opaque to callers.
+_HANDLE_SQL = "id || '.' || ?"
 
 
-def _split(handles: Sequence[str]) -> tuple[list[tuple[int, str]], list[str]]:
-    """Handles with a row id (``(id, handle)``) and older ones without (found by a scan)."""
-    keyed: list[tuple[int, str]] = []
+def _split(handles: Sequence[str]) -> tuple[list[tuple[int, int, str]], list[str]]:
+    """The handles with a row id as runs ``(first id, last id, token)``: every id from first to last is
+    among the handles with that token, so one ranged statement finds exactly those rows. Older handles
+    without a row id are returned apart (found by a scan)."""
+    ids: dict[str, list[int]] = {}
     other: list[str] = []
     for h in handles:
-        head, dot, _ = h.partition(".")
+        head, dot, token = h.partition(".")
         if dot and head.isdigit():
-            keyed.append((int(head), h))
+            ids.setdefault(token, []).append(int(head))
         else:
             other.append(h)
-    return keyed, other
+    runs: list[tuple[int, int, str]] = []
+    for token, some in ids.items():
+        some = sorted(set(some))
+        first = last = some[0]
+        for row_id in some[1:]:
+            if row_id != last + 1:
+                runs.append((first, last, token))
+                first = row_id
+            last = row_id
+        runs.append((first, last, token))
+    return runs, other
 
 
 def _now_ms(clock: Clock) -> int:
@@ -115,23 +127,26 @@ class LocalQueue:
                 (now, max_messages),
             ).fetchall()
             hidden_until = now + visibility_timeout_s * 1000
+            token = secrets.token_hex(16)
             for row_id, message_id, body, sent_ms, count in rows:
-                handle = _handle(row_id)
                 conn.execute(
-                    "UPDATE queue_messages SET visible_ms = ?, receive_count = ?, receipt_handle = ? "
-                    "WHERE id = ?",
-                    (hidden_until, count + 1, handle, row_id),
+                    "UPDATE queue_messages SET visible_ms = ?, receive_count = ?, "
+                    f"receipt_handle = {_HANDLE_SQL} WHERE id = ?",
+                    (hidden_until, count + 1, token, row_id),
                 )
-                out.append(QueueMessage(message_id, handle, body, count + 1, iso_ms(sent_ms)))
+                out.append(QueueMessage(message_id, f"{row_id}.{token}", body, count + 1, iso_ms(sent_ms)))
         return out
 
     def delete(self, receipt_handles: Sequence[str]) -> None:
         handles = [h for h in receipt_handles if h]
         if not handles:
             return
-        keyed, other = _split(handles)
+        runs, other = _split(handles)
         with self._db.write("delete replay messages") as conn:
-            conn.executemany("DELETE FROM queue_messages WHERE id = ? AND receipt_handle = ?", keyed)
+            conn.executemany(
+                f"DELETE FROM queue_messages WHERE id BETWEEN ? AND ? AND receipt_handle = {_HANDLE_SQL}",
+                runs,
+            )
             for part in chunks(other):
                 marks = ",".join("?" * len(part))
                 conn.execute(f"DELETE FROM queue_messages WHERE receipt_handle IN ({marks})", part)
@@ -141,11 +156,12 @@ class LocalQueue:
         if not handles:
             return
         now = _now_ms(self._clock)
-        keyed, other = _split(handles)
+        runs, other = _split(handles)
         with self._db.write("release replay messages") as conn:
             conn.executemany(
-                "UPDATE queue_messages SET visible_ms = ? WHERE id = ? AND receipt_handle = ?",
-                [(now, row_id, h) for row_id, h in keyed],
+                "UPDATE queue_messages SET visible_ms = ? "
+                f"WHERE id BETWEEN ? AND ? AND receipt_handle = {_HANDLE_SQL}",
+                [(now, *run) for run in runs],
             )
             for part in chunks(other):
                 marks = ",".join("?" * len(part))
@@ -167,49 +183,59 @@ class LocalQueue:
         now = _now_ms(self._clock)
         hidden_until = now + visibility_timeout_s * 1000
         out: list[QueueMessage] = []
+        token = secrets.token_hex(16)
+        last_id = 0
         with self._db.write("receive replay messages") as conn:
             for low, high in ((self._bulk_after, None), (0, self._bulk_after)):
                 after = low
                 while len(out) < max_messages:
-                    sql = (
-                        "SELECT id, message_id, body, sent_ms, receive_count FROM queue_messages "
-                        "WHERE id > ? AND visible_ms <= ?"
-                    )
+                    # The next visible ids (and their receive counts), then one UPDATE of that id range.
+                    sql = "SELECT id, receive_count FROM queue_messages WHERE id > ? AND visible_ms <= ?"
                     params: list[Any] = [after, now]
                     if high is not None:
                         sql += " AND id <= ?"
                         params.append(high)
-                    rows = conn.execute(
+                    ids = conn.execute(
                         sql + " ORDER BY id LIMIT ?", [*params, max_messages - len(out)]
                     ).fetchall()
-                    if not rows:
+                    if not ids:
                         break
-                    after = rows[-1][0]
-                    dead = [r for r in rows if r[4] >= self.max_receives]
+                    dead = [row_id for row_id, count in ids if count >= self.max_receives]
                     if dead:
-                        conn.executemany(
-                            "INSERT INTO dead_letters (message_id, body, sent_ms, receive_count, dead_ms) "
-                            "VALUES (?,?,?,?,?)",
-                            [(m, b, s, c, now) for _, m, b, s, c in dead],
-                        )
-                        conn.executemany("DELETE FROM queue_messages WHERE id = ?", [(r[0],) for r in dead])
-                    updates = []
-                    for row_id, message_id, body, sent_ms, count in rows:
-                        if count >= self.max_receives:
-                            continue
-                        handle = _handle(row_id)
-                        updates.append((hidden_until, count + 1, handle, row_id))
-                        out.append(QueueMessage(message_id, handle, body, count + 1, iso_ms(sent_ms)))
-                    conn.executemany(
-                        "UPDATE queue_messages SET visible_ms = ?, receive_count = ?, receipt_handle = ? "
-                        "WHERE id = ?",
-                        updates,
-                    )
+                        self._dead_letter(conn, dead, now)
+                    last = ids[-1][0]
+                    rows = conn.execute(
+                        "UPDATE queue_messages SET visible_ms = ?, receive_count = receive_count + 1, "
+                        f"receipt_handle = {_HANDLE_SQL} WHERE id > ? AND id <= ? AND visible_ms <= ? "
+                        "RETURNING id, message_id, body, sent_ms, receive_count",
+                        (hidden_until, token, after, last, now),
+                    ).fetchall()
+                    rows.sort()  # RETURNING's order is SQLite's choice
+                    out += [
+                        QueueMessage(message_id, f"{row_id}.{token}", body, count, iso_ms(sent_ms))
+                        for row_id, message_id, body, sent_ms, count in rows
+                    ]
+                    if rows:
+                        last_id = max(last_id, rows[-1][0])
+                    after = last
                 if len(out) >= max_messages:
                     break
         if out:
-            self._bulk_after = max(int(m.receipt_handle.partition(".")[0]) for m in out)
+            self._bulk_after = last_id
         return out
+
+    @staticmethod
+    def _dead_letter(conn: Any, row_ids: Sequence[int], now: int) -> None:
+        """Move the rows ``row_ids`` to the dead-letter table (in id order)."""
+        for part in chunks(row_ids):
+            marks = ",".join("?" * len(part))
+            conn.execute(
+                "INSERT INTO dead_letters (message_id, body, sent_ms, receive_count, dead_ms) "
+                "SELECT message_id, body, sent_ms, receive_count, ? FROM queue_messages "
+                f"WHERE id IN ({marks}) ORDER BY id",
+                [now, *part],
+            )
+            conn.execute(f"DELETE FROM queue_messages WHERE id IN ({marks})", list(part))
 
     def depth(self) -> QueueDepth:
         now = _now_ms(self._clock)
