@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from backend.adapters.local.store import LocalStore
 from backend.adapters.local.workspace import LocalPorts, local_ports
@@ -21,7 +23,7 @@ from backend.services.drain import DrainService
 from backend.services.ingest import IngestService, Received
 from backend.services.processor import ProcessorService, compute, metrics_with_default, parse_message
 from backend.services.versions import VersionService
-from backend.times import FixedClock, fmt
+from backend.times import FixedClock, TimeFormatError, fmt, parse_iso
 from pik_console.cli import main
 from tests.conftest import make_event
 
@@ -532,3 +534,26 @@ def test_the_drain_service_reports_progress_and_stops_when_asked(env: Env) -> No
     rest = drainer.run(max_messages=4)
     assert (rest.received, rest.versions_written, rest.unchanged, rest.interrupted) == (4, 0, 1, False)
     assert env.ports.queue.depth().visible == 6
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.from_regex(
+        r"[0-9]{4}-[0-2][0-9]-[0-3][0-9]T[0-2][0-9]:[0-6][0-9]:[0-6][0-9]\.[0-9]{3}Z", fullmatch=True
+    )
+    | st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30), timezones=st.just(UTC)).map(
+        fmt
+    )
+)
+def test_a_messages_day_is_the_day_of_its_time_in_utc_however_it_is_read(event_time: str) -> None:
+    """The stored time form is read by its first ten characters (once its date is checked): the same day,
+    or the same refusal, as parsing the time in full."""
+    body = json.dumps({"entity_id": "e", "event_time": event_time})
+    try:
+        expected: str = fmt(parse_iso(event_time, what="event_time"))[:10]
+    except TimeFormatError as exc:
+        with pytest.raises(InvalidRequest) as refused:
+            parse_message(body)
+        assert str(refused.value) == str(exc)
+    else:
+        assert parse_message(body).day == expected

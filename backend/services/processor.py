@@ -18,13 +18,15 @@ moves it to its dead-letter queue.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -193,13 +195,27 @@ class BatchResult:
         return {"batchItemFailures": [{"itemIdentifier": message_ids[i]} for i in sorted(self.failed)]}
 
 
-@dataclass(frozen=True, slots=True)
-class MessageWindow:
+class MessageWindow(NamedTuple):
     """What a replay message asks for: its (entity, day) window, and the replay that sent it."""
 
     entity_id: str
     day: str
     replay_id: str | None
+
+
+# The stored time form (``YYYY-MM-DDTHH:MM:SS.mmmZ``) with a clock time in range: such a time's UTC day is
+# its date, if the date exists (_is_day, asked once per date).
+_STORED_TIME = re.compile(
+    r"([0-9]{4}-[0-9]{2}-[0-9]{2})T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]\.[0-9]{3}Z", re.ASCII
+)
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_day(day: str) -> bool:
+    try:
+        return fmt(parse_iso(f"{day}T00:00:00.000Z"))[:10] == day
+    except TimeFormatError:
+        return False
 
 
 def parse_message(body: str) -> MessageWindow:
@@ -218,10 +234,14 @@ def parse_message(body: str) -> MessageWindow:
         raise InvalidRequest("the message has no entity_id")
     if not isinstance(event_time, str):
         raise InvalidRequest("the message has no event_time")
-    try:
-        day = fmt(parse_iso(event_time, what="event_time"))[:10]
-    except TimeFormatError as exc:
-        raise InvalidRequest(str(exc)) from None
+    stored = _STORED_TIME.fullmatch(event_time)
+    if stored is not None and _is_day(stored[1]):
+        day = stored[1]  # the form a replay writes, in UTC: its day is its first ten characters
+    else:
+        try:
+            day = fmt(parse_iso(event_time, what="event_time"))[:10]
+        except TimeFormatError as exc:
+            raise InvalidRequest(str(exc)) from None
     if replay_id is not None and not isinstance(replay_id, str):
         raise InvalidRequest("the message's replay_id is not a string")
     return MessageWindow(entity, day, replay_id)
