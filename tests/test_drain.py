@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from backend.adapters.local.store import LocalStore
 from backend.adapters.local.workspace import local_ports
-from backend.ports import QueueDepth
+from backend.ports import BULK_RECEIVE, QueueDepth
 from backend.services import drain as drain_module
 from backend.services.drain import DrainService
 from backend.services.processor import ProcessorService, WindowResult
@@ -314,8 +314,8 @@ def test_the_local_bulk_receive_keeps_the_queue_semantics(tmp_path: Path) -> Non
         third = queue.receive_many(1000, 60)  # the two received twice are dead letters now
         assert [m.body for m in third] == ["m2-5", "m2-6", "m2-7", "m2-8", "m2-9"]
         assert queue.depth() == QueueDepth(0, 5, 2)
-        with pytest.raises(Exception, match="1 to 1000"):
-            queue.receive_many(1001, 60)
+        with pytest.raises(Exception, match=f"1 to {BULK_RECEIVE}"):
+            queue.receive_many(BULK_RECEIVE + 1, 60)
     finally:
         store.close()
 

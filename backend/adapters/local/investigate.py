@@ -11,6 +11,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
+from operator import itemgetter
 from typing import Any
 
 from backend.adapters.local import replay_plan
@@ -115,7 +116,7 @@ class LocalInvestigation:
             "AND e.event_ms >= ? AND e.event_ms < ? AND e.receipt = 0",
             [entity_id, *window],
         )
-        rows.sort()  # the first column, an event id, is unique among accepted receipts
+        rows.sort(key=itemgetter(0))  # by event id, unique among accepted receipts
         parts = {r[4] for r in rows}
         names: dict[int, tuple[str, str]] = {}
         for some in chunks(sorted(parts)):

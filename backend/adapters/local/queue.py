@@ -21,6 +21,9 @@ from backend.model import Page
 from backend.ports import BULK_RECEIVE, QUEUE_BATCH, DeadLetter, QueueDepth, QueueMessage, SendFailure
 from backend.times import Clock
 
+# Deletes and releases of more handles than this (a drain's) keep the writer's page cache, as receive_many:
+# the queue's indexes then stay cached from one to the next.
+_BULK = 1000
 # SQS's limit on one message body.
 MAX_BODY_BYTES = 256 * 1024
 # SQS's limits on the visibility timeout.
@@ -142,7 +145,7 @@ class LocalQueue:
         if not handles:
             return
         runs, other = _split(handles)
-        with self._db.write("delete replay messages") as conn:
+        with self._db.write("delete replay messages", bulk=len(handles) > _BULK) as conn:
             conn.executemany(
                 f"DELETE FROM queue_messages WHERE id BETWEEN ? AND ? AND receipt_handle = {_HANDLE_SQL}",
                 runs,
@@ -157,7 +160,7 @@ class LocalQueue:
             return
         now = _now_ms(self._clock)
         runs, other = _split(handles)
-        with self._db.write("release replay messages") as conn:
+        with self._db.write("release replay messages", bulk=len(handles) > _BULK) as conn:
             conn.executemany(
                 "UPDATE queue_messages SET visible_ms = ? "
                 f"WHERE id BETWEEN ? AND ? AND receipt_handle = {_HANDLE_SQL}",
@@ -185,7 +188,7 @@ class LocalQueue:
         out: list[QueueMessage] = []
         token = secrets.token_hex(16)
         last_id = 0
-        with self._db.write("receive replay messages") as conn:
+        with self._db.write("receive replay messages", bulk=True) as conn:
             for low, high in ((self._bulk_after, None), (0, self._bulk_after)):
                 after = low
                 while len(out) < max_messages:

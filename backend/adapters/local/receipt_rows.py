@@ -98,14 +98,18 @@ def receipts(page: Page[Any]) -> Page[Receipt]:
 
 
 def manifest_entries(rows: list[Any]) -> list[ManifestEntry]:
-    """``(event_id, payload_sha, ingest_ms, ingest_lag_ms, ...)`` rows as manifest entries, in their order:
-    the same tight loop as :func:`receipts`, for a recompute's window."""
+    """``(event_id, payload_sha, ingest_ms, ingest_lag_ms, partition)`` rows as manifest entries, in their
+    order, for a recompute's window: each ingest time formatted once (a batch's events share their
+    milliseconds), each entry made as the tuple it is."""
     seconds, millis = _clock_texts()
     prefix = _day_prefix
-    out: list[ManifestEntry] = []
-    append = out.append
-    for eid, psha, ingest_ms, lag, *_ in rows:
+    texts: dict[int, str] = {}
+    for ingest_ms in {r[2] for r in rows}:
         d, rest = divmod(ingest_ms, DAY_MS)
         s, ms = divmod(rest, 1000)
-        append(ManifestEntry(eid.hex(), psha.hex(), prefix(d) + seconds[s] + millis[ms], lag))
-    return out
+        texts[ingest_ms] = prefix(d) + seconds[s] + millis[ms]
+    new = tuple.__new__
+    return [
+        new(ManifestEntry, (eid.hex(), psha.hex(), texts[ingest_ms], lag))
+        for eid, psha, ingest_ms, lag, _ in rows
+    ]
