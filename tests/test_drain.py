@@ -321,19 +321,29 @@ def test_the_local_bulk_receive_keeps_the_queue_semantics(tmp_path: Path) -> Non
 
 
 def test_handles_from_before_the_row_id_was_in_them_still_delete_and_release(tmp_path: Path) -> None:
+    """Rows received by earlier versions store their whole handle: a random text without a row id, then
+    ``<row id>.<32 hex>``; rows received now store the receive's token. Each era's handle finds its row, and
+    a token given alone (not a handle) finds none."""
     store = LocalStore(tmp_path / "ws")
     try:
         queue = local_ports(store).queue
-        assert queue.send_batch(["a", "b"]) == []
+        assert queue.send_batch(["a", "b", "c", "d", "e"]) == []
         got = queue.receive(10, 60)
-        old = [f"{i:032x}" for i in range(len(got))]  # a random text per message, as those handles were
+        row_ids = [int(m.receipt_handle.partition(".")[0]) for m in got]
+        old = [f"{i:032x}" for i in range(2)] + [f"{row_ids[i]}.{i:032x}" for i in (2, 3)]
         with store.db.write("test: old handles") as conn:
-            for m, handle in zip(got, old, strict=True):
-                conn.execute("UPDATE queue_messages SET receipt_handle = ? WHERE receipt_handle = ?",
-                             (handle, m.receipt_handle))  # fmt: skip
-        queue.delete([old[0]])
-        queue.release([old[1]])
-        assert queue.depth() == QueueDepth(1, 0, 0)
+            for row_id, handle in zip(row_ids, old, strict=False):
+                conn.execute("UPDATE queue_messages SET receipt_handle = ? WHERE id = ?", (handle, row_id))
+        token = got[4].receipt_handle.partition(".")[2]
+        queue.delete([token])  # a token alone: not a handle
+        queue.release([token])
+        assert queue.depth() == QueueDepth(0, 5, 0)
+        queue.delete([old[0], old[2]])
+        queue.release([old[1], old[3]])
+        assert queue.depth() == QueueDepth(2, 1, 0)
+        queue.delete([got[4].receipt_handle])
+        assert sorted(m.body for m in queue.receive(10, 60)) == ["b", "d"]
+        assert queue.depth() == QueueDepth(0, 2, 0)
     finally:
         store.close()
 

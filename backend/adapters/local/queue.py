@@ -30,11 +30,17 @@ MAX_BODY_BYTES = 256 * 1024
 MAX_VISIBILITY_S = 12 * 3600
 
 
-# A receipt handle is ``<row id>.<token>``, the token drawn at random once per receive and stored as part
-# of the handle (the row id's text, a dot and the token, written by SQLite in the receive's UPDATE). The row
-# id lets delete and release find the row by its key (receipt_handle has no index); the token keeps an
-# earlier receive's handle from matching. Handles stay opaque to callers.
-_HANDLE_SQL = "id || '.' || ?"
+# A receipt handle is ``<row id>.<token>``: the row id lets delete and release find the row by its key
+# (receipt_handle has no index), and the token, drawn at random once per receive (64 bits), keeps an earlier
+# receive's handle from matching. The row stores the token alone, so that a receive grows each row by 16
+# characters rather than by the whole handle; a row received by an earlier version of the kit stores its
+# whole handle, which the same token still matches (_MATCH). Handles stay opaque to callers.
+_TOKEN_BYTES = 8
+# A row that stores a whole handle (a receive by an earlier version), not a token: a token alone, given as a
+# handle, must not match every message of its receive.
+_WHOLE = f"length(receipt_handle) <> {2 * _TOKEN_BYTES}"
+# The rows of one run ``(first id, last id, token)`` of _split.
+_MATCH = "id BETWEEN ?1 AND ?2 AND (receipt_handle = ?3 OR receipt_handle = id || '.' || ?3)"
 
 
 def _split(handles: Sequence[str]) -> tuple[list[tuple[int, int, str]], list[str]]:
@@ -130,11 +136,11 @@ class LocalQueue:
                 (now, max_messages),
             ).fetchall()
             hidden_until = now + visibility_timeout_s * 1000
-            token = secrets.token_hex(16)
+            token = secrets.token_hex(_TOKEN_BYTES)
             for row_id, message_id, body, sent_ms, count in rows:
                 conn.execute(
                     "UPDATE queue_messages SET visible_ms = ?, receive_count = ?, "
-                    f"receipt_handle = {_HANDLE_SQL} WHERE id = ?",
+                    "receipt_handle = ? WHERE id = ?",
                     (hidden_until, count + 1, token, row_id),
                 )
                 out.append(QueueMessage(message_id, f"{row_id}.{token}", body, count + 1, iso_ms(sent_ms)))
@@ -147,12 +153,14 @@ class LocalQueue:
         runs, other = _split(handles)
         with self._db.write("delete replay messages", bulk=len(handles) > _BULK) as conn:
             conn.executemany(
-                f"DELETE FROM queue_messages WHERE id BETWEEN ? AND ? AND receipt_handle = {_HANDLE_SQL}",
+                f"DELETE FROM queue_messages WHERE {_MATCH}",
                 runs,
             )
             for part in chunks(other):
                 marks = ",".join("?" * len(part))
-                conn.execute(f"DELETE FROM queue_messages WHERE receipt_handle IN ({marks})", part)
+                conn.execute(
+                    f"DELETE FROM queue_messages WHERE receipt_handle IN ({marks}) AND {_WHOLE}", part
+                )
 
     def release(self, receipt_handles: Sequence[str]) -> None:
         handles = [h for h in receipt_handles if h]
@@ -162,14 +170,14 @@ class LocalQueue:
         runs, other = _split(handles)
         with self._db.write("release replay messages", bulk=len(handles) > _BULK) as conn:
             conn.executemany(
-                "UPDATE queue_messages SET visible_ms = ? "
-                f"WHERE id BETWEEN ? AND ? AND receipt_handle = {_HANDLE_SQL}",
-                [(now, *run) for run in runs],
+                f"UPDATE queue_messages SET visible_ms = ?4 WHERE {_MATCH}",
+                [(*run, now) for run in runs],
             )
             for part in chunks(other):
                 marks = ",".join("?" * len(part))
                 conn.execute(
-                    f"UPDATE queue_messages SET visible_ms = ? WHERE receipt_handle IN ({marks})",
+                    f"UPDATE queue_messages SET visible_ms = ? WHERE receipt_handle IN ({marks}) "
+                    f"AND {_WHOLE}",
                     [now, *part],
                 )
 
@@ -186,7 +194,7 @@ class LocalQueue:
         now = _now_ms(self._clock)
         hidden_until = now + visibility_timeout_s * 1000
         out: list[QueueMessage] = []
-        token = secrets.token_hex(16)
+        token = secrets.token_hex(_TOKEN_BYTES)
         last_id = 0
         with self._db.write("receive replay messages", bulk=True) as conn:
             for low, high in ((self._bulk_after, None), (0, self._bulk_after)):
@@ -209,7 +217,7 @@ class LocalQueue:
                     last = ids[-1][0]
                     rows = conn.execute(
                         "UPDATE queue_messages SET visible_ms = ?, receive_count = receive_count + 1, "
-                        f"receipt_handle = {_HANDLE_SQL} WHERE id > ? AND id <= ? AND visible_ms <= ? "
+                        "receipt_handle = ? WHERE id > ? AND id <= ? AND visible_ms <= ? "
                         "RETURNING id, message_id, body, sent_ms, receive_count",
                         (hidden_until, token, after, last, now),
                     ).fetchall()
