@@ -229,6 +229,8 @@ class DrainService:
             tally.held_since = time.perf_counter()
         tally.received += len(batch)
         bad: list[QueueMessage] = []
+        held, replays = tally.held, tally.replays
+        new = tuple.__new__  # a _Held per message, made as the tuple it is
         for m in batch:
             try:
                 target = parse_message(m.body)
@@ -237,10 +239,13 @@ class DrainService:
                 self._failed(m.message_id, m.receive_count, f"malformed message: {exc}", tally)
                 continue
             key = (target.entity_id, target.day)
-            tally.held.setdefault(key, []).append(_Held(m.message_id, m.receipt_handle, m.receive_count))
+            here = held.get(key)
+            if here is None:
+                here = held[key] = []
+            here.append(new(_Held, (m.message_id, m.receipt_handle, m.receive_count)))
             if target.replay_id:
-                tally.replays.setdefault(key, set()).add(target.replay_id)
-            tally.held_count += 1
+                replays.setdefault(key, set()).add(target.replay_id)
+        tally.held_count += len(batch) - len(bad)
         if bad:
             self._done([], [m.receipt_handle for m in bad], tally)
 

@@ -222,8 +222,12 @@ class LocalQueue:
                         (hidden_until, token, after, last, now),
                     ).fetchall()
                     rows.sort()  # RETURNING's order is SQLite's choice
+                    # Messages sent together share their sent time: each is formatted once. Each message
+                    # is made as the tuple it is.
+                    sent = {ms: iso_ms(ms) for ms in {r[3] for r in rows}}
+                    new = tuple.__new__
                     out += [
-                        QueueMessage(message_id, f"{row_id}.{token}", body, count, iso_ms(sent_ms))
+                        new(QueueMessage, (message_id, f"{row_id}.{token}", body, count, sent[sent_ms]))
                         for row_id, message_id, body, sent_ms, count in rows
                     ]
                     if rows:
