@@ -12,6 +12,7 @@ import shutil
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from unittest import mock
 
 import pytest
@@ -36,8 +37,10 @@ def demo_ws(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The demo workspace (read it, or copy it with ``demo_copy`` to change it)."""
     ws = tmp_path_factory.mktemp("console-demo") / ".pik-demo"
     counter = itertools.count(1)
-    # Replay ids end in random hex; fixed here so that the snapshots of the demo do not change.
-    with mock.patch.object(replay_module.secrets, "token_hex", lambda n: f"{next(counter):0{2 * n}x}"):
+    # Replay ids end in random hex; fixed here so that the snapshots of the demo do not change. Only the
+    # replay's draws are counted (not the queue's tokens and message ids, which no snapshot shows).
+    fixed = SimpleNamespace(token_hex=lambda n: f"{next(counter):0{2 * n}x}")
+    with mock.patch.object(replay_module, "secrets", fixed):
         store = LocalStore(ws)
         try:
             build_demo(store)
