@@ -91,7 +91,12 @@ def build(n: int) -> None:
         assert len(rows) == n, (len(rows), n)
         with store.db.write("bench: fill the replay queue") as conn:
             conn.executemany(
-                "INSERT INTO queue_messages (message_id, body, sent_ms, visible_ms) VALUES (?,?,?,?)", rows
+                "INSERT INTO queue_messages (id, message_id, sent_ms, visible_ms) VALUES (?,?,?,?)",
+                [(i, m, sent, visible) for i, (m, _, sent, visible) in enumerate(rows, 1)],
+            )
+            conn.executemany(
+                "INSERT INTO queue_bodies (id, body) VALUES (?,?)",
+                [(i, body) for i, (_, body, _, _) in enumerate(rows, 1)],
             )
     finally:
         store.close()

@@ -5,6 +5,9 @@ processors can drain one queue: every receive is one write transaction, which hi
 returns for the visibility timeout (nobody else receives them meanwhile), counts the receive and hands out a
 fresh receipt handle. A visible message that was already received ``max_receives`` times is moved to the
 dead-letter table instead of being delivered, as SQS's redrive policy does.
+
+A message is a small row in ``queue_messages`` (its visibility, receive count and latest receipt token) and
+its body in ``queue_bodies`` under the same id (schema version 7): receives rewrite the small rows only.
 """
 
 from __future__ import annotations
@@ -103,9 +106,18 @@ class LocalQueue:
                 rows.append((secrets.token_hex(16), body, now, now))
         if rows:
             with self._db.write("send replay messages") as conn:
+                # Numbered here, under the write lock, as SQLite would number them: a body takes its row's id.
+                first = int(conn.execute("SELECT coalesce(max(id), 0) + 1 FROM queue_messages").fetchone()[0])
                 conn.executemany(
-                    "INSERT INTO queue_messages (message_id, body, sent_ms, visible_ms) VALUES (?,?,?,?)",
-                    rows,
+                    "INSERT INTO queue_messages (id, message_id, sent_ms, visible_ms) VALUES (?,?,?,?)",
+                    [
+                        (first + i, message_id, sent, visible)
+                        for i, (message_id, _, sent, visible) in enumerate(rows)
+                    ],
+                )
+                conn.executemany(
+                    "INSERT INTO queue_bodies (id, body) VALUES (?,?)",
+                    [(first + i, body) for i, (_, body, _, _) in enumerate(rows)],
                 )
         return failures
 
@@ -119,20 +131,14 @@ class LocalQueue:
         with self._db.write("receive replay messages") as conn:
             # Received max_receives times and visible again: dead, not delivered (SQS's redrive policy).
             dead = conn.execute(
-                "SELECT id, message_id, body, sent_ms, receive_count FROM queue_messages "
-                "WHERE visible_ms <= ? AND receive_count >= ? ORDER BY id",
+                "SELECT id FROM queue_messages WHERE visible_ms <= ? AND receive_count >= ? ORDER BY id",
                 (now, self.max_receives),
             ).fetchall()
             if dead:
-                conn.executemany(
-                    "INSERT INTO dead_letters (message_id, body, sent_ms, receive_count, dead_ms) "
-                    "VALUES (?,?,?,?,?)",
-                    [(m, b, s, c, now) for _, m, b, s, c in dead],
-                )
-                conn.executemany("DELETE FROM queue_messages WHERE id = ?", [(row[0],) for row in dead])
+                self._dead_letter(conn, [row[0] for row in dead], now)
             rows = conn.execute(
-                "SELECT id, message_id, body, sent_ms, receive_count FROM queue_messages "
-                "WHERE visible_ms <= ? ORDER BY id LIMIT ?",
+                "SELECT m.id, m.message_id, b.body, m.sent_ms, m.receive_count FROM queue_messages m "
+                "JOIN queue_bodies b ON b.id = m.id WHERE m.visible_ms <= ? ORDER BY m.id LIMIT ?",
                 (now, max_messages),
             ).fetchall()
             hidden_until = now + visibility_timeout_s * 1000
@@ -218,17 +224,25 @@ class LocalQueue:
                     rows = conn.execute(
                         "UPDATE queue_messages SET visible_ms = ?, receive_count = receive_count + 1, "
                         "receipt_handle = ? WHERE id > ? AND id <= ? AND visible_ms <= ? "
-                        "RETURNING id, message_id, body, sent_ms, receive_count",
+                        "RETURNING id, message_id, sent_ms, receive_count",
                         (hidden_until, token, after, last, now),
                     ).fetchall()
                     rows.sort()  # RETURNING's order is SQLite's choice
+                    bodies = dict(
+                        conn.execute(
+                            "SELECT id, body FROM queue_bodies WHERE id > ? AND id <= ?", (after, last)
+                        ).fetchall()
+                    )
                     # Messages sent together share their sent time: each is formatted once. Each message
                     # is made as the tuple it is.
-                    sent = {ms: iso_ms(ms) for ms in {r[3] for r in rows}}
+                    sent = {ms: iso_ms(ms) for ms in {r[2] for r in rows}}
                     new = tuple.__new__
                     out += [
-                        new(QueueMessage, (message_id, f"{row_id}.{token}", body, count, sent[sent_ms]))
-                        for row_id, message_id, body, sent_ms, count in rows
+                        new(
+                            QueueMessage,
+                            (message_id, f"{row_id}.{token}", bodies[row_id], count, sent[sent_ms]),
+                        )
+                        for row_id, message_id, sent_ms, count in rows
                     ]
                     if rows:
                         last_id = max(last_id, rows[-1][0])
@@ -241,13 +255,13 @@ class LocalQueue:
 
     @staticmethod
     def _dead_letter(conn: Any, row_ids: Sequence[int], now: int) -> None:
-        """Move the rows ``row_ids`` to the dead-letter table (in id order)."""
+        """Move the rows ``row_ids`` to the dead-letter table (in id order); their bodies go with them."""
         for part in chunks(row_ids):
             marks = ",".join("?" * len(part))
             conn.execute(
                 "INSERT INTO dead_letters (message_id, body, sent_ms, receive_count, dead_ms) "
-                "SELECT message_id, body, sent_ms, receive_count, ? FROM queue_messages "
-                f"WHERE id IN ({marks}) ORDER BY id",
+                "SELECT m.message_id, b.body, m.sent_ms, m.receive_count, ? FROM queue_messages m "
+                f"JOIN queue_bodies b ON b.id = m.id WHERE m.id IN ({marks}) ORDER BY m.id",
                 [now, *part],
             )
             conn.execute(f"DELETE FROM queue_messages WHERE id IN ({marks})", list(part))
