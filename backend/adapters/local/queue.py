@@ -158,10 +158,7 @@ class LocalQueue:
             return
         runs, other = _split(handles)
         with self._db.write("delete replay messages", bulk=len(handles) > _BULK) as conn:
-            conn.executemany(
-                f"DELETE FROM queue_messages WHERE {_MATCH}",
-                runs,
-            )
+            conn.executemany(f"DELETE FROM queue_messages WHERE {_MATCH}", runs)
             for part in chunks(other):
                 marks = ",".join("?" * len(part))
                 conn.execute(
@@ -228,9 +225,13 @@ class LocalQueue:
                         (hidden_until, token, after, last, now),
                     ).fetchall()
                     rows.sort()  # RETURNING's order is SQLite's choice
+                    # The bodies of the rows just received (this receive's token marks them), not of the
+                    # messages in flight that the range also holds.
                     bodies = dict(
                         conn.execute(
-                            "SELECT id, body FROM queue_bodies WHERE id > ? AND id <= ?", (after, last)
+                            "SELECT m.id, b.body FROM queue_messages m JOIN queue_bodies b ON b.id = m.id "
+                            "WHERE m.id > ? AND m.id <= ? AND m.receipt_handle = ?",
+                            (after, last, token),
                         ).fetchall()
                     )
                     # Messages sent together share their sent time: each is formatted once. Each message
